@@ -1,0 +1,3 @@
+//! Node configuration (`conf/config.yaml`), the resource model, and config snapshots.
+
+pub mod resource;

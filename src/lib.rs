@@ -1,0 +1,9 @@
+//! moongate: an API gateway in Rust that runs Apache APISIX Lua plugins.
+//!
+//! The crate is laid out along the request path: `server` accepts connections, `router` matches
+//! routes over a `config` snapshot, `upstream` picks a node, `proxy` forwards the request, and
+//! `observability` writes the logs.
+
+pub mod config;
+pub mod router;
+pub mod upstream;
