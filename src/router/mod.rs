@@ -65,3 +65,21 @@ pub struct RouterError {
     pub field: &'static str,
     pub message: String,
 }
+
+/// The compiled router for one snapshot.
+#[derive(Debug, Default)]
+pub struct Router {}
+
+impl Router {
+    /// Compiles the routes. Every invalid route is reported, not just the first.
+    pub fn build(specs: Vec<RouteSpec>) -> Result<Router, Vec<RouterError>> {
+        let _ = specs;
+        todo!("router: being written")
+    }
+
+    /// The first route that matches, in APISIX's precedence.
+    pub fn find<R: RequestVars + ?Sized>(&self, req: &R) -> Option<RouteMatch> {
+        let _ = req;
+        todo!("router: being written")
+    }
+}
