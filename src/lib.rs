@@ -5,5 +5,8 @@
 //! `observability` writes the logs.
 
 pub mod config;
+pub mod observability;
+pub mod proxy;
 pub mod router;
+pub mod server;
 pub mod upstream;

@@ -1,0 +1,250 @@
+//! Body types flowing through the proxy, with the timeouts and limits that apply while they flow.
+//!
+//! Bodies stream: nothing here buffers a whole body. A request body is read from the client only as
+//! fast as the upstream takes it, bounded by `client_body_timeout` between reads and by
+//! `client_max_body_size` in total; a response body is read from the upstream bounded by the read
+//! timeout between reads. When a response body ends (or the client goes away) its [`Finish`] runs:
+//! the access-log line, the connection's in-flight count, and returning the upstream connection
+//! to the pool when it ended cleanly.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Why reading the client's body failed, so the handler can answer as nginx does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBodyError {
+    /// Over `client_max_body_size`: 413.
+    TooLarge,
+    /// No data within `client_body_timeout`: 408.
+    Timeout,
+    /// The client's body was malformed or the client went away.
+    Broken,
+}
+
+/// Errors a body yields to hyper.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("client request body: {0:?}")]
+    Client(ClientBodyError),
+    #[error("upstream timed out while reading the response body")]
+    UpstreamTimeout,
+    #[error("upstream response body: {0}")]
+    Upstream(hyper::Error),
+}
+
+/// Runs when a response body is done with (fully sent, or dropped early).
+pub trait Finish {
+    /// `bytes`: body bytes handed to the client; `complete`: the body reached its end.
+    fn finish(self: Box<Self>, bytes: u64, complete: bool);
+}
+
+/// A request or response body.
+pub struct Body {
+    kind: Kind,
+    bytes: u64,
+    complete: bool,
+    finish: Option<Box<dyn Finish>>,
+}
+
+enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    Client(ClientBody),
+    Upstream(UpstreamBody),
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body::with(Kind::Empty)
+    }
+
+    pub fn full(data: impl Into<Bytes>) -> Body {
+        Body::with(Kind::Full(Some(data.into())))
+    }
+
+    fn with(kind: Kind) -> Body {
+        Body {
+            kind,
+            bytes: 0,
+            complete: false,
+            finish: None,
+        }
+    }
+
+    /// The client's request body, to be forwarded upstream.
+    pub fn client(inner: Incoming, limit: u64, timeout: Duration, error: Rc<Cell<Option<ClientBodyError>>>) -> Body {
+        Body::with(Kind::Client(ClientBody {
+            inner,
+            limit,
+            received: 0,
+            timeout,
+            timer: None,
+            error,
+        }))
+    }
+
+    /// An upstream response body, to be forwarded to the client.
+    pub fn upstream(inner: Incoming, read_timeout: Duration) -> Body {
+        Body::with(Kind::Upstream(UpstreamBody {
+            inner,
+            timeout: read_timeout,
+            timer: None,
+        }))
+    }
+
+    /// Attaches the completion hook.
+    pub fn on_finish(mut self, f: Box<dyn Finish>) -> Body {
+        self.finish = Some(f);
+        self
+    }
+
+    fn done(&mut self) {
+        self.complete = true;
+        if let Some(f) = self.finish.take() {
+            f.finish(self.bytes, true);
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Some(f) = self.finish.take() {
+            f.finish(self.bytes, self.complete);
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let res = match &mut this.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Client(b) => b.poll_frame(cx),
+            Kind::Upstream(b) => b.poll_frame(cx),
+        };
+        match &res {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.is_end_stream_inner() {
+                    this.done();
+                }
+            }
+            Poll::Ready(None) => this.done(),
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_end_stream_inner()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Client(b) => b.inner.size_hint(),
+            Kind::Upstream(b) => b.inner.size_hint(),
+        }
+    }
+}
+
+impl Body {
+    fn is_end_stream_inner(&self) -> bool {
+        use http_body::Body as _;
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(d) => d.is_none(),
+            Kind::Client(b) => b.inner.is_end_stream(),
+            Kind::Upstream(b) => b.inner.is_end_stream(),
+        }
+    }
+}
+
+struct ClientBody {
+    inner: Incoming,
+    limit: u64,
+    received: u64,
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    error: Rc<Cell<Option<ClientBodyError>>>,
+}
+
+impl ClientBody {
+    fn fail(&self, e: ClientBodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.error.set(Some(e));
+        Poll::Ready(Some(Err(BodyError::Client(e))))
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        use http_body::Body as _;
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timer = None;
+                if let Some(d) = frame.data_ref() {
+                    self.received += d.len() as u64;
+                    if self.limit > 0 && self.received > self.limit {
+                        return self.fail(ClientBodyError::TooLarge);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(_))) => self.fail(ClientBodyError::Broken),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => self.fail(ClientBodyError::Timeout),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+struct UpstreamBody {
+    inner: Incoming,
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl UpstreamBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        use http_body::Body as _;
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timer = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Upstream(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::UpstreamTimeout))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}

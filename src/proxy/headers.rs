@@ -1,0 +1,105 @@
+//! Header rules between client, gateway and upstream (RFC 9110 hop-by-hop handling, and the
+//! forwarding headers APISIX sends).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// Sets the `X-Forwarded-*`/`X-Real-IP` headers as APISIX's nginx template does: `X-Real-IP` is
+/// the peer, `X-Forwarded-For` appends the peer to what the client sent, `-Proto`/`-Host`/`-Port`
+/// are replaced by what this hop saw (a client cannot spoof them), and `Forwarded` is dropped.
+pub fn set_forwarding(
+    h: &mut HeaderMap,
+    client_ip: &str,
+    scheme: &'static str,
+    http_host: Option<&str>,
+    host: &str,
+    port: &str,
+) {
+    let xff = match h.get("x-forwarded-for").map(|v| v.as_bytes()) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => HeaderValue::from_str(client_ip).ok(),
+    };
+    if let Some(xff) = xff {
+        h.insert(HeaderName::from_static("x-forwarded-for"), xff);
+    }
+    if let Ok(v) = HeaderValue::from_str(client_ip) {
+        h.insert(HeaderName::from_static("x-real-ip"), v);
+    }
+    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(scheme));
+    let fwd_host = http_host.filter(|s| !s.is_empty()).unwrap_or(host);
+    if let Ok(v) = HeaderValue::from_str(fwd_host) {
+        h.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(port) {
+        h.insert(HeaderName::from_static("x-forwarded-port"), v);
+    }
+    h.remove(header::FORWARDED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarding_headers_append_and_replace() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert(header::FORWARDED, "for=evil".parse().unwrap());
+        set_forwarding(&mut h, "10.0.0.9", "http", Some("example.com:9080"), "example.com", "9080");
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com:9080");
+        assert_eq!(h["x-forwarded-port"], "9080");
+        assert!(!h.contains_key(header::FORWARDED));
+    }
+}

@@ -1,0 +1,611 @@
+//! The request path from a parsed client request to a response: strictness checks, routing over
+//! the current snapshot, node choice, forwarding with retries, and the response back.
+//!
+//! Everything here runs on one worker thread: the per-worker state ([`WorkerCtx`]: connection
+//! pool, balancer state, access-log buffer) is reached through `Rc`/`RefCell`, never a lock. The
+//! config snapshot is taken once per request and kept to its end, so a reload never shows a
+//! request half of a change.
+
+pub mod body;
+pub mod error_page;
+pub mod headers;
+pub mod pool;
+pub mod request;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::config::resource::{PassHost, Timeout};
+use crate::config::snapshot::{RouteEntry, RouteUpstream, Snapshot};
+use crate::observability::access::{self, Format, UpstreamRecord};
+use crate::server::framing::Verdict;
+use crate::server::timed_io::{ClientTimeouts, ConnState};
+use crate::upstream::{Picker, UpstreamDef};
+use body::{Body, ClientBodyError, Finish};
+use pool::{Conn, ConnectError, Pool};
+
+/// nginx's defaults for `proxy_connect_timeout`, `proxy_send_timeout`, `proxy_read_timeout`.
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Server-wide settings the request path needs, resolved from the node config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeouts: ClientTimeouts,
+    /// `client_max_body_size`; 0 = unlimited.
+    pub client_max_body_size: u64,
+    /// Longest request or header line (`large_client_header_buffers`).
+    pub max_line: usize,
+    /// Requests served on one client connection before it is closed.
+    pub keepalive_requests: u64,
+    /// Access log path and format; `None` = off.
+    pub access_log: Option<(PathBuf, Format)>,
+}
+
+/// What every worker shares.
+pub struct Shared {
+    pub store: Arc<ArcSwap<Snapshot>>,
+    pub settings: Settings,
+}
+
+/// One worker thread's proxy state.
+pub struct WorkerCtx {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub pool: Pool,
+    /// Balancer state per upstream, keyed by the address of its shared definition; the `Weak`
+    /// tells a live entry from one whose upstream was replaced by a config change.
+    pickers: RefCell<HashMap<usize, (Weak<UpstreamDef>, Picker)>>,
+    access: Option<RefCell<access::Writer>>,
+    server_header: HeaderValue,
+}
+
+impl WorkerCtx {
+    pub fn new(id: usize, shared: Arc<Shared>) -> std::io::Result<WorkerCtx> {
+        let access = match &shared.settings.access_log {
+            Some((path, _)) => Some(RefCell::new(access::Writer::open(path)?)),
+            None => None,
+        };
+        Ok(WorkerCtx {
+            id,
+            shared,
+            pool: Pool::default(),
+            pickers: RefCell::new(HashMap::new()),
+            access,
+            server_header: HeaderValue::from_static(concat!("moongate/", env!("CARGO_PKG_VERSION"))),
+        })
+    }
+
+    /// Periodic per-worker housekeeping: flush logs, expire idle upstream connections, forget
+    /// balancer state of upstreams that no longer exist.
+    pub fn tick(&self) {
+        if let Some(w) = &self.access {
+            w.borrow_mut().flush();
+        }
+        self.pool.sweep();
+        self.pickers
+            .borrow_mut()
+            .retain(|_, (weak, _)| weak.strong_count() > 0);
+    }
+
+    fn with_picker<R>(&self, def: &Arc<UpstreamDef>, f: impl FnOnce(&mut Picker) -> R) -> R {
+        let key = Arc::as_ptr(def) as usize;
+        let mut pickers = self.pickers.borrow_mut();
+        let entry = pickers.entry(key).or_insert_with(|| (Arc::downgrade(def), Picker::new(def)));
+        if !std::ptr::eq(entry.0.as_ptr(), Arc::as_ptr(def)) || entry.0.strong_count() == 0 {
+            *entry = (Arc::downgrade(def), Picker::new(def));
+        }
+        f(&mut entry.1)
+    }
+}
+
+/// One client connection, as its requests see it.
+pub struct ConnCtx {
+    pub worker: Rc<WorkerCtx>,
+    pub state: Rc<ConnState>,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// What the access log needs about one request, captured before the request is forwarded.
+struct LogData {
+    start: Instant,
+    method: String,
+    request_uri: String,
+    uri: String,
+    protocol: &'static str,
+    host: String,
+    headers: Vec<Option<String>>,
+    request_length: u64,
+    status: u16,
+    route_id: Option<String>,
+    upstream: Option<UpstreamRecord>,
+}
+
+/// Runs when the response body is done: balancer feedback, pool return, access log, accounting.
+struct Done {
+    cx: Rc<ConnCtx>,
+    log: Option<Box<LogData>>,
+    upstream: Option<UpstreamDone>,
+}
+
+struct UpstreamDone {
+    def: Arc<UpstreamDef>,
+    node: usize,
+    addr: SocketAddr,
+    started: Instant,
+    conn: Conn,
+}
+
+impl Finish for Done {
+    fn finish(self: Box<Self>, bytes: u64, complete: bool) {
+        let Done { cx, log, upstream } = *self;
+        let worker = &cx.worker;
+        if let Some(u) = upstream {
+            worker.with_picker(&u.def, |p| p.on_finish(u.node, u.started.elapsed(), !complete));
+            if complete {
+                worker.pool.checkin(u.addr, u.conn, &u.def.keepalive_pool);
+            }
+        }
+        if let (Some(log), Some(writer), Some((_, format))) =
+            (log, worker.access.as_ref(), worker.shared.settings.access_log.as_ref())
+        {
+            let (uri, args) = log.uri.split_once('?').unwrap_or((&log.uri, ""));
+            let record = access::Record {
+                remote: cx.remote,
+                server_port: cx.local.port(),
+                method: &log.method,
+                request_uri: &log.request_uri,
+                uri,
+                args,
+                protocol: log.protocol,
+                host: &log.host,
+                status: log.status,
+                body_bytes_sent: bytes,
+                bytes_sent: bytes,
+                request_length: log.request_length,
+                start: log.start.into_std(),
+                upstream: log.upstream.as_ref(),
+                route_id: log.route_id.as_deref(),
+                headers: &log.headers,
+            };
+            let mut w = writer.borrow_mut();
+            format.write_line(&record, w.buffer());
+            w.maybe_flush();
+        }
+        cx.state.end();
+    }
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Handles one request. Never fails: every problem becomes the response nginx/APISIX would give.
+pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+    cx.state.begin();
+    let start = Instant::now();
+    let verdict = match cx.state.framing.borrow_mut().as_mut() {
+        Some(f) => f.next_verdict(),
+        None => Verdict::Ok,
+    };
+    let settings = &cx.worker.shared.settings;
+    let (parts, body) = req.into_parts();
+
+    let mut log = settings.access_log.as_ref().map(|(_, format)| {
+        let request_uri = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| parts.uri.to_string());
+        Box::new(LogData {
+            start,
+            method: parts.method.as_str().to_string(),
+            uri: request_uri.clone(),
+            request_uri,
+            protocol: protocol_name(parts.version),
+            host: String::new(),
+            headers: format.capture(&parts.headers),
+            request_length: 0,
+            status: 0,
+            route_id: None,
+            upstream: None,
+        })
+    });
+
+    if let Err((status, reason)) = request::check(&parts.method, parts.version, &parts.headers, verdict, settings.max_line) {
+        log::info!("{reason} while reading client request headers, client: {}", cx.remote.ip());
+        let mut resp = error_page::page(status);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(finish(resp, &cx, log, None));
+    }
+
+    let raw_path = parts.uri.path();
+    let Some(path) = request::normalize_path(raw_path) else {
+        return Ok(finish(error_page::page(StatusCode::BAD_REQUEST), &cx, log, None));
+    };
+    let host = request::host_of(&parts.uri, &parts.headers).into_owned();
+    let query = parts.uri.query().unwrap_or("");
+    let request_uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Some(l) = log.as_mut() {
+        l.host = host.to_string();
+        l.uri = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
+    }
+
+    let snapshot = cx.worker.shared.store.load_full();
+    let view = request::View {
+        method: parts.method.as_str(),
+        host: &host,
+        path: &path,
+        query,
+        request_uri,
+        remote: cx.remote,
+        server_port: cx.local.port(),
+        headers: &parts.headers,
+    };
+    let Some(matched) = snapshot.router.find(&view) else {
+        return Ok(finish(error_page::route_not_found(), &cx, log, None));
+    };
+    let Some(route) = snapshot.routes.get(matched.index).cloned() else {
+        log::error!("router returned route index {} outside the route table", matched.index);
+        return Ok(finish(error_page::page(StatusCode::INTERNAL_SERVER_ERROR), &cx, log, None));
+    };
+    if let Some(l) = log.as_mut() {
+        l.route_id = Some(route.id.0.clone());
+    }
+    let def = match &route.upstream {
+        RouteUpstream::Ready(def) => def.clone(),
+        RouteUpstream::MissingService(id) => {
+            log::error!("failed to fetch service configuration by id: {id}, route: {}", route.id);
+            return Ok(finish(error_page::page(StatusCode::NOT_FOUND), &cx, log, None));
+        }
+        RouteUpstream::MissingUpstream(id) => {
+            log::error!("failed to find upstream by id: {id}, route: {}", route.id);
+            return Ok(finish(error_page::page(StatusCode::BAD_GATEWAY), &cx, log, None));
+        }
+        RouteUpstream::NoUpstream => {
+            log::error!("missing upstream configuration in route {} or its service", route.id);
+            return Ok(finish(error_page::page(StatusCode::BAD_GATEWAY), &cx, log, None));
+        }
+    };
+    let hash_key = def.hash_key(&view, None);
+
+    // The client's declared body size is refused before anything reaches the upstream.
+    let limit = settings.client_max_body_size;
+    let declared: Option<u64> = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if limit > 0 && declared.is_some_and(|n| n > limit) {
+        log::error!(
+            "client intended to send too large body: {} bytes, client: {}, request: \"{} {}\"",
+            declared.unwrap_or(0),
+            cx.remote.ip(),
+            parts.method,
+            request_uri
+        );
+        let mut resp = error_page::page(StatusCode::PAYLOAD_TOO_LARGE);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(finish(resp, &cx, log, None));
+    }
+    if let Some(l) = log.as_mut() {
+        l.request_length = declared.unwrap_or(0);
+    }
+
+    let client_host_header = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+    let upstream_uri: Uri = match parts.uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
+    let body_error = Rc::new(Cell::new(None));
+    let has_body = !(declared == Some(0) || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
+    let client_body = has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+
+    let mut up_headers = parts.headers;
+    headers::strip_hop_by_hop(&mut up_headers);
+    let server_port = cx.local.port().to_string();
+    let fwd_port = client_host_header
+        .as_deref()
+        .and_then(request::port_of_host)
+        .unwrap_or(&server_port)
+        .to_string();
+    headers::set_forwarding(
+        &mut up_headers,
+        &cx.remote.ip().to_string(),
+        "http",
+        client_host_header.as_deref(),
+        &host,
+        &fwd_port,
+    );
+
+    let fwd = Forward {
+        cx: &cx,
+        route: &route,
+        def,
+        method: parts.method,
+        uri: upstream_uri,
+        headers: up_headers,
+        client_host: client_host_header,
+        body: client_body,
+        body_error,
+        hash_key,
+        start,
+    };
+    let resp = fwd.run(&mut log).await;
+    Ok(resp.map_or_else(|(resp, up)| finish(resp, &cx, log, up), |r| r))
+}
+
+/// Attaches the completion hook to a response the gateway made itself (or an upstream response
+/// already wrapped).
+fn finish(resp: Response<Body>, cx: &Rc<ConnCtx>, mut log: Option<Box<LogData>>, upstream: Option<UpstreamDone>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    parts
+        .headers
+        .insert(header::SERVER, cx.worker.server_header.clone());
+    if cx.state.requests.get() >= cx.worker.shared.settings.keepalive_requests {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(l) = log.as_mut() {
+        l.status = parts.status.as_u16();
+    }
+    let done = Box::new(Done {
+        cx: cx.clone(),
+        log,
+        upstream,
+    });
+    Response::from_parts(parts, body.on_finish(done))
+}
+
+/// One request on its way upstream, with everything needed to retry it.
+struct Forward<'a> {
+    cx: &'a Rc<ConnCtx>,
+    route: &'a Arc<RouteEntry>,
+    def: Arc<UpstreamDef>,
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    client_host: Option<String>,
+    body: Option<Body>,
+    body_error: Rc<Cell<Option<ClientBodyError>>>,
+    hash_key: Option<String>,
+    start: Instant,
+}
+
+/// A response the gateway made after the upstream failed, and the upstream part for the log.
+type Failed = (Response<Body>, Option<UpstreamDone>);
+
+impl Forward<'_> {
+    fn timeouts(&self) -> Timeout {
+        let secs = DEFAULT_UPSTREAM_TIMEOUT.as_secs_f64();
+        self.route.timeout.or(self.def.timeout).unwrap_or(Timeout {
+            connect: secs,
+            send: secs,
+            read: secs,
+        })
+    }
+
+    fn upstream_host(&self, node: &crate::upstream::NodeDef) -> Option<String> {
+        match self.def.pass_host {
+            PassHost::Pass => self.client_host.clone(),
+            PassHost::Node => Some(if node.port == 80 {
+                node.host.clone()
+            } else if node.host.contains(':') {
+                format!("[{}]:{}", node.host, node.port)
+            } else {
+                format!("{}:{}", node.host, node.port)
+            }),
+            PassHost::Rewrite => self.def.upstream_host.clone(),
+        }
+    }
+
+    fn describe(&self, addr: SocketAddr) -> String {
+        format!(
+            "client: {}, server: {}, request: \"{} {}\", upstream: \"http://{}{}\", host: \"{}\"",
+            self.cx.remote.ip(),
+            self.cx.local,
+            self.method,
+            self.uri,
+            addr,
+            self.uri,
+            self.client_host.as_deref().unwrap_or("")
+        )
+    }
+
+    /// Tries nodes until one answers or the retry budget is spent.
+    async fn run(mut self, log: &mut Option<Box<LogData>>) -> Result<Response<Body>, Failed> {
+        let t = self.timeouts();
+        let connect_timeout = secs(t.connect);
+        let read_timeout = secs(t.read);
+        let worker = self.cx.worker.clone();
+        let mut tried: Vec<usize> = Vec::new();
+        let mut tries_left = self.def.retries;
+        let retry_deadline = self.def.retry_timeout.map(|d| self.start + d);
+        let mut last_status = StatusCode::BAD_GATEWAY;
+
+        loop {
+            let picked = worker.with_picker(&self.def, |p| p.pick(&self.def, self.hash_key.as_deref(), &tried));
+            let Some(idx) = picked else {
+                if tried.is_empty() {
+                    log::error!("failed to pick server: no valid upstream node, route: {}", self.route.id);
+                    return Err((error_page::page(StatusCode::SERVICE_UNAVAILABLE), None));
+                }
+                return Err((error_page::page(last_status), None));
+            };
+            let node = self.def.nodes[idx].clone();
+            worker.with_picker(&self.def, |p| p.on_start(idx));
+            let try_start = Instant::now();
+            let mut record = UpstreamRecord {
+                addr: node.addr,
+                status: None,
+                connect_time: None,
+                header_time: None,
+                response_time: None,
+                host: self.upstream_host(&node).unwrap_or_default(),
+                uri: self.uri.to_string(),
+            };
+
+            // A pooled connection first; the peer may have closed it, then a fresh one.
+            let mut conn = None;
+            while let Some(mut c) = worker.pool.checkout(node.addr) {
+                if c.sender.ready().await.is_ok() {
+                    conn = Some(c);
+                    break;
+                }
+            }
+            let conn = match conn {
+                Some(c) => Ok(c),
+                None => Pool::connect(node.addr, connect_timeout).await,
+            };
+            record.connect_time = Some(try_start.elapsed());
+            let mut conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("{e} while connecting to upstream, {}", self.describe(node.addr));
+                    worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
+                    tried.push(idx);
+                    last_status = match e {
+                        ConnectError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                        _ => StatusCode::BAD_GATEWAY,
+                    };
+                    record.status = Some(last_status.as_u16());
+                    if let Some(l) = log.as_mut() {
+                        l.upstream = Some(record);
+                    }
+                    if self.can_retry(&mut tries_left, retry_deadline) {
+                        continue;
+                    }
+                    return Err((error_page::page(last_status), None));
+                }
+            };
+
+            let req = self.build_request(&node, record.host.as_str());
+            // Keep a copy only when a retry could need to resend a request already written.
+            let replay = (tries_left > 0 && self.body.is_none()).then(|| self.headers.clone());
+            let sent = tokio::time::timeout(read_timeout, conn.sender.try_send_request(req)).await;
+            conn.uses += 1;
+            match sent {
+                Ok(Ok(resp)) => {
+                    record.header_time = Some(try_start.elapsed());
+                    record.status = Some(resp.status().as_u16());
+                    let (mut parts, body) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut parts.headers);
+                    let body = Body::upstream(body, read_timeout);
+                    if let Some(l) = log.as_mut() {
+                        record.response_time = Some(self.start.elapsed());
+                        l.upstream = Some(record);
+                    }
+                    let done = UpstreamDone {
+                        def: self.def.clone(),
+                        node: idx,
+                        addr: node.addr,
+                        started: try_start,
+                        conn,
+                    };
+                    return Ok(finish(Response::from_parts(parts, body), self.cx, log.take(), Some(done)));
+                }
+                Ok(Err(mut e)) => {
+                    let unsent = e.take_message();
+                    let err = e.into_error();
+                    if let Some(client_err) = self.body_error.get() {
+                        worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), false));
+                        return Err((client_body_failure(client_err), None));
+                    }
+                    log::error!("upstream prematurely closed connection ({err}) while reading response header from upstream, {}", self.describe(node.addr));
+                    worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
+                    match unsent {
+                        // Never written: nothing was lost, take the body back and try again.
+                        Some(req) => {
+                            let (p, b) = req.into_parts();
+                            self.headers = p.headers;
+                            self.body = if has_data(&b) { Some(b) } else { None };
+                            if conn.reused {
+                                // A stale pooled connection is not the node's fault.
+                                continue;
+                            }
+                        }
+                        None => match replay {
+                            Some(h) => self.headers = h,
+                            None => return Err((error_page::page(StatusCode::BAD_GATEWAY), None)),
+                        },
+                    }
+                    tried.push(idx);
+                    last_status = StatusCode::BAD_GATEWAY;
+                    if self.can_retry(&mut tries_left, retry_deadline) {
+                        continue;
+                    }
+                    return Err((error_page::page(last_status), None));
+                }
+                Err(_) => {
+                    log::error!("upstream timed out (110: Connection timed out) while reading response header from upstream, {}", self.describe(node.addr));
+                    worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
+                    tried.push(idx);
+                    last_status = StatusCode::GATEWAY_TIMEOUT;
+                    match replay {
+                        Some(h) if self.can_retry(&mut tries_left, retry_deadline) => {
+                            self.headers = h;
+                            continue;
+                        }
+                        _ => return Err((error_page::page(last_status), None)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn can_retry(&self, tries_left: &mut u32, deadline: Option<Instant>) -> bool {
+        if *tries_left == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        *tries_left -= 1;
+        true
+    }
+
+    fn build_request(&mut self, node: &crate::upstream::NodeDef, host: &str) -> Request<Body> {
+        let mut headers = std::mem::take(&mut self.headers);
+        if let Ok(v) = HeaderValue::from_str(if host.is_empty() { &node.host } else { host }) {
+            headers.insert(header::HOST, v);
+        }
+        let mut req = Request::new(self.body.take().unwrap_or_else(Body::empty));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = headers;
+        req
+    }
+}
+
+fn has_data(b: &Body) -> bool {
+    use http_body::Body as _;
+    !b.is_end_stream()
+}
+
+fn client_body_failure(e: ClientBodyError) -> Response<Body> {
+    let status = match e {
+        ClientBodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ClientBodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ClientBodyError::Broken => StatusCode::BAD_REQUEST,
+    };
+    let mut resp = error_page::page(status);
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(DEFAULT_UPSTREAM_TIMEOUT)
+}

@@ -1,0 +1,100 @@
+//! Serving one client connection: HTTP/1.1 (keep-alive, pipelining) or, on listeners with
+//! `enable_http2`, HTTP/2 with prior knowledge, told apart by the connection preface.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::framing::Framing;
+use super::timed_io::{ConnState, TimedIo};
+use crate::proxy::{self, ConnCtx, WorkerCtx};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Spawns tasks on the worker's `LocalSet`, for hyper's HTTP/2 streams.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Serves `stream` until the client closes it, a timeout closes it, or shutdown drains it.
+pub async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    http2: bool,
+    worker: Rc<WorkerCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(remote);
+    let settings = &worker.shared.settings;
+    let timeouts = settings.timeouts;
+    let is_h2 = http2 && sniff_h2(&stream, timeouts.first_byte).await;
+    let state = ConnState::new((!is_h2).then(|| Framing::new(settings.max_line)));
+    let cx = Rc::new(ConnCtx {
+        worker: worker.clone(),
+        state: state.clone(),
+        remote,
+        local,
+    });
+    let io = TokioIo::new(TimedIo::new(stream, state, timeouts));
+    let service = service_fn(move |req| proxy::handle(req, cx.clone()));
+
+    if is_h2 {
+        let conn = http2::Builder::new(LocalExec)
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(128)
+            .max_pending_accept_reset_streams(Some(64))
+            .serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            // Our own timeouts (TimedIo) replace hyper's single header timer.
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_buf_size(256 * 1024)
+            .serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    }
+}
+
+/// Waits for the first bytes and tells whether they are the HTTP/2 preface. Peeking consumes
+/// nothing, so HTTP/1 parsing starts from the first byte either way.
+async fn sniff_h2(stream: &TcpStream, deadline: std::time::Duration) -> bool {
+    let mut buf = [0u8; 24];
+    let peek = async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= H2_PREFACE.len() => return buf == *H2_PREFACE,
+                Ok(n) if !H2_PREFACE.starts_with(&buf[..n]) => return false,
+                // A prefix of the preface: wait for more.
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            }
+        }
+    };
+    tokio::time::timeout(deadline, peek).await.unwrap_or(false)
+}

@@ -1,0 +1,239 @@
+//! The client socket, with nginx's client timeouts and the HTTP/1 framing tracker attached.
+//!
+//! hyper enforces none of nginx's client timeouts by itself. This wrapper applies them where hyper
+//! waits on the socket: a connection that never sends a byte, a head that arrives too slowly
+//! (`client_header_timeout`), an idle keep-alive connection (`keepalive_timeout`; for HTTP/2, the
+//! idle timeout while no stream is open), and a peer that stops reading our response
+//! (`send_timeout`, between two successful writes). Request bodies are bounded where they are read
+//! (`proxy::body`), because only there is it known that someone is waiting for them. A timeout
+//! surfaces to hyper as an I/O error, which closes the connection.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::framing::{Framing, Phase};
+
+/// Client-side timeouts, resolved from the node config.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    /// A new connection that sends nothing is closed after this.
+    pub first_byte: Duration,
+    pub header: Duration,
+    pub body: Duration,
+    pub send: Duration,
+    pub keepalive: Duration,
+    pub http2_idle: Duration,
+}
+
+/// State one connection shares between its socket wrapper and its request handlers.
+#[derive(Debug)]
+pub struct ConnState {
+    /// HTTP/1 framing tracker; `None` on HTTP/2.
+    pub framing: RefCell<Option<Framing>>,
+    /// Requests whose response has not been fully sent.
+    pub in_flight: Cell<u32>,
+    /// When `in_flight` last dropped to zero (or the connection started).
+    pub last_done: Cell<Instant>,
+    /// Requests handled on this connection.
+    pub requests: Cell<u64>,
+    head_started: Cell<Option<Instant>>,
+    last_read: Cell<Instant>,
+    seen_bytes: Cell<bool>,
+    started: Instant,
+}
+
+impl ConnState {
+    pub fn new(framing: Option<Framing>) -> Rc<ConnState> {
+        let now = Instant::now();
+        Rc::new(ConnState {
+            framing: RefCell::new(framing),
+            in_flight: Cell::new(0),
+            last_done: Cell::new(now),
+            requests: Cell::new(0),
+            head_started: Cell::new(None),
+            last_read: Cell::new(now),
+            seen_bytes: Cell::new(false),
+            started: now,
+        })
+    }
+
+    /// A request handler started.
+    pub fn begin(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.requests.set(self.requests.get() + 1);
+    }
+
+    /// A response was fully sent (or abandoned).
+    pub fn end(&self) {
+        let n = self.in_flight.get().saturating_sub(1);
+        self.in_flight.set(n);
+        if n == 0 {
+            self.last_done.set(Instant::now());
+        }
+    }
+
+    fn phase(&self) -> Option<Phase> {
+        self.framing.borrow().as_ref().map(Framing::phase)
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TimedIo<S> {
+        #[pin]
+        io: S,
+        state: Rc<ConnState>,
+        timeouts: ClientTimeouts,
+        read_timer: Pin<Box<Sleep>>,
+        read_deadline: Option<Instant>,
+        write_timer: Pin<Box<Sleep>>,
+        write_deadline: Option<Instant>,
+    }
+}
+
+impl<S> TimedIo<S> {
+    pub fn new(io: S, state: Rc<ConnState>, timeouts: ClientTimeouts) -> TimedIo<S> {
+        let far = Instant::now() + Duration::from_secs(86400);
+        TimedIo {
+            io,
+            state,
+            timeouts,
+            read_timer: Box::pin(tokio::time::sleep_until(far)),
+            read_deadline: None,
+            write_timer: Box::pin(tokio::time::sleep_until(far)),
+            write_deadline: None,
+        }
+    }
+}
+
+/// When a pending read must give up, given where the connection is.
+fn read_deadline(st: &ConnState, t: &ClientTimeouts) -> Option<Instant> {
+    if st.in_flight.get() > 0 {
+        // A handler owns the request: it bounds body reads itself, and waiting for the upstream
+        // is not the client's fault.
+        return None;
+    }
+    if !st.seen_bytes.get() {
+        return Some(st.started + t.first_byte);
+    }
+    match st.phase() {
+        None => Some(st.last_done.get() + t.http2_idle),
+        Some(Phase::Idle) | Some(Phase::Lost) => Some(st.last_done.get() + t.keepalive),
+        Some(Phase::Head) => st.head_started.get().map(|s| s + t.header),
+        // The handler answered without reading the whole body; hyper drains it.
+        Some(Phase::Body) => Some(st.last_read.get() + t.body),
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("client timed out {what}"))
+}
+
+impl<S: AsyncRead> AsyncRead for TimedIo<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        match this.io.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let st = &**this.state;
+                let data = &buf.filled()[before..];
+                if !data.is_empty() {
+                    st.seen_bytes.set(true);
+                    st.last_read.set(Instant::now());
+                    if let Some(f) = st.framing.borrow_mut().as_mut() {
+                        f.feed(data);
+                        match f.phase() {
+                            Phase::Head if st.head_started.get().is_none() => {
+                                st.head_started.set(Some(Instant::now()))
+                            }
+                            Phase::Head => {}
+                            _ => st.head_started.set(None),
+                        }
+                    }
+                }
+                *this.read_deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(deadline) = read_deadline(this.state, this.timeouts) else {
+                    *this.read_deadline = None;
+                    return Poll::Pending;
+                };
+                if *this.read_deadline != Some(deadline) {
+                    this.read_timer.as_mut().reset(deadline);
+                    *this.read_deadline = Some(deadline);
+                }
+                match this.read_timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(timed_out("reading from the client"))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite> TimedIo<S> {
+    /// Arms the send timer when a write cannot progress; disarms it when one does.
+    fn guard_write<T>(
+        write_timer: &mut Pin<Box<Sleep>>,
+        write_deadline: &mut Option<Instant>,
+        send: Duration,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match res {
+            Poll::Ready(r) => {
+                *write_deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if write_deadline.is_none() {
+                    let d = Instant::now() + send;
+                    write_timer.as_mut().reset(d);
+                    *write_deadline = Some(d);
+                }
+                ready!(write_timer.as_mut().poll(cx));
+                Poll::Ready(Err(timed_out("while sending to the client")))
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for TimedIo<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.io.poll_write(cx, buf);
+        Self::guard_write(this.write_timer, this.write_deadline, this.timeouts.send, cx, res)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.io.poll_write_vectored(cx, bufs);
+        Self::guard_write(this.write_timer, this.write_deadline, this.timeouts.send, cx, res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let res = this.io.poll_flush(cx);
+        Self::guard_write(this.write_timer, this.write_deadline, this.timeouts.send, cx, res)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
