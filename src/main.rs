@@ -1,1 +1,69 @@
-fn main() {}
+//! The `moongate` command: `run`, `check`, `version`, and `echo` (a small backend for demos,
+//! tests and benchmarks).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use moongate::cli;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "moongate", version, about = "An API gateway that runs Apache APISIX plugins")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Node configuration file, relative to the prefix.
+        #[arg(short = 'c', long = "config", default_value = "conf/config.yaml")]
+        config: PathBuf,
+        /// Prefix directory that relative paths (conf/, logs/) start from.
+        #[arg(short = 'p', long = "prefix", default_value = ".")]
+        prefix: PathBuf,
+    },
+    /// Validate the configuration and exit: non-zero with every error found.
+    Check {
+        #[arg(short = 'c', long = "config", default_value = "conf/config.yaml")]
+        config: PathBuf,
+        #[arg(short = 'p', long = "prefix", default_value = ".")]
+        prefix: PathBuf,
+    },
+    /// Print the version.
+    Version,
+    /// Serve a small echo backend (answers with the request it received, as JSON).
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:1980")]
+        listen: std::net::SocketAddr,
+        /// Name reported in `X-Echo-Server` and in the body.
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Run { config, prefix } => cli::run(&prefix, &config),
+        Command::Check { config, prefix } => cli::check(&prefix, &config),
+        Command::Version => {
+            println!("moongate {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Echo { listen, name } => cli::echo(listen, name),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("moongate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

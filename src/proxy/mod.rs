@@ -284,7 +284,10 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             return Ok(finish(error_page::page(StatusCode::BAD_GATEWAY), &cx, log, None));
         }
     };
-    let hash_key = def.hash_key(&view, None);
+    let hash_key = match def.kind {
+        crate::config::resource::BalancerType::Chash => def.hash_key(&view, None),
+        _ => None,
+    };
 
     // The client's declared body size is refused before anything reaches the upstream.
     let limit = settings.client_max_body_size;
@@ -451,14 +454,17 @@ impl Forward<'_> {
             let node = self.def.nodes[idx].clone();
             worker.with_picker(&self.def, |p| p.on_start(idx));
             let try_start = Instant::now();
+            let upstream_host = self.upstream_host(&node);
+            // The log's copy of what was sent, only when there is a log to write it to.
+            let logging = log.is_some();
             let mut record = UpstreamRecord {
                 addr: node.addr,
                 status: None,
                 connect_time: None,
                 header_time: None,
                 response_time: None,
-                host: self.upstream_host(&node).unwrap_or_default(),
-                uri: self.uri.to_string(),
+                host: if logging { upstream_host.clone().unwrap_or_default() } else { String::new() },
+                uri: if logging { self.uri.to_string() } else { String::new() },
             };
 
             // A pooled connection first; the peer may have closed it, then a fresh one.
@@ -495,7 +501,7 @@ impl Forward<'_> {
                 }
             };
 
-            let req = self.build_request(&node, record.host.as_str());
+            let req = self.build_request(&node, upstream_host.as_deref().unwrap_or(""));
             // Keep a copy only when a retry could need to resend a request already written.
             let replay = (tries_left > 0 && self.body.is_none()).then(|| self.headers.clone());
             let sent = tokio::time::timeout(read_timeout, conn.sender.try_send_request(req)).await;
