@@ -4,6 +4,7 @@
 //! routes over a `config` snapshot, `upstream` picks a node, `proxy` forwards the request, and
 //! `observability` writes the logs.
 
+pub mod cli;
 pub mod config;
 pub mod observability;
 pub mod proxy;
