@@ -9,8 +9,17 @@
 //! the next one. This module never does I/O and never allocates on the match path beyond the captured
 //! `:param` values.
 
+pub mod expr;
+pub mod ip;
+mod path;
+
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::IpAddr;
+
+use expr::Expr;
+use ip::IpSet;
+use path::{Cand, PathIndex, UriKind};
 
 use serde_json::Value;
 
@@ -66,20 +75,212 @@ pub struct RouterError {
     pub message: String,
 }
 
+/// The methods APISIX accepts in `methods`, as bits.
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
+];
+
+fn method_bit(m: &str) -> Option<u16> {
+    METHODS.iter().position(|x| *x == m).map(|i| 1u16 << i)
+}
+
+/// What a route checks once its path matched.
+#[derive(Debug)]
+struct Filters {
+    index: usize,
+    /// Allowed methods as bits; 0 = any.
+    methods: u16,
+    remote_addrs: IpSet,
+    vars: Option<Expr>,
+}
+
 /// The compiled router for one snapshot.
 #[derive(Debug, Default)]
-pub struct Router {}
+pub struct Router {
+    routes: Vec<Filters>,
+    by_host: HashMap<String, PathIndex>,
+    /// `*suffix` hosts, keyed by the suffix (`.example.com` for `*.example.com`).
+    by_wildcard: HashMap<String, PathIndex>,
+    /// Distinct wildcard suffix lengths, longest first.
+    wildcard_lens: Vec<usize>,
+    any_host: PathIndex,
+}
+
+fn valid_host(h: &str) -> bool {
+    let body = h.strip_prefix('*').unwrap_or(h);
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'))
+}
 
 impl Router {
     /// Compiles the routes. Every invalid route is reported, not just the first.
     pub fn build(specs: Vec<RouteSpec>) -> Result<Router, Vec<RouterError>> {
-        let _ = specs;
-        todo!("router: being written")
+        let mut errors = Vec::new();
+        let mut r = Router::default();
+        for spec in specs {
+            let err = |field: &'static str, message: String| RouterError { id: spec.id.clone(), field, message };
+            let mut ok = true;
+            let mut methods = 0u16;
+            for m in &spec.methods {
+                match method_bit(m) {
+                    Some(b) => methods |= b,
+                    None => {
+                        errors.push(err("methods", format!("unknown method {m:?} (expected one of {})", METHODS.join(", "))));
+                        ok = false;
+                    }
+                }
+            }
+            let remote_addrs = IpSet::parse(&spec.remote_addrs).unwrap_or_else(|e| {
+                errors.push(err("remote_addrs", e));
+                ok = false;
+                IpSet::default()
+            });
+            let vars = match &spec.vars {
+                None => None,
+                Some(v) => match Expr::compile(v) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        errors.push(err("vars", format!("failed to validate the 'vars' expression: {e}")));
+                        ok = false;
+                        None
+                    }
+                },
+            };
+            if spec.uris.is_empty() {
+                errors.push(err("uri", "a route needs `uri` or `uris`".into()));
+                ok = false;
+            }
+            let mut kinds = Vec::with_capacity(spec.uris.len());
+            for u in &spec.uris {
+                match path::classify(u) {
+                    Ok(k) => kinds.push(k),
+                    Err(e) => {
+                        errors.push(err("uri", e));
+                        ok = false;
+                    }
+                }
+            }
+            let hosts: Vec<String> = spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            for h in &hosts {
+                if !valid_host(h) {
+                    errors.push(err("hosts", format!("invalid host {h:?}")));
+                    ok = false;
+                }
+            }
+            if !ok {
+                continue;
+            }
+            let slot = r.routes.len() as u32;
+            r.routes.push(Filters {
+                index: spec.index,
+                methods,
+                remote_addrs,
+                vars,
+            });
+            let insert_all = |idx: &mut PathIndex| {
+                for k in &kinds {
+                    let base = Cand { route: slot, priority: spec.priority, order: spec.index, pattern: None };
+                    match k {
+                        UriKind::Exact(p) => idx.insert_exact(p, base),
+                        UriKind::Prefix(p) => idx.insert_prefix(p.as_bytes(), base),
+                        UriKind::Param { prefix, pattern } => idx.insert_prefix(
+                            prefix.as_bytes(),
+                            Cand { pattern: Some(Box::new(pattern.clone())), ..base },
+                        ),
+                    }
+                }
+            };
+            if hosts.is_empty() {
+                insert_all(&mut r.any_host);
+            }
+            let mut seen: Vec<&str> = Vec::with_capacity(hosts.len());
+            for h in &hosts {
+                if seen.contains(&h.as_str()) {
+                    continue;
+                }
+                seen.push(h);
+                match h.strip_prefix('*') {
+                    Some(suffix) => insert_all(r.by_wildcard.entry(suffix.to_string()).or_default()),
+                    None => insert_all(r.by_host.entry(h.clone()).or_default()),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        r.any_host.finish();
+        for v in r.by_host.values_mut() {
+            v.finish();
+        }
+        for v in r.by_wildcard.values_mut() {
+            v.finish();
+        }
+        let mut lens: Vec<usize> = r.by_wildcard.keys().map(String::len).collect();
+        lens.sort_unstable_by(|a, b| b.cmp(a));
+        lens.dedup();
+        r.wildcard_lens = lens;
+        Ok(r)
     }
 
     /// The first route that matches, in APISIX's precedence.
     pub fn find<R: RequestVars + ?Sized>(&self, req: &R) -> Option<RouteMatch> {
-        let _ = req;
-        todo!("router: being written")
+        let host = req.host();
+        let path = req.path();
+        if !self.by_host.is_empty()
+            && let Some(idx) = self.by_host.get(host)
+            && let Some(m) = self.find_in(idx, path, req)
+        {
+            return Some(m);
+        }
+        for &len in &self.wildcard_lens {
+            if len > host.len() || !host.is_char_boundary(host.len() - len) {
+                continue;
+            }
+            if let Some(idx) = self.by_wildcard.get(&host[host.len() - len..])
+                && let Some(m) = self.find_in(idx, path, req)
+            {
+                return Some(m);
+            }
+        }
+        self.find_in(&self.any_host, path, req)
+    }
+
+    fn find_in<R: RequestVars + ?Sized>(&self, idx: &PathIndex, path: &str, req: &R) -> Option<RouteMatch> {
+        if let Some(cands) = idx.exact(path)
+            && let Some(m) = self.first_passing(cands, path, req)
+        {
+            return Some(m);
+        }
+        idx.prefixes(path, |cands| self.first_passing(cands, path, req))
+    }
+
+    fn first_passing<R: RequestVars + ?Sized>(&self, cands: &[Cand], path: &str, req: &R) -> Option<RouteMatch> {
+        for c in cands {
+            let mut params = Vec::new();
+            if let Some(p) = &c.pattern
+                && !p.matches(path, &mut params)
+            {
+                continue;
+            }
+            let f = &self.routes[c.route as usize];
+            if f.methods != 0 && method_bit(req.method()).is_none_or(|b| f.methods & b == 0) {
+                continue;
+            }
+            if !f.remote_addrs.is_empty() && req.remote_addr().is_none_or(|ip| !f.remote_addrs.contains(ip)) {
+                continue;
+            }
+            if let Some(e) = &f.vars
+                && !e.eval(&|name| req.var(name))
+            {
+                continue;
+            }
+            return Some(RouteMatch { index: f.index, params });
+        }
+        None
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! Router behaviour, in APISIX's precedence.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use super::*;
+
+struct Req {
+    method: &'static str,
+    host: &'static str,
+    path: &'static str,
+    ip: Option<IpAddr>,
+    vars: Vec<(&'static str, &'static str)>,
+}
+
+fn get(host: &'static str, path: &'static str) -> Req {
+    Req { method: "GET", host, path, ip: Some("127.0.0.1".parse().unwrap()), vars: vec![] }
+}
+
+impl RequestVars for Req {
+    fn method(&self) -> &str {
+        self.method
+    }
+    fn host(&self) -> &str {
+        self.host
+    }
+    fn path(&self) -> &str {
+        self.path
+    }
+    fn remote_addr(&self) -> Option<IpAddr> {
+        self.ip
+    }
+    fn var(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.vars.iter().find(|(k, _)| *k == name).map(|(_, v)| Cow::Borrowed(*v))
+    }
+}
+
+fn spec(index: usize, uri: &str) -> RouteSpec {
+    RouteSpec { index, id: index.to_string(), uris: vec![uri.to_string()], ..Default::default() }
+}
+
+fn router(specs: Vec<RouteSpec>) -> Router {
+    Router::build(specs).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn hit(r: &Router, req: &Req) -> Option<usize> {
+    r.find(req).map(|m| m.index)
+}
+
+#[test]
+fn exact_path_beats_prefix_whatever_the_priority() {
+    let r = router(vec![RouteSpec { priority: 100, ..spec(0, "/a*") }, spec(1, "/a")]);
+    assert_eq!(hit(&r, &get("x", "/a")), Some(1));
+    assert_eq!(hit(&r, &get("x", "/ab")), Some(0));
+    assert_eq!(hit(&r, &get("x", "/b")), None);
+}
+
+#[test]
+fn longer_prefix_beats_shorter_and_star_prefix_includes_itself() {
+    let r = router(vec![spec(0, "/*"), spec(1, "/api/*"), spec(2, "/api/v1*")]);
+    assert_eq!(hit(&r, &get("x", "/api/v1/users")), Some(2));
+    assert_eq!(hit(&r, &get("x", "/api/v1")), Some(2));
+    assert_eq!(hit(&r, &get("x", "/api/v2")), Some(1));
+    assert_eq!(hit(&r, &get("x", "/other")), Some(0));
+}
+
+#[test]
+fn priority_orders_routes_on_the_same_path_then_table_order() {
+    let r = router(vec![spec(0, "/p"), RouteSpec { priority: 5, ..spec(1, "/p") }, spec(2, "/p")]);
+    assert_eq!(hit(&r, &get("x", "/p")), Some(1));
+    let r = router(vec![spec(0, "/p"), spec(1, "/p")]);
+    assert_eq!(hit(&r, &get("x", "/p")), Some(0));
+}
+
+#[test]
+fn parameters_are_captured_and_must_match_whole_segments() {
+    let r = router(vec![spec(0, "/user/:id"), spec(1, "/user/:id/books/:book")]);
+    let m = r.find(&get("x", "/user/42")).unwrap();
+    assert_eq!((m.index, m.params), (0, vec![("id".to_string(), "42".to_string())]));
+    let m = r.find(&get("x", "/user/42/books/7")).unwrap();
+    assert_eq!(m.index, 1);
+    assert_eq!(m.params.len(), 2);
+    assert_eq!(hit(&r, &get("x", "/user/")), None);
+    assert_eq!(hit(&r, &get("x", "/user/42/other")), None);
+}
+
+#[test]
+fn host_routes_beat_hostless_routes_even_with_shorter_paths() {
+    let r = router(vec![
+        spec(0, "/api/long/path"),
+        RouteSpec { hosts: vec!["example.com".into()], ..spec(1, "/*") },
+    ]);
+    assert_eq!(hit(&r, &get("example.com", "/api/long/path")), Some(1));
+    assert_eq!(hit(&r, &get("other.com", "/api/long/path")), Some(0));
+}
+
+#[test]
+fn wildcard_hosts_match_subdomains_longest_suffix_first() {
+    let r = router(vec![
+        RouteSpec { hosts: vec!["*.example.com".into()], ..spec(0, "/*") },
+        RouteSpec { hosts: vec!["*.api.example.com".into()], ..spec(1, "/*") },
+        RouteSpec { hosts: vec!["exact.api.example.com".into()], ..spec(2, "/*") },
+    ]);
+    assert_eq!(hit(&r, &get("a.example.com", "/")), Some(0));
+    assert_eq!(hit(&r, &get("a.b.example.com", "/")), Some(0));
+    assert_eq!(hit(&r, &get("x.api.example.com", "/")), Some(1));
+    assert_eq!(hit(&r, &get("exact.api.example.com", "/")), Some(2));
+    assert_eq!(hit(&r, &get("example.com", "/")), None);
+}
+
+#[test]
+fn a_failing_host_route_falls_through_to_a_wider_host_then_to_hostless() {
+    let r = router(vec![
+        RouteSpec { hosts: vec!["a.example.com".into()], methods: vec!["POST".into()], ..spec(0, "/x") },
+        RouteSpec { hosts: vec!["*.example.com".into()], methods: vec!["PUT".into()], ..spec(1, "/x") },
+        spec(2, "/x"),
+    ]);
+    assert_eq!(hit(&r, &Req { method: "POST", ..get("a.example.com", "/x") }), Some(0));
+    assert_eq!(hit(&r, &Req { method: "PUT", ..get("a.example.com", "/x") }), Some(1));
+    assert_eq!(hit(&r, &get("a.example.com", "/x")), Some(2));
+}
+
+#[test]
+fn filters_fall_through_to_the_next_candidate() {
+    let r = router(vec![
+        RouteSpec { methods: vec!["POST".into()], ..spec(0, "/f") },
+        RouteSpec { remote_addrs: vec!["10.0.0.0/8".into()], ..spec(1, "/f") },
+        RouteSpec { vars: Some(json!([["arg_k", "==", "v"]])), ..spec(2, "/f") },
+        spec(3, "/f*"),
+    ]);
+    assert_eq!(hit(&r, &Req { method: "POST", ..get("x", "/f") }), Some(0));
+    assert_eq!(hit(&r, &Req { ip: Some("10.1.1.1".parse().unwrap()), ..get("x", "/f") }), Some(1));
+    assert_eq!(hit(&r, &Req { vars: vec![("arg_k", "v")], ..get("x", "/f") }), Some(2));
+    assert_eq!(hit(&r, &get("x", "/f")), Some(3));
+}
+
+#[test]
+fn remote_addrs_accept_ipv6_blocks() {
+    let r = router(vec![RouteSpec { remote_addrs: vec!["2001:db8::/32".into()], ..spec(0, "/v6") }]);
+    assert_eq!(hit(&r, &Req { ip: Some("2001:db8::7".parse().unwrap()), ..get("x", "/v6") }), Some(0));
+    assert_eq!(hit(&r, &Req { ip: Some("2001:db9::7".parse().unwrap()), ..get("x", "/v6") }), None);
+    assert_eq!(hit(&r, &Req { ip: None, ..get("x", "/v6") }), None);
+}
+
+#[test]
+fn several_uris_and_hosts_per_route() {
+    let r = router(vec![RouteSpec {
+        uris: vec!["/a".into(), "/b*".into()],
+        hosts: vec!["one.test".into(), "two.test".into()],
+        ..spec(0, "/unused")
+    }]);
+    assert_eq!(hit(&r, &get("two.test", "/bx")), Some(0));
+    assert_eq!(hit(&r, &get("one.test", "/a")), Some(0));
+    assert_eq!(hit(&r, &get("three.test", "/a")), None);
+}
+
+#[test]
+fn invalid_routes_are_all_reported_with_id_and_field() {
+    let errs = Router::build(vec![
+        RouteSpec { methods: vec!["FETCH".into()], ..spec(0, "/a") },
+        RouteSpec { remote_addrs: vec!["1.2.3.4/40".into()], ..spec(1, "/a") },
+        RouteSpec { vars: Some(json!([["a", "=~", "b"]])), ..spec(2, "/a") },
+        RouteSpec { hosts: vec!["bad host".into()], ..spec(3, "no-slash") },
+        RouteSpec { uris: vec![], ..spec(4, "/") },
+    ])
+    .unwrap_err();
+    let got: Vec<(String, &str)> = errs.iter().map(|e| (e.id.clone(), e.field)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("0".into(), "methods"),
+            ("1".into(), "remote_addrs"),
+            ("2".into(), "vars"),
+            ("3".into(), "uri"),
+            ("3".into(), "hosts"),
+            ("4".into(), "uri"),
+        ]
+    );
+    assert!(errs[2].to_string().contains("invalid operator '=~'"), "{}", errs[2]);
+}
