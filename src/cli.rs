@@ -1,16 +1,216 @@
-//! Command implementations (being wired to the config layer).
+//! The commands behind `moongate run`, `check` and `echo`: process setup at the edge, where
+//! errors become a message and an exit code.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-pub fn run(_prefix: &Path, _config: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("run: not wired yet")
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+
+use crate::config::node::{NodeConfig, Provider};
+use crate::config::provider::yaml;
+use crate::config::snapshot::Snapshot;
+use crate::observability::access::{Escape, Format};
+use crate::observability::errlog::{self, NginxLevel};
+use crate::proxy::{Settings, Shared};
+use crate::server::timed_io::ClientTimeouts;
+use crate::server::{ListenSpec, Server};
+use crate::upstream::SystemResolver;
+
+/// Loads `config.yaml`, printing every error when it is invalid.
+fn load_node(prefix: &Path, config: &Path) -> anyhow::Result<NodeConfig> {
+    let file = prefix.join(config);
+    match NodeConfig::load(prefix, &file) {
+        Ok((node, warnings)) => {
+            for w in warnings {
+                log::warn!("{w}");
+            }
+            Ok(node)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("moongate: {}: {e}", file.display());
+            }
+            bail!("{} error(s) in {}", errors.len(), file.display())
+        }
+    }
 }
 
-pub fn check(_prefix: &Path, _config: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("check: not wired yet")
+fn settings(node: &NodeConfig) -> anyhow::Result<Settings> {
+    let access_log = match &node.access_log {
+        Some(path) => {
+            let escape = Escape::parse(&node.access_log_format_escape).with_context(|| {
+                format!(
+                    "nginx_config.http.access_log_format_escape: unknown value {:?} (default, json, none)",
+                    node.access_log_format_escape
+                )
+            })?;
+            let format = Format::compile(&node.access_log_format, escape)?;
+            Some((path.clone(), format))
+        }
+        None => None,
+    };
+    Ok(Settings {
+        timeouts: ClientTimeouts {
+            first_byte: node.connection_idle_timeout,
+            header: node.client_header_timeout,
+            body: node.client_body_timeout,
+            send: node.send_timeout,
+            keepalive: node.keepalive_timeout,
+            http2_idle: node.http2_idle_timeout,
+        },
+        client_max_body_size: node.client_max_body_size,
+        max_line: node.large_client_header_buffers.1,
+        keepalive_requests: node.keepalive_requests,
+        access_log,
+    })
 }
 
-pub fn echo(_listen: SocketAddr, _name: String) -> anyhow::Result<()> {
-    anyhow::bail!("echo: not wired yet")
+fn routes_path(node: &NodeConfig) -> anyhow::Result<PathBuf> {
+    match &node.provider {
+        Provider::Yaml { path } => Ok(path.clone()),
+    }
+}
+
+/// Loads and compiles the route file once.
+fn initial_snapshot(path: &Path, resolver: &SystemResolver) -> anyhow::Result<Snapshot> {
+    let resources = match yaml::load(path) {
+        Ok(yaml::Loaded::Complete(r)) => r,
+        Ok(yaml::Loaded::Incomplete) => {
+            log::warn!(
+                "{} does not end with the #END marker yet; starting with no routes until it does",
+                path.display()
+            );
+            Default::default()
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("moongate: {}: {e}", path.display());
+            }
+            bail!("{} error(s) in {}", errors.len(), path.display())
+        }
+    };
+    match Snapshot::build(resources, 1, None, resolver) {
+        Ok(s) => Ok(s),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("moongate: {}: {e}", path.display());
+            }
+            bail!("{} error(s) in {}", errors.len(), path.display())
+        }
+    }
+}
+
+/// `moongate run`.
+pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
+    errlog::install();
+    let node = load_node(prefix, config)?;
+    let level = NginxLevel::parse(&node.error_log_level).with_context(|| {
+        format!(
+            "nginx_config.error_log_level: unknown level {:?}",
+            node.error_log_level
+        )
+    })?;
+    errlog::configure(&node.error_log, level)
+        .with_context(|| format!("cannot open the error log {}", node.error_log.display()))?;
+
+    let resolver = Arc::new(SystemResolver);
+    let routes = routes_path(&node)?;
+    let snapshot = initial_snapshot(&routes, &resolver)?;
+    let store = Arc::new(ArcSwap::from_pointee(snapshot));
+    let watcher = yaml::watch(routes.clone(), store.clone(), resolver);
+
+    let shared = Arc::new(Shared {
+        store,
+        settings: settings(&node)?,
+    });
+    let specs: Vec<ListenSpec> = node
+        .listen
+        .iter()
+        .map(|l| ListenSpec {
+            addr: SocketAddr::new(l.ip, l.port),
+            http2: l.http2,
+        })
+        .collect();
+    let server = Server::start(
+        &specs,
+        node.worker_processes,
+        shared,
+        node.worker_shutdown_timeout,
+    )?;
+    let addrs: Vec<String> = specs.iter().map(|s| s.addr.to_string()).collect();
+    let banner = format!(
+        "moongate {} started: {} worker(s), listening on {}, routes from {} (yaml provider)",
+        env!("CARGO_PKG_VERSION"),
+        node.worker_processes,
+        addrs.join(", "),
+        routes.display()
+    );
+    log::info!(target: "notice", "{banner}");
+    eprintln!("{banner}");
+
+    wait_for_signals(&watcher)?;
+    log::info!(target: "notice", "shutting down: draining connections");
+    server.shutdown();
+    watcher.stop();
+    log::info!(target: "notice", "exited");
+    Ok(())
+}
+
+/// Blocks until a stop signal; SIGHUP reloads the route file.
+fn wait_for_signals(watcher: &yaml::YamlWatcher) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut quit = signal(SignalKind::quit())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = quit.recv() => break,
+                _ = hup.recv() => {
+                    log::info!(target: "notice", "SIGHUP: reloading the route file");
+                    watcher.reload_now();
+                }
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(())
+}
+
+/// `moongate check`: every error in both files, non-zero when there is any.
+pub fn check(prefix: &Path, config: &Path) -> anyhow::Result<()> {
+    let node = load_node(prefix, config)?;
+    settings(&node)?;
+    let routes = routes_path(&node)?;
+    initial_snapshot(&routes, &SystemResolver)?;
+    println!(
+        "configuration {} and routes {} are valid",
+        prefix.join(config).display(),
+        routes.display()
+    );
+    Ok(())
+}
+
+/// `moongate echo`.
+pub fn echo(listen: SocketAddr, name: String) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("bind() to {listen} failed"))?;
+        eprintln!("moongate echo backend {name:?} listening on {listen}");
+        crate::echo::serve(listener, name).await?;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
 }

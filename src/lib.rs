@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod echo;
 pub mod observability;
 pub mod proxy;
 pub mod router;

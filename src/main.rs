@@ -12,7 +12,11 @@ use moongate::cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "moongate", version, about = "An API gateway that runs Apache APISIX plugins")]
+#[command(
+    name = "moongate",
+    version,
+    about = "An API gateway that runs Apache APISIX plugins"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,

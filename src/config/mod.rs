@@ -1,4 +1,8 @@
 //! Node configuration (`conf/config.yaml`), the resource model, and config snapshots.
 
+pub mod node;
+pub mod provider;
 pub mod resource;
 pub mod snapshot;
+pub mod standalone;
+pub mod units;

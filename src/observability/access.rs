@@ -133,7 +133,10 @@ impl Format {
                 i += 1;
             }
             if name.is_empty() {
-                return Err(FormatError(format!("empty variable name at byte {}", start - 1)));
+                return Err(FormatError(format!(
+                    "empty variable name at byte {}",
+                    start - 1
+                )));
             }
             if !text.is_empty() {
                 segments.push(Segment::Text(std::mem::take(&mut text)));
@@ -188,7 +191,11 @@ impl Format {
         if !text.is_empty() {
             segments.push(Segment::Text(text));
         }
-        Ok(Format { segments, headers, escape })
+        Ok(Format {
+            segments,
+            headers,
+            escape,
+        })
     }
 
     /// Takes the request-header values the format needs, before the request is forwarded.
@@ -201,7 +208,11 @@ impl Format {
                 let mut s = String::from_utf8_lossy(first.as_bytes()).into_owned();
                 // nginx joins repeated headers (cookies with "; ", others with ", ") in $http_*.
                 for v in values {
-                    s.push_str(if name == http::header::COOKIE { "; " } else { ", " });
+                    s.push_str(if name == http::header::COOKIE {
+                        "; "
+                    } else {
+                        ", "
+                    });
                     s.push_str(&String::from_utf8_lossy(v.as_bytes()));
                 }
                 Some(s)
@@ -281,9 +292,15 @@ impl Format {
                 }
                 None => push_missing(out, esc),
             },
-            Var::UpstreamResponseTime => push_secs(out, r.upstream.as_ref().and_then(|u| u.response_time), esc),
-            Var::UpstreamConnectTime => push_secs(out, r.upstream.as_ref().and_then(|u| u.connect_time), esc),
-            Var::UpstreamHeaderTime => push_secs(out, r.upstream.as_ref().and_then(|u| u.header_time), esc),
+            Var::UpstreamResponseTime => {
+                push_secs(out, r.upstream.as_ref().and_then(|u| u.response_time), esc)
+            }
+            Var::UpstreamConnectTime => {
+                push_secs(out, r.upstream.as_ref().and_then(|u| u.connect_time), esc)
+            }
+            Var::UpstreamHeaderTime => {
+                push_secs(out, r.upstream.as_ref().and_then(|u| u.header_time), esc)
+            }
             Var::UpstreamScheme => out.push_str(if r.upstream.is_some() { "http" } else { "" }),
             Var::UpstreamHost => match &r.upstream {
                 Some(u) => push_escaped(out, &u.host, esc),
@@ -473,7 +490,10 @@ mod tests {
         let mut out = String::new();
         f.write_line(&record(&cap, None), &mut out);
         assert!(out.starts_with("127.0.0.1 - - ["), "{out}");
-        assert!(out.contains("] example.com \"GET /a?b=1 HTTP/1.1\" 200 12 "), "{out}");
+        assert!(
+            out.contains("] example.com \"GET /a?b=1 HTTP/1.1\" 200 12 "),
+            "{out}"
+        );
         assert!(out.contains("\"-\" \"-\" - - -"), "{out}");
         assert!(out.ends_with("\"://\"\n"), "{out}");
     }
@@ -486,7 +506,11 @@ mod tests {
 
     #[test]
     fn json_escape_quotes_and_empty_for_missing() {
-        let f = Format::compile("{\"ua\":\"$http_user_agent\",\"u\":\"$upstream_addr\"}", Escape::Json).unwrap();
+        let f = Format::compile(
+            "{\"ua\":\"$http_user_agent\",\"u\":\"$upstream_addr\"}",
+            Escape::Json,
+        )
+        .unwrap();
         let mut hm = HeaderMap::new();
         hm.insert("user-agent", "a\"b".parse().unwrap());
         let cap = f.capture(&hm);
@@ -504,7 +528,11 @@ mod tests {
 
     #[test]
     fn upstream_fields_are_written() {
-        let f = Format::compile("$upstream_addr $upstream_status $upstream_scheme://$upstream_host$upstream_uri", Escape::Default).unwrap();
+        let f = Format::compile(
+            "$upstream_addr $upstream_status $upstream_scheme://$upstream_host$upstream_uri",
+            Escape::Default,
+        )
+        .unwrap();
         let up = UpstreamRecord {
             addr: "127.0.0.1:1980".parse().unwrap(),
             status: Some(200),

@@ -103,7 +103,10 @@ mod tests {
         push_errlog_time(&mut s);
         let b = s.as_bytes();
         assert_eq!(s.len(), 19, "{s}");
-        assert_eq!((b[4], b[7], b[10], b[13], b[16]), (b'/', b'/', b' ', b':', b':'));
+        assert_eq!(
+            (b[4], b[7], b[10], b[13], b[16]),
+            (b'/', b'/', b' ', b':', b':')
+        );
     }
 
     #[test]

@@ -169,7 +169,9 @@ mod tests {
 
     #[test]
     fn levels_parse_and_order_like_nginx() {
-        for name in ["emerg", "alert", "crit", "error", "warn", "notice", "info", "debug"] {
+        for name in [
+            "emerg", "alert", "crit", "error", "warn", "notice", "info", "debug",
+        ] {
             assert_eq!(NginxLevel::parse(name).map(|l| l.as_str()), Some(name));
         }
         assert!(NginxLevel::Error < NginxLevel::Warn);

@@ -80,7 +80,12 @@ impl Body {
     }
 
     /// The client's request body, to be forwarded upstream.
-    pub fn client(inner: Incoming, limit: u64, timeout: Duration, error: Rc<Cell<Option<ClientBodyError>>>) -> Body {
+    pub fn client(
+        inner: Incoming,
+        limit: u64,
+        timeout: Duration,
+        error: Rc<Cell<Option<ClientBodyError>>>,
+    ) -> Body {
         Body::with(Kind::Client(ClientBody {
             inner,
             limit,
@@ -126,7 +131,10 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let res = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
@@ -190,7 +198,10 @@ impl ClientBody {
         Poll::Ready(Some(Err(BodyError::Client(e))))
     }
 
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         use http_body::Body as _;
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -207,9 +218,9 @@ impl ClientBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let timeout = self.timeout;
-                let timer = self
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+                let timer = self.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + timeout))
+                });
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => self.fail(ClientBodyError::Timeout),
                     Poll::Pending => Poll::Pending,
@@ -226,7 +237,10 @@ struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         use http_body::Body as _;
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -237,9 +251,9 @@ impl UpstreamBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let timeout = self.timeout;
-                let timer = self
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+                let timer = self.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + timeout))
+                });
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::UpstreamTimeout))),
                     Poll::Pending => Poll::Pending,

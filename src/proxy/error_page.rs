@@ -19,7 +19,11 @@ pub fn page(status: StatusCode) -> Response<Body> {
 
 /// `404 {"error_msg":"404 Route Not Found"}` as APISIX answers.
 pub fn route_not_found() -> Response<Body> {
-    with_type(StatusCode::NOT_FOUND, "application/json", ROUTE_NOT_FOUND.to_string())
+    with_type(
+        StatusCode::NOT_FOUND,
+        "application/json",
+        ROUTE_NOT_FOUND.to_string(),
+    )
 }
 
 fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {

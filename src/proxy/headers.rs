@@ -60,7 +60,10 @@ pub fn set_forwarding(
     if let Ok(v) = HeaderValue::from_str(client_ip) {
         h.insert(HeaderName::from_static("x-real-ip"), v);
     }
-    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(scheme));
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(scheme),
+    );
     let fwd_host = http_host.filter(|s| !s.is_empty()).unwrap_or(host);
     if let Ok(v) = HeaderValue::from_str(fwd_host) {
         h.insert(HeaderName::from_static("x-forwarded-host"), v);
@@ -94,7 +97,14 @@ mod tests {
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
         h.insert("x-forwarded-proto", "https".parse().unwrap());
         h.insert(header::FORWARDED, "for=evil".parse().unwrap());
-        set_forwarding(&mut h, "10.0.0.9", "http", Some("example.com:9080"), "example.com", "9080");
+        set_forwarding(
+            &mut h,
+            "10.0.0.9",
+            "http",
+            Some("example.com:9080"),
+            "example.com",
+            "9080",
+        );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-real-ip"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");

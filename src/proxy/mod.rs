@@ -82,7 +82,10 @@ impl WorkerCtx {
             pool: Pool::default(),
             pickers: RefCell::new(HashMap::new()),
             access,
-            server_header: HeaderValue::from_static(concat!("moongate/", env!("CARGO_PKG_VERSION"))),
+            server_header: HeaderValue::from_static(concat!(
+                "moongate/",
+                env!("CARGO_PKG_VERSION")
+            )),
         })
     }
 
@@ -101,7 +104,9 @@ impl WorkerCtx {
     fn with_picker<R>(&self, def: &Arc<UpstreamDef>, f: impl FnOnce(&mut Picker) -> R) -> R {
         let key = Arc::as_ptr(def) as usize;
         let mut pickers = self.pickers.borrow_mut();
-        let entry = pickers.entry(key).or_insert_with(|| (Arc::downgrade(def), Picker::new(def)));
+        let entry = pickers
+            .entry(key)
+            .or_insert_with(|| (Arc::downgrade(def), Picker::new(def)));
         if !std::ptr::eq(entry.0.as_ptr(), Arc::as_ptr(def)) || entry.0.strong_count() == 0 {
             *entry = (Arc::downgrade(def), Picker::new(def));
         }
@@ -152,14 +157,18 @@ impl Finish for Done {
         let Done { cx, log, upstream } = *self;
         let worker = &cx.worker;
         if let Some(u) = upstream {
-            worker.with_picker(&u.def, |p| p.on_finish(u.node, u.started.elapsed(), !complete));
+            worker.with_picker(&u.def, |p| {
+                p.on_finish(u.node, u.started.elapsed(), !complete)
+            });
             if complete {
                 worker.pool.checkin(u.addr, u.conn, &u.def.keepalive_pool);
             }
         }
-        if let (Some(log), Some(writer), Some((_, format))) =
-            (log, worker.access.as_ref(), worker.shared.settings.access_log.as_ref())
-        {
+        if let (Some(log), Some(writer), Some((_, format))) = (
+            log,
+            worker.access.as_ref(),
+            worker.shared.settings.access_log.as_ref(),
+        ) {
             let (uri, args) = log.uri.split_once('?').unwrap_or((&log.uri, ""));
             let record = access::Record {
                 remote: cx.remote,
@@ -229,23 +238,46 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         })
     });
 
-    if let Err((status, reason)) = request::check(&parts.method, parts.version, &parts.headers, verdict, settings.max_line) {
-        log::info!("{reason} while reading client request headers, client: {}", cx.remote.ip());
+    if let Err((status, reason)) = request::check(
+        &parts.method,
+        parts.version,
+        &parts.headers,
+        verdict,
+        settings.max_line,
+    ) {
+        log::info!(
+            "{reason} while reading client request headers, client: {}",
+            cx.remote.ip()
+        );
         let mut resp = error_page::page(status);
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(finish(resp, &cx, log, None));
     }
 
     let raw_path = parts.uri.path();
     let Some(path) = request::normalize_path(raw_path) else {
-        return Ok(finish(error_page::page(StatusCode::BAD_REQUEST), &cx, log, None));
+        return Ok(finish(
+            error_page::page(StatusCode::BAD_REQUEST),
+            &cx,
+            log,
+            None,
+        ));
     };
     let host = request::host_of(&parts.uri, &parts.headers).into_owned();
     let query = parts.uri.query().unwrap_or("");
-    let request_uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request_uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     if let Some(l) = log.as_mut() {
         l.host = host.to_string();
-        l.uri = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
+        l.uri = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        };
     }
 
     let snapshot = cx.worker.shared.store.load_full();
@@ -263,8 +295,16 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         return Ok(finish(error_page::route_not_found(), &cx, log, None));
     };
     let Some(route) = snapshot.routes.get(matched.index).cloned() else {
-        log::error!("router returned route index {} outside the route table", matched.index);
-        return Ok(finish(error_page::page(StatusCode::INTERNAL_SERVER_ERROR), &cx, log, None));
+        log::error!(
+            "router returned route index {} outside the route table",
+            matched.index
+        );
+        return Ok(finish(
+            error_page::page(StatusCode::INTERNAL_SERVER_ERROR),
+            &cx,
+            log,
+            None,
+        ));
     };
     if let Some(l) = log.as_mut() {
         l.route_id = Some(route.id.0.clone());
@@ -272,16 +312,37 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     let def = match &route.upstream {
         RouteUpstream::Ready(def) => def.clone(),
         RouteUpstream::MissingService(id) => {
-            log::error!("failed to fetch service configuration by id: {id}, route: {}", route.id);
-            return Ok(finish(error_page::page(StatusCode::NOT_FOUND), &cx, log, None));
+            log::error!(
+                "failed to fetch service configuration by id: {id}, route: {}",
+                route.id
+            );
+            return Ok(finish(
+                error_page::page(StatusCode::NOT_FOUND),
+                &cx,
+                log,
+                None,
+            ));
         }
         RouteUpstream::MissingUpstream(id) => {
             log::error!("failed to find upstream by id: {id}, route: {}", route.id);
-            return Ok(finish(error_page::page(StatusCode::BAD_GATEWAY), &cx, log, None));
+            return Ok(finish(
+                error_page::page(StatusCode::BAD_GATEWAY),
+                &cx,
+                log,
+                None,
+            ));
         }
         RouteUpstream::NoUpstream => {
-            log::error!("missing upstream configuration in route {} or its service", route.id);
-            return Ok(finish(error_page::page(StatusCode::BAD_GATEWAY), &cx, log, None));
+            log::error!(
+                "missing upstream configuration in route {} or its service",
+                route.id
+            );
+            return Ok(finish(
+                error_page::page(StatusCode::BAD_GATEWAY),
+                &cx,
+                log,
+                None,
+            ));
         }
     };
     let hash_key = match def.kind {
@@ -305,24 +366,36 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             request_uri
         );
         let mut resp = error_page::page(StatusCode::PAYLOAD_TOO_LARGE);
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(finish(resp, &cx, log, None));
     }
     if let Some(l) = log.as_mut() {
         l.request_length = declared.unwrap_or(0);
     }
 
-    let client_host_header = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+    // HTTP/2 carries the host in `:authority` instead of `Host`.
+    let client_host_header = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .map(str::to_string);
     let upstream_uri: Uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
     };
     let body_error = Rc::new(Cell::new(None));
-    let has_body = !(declared == Some(0) || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
-    let client_body = has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+    let has_body = !(declared == Some(0)
+        || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
+    let client_body =
+        has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
 
     let mut up_headers = parts.headers;
     headers::strip_hop_by_hop(&mut up_headers);
+    // `100-continue` is answered to the client by this hop (hyper does it when the body is
+    // first read); the upstream gets the body without being asked, as nginx sends it.
+    up_headers.remove(header::EXPECT);
     let server_port = cx.local.port().to_string();
     let fwd_port = client_host_header
         .as_deref()
@@ -357,13 +430,20 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
 
 /// Attaches the completion hook to a response the gateway made itself (or an upstream response
 /// already wrapped).
-fn finish(resp: Response<Body>, cx: &Rc<ConnCtx>, mut log: Option<Box<LogData>>, upstream: Option<UpstreamDone>) -> Response<Body> {
+fn finish(
+    resp: Response<Body>,
+    cx: &Rc<ConnCtx>,
+    mut log: Option<Box<LogData>>,
+    upstream: Option<UpstreamDone>,
+) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     parts
         .headers
         .insert(header::SERVER, cx.worker.server_header.clone());
     if cx.state.requests.get() >= cx.worker.shared.settings.keepalive_requests {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(l) = log.as_mut() {
         l.status = parts.status.as_u16();
@@ -443,10 +523,15 @@ impl Forward<'_> {
         let mut last_status = StatusCode::BAD_GATEWAY;
 
         loop {
-            let picked = worker.with_picker(&self.def, |p| p.pick(&self.def, self.hash_key.as_deref(), &tried));
+            let picked = worker.with_picker(&self.def, |p| {
+                p.pick(&self.def, self.hash_key.as_deref(), &tried)
+            });
             let Some(idx) = picked else {
                 if tried.is_empty() {
-                    log::error!("failed to pick server: no valid upstream node, route: {}", self.route.id);
+                    log::error!(
+                        "failed to pick server: no valid upstream node, route: {}",
+                        self.route.id
+                    );
                     return Err((error_page::page(StatusCode::SERVICE_UNAVAILABLE), None));
                 }
                 return Err((error_page::page(last_status), None));
@@ -463,8 +548,16 @@ impl Forward<'_> {
                 connect_time: None,
                 header_time: None,
                 response_time: None,
-                host: if logging { upstream_host.clone().unwrap_or_default() } else { String::new() },
-                uri: if logging { self.uri.to_string() } else { String::new() },
+                host: if logging {
+                    upstream_host.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                uri: if logging {
+                    self.uri.to_string()
+                } else {
+                    String::new()
+                },
             };
 
             // A pooled connection first; the peer may have closed it, then a fresh one.
@@ -483,7 +576,10 @@ impl Forward<'_> {
             let mut conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
-                    log::error!("{e} while connecting to upstream, {}", self.describe(node.addr));
+                    log::error!(
+                        "{e} while connecting to upstream, {}",
+                        self.describe(node.addr)
+                    );
                     worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
                     tried.push(idx);
                     last_status = match e {
@@ -524,16 +620,26 @@ impl Forward<'_> {
                         started: try_start,
                         conn,
                     };
-                    return Ok(finish(Response::from_parts(parts, body), self.cx, log.take(), Some(done)));
+                    return Ok(finish(
+                        Response::from_parts(parts, body),
+                        self.cx,
+                        log.take(),
+                        Some(done),
+                    ));
                 }
                 Ok(Err(mut e)) => {
                     let unsent = e.take_message();
                     let err = e.into_error();
                     if let Some(client_err) = self.body_error.get() {
-                        worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), false));
+                        worker.with_picker(&self.def, |p| {
+                            p.on_finish(idx, try_start.elapsed(), false)
+                        });
                         return Err((client_body_failure(client_err), None));
                     }
-                    log::error!("upstream prematurely closed connection ({err}) while reading response header from upstream, {}", self.describe(node.addr));
+                    log::error!(
+                        "upstream prematurely closed connection ({err}) while reading response header from upstream, {}",
+                        self.describe(node.addr)
+                    );
                     worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
                     match unsent {
                         // Never written: nothing was lost, take the body back and try again.
@@ -559,7 +665,10 @@ impl Forward<'_> {
                     return Err((error_page::page(last_status), None));
                 }
                 Err(_) => {
-                    log::error!("upstream timed out (110: Connection timed out) while reading response header from upstream, {}", self.describe(node.addr));
+                    log::error!(
+                        "upstream timed out (110: Connection timed out) while reading response header from upstream, {}",
+                        self.describe(node.addr)
+                    );
                     worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
                     tried.push(idx);
                     last_status = StatusCode::GATEWAY_TIMEOUT;
@@ -608,7 +717,8 @@ fn client_body_failure(e: ClientBodyError) -> Response<Body> {
         ClientBodyError::Broken => StatusCode::BAD_REQUEST,
     };
     let mut resp = error_page::page(status);
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

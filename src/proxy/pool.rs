@@ -57,7 +57,10 @@ impl Pool {
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
         while let Some(c) = list.pop_back() {
-            if !c.sender.is_closed() && c.sender.is_ready() && now.duration_since(c.since) < c.idle_timeout {
+            if !c.sender.is_closed()
+                && c.sender.is_ready()
+                && now.duration_since(c.since) < c.idle_timeout
+            {
                 return Some(Conn {
                     sender: c.sender,
                     uses: c.uses,

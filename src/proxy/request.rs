@@ -36,10 +36,17 @@ pub fn check(
 ) -> Result<(), (StatusCode, &'static str)> {
     match verdict {
         Verdict::ContentLengthWithChunked => {
-            return Err((StatusCode::BAD_REQUEST, "client sent \"Content-Length\" and \"Transfer-Encoding\" headers at the same time"));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "client sent \"Content-Length\" and \"Transfer-Encoding\" headers at the same time",
+            ));
         }
-        Verdict::RequestLineTooLong => return Err((StatusCode::URI_TOO_LONG, "client sent too long URI")),
-        Verdict::HeaderLineTooLong => return Err((StatusCode::BAD_REQUEST, "client sent too long header line")),
+        Verdict::RequestLineTooLong => {
+            return Err((StatusCode::URI_TOO_LONG, "client sent too long URI"));
+        }
+        Verdict::HeaderLineTooLong => {
+            return Err((StatusCode::BAD_REQUEST, "client sent too long header line"));
+        }
         Verdict::Ok | Verdict::Unknown => {}
     }
     // nginx accepts only upper-case letters, `_` and `-` in methods.
@@ -51,7 +58,10 @@ pub fn check(
         return Err((StatusCode::BAD_REQUEST, "client sent invalid method"));
     }
     if version == Version::HTTP_11 && !headers.contains_key(header::HOST) {
-        return Err((StatusCode::BAD_REQUEST, "client sent HTTP/1.1 request without \"Host\" header"));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "client sent HTTP/1.1 request without \"Host\" header",
+        ));
     }
     for name in UNIQUE_HEADERS {
         let mut values = headers.get_all(name).iter();
@@ -62,13 +72,18 @@ pub fn check(
     if let Some(te) = headers.get(header::TRANSFER_ENCODING)
         && !te.as_bytes().eq_ignore_ascii_case(b"chunked")
     {
-        return Err((StatusCode::NOT_IMPLEMENTED, "client sent unknown \"Transfer-Encoding\""));
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "client sent unknown \"Transfer-Encoding\"",
+        ));
     }
     for (name, value) in headers {
         let v = value.as_bytes();
         // HTTP/1 parsing already trims optional whitespace; HTTP/2 passes it through, and a
         // value wrapped in spaces is a classic way to make two parsers disagree.
-        if v.first().is_some_and(|b| *b == b' ' || *b == b'\t') || v.last().is_some_and(|b| *b == b' ' || *b == b'\t') {
+        if v.first().is_some_and(|b| *b == b' ' || *b == b'\t')
+            || v.last().is_some_and(|b| *b == b' ' || *b == b'\t')
+        {
             return Err((StatusCode::BAD_REQUEST, "client sent invalid header line"));
         }
         if name.as_str().len() + 2 + v.len() > max_line {
@@ -96,7 +111,10 @@ pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = |c: u8| (c as char).to_digit(16);
-            match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            match (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(h), Some(l)) => {
                     let c = (h * 16 + l) as u8;
                     if c == 0 {
@@ -328,17 +346,46 @@ mod tests {
         h.insert(header::HOST, "x".parse().unwrap());
         let ok = |m: &Method, h: &HeaderMap| check(m, Version::HTTP_11, h, Verdict::Ok, 8192);
         assert!(ok(&Method::GET, &h).is_ok());
-        assert_eq!(ok(&Method::from_bytes(b"get").unwrap(), &h).unwrap_err().0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ok(&Method::from_bytes(b"get").unwrap(), &h).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
         let mut dup = h.clone();
         dup.append(header::HOST, "y".parse().unwrap());
-        assert_eq!(ok(&Method::GET, &dup).unwrap_err().0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ok(&Method::GET, &dup).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
         let mut te = h.clone();
         te.insert(header::TRANSFER_ENCODING, ",chunked".parse().unwrap());
-        assert_eq!(ok(&Method::POST, &te).unwrap_err().0, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(ok(&Method::GET, &HeaderMap::new()).unwrap_err().0, StatusCode::BAD_REQUEST);
-        assert!(check(&Method::GET, Version::HTTP_10, &HeaderMap::new(), Verdict::Ok, 8192).is_ok());
         assert_eq!(
-            check(&Method::GET, Version::HTTP_11, &h, Verdict::ContentLengthWithChunked, 8192).unwrap_err().0,
+            ok(&Method::POST, &te).unwrap_err().0,
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(
+            ok(&Method::GET, &HeaderMap::new()).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert!(
+            check(
+                &Method::GET,
+                Version::HTTP_10,
+                &HeaderMap::new(),
+                Verdict::Ok,
+                8192
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check(
+                &Method::GET,
+                Version::HTTP_11,
+                &h,
+                Verdict::ContentLengthWithChunked,
+                8192
+            )
+            .unwrap_err()
+            .0,
             StatusCode::BAD_REQUEST
         );
     }

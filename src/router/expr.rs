@@ -77,7 +77,9 @@ impl Expr {
         {
             return Err("rule should be wrapped inside brackets".into());
         }
-        Ok(Expr { root: Some(compile_node(list)?) })
+        Ok(Expr {
+            root: Some(compile_node(list)?),
+        })
     }
 
     /// True when the expression holds for the variables `lookup` returns.
@@ -111,7 +113,10 @@ fn compile_node(list: &[Value]) -> Result<Node, String> {
                 None => Err("invalid expression".into()),
             })
             .collect::<Result<_, _>>()?;
-        return Ok(Node::Logic { op: Logic::And, kids });
+        return Ok(Node::Logic {
+            op: Logic::And,
+            kids,
+        });
     }
     if let Some(op) = list[0].as_str().and_then(logic_op) {
         if list.len() <= 2 {
@@ -163,7 +168,10 @@ fn compile_rule(list: &[Value]) -> Result<Rule, String> {
     let op_name = op.and_then(lua_string).map(|s| s.to_ascii_lowercase());
     let value = value.filter(|v| !v.is_null() || list.len() == 4);
     let known = |o: &str| {
-        matches!(o, "==" | "~=" | ">" | ">=" | "<" | "<=" | "~~" | "~*" | "in" | "has" | "ipmatch")
+        matches!(
+            o,
+            "==" | "~=" | ">" | ">=" | "<" | "<=" | "~~" | "~*" | "in" | "has" | "ipmatch"
+        )
     };
     let (op_name, value) = match (op_name, value) {
         // `[var, value]`: equality with the (lower-cased) value.
@@ -192,12 +200,20 @@ fn compile_rule(list: &[Value]) -> Result<Rule, String> {
                 .map_err(|e| format!("failed to compile regex {pat:?}: {e}"))?;
             Op::Regex(re)
         }
-        "in" => Op::In(value.as_array().map(|a| a.iter().map(rhs).collect()).unwrap_or_default()),
+        "in" => Op::In(
+            value
+                .as_array()
+                .map(|a| a.iter().map(rhs).collect())
+                .unwrap_or_default(),
+        ),
         "has" => Op::Has,
         "ipmatch" => {
             let items: Vec<String> = match &value {
                 Value::String(s) if !s.is_empty() => vec![s.clone()],
-                Value::Array(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                Value::Array(a) if !a.is_empty() => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
                 _ => return Err("invalid ip address".into()),
             };
             Op::IpMatch(IpSet::parse(&items)?)
@@ -213,7 +229,11 @@ fn lua_tonumber(s: &str) -> Option<f64> {
     if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         return u64::from_str_radix(hex, 16).ok().map(|v| v as f64);
     }
-    if t.is_empty() || t.eq_ignore_ascii_case("inf") || t.eq_ignore_ascii_case("nan") || t.contains("infinity") {
+    if t.is_empty()
+        || t.eq_ignore_ascii_case("inf")
+        || t.eq_ignore_ascii_case("nan")
+        || t.contains("infinity")
+    {
         return None;
     }
     t.parse::<f64>().ok()
@@ -242,9 +262,13 @@ fn eval_rule(r: &Rule, l: Option<&str>) -> bool {
         Op::Lt(rv) => cmp(|a, b| a < b, rv),
         Op::Le(rv) => cmp(|a, b| a <= b, rv),
         Op::Regex(re) => l.is_some_and(|s| re.is_match(s.as_bytes()).unwrap_or(false)),
-        Op::In(items) => l.is_some_and(|s| items.iter().any(|i| matches!(i, Rhs::Str(x) if x == s))),
+        Op::In(items) => {
+            l.is_some_and(|s| items.iter().any(|i| matches!(i, Rhs::Str(x) if x == s)))
+        }
         Op::Has => false,
-        Op::IpMatch(set) => l.and_then(|s| s.parse().ok()).is_some_and(|ip| set.contains(ip)),
+        Op::IpMatch(set) => l
+            .and_then(|s| s.parse().ok())
+            .is_some_and(|ip| set.contains(ip)),
     }
 }
 
@@ -273,7 +297,11 @@ mod tests {
 
     fn holds(expr: Value, vars: &[(&str, &str)]) -> bool {
         let e = Expr::compile(&expr).unwrap_or_else(|err| panic!("{expr}: {err}"));
-        let lookup = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| Cow::Owned(v.to_string()));
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| Cow::Owned(v.to_string()))
+        };
         e.eval(&lookup)
     }
 
@@ -305,43 +333,89 @@ mod tests {
 
     #[test]
     fn regex_operators_search_anywhere_and_star_ignores_case() {
-        assert!(holds(json!([["http_ua", "~~", "curl/[0-9]+"]]), &[("http_ua", "x curl/8 y")]));
-        assert!(!holds(json!([["http_ua", "~~", "^curl"]]), &[("http_ua", "Curl")]));
-        assert!(holds(json!([["http_ua", "~*", "^curl"]]), &[("http_ua", "Curl")]));
+        assert!(holds(
+            json!([["http_ua", "~~", "curl/[0-9]+"]]),
+            &[("http_ua", "x curl/8 y")]
+        ));
+        assert!(!holds(
+            json!([["http_ua", "~~", "^curl"]]),
+            &[("http_ua", "Curl")]
+        ));
+        assert!(holds(
+            json!([["http_ua", "~*", "^curl"]]),
+            &[("http_ua", "Curl")]
+        ));
         assert!(!holds(json!([["http_ua", "~~", "x"]]), &[]));
     }
 
     #[test]
     fn in_has_and_ipmatch() {
-        assert!(holds(json!([["arg_c", "in", ["a", "b"]]]), &[("arg_c", "b")]));
-        assert!(!holds(json!([["arg_c", "in", ["a", 1]]]), &[("arg_c", "1")]));
+        assert!(holds(
+            json!([["arg_c", "in", ["a", "b"]]]),
+            &[("arg_c", "b")]
+        ));
+        assert!(!holds(
+            json!([["arg_c", "in", ["a", 1]]]),
+            &[("arg_c", "1")]
+        ));
         assert!(!holds(json!([["arg_c", "has", "a"]]), &[("arg_c", "a")]));
-        assert!(holds(json!([["remote_addr", "ipmatch", ["10.0.0.0/8", "::1"]]]), &[("remote_addr", "10.2.3.4")]));
-        assert!(!holds(json!([["remote_addr", "ipmatch", "10.0.0.0/8"]]), &[("remote_addr", "11.2.3.4")]));
+        assert!(holds(
+            json!([["remote_addr", "ipmatch", ["10.0.0.0/8", "::1"]]]),
+            &[("remote_addr", "10.2.3.4")]
+        ));
+        assert!(!holds(
+            json!([["remote_addr", "ipmatch", "10.0.0.0/8"]]),
+            &[("remote_addr", "11.2.3.4")]
+        ));
     }
 
     #[test]
     fn negation_and_nested_logic() {
         assert!(holds(json!([["arg_a", "!", "==", "x"]]), &[("arg_a", "y")]));
-        assert!(!holds(json!([["arg_a", "!", "==", "x"]]), &[("arg_a", "x")]));
-        let e = json!(["OR", ["arg_a", "==", "1"], ["AND", ["arg_b", "==", "2"], ["arg_c", "==", "3"]]]);
+        assert!(!holds(
+            json!([["arg_a", "!", "==", "x"]]),
+            &[("arg_a", "x")]
+        ));
+        let e = json!([
+            "OR",
+            ["arg_a", "==", "1"],
+            ["AND", ["arg_b", "==", "2"], ["arg_c", "==", "3"]]
+        ]);
         assert!(holds(e.clone(), &[("arg_a", "1")]));
         assert!(holds(e.clone(), &[("arg_b", "2"), ("arg_c", "3")]));
         assert!(!holds(e, &[("arg_b", "2")]));
-        assert!(holds(json!(["!AND", ["arg_a", "==", "1"], ["arg_b", "==", "2"]]), &[("arg_a", "1")]));
-        assert!(!holds(json!(["!OR", ["arg_a", "==", "1"], ["arg_b", "==", "2"]]), &[("arg_a", "1")]));
-        assert!(holds(json!(["or", ["arg_a", "==", "1"], ["arg_b", "==", "2"]]), &[("arg_b", "2")]));
+        assert!(holds(
+            json!(["!AND", ["arg_a", "==", "1"], ["arg_b", "==", "2"]]),
+            &[("arg_a", "1")]
+        ));
+        assert!(!holds(
+            json!(["!OR", ["arg_a", "==", "1"], ["arg_b", "==", "2"]]),
+            &[("arg_a", "1")]
+        ));
+        assert!(holds(
+            json!(["or", ["arg_a", "==", "1"], ["arg_b", "==", "2"]]),
+            &[("arg_b", "2")]
+        ));
         assert!(holds(json!([]), &[]));
     }
 
     #[test]
     fn malformed_expressions_are_refused_with_lua_resty_expr_words() {
         let err = |v: Value| Expr::compile(&v).unwrap_err();
-        assert_eq!(err(json!(["arg_a", "==", "1"])), "rule should be wrapped inside brackets");
+        assert_eq!(
+            err(json!(["arg_a", "==", "1"])),
+            "rule should be wrapped inside brackets"
+        );
         assert_eq!(err(json!([["arg_a", "=~", "1"]])), "invalid operator '=~'");
-        assert_eq!(err(json!([["arg_a", "x", "==", "1"]])), "bad 'not' expression");
+        assert_eq!(
+            err(json!([["arg_a", "x", "==", "1"]])),
+            "bad 'not' expression"
+        );
         assert_eq!(err(json!(["AND", ["arg_a", "==", "1"]])), "rule too short");
-        assert_eq!(err(json!([["remote_addr", "ipmatch", ""]])), "invalid ip address");
+        assert_eq!(
+            err(json!([["remote_addr", "ipmatch", ""]])),
+            "invalid ip address"
+        );
         assert!(err(json!([["a", "~~", "("]])).contains("failed to compile regex"));
     }
 }

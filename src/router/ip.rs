@@ -16,9 +16,15 @@ impl Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let ip: IpAddr = addr.trim().parse().map_err(|_| format!("invalid IP address: {s}"))?;
+        let ip: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid IP address: {s}"))?;
         let len: Option<u32> = match len {
-            Some(l) => Some(l.parse().map_err(|_| format!("invalid CIDR prefix length: {s}"))?),
+            Some(l) => Some(
+                l.parse()
+                    .map_err(|_| format!("invalid CIDR prefix length: {s}"))?,
+            ),
             None => None,
         };
         match ip {
@@ -28,15 +34,25 @@ impl Cidr {
                     return Err(format!("invalid CIDR prefix length: {s}"));
                 }
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                Ok(Cidr::V4 { net: u32::from(v4) & mask, mask })
+                Ok(Cidr::V4 {
+                    net: u32::from(v4) & mask,
+                    mask,
+                })
             }
             IpAddr::V6(v6) => {
                 let len = len.unwrap_or(128);
                 if len > 128 {
                     return Err(format!("invalid CIDR prefix length: {s}"));
                 }
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-                Ok(Cidr::V6 { net: u128::from(v6) & mask, mask })
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                Ok(Cidr::V6 {
+                    net: u128::from(v6) & mask,
+                    mask,
+                })
             }
         }
     }
@@ -67,7 +83,11 @@ pub struct IpSet(Vec<Cidr>);
 
 impl IpSet {
     pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<IpSet, String> {
-        items.iter().map(|s| Cidr::parse(s.as_ref())).collect::<Result<_, _>>().map(IpSet)
+        items
+            .iter()
+            .map(|s| Cidr::parse(s.as_ref()))
+            .collect::<Result<_, _>>()
+            .map(IpSet)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,7 +106,13 @@ mod tests {
     #[test]
     fn v4_and_v6_blocks_match_their_members_only() {
         let set = IpSet::parse(&["10.0.0.0/8", "192.168.1.7", "2001:db8::/32", "::1"]).unwrap();
-        for ok in ["10.1.2.3", "192.168.1.7", "2001:db8:1::5", "::1", "::ffff:10.9.9.9"] {
+        for ok in [
+            "10.1.2.3",
+            "192.168.1.7",
+            "2001:db8:1::5",
+            "::1",
+            "::ffff:10.9.9.9",
+        ] {
             assert!(set.contains(ok.parse().unwrap()), "{ok}");
         }
         for no in ["11.0.0.1", "192.168.1.8", "2001:db9::1", "::2"] {

@@ -109,9 +109,9 @@ pub struct Router {
 fn valid_host(h: &str) -> bool {
     let body = h.strip_prefix('*').unwrap_or(h);
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        })
 }
 
 impl Router {
@@ -120,14 +120,24 @@ impl Router {
         let mut errors = Vec::new();
         let mut r = Router::default();
         for spec in specs {
-            let err = |field: &'static str, message: String| RouterError { id: spec.id.clone(), field, message };
+            let err = |field: &'static str, message: String| RouterError {
+                id: spec.id.clone(),
+                field,
+                message,
+            };
             let mut ok = true;
             let mut methods = 0u16;
             for m in &spec.methods {
                 match method_bit(m) {
                     Some(b) => methods |= b,
                     None => {
-                        errors.push(err("methods", format!("unknown method {m:?} (expected one of {})", METHODS.join(", "))));
+                        errors.push(err(
+                            "methods",
+                            format!(
+                                "unknown method {m:?} (expected one of {})",
+                                METHODS.join(", ")
+                            ),
+                        ));
                         ok = false;
                     }
                 }
@@ -142,7 +152,10 @@ impl Router {
                 Some(v) => match Expr::compile(v) {
                     Ok(e) => Some(e),
                     Err(e) => {
-                        errors.push(err("vars", format!("failed to validate the 'vars' expression: {e}")));
+                        errors.push(err(
+                            "vars",
+                            format!("failed to validate the 'vars' expression: {e}"),
+                        ));
                         ok = false;
                         None
                     }
@@ -181,13 +194,21 @@ impl Router {
             });
             let insert_all = |idx: &mut PathIndex| {
                 for k in &kinds {
-                    let base = Cand { route: slot, priority: spec.priority, order: spec.index, pattern: None };
+                    let base = Cand {
+                        route: slot,
+                        priority: spec.priority,
+                        order: spec.index,
+                        pattern: None,
+                    };
                     match k {
                         UriKind::Exact(p) => idx.insert_exact(p, base),
                         UriKind::Prefix(p) => idx.insert_prefix(p.as_bytes(), base),
                         UriKind::Param { prefix, pattern } => idx.insert_prefix(
                             prefix.as_bytes(),
-                            Cand { pattern: Some(Box::new(pattern.clone())), ..base },
+                            Cand {
+                                pattern: Some(Box::new(pattern.clone())),
+                                ..base
+                            },
                         ),
                     }
                 }
@@ -202,7 +223,9 @@ impl Router {
                 }
                 seen.push(h);
                 match h.strip_prefix('*') {
-                    Some(suffix) => insert_all(r.by_wildcard.entry(suffix.to_string()).or_default()),
+                    Some(suffix) => {
+                        insert_all(r.by_wildcard.entry(suffix.to_string()).or_default())
+                    }
                     None => insert_all(r.by_host.entry(h.clone()).or_default()),
                 }
             }
@@ -247,7 +270,12 @@ impl Router {
         self.find_in(&self.any_host, path, req)
     }
 
-    fn find_in<R: RequestVars + ?Sized>(&self, idx: &PathIndex, path: &str, req: &R) -> Option<RouteMatch> {
+    fn find_in<R: RequestVars + ?Sized>(
+        &self,
+        idx: &PathIndex,
+        path: &str,
+        req: &R,
+    ) -> Option<RouteMatch> {
         if let Some(cands) = idx.exact(path)
             && let Some(m) = self.first_passing(cands, path, req)
         {
@@ -256,7 +284,12 @@ impl Router {
         idx.prefixes(path, |cands| self.first_passing(cands, path, req))
     }
 
-    fn first_passing<R: RequestVars + ?Sized>(&self, cands: &[Cand], path: &str, req: &R) -> Option<RouteMatch> {
+    fn first_passing<R: RequestVars + ?Sized>(
+        &self,
+        cands: &[Cand],
+        path: &str,
+        req: &R,
+    ) -> Option<RouteMatch> {
         for c in cands {
             let mut params = Vec::new();
             if let Some(p) = &c.pattern
@@ -268,7 +301,11 @@ impl Router {
             if f.methods != 0 && method_bit(req.method()).is_none_or(|b| f.methods & b == 0) {
                 continue;
             }
-            if !f.remote_addrs.is_empty() && req.remote_addr().is_none_or(|ip| !f.remote_addrs.contains(ip)) {
+            if !f.remote_addrs.is_empty()
+                && req
+                    .remote_addr()
+                    .is_none_or(|ip| !f.remote_addrs.contains(ip))
+            {
                 continue;
             }
             if let Some(e) = &f.vars
@@ -276,7 +313,10 @@ impl Router {
             {
                 continue;
             }
-            return Some(RouteMatch { index: f.index, params });
+            return Some(RouteMatch {
+                index: f.index,
+                params,
+            });
         }
         None
     }

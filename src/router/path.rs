@@ -46,12 +46,16 @@ pub fn classify(uri: &str) -> Result<UriKind, String> {
     if !uri.starts_with('/') {
         return Err(format!("uri {uri:?} must start with \"/\""));
     }
-    let has_param = uri.split('/').any(|s| s.starts_with(':') || (s.starts_with('*') && s.len() > 1));
+    let has_param = uri
+        .split('/')
+        .any(|s| s.starts_with(':') || (s.starts_with('*') && s.len() > 1));
     if !has_param {
         return Ok(match uri.strip_suffix('*') {
             Some(p) if !p.contains('*') => UriKind::Prefix(p.to_string()),
             Some(_) => return Err(format!("uri {uri:?}: `*` is only allowed at the end")),
-            None if uri.contains('*') => return Err(format!("uri {uri:?}: `*` is only allowed at the end")),
+            None if uri.contains('*') => {
+                return Err(format!("uri {uri:?}: `*` is only allowed at the end"));
+            }
             None => UriKind::Exact(uri.to_string()),
         });
     }
@@ -85,14 +89,23 @@ pub fn classify(uri: &str) -> Result<UriKind, String> {
 impl Pattern {
     /// Matches the whole path; captured parameters go to `out` (nothing is left there on failure).
     pub fn matches(&self, path: &str, out: &mut Vec<(String, String)>) -> bool {
-        let Some(mut rest) = path.strip_prefix('/') else { return false };
+        let Some(mut rest) = path.strip_prefix('/') else {
+            return false;
+        };
         let start = out.len();
         // Set once the last path segment has been consumed.
         let mut exhausted = false;
         for seg in &self.segs {
             if let Seg::Rest(name) = seg {
                 if let Some(n) = name {
-                    out.push((n.clone(), if exhausted { String::new() } else { rest.to_string() }));
+                    out.push((
+                        n.clone(),
+                        if exhausted {
+                            String::new()
+                        } else {
+                            rest.to_string()
+                        },
+                    ));
                 }
                 return true;
             }
@@ -245,7 +258,9 @@ impl PathIndex {
         let mut pos = 0usize;
         while pos < p.len() {
             let node = &self.nodes[n];
-            let Ok(i) = node.first.binary_search(&p[pos]) else { break };
+            let Ok(i) = node.first.binary_search(&p[pos]) else {
+                break;
+            };
             let child = node.children[i] as usize;
             let label = &self.nodes[child].label;
             if p.len() - pos < label.len() || &p[pos..pos + label.len()] != label.as_slice() {
@@ -258,7 +273,11 @@ impl PathIndex {
             }
         }
         for k in (0..depth).rev() {
-            let id = if k < stack.len() { stack[k] } else { spill[k - stack.len()] };
+            let id = if k < stack.len() {
+                stack[k]
+            } else {
+                spill[k - stack.len()]
+            };
             if let Some(t) = f(&self.nodes[id as usize].cands) {
                 return Some(t);
             }
@@ -272,7 +291,12 @@ mod tests {
     use super::*;
 
     fn cand(route: u32) -> Cand {
-        Cand { route, priority: 0, order: route as usize, pattern: None }
+        Cand {
+            route,
+            priority: 0,
+            order: route as usize,
+            pattern: None,
+        }
     }
 
     #[test]
@@ -301,23 +325,32 @@ mod tests {
         assert_eq!(classify("/a").unwrap(), UriKind::Exact("/a".into()));
         assert_eq!(classify("/a*").unwrap(), UriKind::Prefix("/a".into()));
         assert_eq!(classify("/*").unwrap(), UriKind::Prefix("/".into()));
-        assert!(matches!(classify("/u/:id").unwrap(), UriKind::Param { prefix, .. } if prefix == "/u/"));
+        assert!(
+            matches!(classify("/u/:id").unwrap(), UriKind::Param { prefix, .. } if prefix == "/u/")
+        );
         assert!(classify("a").is_err());
         assert!(classify("/a*/b").is_err());
     }
 
     #[test]
     fn param_patterns_match_whole_segments() {
-        let UriKind::Param { pattern, .. } = classify("/user/:id/books/:book").unwrap() else { panic!() };
+        let UriKind::Param { pattern, .. } = classify("/user/:id/books/:book").unwrap() else {
+            panic!()
+        };
         let mut out = Vec::new();
         assert!(pattern.matches("/user/7/books/x", &mut out));
-        assert_eq!(out, vec![("id".into(), "7".into()), ("book".into(), "x".into())]);
+        assert_eq!(
+            out,
+            vec![("id".into(), "7".into()), ("book".into(), "x".into())]
+        );
         out.clear();
         assert!(!pattern.matches("/user/7/books", &mut out));
         assert!(!pattern.matches("/user//books/x", &mut out));
         assert!(!pattern.matches("/user/7/books/x/y", &mut out));
         assert!(out.is_empty());
-        let UriKind::Param { pattern, .. } = classify("/files/*path").unwrap() else { panic!() };
+        let UriKind::Param { pattern, .. } = classify("/files/*path").unwrap() else {
+            panic!()
+        };
         assert!(pattern.matches("/files/a/b/c", &mut out));
         assert_eq!(out, vec![("path".into(), "a/b/c".into())]);
     }

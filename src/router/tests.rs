@@ -16,7 +16,13 @@ struct Req {
 }
 
 fn get(host: &'static str, path: &'static str) -> Req {
-    Req { method: "GET", host, path, ip: Some("127.0.0.1".parse().unwrap()), vars: vec![] }
+    Req {
+        method: "GET",
+        host,
+        path,
+        ip: Some("127.0.0.1".parse().unwrap()),
+        vars: vec![],
+    }
 }
 
 impl RequestVars for Req {
@@ -33,12 +39,20 @@ impl RequestVars for Req {
         self.ip
     }
     fn var(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.vars.iter().find(|(k, _)| *k == name).map(|(_, v)| Cow::Borrowed(*v))
+        self.vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| Cow::Borrowed(*v))
     }
 }
 
 fn spec(index: usize, uri: &str) -> RouteSpec {
-    RouteSpec { index, id: index.to_string(), uris: vec![uri.to_string()], ..Default::default() }
+    RouteSpec {
+        index,
+        id: index.to_string(),
+        uris: vec![uri.to_string()],
+        ..Default::default()
+    }
 }
 
 fn router(specs: Vec<RouteSpec>) -> Router {
@@ -51,7 +65,13 @@ fn hit(r: &Router, req: &Req) -> Option<usize> {
 
 #[test]
 fn exact_path_beats_prefix_whatever_the_priority() {
-    let r = router(vec![RouteSpec { priority: 100, ..spec(0, "/a*") }, spec(1, "/a")]);
+    let r = router(vec![
+        RouteSpec {
+            priority: 100,
+            ..spec(0, "/a*")
+        },
+        spec(1, "/a"),
+    ]);
     assert_eq!(hit(&r, &get("x", "/a")), Some(1));
     assert_eq!(hit(&r, &get("x", "/ab")), Some(0));
     assert_eq!(hit(&r, &get("x", "/b")), None);
@@ -68,7 +88,14 @@ fn longer_prefix_beats_shorter_and_star_prefix_includes_itself() {
 
 #[test]
 fn priority_orders_routes_on_the_same_path_then_table_order() {
-    let r = router(vec![spec(0, "/p"), RouteSpec { priority: 5, ..spec(1, "/p") }, spec(2, "/p")]);
+    let r = router(vec![
+        spec(0, "/p"),
+        RouteSpec {
+            priority: 5,
+            ..spec(1, "/p")
+        },
+        spec(2, "/p"),
+    ]);
     assert_eq!(hit(&r, &get("x", "/p")), Some(1));
     let r = router(vec![spec(0, "/p"), spec(1, "/p")]);
     assert_eq!(hit(&r, &get("x", "/p")), Some(0));
@@ -78,7 +105,10 @@ fn priority_orders_routes_on_the_same_path_then_table_order() {
 fn parameters_are_captured_and_must_match_whole_segments() {
     let r = router(vec![spec(0, "/user/:id"), spec(1, "/user/:id/books/:book")]);
     let m = r.find(&get("x", "/user/42")).unwrap();
-    assert_eq!((m.index, m.params), (0, vec![("id".to_string(), "42".to_string())]));
+    assert_eq!(
+        (m.index, m.params),
+        (0, vec![("id".to_string(), "42".to_string())])
+    );
     let m = r.find(&get("x", "/user/42/books/7")).unwrap();
     assert_eq!(m.index, 1);
     assert_eq!(m.params.len(), 2);
@@ -90,7 +120,10 @@ fn parameters_are_captured_and_must_match_whole_segments() {
 fn host_routes_beat_hostless_routes_even_with_shorter_paths() {
     let r = router(vec![
         spec(0, "/api/long/path"),
-        RouteSpec { hosts: vec!["example.com".into()], ..spec(1, "/*") },
+        RouteSpec {
+            hosts: vec!["example.com".into()],
+            ..spec(1, "/*")
+        },
     ]);
     assert_eq!(hit(&r, &get("example.com", "/api/long/path")), Some(1));
     assert_eq!(hit(&r, &get("other.com", "/api/long/path")), Some(0));
@@ -99,9 +132,18 @@ fn host_routes_beat_hostless_routes_even_with_shorter_paths() {
 #[test]
 fn wildcard_hosts_match_subdomains_longest_suffix_first() {
     let r = router(vec![
-        RouteSpec { hosts: vec!["*.example.com".into()], ..spec(0, "/*") },
-        RouteSpec { hosts: vec!["*.api.example.com".into()], ..spec(1, "/*") },
-        RouteSpec { hosts: vec!["exact.api.example.com".into()], ..spec(2, "/*") },
+        RouteSpec {
+            hosts: vec!["*.example.com".into()],
+            ..spec(0, "/*")
+        },
+        RouteSpec {
+            hosts: vec!["*.api.example.com".into()],
+            ..spec(1, "/*")
+        },
+        RouteSpec {
+            hosts: vec!["exact.api.example.com".into()],
+            ..spec(2, "/*")
+        },
     ]);
     assert_eq!(hit(&r, &get("a.example.com", "/")), Some(0));
     assert_eq!(hit(&r, &get("a.b.example.com", "/")), Some(0));
@@ -113,35 +155,127 @@ fn wildcard_hosts_match_subdomains_longest_suffix_first() {
 #[test]
 fn a_failing_host_route_falls_through_to_a_wider_host_then_to_hostless() {
     let r = router(vec![
-        RouteSpec { hosts: vec!["a.example.com".into()], methods: vec!["POST".into()], ..spec(0, "/x") },
-        RouteSpec { hosts: vec!["*.example.com".into()], methods: vec!["PUT".into()], ..spec(1, "/x") },
+        RouteSpec {
+            hosts: vec!["a.example.com".into()],
+            methods: vec!["POST".into()],
+            ..spec(0, "/x")
+        },
+        RouteSpec {
+            hosts: vec!["*.example.com".into()],
+            methods: vec!["PUT".into()],
+            ..spec(1, "/x")
+        },
         spec(2, "/x"),
     ]);
-    assert_eq!(hit(&r, &Req { method: "POST", ..get("a.example.com", "/x") }), Some(0));
-    assert_eq!(hit(&r, &Req { method: "PUT", ..get("a.example.com", "/x") }), Some(1));
+    assert_eq!(
+        hit(
+            &r,
+            &Req {
+                method: "POST",
+                ..get("a.example.com", "/x")
+            }
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        hit(
+            &r,
+            &Req {
+                method: "PUT",
+                ..get("a.example.com", "/x")
+            }
+        ),
+        Some(1)
+    );
     assert_eq!(hit(&r, &get("a.example.com", "/x")), Some(2));
 }
 
 #[test]
 fn filters_fall_through_to_the_next_candidate() {
     let r = router(vec![
-        RouteSpec { methods: vec!["POST".into()], ..spec(0, "/f") },
-        RouteSpec { remote_addrs: vec!["10.0.0.0/8".into()], ..spec(1, "/f") },
-        RouteSpec { vars: Some(json!([["arg_k", "==", "v"]])), ..spec(2, "/f") },
+        RouteSpec {
+            methods: vec!["POST".into()],
+            ..spec(0, "/f")
+        },
+        RouteSpec {
+            remote_addrs: vec!["10.0.0.0/8".into()],
+            ..spec(1, "/f")
+        },
+        RouteSpec {
+            vars: Some(json!([["arg_k", "==", "v"]])),
+            ..spec(2, "/f")
+        },
         spec(3, "/f*"),
     ]);
-    assert_eq!(hit(&r, &Req { method: "POST", ..get("x", "/f") }), Some(0));
-    assert_eq!(hit(&r, &Req { ip: Some("10.1.1.1".parse().unwrap()), ..get("x", "/f") }), Some(1));
-    assert_eq!(hit(&r, &Req { vars: vec![("arg_k", "v")], ..get("x", "/f") }), Some(2));
+    assert_eq!(
+        hit(
+            &r,
+            &Req {
+                method: "POST",
+                ..get("x", "/f")
+            }
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        hit(
+            &r,
+            &Req {
+                ip: Some("10.1.1.1".parse().unwrap()),
+                ..get("x", "/f")
+            }
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        hit(
+            &r,
+            &Req {
+                vars: vec![("arg_k", "v")],
+                ..get("x", "/f")
+            }
+        ),
+        Some(2)
+    );
     assert_eq!(hit(&r, &get("x", "/f")), Some(3));
 }
 
 #[test]
 fn remote_addrs_accept_ipv6_blocks() {
-    let r = router(vec![RouteSpec { remote_addrs: vec!["2001:db8::/32".into()], ..spec(0, "/v6") }]);
-    assert_eq!(hit(&r, &Req { ip: Some("2001:db8::7".parse().unwrap()), ..get("x", "/v6") }), Some(0));
-    assert_eq!(hit(&r, &Req { ip: Some("2001:db9::7".parse().unwrap()), ..get("x", "/v6") }), None);
-    assert_eq!(hit(&r, &Req { ip: None, ..get("x", "/v6") }), None);
+    let r = router(vec![RouteSpec {
+        remote_addrs: vec!["2001:db8::/32".into()],
+        ..spec(0, "/v6")
+    }]);
+    assert_eq!(
+        hit(
+            &r,
+            &Req {
+                ip: Some("2001:db8::7".parse().unwrap()),
+                ..get("x", "/v6")
+            }
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        hit(
+            &r,
+            &Req {
+                ip: Some("2001:db9::7".parse().unwrap()),
+                ..get("x", "/v6")
+            }
+        ),
+        None
+    );
+    assert_eq!(
+        hit(
+            &r,
+            &Req {
+                ip: None,
+                ..get("x", "/v6")
+            }
+        ),
+        None
+    );
 }
 
 #[test]
@@ -159,11 +293,26 @@ fn several_uris_and_hosts_per_route() {
 #[test]
 fn invalid_routes_are_all_reported_with_id_and_field() {
     let errs = Router::build(vec![
-        RouteSpec { methods: vec!["FETCH".into()], ..spec(0, "/a") },
-        RouteSpec { remote_addrs: vec!["1.2.3.4/40".into()], ..spec(1, "/a") },
-        RouteSpec { vars: Some(json!([["a", "=~", "b"]])), ..spec(2, "/a") },
-        RouteSpec { hosts: vec!["bad host".into()], ..spec(3, "no-slash") },
-        RouteSpec { uris: vec![], ..spec(4, "/") },
+        RouteSpec {
+            methods: vec!["FETCH".into()],
+            ..spec(0, "/a")
+        },
+        RouteSpec {
+            remote_addrs: vec!["1.2.3.4/40".into()],
+            ..spec(1, "/a")
+        },
+        RouteSpec {
+            vars: Some(json!([["a", "=~", "b"]])),
+            ..spec(2, "/a")
+        },
+        RouteSpec {
+            hosts: vec!["bad host".into()],
+            ..spec(3, "no-slash")
+        },
+        RouteSpec {
+            uris: vec![],
+            ..spec(4, "/")
+        },
     ])
     .unwrap_err();
     let got: Vec<(String, &str)> = errs.iter().map(|e| (e.id.clone(), e.field)).collect();
@@ -178,5 +327,9 @@ fn invalid_routes_are_all_reported_with_id_and_field() {
             ("4".into(), "uri"),
         ]
     );
-    assert!(errs[2].to_string().contains("invalid operator '=~'"), "{}", errs[2]);
+    assert!(
+        errs[2].to_string().contains("invalid operator '=~'"),
+        "{}",
+        errs[2]
+    );
 }

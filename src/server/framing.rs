@@ -51,14 +51,23 @@ enum State {
 #[derive(Debug, Clone, Copy)]
 enum Chunk {
     /// Reading hex digits of a chunk size.
-    Size { value: u64, digits: u32 },
+    Size {
+        value: u64,
+        digits: u32,
+    },
     /// After the size: extensions, until LF.
-    Ext { size: u64 },
+    Ext {
+        size: u64,
+    },
     Data(u64),
     /// After data: CR LF (or a bare LF).
-    DataEnd { seen_cr: bool },
+    DataEnd {
+        seen_cr: bool,
+    },
     /// After the last chunk: trailer lines until an empty one; `empty` = nothing on this line yet.
-    Trailer { empty: bool },
+    Trailer {
+        empty: bool,
+    },
 }
 
 /// Heads larger than this are not tracked (hyper refuses them with 431 anyway).
@@ -106,7 +115,10 @@ impl Framing {
                 State::Head => {
                     // Empty lines before a request line are ignored, as hyper and nginx do.
                     if self.head.is_empty() {
-                        let skip = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
                         data = &data[skip..];
                         if data.is_empty() {
                             return;
@@ -173,7 +185,9 @@ impl Framing {
         }
         let mut verdict = Verdict::Ok;
         let line_end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
-        let request_line = head[..line_end].strip_suffix(b"\r").unwrap_or(&head[..line_end]);
+        let request_line = head[..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&head[..line_end]);
         if request_line.len() > self.max_line {
             verdict = Verdict::RequestLineTooLong;
         }
@@ -195,14 +209,19 @@ impl Framing {
                 te_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
         }
-        let is_connect = req.method.is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
+        let is_connect = req
+            .method
+            .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
         if te_chunked.is_some() && has_cl && verdict == Verdict::Ok {
             verdict = Verdict::ContentLengthWithChunked;
         }
         self.verdicts.push_back(verdict);
         self.state = match (is_connect, te_chunked, has_cl, content_length) {
             (true, ..) => State::Lost,
-            (_, Some(true), ..) => State::Chunk(Chunk::Size { value: 0, digits: 0 }),
+            (_, Some(true), ..) => State::Chunk(Chunk::Size {
+                value: 0,
+                digits: 0,
+            }),
             (_, Some(false), ..) => State::Lost,
             (_, None, false, _) | (_, None, true, Some(0)) => State::Head,
             (_, None, true, Some(n)) => State::Body(n),
@@ -234,7 +253,10 @@ fn step_chunk(mut c: Chunk, data: &[u8]) -> (usize, Option<Option<Chunk>>) {
         let b = data[i];
         c = match c {
             Chunk::Size { value, digits } => match (b as char).to_digit(16) {
-                Some(d) if digits < 16 => Chunk::Size { value: value * 16 + d as u64, digits: digits + 1 },
+                Some(d) if digits < 16 => Chunk::Size {
+                    value: value * 16 + d as u64,
+                    digits: digits + 1,
+                },
                 Some(_) => return (i, None),
                 None if digits == 0 => return (i, None),
                 None if b == b'\n' => {
@@ -261,12 +283,19 @@ fn step_chunk(mut c: Chunk, data: &[u8]) -> (usize, Option<Option<Chunk>>) {
                 let n = left.min((data.len() - i) as u64);
                 i += n as usize;
                 let left = left - n;
-                c = if left == 0 { Chunk::DataEnd { seen_cr: false } } else { Chunk::Data(left) };
+                c = if left == 0 {
+                    Chunk::DataEnd { seen_cr: false }
+                } else {
+                    Chunk::Data(left)
+                };
                 continue;
             }
             Chunk::DataEnd { seen_cr } => match b {
                 b'\r' if !seen_cr => Chunk::DataEnd { seen_cr: true },
-                b'\n' => Chunk::Size { value: 0, digits: 0 },
+                b'\n' => Chunk::Size {
+                    value: 0,
+                    digits: 0,
+                },
                 _ => return (i, None),
             },
             Chunk::Trailer { empty } => match b {
@@ -333,9 +362,15 @@ mod tests {
     fn long_lines_are_flagged() {
         let long = "a".repeat(9000);
         let line = format!("GET /{long} HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(verdicts(line.as_bytes(), 100).0, vec![Verdict::RequestLineTooLong]);
+        assert_eq!(
+            verdicts(line.as_bytes(), 100).0,
+            vec![Verdict::RequestLineTooLong]
+        );
         let hdr = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {long}\r\n\r\n");
-        assert_eq!(verdicts(hdr.as_bytes(), 100).0, vec![Verdict::HeaderLineTooLong]);
+        assert_eq!(
+            verdicts(hdr.as_bytes(), 100).0,
+            vec![Verdict::HeaderLineTooLong]
+        );
     }
 
     #[test]
@@ -359,7 +394,10 @@ mod tests {
 
     #[test]
     fn bare_lf_heads_are_followed() {
-        let (v, phase) = verdicts(b"GET / HTTP/1.1\nHost: x\n\nGET /b HTTP/1.1\nHost: x\n\n", 3);
+        let (v, phase) = verdicts(
+            b"GET / HTTP/1.1\nHost: x\n\nGET /b HTTP/1.1\nHost: x\n\n",
+            3,
+        );
         assert_eq!(v, vec![Verdict::Ok, Verdict::Ok]);
         assert_eq!(phase, Phase::Idle);
     }

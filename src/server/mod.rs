@@ -36,7 +36,10 @@ pub struct ListenSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("bind() to {addr} failed ({source})")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("failed to start worker {id}: {source}")]
     Worker { id: usize, source: std::io::Error },
 }
@@ -52,16 +55,28 @@ const BACKLOG: i32 = 511;
 impl Server {
     /// Binds every address for every worker, then starts the workers. Fails before starting
     /// anything when an address cannot be bound.
-    pub fn start(specs: &[ListenSpec], workers: usize, shared: Arc<Shared>, drain: Duration) -> Result<Server, ServerError> {
+    pub fn start(
+        specs: &[ListenSpec],
+        workers: usize,
+        shared: Arc<Shared>,
+        drain: Duration,
+    ) -> Result<Server, ServerError> {
         for s in specs {
-            listener::probe_free(s.addr).map_err(|source| ServerError::Bind { addr: s.addr, source })?;
+            listener::probe_free(s.addr).map_err(|source| ServerError::Bind {
+                addr: s.addr,
+                source,
+            })?;
         }
         let mut per_worker = Vec::with_capacity(workers);
         for _ in 0..workers {
             let mut ls = Vec::with_capacity(specs.len());
             for s in specs {
-                let l = listener::bind_reuseport(s.addr, BACKLOG)
-                    .map_err(|source| ServerError::Bind { addr: s.addr, source })?;
+                let l = listener::bind_reuseport(s.addr, BACKLOG).map_err(|source| {
+                    ServerError::Bind {
+                        addr: s.addr,
+                        source,
+                    }
+                })?;
                 ls.push((l, s.http2));
             }
             per_worker.push(ls);
@@ -77,7 +92,10 @@ impl Server {
                 .map_err(|source| ServerError::Worker { id, source })?;
             threads.push(t);
         }
-        Ok(Server { threads, shutdown: tx })
+        Ok(Server {
+            threads,
+            shutdown: tx,
+        })
     }
 
     /// Stops accepting, drains, and waits for every worker to finish.
@@ -97,7 +115,10 @@ fn worker_thread(
     drain: Duration,
 ) {
     errlog::set_worker_id(id + 1);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("worker {id}: failed to build its runtime: {e}");
@@ -131,7 +152,13 @@ async fn worker_main(
                 continue;
             }
         };
-        tokio::task::spawn_local(accept_loop(listener, http2, ctx.clone(), active.clone(), shutdown.clone()));
+        tokio::task::spawn_local(accept_loop(
+            listener,
+            http2,
+            ctx.clone(),
+            active.clone(),
+            shutdown.clone(),
+        ));
     }
     let ticker = {
         let ctx = ctx.clone();
@@ -149,7 +176,10 @@ async fn worker_main(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if active.get() > 0 {
-        log::warn!("worker {id}: {} connections still open after the drain timeout; closing them", active.get());
+        log::warn!(
+            "worker {id}: {} connections still open after the drain timeout; closing them",
+            active.get()
+        );
     }
     ticker.abort();
     ctx.tick();

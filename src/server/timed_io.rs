@@ -136,7 +136,11 @@ fn timed_out(what: &str) -> io::Error {
 }
 
 impl<S: AsyncRead> AsyncRead for TimedIo<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {
@@ -207,10 +211,20 @@ impl<S: AsyncWrite> TimedIo<S> {
 }
 
 impl<S: AsyncWrite> AsyncWrite for TimedIo<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.io.poll_write(cx, buf);
-        Self::guard_write(this.write_timer, this.write_deadline, this.timeouts.send, cx, res)
+        Self::guard_write(
+            this.write_timer,
+            this.write_deadline,
+            this.timeouts.send,
+            cx,
+            res,
+        )
     }
 
     fn poll_write_vectored(
@@ -220,7 +234,13 @@ impl<S: AsyncWrite> AsyncWrite for TimedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.io.poll_write_vectored(cx, bufs);
-        Self::guard_write(this.write_timer, this.write_deadline, this.timeouts.send, cx, res)
+        Self::guard_write(
+            this.write_timer,
+            this.write_deadline,
+            this.timeouts.send,
+            cx,
+            res,
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -230,7 +250,13 @@ impl<S: AsyncWrite> AsyncWrite for TimedIo<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let res = this.io.poll_flush(cx);
-        Self::guard_write(this.write_timer, this.write_deadline, this.timeouts.send, cx, res)
+        Self::guard_write(
+            this.write_timer,
+            this.write_deadline,
+            this.timeouts.send,
+            cx,
+            res,
+        )
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

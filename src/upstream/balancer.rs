@@ -35,7 +35,9 @@ enum State {
     /// A ring per group: sorted (point, node).
     Chash(Vec<Vec<(u32, usize)>>),
     Ewma(Vec<Ewma>),
-    LeastConn { next: usize },
+    LeastConn {
+        next: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +69,11 @@ impl Picker {
         prios.dedup();
         let groups: Vec<Vec<usize>> = prios
             .iter()
-            .map(|p| (0..def.nodes.len()).filter(|i| def.nodes[*i].priority == *p).collect())
+            .map(|p| {
+                (0..def.nodes.len())
+                    .filter(|i| def.nodes[*i].priority == *p)
+                    .collect()
+            })
             .collect();
         let n = def.nodes.len();
         let state = match def.kind {
@@ -85,7 +91,8 @@ impl Picker {
                         let mut ring = Vec::new();
                         for &i in g {
                             let node = &def.nodes[i];
-                            let points = ((node.weight * POINTS_PER_WEIGHT) as f64 * scale).ceil() as u32;
+                            let points =
+                                ((node.weight * POINTS_PER_WEIGHT) as f64 * scale).ceil() as u32;
                             for p in 0..points {
                                 let id = format!("{}:{}#{p}", node.host, node.port);
                                 ring.push((hash(id.as_bytes()), i));
@@ -96,15 +103,31 @@ impl Picker {
                     })
                     .collect(),
             ),
-            BalancerType::Ewma => State::Ewma(vec![Ewma { value: 0.0, stamp: None }; n]),
+            BalancerType::Ewma => State::Ewma(vec![
+                Ewma {
+                    value: 0.0,
+                    stamp: None
+                };
+                n
+            ]),
             BalancerType::LeastConn => State::LeastConn { next: 0 },
         };
-        Picker { groups, active: vec![0; n], state }
+        Picker {
+            groups,
+            active: vec![0; n],
+            state,
+        }
     }
 
     /// Picks a node index into `def.nodes`, never one in `tried`; `None` when none is left.
-    pub fn pick(&mut self, def: &UpstreamDef, hash_key: Option<&str>, tried: &[usize]) -> Option<usize> {
-        let usable = |i: &usize| def.nodes.get(*i).is_some_and(|n| n.weight > 0) && !tried.contains(i);
+    pub fn pick(
+        &mut self,
+        def: &UpstreamDef,
+        hash_key: Option<&str>,
+        tried: &[usize],
+    ) -> Option<usize> {
+        let usable =
+            |i: &usize| def.nodes.get(*i).is_some_and(|n| n.weight > 0) && !tried.contains(i);
         for (gi, group) in self.groups.iter().enumerate() {
             if !group.iter().any(usable) {
                 continue;
@@ -129,7 +152,9 @@ impl Picker {
                     let ring = &rings[gi];
                     let h = hash(hash_key.unwrap_or("").as_bytes());
                     let start = ring.partition_point(|(p, _)| *p < h);
-                    (0..ring.len()).map(|k| ring[(start + k) % ring.len()].1).find(|i| usable(i))
+                    (0..ring.len())
+                        .map(|k| ring[(start + k) % ring.len()].1)
+                        .find(|i| usable(i))
                 }
                 State::Ewma(stats) => {
                     let cands: Vec<usize> = group.iter().copied().filter(|i| usable(i)).collect();
@@ -137,13 +162,20 @@ impl Picker {
                     let score = |i: usize| {
                         let e = stats[i];
                         let decayed = match e.stamp {
-                            Some(t) => e.value * (-(now.duration_since(t).as_secs_f64()) / EWMA_DECAY.as_secs_f64()).exp(),
+                            Some(t) => {
+                                e.value
+                                    * (-(now.duration_since(t).as_secs_f64())
+                                        / EWMA_DECAY.as_secs_f64())
+                                    .exp()
+                            }
                             None => 0.0,
                         };
                         decayed * (self.active[i] as f64 + 1.0)
                     };
                     if cands.len() <= 2 {
-                        return cands.into_iter().min_by(|a, b| score(*a).total_cmp(&score(*b)));
+                        return cands
+                            .into_iter()
+                            .min_by(|a, b| score(*a).total_cmp(&score(*b)));
                     }
                     // Power of two choices: two distinct random candidates, the better one wins.
                     let a = fastrand::usize(..cands.len());
@@ -156,9 +188,14 @@ impl Picker {
                 }
                 State::LeastConn { next } => {
                     let cands: Vec<usize> = group.iter().copied().filter(|i| usable(i)).collect();
-                    let score = |i: usize| (self.active[i] as f64 + 1.0) / def.nodes[i].weight as f64;
-                    let best = cands.iter().map(|i| score(*i)).fold(f64::INFINITY, f64::min);
-                    let tied: Vec<usize> = cands.into_iter().filter(|i| score(*i) <= best).collect();
+                    let score =
+                        |i: usize| (self.active[i] as f64 + 1.0) / def.nodes[i].weight as f64;
+                    let best = cands
+                        .iter()
+                        .map(|i| score(*i))
+                        .fold(f64::INFINITY, f64::min);
+                    let tied: Vec<usize> =
+                        cands.into_iter().filter(|i| score(*i) <= best).collect();
                     // Rotate among equally loaded nodes so idle nodes share the load.
                     let pick = tied[*next % tied.len()];
                     *next = next.wrapping_add(1);
@@ -189,7 +226,8 @@ impl Picker {
             e.value = match e.stamp {
                 None => rtt_ms,
                 Some(t) => {
-                    let w = (-(now.duration_since(t).as_secs_f64()) / EWMA_DECAY.as_secs_f64()).exp();
+                    let w =
+                        (-(now.duration_since(t).as_secs_f64()) / EWMA_DECAY.as_secs_f64()).exp();
                     e.value * w + rtt_ms * (1.0 - w)
                 }
             };

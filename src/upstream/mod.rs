@@ -10,9 +10,11 @@ mod balancer;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::config::resource::{self, BalancerType, HashOn, KeepalivePool, Nodes, PassHost, Timeout};
-pub use balancer::Picker;
+use crate::config::resource::{
+    self, BalancerType, HashOn, KeepalivePool, Nodes, PassHost, Timeout,
+};
 use crate::router::RequestVars;
+pub use balancer::Picker;
 
 /// One node, its address resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,13 +73,18 @@ impl Resolve for SystemResolver {
 }
 
 fn err(field: &str, message: impl Into<String>) -> UpstreamError {
-    UpstreamError { field: field.to_string(), message: message.into() }
+    UpstreamError {
+        field: field.to_string(),
+        message: message.into(),
+    }
 }
 
 /// Splits `host:port`, `[v6]:port`, `host` or `v6` into host and optional port.
 fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
     if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(|| format!("invalid node address {s:?}"))?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("invalid node address {s:?}"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p.parse().map_err(|_| format!("invalid port in {s:?}"))?),
             None if after.is_empty() => None,
@@ -89,34 +96,59 @@ fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
         return Ok((s.to_string(), None));
     }
     match s.rsplit_once(':') {
-        Some((h, p)) => Ok((h.to_string(), Some(p.parse().map_err(|_| format!("invalid port in {s:?}"))?))),
+        Some((h, p)) => Ok((
+            h.to_string(),
+            Some(p.parse().map_err(|_| format!("invalid port in {s:?}"))?),
+        )),
         None => Ok((s.to_string(), None)),
     }
 }
 
 fn valid_hash_var(key: &str) -> bool {
     const NAMES: [&str; 10] = [
-        "uri", "server_name", "server_addr", "request_uri", "remote_port", "remote_addr", "query_string",
-        "host", "hostname", "mqtt_client_id",
+        "uri",
+        "server_name",
+        "server_addr",
+        "request_uri",
+        "remote_port",
+        "remote_addr",
+        "query_string",
+        "host",
+        "hostname",
+        "mqtt_client_id",
     ];
     NAMES.contains(&key)
-        || key
-            .strip_prefix("arg_")
-            .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        || key.strip_prefix("arg_").is_some_and(|a| {
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
 }
 
 impl UpstreamDef {
     /// Compiles an upstream, resolving host names through `resolver` (the first address is used,
     /// as APISIX picks one address per node name).
-    pub fn compile(up: &resource::Upstream, resolver: &dyn Resolve) -> Result<UpstreamDef, UpstreamError> {
+    pub fn compile(
+        up: &resource::Upstream,
+        resolver: &dyn Resolve,
+    ) -> Result<UpstreamDef, UpstreamError> {
         if up.scheme != "http" {
-            return Err(err("scheme", format!("scheme {:?} is not supported yet (only \"http\")", up.scheme)));
+            return Err(err(
+                "scheme",
+                format!(
+                    "scheme {:?} is not supported yet (only \"http\")",
+                    up.scheme
+                ),
+            ));
         }
         if up.checks.is_some() {
             return Err(err("checks", "health checks are not supported yet"));
         }
         if up.discovery_type.is_some() || up.service_name.is_some() {
-            return Err(err("discovery_type", "service discovery is not supported yet; list `nodes` instead"));
+            return Err(err(
+                "discovery_type",
+                "service discovery is not supported yet; list `nodes` instead",
+            ));
         }
         if up.tls.is_some() {
             return Err(err("tls", "TLS towards upstreams is not supported yet"));
@@ -125,9 +157,16 @@ impl UpstreamDef {
         let raw: Vec<(String, Option<u16>, u32, i32)> = match &up.nodes {
             Nodes::Map(m) => m
                 .iter()
-                .map(|(k, w)| split_host_port(k).map(|(h, p)| (h, p, *w, 0)).map_err(|e| err("nodes", e)))
+                .map(|(k, w)| {
+                    split_host_port(k)
+                        .map(|(h, p)| (h, p, *w, 0))
+                        .map_err(|e| err("nodes", e))
+                })
                 .collect::<Result<_, _>>()?,
-            Nodes::List(l) => l.iter().map(|n| (n.host.clone(), n.port, n.weight, n.priority)).collect(),
+            Nodes::List(l) => l
+                .iter()
+                .map(|n| (n.host.clone(), n.port, n.weight, n.priority))
+                .collect(),
         };
         let mut nodes = Vec::with_capacity(raw.len());
         for (host, port, weight, priority) in raw {
@@ -144,10 +183,21 @@ impl UpstreamDef {
                     .first()
                     .ok_or_else(|| err("nodes", format!("{bare} resolved to no address")))?,
             };
-            nodes.push(NodeDef { host: bare.to_string(), port, addr: SocketAddr::new(ip, port), weight, priority });
+            nodes.push(NodeDef {
+                host: bare.to_string(),
+                port,
+                addr: SocketAddr::new(ip, port),
+                weight,
+                priority,
+            });
         }
-        if up.pass_host == PassHost::Rewrite && up.upstream_host.as_deref().is_none_or(str::is_empty) {
-            return Err(err("upstream_host", "`pass_host: rewrite` needs `upstream_host`"));
+        if up.pass_host == PassHost::Rewrite
+            && up.upstream_host.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(err(
+                "upstream_host",
+                "`pass_host: rewrite` needs `upstream_host`",
+            ));
         }
         if up.kind == BalancerType::Chash {
             let key = up.key.as_deref().unwrap_or("");
@@ -155,18 +205,27 @@ impl UpstreamDef {
                 HashOn::Consumer => true,
                 HashOn::Vars => valid_hash_var(key),
                 HashOn::Header | HashOn::Cookie => {
-                    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    !key.is_empty()
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 }
                 HashOn::VarsCombinations => !key.is_empty(),
             };
             if !ok {
-                return Err(err("key", format!("invalid `key` {key:?} for `hash_on: {:?}`", up.hash_on).to_lowercase()));
+                return Err(err(
+                    "key",
+                    format!("invalid `key` {key:?} for `hash_on: {:?}`", up.hash_on).to_lowercase(),
+                ));
             }
         }
         if let Some(t) = up.timeout
             && (t.connect <= 0.0 || t.send <= 0.0 || t.read <= 0.0)
         {
-            return Err(err("timeout", "connect, send and read must be greater than 0"));
+            return Err(err(
+                "timeout",
+                "connect, send and read must be greater than 0",
+            ));
         }
         let retries = up.retries.unwrap_or(nodes.len().saturating_sub(1) as u32);
         let retry_timeout = up
@@ -189,11 +248,20 @@ impl UpstreamDef {
 
     /// The `chash` key for this request, per `hash_on`/`key`, falling back to `remote_addr` when
     /// it is missing or empty, as APISIX does.
-    pub fn hash_key<R: RequestVars + ?Sized>(&self, req: &R, consumer: Option<&str>) -> Option<String> {
+    pub fn hash_key<R: RequestVars + ?Sized>(
+        &self,
+        req: &R,
+        consumer: Option<&str>,
+    ) -> Option<String> {
         let key = self.key.as_deref().unwrap_or("");
         let v: Option<String> = match self.hash_on {
             HashOn::Vars => req.var(key).map(|c| c.into_owned()),
-            HashOn::Header => req.var(&format!("http_{}", key.to_ascii_lowercase().replace('-', "_"))).map(|c| c.into_owned()),
+            HashOn::Header => req
+                .var(&format!(
+                    "http_{}",
+                    key.to_ascii_lowercase().replace('-', "_")
+                ))
+                .map(|c| c.into_owned()),
             HashOn::Cookie => req.var(&format!("cookie_{key}")).map(|c| c.into_owned()),
             HashOn::Consumer => consumer.map(str::to_string),
             HashOn::VarsCombinations => Some(resolve_template(key, req)),
@@ -220,7 +288,8 @@ fn resolve_template<R: RequestVars + ?Sized>(tpl: &str, req: &R) -> String {
             } else {
                 let start = i + 1;
                 let mut j = start;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.') {
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.')
+                {
                     j += 1;
                 }
                 (&tpl[start..j], j)

@@ -14,7 +14,10 @@ struct FakeDns;
 impl Resolve for FakeDns {
     fn resolve(&self, host: &str, _port: u16) -> Result<Vec<IpAddr>, String> {
         match host {
-            "backend.test" => Ok(vec!["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()]),
+            "backend.test" => Ok(vec![
+                "10.0.0.5".parse().unwrap(),
+                "10.0.0.6".parse().unwrap(),
+            ]),
             _ => Err("no such host".into()),
         }
     }
@@ -44,15 +47,21 @@ impl RequestVars for Vars {
         None
     }
     fn var(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| Cow::Borrowed(*v))
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| Cow::Borrowed(*v))
     }
 }
 
 #[test]
 fn both_node_forms_compile_with_default_ports_ipv6_and_names() {
     let d = def(json!({"nodes": {"127.0.0.1:1980": 1, "[::1]:8080": 2, "backend.test": 3}}));
-    let mut got: Vec<(String, u16, String, u32)> =
-        d.nodes.iter().map(|n| (n.host.clone(), n.port, n.addr.to_string(), n.weight)).collect();
+    let mut got: Vec<(String, u16, String, u32)> = d
+        .nodes
+        .iter()
+        .map(|n| (n.host.clone(), n.port, n.addr.to_string(), n.weight))
+        .collect();
     got.sort();
     assert_eq!(
         got,
@@ -63,7 +72,10 @@ fn both_node_forms_compile_with_default_ports_ipv6_and_names() {
         ]
     );
     let d = def(json!({"nodes": [{"host": "127.0.0.1", "port": 81, "weight": 5, "priority": -1}]}));
-    assert_eq!((d.nodes[0].port, d.nodes[0].weight, d.nodes[0].priority), (81, 5, -1));
+    assert_eq!(
+        (d.nodes[0].port, d.nodes[0].weight, d.nodes[0].priority),
+        (81, 5, -1)
+    );
     assert_eq!(d.retries, 0);
     let d = def(json!({"nodes": {"127.0.0.1:1": 1, "127.0.0.1:2": 1, "127.0.0.1:3": 1}}));
     assert_eq!(d.retries, 2, "default retries: one per other node");
@@ -72,16 +84,32 @@ fn both_node_forms_compile_with_default_ports_ipv6_and_names() {
 #[test]
 fn unsupported_fields_are_refused_by_name() {
     let field = |v| UpstreamDef::compile(&up(v), &FakeDns).unwrap_err().field;
-    assert_eq!(field(json!({"nodes": {"a:1": 1}, "scheme": "https"})), "scheme");
-    assert_eq!(field(json!({"nodes": {"127.0.0.1:1": 1}, "checks": {"active": {}}})), "checks");
-    assert_eq!(field(json!({"service_name": "x", "discovery_type": "dns"})), "discovery_type");
-    assert_eq!(field(json!({"nodes": {"127.0.0.1:1": 1}, "pass_host": "rewrite"})), "upstream_host");
+    assert_eq!(
+        field(json!({"nodes": {"a:1": 1}, "scheme": "https"})),
+        "scheme"
+    );
+    assert_eq!(
+        field(json!({"nodes": {"127.0.0.1:1": 1}, "checks": {"active": {}}})),
+        "checks"
+    );
+    assert_eq!(
+        field(json!({"service_name": "x", "discovery_type": "dns"})),
+        "discovery_type"
+    );
+    assert_eq!(
+        field(json!({"nodes": {"127.0.0.1:1": 1}, "pass_host": "rewrite"})),
+        "upstream_host"
+    );
     assert_eq!(field(json!({"nodes": {"nowhere.test:1": 1}})), "nodes");
-    assert_eq!(field(json!({"type": "chash", "key": "bogus", "nodes": {"127.0.0.1:1": 1}})), "key");
+    assert_eq!(
+        field(json!({"type": "chash", "key": "bogus", "nodes": {"127.0.0.1:1": 1}})),
+        "key"
+    );
 }
 
 fn three(kind: &str, extra: serde_json::Value) -> UpstreamDef {
-    let mut v = json!({"type": kind, "nodes": {"127.0.0.1:1": 5, "127.0.0.1:2": 1, "127.0.0.1:3": 1}});
+    let mut v =
+        json!({"type": kind, "nodes": {"127.0.0.1:1": 5, "127.0.0.1:2": 1, "127.0.0.1:3": 1}});
     if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
         o.extend(e.clone());
     }
@@ -96,11 +124,19 @@ fn port(d: &UpstreamDef, i: usize) -> u16 {
 fn roundrobin_is_smooth_and_exactly_proportional() {
     let d = three("roundrobin", json!({}));
     let mut p = Picker::new(&d);
-    let seq: Vec<u16> = (0..7).map(|_| port(&d, p.pick(&d, None, &[]).unwrap())).collect();
-    assert_eq!(seq, vec![1, 1, 2, 1, 3, 1, 1], "nginx's smooth interleaving for 5:1:1");
+    let seq: Vec<u16> = (0..7)
+        .map(|_| port(&d, p.pick(&d, None, &[]).unwrap()))
+        .collect();
+    assert_eq!(
+        seq,
+        vec![1, 1, 2, 1, 3, 1, 1],
+        "nginx's smooth interleaving for 5:1:1"
+    );
     let mut counts = HashMap::new();
     for _ in 0..700 {
-        *counts.entry(port(&d, p.pick(&d, None, &[]).unwrap())).or_insert(0) += 1;
+        *counts
+            .entry(port(&d, p.pick(&d, None, &[]).unwrap()))
+            .or_insert(0) += 1;
     }
     assert_eq!((counts[&1], counts[&2], counts[&3]), (500, 100, 100));
 }
@@ -138,14 +174,22 @@ fn chash_is_sticky_follows_weights_and_remaps_only_lost_keys() {
     let d = three("chash", json!({"key": "arg_user"}));
     let mut p = Picker::new(&d);
     let keys: Vec<String> = (0..5000).map(|i| format!("user-{i}")).collect();
-    let first: Vec<usize> = keys.iter().map(|k| p.pick(&d, Some(k), &[]).unwrap()).collect();
-    let again: Vec<usize> = keys.iter().map(|k| p.pick(&d, Some(k), &[]).unwrap()).collect();
+    let first: Vec<usize> = keys
+        .iter()
+        .map(|k| p.pick(&d, Some(k), &[]).unwrap())
+        .collect();
+    let again: Vec<usize> = keys
+        .iter()
+        .map(|k| p.pick(&d, Some(k), &[]).unwrap())
+        .collect();
     assert_eq!(first, again);
     let heavy = first.iter().filter(|i| port(&d, **i) == 1).count();
     // Weight 5 of 7: expect about 3571 of 5000; the hash is deterministic, so this cannot flake.
     assert!((3000..4100).contains(&heavy), "{heavy}");
     // Remove node 3: keys that were on 1 or 2 stay put.
-    let d2 = def(json!({"type": "chash", "key": "arg_user", "nodes": {"127.0.0.1:1": 5, "127.0.0.1:2": 1}}));
+    let d2 = def(
+        json!({"type": "chash", "key": "arg_user", "nodes": {"127.0.0.1:1": 5, "127.0.0.1:2": 1}}),
+    );
     let mut p2 = Picker::new(&d2);
     for (k, i) in keys.iter().zip(&first) {
         let before = port(&d, *i);
@@ -161,7 +205,13 @@ fn chash_is_sticky_follows_weights_and_remaps_only_lost_keys() {
 
 #[test]
 fn hash_keys_follow_hash_on_and_fall_back_to_remote_addr() {
-    let vars = Vars(vec![("arg_user", "u1"), ("http_x_id", "h1"), ("cookie_sid", "c1"), ("remote_addr", "1.2.3.4"), ("uri", "/p")]);
+    let vars = Vars(vec![
+        ("arg_user", "u1"),
+        ("http_x_id", "h1"),
+        ("cookie_sid", "c1"),
+        ("remote_addr", "1.2.3.4"),
+        ("uri", "/p"),
+    ]);
     let key = |hash_on: &str, key: &str, consumer: Option<&str>| {
         three("chash", json!({"hash_on": hash_on, "key": key})).hash_key(&vars, consumer)
     };
@@ -169,7 +219,10 @@ fn hash_keys_follow_hash_on_and_fall_back_to_remote_addr() {
     assert_eq!(key("header", "X-Id", None).as_deref(), Some("h1"));
     assert_eq!(key("cookie", "sid", None).as_deref(), Some("c1"));
     assert_eq!(key("consumer", "", Some("jack")).as_deref(), Some("jack"));
-    assert_eq!(key("vars_combinations", "$uri-${arg_user}", None).as_deref(), Some("/p-u1"));
+    assert_eq!(
+        key("vars_combinations", "$uri-${arg_user}", None).as_deref(),
+        Some("/p-u1")
+    );
     assert_eq!(key("vars", "arg_missing", None).as_deref(), Some("1.2.3.4"));
     assert_eq!(key("consumer", "", None).as_deref(), Some("1.2.3.4"));
 }
@@ -203,5 +256,8 @@ fn least_conn_prefers_the_node_with_fewer_requests_in_flight() {
     p.on_finish(0, Duration::ZERO, false);
     p.on_finish(0, Duration::ZERO, false);
     let picks: Vec<usize> = (0..4).map(|_| p.pick(&d, None, &[]).unwrap()).collect();
-    assert!(picks.contains(&0) && picks.contains(&1), "idle nodes share: {picks:?}");
+    assert!(
+        picks.contains(&0) && picks.contains(&1),
+        "idle nodes share: {picks:?}"
+    );
 }

@@ -1,0 +1,586 @@
+//! The node configuration, `conf/config.yaml`, in APISIX's shape.
+//!
+//! The file is read as a tree, so every key can be accounted for: keys moongate implements are
+//! read with APISIX's defaults; any other key produces exactly one warning naming its dotted path
+//! (never an error), because a config written for APISIX must still start moongate. Values of
+//! implemented keys that are wrong are errors, all of them collected.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::units::{parse_size, parse_time};
+use crate::observability::access::DEFAULT_FORMAT;
+
+/// One listening address from `apisix.node_listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub http2: bool,
+}
+
+/// Where routes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// APISIX's standalone file (`conf/apisix.yaml`), reloaded on change.
+    Yaml { path: PathBuf },
+}
+
+/// The resolved node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: Vec<ListenAddr>,
+    pub worker_processes: usize,
+    pub worker_shutdown_timeout: Duration,
+    pub error_log: PathBuf,
+    pub error_log_level: String,
+    pub access_log: Option<PathBuf>,
+    pub access_log_format: String,
+    pub access_log_format_escape: String,
+    /// 0 = unlimited (APISIX's default).
+    pub client_max_body_size: u64,
+    /// `large_client_header_buffers`: (count, size); `size` is the longest request/header line.
+    pub large_client_header_buffers: (usize, usize),
+    pub client_header_timeout: Duration,
+    pub client_body_timeout: Duration,
+    pub send_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u64,
+    /// A new connection that sends nothing is closed after this (moongate's own setting).
+    pub connection_idle_timeout: Duration,
+    pub http2_idle_timeout: Duration,
+    pub provider: Provider,
+    /// The enabled plugin names (`plugins:`), when the file lists them.
+    pub plugins: Option<Vec<String>>,
+}
+
+/// A value in `config.yaml` that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+/// A key moongate does not use.
+pub type Warning = String;
+
+/// Every key moongate reads. Anything else in the file gets one warning.
+const KNOWN: &[&str] = &[
+    "apisix",
+    "apisix.node_listen",
+    "apisix.enable_ipv6",
+    "apisix.ssl",
+    "apisix.ssl.enable",
+    "apisix.ssl.listen",
+    "nginx_config",
+    "nginx_config.worker_processes",
+    "nginx_config.worker_shutdown_timeout",
+    "nginx_config.error_log",
+    "nginx_config.error_log_level",
+    "nginx_config.http",
+    "nginx_config.http.access_log",
+    "nginx_config.http.enable_access_log",
+    "nginx_config.http.access_log_format",
+    "nginx_config.http.access_log_format_escape",
+    "nginx_config.http.client_max_body_size",
+    "nginx_config.http.client_header_buffer_size",
+    "nginx_config.http.large_client_header_buffers",
+    "nginx_config.http.client_header_timeout",
+    "nginx_config.http.client_body_timeout",
+    "nginx_config.http.send_timeout",
+    "nginx_config.http.keepalive_timeout",
+    "nginx_config.http.keepalive_requests",
+    "nginx_config.http.connection_idle_timeout",
+    "nginx_config.http.http2_idle_timeout",
+    "deployment",
+    "deployment.role",
+    "deployment.role_data_plane",
+    "deployment.role_data_plane.config_provider",
+    "plugins",
+];
+
+/// Top-level sections APISIX has; their unimplemented keys are "not supported yet", not "unknown".
+const APISIX_SECTIONS: &[&str] = &[
+    "apisix",
+    "nginx_config",
+    "deployment",
+    "plugins",
+    "stream_plugins",
+    "plugin_attr",
+    "discovery",
+    "graphql",
+    "ext-plugin",
+    "wasm",
+    "xrpc",
+];
+
+struct Reader<'a> {
+    root: &'a Value,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Reader<'a> {
+    fn get(&self, path: &str) -> Option<&'a Value> {
+        let mut v = self.root;
+        for part in path.split('.') {
+            v = v.as_object()?.get(part)?;
+        }
+        (!v.is_null()).then_some(v)
+    }
+
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn string(&mut self, path: &str, default: &str) -> String {
+        match self.get(path) {
+            None => default.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => {
+                self.error(path, format!("expected a string, got {other}"));
+                default.to_string()
+            }
+        }
+    }
+
+    fn boolean(&mut self, path: &str, default: bool) -> bool {
+        match self.get(path) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.error(path, format!("expected true or false, got {other}"));
+                default
+            }
+        }
+    }
+
+    fn time(&mut self, path: &str, default: &str) -> Duration {
+        let s = self.string(path, default);
+        parse_time(&s).unwrap_or_else(|e| {
+            self.error(path, e);
+            Duration::from_secs(60)
+        })
+    }
+
+    fn size(&mut self, path: &str, default: &str) -> u64 {
+        let s = self.string(path, default);
+        parse_size(&s).unwrap_or_else(|e| {
+            self.error(path, e);
+            0
+        })
+    }
+
+    fn number(&mut self, path: &str, default: u64) -> u64 {
+        match self.get(path) {
+            None => default,
+            Some(v) => match v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            {
+                Some(n) => n,
+                None => {
+                    self.error(path, format!("expected a non-negative integer, got {v}"));
+                    default
+                }
+            },
+        }
+    }
+}
+
+/// Walks the tree and warns once for every key that is not read.
+fn unknown_keys(v: &Value, prefix: &str, out: &mut Vec<Warning>) {
+    let Some(map) = v.as_object() else { return };
+    for (k, child) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if KNOWN.contains(&path.as_str()) {
+            // `plugins` is a list; `apisix.ssl` etc. are sections whose children are checked.
+            if child.is_object() {
+                unknown_keys(child, &path, out);
+            }
+            continue;
+        }
+        let top = path.split('.').next().unwrap_or("");
+        if APISIX_SECTIONS.contains(&top) {
+            out.push(format!("{path}: not supported by moongate yet; ignored"));
+        } else {
+            out.push(format!("{path}: unknown key; ignored"));
+        }
+    }
+}
+
+fn parse_listen(r: &mut Reader<'_>, enable_ipv6: bool) -> Vec<ListenAddr> {
+    const PATH: &str = "apisix.node_listen";
+    let items: Vec<Value> = match r.get(PATH) {
+        None => vec![Value::from(9080)],
+        Some(Value::Array(a)) => a.clone(),
+        Some(v) => vec![v.clone()],
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{PATH}[{i}]");
+        let port_of = |v: &Value| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        };
+        let (ip, port, http2) = match item {
+            Value::Object(o) => {
+                let ip = match o.get("ip").and_then(Value::as_str) {
+                    None => None,
+                    Some(s) => match s.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+                        Ok(ip) => Some(ip),
+                        Err(_) => {
+                            r.error(&format!("{at}.ip"), format!("invalid IP address {s:?}"));
+                            continue;
+                        }
+                    },
+                };
+                let port = o.get("port").and_then(port_of);
+                let http2 = o
+                    .get("enable_http2")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                (ip, port, http2)
+            }
+            other => (None, port_of(other), false),
+        };
+        let Some(port) = port.filter(|p| *p > 0 && *p <= u16::MAX as u64) else {
+            r.error(
+                &at,
+                "expected a port number (1-65535) or {ip, port, enable_http2}",
+            );
+            continue;
+        };
+        let port = port as u16;
+        match ip {
+            Some(ip) => out.push(ListenAddr { ip, port, http2 }),
+            None => {
+                out.push(ListenAddr {
+                    ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    port,
+                    http2,
+                });
+                if enable_ipv6 {
+                    out.push(ListenAddr {
+                        ip: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                        port,
+                        http2,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+impl NodeConfig {
+    /// Reads `file` (relative paths in it start from `prefix`). A missing file means all
+    /// defaults, as APISIX runs with its defaults.
+    pub fn load(
+        prefix: &Path,
+        file: &Path,
+    ) -> Result<(NodeConfig, Vec<Warning>), Vec<ConfigError>> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(vec![ConfigError {
+                    path: file.display().to_string(),
+                    message: format!("cannot read: {e}"),
+                }]);
+            }
+        };
+        Self::parse(prefix, &text)
+    }
+
+    /// Parses the text of a `config.yaml`.
+    pub fn parse(
+        prefix: &Path,
+        text: &str,
+    ) -> Result<(NodeConfig, Vec<Warning>), Vec<ConfigError>> {
+        let root: Value = if text.trim().is_empty() {
+            Value::Object(Map::new())
+        } else {
+            serde_norway::from_str(text).map_err(|e| {
+                vec![ConfigError {
+                    path: "config.yaml".into(),
+                    message: e.to_string(),
+                }]
+            })?
+        };
+        if !root.is_object() && !root.is_null() {
+            return Err(vec![ConfigError {
+                path: "config.yaml".into(),
+                message: "expected a mapping at the top level".into(),
+            }]);
+        }
+        let mut warnings = Vec::new();
+        unknown_keys(&root, "", &mut warnings);
+        let mut r = Reader {
+            root: &root,
+            errors: Vec::new(),
+        };
+
+        // TLS listeners arrive with the TLS issue; a user who asks for them gets a clear refusal.
+        if r.boolean("apisix.ssl.enable", false) || r.get("apisix.ssl.listen").is_some() {
+            r.error(
+                "apisix.ssl",
+                "TLS listeners are not supported yet; remove apisix.ssl.enable/listen",
+            );
+        }
+        let enable_ipv6 = r.boolean("apisix.enable_ipv6", true);
+        let listen = parse_listen(&mut r, enable_ipv6);
+
+        let worker_processes = match r.get("nginx_config.worker_processes") {
+            None => available_cores(),
+            Some(Value::String(s)) if s == "auto" => available_cores(),
+            Some(v) => match v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            {
+                Some(n) if n >= 1 => n as usize,
+                _ => {
+                    r.error(
+                        "nginx_config.worker_processes",
+                        format!("expected \"auto\" or an integer >= 1, got {v}"),
+                    );
+                    1
+                }
+            },
+        };
+        let worker_shutdown_timeout = r.time("nginx_config.worker_shutdown_timeout", "240s");
+        let error_log = prefix.join(r.string("nginx_config.error_log", "logs/error.log"));
+        let error_log_level = r.string("nginx_config.error_log_level", "warn");
+        if crate::observability::errlog::NginxLevel::parse(&error_log_level).is_none() {
+            r.error("nginx_config.error_log_level", format!("unknown level {error_log_level:?} (debug, info, notice, warn, error, crit, alert, emerg)"));
+        }
+        let access_log = if r.boolean("nginx_config.http.enable_access_log", true) {
+            let p = r.string("nginx_config.http.access_log", "logs/access.log");
+            (p != "off").then(|| prefix.join(p))
+        } else {
+            None
+        };
+        let access_log_format = r.string("nginx_config.http.access_log_format", DEFAULT_FORMAT);
+        let access_log_format_escape =
+            r.string("nginx_config.http.access_log_format_escape", "default");
+        let client_max_body_size = r.size("nginx_config.http.client_max_body_size", "0");
+        let lchb = r.string("nginx_config.http.large_client_header_buffers", "4 8k");
+        let large_client_header_buffers =
+            match lchb.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [n, size] => match (n.parse::<usize>(), parse_size(size)) {
+                    (Ok(n), Ok(s)) if n > 0 && s > 0 => (n, s as usize),
+                    _ => {
+                        r.error(
+                            "nginx_config.http.large_client_header_buffers",
+                            format!("expected \"NUMBER SIZE\" like \"4 8k\", got {lchb:?}"),
+                        );
+                        (4, 8192)
+                    }
+                },
+                _ => {
+                    r.error(
+                        "nginx_config.http.large_client_header_buffers",
+                        format!("expected \"NUMBER SIZE\" like \"4 8k\", got {lchb:?}"),
+                    );
+                    (4, 8192)
+                }
+            };
+        r.size("nginx_config.http.client_header_buffer_size", "1k");
+        let client_header_timeout = r.time("nginx_config.http.client_header_timeout", "60s");
+        let client_body_timeout = r.time("nginx_config.http.client_body_timeout", "60s");
+        let send_timeout = r.time("nginx_config.http.send_timeout", "10s");
+        let keepalive_timeout = r.time("nginx_config.http.keepalive_timeout", "60s");
+        let keepalive_requests = r
+            .number("nginx_config.http.keepalive_requests", 1000)
+            .max(1);
+        let connection_idle_timeout = r.time("nginx_config.http.connection_idle_timeout", "60s");
+        let http2_idle_timeout = r.time("nginx_config.http.http2_idle_timeout", "180s");
+
+        let role = r.string("deployment.role", "data_plane");
+        let provider_name = r.string("deployment.role_data_plane.config_provider", "yaml");
+        let provider = match (role.as_str(), provider_name.as_str()) {
+            ("data_plane", "yaml") => Provider::Yaml {
+                path: prefix.join("conf/apisix.yaml"),
+            },
+            ("data_plane", other) => {
+                r.error(
+                    "deployment.role_data_plane.config_provider",
+                    format!("config provider {other:?} is not supported yet (only \"yaml\")"),
+                );
+                Provider::Yaml {
+                    path: prefix.join("conf/apisix.yaml"),
+                }
+            }
+            (other, _) => {
+                r.error("deployment.role", format!("role {other:?} is not supported yet (only \"data_plane\" with the yaml provider; etcd arrives with the config-plane issue)"));
+                Provider::Yaml {
+                    path: prefix.join("conf/apisix.yaml"),
+                }
+            }
+        };
+        let plugins = match r.get("plugins") {
+            None => None,
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            Some(other) => {
+                r.error(
+                    "plugins",
+                    format!("expected a list of plugin names, got {other}"),
+                );
+                None
+            }
+        };
+        if !r.errors.is_empty() {
+            return Err(r.errors);
+        }
+        Ok((
+            NodeConfig {
+                listen,
+                worker_processes,
+                worker_shutdown_timeout,
+                error_log,
+                error_log_level,
+                access_log,
+                access_log_format,
+                access_log_format_escape,
+                client_max_body_size,
+                large_client_header_buffers,
+                client_header_timeout,
+                client_body_timeout,
+                send_timeout,
+                keepalive_timeout,
+                keepalive_requests,
+                connection_idle_timeout,
+                http2_idle_timeout,
+                provider,
+                plugins,
+            },
+            warnings,
+        ))
+    }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(NodeConfig, Vec<Warning>), Vec<ConfigError>> {
+        NodeConfig::parse(Path::new("/p"), text)
+    }
+
+    #[test]
+    fn defaults_follow_apisix() {
+        let (c, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(
+            c.listen[0],
+            ListenAddr {
+                ip: "0.0.0.0".parse().unwrap(),
+                port: 9080,
+                http2: false
+            }
+        );
+        assert_eq!(
+            c.listen.len(),
+            2,
+            "IPv6 too, as APISIX's enable_ipv6 default"
+        );
+        assert_eq!(c.error_log, PathBuf::from("/p/logs/error.log"));
+        assert_eq!(c.access_log, Some(PathBuf::from("/p/logs/access.log")));
+        assert_eq!(c.client_max_body_size, 0);
+        assert_eq!(c.large_client_header_buffers, (4, 8192));
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(c.send_timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.provider,
+            Provider::Yaml {
+                path: PathBuf::from("/p/conf/apisix.yaml")
+            }
+        );
+    }
+
+    #[test]
+    fn every_listen_form_is_accepted() {
+        let (c, _) = parse("apisix:\n  enable_ipv6: false\n  node_listen: 9081\n").unwrap();
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.listen[0].port, 9081);
+        let (c, _) = parse("apisix:\n  enable_ipv6: false\n  node_listen: [9081, 9082]\n").unwrap();
+        assert_eq!(
+            c.listen.iter().map(|l| l.port).collect::<Vec<_>>(),
+            vec![9081, 9082]
+        );
+        let (c, _) = parse("apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: 9083\n      enable_http2: true\n    - ip: \"::1\"\n      port: 9084\n").unwrap();
+        assert_eq!(
+            c.listen[0],
+            ListenAddr {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 9083,
+                http2: true
+            }
+        );
+        assert_eq!(c.listen[1].ip, "::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_warn_once_each_and_never_fail() {
+        let (_, w) = parse("apisix:\n  node_listen: 9080\n  proxy_mode: http\nnginx_config:\n  http:\n    lua_shared_dict: {}\nfoo: 1\n").unwrap();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w.iter()
+                .any(|x| x.starts_with("apisix.proxy_mode: not supported"))
+        );
+        assert!(
+            w.iter()
+                .any(|x| x.starts_with("nginx_config.http.lua_shared_dict: not supported"))
+        );
+        assert!(w.iter().any(|x| x.starts_with("foo: unknown key")));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let errs = parse("apisix:\n  node_listen: 70000\n  ssl:\n    enable: true\nnginx_config:\n  worker_processes: 0\n  error_log_level: loud\n  http:\n    client_max_body_size: lots\n    keepalive_timeout: soon\ndeployment:\n  role: traditional\n").unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "apisix.ssl",
+                "apisix.node_listen[0]",
+                "nginx_config.worker_processes",
+                "nginx_config.error_log_level",
+                "nginx_config.http.client_max_body_size",
+                "nginx_config.http.keepalive_timeout",
+                "deployment.role",
+            ]
+        );
+    }
+
+    #[test]
+    fn access_log_can_be_turned_off() {
+        let (c, _) = parse("nginx_config:\n  http:\n    enable_access_log: false\n").unwrap();
+        assert_eq!(c.access_log, None);
+        let (c, _) =
+            parse("nginx_config:\n  worker_processes: 3\n  http:\n    client_max_body_size: 1k\n")
+                .unwrap();
+        assert_eq!((c.worker_processes, c.client_max_body_size), (3, 1024));
+    }
+}

@@ -1,0 +1,3 @@
+//! Config providers: where resources come from. Each produces `Resources` for `Snapshot::build`.
+
+pub mod yaml;

@@ -1,0 +1,172 @@
+//! The standalone YAML provider: `conf/apisix.yaml`, loaded at start and reloaded within a
+//! second of any change (or at once on SIGHUP).
+//!
+//! The watcher polls the file's size, modification time and content hash on its own thread, so
+//! it needs no runtime and no inotify. A new version is parsed and compiled off the request
+//! path, then published with one atomic swap; a bad version is logged with every error and the
+//! previous snapshot keeps serving.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::config::snapshot::Snapshot;
+use crate::config::standalone::{self, ConfigError, Parsed, Resources};
+use crate::upstream::Resolve;
+
+/// How often the file is checked for changes.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The result of reading the file once.
+#[derive(Debug)]
+pub enum Loaded {
+    Complete(Resources),
+    /// The file does not end with `#END` yet.
+    Incomplete,
+}
+
+/// Reads and parses the file.
+pub fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError::new(
+            path.display().to_string(),
+            "(file)",
+            format!("cannot read: {e}"),
+        )]
+    })?;
+    match standalone::parse(&text)? {
+        Parsed::Complete(r) => Ok(Loaded::Complete(r)),
+        Parsed::Incomplete => Ok(Loaded::Incomplete),
+    }
+}
+
+/// A running watcher; stops when [`YamlWatcher::stop`] is called or it is dropped.
+pub struct YamlWatcher {
+    stop: Arc<AtomicBool>,
+    now: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(PartialEq, Clone, Copy)]
+struct Stamp {
+    len: u64,
+    mtime: Option<SystemTime>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        len: m.len(),
+        mtime: m.modified().ok(),
+    })
+}
+
+fn hash(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Starts watching `path`, publishing new snapshots into `store`.
+pub fn watch(
+    path: PathBuf,
+    store: Arc<ArcSwap<Snapshot>>,
+    resolver: Arc<dyn Resolve + Send + Sync>,
+) -> YamlWatcher {
+    let stop = Arc::new(AtomicBool::new(false));
+    let now = Arc::new(AtomicBool::new(false));
+    let (s, n) = (stop.clone(), now.clone());
+    let thread = std::thread::Builder::new()
+        .name("moongate-config".into())
+        .spawn(move || {
+            let mut last_stamp = stamp(&path);
+            let mut last_hash = std::fs::read_to_string(&path).ok().map(|t| hash(&t));
+            while !s.load(Ordering::Relaxed) {
+                std::thread::park_timeout(POLL);
+                let forced = n.swap(false, Ordering::Relaxed);
+                let st = stamp(&path);
+                if !forced && st == last_stamp {
+                    continue;
+                }
+                last_stamp = st;
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    log::error!("cannot read {}; keeping the current routes", path.display());
+                    continue;
+                };
+                let h = hash(&text);
+                if !forced && Some(h) == last_hash {
+                    continue;
+                }
+                last_hash = Some(h);
+                apply(&path, &text, &store, resolver.as_ref());
+            }
+        })
+        .ok();
+    YamlWatcher { stop, now, thread }
+}
+
+/// Parses `text` and publishes it, or logs why not.
+fn apply(path: &Path, text: &str, store: &ArcSwap<Snapshot>, resolver: &dyn Resolve) {
+    let resources = match standalone::parse(text) {
+        Ok(Parsed::Complete(r)) => r,
+        Ok(Parsed::Incomplete) => {
+            log::warn!(
+                "{} does not end with #END yet; waiting for the rest of the file",
+                path.display()
+            );
+            return;
+        }
+        Err(errors) => return report(path, &errors),
+    };
+    let previous = store.load_full();
+    match Snapshot::build(resources, previous.version + 1, Some(&previous), resolver) {
+        Ok(s) => {
+            let (v, n) = (s.version, s.routes.len());
+            store.store(Arc::new(s));
+            log::info!(target: "notice", "loaded {} (config version {v}, {n} routes)", path.display());
+        }
+        Err(errors) => report(path, &errors),
+    }
+}
+
+fn report(path: &Path, errors: &[ConfigError]) {
+    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    log::error!(
+        "invalid {}, keeping the current routes: {}",
+        path.display(),
+        list.join("; ")
+    );
+}
+
+impl YamlWatcher {
+    /// Re-reads the file now (SIGHUP), even if it looks unchanged.
+    pub fn reload_now(&self) {
+        self.now.store(true, Ordering::Relaxed);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for YamlWatcher {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
