@@ -17,6 +17,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names is cheaper than hashing each.
+    let present = h.keys().any(|k| HOP_BY_HOP.contains(k));
+    if !present {
+        return;
+    }
     if let Some(conn) = h.get(header::CONNECTION) {
         let named: Vec<HeaderName> = conn
             .to_str()
@@ -38,41 +43,37 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// are replaced by what this hop saw (a client cannot spoof them), and `Forwarded` is dropped.
 pub fn set_forwarding(
     h: &mut HeaderMap,
-    client_ip: &str,
+    client_ip: &HeaderValue,
     scheme: &'static str,
-    http_host: Option<&str>,
-    host: &str,
-    port: &str,
+    fwd_host: Option<HeaderValue>,
+    fwd_port: HeaderValue,
 ) {
-    let xff = match h.get("x-forwarded-for").map(|v| v.as_bytes()) {
+    let xff = match h.get(X_FORWARDED_FOR).map(|v| v.as_bytes()) {
         Some(prev) if !prev.is_empty() => {
             let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
             v.extend_from_slice(prev);
             v.extend_from_slice(b", ");
             v.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone())
         }
-        _ => HeaderValue::from_str(client_ip).ok(),
+        _ => client_ip.clone(),
     };
-    if let Some(xff) = xff {
-        h.insert(HeaderName::from_static("x-forwarded-for"), xff);
-    }
-    if let Ok(v) = HeaderValue::from_str(client_ip) {
-        h.insert(HeaderName::from_static("x-real-ip"), v);
-    }
+    h.insert(X_FORWARDED_FOR, xff);
+    h.insert(HeaderName::from_static("x-real-ip"), client_ip.clone());
     h.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(scheme),
     );
-    let fwd_host = http_host.filter(|s| !s.is_empty()).unwrap_or(host);
-    if let Ok(v) = HeaderValue::from_str(fwd_host) {
+    if let Some(v) = fwd_host {
         h.insert(HeaderName::from_static("x-forwarded-host"), v);
     }
-    if let Ok(v) = HeaderValue::from_str(port) {
-        h.insert(HeaderName::from_static("x-forwarded-port"), v);
+    h.insert(HeaderName::from_static("x-forwarded-port"), fwd_port);
+    if h.contains_key(header::FORWARDED) {
+        h.remove(header::FORWARDED);
     }
-    h.remove(header::FORWARDED);
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 #[cfg(test)]
 mod tests {
@@ -99,11 +100,10 @@ mod tests {
         h.insert(header::FORWARDED, "for=evil".parse().unwrap());
         set_forwarding(
             &mut h,
-            "10.0.0.9",
+            &HeaderValue::from_static("10.0.0.9"),
             "http",
-            Some("example.com:9080"),
-            "example.com",
-            "9080",
+            Some(HeaderValue::from_static("example.com:9080")),
+            HeaderValue::from_static("9080"),
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-real-ip"], "10.0.0.9");

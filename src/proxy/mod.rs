@@ -120,6 +120,30 @@ pub struct ConnCtx {
     pub state: Rc<ConnState>,
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// The client IP and local port as header values, made once per connection.
+    pub remote_ip: HeaderValue,
+    pub local_port: HeaderValue,
+}
+
+impl ConnCtx {
+    pub fn new(
+        worker: Rc<WorkerCtx>,
+        state: Rc<ConnState>,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) -> ConnCtx {
+        let remote_ip =
+            HeaderValue::from_str(&crate::router::ip::canonical(remote.ip()).to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("-"));
+        ConnCtx {
+            worker,
+            state,
+            remote,
+            local,
+            remote_ip,
+            local_port: HeaderValue::from(local.port()),
+        }
+    }
 }
 
 /// What the access log needs about one request, captured before the request is forwarded.
@@ -264,7 +288,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             None,
         ));
     };
-    let host = request::host_of(&parts.uri, &parts.headers).into_owned();
+    let host = request::host_of(&parts.uri, &parts.headers);
     let query = parts.uri.query().unwrap_or("");
     let request_uri = parts
         .uri
@@ -375,12 +399,26 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     }
 
     // HTTP/2 carries the host in `:authority` instead of `Host`.
-    let client_host_header = parts
-        .headers
-        .get(header::HOST)
+    let client_host: Option<HeaderValue> = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    // `$var_x_forwarded_host`/`_port` of APISIX's template: the Host header (with its port),
+    // else `$host`; the Host header's port, else the port the client connected to.
+    let fwd_host = client_host
+        .clone()
+        .or_else(|| HeaderValue::from_str(&host).ok());
+    let fwd_port = match client_host
+        .as_ref()
         .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .map(str::to_string);
+        .and_then(request::port_of_host)
+    {
+        Some(p) if p.parse() == Ok(cx.local.port()) => cx.local_port.clone(),
+        Some(p) => HeaderValue::from_str(p).unwrap_or_else(|_| cx.local_port.clone()),
+        None => cx.local_port.clone(),
+    };
     let upstream_uri: Uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
@@ -396,20 +434,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     // `100-continue` is answered to the client by this hop (hyper does it when the body is
     // first read); the upstream gets the body without being asked, as nginx sends it.
     up_headers.remove(header::EXPECT);
-    let server_port = cx.local.port().to_string();
-    let fwd_port = client_host_header
-        .as_deref()
-        .and_then(request::port_of_host)
-        .unwrap_or(&server_port)
-        .to_string();
-    headers::set_forwarding(
-        &mut up_headers,
-        &cx.remote.ip().to_string(),
-        "http",
-        client_host_header.as_deref(),
-        &host,
-        &fwd_port,
-    );
+    headers::set_forwarding(&mut up_headers, &cx.remote_ip, "http", fwd_host, fwd_port);
 
     let fwd = Forward {
         cx: &cx,
@@ -418,7 +443,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         method: parts.method,
         uri: upstream_uri,
         headers: up_headers,
-        client_host: client_host_header,
+        client_host,
         body: client_body,
         body_error,
         hash_key,
@@ -464,7 +489,7 @@ struct Forward<'a> {
     method: Method,
     uri: Uri,
     headers: http::HeaderMap,
-    client_host: Option<String>,
+    client_host: Option<HeaderValue>,
     body: Option<Body>,
     body_error: Rc<Cell<Option<ClientBodyError>>>,
     hash_key: Option<String>,
@@ -484,17 +509,12 @@ impl Forward<'_> {
         })
     }
 
-    fn upstream_host(&self, node: &crate::upstream::NodeDef) -> Option<String> {
+    /// The `Host` header for the upstream, per `pass_host`.
+    fn upstream_host(&self, node: &crate::upstream::NodeDef) -> Option<HeaderValue> {
         match self.def.pass_host {
             PassHost::Pass => self.client_host.clone(),
-            PassHost::Node => Some(if node.port == 80 {
-                node.host.clone()
-            } else if node.host.contains(':') {
-                format!("[{}]:{}", node.host, node.port)
-            } else {
-                format!("{}:{}", node.host, node.port)
-            }),
-            PassHost::Rewrite => self.def.upstream_host.clone(),
+            PassHost::Node => Some(node.host_header.clone()),
+            PassHost::Rewrite => self.def.upstream_host_header.clone(),
         }
     }
 
@@ -507,7 +527,10 @@ impl Forward<'_> {
             self.uri,
             addr,
             self.uri,
-            self.client_host.as_deref().unwrap_or("")
+            self.client_host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
         )
     }
 
@@ -537,7 +560,10 @@ impl Forward<'_> {
                 return Err((error_page::page(last_status), None));
             };
             let node = self.def.nodes[idx].clone();
-            worker.with_picker(&self.def, |p| p.on_start(idx));
+            let feedback = self.def.needs_feedback();
+            if feedback {
+                worker.with_picker(&self.def, |p| p.on_start(idx));
+            }
             let try_start = Instant::now();
             let upstream_host = self.upstream_host(&node);
             // The log's copy of what was sent, only when there is a log to write it to.
@@ -548,10 +574,9 @@ impl Forward<'_> {
                 connect_time: None,
                 header_time: None,
                 response_time: None,
-                host: if logging {
-                    upstream_host.clone().unwrap_or_default()
-                } else {
-                    String::new()
+                host: match (&upstream_host, logging) {
+                    (Some(h), true) => String::from_utf8_lossy(h.as_bytes()).into_owned(),
+                    _ => String::new(),
                 },
                 uri: if logging {
                     self.uri.to_string()
@@ -580,7 +605,11 @@ impl Forward<'_> {
                         "{e} while connecting to upstream, {}",
                         self.describe(node.addr)
                     );
-                    worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
+                    if feedback {
+                        worker.with_picker(&self.def, |p| {
+                            p.on_finish(idx, try_start.elapsed(), true)
+                        });
+                    }
                     tried.push(idx);
                     last_status = match e {
                         ConnectError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -597,7 +626,7 @@ impl Forward<'_> {
                 }
             };
 
-            let req = self.build_request(&node, upstream_host.as_deref().unwrap_or(""));
+            let req = self.build_request(&node, upstream_host);
             // Keep a copy only when a retry could need to resend a request already written.
             let replay = (tries_left > 0 && self.body.is_none()).then(|| self.headers.clone());
             let sent = tokio::time::timeout(read_timeout, conn.sender.try_send_request(req)).await;
@@ -640,7 +669,11 @@ impl Forward<'_> {
                         "upstream prematurely closed connection ({err}) while reading response header from upstream, {}",
                         self.describe(node.addr)
                     );
-                    worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
+                    if feedback {
+                        worker.with_picker(&self.def, |p| {
+                            p.on_finish(idx, try_start.elapsed(), true)
+                        });
+                    }
                     match unsent {
                         // Never written: nothing was lost, take the body back and try again.
                         Some(req) => {
@@ -669,7 +702,11 @@ impl Forward<'_> {
                         "upstream timed out (110: Connection timed out) while reading response header from upstream, {}",
                         self.describe(node.addr)
                     );
-                    worker.with_picker(&self.def, |p| p.on_finish(idx, try_start.elapsed(), true));
+                    if feedback {
+                        worker.with_picker(&self.def, |p| {
+                            p.on_finish(idx, try_start.elapsed(), true)
+                        });
+                    }
                     tried.push(idx);
                     last_status = StatusCode::GATEWAY_TIMEOUT;
                     match replay {
@@ -692,11 +729,16 @@ impl Forward<'_> {
         true
     }
 
-    fn build_request(&mut self, node: &crate::upstream::NodeDef, host: &str) -> Request<Body> {
+    fn build_request(
+        &mut self,
+        node: &crate::upstream::NodeDef,
+        host: Option<HeaderValue>,
+    ) -> Request<Body> {
         let mut headers = std::mem::take(&mut self.headers);
-        if let Ok(v) = HeaderValue::from_str(if host.is_empty() { &node.host } else { host }) {
-            headers.insert(header::HOST, v);
-        }
+        headers.insert(
+            header::HOST,
+            host.unwrap_or_else(|| node.host_header.clone()),
+        );
         let mut req = Request::new(self.body.take().unwrap_or_else(Body::empty));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();

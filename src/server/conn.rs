@@ -43,12 +43,7 @@ pub async fn serve(
     let timeouts = settings.timeouts;
     let is_h2 = http2 && sniff_h2(&stream, timeouts.first_byte).await;
     let state = ConnState::new((!is_h2).then(|| Framing::new(settings.max_line)));
-    let cx = Rc::new(ConnCtx {
-        worker: worker.clone(),
-        state: state.clone(),
-        remote,
-        local,
-    });
+    let cx = Rc::new(ConnCtx::new(worker.clone(), state.clone(), remote, local));
     let io = TokioIo::new(TimedIo::new(stream, state, timeouts));
     let service = service_fn(move |req| proxy::handle(req, cx.clone()));
 

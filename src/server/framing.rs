@@ -72,7 +72,6 @@ enum Chunk {
 
 /// Heads larger than this are not tracked (hyper refuses them with 431 anyway).
 const MAX_HEAD: usize = 128 * 1024;
-const MAX_HEADERS: usize = 128;
 
 #[derive(Debug)]
 pub struct Framing {
@@ -113,8 +112,8 @@ impl Framing {
             match &mut self.state {
                 State::Lost => return,
                 State::Head => {
-                    // Empty lines before a request line are ignored, as hyper and nginx do.
                     if self.head.is_empty() {
+                        // Empty lines before a request line are ignored, as hyper and nginx do.
                         let skip = data
                             .iter()
                             .take_while(|b| **b == b'\r' || **b == b'\n')
@@ -123,15 +122,23 @@ impl Framing {
                         if data.is_empty() {
                             return;
                         }
+                        // The usual case: the whole head is in this read; judge it in place.
+                        if let Some(end) = find_head_end(data, 0) {
+                            self.judge(&data[..end]);
+                            data = &data[end..];
+                            continue;
+                        }
                     }
                     let before = self.head.len();
                     self.head.extend_from_slice(data);
                     match find_head_end(&self.head, before.saturating_sub(3)) {
                         Some(end) => {
-                            let consumed = end - before;
-                            data = &data[consumed..];
-                            self.head.truncate(end);
-                            self.finish_head();
+                            data = &data[end - before..];
+                            let mut head = std::mem::take(&mut self.head);
+                            head.truncate(end);
+                            self.judge(&head);
+                            head.clear();
+                            self.head = head;
                         }
                         None => {
                             if self.head.len() > MAX_HEAD {
@@ -170,48 +177,49 @@ impl Framing {
         self.head = Vec::new();
     }
 
-    fn finish_head(&mut self) {
-        let head = std::mem::take(&mut self.head);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => {
-                // hyper will refuse this head too; stop following.
-                self.verdicts.push_back(Verdict::Unknown);
-                self.lose();
-                return;
-            }
-        }
+    /// Judges one complete head and sets up the framing of its body. Only the lines that
+    /// matter are looked at; hyper validates the rest.
+    fn judge(&mut self, head: &[u8]) {
+        let mut lines = head
+            .split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let request_line = lines.next().unwrap_or(b"");
         let mut verdict = Verdict::Ok;
-        let line_end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
-        let request_line = head[..line_end]
-            .strip_suffix(b"\r")
-            .unwrap_or(&head[..line_end]);
         if request_line.len() > self.max_line {
             verdict = Verdict::RequestLineTooLong;
         }
-        let mut content_length: Option<u64> = None;
+        let is_connect =
+            request_line.len() >= 8 && request_line[..8].eq_ignore_ascii_case(b"CONNECT ");
         let mut has_cl = false;
-        let mut te_chunked = None;
-        for h in req.headers.iter() {
-            if verdict == Verdict::Ok && h.name.len() + 2 + h.value.len() > self.max_line {
+        let mut content_length: Option<u64> = None;
+        let mut te_chunked: Option<bool> = None;
+        for line in lines {
+            if line.is_empty() {
+                break;
+            }
+            if verdict == Verdict::Ok && line.len() > self.max_line {
                 verdict = Verdict::HeaderLineTooLong;
             }
-            if h.name.eq_ignore_ascii_case("content-length") {
-                has_cl = true;
-                content_length = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                // hyper frames as chunked when the last coding is `chunked`.
-                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-                te_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            match line[0] {
+                b'c' | b'C'
+                    if line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:") =>
+                {
+                    has_cl = true;
+                    content_length = std::str::from_utf8(&line[15..])
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
+                }
+                b't' | b'T'
+                    if line.len() >= 18
+                        && line[..18].eq_ignore_ascii_case(b"transfer-encoding:") =>
+                {
+                    // hyper frames as chunked when the last coding is `chunked`.
+                    let last = line[18..].rsplit(|b| *b == b',').next().unwrap_or(b"");
+                    te_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                }
+                _ => {}
             }
         }
-        let is_connect = req
-            .method
-            .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
         if te_chunked.is_some() && has_cl && verdict == Verdict::Ok {
             verdict = Verdict::ContentLengthWithChunked;
         }
@@ -386,9 +394,12 @@ mod tests {
     }
 
     #[test]
-    fn malformed_head_stops_tracking() {
+    fn only_framing_lines_are_judged_and_hyper_refuses_the_rest() {
+        // A malformed header line is hyper's to refuse (the connection closes); tracking goes on.
         let (v, phase) = verdicts(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 100);
-        assert_eq!(v, vec![Verdict::Unknown]);
+        assert_eq!(v, vec![Verdict::Ok]);
+        assert_eq!(phase, Phase::Idle);
+        let (_, phase) = verdicts(b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n", 100);
         assert_eq!(phase, Phase::Lost);
     }
 

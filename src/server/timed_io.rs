@@ -149,7 +149,6 @@ impl<S: AsyncRead> AsyncRead for TimedIo<S> {
                 let data = &buf.filled()[before..];
                 if !data.is_empty() {
                     st.seen_bytes.set(true);
-                    st.last_read.set(Instant::now());
                     if let Some(f) = st.framing.borrow_mut().as_mut() {
                         f.feed(data);
                         match f.phase() {
@@ -157,26 +156,41 @@ impl<S: AsyncRead> AsyncRead for TimedIo<S> {
                                 st.head_started.set(Some(Instant::now()))
                             }
                             Phase::Head => {}
+                            // Only a body being drained after an early answer is timed from
+                            // its last read; skip the clock otherwise.
+                            Phase::Body if st.in_flight.get() == 0 => {
+                                st.head_started.set(None);
+                                st.last_read.set(Instant::now());
+                            }
                             _ => st.head_started.set(None),
                         }
                     }
                 }
-                *this.read_deadline = None;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 let Some(deadline) = read_deadline(this.state, this.timeouts) else {
-                    *this.read_deadline = None;
                     return Poll::Pending;
                 };
-                if *this.read_deadline != Some(deadline) {
+                // The timer is armed lazily: deadlines only move later as the connection makes
+                // progress, so a timer set for an earlier deadline is left in place and, when it
+                // fires early, re-armed. This keeps timer-wheel work off the per-request path.
+                if this.read_deadline.is_none_or(|armed| armed > deadline) {
                     this.read_timer.as_mut().reset(deadline);
                     *this.read_deadline = Some(deadline);
                 }
-                match this.read_timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(timed_out("reading from the client"))),
-                    Poll::Pending => Poll::Pending,
+                loop {
+                    match this.read_timer.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) if Instant::now() >= deadline => {
+                            return Poll::Ready(Err(timed_out("reading from the client")));
+                        }
+                        Poll::Ready(()) => {
+                            this.read_timer.as_mut().reset(deadline);
+                            *this.read_deadline = Some(deadline);
+                        }
+                    }
                 }
             }
         }

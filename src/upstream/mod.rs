@@ -26,6 +26,8 @@ pub struct NodeDef {
     pub addr: SocketAddr,
     pub weight: u32,
     pub priority: i32,
+    /// `Host` for `pass_host: node`: the host, with the port unless it is 80.
+    pub host_header: http::HeaderValue,
 }
 
 /// A compiled upstream, shared by all workers.
@@ -42,6 +44,8 @@ pub struct UpstreamDef {
     pub timeout: Option<Timeout>,
     pub pass_host: PassHost,
     pub upstream_host: Option<String>,
+    /// `upstream_host` as a header value, made once.
+    pub upstream_host_header: Option<http::HeaderValue>,
     pub keepalive_pool: KeepalivePool,
 }
 
@@ -126,6 +130,12 @@ fn valid_hash_var(key: &str) -> bool {
 }
 
 impl UpstreamDef {
+    /// Whether the balancer learns from request outcomes (`ewma`, `least_conn`); the others
+    /// skip the feedback calls entirely.
+    pub fn needs_feedback(&self) -> bool {
+        matches!(self.kind, BalancerType::Ewma | BalancerType::LeastConn)
+    }
+
     /// Compiles an upstream, resolving host names through `resolver` (the first address is used,
     /// as APISIX picks one address per node name).
     pub fn compile(
@@ -183,12 +193,21 @@ impl UpstreamDef {
                     .first()
                     .ok_or_else(|| err("nodes", format!("{bare} resolved to no address")))?,
             };
+            let host_text = match (port, bare.contains(':')) {
+                (80, false) => bare.to_string(),
+                (80, true) => format!("[{bare}]"),
+                (_, false) => format!("{bare}:{port}"),
+                (_, true) => format!("[{bare}]:{port}"),
+            };
+            let host_header = http::HeaderValue::from_str(&host_text)
+                .map_err(|_| err("nodes", format!("invalid host {bare:?}")))?;
             nodes.push(NodeDef {
                 host: bare.to_string(),
                 port,
                 addr: SocketAddr::new(ip, port),
                 weight,
                 priority,
+                host_header,
             });
         }
         if up.pass_host == PassHost::Rewrite
@@ -242,6 +261,13 @@ impl UpstreamDef {
             timeout: up.timeout,
             pass_host: up.pass_host,
             upstream_host: up.upstream_host.clone(),
+            upstream_host_header: match &up.upstream_host {
+                Some(h) => Some(
+                    http::HeaderValue::from_str(h)
+                        .map_err(|_| err("upstream_host", format!("invalid host {h:?}")))?,
+                ),
+                None => None,
+            },
             keepalive_pool: up.keepalive_pool.unwrap_or_default(),
         })
     }

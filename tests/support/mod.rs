@@ -1,0 +1,342 @@
+//! Test harness: the real `moongate` binary on loopback ports, real backends, raw sockets.
+//!
+//! Every wait is bounded; every process started here is killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_moongate");
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh scratch directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!("moongate-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("conf")).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_millis(200)).is_ok()
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+/// `config.yaml` with the given port and one worker, plus `extra` YAML merged under the
+/// top-level keys it names (`nginx_config:` lines go under nginx_config, etc.).
+pub fn config_yaml(port: u16, http: &str) -> String {
+    format!(
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{http}deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: yaml\n"
+    )
+}
+
+impl Gateway {
+    /// Starts with `http` extra lines under `nginx_config.http` (each indented by 4 spaces).
+    pub fn start(http: &str, routes: &str) -> Gateway {
+        let port = free_port();
+        Gateway::start_with_config(&config_yaml(port, http), port, routes)
+    }
+
+    pub fn start_with_config(config: &str, port: u16, routes: &str) -> Gateway {
+        let dir = TempDir::new("gw");
+        std::fs::write(dir.0.join("conf/config.yaml"), config).unwrap();
+        std::fs::write(dir.0.join("conf/apisix.yaml"), routes).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "-p"])
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.0.join("stderr.log")).unwrap()))
+            .spawn()
+            .unwrap();
+        let mut gw = Gateway { child: Some(child), port, dir };
+        let end = Instant::now() + Duration::from_secs(15);
+        while !port_open(port) {
+            if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("moongate exited with {status}: {}", gw.stderr());
+            }
+            if Instant::now() > end {
+                panic!("moongate did not open port {port}: {}\n{}", gw.stderr(), gw.error_log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gw
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("logs/error.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("logs/access.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Replaces the route file atomically (write then rename), as a deploy tool would.
+    pub fn write_routes(&self, yaml: &str) {
+        let tmp = self.dir.0.join("conf/apisix.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.dir.0.join("conf/apisix.yaml")).unwrap();
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        request(self.port, "GET", path, &[], b"")
+    }
+
+    /// Waits for the process to exit (bounded) and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let end = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code();
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `moongate echo` backend.
+pub struct Echo {
+    child: Child,
+    pub port: u16,
+}
+
+impl Echo {
+    pub fn start(name: &str) -> Echo {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args(["echo", "--listen", &format!("127.0.0.1:{port}"), "--name", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("echo backend", Duration::from_secs(10), || port_open(port));
+        Echo { child, port }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw backend that records the bytes of every connection and answers `200 ok` to each read.
+pub struct Recorder {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    pub fn start() -> Recorder {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        s.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Recorder { port, seen }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+}
+
+/// A backend that accepts connections and never answers.
+pub fn silent_backend() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    port
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The echo backend's JSON body.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a new connection (`Connection: close`).
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    let raw = raw(port, &bytes, Duration::from_secs(10));
+    parse_responses(&raw).into_iter().next().unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// Sends raw bytes and reads until the server closes (or `timeout`).
+pub fn raw(port: u16, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = s.shutdown(Shutdown::Both);
+    out
+}
+
+/// Splits a byte stream into responses (Content-Length or chunked bodies).
+pub fn parse_responses(mut raw: &[u8]) -> Vec<Resp> {
+    let mut out = Vec::new();
+    while let Some(end) = find(raw, b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .collect();
+        let mut rest = &raw[end + 4..];
+        let cl = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse::<usize>().ok());
+        let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let Some(le) = find(rest, b"\r\n") else { break };
+                let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..le]).split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+                rest = &rest[le + 2..];
+                if size == 0 {
+                    rest = rest.get(2..).unwrap_or(&[]);
+                    break;
+                }
+                body.extend_from_slice(&rest[..size.min(rest.len())]);
+                rest = rest.get(size + 2..).unwrap_or(&[]);
+            }
+        } else if let Some(n) = cl {
+            body.extend_from_slice(&rest[..n.min(rest.len())]);
+            rest = rest.get(n..).unwrap_or(&[]);
+        } else {
+            body.extend_from_slice(rest);
+            rest = &[];
+        }
+        out.push(Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned() });
+        raw = rest;
+    }
+    out
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// A route file with one route `/PATH*`-style entry per line of `routes`, ending with `#END`.
+pub fn routes_file(body: &str) -> String {
+    format!("{body}\n#END\n")
+}
+
+pub fn prefix(p: &Path) -> String {
+    p.display().to_string()
+}
