@@ -22,16 +22,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !present {
         return;
     }
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
+    // Every `Connection` line counts: a second one must not smuggle a header past us.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
     }
     for n in &HOP_BY_HOP {
         h.remove(n);

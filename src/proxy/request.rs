@@ -47,6 +47,12 @@ pub fn check(
         Verdict::HeaderLineTooLong => {
             return Err((StatusCode::BAD_REQUEST, "client sent too long header line"));
         }
+        Verdict::DuplicateContentLength => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "client sent duplicate header line: \"Content-Length\"",
+            ));
+        }
         Verdict::Ok | Verdict::Unknown => {}
     }
     // nginx accepts only upper-case letters, `_` and `-` in methods.

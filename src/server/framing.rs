@@ -23,6 +23,8 @@ pub enum Verdict {
     RequestLineTooLong,
     /// A header line is longer than the configured limit: nginx answers 400.
     HeaderLineTooLong,
+    /// `Content-Length` twice (hyper keeps one copy of equal values): nginx answers 400.
+    DuplicateContentLength,
     /// The tracker could not follow the stream; only hyper's checks apply.
     Unknown,
 }
@@ -204,6 +206,9 @@ impl Framing {
                 b'c' | b'C'
                     if line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:") =>
                 {
+                    if has_cl && verdict == Verdict::Ok {
+                        verdict = Verdict::DuplicateContentLength;
+                    }
                     has_cl = true;
                     content_length = std::str::from_utf8(&line[15..])
                         .ok()
@@ -364,6 +369,16 @@ mod tests {
             assert_eq!(v, vec![Verdict::Ok, Verdict::Ok], "split {split}");
             assert_eq!(phase, Phase::Idle);
         }
+    }
+
+    #[test]
+    fn a_repeated_content_length_is_flagged_even_when_equal() {
+        let (v, phase) = verdicts(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\nx",
+            7,
+        );
+        assert_eq!(v, vec![Verdict::DuplicateContentLength]);
+        assert_eq!(phase, Phase::Idle);
     }
 
     #[test]

@@ -16,7 +16,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_moongate");
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh scratch directory, removed on drop.
@@ -25,7 +29,11 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("moongate-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "moongate-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(p.join("conf")).unwrap();
         TempDir(p)
@@ -50,7 +58,11 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_millis(200)).is_ok()
+    TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(200),
+    )
+    .is_ok()
 }
 
 /// A running gateway.
@@ -83,17 +95,27 @@ impl Gateway {
             .args(["run", "-p"])
             .arg(&dir.0)
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.0.join("stderr.log")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.0.join("stderr.log")).unwrap(),
+            ))
             .spawn()
             .unwrap();
-        let mut gw = Gateway { child: Some(child), port, dir };
+        let mut gw = Gateway {
+            child: Some(child),
+            port,
+            dir,
+        };
         let end = Instant::now() + Duration::from_secs(15);
         while !port_open(port) {
             if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("moongate exited with {status}: {}", gw.stderr());
             }
             if Instant::now() > end {
-                panic!("moongate did not open port {port}: {}\n{}", gw.stderr(), gw.error_log());
+                panic!(
+                    "moongate did not open port {port}: {}\n{}",
+                    gw.stderr(),
+                    gw.error_log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -166,7 +188,13 @@ impl Echo {
     pub fn start(name: &str) -> Echo {
         let port = free_port();
         let child = Command::new(BIN)
-            .args(["echo", "--listen", &format!("127.0.0.1:{port}"), "--name", name])
+            .args([
+                "echo",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--name",
+                name,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -206,7 +234,9 @@ impl Recorder {
                             break;
                         }
                         s.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                        if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -244,7 +274,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The echo backend's JSON body.
@@ -269,7 +302,10 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
     let raw = raw(port, &bytes, Duration::from_secs(10));
-    parse_responses(&raw).into_iter().next().unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)))
+    parse_responses(&raw)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)))
 }
 
 /// Sends raw bytes and reads until the server closes (or `timeout`).
@@ -295,18 +331,38 @@ pub fn parse_responses(mut raw: &[u8]) -> Vec<Resp> {
     while let Some(end) = find(raw, b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&raw[..end]).into_owned();
         let mut lines = head.split("\r\n");
-        let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .filter_map(|l| {
+                l.split_once(':')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            })
             .collect();
         let mut rest = &raw[end + 4..];
-        let cl = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse::<usize>().ok());
-        let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let cl = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
         let mut body = Vec::new();
         if chunked {
             loop {
                 let Some(le) = find(rest, b"\r\n") else { break };
-                let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..le]).split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+                let size = usize::from_str_radix(
+                    String::from_utf8_lossy(&rest[..le])
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim(),
+                    16,
+                )
+                .unwrap_or(0);
                 rest = &rest[le + 2..];
                 if size == 0 {
                     rest = rest.get(2..).unwrap_or(&[]);
@@ -322,7 +378,11 @@ pub fn parse_responses(mut raw: &[u8]) -> Vec<Resp> {
             body.extend_from_slice(rest);
             rest = &[];
         }
-        out.push(Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned() });
+        out.push(Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
         raw = rest;
     }
     out
