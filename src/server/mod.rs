@@ -115,9 +115,10 @@ fn worker_thread(
     drain: Duration,
 ) {
     errlog::set_worker_id(id + 1);
+    // A local runtime runs `!Send` tasks (Lua later) without a `LocalSet` queue in between.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
+        .build_local(tokio::runtime::LocalOptions::default())
     {
         Ok(rt) => rt,
         Err(e) => {
@@ -125,8 +126,7 @@ fn worker_thread(
             return;
         }
     };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, worker_main(id, listeners, shared, shutdown, drain));
+    rt.block_on(worker_main(id, listeners, shared, shutdown, drain));
 }
 
 async fn worker_main(
