@@ -1,0 +1,83 @@
+//! Route matching and router building with 10,000 and 50,000 routes (mixed exact, prefix,
+//! parameter and host routes). Run with `cargo bench --bench router`.
+
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::net::IpAddr;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use moongate::router::{RequestVars, RouteSpec, Router};
+
+struct Req {
+    host: String,
+    path: String,
+}
+
+impl RequestVars for Req {
+    fn method(&self) -> &str {
+        "GET"
+    }
+    fn host(&self) -> &str {
+        &self.host
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn remote_addr(&self) -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, 1]))
+    }
+    fn var(&self, _: &str) -> Option<Cow<'_, str>> {
+        None
+    }
+}
+
+/// Route `i` is one of four shapes; `probe(i)` is a request it matches.
+fn spec(i: usize) -> RouteSpec {
+    let (uri, hosts) = match i % 4 {
+        0 => (format!("/api/v1/svc{i}/items"), vec![]),
+        1 => (format!("/static/app{i}/*"), vec![]),
+        2 => (format!("/users{i}/:id/profile"), vec![]),
+        _ => (format!("/host{i}/*"), vec![format!("h{i}.example.com")]),
+    };
+    RouteSpec { index: i, id: i.to_string(), uris: vec![uri], hosts, methods: vec!["GET".into()], ..Default::default() }
+}
+
+fn probe(i: usize) -> Req {
+    let (host, path) = match i % 4 {
+        0 => ("any.test".to_string(), format!("/api/v1/svc{i}/items")),
+        1 => ("any.test".to_string(), format!("/static/app{i}/js/main.js")),
+        2 => ("any.test".to_string(), format!("/users{i}/42/profile")),
+        _ => (format!("h{i}.example.com"), format!("/host{i}/x")),
+    };
+    Req { host, path }
+}
+
+fn bench(c: &mut Criterion) {
+    for n in [10_000usize, 50_000] {
+        let specs: Vec<RouteSpec> = (0..n).map(spec).collect();
+        c.bench_with_input(BenchmarkId::new("build", n), &specs, |b, specs| {
+            b.iter(|| Router::build(black_box(specs.clone())).expect("valid routes"))
+        });
+        let router = Router::build(specs).expect("valid routes");
+        let probes: Vec<Req> = (0..1000).map(|k| probe(k * (n / 1000))).collect();
+        for p in &probes {
+            assert!(router.find(p).is_some(), "{} {}", p.host, p.path);
+        }
+        let mut k = 0;
+        c.bench_function(&format!("find/{n}"), |b| {
+            b.iter(|| {
+                k = (k + 1) % probes.len();
+                black_box(router.find(black_box(&probes[k])))
+            })
+        });
+        let miss = Req { host: "none.test".into(), path: "/nothing/here".into() };
+        c.bench_function(&format!("miss/{n}"), |b| b.iter(|| black_box(router.find(black_box(&miss)))));
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_secs(1)).measurement_time(std::time::Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
