@@ -39,7 +39,14 @@ fn spec(i: usize) -> RouteSpec {
         2 => (format!("/users{i}/:id/profile"), vec![]),
         _ => (format!("/host{i}/*"), vec![format!("h{i}.example.com")]),
     };
-    RouteSpec { index: i, id: i.to_string(), uris: vec![uri], hosts, methods: vec!["GET".into()], ..Default::default() }
+    RouteSpec {
+        index: i,
+        id: i.to_string(),
+        uris: vec![uri],
+        hosts,
+        methods: vec!["GET".into()],
+        ..Default::default()
+    }
 }
 
 fn probe(i: usize) -> Req {
@@ -70,8 +77,13 @@ fn bench(c: &mut Criterion) {
                 black_box(router.find(black_box(&probes[k])))
             })
         });
-        let miss = Req { host: "none.test".into(), path: "/nothing/here".into() };
-        c.bench_function(&format!("miss/{n}"), |b| b.iter(|| black_box(router.find(black_box(&miss)))));
+        let miss = Req {
+            host: "none.test".into(),
+            path: "/nothing/here".into(),
+        };
+        c.bench_function(&format!("miss/{n}"), |b| {
+            b.iter(|| black_box(router.find(black_box(&miss))))
+        });
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Bodies stream: nothing here buffers a whole body. A request body is read from the client only as
 //! fast as the upstream takes it, bounded by `client_body_timeout` between reads and by
-//! `client_max_body_size` in total; a response body is read from the upstream bounded by the read
-//! timeout between reads. When a response body ends (or the client goes away) its [`Finish`] runs:
+//! `client_max_body_size` in total; a response body's read timeout is enforced on the upstream
+//! socket itself. When a response body ends (or the client goes away) its [`Finish`] runs:
 //! the access-log line, the connection's in-flight count, and returning the upstream connection
 //! to the pool when it ended cleanly.
 
@@ -34,8 +34,6 @@ pub enum ClientBodyError {
 pub enum BodyError {
     #[error("client request body: {0:?}")]
     Client(ClientBodyError),
-    #[error("upstream timed out while reading the response body")]
-    UpstreamTimeout,
     #[error("upstream response body: {0}")]
     Upstream(hyper::Error),
 }
@@ -96,13 +94,10 @@ impl Body {
         }))
     }
 
-    /// An upstream response body, to be forwarded to the client.
-    pub fn upstream(inner: Incoming, read_timeout: Duration) -> Body {
-        Body::with(Kind::Upstream(UpstreamBody {
-            inner,
-            timeout: read_timeout,
-            timer: None,
-        }))
+    /// An upstream response body, to be forwarded to the client. Its read timeout is applied
+    /// on the upstream socket (`upstream_io`).
+    pub fn upstream(inner: Incoming) -> Body {
+        Body::with(Kind::Upstream(UpstreamBody { inner }))
     }
 
     /// Attaches the completion hook.
@@ -232,8 +227,6 @@ impl ClientBody {
 
 struct UpstreamBody {
     inner: Incoming,
-    timeout: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl UpstreamBody {
@@ -243,22 +236,10 @@ impl UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         use http_body::Body as _;
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                self.timer = None;
-                Poll::Ready(Some(Ok(frame)))
-            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Upstream(e)))),
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let timeout = self.timeout;
-                let timer = self.timer.get_or_insert_with(|| {
-                    Box::pin(tokio::time::sleep_until(Instant::now() + timeout))
-                });
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::UpstreamTimeout))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

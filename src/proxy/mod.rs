@@ -11,6 +11,7 @@ pub mod error_page;
 pub mod headers;
 pub mod pool;
 pub mod request;
+pub mod upstream_io;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -629,15 +630,16 @@ impl Forward<'_> {
             let req = self.build_request(&node, upstream_host);
             // Keep a copy only when a retry could need to resend a request already written.
             let replay = (tries_left > 0 && self.body.is_none()).then(|| self.headers.clone());
-            let sent = tokio::time::timeout(read_timeout, conn.sender.try_send_request(req)).await;
+            conn.state.begin(read_timeout);
+            let sent = conn.sender.try_send_request(req).await;
             conn.uses += 1;
             match sent {
-                Ok(Ok(resp)) => {
+                Ok(resp) => {
                     record.header_time = Some(try_start.elapsed());
                     record.status = Some(resp.status().as_u16());
                     let (mut parts, body) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
-                    let body = Body::upstream(body, read_timeout);
+                    let body = Body::upstream(body);
                     if let Some(l) = log.as_mut() {
                         record.response_time = Some(self.start.elapsed());
                         l.upstream = Some(record);
@@ -656,7 +658,7 @@ impl Forward<'_> {
                         Some(done),
                     ));
                 }
-                Ok(Err(mut e)) => {
+                Err(mut e) if !conn.state.timed_out() => {
                     let unsent = e.take_message();
                     let err = e.into_error();
                     if let Some(client_err) = self.body_error.get() {

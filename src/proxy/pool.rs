@@ -16,11 +16,15 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::Body;
+use super::upstream_io::{UpstreamIo, UpstreamState};
 use crate::config::resource::KeepalivePool;
+use std::rc::Rc;
 
 /// A usable upstream connection.
 pub struct Conn {
     pub sender: SendRequest<Body>,
+    /// Read-timeout state shared with the connection's socket.
+    pub state: Rc<UpstreamState>,
     /// Requests already sent on it.
     pub uses: u64,
     /// Came from the pool (may have been closed by the peer in the meantime).
@@ -29,6 +33,7 @@ pub struct Conn {
 
 struct Idle {
     sender: SendRequest<Body>,
+    state: Rc<UpstreamState>,
     uses: u64,
     since: Instant,
     idle_timeout: Duration,
@@ -63,6 +68,7 @@ impl Pool {
             {
                 return Some(Conn {
                     sender: c.sender,
+                    state: c.state,
                     uses: c.uses,
                     reused: true,
                 });
@@ -82,8 +88,10 @@ impl Pool {
             // Drop the oldest: the newest is the most likely to still be open upstream.
             list.pop_front();
         }
+        conn.state.end();
         list.push_back(Idle {
             sender: conn.sender,
+            state: conn.state,
             uses: conn.uses,
             since: Instant::now(),
             idle_timeout: Duration::from_secs_f64(cfg.idle_timeout.max(0.0)),
@@ -108,8 +116,9 @@ impl Pool {
             Err(_) => return Err(ConnectError::Timeout),
         };
         let _ = stream.set_nodelay(true);
+        let state = Rc::new(UpstreamState::default());
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(UpstreamIo::new(stream, state.clone())))
             .await
             .map_err(ConnectError::Handshake)?;
         tokio::task::spawn_local(async move {
@@ -119,6 +128,7 @@ impl Pool {
         });
         Ok(Conn {
             sender,
+            state,
             uses: 0,
             reused: false,
         })
