@@ -143,3 +143,30 @@ fn least_conn_and_ewma_serve_from_live_nodes() {
         assert_eq!(got.values().sum::<usize>(), 20, "{kind}: {got:?}");
     }
 }
+
+#[test]
+fn an_upstream_stalling_mid_body_is_cut_off_after_the_read_timeout() {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+                std::thread::sleep(Duration::from_secs(10));
+            });
+        }
+    });
+    let gw = Gateway::start(
+        "",
+        &format!("routes:\n  - id: 1\n    uri: /stall\n    timeout: {{connect: 1, send: 1, read: 0.5}}\n    upstream:\n      nodes:\n        \"127.0.0.1:{port}\": 1\n#END\n"),
+    );
+    let t = std::time::Instant::now();
+    let out = raw(gw.port, b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(8));
+    assert!(t.elapsed() < Duration::from_secs(5), "the stalled body was not cut off");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("0123456789"), "the client must see a truncated body, not a complete one: {text}");
+}
