@@ -270,6 +270,10 @@ def main():
                 f"{sum(r['non2xx'] for r in rs):8d} {med[name]:11.2f}"
             )
         print(f"ratio moongate/nginx (CPU per request, medians): {med['moongate'] / med['nginx']:.3f}")
+        # Rounds are interleaved, so each round's pair saw the same machine conditions; the median
+        # of the per-round ratios is the figure least disturbed by drift on a shared machine.
+        paired = [m["cpu_us_per_req"] / n["cpu_us_per_req"] for m, n in zip(results["moongate"], results["nginx"])]
+        print(f"ratio moongate/nginx, median of per-round pairs: {statistics.median(paired):.3f} (rounds: {', '.join(f'{r:.2f}' for r in paired)})")
     finally:
         for c in reversed(running):
             c.stop()
