@@ -161,12 +161,24 @@ fn an_upstream_stalling_mid_body_is_cut_off_after_the_read_timeout() {
     });
     let gw = Gateway::start(
         "",
-        &format!("routes:\n  - id: 1\n    uri: /stall\n    timeout: {{connect: 1, send: 1, read: 0.5}}\n    upstream:\n      nodes:\n        \"127.0.0.1:{port}\": 1\n#END\n"),
+        &format!(
+            "routes:\n  - id: 1\n    uri: /stall\n    timeout: {{connect: 1, send: 1, read: 0.5}}\n    upstream:\n      nodes:\n        \"127.0.0.1:{port}\": 1\n#END\n"
+        ),
     );
     let t = std::time::Instant::now();
-    let out = raw(gw.port, b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(8));
-    assert!(t.elapsed() < Duration::from_secs(5), "the stalled body was not cut off");
+    let out = raw(
+        gw.port,
+        b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(8),
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the stalled body was not cut off"
+    );
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.ends_with("0123456789"), "the client must see a truncated body, not a complete one: {text}");
+    assert!(
+        text.ends_with("0123456789"),
+        "the client must see a truncated body, not a complete one: {text}"
+    );
 }

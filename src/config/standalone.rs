@@ -37,6 +37,7 @@ pub struct OtherResources {
 
 /// The outcome of reading the file.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one value per file read, never stored
 pub enum Parsed {
     Complete(Resources),
     /// No `#END` last line yet: the file is still being written.

@@ -302,14 +302,16 @@ impl Format {
                 push_secs(out, r.upstream.as_ref().and_then(|u| u.header_time), esc)
             }
             Var::UpstreamScheme => out.push_str(if r.upstream.is_some() { "http" } else { "" }),
-            Var::UpstreamHost => match &r.upstream {
-                Some(u) => push_escaped(out, &u.host, esc),
-                None => {}
-            },
-            Var::UpstreamUri => match &r.upstream {
-                Some(u) => push_escaped(out, &u.uri, esc),
-                None => {}
-            },
+            Var::UpstreamHost => {
+                if let Some(u) = &r.upstream {
+                    push_escaped(out, &u.host, esc)
+                }
+            }
+            Var::UpstreamUri => {
+                if let Some(u) = &r.upstream {
+                    push_escaped(out, &u.uri, esc)
+                }
+            }
             Var::RouteId => match r.route_id {
                 Some(id) => push_escaped(out, id, esc),
                 None => push_missing(out, esc),
@@ -343,7 +345,7 @@ fn push_escaped(out: &mut String, s: &str, esc: Escape) {
         Escape::None => out.push_str(s),
         Escape::Default => {
             for b in s.bytes() {
-                if b == b'"' || b == b'\\' || b < 0x20 || b >= 0x7f {
+                if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
                     let _ = write!(out, "\\x{b:02X}");
                 } else {
                     out.push(b as char);

@@ -114,9 +114,9 @@ impl Log for ErrorLog {
         clock::push_errlog_time(&mut line);
         let worker = WORKER_ID.with(|w| w.get());
         use std::fmt::Write as _;
-        let _ = write!(
+        let _ = writeln!(
             line,
-            " [{}] {}#{}: {}\n",
+            " [{}] {}#{}: {}",
             level.as_str(),
             std::process::id(),
             worker,

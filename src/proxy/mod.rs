@@ -451,7 +451,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         start,
     };
     let resp = fwd.run(&mut log).await;
-    Ok(resp.map_or_else(|(resp, up)| finish(resp, &cx, log, up), |r| r))
+    Ok(resp.unwrap_or_else(|(resp, up)| finish(resp, &cx, log, up)))
 }
 
 /// Attaches the completion hook to a response the gateway made itself (or an upstream response

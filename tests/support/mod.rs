@@ -352,8 +352,7 @@ pub fn parse_responses(mut raw: &[u8]) -> Vec<Resp> {
             .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
         let mut body = Vec::new();
         if chunked {
-            loop {
-                let Some(le) = find(rest, b"\r\n") else { break };
+            while let Some(le) = find(rest, b"\r\n") {
                 let size = usize::from_str_radix(
                     String::from_utf8_lossy(&rest[..le])
                         .split(';')

@@ -24,6 +24,7 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// The result of reading the file once.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one value per file read, never stored
 pub enum Loaded {
     Complete(Resources),
     /// The file does not end with `#END` yet.
