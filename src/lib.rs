@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod echo;
+pub mod lua;
 pub mod observability;
 pub mod proxy;
 pub mod router;

@@ -1,0 +1,105 @@
+//! One LuaJIT VM per worker: standard libraries including `ffi`, `jit` and `debug` (APISIX and
+//! OpenResty libraries need them), OpenResty's table extensions, the coroutine wrappers, module
+//! paths over `lua/` and `lua/plugins/`, and a bounded heap.
+
+use std::path::{Path, PathBuf};
+
+use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table};
+
+use super::sched::{self, CtxId, WithCtx};
+
+/// The prelude every VM runs first (table extensions, coroutines, plugin searcher).
+const PRELUDE: &str = include_str!("prelude.lua");
+
+/// How a worker's VM is set up.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    /// Module roots, searched in order as `ROOT/?.lua` and `ROOT/?/init.lua` (e.g. the
+    /// project's `lua/` and `apisix.extra_lua_path` entries).
+    pub lua_paths: Vec<PathBuf>,
+    /// Where `apisix.plugins.NAME` files live (e.g. `lua/plugins/`).
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Largest Lua heap in bytes; an allocation past it fails the running code, not the worker.
+    pub memory_limit: Option<usize>,
+    pub worker_id: usize,
+    pub worker_count: usize,
+}
+
+impl VmOptions {
+    /// The defaults for a prefix directory: `lua/` for modules, `lua/plugins/` for plugins.
+    pub fn for_prefix(prefix: &Path) -> VmOptions {
+        VmOptions {
+            lua_paths: vec![prefix.join("lua")],
+            plugin_dirs: vec![prefix.join("lua/plugins")],
+            memory_limit: None,
+            worker_id: 0,
+            worker_count: 1,
+        }
+    }
+}
+
+/// A worker's Lua VM.
+pub struct LuaVm {
+    lua: Lua,
+}
+
+fn lua_path(roots: &[PathBuf]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for r in roots {
+        let r = r.display();
+        parts.push(format!("{r}/?.lua"));
+        parts.push(format!("{r}/?/init.lua"));
+    }
+    parts.join(";")
+}
+
+impl LuaVm {
+    pub fn new(opts: &VmOptions) -> mlua::Result<LuaVm> {
+        // SAFETY: `ffi` and `debug` are what make the VM "unsafe" to mlua; OpenResty code needs
+        // both, and only trusted plugin code runs here.
+        let lua =
+            unsafe { Lua::unsafe_new_with(StdLib::ALL, LuaOptions::new().thread_pool_size(64)) };
+        if let Some(limit) = opts.memory_limit {
+            lua.set_memory_limit(limit)?;
+        }
+        let package: Table = lua.globals().get("package")?;
+        package.set("path", lua_path(&opts.lua_paths))?;
+        package.set("cpath", "")?;
+        let dirs: Vec<String> = opts
+            .plugin_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        lua.load(PRELUDE)
+            .set_name("=moongate/prelude.lua")
+            .call::<()>((Lua::poll_pending(), dirs))?;
+        let ngx = lua.create_table()?;
+        sched::register(&lua, &ngx, opts.worker_id, opts.worker_count)?;
+        lua.globals().set("ngx", ngx)?;
+        Ok(LuaVm { lua })
+    }
+
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    /// The global `ngx` table, for other modules to register their functions into.
+    pub fn ngx(&self) -> mlua::Result<Table> {
+        self.lua.globals().get("ngx")
+    }
+
+    /// Runs `func(args)` in a new Lua thread as context `id`; the returned future may be
+    /// interleaved with other contexts' futures on the worker.
+    pub fn run(
+        &self,
+        id: CtxId,
+        func: Function,
+        args: MultiValue,
+    ) -> mlua::Result<impl std::future::Future<Output = mlua::Result<MultiValue>>> {
+        let thread = self.lua.create_thread(func)?;
+        Ok(WithCtx::new(id, thread.into_async::<MultiValue>(args)?))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! The VM, its modules and the scheduler, driven on a current-thread runtime.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use mlua::{Function, MultiValue, Value};
+
+use super::*;
+use crate::lua::sched::current;
+
+fn vm() -> LuaVm {
+    vm_with(VmOptions::for_prefix(&PathBuf::from("/nonexistent")))
+}
+
+fn vm_with(opts: VmOptions) -> LuaVm {
+    let vm = LuaVm::new(&opts).unwrap();
+    // Lets Lua code ask which context it runs as.
+    let f = vm.lua().create_function(|_, ()| Ok(current())).unwrap();
+    vm.lua().globals().set("ctx_id", f).unwrap();
+    vm
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build_local(tokio::runtime::LocalOptions::default())
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn openresty_table_extensions_are_available() {
+    let vm = vm();
+    let ok: bool = vm
+        .lua()
+        .load(
+            r#"
+            local nkeys, clone = require("table.nkeys"), require("table.clone")
+            local isarray, isempty = require("table.isarray"), require("table.isempty")
+            local new, clear = require("table.new"), require("table.clear")
+            local t = {1, 2, x = 3}
+            local c = clone(t)
+            clear(t)
+            return nkeys({a = 1, b = 2, 3}) == 3 and c.x == 3 and c[2] == 2 and next(t) == nil
+                and isarray({}) and isarray({1, 2}) and not isarray({1, nil, 3}) and not isarray({a = 1})
+                and isempty({}) and not isempty({false}) and type(new(4, 0)) == "table"
+            "#,
+        )
+        .eval()
+        .unwrap();
+    assert!(ok);
+}
+
+#[test]
+fn plugin_modules_resolve_from_the_plugins_directory_in_every_layout() {
+    let dir = std::env::temp_dir().join(format!("moongate-luavm-{}", std::process::id()));
+    let plugins = dir.join("lua/plugins");
+    std::fs::create_dir_all(plugins.join("multi")).unwrap();
+    std::fs::write(plugins.join("single.lua"), "return {name = 'single'}").unwrap();
+    std::fs::write(
+        plugins.join("multi/init.lua"),
+        "return {name = require('apisix.plugins.multi.sub').name}",
+    )
+    .unwrap();
+    std::fs::write(plugins.join("multi/sub.lua"), "return {name = 'multi-sub'}").unwrap();
+    std::fs::create_dir_all(dir.join("lua/lib")).unwrap();
+    std::fs::write(dir.join("lua/lib/helper.lua"), "return 42").unwrap();
+    let vm = vm_with(VmOptions::for_prefix(&dir));
+    let (a, b, c): (String, String, i64) = vm
+        .lua()
+        .load("return require('apisix.plugins.single').name, require('apisix.plugins.multi').name, require('lib.helper')")
+        .eval()
+        .unwrap();
+    assert_eq!((a.as_str(), b.as_str(), c), ("single", "multi-sub", 42));
+    let err = vm
+        .lua()
+        .load("require('apisix.plugins.missing')")
+        .exec()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("module 'apisix.plugins.missing' not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("no file '{}/missing.lua'", plugins.display())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn interleaved_contexts_each_see_their_own_id_across_waits_in_pcall_and_coroutines() {
+    let vm = Rc::new(vm());
+    let body: Function = vm
+        .lua()
+        .load(
+            r#"
+            return function(delay)
+                local seen = { ctx_id() }
+                local ok = pcall(function()
+                    ngx.sleep(delay)
+                    seen[#seen + 1] = ctx_id()
+                end)
+                assert(ok)
+                -- A user coroutine that waits: the wait must suspend the request, not leak to us.
+                local co = coroutine.create(function(a)
+                    ngx.sleep(delay)
+                    local inner = coroutine.wrap(function()
+                        ngx.sleep(delay)
+                        coroutine.yield(ctx_id())
+                    end)
+                    local from_inner = inner()
+                    local b = coroutine.yield(a + 1, from_inner)
+                    ngx.sleep(0)
+                    return b * 2, ctx_id()
+                end)
+                local ok1, v1, v2 = coroutine.resume(co, 10)
+                local ok2, v3, v4 = coroutine.resume(co, 5)
+                seen[#seen + 1] = v2
+                seen[#seen + 1] = v4
+                seen[#seen + 1] = ctx_id()
+                return ok1 and ok2 and v1 == 11 and v3 == 10 and coroutine.status(co) == "dead", seen
+            end
+            "#,
+        )
+        .eval()
+        .unwrap();
+    let results = block_on(async {
+        let mut futs = Vec::new();
+        for (id, delay) in [(1u64, 0.03), (2, 0.01), (3, 0.02)] {
+            let args = MultiValue::from_vec(vec![Value::Number(delay)]);
+            futs.push(vm.run(id, body.clone(), args).unwrap());
+        }
+        futures_util::future::join_all(futs).await
+    });
+    for (i, r) in results.into_iter().enumerate() {
+        let id = (i + 1) as i64;
+        let values: Vec<Value> = r.unwrap().into_vec();
+        assert_eq!(values[0], Value::Boolean(true), "context {id}");
+        let seen: Vec<i64> = vm.lua().unpack(values[1].clone()).unwrap();
+        assert_eq!(seen, vec![id; 5], "context {id} saw another context's id");
+    }
+}
+
+#[test]
+fn plain_coroutines_behave_as_in_lua() {
+    let vm = vm();
+    let ok: bool = vm
+        .lua()
+        .load(
+            r#"
+            local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+            local a, b, c = gen(), gen(), gen()
+            local co = coroutine.create(function() error("boom") end)
+            local ok, err = coroutine.resume(co)
+            local bad = pcall(coroutine.wrap(function() error("x") end))
+            return a == 1 and b == 2 and c == 3 and not ok and err:find("boom") ~= nil
+                and coroutine.status(co) == "dead" and bad == false
+            "#,
+        )
+        .eval()
+        .unwrap();
+    assert!(ok);
+}
+
+#[test]
+fn a_heap_past_the_memory_limit_fails_the_code_not_the_vm() {
+    let mut opts = VmOptions::for_prefix(&PathBuf::from("/nonexistent"));
+    opts.memory_limit = Some(16 * 1024 * 1024);
+    let vm = vm_with(opts);
+    let (ok, err): (bool, String) = vm
+        .lua()
+        .load("local ok, err = pcall(function() local t = {} for i = 1, 1e8 do t[i] = tostring(i) end end) return ok, tostring(err)")
+        .eval()
+        .unwrap();
+    assert!(!ok);
+    assert!(err.contains("not enough memory"), "{err}");
+    vm.lua().gc_collect().unwrap();
+    let n: i64 = vm.lua().load("return 20 + 22").eval().unwrap();
+    assert_eq!(n, 42);
+}
+
+#[test]
+fn worker_functions_report_the_worker() {
+    let mut opts = VmOptions::for_prefix(&PathBuf::from("/nonexistent"));
+    opts.worker_id = 1;
+    opts.worker_count = 2;
+    let vm = vm_with(opts);
+    let (id, count, pid, exiting): (i64, i64, u32, bool) = vm
+        .lua()
+        .load("return ngx.worker.id(), ngx.worker.count(), ngx.worker.pid(), ngx.worker.exiting()")
+        .eval()
+        .unwrap();
+    assert_eq!((id, count, pid, exiting), (1, 2, std::process::id(), false));
+}
