@@ -4,5 +4,6 @@
 //! This module never touches the HTTP server; the plugin runner (a later stage) drives it. Nothing
 //! Lua-side crosses threads: a [`vm::LuaVm`] is `!Send` and lives on its worker.
 
+pub mod ngx;
 pub mod sched;
 pub mod vm;

@@ -8,9 +8,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
-
-use mlua::{Lua, Table};
 
 /// Identifies one request or timer context on a worker.
 pub type CtxId = u64;
@@ -51,30 +48,38 @@ impl<F: Future> Future for WithCtx<F> {
     }
 }
 
-/// Registers `ngx.sleep` and `ngx.worker.*` into `ngx`.
-pub fn register(lua: &Lua, ngx: &Table, worker_id: usize, worker_count: usize) -> mlua::Result<()> {
-    ngx.set(
-        "sleep",
-        lua.create_async_function(|_, secs: f64| async move {
-            if secs.is_nan() || secs < 0.0 || !secs.is_finite() {
-                return Err(mlua::Error::runtime(format!(
-                    "bad argument #1 to 'sleep' (invalid sleep duration \"{secs}\")"
-                )));
-            }
-            if secs == 0.0 {
-                // As in OpenResty: give other requests a turn without waiting.
-                tokio::task::yield_now().await;
-            } else {
-                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-            }
-            Ok(())
-        })?,
-    )?;
-    let worker = lua.create_table()?;
-    worker.set("id", lua.create_function(move |_, ()| Ok(worker_id))?)?;
-    worker.set("count", lua.create_function(move |_, ()| Ok(worker_count))?)?;
-    worker.set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
-    worker.set("exiting", lua.create_function(|_, ()| Ok(false))?)?;
-    ngx.set("worker", worker)?;
-    Ok(())
+thread_local! {
+    static NEXT_ID: Cell<CtxId> = const { Cell::new(1) };
+    static EXITING: Cell<bool> = const { Cell::new(false) };
+    static EXIT: std::rc::Rc<tokio::sync::Notify> = std::rc::Rc::new(tokio::sync::Notify::new());
+}
+
+/// A fresh context id for a new request or timer on this worker.
+pub fn next_ctx_id() -> CtxId {
+    NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    })
+}
+
+/// The worker is shutting down: `ngx.worker.exiting()` turns true and pending timers run at
+/// once with `premature = true`.
+pub fn begin_exit() {
+    EXITING.with(|e| e.set(true));
+    EXIT.with(|n| n.notify_waiters());
+}
+
+pub fn exiting() -> bool {
+    EXITING.with(Cell::get)
+}
+
+/// Completes when [`begin_exit`] is called (at once if it already was).
+pub async fn exit_signal() {
+    let notify = EXIT.with(|n| n.clone());
+    let notified = notify.notified();
+    if exiting() {
+        return;
+    }
+    notified.await;
 }

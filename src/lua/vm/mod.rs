@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table};
 
-use super::sched::{self, CtxId, WithCtx};
+use super::sched::{CtxId, WithCtx};
 
 /// The prelude every VM runs first (table extensions, coroutines, plugin searcher).
 const PRELUDE: &str = include_str!("prelude.lua");
@@ -74,7 +74,7 @@ impl LuaVm {
             .set_name("=moongate/prelude.lua")
             .call::<()>((Lua::poll_pending(), dirs))?;
         let ngx = lua.create_table()?;
-        sched::register(&lua, &ngx, opts.worker_id, opts.worker_count)?;
+        super::ngx::register(&lua, &ngx, opts.worker_id, opts.worker_count)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }

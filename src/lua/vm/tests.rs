@@ -194,3 +194,167 @@ fn worker_functions_report_the_worker() {
         .unwrap();
     assert_eq!((id, count, pid, exiting), (1, 2, std::process::id(), false));
 }
+
+/// Runs `code` (a chunk returning a function) as a new context on a fresh runtime.
+fn run_ctx(vm: &LuaVm, code: &str) -> Vec<Value> {
+    let f: Function = vm.lua().load(code).eval().unwrap();
+    let id = crate::lua::sched::next_ctx_id();
+    block_on(async {
+        vm.run(id, f, MultiValue::new())
+            .unwrap()
+            .await
+            .unwrap()
+            .into_vec()
+    })
+}
+
+#[test]
+fn timers_run_later_in_their_own_context_with_their_arguments() {
+    let vm = vm();
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            fired = {}
+            local ok = ngx.timer.at(0.02, function(premature, a, b)
+                fired[#fired + 1] = { premature, a, b, ctx_id() }
+            end, "x", 7)
+            local pending = ngx.timer.pending_count()
+            ngx.sleep(0.1)
+            local f = fired[1]
+            return ok, pending, ngx.timer.pending_count(), f[1], f[2], f[3], f[4] ~= ctx_id()
+        end"#,
+    );
+    let want = [
+        Value::Boolean(true),
+        Value::Integer(1),
+        Value::Integer(0),
+        Value::Boolean(false),
+    ];
+    assert_eq!(out[..4], want);
+    assert_eq!(
+        out[4].as_string().map(|s| s.to_string_lossy()),
+        Some("x".to_string())
+    );
+    assert_eq!(out[5], Value::Integer(7));
+    assert_eq!(out[6], Value::Boolean(true), "a timer has its own context");
+}
+
+#[test]
+fn exiting_fires_pending_timers_prematurely_and_refuses_new_ones() {
+    let vm = vm();
+    let f: Function = vm
+        .lua()
+        .load(
+            r#"return function()
+                premature_seen = nil
+                ngx.timer.at(3600, function(premature) premature_seen = premature end)
+                ngx.sleep(0.01)
+            end"#,
+        )
+        .eval()
+        .unwrap();
+    let (seen, refused): (Value, String) = block_on(async {
+        vm.run(1, f, MultiValue::new()).unwrap().await.unwrap();
+        crate::lua::sched::begin_exit();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let seen: Value = vm.lua().globals().get("premature_seen").unwrap();
+        let (_, err): (Value, String) = vm
+            .lua()
+            .load("return ngx.timer.at(0, function() end)")
+            .eval()
+            .unwrap();
+        (seen, err)
+    });
+    assert_eq!(seen, Value::Boolean(true));
+    assert_eq!(refused, "process exiting");
+    let exiting: bool = vm.lua().load("return ngx.worker.exiting()").eval().unwrap();
+    assert!(exiting);
+}
+
+#[test]
+fn light_threads_spawn_wait_and_kill() {
+    let vm = vm();
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local order = {}
+            local slow = ngx.thread.spawn(function() order[#order + 1] = "slow-start" ngx.sleep(0.2) return "slow" end)
+            local fast = ngx.thread.spawn(function(x) order[#order + 1] = "fast-start" ngx.sleep(0.01) return "fast", x, ctx_id() end, 5)
+            order[#order + 1] = "parent"
+            local ok, a, b, id = ngx.thread.wait(slow, fast)
+            local killed = ngx.thread.kill(slow)
+            local again, err = ngx.thread.wait(slow)
+            local failing = ngx.thread.spawn(function() error("oops") end)
+            local fok, ferr = ngx.thread.wait(failing)
+            return ok, a, b, id == ctx_id(), killed, again, err, table.concat(order, ","), fok, ferr:find("oops") ~= nil
+        end"#,
+    );
+    let s = |v: &Value| {
+        v.as_string()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+    };
+    assert_eq!(out[0], Value::Boolean(true));
+    assert_eq!(
+        (s(&out[1]), &out[2], &out[3]),
+        (
+            "fast".to_string(),
+            &Value::Integer(5),
+            &Value::Boolean(true)
+        )
+    );
+    assert_eq!(out[4], Value::Boolean(true));
+    assert_eq!(
+        (&out[5], s(&out[6])),
+        (
+            &Value::Boolean(false),
+            "already waited or killed".to_string()
+        )
+    );
+    assert_eq!(
+        s(&out[7]),
+        "slow-start,fast-start,parent",
+        "children run first, until their first wait"
+    );
+    assert_eq!(
+        (&out[8], &out[9]),
+        (&Value::Boolean(false), &Value::Boolean(true))
+    );
+}
+
+#[test]
+fn semaphores_hand_resources_between_contexts_and_time_out() {
+    let vm = Rc::new(vm());
+    let (waiter, poster): (Function, Function) = vm
+        .lua()
+        .load(
+            r#"
+            sema = require("ngx.semaphore").new(0)
+            return function()
+                local ok0, err0 = sema:wait(0)
+                local ok, err = sema:wait(1)
+                local late, lerr = sema:wait(0.02)
+                return ok0, err0, ok, late, lerr
+            end, function()
+                ngx.sleep(0.02)
+                sema:post(1)
+            end
+            "#,
+        )
+        .eval()
+        .unwrap();
+    let (w, _) = block_on(async {
+        let a = vm.run(1, waiter, MultiValue::new()).unwrap();
+        let b = vm.run(2, poster, MultiValue::new()).unwrap();
+        futures_util::future::join(a, b).await
+    });
+    let w = w.unwrap().into_vec();
+    let s = |v: &Value| {
+        v.as_string()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+    };
+    assert_eq!((&w[0], s(&w[1])), (&Value::Nil, "timeout".to_string()));
+    assert_eq!(w[2], Value::Boolean(true));
+    assert_eq!((&w[3], s(&w[4])), (&Value::Nil, "timeout".to_string()));
+}

@@ -1,0 +1,17 @@
+//! The `ngx` API, one file per `ngx.*` area, each registering its functions in one place.
+
+pub mod semaphore;
+pub mod thread;
+pub mod timer;
+pub mod worker;
+
+use mlua::{Lua, Table};
+
+/// Registers every area implemented so far into `ngx`.
+pub fn register(lua: &Lua, ngx: &Table, worker_id: usize, worker_count: usize) -> mlua::Result<()> {
+    worker::register(lua, ngx, worker_id, worker_count)?;
+    timer::register(lua, ngx)?;
+    thread::register(lua, ngx)?;
+    semaphore::register(lua)?;
+    Ok(())
+}
