@@ -18,16 +18,12 @@ use crate::server::timed_io::ClientTimeouts;
 use crate::server::{ListenSpec, Server};
 use crate::upstream::SystemResolver;
 
-/// Loads `config.yaml`, printing every error when it is invalid.
-fn load_node(prefix: &Path, config: &Path) -> anyhow::Result<NodeConfig> {
+/// Loads `config.yaml`, printing every error when it is invalid. The warnings (keys moongate
+/// does not read) are returned, to be logged once the error log is open.
+fn load_node(prefix: &Path, config: &Path) -> anyhow::Result<(NodeConfig, Vec<String>)> {
     let file = prefix.join(config);
     match NodeConfig::load(prefix, &file) {
-        Ok((node, warnings)) => {
-            for w in warnings {
-                log::warn!("{w}");
-            }
-            Ok(node)
-        }
+        Ok(loaded) => Ok(loaded),
         Err(errors) => {
             for e in &errors {
                 eprintln!("moongate: {}: {e}", file.display());
@@ -105,7 +101,7 @@ fn initial_snapshot(path: &Path, resolver: &SystemResolver) -> anyhow::Result<Sn
 /// `moongate run`.
 pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     errlog::install();
-    let node = load_node(prefix, config)?;
+    let (node, warnings) = load_node(prefix, config)?;
     let level = NginxLevel::parse(&node.error_log_level).with_context(|| {
         format!(
             "nginx_config.error_log_level: unknown level {:?}",
@@ -114,6 +110,10 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     })?;
     errlog::configure(&node.error_log, level)
         .with_context(|| format!("cannot open the error log {}", node.error_log.display()))?;
+    for w in &warnings {
+        log::warn!("{w}");
+        eprintln!("moongate: warning: {w}");
+    }
 
     let resolver = Arc::new(SystemResolver);
     let routes = routes_path(&node)?;
@@ -187,7 +187,10 @@ fn wait_for_signals(watcher: &yaml::YamlWatcher) -> anyhow::Result<()> {
 
 /// `moongate check`: every error in both files, non-zero when there is any.
 pub fn check(prefix: &Path, config: &Path) -> anyhow::Result<()> {
-    let node = load_node(prefix, config)?;
+    let (node, warnings) = load_node(prefix, config)?;
+    for w in &warnings {
+        println!("warning: {w}");
+    }
     settings(&node)?;
     let routes = routes_path(&node)?;
     initial_snapshot(&routes, &SystemResolver)?;

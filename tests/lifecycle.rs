@@ -184,3 +184,28 @@ fn check_reports_every_error_and_version_prints() {
         concat!("moongate ", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn unknown_config_keys_are_warned_once_in_the_error_log_and_do_not_stop_start_up() {
+    let echo = Echo::start("e");
+    let port = free_port();
+    let config = config_yaml(port, "").replace("apisix:\n", "apisix:\n  proxy_mode: http&stream\n")
+        + "made_up_section: 1\n";
+    let gw = Gateway::start_with_config(&config, port, &routes(echo.port, "/w"));
+    assert_eq!(gw.get("/w").status, 200);
+    let log = gw.error_log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("apisix.proxy_mode: not supported by moongate yet"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("made_up_section: unknown key"))
+            .count(),
+        1,
+        "{log}"
+    );
+}
