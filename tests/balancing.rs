@@ -182,3 +182,30 @@ fn an_upstream_stalling_mid_body_is_cut_off_after_the_read_timeout() {
         "the client must see a truncated body, not a complete one: {text}"
     );
 }
+
+#[test]
+fn least_conn_avoids_the_node_busy_with_a_slow_request() {
+    let (a, b) = (Echo::start("a"), Echo::start("b"));
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "routes:\n  - id: 1\n    uri: /*\n    upstream:\n      type: least_conn\n      nodes:\n        \"127.0.0.1:{}\": 1\n        \"127.0.0.1:{}\": 1\n#END\n",
+            a.port, b.port
+        ),
+    );
+    let port = gw.port;
+    let slow = std::thread::spawn(move || {
+        request(port, "GET", "/delay/1500", &[], b"")
+            .header("x-echo-server")
+            .map(str::to_string)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let got = counts(&gw, "/fast", 10, &[]);
+    let busy = slow.join().unwrap().unwrap();
+    assert_eq!(
+        got.get(&busy),
+        None,
+        "least_conn sent requests to the busy node: {got:?}"
+    );
+    assert_eq!(got.values().sum::<usize>(), 10);
+}
