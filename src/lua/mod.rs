@@ -4,6 +4,7 @@
 //! This module never touches the HTTP server; the plugin runner (a later stage) drives it. Nothing
 //! Lua-side crosses threads: a [`vm::LuaVm`] is `!Send` and lives on its worker.
 
+pub mod lib;
 pub mod ngx;
 pub mod sched;
 pub mod vm;

@@ -88,6 +88,9 @@ impl Server {
             let rx = rx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("moongate-worker-{id}"))
+                // Lua code and encoders recurse (cjson nests to 1,000 levels): give workers the
+                // 8 MiB an nginx worker's main thread has, not a spawned thread's 2 MiB.
+                .stack_size(8 << 20)
                 .spawn(move || worker_thread(id, listeners, shared, rx, drain))
                 .map_err(|source| ServerError::Worker { id, source })?;
             threads.push(t);

@@ -75,6 +75,7 @@ impl LuaVm {
             .call::<()>((Lua::poll_pending(), dirs))?;
         let ngx = lua.create_table()?;
         super::ngx::register(&lua, &ngx, opts.worker_id, opts.worker_count)?;
+        super::lib::cjson::register(&lua)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }

@@ -1,0 +1,3 @@
+//! Libraries OpenResty bundles that plugins `require`, written natively where it pays.
+
+pub mod cjson;
