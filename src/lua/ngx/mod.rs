@@ -1,7 +1,9 @@
 //! The `ngx` API, one file per `ngx.*` area, each registering its functions in one place.
 
+pub mod codec;
 pub mod semaphore;
 pub mod thread;
+pub mod time;
 pub mod timer;
 pub mod worker;
 
@@ -13,5 +15,7 @@ pub fn register(lua: &Lua, ngx: &Table, worker_id: usize, worker_count: usize) -
     timer::register(lua, ngx)?;
     thread::register(lua, ngx)?;
     semaphore::register(lua)?;
+    codec::register(lua, ngx)?;
+    time::register(lua, ngx)?;
     Ok(())
 }
