@@ -1,6 +1,7 @@
 //! The `ngx` API, one file per `ngx.*` area, each registering its functions in one place.
 
 pub mod codec;
+pub mod re;
 pub mod semaphore;
 pub mod thread;
 pub mod time;
@@ -17,5 +18,6 @@ pub fn register(lua: &Lua, ngx: &Table, worker_id: usize, worker_count: usize) -
     semaphore::register(lua)?;
     codec::register(lua, ngx)?;
     time::register(lua, ngx)?;
+    re::register(lua, ngx)?;
     Ok(())
 }

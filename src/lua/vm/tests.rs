@@ -405,3 +405,75 @@ d=x&d=y e%20f=g%20h b
 truncated true";
     assert_eq!(out, want);
 }
+
+#[test]
+fn ngx_re_matches_openresty() {
+    // Expected values were produced by lua-nginx-module 0.10.23 on the same input, except the
+    // compile error text, which comes from PCRE2 here and from PCRE there.
+    let vm = vm();
+    let out: String = vm
+        .lua()
+        .load(
+            r##"
+            local out = {}
+            local function p(...) local t = {} for i = 1, select("#", ...) do t[#t+1] = tostring((select(i, ...))) end out[#out+1] = table.concat(t, " ") end
+            local m = ngx.re.match("hello 1234 world", "(\\d+)(x)?\\s*(?<w>\\w+)", "jo")
+            p(m[0], m[1], m[2], m[3], m.w, #m)
+            p(ngx.re.match("abc", "x"))
+            p(ngx.re.find("hello 1234", "\\d+", "jo"))
+            p(ngx.re.find("hello 1234", "(l+)o", "jo", nil, 1))
+            local ctx = {pos = 3}
+            p(ngx.re.find("a1b2c3", "\\d", "jo", ctx), ctx.pos)
+            p(ngx.re.gsub("hello world", "o", "[$0]"))
+            p(ngx.re.gsub("a-b-c", "(\\w)", "${1}$1$$"))
+            p(ngx.re.sub("hello world", "(\\w+) (\\w+)", "$2 $1"))
+            p(ngx.re.gsub("abc", "", "-"))
+            p(ngx.re.gsub("hello", "l", function(m) return m[0]:upper() end))
+            p(ngx.re.match("HeLLo", "hello", "i")[0])
+            p(ngx.re.match("a\nb", "^b", "m")[0], ngx.re.match("a\nb", "a.b", "s")[0])
+            p(ngx.re.match("xabc", "abc", "a"), ngx.re.find("abcx", "abc", "a"))
+            local it = ngx.re.gmatch("a1b22c333", "\\d+")
+            p(it()[0], it()[0], it()[0], it())
+            local split = require("ngx.re").split
+            local r = split("a,b,,c", ",") p(#r, r[1], r[3], r[4])
+            r = split("a1b2c", "(\\d)") p(#r, r[1], r[2], r[3])
+            r = split("a,b,c", ",", nil, nil, 2) p(#r, r[1], r[2])
+            p(ngx.re.gsub("abc", "b", "$9"))
+            p(ngx.re.gsub("abc", "b", "$x"))
+            return table.concat(out, "\n")
+            "##,
+        )
+        .eval()
+        .unwrap();
+    let want = "1234 world 1234 false world world 3
+nil
+7 10
+3 4
+4 5
+hell[o] w[o]rld 2
+aa$-bb$-cc$ 3
+world hello 1
+-a-b-c- 4
+heLLo 2
+HeLLo
+b a
+b
+nil 1 3
+1 22 333 nil
+4 a  c
+5 a 1 b
+2 a b,c
+ac 1
+nil nil failed to compile the replacement template";
+    assert_eq!(out, want);
+    let (v, err): (Value, String) = vm
+        .lua()
+        .load(r#"return ngx.re.match("abc", "(")"#)
+        .eval()
+        .unwrap();
+    assert_eq!(v, Value::Nil);
+    assert!(
+        err.starts_with("pcre_compile() failed: ") && err.ends_with(" in \"(\""),
+        "{err}"
+    );
+}
