@@ -24,8 +24,11 @@ struct Compiled {
     utf8: bool,
 }
 
+/// Compiled patterns by (pattern, option letters).
+type Cache = HashMap<(Vec<u8>, String), Rc<Compiled>>;
+
 thread_local! {
-    static CACHE: RefCell<HashMap<(Vec<u8>, String), Rc<Compiled>>> = RefCell::new(HashMap::new());
+    static CACHE: RefCell<Cache> = RefCell::new(HashMap::new());
 }
 
 /// Compiles (or finds in the cache) `pattern` with option letters `opts`.
