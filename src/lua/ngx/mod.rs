@@ -3,6 +3,7 @@
 pub mod codec;
 pub mod re;
 pub mod semaphore;
+pub mod shared;
 pub mod thread;
 pub mod time;
 pub mod timer;
@@ -11,7 +12,13 @@ pub mod worker;
 use mlua::{Lua, Table};
 
 /// Registers every area implemented so far into `ngx`.
-pub fn register(lua: &Lua, ngx: &Table, worker_id: usize, worker_count: usize) -> mlua::Result<()> {
+pub fn register(
+    lua: &Lua,
+    ngx: &Table,
+    worker_id: usize,
+    worker_count: usize,
+    dicts: &shared::SharedDicts,
+) -> mlua::Result<()> {
     worker::register(lua, ngx, worker_id, worker_count)?;
     timer::register(lua, ngx)?;
     thread::register(lua, ngx)?;
@@ -19,5 +26,6 @@ pub fn register(lua: &Lua, ngx: &Table, worker_id: usize, worker_count: usize) -
     codec::register(lua, ngx)?;
     time::register(lua, ngx)?;
     re::register(lua, ngx)?;
+    shared::register(lua, ngx, dicts)?;
     Ok(())
 }

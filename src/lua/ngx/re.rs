@@ -71,7 +71,9 @@ fn compile(pattern: &[u8], opts: &str) -> Result<Rc<Compiled>, String> {
             }
             'o' => {}
             'd' => {
-                return Err("regex option \"d\" (DFA matching) is not supported by moongate".into());
+                return Err(
+                    "regex option \"d\" (DFA matching) is not supported by moongate".into(),
+                );
             }
             'J' => {
                 return Err(

@@ -23,6 +23,8 @@ pub struct VmOptions {
     pub memory_limit: Option<usize>,
     pub worker_id: usize,
     pub worker_count: usize,
+    /// `ngx.shared` dictionaries, the same for every worker.
+    pub shared_dicts: crate::lua::ngx::shared::SharedDicts,
 }
 
 impl VmOptions {
@@ -34,6 +36,7 @@ impl VmOptions {
             memory_limit: None,
             worker_id: 0,
             worker_count: 1,
+            shared_dicts: Default::default(),
         }
     }
 }
@@ -74,7 +77,13 @@ impl LuaVm {
             .set_name("=moongate/prelude.lua")
             .call::<()>((Lua::poll_pending(), dirs))?;
         let ngx = lua.create_table()?;
-        super::ngx::register(&lua, &ngx, opts.worker_id, opts.worker_count)?;
+        super::ngx::register(
+            &lua,
+            &ngx,
+            opts.worker_id,
+            opts.worker_count,
+            &opts.shared_dicts,
+        )?;
         super::lib::cjson::register(&lua)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })

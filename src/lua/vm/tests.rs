@@ -477,3 +477,126 @@ nil nil failed to compile the replacement template";
         "{err}"
     );
 }
+
+fn vm_with_dicts(dicts: &crate::lua::ngx::shared::SharedDicts) -> LuaVm {
+    let mut opts = VmOptions::for_prefix(&PathBuf::from("/nonexistent"));
+    opts.shared_dicts = dicts.clone();
+    vm_with(opts)
+}
+
+#[test]
+fn shared_dicts_follow_lua_nginx_module_conventions() {
+    let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("d".to_string(), 64 * 1024)]);
+    let vm = vm_with_dicts(&dicts);
+    let out = run_ctx(
+        &vm,
+        r##"return function()
+            local d = ngx.shared.d
+            local r = {}
+            local function p(...) local t = {} for i = 1, select("#", ...) do t[#t+1] = tostring((select(i, ...))) end r[#r+1] = table.concat(t, " ") end
+            p(d:set("s", "v", 0, 7))
+            p(d:get("s"))
+            p(d:add("s", "x"))
+            p(d:replace("nope", 1))
+            p(d:incr("n", 1))
+            p(d:incr("n", 5, 10))
+            p(d:incr("n", 1.5))
+            p(d:incr("s", 1))
+            d:set("b", false) p(d:get("b"))
+            p(d:set("t", 1, 0.05)) p(d:ttl("t") > 0) ngx.sleep(0.08)
+            p(d:get("t"), d:get_stale("t"))
+            p(d:ttl("s"), d:ttl("missing"))
+            p(d:rpush("l", "a"), d:rpush("l", 2), d:lpush("l", "z"), d:llen("l"))
+            p(d:lpop("l"), d:rpop("l"), d:llen("l"), d:rpush("s", 1))
+            p(d:get(nil))
+            d:delete("s") p(d:get("s"))
+            p(d:capacity(), d:free_space() < d:capacity())
+            d:flush_all() p(d:get("n"), #d:get_keys(0), d:flush_expired())
+            return table.concat(r, "\n")
+        end"##,
+    );
+    let got = out[0]
+        .as_string()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    let want = "true nil false
+v 7
+false exists false
+false not found false
+nil not found
+15 nil false
+16.5 nil false
+nil not a number
+false
+true nil false
+true
+nil 1 nil true
+0 nil not found
+1 2 3 3
+z 2 1 nil value not a list
+nil nil key
+nil
+65536 true
+nil 0 4";
+    assert_eq!(got, want);
+}
+
+#[test]
+fn shared_dicts_evict_least_recently_used_and_safe_set_refuses() {
+    let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("small".to_string(), 1000)]);
+    let vm = vm_with_dicts(&dicts);
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local d = ngx.shared.small
+            local big = string.rep("x", 300)
+            d:set("a", big) d:set("b", big)
+            d:get("a")                           -- "b" is now the least recently used
+            local ok, err, forcible = d:set("c", big)
+            local safe_ok, safe_err = d:safe_set("e", big)
+            return ok, forcible, d:get("a") ~= nil, d:get("b") == nil, safe_ok, safe_err
+        end"#,
+    );
+    assert_eq!(
+        out,
+        vec![
+            Value::Boolean(true),
+            Value::Boolean(true),
+            Value::Boolean(true),
+            Value::Boolean(true),
+            Value::Boolean(false),
+            out[5].clone()
+        ]
+    );
+    assert_eq!(
+        out[5].as_string().map(|s| s.to_string_lossy()),
+        Some("no memory".into())
+    );
+}
+
+#[test]
+fn shared_dicts_are_shared_across_worker_threads() {
+    let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("c".to_string(), 64 * 1024)]);
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let dicts = dicts.clone();
+            std::thread::spawn(move || {
+                let vm = vm_with_dicts(&dicts);
+                vm.lua()
+                    .load("for i = 1, 1000 do ngx.shared.c:incr('hits', 1, 0) end")
+                    .exec()
+                    .unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let vm = vm_with_dicts(&dicts);
+    let hits: f64 = vm
+        .lua()
+        .load("return ngx.shared.c:get('hits')")
+        .eval()
+        .unwrap();
+    assert_eq!(hits, 2000.0);
+}
