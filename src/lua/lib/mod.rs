@@ -1,3 +1,4 @@
 //! Libraries OpenResty bundles that plugins `require`, written natively where it pays.
 
 pub mod cjson;
+pub mod resty;

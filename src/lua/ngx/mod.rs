@@ -1,6 +1,8 @@
 //! The `ngx` API, one file per `ngx.*` area, each registering its functions in one place.
 
 pub mod codec;
+pub mod consts;
+pub mod log;
 pub mod re;
 pub mod semaphore;
 pub mod shared;
@@ -26,6 +28,8 @@ pub fn register(
     codec::register(lua, ngx)?;
     time::register(lua, ngx)?;
     re::register(lua, ngx)?;
+    consts::register(lua, ngx)?;
+    log::register(lua, ngx)?;
     shared::register(lua, ngx, dicts)?;
     Ok(())
 }

@@ -377,15 +377,21 @@ impl UserData for Handle {
                     None => match init {
                         None => fail(lua, "not found"),
                         Some(init) => {
-                            drop(s);
+                            // Initialise under the same lock: two workers incrementing a missing
+                            // key at once must both count.
                             let v = init + by;
-                            let ttl = init_ttl.unwrap_or(0.0);
-                            let (ok, err, forcible) =
-                                dict.store_val(&key, Some(Val::Num(v)), ttl, 0, Mode::Set, true);
-                            if ok {
-                                (v, Value::Nil, forcible).into_lua_multi(lua)
-                            } else {
-                                (Value::Nil, err, forcible).into_lua_multi(lua)
+                            let val = Val::Num(v);
+                            let size = key.len() + val_size(&val) + ITEM_OVERHEAD;
+                            let freed = s.items.get(&key).map_or(0, |it| it.size);
+                            match s.room(size.saturating_sub(freed), dict.capacity, true, &key) {
+                                Some(forcible) => {
+                                    let ttl = init_ttl.unwrap_or(0.0);
+                                    let expires =
+                                        (ttl > 0.0).then(|| now + Duration::from_secs_f64(ttl));
+                                    s.put(&key, val, 0, expires);
+                                    (v, Value::Nil, forcible).into_lua_multi(lua)
+                                }
+                                None => (Value::Nil, "no memory", false).into_lua_multi(lua),
                             }
                         }
                     },

@@ -85,6 +85,7 @@ impl LuaVm {
             &opts.shared_dicts,
         )?;
         super::lib::cjson::register(&lua)?;
+        super::lib::resty::register(&lua)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }

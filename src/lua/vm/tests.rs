@@ -583,7 +583,7 @@ fn shared_dicts_are_shared_across_worker_threads() {
             std::thread::spawn(move || {
                 let vm = vm_with_dicts(&dicts);
                 vm.lua()
-                    .load("for i = 1, 1000 do ngx.shared.c:incr('hits', 1, 0) end")
+                    .load("for i = 1, 5000 do ngx.shared.c:incr('hits', 1, 0) end")
                     .exec()
                     .unwrap();
             })
@@ -598,5 +598,86 @@ fn shared_dicts_are_shared_across_worker_threads() {
         .load("return ngx.shared.c:get('hits')")
         .eval()
         .unwrap();
-    assert_eq!(hits, 2000.0);
+    assert_eq!(hits, 10000.0);
+}
+
+#[test]
+fn resty_string_random_digests_and_lrucache() {
+    let vm = vm();
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local str = require("resty.string")
+            local sha256 = require("resty.sha256").new()
+            sha256:update("ab") sha256:update("c")
+            local d = str.to_hex(sha256:final())
+            local md5 = require("resty.md5"):new() md5:update("abc")
+            local lru = require("resty.lrucache").new(2)
+            lru:set("a", 1) lru:set("b", 2) lru:get("a") lru:set("c", 3, 0.01)
+            local evicted = lru:get("b") == nil
+            ngx.sleep(0.03)
+            local v, stale = lru:get("c")
+            return d, str.to_hex(md5:final()), #require("resty.random").bytes(16), str.atoi("42"),
+                evicted, lru:get("a"), v, stale, lru:count(), table.concat(lru:get_keys(), ",")
+        end"#,
+    );
+    let s = |v: &Value| {
+        v.as_string()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        s(&out[0]),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(s(&out[1]), "900150983cd24fb0d6963f7d28e17f72");
+    assert_eq!(
+        (&out[2], &out[3], &out[4], &out[5]),
+        (
+            &Value::Integer(16),
+            &Value::Integer(42),
+            &Value::Boolean(true),
+            &Value::Integer(1)
+        )
+    );
+    assert_eq!(
+        (&out[6], &out[7], &out[8]),
+        (&Value::Nil, &Value::Integer(3), &Value::Integer(2))
+    );
+    assert_eq!(s(&out[9]), "a,c");
+}
+
+#[test]
+fn ngx_log_writes_nginx_shaped_lines_with_the_lua_location() {
+    let path = std::env::temp_dir().join(format!("moongate-ngxlog-{}.log", std::process::id()));
+    crate::observability::errlog::install();
+    crate::observability::errlog::configure(&path, crate::observability::errlog::NginxLevel::Info)
+        .unwrap();
+    let vm = vm();
+    vm.lua()
+        .load("local function handler() ngx.log(ngx.ERR, 'failed: ', 42, ' ', true, ' ', nil) end handler() ngx.log(ngx.WARN, 'plain')")
+        .set_name("@/some/dir/plugin.lua")
+        .exec()
+        .unwrap();
+    let err = vm
+        .lua()
+        .load("ngx.log(ngx.ERR, {})")
+        .exec()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad argument #2 to 'log' (expected table to have __tostring metamethod)"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("[error] ")
+            && text.contains(": [lua] plugin.lua:1: handler(): failed: 42 true nil\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[warn] ") && text.contains(": [lua] plugin.lua:1: plain\n"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&path);
 }

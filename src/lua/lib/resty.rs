@@ -1,0 +1,150 @@
+//! The small lua-resty-string family and friends: `resty.string` (`to_hex`, `atoi`),
+//! `resty.random` (`bytes`), `resty.md5`, `resty.sha1`, `resty.sha224`, `resty.sha256`,
+//! `resty.sha384`, `resty.sha512` (objects with `:update`, `:final`, `:reset`), and
+//! `resty.lrucache` (in Lua, so LuaJIT compiles it).
+
+use std::cell::RefCell;
+
+use mlua::{Lua, Table, UserData, UserDataMethods};
+use sha2::Digest;
+
+/// The pure-Lua LRU cache, with lua-resty-lrucache's API.
+const LRUCACHE: &str = include_str!("lrucache.lua");
+
+enum Hasher {
+    Md5(md5::Md5),
+    Sha1(sha1::Sha1),
+    Sha224(sha2::Sha224),
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    fn new(kind: &str) -> Hasher {
+        match kind {
+            "md5" => Hasher::Md5(md5::Md5::new()),
+            "sha1" => Hasher::Sha1(sha1::Sha1::new()),
+            "sha224" => Hasher::Sha224(sha2::Sha224::new()),
+            "sha384" => Hasher::Sha384(sha2::Sha384::new()),
+            "sha512" => Hasher::Sha512(sha2::Sha512::new()),
+            _ => Hasher::Sha256(sha2::Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Md5(h) => h.update(b),
+            Hasher::Sha1(h) => h.update(b),
+            Hasher::Sha224(h) => h.update(b),
+            Hasher::Sha256(h) => h.update(b),
+            Hasher::Sha384(h) => h.update(b),
+            Hasher::Sha512(h) => h.update(b),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        match self {
+            Hasher::Md5(h) => h.finalize_reset().to_vec(),
+            Hasher::Sha1(h) => h.finalize_reset().to_vec(),
+            Hasher::Sha224(h) => h.finalize_reset().to_vec(),
+            Hasher::Sha256(h) => h.finalize_reset().to_vec(),
+            Hasher::Sha384(h) => h.finalize_reset().to_vec(),
+            Hasher::Sha512(h) => h.finalize_reset().to_vec(),
+        }
+    }
+}
+
+struct Digester {
+    kind: &'static str,
+    h: RefCell<Hasher>,
+}
+
+impl UserData for Digester {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("update", |_, d, s: mlua::LuaString| {
+            d.h.borrow_mut().update(&s.as_bytes());
+            Ok(true)
+        });
+        m.add_method("final", |lua, d, ()| {
+            lua.create_string(d.h.borrow_mut().finish())
+        });
+        m.add_method("reset", |_, d, ()| {
+            *d.h.borrow_mut() = Hasher::new(d.kind);
+            Ok(true)
+        });
+    }
+}
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    preload.set(
+        "resty.string",
+        lua.create_function(|lua, ()| {
+            let m = lua.create_table()?;
+            m.set(
+                "to_hex",
+                lua.create_function(|_, s: mlua::LuaString| {
+                    Ok(s.as_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>())
+                })?,
+            )?;
+            m.set(
+                "atoi",
+                lua.create_function(|_, s: String| Ok(s.trim().parse::<i64>().ok()))?,
+            )?;
+            Ok(m)
+        })?,
+    )?;
+    preload.set(
+        "resty.random",
+        lua.create_function(|lua, ()| {
+            let m = lua.create_table()?;
+            m.set(
+                "bytes",
+                lua.create_function(|lua, (len, _strong): (usize, Option<bool>)| {
+                    let mut buf = vec![0u8; len];
+                    getrandom(&mut buf).map_err(mlua::Error::runtime)?;
+                    lua.create_string(buf)
+                })?,
+            )?;
+            Ok(m)
+        })?,
+    )?;
+    for kind in ["md5", "sha1", "sha224", "sha256", "sha384", "sha512"] {
+        preload.set(
+            format!("resty.{kind}"),
+            lua.create_function(move |lua, ()| {
+                let m = lua.create_table()?;
+                m.set(
+                    "new",
+                    lua.create_function(move |lua, _: mlua::Value| {
+                        lua.create_userdata(Digester {
+                            kind,
+                            h: RefCell::new(Hasher::new(kind)),
+                        })
+                    })?,
+                )?;
+                Ok(m)
+            })?,
+        )?;
+    }
+    let lru: mlua::Function = lua
+        .load(LRUCACHE)
+        .set_name("=resty/lrucache.lua")
+        .into_function()?;
+    preload.set("resty.lrucache", lru.clone())?;
+    // The FFI flavour has the same API; one implementation serves both names.
+    preload.set("resty.lrucache.pureffi", lru)?;
+    Ok(())
+}
+
+/// Random bytes from the kernel.
+fn getrandom(buf: &mut [u8]) -> Result<(), String> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| format!("failed to read /dev/urandom: {e}"))
+}
