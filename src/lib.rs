@@ -13,3 +13,4 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod upstream;
+pub mod uri;

@@ -43,25 +43,7 @@ pub fn escape_uri(s: &[u8], mode: i64) -> Vec<u8> {
 
 /// `%XX` decoded and `+` as a space; malformed escapes are kept as they are.
 pub fn unescape_uri(s: &[u8]) -> Vec<u8> {
-    let hex = |c: u8| (c as char).to_digit(16);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
+    crate::uri::unescape(s).into_owned()
 }
 
 fn arg_piece(v: &Value) -> mlua::Result<Option<Vec<u8>>> {

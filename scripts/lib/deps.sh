@@ -1,0 +1,14 @@
+# Sourced by the scripts in scripts/: installs the build and test prerequisites that are
+# missing (Debian/Ubuntu, as root or with sudo) and checks that cargo is there.
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v make >/dev/null 2>&1 || need+=(make)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "$(basename "$0"): installing ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "$(basename "$0"): cargo is missing: install Rust (https://rustup.rs)" >&2; exit 1; }
