@@ -6,5 +6,6 @@
 
 pub mod lib;
 pub mod ngx;
+pub mod plugin;
 pub mod sched;
 pub mod vm;

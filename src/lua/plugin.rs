@@ -1,0 +1,287 @@
+//! The APISIX plugin contract, as the host checks it when plugins load.
+//!
+//! A plugin is a module `apisix.plugins.NAME` returning a table with `version` (number),
+//! `priority` (integer), `name`, `schema` (table) and phase functions. Loading requires it,
+//! checks those fields with APISIX's wording, injects the `_meta` property into the schema (the
+//! per-plugin options every plugin accepts: `disable`, `priority`, `filter`, `error_response`,
+//! `pre_function`), records which phases it implements, and runs its `init()`. `check_conf` runs
+//! the plugin's `check_schema(conf, schema_type)` on a conf decoded the way APISIX decodes
+//! config (arrays marked with `cjson.array_mt`, `null` as `cjson.null`), which fills defaults
+//! into the conf table the plugin will later receive.
+//!
+//! The phase runner that calls the phases is still to come; this module never touches requests.
+
+use mlua::{Function, Lua, Table, Value};
+
+use super::vm::LuaVm;
+
+/// The phases APISIX calls, in request order.
+pub const PHASES: [&str; 8] = [
+    "rewrite",
+    "access",
+    "before_proxy",
+    "header_filter",
+    "body_filter",
+    "delayed_body_filter",
+    "log",
+    "rewrite_in_consumer",
+];
+
+/// A plugin that loaded and passed the contract checks.
+#[derive(Debug, Clone)]
+pub struct LoadedPlugin {
+    pub name: String,
+    pub priority: i64,
+    pub version: f64,
+    /// The phases it implements, a subset of [`PHASES`] in that order.
+    pub phases: Vec<&'static str>,
+    /// `type = "auth"` plugins identify consumers.
+    pub is_auth: bool,
+}
+
+/// Our own words for the `_meta` schema APISIX gives every plugin.
+const META_SCHEMA: &str = r#"{
+  "type": "object",
+  "properties": {
+    "disable": {"type": "boolean"},
+    "priority": {"type": "integer", "description": "overrides the plugin's priority for this resource"},
+    "filter": {"type": "array", "description": "lua-resty-expr expression deciding whether the plugin runs"},
+    "error_response": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+    "pre_function": {"type": "string"}
+  }
+}"#;
+
+fn decode_json(lua: &Lua, json: &str) -> mlua::Result<Value> {
+    // APISIX decodes config with arrays marked, so empty arrays stay arrays when re-encoded.
+    let decode: Function = lua
+        .load("local cjson = require('cjson.safe').new() cjson.decode_array_with_array_mt(true) return cjson.decode")
+        .eval()?;
+    let (v, err): (Value, Option<String>) = decode.call(json)?;
+    match err {
+        Some(e) => Err(mlua::Error::runtime(e)),
+        None => Ok(v),
+    }
+}
+
+/// Loads one plugin, checking the contract. Errors use APISIX's wording.
+pub fn load(vm: &LuaVm, name: &str) -> Result<LoadedPlugin, String> {
+    let lua = vm.lua();
+    let require: Function = lua.globals().get("require").map_err(|e| e.to_string())?;
+    let module: Value = require
+        .call(format!("apisix.plugins.{name}"))
+        .map_err(|e| format!("failed to load plugin [{name}] err: {e}"))?;
+    let Value::Table(m) = module else {
+        return Err(format!(
+            "failed to load plugin [{name}] err: module did not return a table"
+        ));
+    };
+    let get = |k: &str| m.get::<Value>(k).unwrap_or(Value::Nil);
+    let priority = match get("priority") {
+        Value::Integer(p) => p,
+        Value::Number(p) if p.fract() == 0.0 => p as i64,
+        Value::Nil => return Err(format!("invalid plugin [{name}], missing field: priority")),
+        other => {
+            return Err(format!(
+                "invalid plugin [{name}], priority must be an integer, got {}",
+                other.type_name()
+            ));
+        }
+    };
+    let version = match get("version") {
+        Value::Integer(v) => v as f64,
+        Value::Number(v) => v,
+        Value::Nil => return Err(format!("invalid plugin [{name}], missing field: version")),
+        other => {
+            return Err(format!(
+                "invalid plugin [{name}], version must be a number, got {}",
+                other.type_name()
+            ));
+        }
+    };
+    let schema = match get("schema") {
+        Value::Table(t) => t,
+        _ => return Err(format!("invalid plugin [{name}], missing field: schema")),
+    };
+    match get("name") {
+        Value::String(s) if s.to_string_lossy() != name => {
+            return Err(format!(
+                "invalid plugin [{name}], its name field says {:?}",
+                s.to_string_lossy()
+            ));
+        }
+        Value::String(_) => {}
+        _ => m.set("name", name).map_err(|e| e.to_string())?,
+    }
+    if let Ok(Value::Table(props)) = schema.get::<Value>("properties")
+        && props
+            .get::<Value>("_meta")
+            .map(|v| v.is_nil())
+            .unwrap_or(true)
+    {
+        let meta = decode_json(lua, META_SCHEMA).map_err(|e| e.to_string())?;
+        props.set("_meta", meta).map_err(|e| e.to_string())?;
+    }
+    let phases: Vec<&'static str> = PHASES
+        .iter()
+        .copied()
+        .filter(|p| matches!(get(p), Value::Function(_)))
+        .collect();
+    let is_auth = matches!(get("type"), Value::String(s) if s.to_string_lossy() == "auth");
+    if let Value::Function(init) = get("init") {
+        init.call::<()>(())
+            .map_err(|e| format!("failed to init plugin [{name}] err: {e}"))?;
+    }
+    Ok(LoadedPlugin {
+        name: name.to_string(),
+        priority,
+        version,
+        phases,
+        is_auth,
+    })
+}
+
+/// Decodes `conf` into a Lua table and runs the plugin's `check_schema(conf, schema_type)`
+/// (`schema_type` 1 = consumer, 2 = metadata, as `core.schema.TYPE_*`). Returns the checked
+/// table, with whatever defaults the check filled in.
+pub fn check_conf(
+    vm: &LuaVm,
+    name: &str,
+    conf: &serde_json::Value,
+    schema_type: Option<i64>,
+) -> Result<Table, String> {
+    let lua = vm.lua();
+    let text = serde_json::to_string(conf).map_err(|e| e.to_string())?;
+    let Value::Table(t) = decode_json(lua, &text).map_err(|e| e.to_string())? else {
+        return Err(format!(
+            "failed to check the configuration of plugin {name} err: conf must be an object"
+        ));
+    };
+    let require: Function = lua.globals().get("require").map_err(|e| e.to_string())?;
+    let module: Table = require
+        .call(format!("apisix.plugins.{name}"))
+        .map_err(|e| e.to_string())?;
+    let Ok(check) = module.get::<Function>("check_schema") else {
+        return Ok(t);
+    };
+    let (ok, err): (Value, Option<String>) = check
+        .call((t.clone(), schema_type))
+        .map_err(|e| e.to_string())?;
+    match ok {
+        Value::Boolean(true) => Ok(t),
+        _ => Err(format!(
+            "failed to check the configuration of plugin {name} err: {}",
+            err.unwrap_or_default()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::lua::vm::VmOptions;
+
+    fn vm_with_plugins(files: &[(&str, &str)]) -> (LuaVm, PathBuf) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("moongate-plugins-{}-{n}", std::process::id()));
+        let plugins = dir.join("lua/plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        for (name, src) in files {
+            std::fs::write(plugins.join(format!("{name}.lua")), src).unwrap();
+        }
+        (LuaVm::new(&VmOptions::for_prefix(&dir)).unwrap(), dir)
+    }
+
+    const GOOD: &str = r#"
+        local _M = { version = 0.1, priority = 2500, name = "fixture-auth", type = "auth",
+            schema = { type = "object", properties = { header = { type = "string", default = "apikey" } } } }
+        init_count = (init_count or 0) + 1
+        function _M.init() initialised = true end
+        function _M.check_schema(conf, schema_type)
+            if conf.header == nil then conf.header = "apikey" end
+            if type(conf.header) ~= "string" then
+                return false, 'property "header" validation failed: wrong type: expected string, got ' .. type(conf.header)
+            end
+            conf.seen_type = schema_type
+            return true
+        end
+        function _M.rewrite(conf, ctx) end
+        function _M.log(conf, ctx) end
+        return _M
+    "#;
+
+    #[test]
+    fn a_plugin_loads_with_its_contract_checked_and_meta_injected() {
+        let (vm, dir) = vm_with_plugins(&[("fixture-auth", GOOD)]);
+        let p = load(&vm, "fixture-auth").unwrap();
+        assert_eq!((p.priority, p.version, p.is_auth), (2500, 0.1, true));
+        assert_eq!(p.phases, vec!["rewrite", "log"]);
+        let (initialised, meta): (bool, bool) = vm
+            .lua()
+            .load("return initialised, require('apisix.plugins.fixture-auth').schema.properties._meta.properties.disable.type == 'boolean'")
+            .eval()
+            .unwrap();
+        assert!(initialised && meta);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn check_conf_fills_defaults_and_reports_errors_in_apisix_words() {
+        let (vm, dir) = vm_with_plugins(&[("fixture-auth", GOOD)]);
+        let t = check_conf(
+            &vm,
+            "fixture-auth",
+            &serde_json::json!({"list": []}),
+            Some(1),
+        )
+        .unwrap();
+        assert_eq!(t.get::<String>("header").unwrap(), "apikey");
+        assert_eq!(t.get::<i64>("seen_type").unwrap(), 1);
+        let is_array: bool = vm
+            .lua()
+            .load("local t = ... return getmetatable(t.list) == require('cjson').array_mt")
+            .call(t)
+            .unwrap();
+        assert!(
+            is_array,
+            "arrays decode with cjson.array_mt, as APISIX decodes config"
+        );
+        let err =
+            check_conf(&vm, "fixture-auth", &serde_json::json!({"header": 5}), None).unwrap_err();
+        assert_eq!(
+            err,
+            "failed to check the configuration of plugin fixture-auth err: property \"header\" validation failed: wrong type: expected string, got number"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn broken_plugins_are_refused_naming_the_problem() {
+        let (vm, dir) = vm_with_plugins(&[
+            ("no-priority", "return { version = 0.1, schema = {} }"),
+            ("no-schema", "return { version = 0.1, priority = 1 }"),
+            ("syntax", "return {"),
+        ]);
+        assert_eq!(
+            load(&vm, "no-priority").unwrap_err(),
+            "invalid plugin [no-priority], missing field: priority"
+        );
+        assert_eq!(
+            load(&vm, "no-schema").unwrap_err(),
+            "invalid plugin [no-schema], missing field: schema"
+        );
+        assert!(
+            load(&vm, "syntax")
+                .unwrap_err()
+                .starts_with("failed to load plugin [syntax] err: ")
+        );
+        assert!(
+            load(&vm, "absent")
+                .unwrap_err()
+                .contains("module 'apisix.plugins.absent' not found")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
