@@ -6,6 +6,7 @@ pub mod log;
 pub mod re;
 pub mod semaphore;
 pub mod shared;
+pub mod socket;
 pub mod thread;
 pub mod time;
 pub mod timer;
@@ -31,5 +32,6 @@ pub fn register(
     consts::register(lua, ngx)?;
     log::register(lua, ngx)?;
     shared::register(lua, ngx, dicts)?;
+    socket::register(lua, ngx)?;
     Ok(())
 }

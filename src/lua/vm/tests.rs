@@ -681,3 +681,115 @@ fn ngx_log_writes_nginx_shaped_lines_with_the_lua_location() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A line-echo TCP server: answers each line `L` with `echo:L\r\n`, and `bye` by closing.
+fn line_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = conns.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in std::io::BufReader::new(s).lines() {
+                    let Ok(line) = line else { break };
+                    if line == "bye" {
+                        let _ = w.write_all(b"partial-no-newline");
+                        break;
+                    }
+                    let _ = w.write_all(format!("echo:{line}\r\nX--END--Y").as_bytes());
+                }
+            });
+        }
+    });
+    (port, conns)
+}
+
+#[test]
+fn cosockets_connect_send_receive_and_pool_connections() {
+    let (port, conns) = line_server();
+    let vm = vm();
+    vm.lua().globals().set("PORT", port).unwrap();
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local r = {}
+            local sock = ngx.socket.tcp()
+            sock:settimeouts(1000, 1000, 1000)
+            assert(sock:connect("127.0.0.1", PORT))
+            r[#r+1] = sock:send({"he", {"ll", "o"}, "\n"})
+            r[#r+1] = sock:receive()                       -- "*l" strips \r\n
+            local until_end = sock:receiveuntil("--END--")
+            r[#r+1] = until_end()                          -- "X"
+            r[#r+1] = sock:receive(1)                      -- "Y"
+            r[#r+1] = sock:setkeepalive(10000, 10)
+            local again = ngx.socket.tcp()
+            assert(again:connect("127.0.0.1", PORT))
+            r[#r+1] = again:getreusedtimes()
+            again:send("bye\n")
+            local data, err, partial = again:receive()
+            r[#r+1] = tostring(data) .. "|" .. err .. "|" .. partial
+            local refused = ngx.socket.tcp()
+            local ok, cerr = refused:connect("127.0.0.1", 1)
+            r[#r+1] = tostring(ok) .. "|" .. cerr
+            local closed_ok, closed_err = sock:send("x")
+            r[#r+1] = tostring(closed_ok) .. "|" .. closed_err
+            return table.concat(r, ",")
+        end"#,
+    );
+    let got = out[0]
+        .as_string()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    assert_eq!(
+        got,
+        "6,echo:hello,X,Y,1,1,nil|closed|partial-no-newline,nil|connection refused,nil|closed"
+    );
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the kept-alive connection was reused"
+    );
+}
+
+#[test]
+fn cosocket_reads_time_out_without_blocking_other_contexts() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let _held: Vec<_> = l.incoming().flatten().collect();
+    });
+    let vm = Rc::new(vm());
+    vm.lua().globals().set("PORT", port).unwrap();
+    let (slow, fast): (Function, Function) = vm
+        .lua()
+        .load(
+            r#"return function()
+                local s = ngx.socket.tcp() s:settimeout(200)
+                assert(s:connect("127.0.0.1", PORT))
+                local data, err = s:receive()
+                return err
+            end, function() ngx.sleep(0.01) return "fast" end"#,
+        )
+        .eval()
+        .unwrap();
+    let (a, b) = block_on(async {
+        let a = vm
+            .run(crate::lua::sched::next_ctx_id(), slow, MultiValue::new())
+            .unwrap();
+        let b = vm
+            .run(crate::lua::sched::next_ctx_id(), fast, MultiValue::new())
+            .unwrap();
+        futures_util::future::join(a, b).await
+    });
+    let s = |v: Value| {
+        v.as_string()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+    };
+    assert_eq!(s(a.unwrap().into_vec().remove(0)), "timeout");
+    assert_eq!(s(b.unwrap().into_vec().remove(0)), "fast");
+}
