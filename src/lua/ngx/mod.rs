@@ -33,5 +33,6 @@ pub fn register(
     log::register(lua, ngx)?;
     shared::register(lua, ngx, dicts)?;
     socket::register(lua, ngx)?;
+    socket::register_udp(lua, ngx)?;
     Ok(())
 }

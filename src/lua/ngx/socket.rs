@@ -422,3 +422,104 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     ngx.set("socket", socket)?;
     Ok(())
 }
+
+/// `ngx.socket.udp()`: `setpeername`, `send`, `receive`, `settimeout`, `close`.
+#[derive(Clone, Default)]
+struct Udp(Rc<RefCell<UdpState>>);
+
+#[derive(Default)]
+struct UdpState {
+    sock: Option<Rc<tokio::net::UdpSocket>>,
+    timeout: Option<Duration>,
+}
+
+impl UserData for Udp {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_async_method(
+            "setpeername",
+            |lua, this, (host, port): (String, Option<u16>)| async move {
+                let Some(port) = port else {
+                    return (Value::Nil, "unix domain sockets are not supported yet")
+                        .into_lua_multi(&lua);
+                };
+                let this = this.clone();
+                let timeout = this.0.borrow().timeout;
+                let connect = async {
+                    let addr = tokio::net::lookup_host((host.as_str(), port))
+                        .await?
+                        .next()
+                        .ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::NotFound,
+                                format!("{host} could not be resolved"),
+                            )
+                        })?;
+                    let local: std::net::SocketAddr = if addr.is_ipv6() {
+                        "[::]:0".parse().unwrap_or(addr)
+                    } else {
+                        "0.0.0.0:0".parse().unwrap_or(addr)
+                    };
+                    let sock = tokio::net::UdpSocket::bind(local).await?;
+                    sock.connect(addr).await?;
+                    Ok(sock)
+                };
+                match with_timeout(timeout, connect).await {
+                    Ok(sock) => {
+                        this.0.borrow_mut().sock = Some(Rc::new(sock));
+                        1.into_lua_multi(&lua)
+                    }
+                    Err(e) => (Value::Nil, e).into_lua_multi(&lua),
+                }
+            },
+        );
+        m.add_async_method("send", |lua, this, data: Value| async move {
+            let mut bytes = Vec::new();
+            flatten(&data, &mut bytes).map_err(mlua::Error::runtime)?;
+            let (sock, timeout) = {
+                let st = this.0.borrow();
+                (st.sock.clone(), st.timeout)
+            };
+            let Some(sock) = sock else {
+                return (Value::Nil, "closed").into_lua_multi(&lua);
+            };
+            match with_timeout(timeout, sock.send(&bytes)).await {
+                Ok(_) => 1.into_lua_multi(&lua),
+                Err(e) => (Value::Nil, e).into_lua_multi(&lua),
+            }
+        });
+        m.add_async_method("receive", |lua, this, size: Option<usize>| async move {
+            let (sock, timeout) = {
+                let st = this.0.borrow();
+                (st.sock.clone(), st.timeout)
+            };
+            let Some(sock) = sock else {
+                return (Value::Nil, "closed").into_lua_multi(&lua);
+            };
+            let mut buf = vec![0u8; size.unwrap_or(8192).clamp(1, 65536)];
+            match with_timeout(timeout, sock.recv(&mut buf)).await {
+                Ok(n) => lua.create_string(&buf[..n])?.into_lua_multi(&lua),
+                Err(e) => (Value::Nil, e).into_lua_multi(&lua),
+            }
+        });
+        m.add_method("settimeout", |_, this, t: Option<f64>| {
+            this.0.borrow_mut().timeout = ms(t);
+            Ok(())
+        });
+        m.add_method("close", |lua, this, ()| {
+            match this.0.borrow_mut().sock.take() {
+                Some(_) => 1.into_lua_multi(lua),
+                None => (Value::Nil, "closed").into_lua_multi(lua),
+            }
+        });
+    }
+}
+
+/// Adds `udp` to `ngx.socket`.
+pub fn register_udp(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
+    let socket: Table = ngx.get("socket")?;
+    socket.set(
+        "udp",
+        lua.create_function(|lua, ()| lua.create_userdata(Udp::default()))?,
+    )?;
+    Ok(())
+}

@@ -793,3 +793,42 @@ fn cosocket_reads_time_out_without_blocking_other_contexts() {
     assert_eq!(s(a.unwrap().into_vec().remove(0)), "timeout");
     assert_eq!(s(b.unwrap().into_vec().remove(0)), "fast");
 }
+
+#[test]
+fn udp_cosockets_send_and_receive_datagrams() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        if let Ok((n, peer)) = server.recv_from(&mut buf) {
+            let mut reply = b"got:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = server.send_to(&reply, peer);
+        }
+    });
+    let vm = vm();
+    vm.lua().globals().set("PORT", port).unwrap();
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local u = ngx.socket.udp()
+            u:settimeout(1000)
+            assert(u:setpeername("127.0.0.1", PORT))
+            assert(u:send({"ping", 1}))
+            local data = u:receive()
+            local _, err = u:receive()
+            u:close()
+            local _, cerr = u:send("x")
+            return data, err, cerr
+        end"#,
+    );
+    let s = |v: &Value| {
+        v.as_string()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (s(&out[0]), s(&out[1]), s(&out[2])),
+        ("got:ping1".into(), "timeout".into(), "closed".into())
+    );
+}
