@@ -1,7 +1,8 @@
 //! The small lua-resty-string family and friends: `resty.string` (`to_hex`, `atoi`),
 //! `resty.random` (`bytes`), `resty.md5`, `resty.sha1`, `resty.sha224`, `resty.sha256`,
-//! `resty.sha384`, `resty.sha512` (objects with `:update`, `:final`, `:reset`), and
-//! `resty.lrucache` (in Lua, so LuaJIT compiles it).
+//! `resty.sha384`, `resty.sha512` (objects with `:update`, `:final`, `:reset`), and, in Lua so
+//! LuaJIT compiles them, `resty.lrucache`, `resty.lock` and `tablepool`; `resty.core` loads as a
+//! no-op.
 
 use std::cell::RefCell;
 
@@ -10,6 +11,10 @@ use sha2::Digest;
 
 /// The pure-Lua LRU cache, with lua-resty-lrucache's API.
 const LRUCACHE: &str = include_str!("lrucache.lua");
+/// resty.lock over ngx.shared, in Lua.
+const LOCK: &str = include_str!("lock.lua");
+/// lua-tablepool's API, in Lua.
+const TABLEPOOL: &str = include_str!("tablepool.lua");
 
 enum Hasher {
     Md5(md5::Md5),
@@ -138,6 +143,19 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     preload.set("resty.lrucache", lru.clone())?;
     // The FFI flavour has the same API; one implementation serves both names.
     preload.set("resty.lrucache.pureffi", lru)?;
+    preload.set(
+        "resty.lock",
+        lua.load(LOCK).set_name("=resty/lock.lua").into_function()?,
+    )?;
+    preload.set(
+        "tablepool",
+        lua.load(TABLEPOOL)
+            .set_name("=tablepool.lua")
+            .into_function()?,
+    )?;
+    // lua-resty-core patches nginx's C API into FFI; here the API is native already, so
+    // `require("resty.core")` (which APISIX does first) has nothing left to do.
+    preload.set("resty.core", lua.create_function(|_, ()| Ok(true))?)?;
     Ok(())
 }
 

@@ -832,3 +832,59 @@ fn udp_cosockets_send_and_receive_datagrams() {
         ("got:ping1".into(), "timeout".into(), "closed".into())
     );
 }
+
+#[test]
+fn resty_lock_serialises_contexts_and_times_out() {
+    let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("locks".to_string(), 64 * 1024)]);
+    let vm = Rc::new(vm_with_dicts(&dicts));
+    let (holder, waiter): (Function, Function) = vm
+        .lua()
+        .load(
+            r#"
+            events = {}
+            local lock = require("resty.lock")
+            return function()
+                local l = lock:new("locks")
+                assert(l:lock("k"))
+                events[#events + 1] = "held"
+                ngx.sleep(0.05)
+                events[#events + 1] = "release"
+                l:unlock()
+            end, function()
+                ngx.sleep(0.01)
+                local quick = lock:new("locks", { timeout = 0.01 })
+                local _, err = quick:lock("k")
+                events[#events + 1] = "quick:" .. tostring(err)
+                local l = lock:new("locks")
+                local elapsed = l:lock("k")
+                events[#events + 1] = "got"
+                l:unlock()
+                return elapsed > 0
+            end
+            "#,
+        )
+        .eval()
+        .unwrap();
+    let (_, waited) = block_on(async {
+        let a = vm
+            .run(crate::lua::sched::next_ctx_id(), holder, MultiValue::new())
+            .unwrap();
+        let b = vm
+            .run(crate::lua::sched::next_ctx_id(), waiter, MultiValue::new())
+            .unwrap();
+        futures_util::future::join(a, b).await
+    });
+    assert_eq!(waited.unwrap().into_vec()[0], Value::Boolean(true));
+    let events: String = vm
+        .lua()
+        .load("return table.concat(events, ',')")
+        .eval()
+        .unwrap();
+    assert_eq!(events, "held,quick:timeout,release,got");
+    let ok: bool = vm
+        .lua()
+        .load("local p = require('tablepool') local t = p.fetch('x', 2, 0) t[1] = 1 p.release('x', t) return require('resty.core') and p.fetch('x', 0, 0) == t and next(t) == nil")
+        .eval()
+        .unwrap();
+    assert!(ok);
+}
