@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -451,11 +451,6 @@ impl Drop for Writer {
     fn drop(&mut self) {
         self.flush();
     }
-}
-
-/// The client IP as a string, for `X-Real-IP` and friends.
-pub fn ip_string(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 #[cfg(test)]

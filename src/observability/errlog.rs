@@ -158,11 +158,6 @@ pub fn configure(path: &Path, level: NginxLevel) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sets the level only (the sink stays).
-pub fn set_level(level: NginxLevel) {
-    LOGGER.level.store(level as usize, Ordering::Relaxed);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

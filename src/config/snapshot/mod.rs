@@ -53,19 +53,6 @@ pub enum RouteUpstream {
 }
 
 impl Snapshot {
-    /// An empty snapshot (no routes: every request gets APISIX's 404).
-    pub fn empty() -> Snapshot {
-        Snapshot {
-            version: 0,
-            routes: Vec::new(),
-            router: Router::default(),
-            upstreams: HashMap::new(),
-            services: HashMap::new(),
-            others: OtherResources::default(),
-            sources: HashMap::new(),
-        }
-    }
-
     /// Compiles `res`. Every problem is reported, not just the first.
     pub fn build(
         res: Resources,

@@ -94,11 +94,6 @@ impl LuaVm {
         &self.lua
     }
 
-    /// The global `ngx` table, for other modules to register their functions into.
-    pub fn ngx(&self) -> mlua::Result<Table> {
-        self.lua.globals().get("ngx")
-    }
-
     /// Runs `func(args)` in a new Lua thread as context `id`; the returned future may be
     /// interleaved with other contexts' futures on the worker.
     pub fn run(
