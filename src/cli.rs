@@ -101,6 +101,7 @@ fn initial_snapshot(path: &Path, resolver: &SystemResolver) -> anyhow::Result<Sn
 /// `moongate run`.
 pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     errlog::install();
+    let signals = Signals::register()?;
     let (node, warnings) = load_node(prefix, config)?;
     let level = NginxLevel::parse(&node.error_log_level).with_context(|| {
         format!(
@@ -150,7 +151,7 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     log::info!(target: "notice", "{banner}");
     eprintln!("{banner}");
 
-    wait_for_signals(&watcher)?;
+    signals.wait(&watcher);
     log::info!(target: "notice", "shutting down: draining connections");
     server.shutdown();
     watcher.stop();
@@ -158,31 +159,55 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Blocks until a stop signal; SIGHUP reloads the route file.
-fn wait_for_signals(watcher: &yaml::YamlWatcher) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut quit = signal(SignalKind::quit())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = quit.recv() => break,
-                _ = hup.recv() => {
-                    log::info!(target: "notice", "SIGHUP: reloading the route file");
-                    watcher.reload_now();
+/// The process signals moongate acts on, registered before any listener opens: a signal that
+/// arrives before its handler exists would take nginx's default action (SIGHUP would kill).
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _guard = rt.enter();
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+            rt,
+        })
+    }
+
+    /// Blocks until a stop signal; SIGHUP reloads the route file.
+    fn wait(mut self, watcher: &yaml::YamlWatcher) {
+        let Signals {
+            rt,
+            term,
+            int,
+            quit,
+            hup,
+        } = &mut self;
+        rt.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = quit.recv() => break,
+                    _ = hup.recv() => {
+                        log::info!(target: "notice", "SIGHUP: reloading the route file");
+                        watcher.reload_now();
+                    }
                 }
             }
-        }
-        Ok::<(), std::io::Error>(())
-    })?;
-    Ok(())
+        });
+    }
 }
 
 /// `moongate check`: every error in both files, non-zero when there is any.
