@@ -166,7 +166,8 @@ fn compile_rule(list: &[Value]) -> Result<Rule, String> {
     };
     let var = lua_string(var).ok_or("invalid expression")?;
     let op_name = op.and_then(lua_string).map(|s| s.to_ascii_lowercase());
-    let value = value.filter(|v| !v.is_null() || list.len() == 4);
+    // A JSON `null` value is present (APISIX decodes it to `ngx.null`, not `nil`), so only a
+    // two-element rule takes the `[var, value]` shortcut below.
     let known = |o: &str| {
         matches!(
             o,
@@ -192,7 +193,9 @@ fn compile_rule(list: &[Value]) -> Result<Rule, String> {
         "<" => Op::Lt(num(&value)),
         "<=" => Op::Le(num(&value)),
         "~~" | "~*" => {
-            let pat = value.as_str().ok_or("regex must be a string")?;
+            // `ngx.re.find` would turn a number into its text, so `["arg_a", "~~", 1]` works.
+            let pat = lua_string(&value).ok_or("regex must be a string")?;
+            let pat = pat.as_str();
             let re = RegexBuilder::new()
                 .caseless(op_name == "~*")
                 .jit_if_available(true)
@@ -212,8 +215,9 @@ fn compile_rule(list: &[Value]) -> Result<Rule, String> {
                 Value::String(s) if !s.is_empty() => vec![s.clone()],
                 Value::Array(a) if !a.is_empty() => a
                     .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or("invalid ip address")?,
                 _ => return Err("invalid ip address".into()),
             };
             Op::IpMatch(IpSet::parse(&items)?)
@@ -223,20 +227,38 @@ fn compile_rule(list: &[Value]) -> Result<Rule, String> {
     Ok(Rule { var, reverse, op })
 }
 
-/// Lua's `tonumber` on a string: decimal (with exponent) or `0x` hex, surrounding spaces allowed.
+/// Lua's `tonumber` on a string: an optional sign, then decimal digits with an optional point and
+/// exponent, or `0x` hex digits; Lua's white space around it is allowed. Anything else is not a
+/// number, including the `inf`/`nan` spellings Rust's float parser would take.
 fn lua_tonumber(s: &str) -> Option<f64> {
-    let t = s.trim();
-    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        return u64::from_str_radix(hex, 16).ok().map(|v| v as f64);
-    }
-    if t.is_empty()
-        || t.eq_ignore_ascii_case("inf")
-        || t.eq_ignore_ascii_case("nan")
-        || t.contains("infinity")
-    {
-        return None;
-    }
-    t.parse::<f64>().ok()
+    let t = s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r'));
+    let (neg, body) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let v = if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        // Accumulate in f64: Lua numbers are doubles, so long hex strings round rather than fail.
+        hex.chars()
+            .filter_map(|c| c.to_digit(16))
+            .fold(0f64, |acc, d| acc * 16.0 + f64::from(d))
+    } else {
+        let starts_like_a_number = body
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_digit() || *b == b'.');
+        let only_number_chars = body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+        if !starts_like_a_number || !only_number_chars {
+            return None;
+        }
+        body.parse::<f64>().ok()?
+    };
+    Some(if neg { -v } else { v })
 }
 
 fn str_eq(l: Option<&str>, r: &Rhs) -> bool {

@@ -4,8 +4,8 @@
 //! routes with hosts are indexed by host first (exact host, then the longest `*.suffix` wildcard),
 //! and only when no host-indexed route matches are routes without hosts tried. Within one index,
 //! exact paths come first, then path prefixes (`/foo*`, `:param` segments) from the longest to the
-//! shortest; candidates that share a path are ordered by descending `priority`, then by position in
-//! the route table. A candidate whose filters (`methods`, `remote_addrs`, `vars`) fail falls through to
+//! shortest; candidates that share a path are ordered by descending `priority`, then by the length
+//! of the configured uri (longer first, as radixtree does), then by position in the route table. A candidate whose filters (`methods`, `remote_addrs`, `vars`) fail falls through to
 //! the next one. This module never does I/O and never allocates on the match path beyond the captured
 //! `:param` values.
 
@@ -99,14 +99,21 @@ struct Filters {
 pub struct Router {
     routes: Vec<Filters>,
     by_host: HashMap<String, PathIndex>,
-    /// `*suffix` hosts, keyed by the suffix (`.example.com` for `*.example.com`).
+    /// `*suffix` hosts, keyed by the suffix (`.example.com` for `*.example.com`; the empty suffix
+    /// for `*`, which takes any host). APISIX stores these as prefixes of the reversed host, so
+    /// `*example.com` (no dot) also takes `example.com` itself; probing by length does the same.
     by_wildcard: HashMap<String, PathIndex>,
     /// Distinct wildcard suffix lengths, longest first.
     wildcard_lens: Vec<usize>,
     any_host: PathIndex,
 }
 
+/// APISIX's `host_def`: `*` alone, or an optional leading `*` and then letters, digits and
+/// `-._[]:`.
 fn valid_host(h: &str) -> bool {
+    if h == "*" {
+        return true;
+    }
     let body = h.strip_prefix('*').unwrap_or(h);
     !body.is_empty()
         && body.bytes().all(|b| {
@@ -193,10 +200,11 @@ impl Router {
                 vars,
             });
             let insert_all = |idx: &mut PathIndex| {
-                for k in &kinds {
+                for (k, uri) in kinds.iter().zip(&spec.uris) {
                     let base = Cand {
                         route: slot,
                         priority: spec.priority,
+                        uri_len: uri.len(),
                         order: spec.index,
                         pattern: None,
                     };

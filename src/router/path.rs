@@ -13,7 +13,10 @@ pub struct Cand {
     /// Slot of the route in the router's table.
     pub route: u32,
     pub priority: i64,
-    /// Route-table position, the tie-breaker after priority.
+    /// Length of the uri as configured: among equal priorities the longer uri is tried first, as
+    /// lua-resty-radixtree orders a node's routes (`/user/:id/books/:book` before `/user/:id`).
+    pub uri_len: usize,
+    /// Route-table position, the last tie-breaker.
     pub order: usize,
     /// Segments to check for parameter paths.
     pub pattern: Option<Box<Pattern>>,
@@ -42,22 +45,28 @@ pub enum UriKind {
 }
 
 /// Classifies a configured uri; `Err` says what is wrong with it.
+///
+/// The split follows lua-resty-radixtree, so that configs written for APISIX keep their meaning:
+/// the literal part of a uri ends at its first `:` or, when it has none, at its first `*`. A uri
+/// with neither is exact; `/foo*` (and the catch-all `*`) is a plain prefix. Otherwise the segments
+/// that start with `:` or `*` are parameters and the whole path must match them; when no segment
+/// starts with one (`/v1/model:predict`, `/a*b`), radixtree checks nothing beyond the literal part,
+/// so neither do we: the route is a plain prefix up to that character.
 pub fn classify(uri: &str) -> Result<UriKind, String> {
-    if !uri.starts_with('/') {
-        return Err(format!("uri {uri:?} must start with \"/\""));
+    if uri == "*" {
+        return Ok(UriKind::Prefix(String::new()));
     }
-    let has_param = uri
-        .split('/')
-        .any(|s| s.starts_with(':') || (s.starts_with('*') && s.len() > 1));
-    if !has_param {
-        return Ok(match uri.strip_suffix('*') {
-            Some(p) if !p.contains('*') => UriKind::Prefix(p.to_string()),
-            Some(_) => return Err(format!("uri {uri:?}: `*` is only allowed at the end")),
-            None if uri.contains('*') => {
-                return Err(format!("uri {uri:?}: `*` is only allowed at the end"));
-            }
-            None => UriKind::Exact(uri.to_string()),
-        });
+    if !uri.starts_with('/') {
+        return Err(format!(
+            "uri {uri:?} must start with \"/\" (a request path always does, so it could never match)"
+        ));
+    }
+    let Some(cut) = uri.find(':').or_else(|| uri.find('*')) else {
+        return Ok(UriKind::Exact(uri.to_string()));
+    };
+    let prefix = uri[..cut].to_string();
+    if cut + 1 == uri.len() && uri.ends_with('*') {
+        return Ok(UriKind::Prefix(prefix));
     }
     let mut segs = Vec::new();
     let parts: Vec<&str> = uri[1..].split('/').collect();
@@ -65,23 +74,25 @@ pub fn classify(uri: &str) -> Result<UriKind, String> {
         let last = i + 1 == parts.len();
         if let Some(name) = p.strip_prefix(':') {
             if name.is_empty() {
-                return Err(format!("uri {uri:?}: empty parameter name"));
+                return Err(format!("uri {uri:?}: empty parameter name after `:`"));
             }
             segs.push(Seg::Param(name.to_string()));
         } else if let Some(name) = p.strip_prefix('*') {
             if !last {
-                return Err(format!("uri {uri:?}: `*{name}` must be the last segment"));
+                return Err(format!(
+                    "uri {uri:?}: `*{name}` must be the last segment (it takes the rest of the path)"
+                ));
             }
             segs.push(Seg::Rest((!name.is_empty()).then(|| name.to_string())));
-        } else if p.contains('*') || p.contains(':') {
-            return Err(format!("uri {uri:?}: `:` and `*` must start a segment"));
         } else {
             segs.push(Seg::Lit(p.to_string()));
         }
     }
-    let cut = uri.find([':', '*']).unwrap_or(uri.len());
+    if segs.iter().all(|s| matches!(s, Seg::Lit(_))) {
+        return Ok(UriKind::Prefix(prefix));
+    }
     Ok(UriKind::Param {
-        prefix: uri[..cut].to_string(),
+        prefix,
         pattern: Pattern { segs },
     })
 }
@@ -96,22 +107,17 @@ impl Pattern {
         // Set once the last path segment has been consumed.
         let mut exhausted = false;
         for seg in &self.segs {
-            if let Seg::Rest(name) = seg {
-                if let Some(n) = name {
-                    out.push((
-                        n.clone(),
-                        if exhausted {
-                            String::new()
-                        } else {
-                            rest.to_string()
-                        },
-                    ));
-                }
-                return true;
-            }
             if exhausted {
+                // Every pattern segment, `*` included, stands after a `/` the path no longer has:
+                // `/user/:id/*` needs `/user/1/`, not `/user/1` (as radixtree's regex does).
                 out.truncate(start);
                 return false;
+            }
+            if let Seg::Rest(name) = seg {
+                if let Some(n) = name {
+                    out.push((n.clone(), rest.to_string()));
+                }
+                return true;
             }
             let (head, tail) = match rest.find('/') {
                 Some(j) => (&rest[..j], Some(&rest[j + 1..])),
@@ -220,9 +226,15 @@ impl PathIndex {
         }
     }
 
-    /// Orders every candidate list by priority (high first), then route-table order.
+    /// Orders every candidate list by priority (high first), then configured uri length (long
+    /// first), then route-table order.
     pub fn finish(&mut self) {
-        let order = |a: &Cand, b: &Cand| b.priority.cmp(&a.priority).then(a.order.cmp(&b.order));
+        let order = |a: &Cand, b: &Cand| {
+            b.priority
+                .cmp(&a.priority)
+                .then(b.uri_len.cmp(&a.uri_len))
+                .then(a.order.cmp(&b.order))
+        };
         for v in self.exact.values_mut() {
             v.sort_by(order);
         }
@@ -294,6 +306,7 @@ mod tests {
         Cand {
             route,
             priority: 0,
+            uri_len: 0,
             order: route as usize,
             pattern: None,
         }
@@ -328,8 +341,42 @@ mod tests {
         assert!(
             matches!(classify("/u/:id").unwrap(), UriKind::Param { prefix, .. } if prefix == "/u/")
         );
+        assert_eq!(classify("*").unwrap(), UriKind::Prefix(String::new()));
         assert!(classify("a").is_err());
-        assert!(classify("/a*/b").is_err());
+        assert!(classify("/a/*rest/b").is_err());
+        assert!(classify("/a/:/b").is_err());
+    }
+
+    #[test]
+    fn colons_and_stars_inside_a_segment_cut_a_plain_prefix_like_radixtree() {
+        assert_eq!(
+            classify("/v1/models/gemini:generate").unwrap(),
+            UriKind::Prefix("/v1/models/gemini".into())
+        );
+        assert_eq!(classify("/a*/b").unwrap(), UriKind::Prefix("/a".into()));
+        assert!(matches!(
+            classify("/v1/:model/x:y").unwrap(),
+            UriKind::Param { prefix, .. } if prefix == "/v1/"
+        ));
+    }
+
+    #[test]
+    fn a_trailing_star_after_a_parameter_needs_the_slash_before_it() {
+        let UriKind::Param { pattern, .. } = classify("/user/:id/*").unwrap() else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        assert!(!pattern.matches("/user/1", &mut out));
+        assert!(out.is_empty());
+        assert!(pattern.matches("/user/1/", &mut out));
+        assert!(pattern.matches("/user/1/a/b", &mut out));
+        assert_eq!(
+            out,
+            vec![
+                ("id".to_string(), "1".to_string()),
+                ("id".to_string(), "1".to_string())
+            ]
+        );
     }
 
     #[test]
