@@ -333,3 +333,225 @@ fn invalid_routes_are_all_reported_with_id_and_field() {
         errs[2]
     );
 }
+
+fn with_hosts(index: usize, uri: &str, hosts: &[&str]) -> RouteSpec {
+    RouteSpec {
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        ..spec(index, uri)
+    }
+}
+
+#[test]
+fn equal_priorities_on_one_prefix_try_the_longer_configured_uri_first() {
+    // Both sit under the literal prefix `/user/`; radixtree orders them by uri length.
+    let r = router(vec![spec(0, "/user/:id"), spec(1, "/user/*rest")]);
+    let m = r.find(&get("x", "/user/42")).unwrap();
+    assert_eq!(
+        (m.index, m.params),
+        (1, vec![("rest".to_string(), "42".to_string())])
+    );
+    let r = router(vec![
+        RouteSpec {
+            priority: 1,
+            ..spec(0, "/user/:id")
+        },
+        spec(1, "/user/*rest"),
+    ]);
+    assert_eq!(hit(&r, &get("x", "/user/42")), Some(0));
+}
+
+#[test]
+fn a_param_route_ranks_by_its_literal_prefix_and_falls_through_when_its_segments_miss() {
+    let r = router(vec![
+        spec(0, "/user/4*"),
+        spec(1, "/user/:id"),
+        spec(2, "/us*"),
+    ]);
+    // `/user/4` is longer than the param route's `/user/`.
+    assert_eq!(hit(&r, &get("x", "/user/42")), Some(0));
+    assert_eq!(hit(&r, &get("x", "/user/7")), Some(1));
+    // `/user/7/x` has a segment too many for `:id`: the shorter prefix takes it.
+    assert_eq!(hit(&r, &get("x", "/user/7/x")), Some(2));
+}
+
+#[test]
+fn named_rest_captures_the_remainder_and_bare_star_captures_nothing() {
+    let r = router(vec![spec(0, "/files/*path"), spec(1, "/user/:id/*")]);
+    let m = r.find(&get("x", "/files/a/b.txt")).unwrap();
+    assert_eq!(m.params, vec![("path".to_string(), "a/b.txt".to_string())]);
+    let m = r.find(&get("x", "/user/9/anything/else")).unwrap();
+    assert_eq!(
+        (m.index, m.params),
+        (1, vec![("id".to_string(), "9".to_string())])
+    );
+    assert_eq!(hit(&r, &get("x", "/user/9")), None);
+    let r = router(vec![spec(0, "/plain*")]);
+    assert!(r.find(&get("x", "/plainly")).unwrap().params.is_empty());
+}
+
+#[test]
+fn a_colon_inside_a_segment_is_a_plain_prefix_as_in_apisix() {
+    let r = router(vec![spec(0, "/v1/models/gemini:generateContent")]);
+    assert_eq!(
+        hit(&r, &get("x", "/v1/models/gemini:generateContent")),
+        Some(0)
+    );
+    assert_eq!(hit(&r, &get("x", "/v1/models/gemini-pro:stream")), Some(0));
+    assert_eq!(hit(&r, &get("x", "/v1/models/other")), None);
+}
+
+#[test]
+fn catch_all_uri_star_matches_every_path_after_longer_prefixes() {
+    let r = router(vec![spec(0, "*"), spec(1, "/a*")]);
+    assert_eq!(hit(&r, &get("x", "/zzz")), Some(0));
+    assert_eq!(hit(&r, &get("x", "/ab")), Some(1));
+}
+
+#[test]
+fn host_star_takes_any_host_after_narrower_wildcards_and_before_hostless_routes() {
+    let r = router(vec![
+        spec(0, "/*"),
+        with_hosts(1, "/*", &["*"]),
+        with_hosts(2, "/*", &["*.example.com"]),
+    ]);
+    assert_eq!(hit(&r, &get("a.example.com", "/")), Some(2));
+    assert_eq!(hit(&r, &get("other.org", "/")), Some(1));
+}
+
+#[test]
+fn wildcard_without_a_dot_also_takes_the_bare_suffix_as_apisix_does() {
+    let r = router(vec![with_hosts(0, "/*", &["*example.com"])]);
+    assert_eq!(hit(&r, &get("example.com", "/")), Some(0));
+    assert_eq!(hit(&r, &get("myexample.com", "/")), Some(0));
+    assert_eq!(hit(&r, &get("example.org", "/")), None);
+}
+
+#[test]
+fn config_hosts_match_case_insensitively() {
+    let r = router(vec![with_hosts(0, "/", &["API.Example.COM", "*.Test.IO"])]);
+    assert_eq!(hit(&r, &get("api.example.com", "/")), Some(0));
+    assert_eq!(hit(&r, &get("x.test.io", "/")), Some(0));
+}
+
+#[test]
+fn exact_host_is_tried_before_a_wildcard_of_the_same_name() {
+    let r = router(vec![
+        with_hosts(0, "/*", &["*.example.com"]),
+        with_hosts(1, "/*", &["www.example.com"]),
+    ]);
+    assert_eq!(hit(&r, &get("www.example.com", "/")), Some(1));
+}
+
+#[test]
+fn a_host_route_with_a_shorter_path_beats_a_hostless_exact_path_and_higher_priority() {
+    let r = router(vec![
+        RouteSpec {
+            priority: 100,
+            ..spec(0, "/exact")
+        },
+        with_hosts(1, "/*", &["h.test"]),
+    ]);
+    assert_eq!(hit(&r, &get("h.test", "/exact")), Some(1));
+}
+
+#[test]
+fn a_method_outside_apisix_list_fails_routes_that_name_methods() {
+    let r = router(vec![
+        RouteSpec {
+            methods: vec!["GET".into(), "POST".into()],
+            ..spec(0, "/m")
+        },
+        spec(1, "/m*"),
+    ]);
+    let req = |method| Req {
+        method,
+        ..get("x", "/m")
+    };
+    assert_eq!(hit(&r, &req("POST")), Some(0));
+    assert_eq!(hit(&r, &req("PROPFIND")), Some(1));
+    assert_eq!(hit(&r, &req("get")), Some(1));
+}
+
+#[test]
+fn vars_read_request_variables_and_fall_through_when_they_fail() {
+    let r = router(vec![
+        RouteSpec {
+            vars: Some(json!([
+                "OR",
+                ["http_x_canary", "==", "1"],
+                ["arg_v", ">=", 2]
+            ])),
+            ..spec(0, "/api")
+        },
+        spec(1, "/api"),
+    ]);
+    let req = |vars| Req {
+        vars,
+        ..get("x", "/api")
+    };
+    assert_eq!(hit(&r, &req(vec![("http_x_canary", "1")])), Some(0));
+    assert_eq!(hit(&r, &req(vec![("arg_v", "3")])), Some(0));
+    assert_eq!(hit(&r, &req(vec![("arg_v", "1")])), Some(1));
+    assert_eq!(hit(&r, &req(vec![])), Some(1));
+}
+
+#[test]
+fn routes_without_params_return_no_params() {
+    let r = router(vec![spec(0, "/a"), spec(1, "/b*")]);
+    assert!(r.find(&get("x", "/a")).unwrap().params.is_empty());
+    assert!(r.find(&get("x", "/bc")).unwrap().params.is_empty());
+}
+
+#[test]
+fn valid_edge_forms_are_accepted() {
+    let ok = Router::build(vec![
+        with_hosts(0, "*", &["*"]),
+        with_hosts(1, "/a", &["[::1]", "host_1.example-x.com:8080"]),
+        RouteSpec {
+            remote_addrs: vec!["::1".into(), "fe80::/10".into(), "0.0.0.0/0".into()],
+            methods: vec!["PURGE".into(), "CONNECT".into()],
+            vars: Some(json!([])),
+            ..spec(2, "/b")
+        },
+    ]);
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+#[test]
+fn every_bad_field_of_every_route_is_reported() {
+    let errs = Router::build(vec![
+        RouteSpec {
+            uris: vec!["/ok".into(), "relative".into(), "/a/*rest/b".into()],
+            hosts: vec!["*".into(), "**.x.com".into(), "".into()],
+            methods: vec!["get".into()],
+            remote_addrs: vec!["2001:db8::/129".into()],
+            vars: Some(json!([["arg_a", "~~", "(unclosed"]])),
+            ..spec(0, "/")
+        },
+        spec(1, "/fine"),
+        RouteSpec {
+            vars: Some(json!({"arg_a": "1"})),
+            ..spec(2, "/x")
+        },
+    ])
+    .unwrap_err();
+    let got: Vec<(String, &str)> = errs.iter().map(|e| (e.id.clone(), e.field)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("0".into(), "methods"),
+            ("0".into(), "remote_addrs"),
+            ("0".into(), "vars"),
+            ("0".into(), "uri"),
+            ("0".into(), "uri"),
+            ("0".into(), "hosts"),
+            ("0".into(), "hosts"),
+            ("2".into(), "vars"),
+        ]
+    );
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(text[0].starts_with("route 0: methods: "), "{}", text[0]);
+    assert!(text[2].contains("failed to compile regex"), "{}", text[2]);
+    assert!(text[3].contains("\"relative\""), "{}", text[3]);
+    assert!(text[4].contains("last segment"), "{}", text[4]);
+}
