@@ -440,4 +440,118 @@ mod tests {
         );
         assert!(err(json!([["a", "~~", "("]])).contains("failed to compile regex"));
     }
+
+    #[test]
+    fn numbers_are_read_as_lua_tonumber_reads_them() {
+        let n = |v: &str, expr: Value| holds(expr, &[("arg_n", v)]);
+        assert!(n("-0x10", json!([["arg_n", "==", -16]])));
+        assert!(n("+5", json!([["arg_n", ">", 4]])));
+        assert!(n(" 7 ", json!([["arg_n", "==", 7]])));
+        assert!(n("1e2", json!([["arg_n", "==", 100]])));
+        assert!(n(".5", json!([["arg_n", "<", 1]])));
+        for not_a_number in ["inf", "-Infinity", "nan", "0x", "1e", "", "5px"] {
+            assert!(
+                !n(not_a_number, json!([["arg_n", "<", 1e300]])),
+                "{not_a_number}"
+            );
+            assert!(
+                !n(not_a_number, json!([["arg_n", ">", -1e300]])),
+                "{not_a_number}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_numeric_config_value_makes_ordering_fail_and_its_negation_hold() {
+        assert!(!holds(json!([["arg_n", ">", "abc"]]), &[("arg_n", "5")]));
+        assert!(holds(
+            json!([["arg_n", "!", ">", "abc"]]),
+            &[("arg_n", "5")]
+        ));
+    }
+
+    #[test]
+    fn a_null_value_compares_with_a_missing_variable() {
+        assert!(holds(json!([["arg_a", "==", null]]), &[]));
+        assert!(!holds(json!([["arg_a", "==", null]]), &[("arg_a", "")]));
+        assert!(holds(json!([["arg_a", "~=", null]]), &[("arg_a", "x")]));
+        // Three elements with an unknown operator stay an unknown operator, null or not.
+        assert_eq!(
+            Expr::compile(&json!([["arg_a", "x", null]])).unwrap_err(),
+            "invalid operator 'x'"
+        );
+    }
+
+    #[test]
+    fn negation_applies_to_every_operator_including_missing_variables() {
+        let v = &[("arg_a", "b")];
+        assert!(holds(json!([["arg_a", "!", "in", ["x", "y"]]]), v));
+        assert!(holds(json!([["arg_a", "!", "has", "b"]]), v));
+        assert!(holds(json!([["arg_a", "!", "~~", "^x"]]), v));
+        assert!(!holds(json!([["arg_a", "!", "~*", "^B$"]]), v));
+        assert!(holds(json!([["arg_a", "!", "ipmatch", "10.0.0.0/8"]]), v));
+        assert!(holds(json!([["arg_missing", "!", "==", "b"]]), v));
+        assert!(!holds(json!([["arg_missing", "!", "~=", "b"]]), v));
+    }
+
+    #[test]
+    fn operators_and_logic_words_ignore_case() {
+        let v = &[("arg_a", "b")];
+        assert!(holds(json!([["arg_a", "IN", ["b"]]]), v));
+        assert!(holds(
+            json!(["!or", ["arg_a", "==", "x"], ["arg_a", "==", "y"]]),
+            v
+        ));
+        assert!(holds(
+            json!(["And", ["arg_a", "==", "b"], ["arg_a", "~=", "c"]]),
+            v
+        ));
+    }
+
+    #[test]
+    fn logic_nests_at_any_depth() {
+        let e = json!([
+            "AND",
+            [
+                "OR",
+                ["arg_a", "==", "1"],
+                ["!AND", ["arg_b", "==", "1"], ["arg_c", "==", "1"]]
+            ],
+            [["arg_d", "~=", "no"], ["arg_e", "in", ["x", "y"]]]
+        ]);
+        assert!(holds(e.clone(), &[("arg_a", "1"), ("arg_e", "x")]));
+        assert!(holds(e.clone(), &[("arg_b", "1"), ("arg_e", "y")]));
+        assert!(!holds(
+            e.clone(),
+            &[("arg_b", "1"), ("arg_c", "1"), ("arg_e", "y")]
+        ));
+        assert!(!holds(
+            e.clone(),
+            &[("arg_a", "1"), ("arg_d", "no"), ("arg_e", "x")]
+        ));
+        assert!(!holds(e, &[("arg_a", "1")]));
+    }
+
+    #[test]
+    fn a_regex_value_may_be_a_number_and_ipmatch_takes_v6_blocks() {
+        assert!(holds(json!([["arg_a", "~~", 42]]), &[("arg_a", "x42y")]));
+        let e = json!([["remote_addr", "ipmatch", ["2001:db8::/32"]]]);
+        assert!(holds(e.clone(), &[("remote_addr", "2001:db8:1::1")]));
+        assert!(!holds(e.clone(), &[("remote_addr", "2001:db9::1")]));
+        assert!(!holds(e, &[("remote_addr", "not-an-ip")]));
+    }
+
+    #[test]
+    fn ipmatch_lists_must_hold_only_addresses() {
+        let err = |v: Value| Expr::compile(&v).unwrap_err();
+        assert_eq!(
+            err(json!([["remote_addr", "ipmatch", [1]]])),
+            "invalid ip address"
+        );
+        assert_eq!(
+            err(json!([["remote_addr", "ipmatch", []]])),
+            "invalid ip address"
+        );
+        assert!(err(json!([["remote_addr", "ipmatch", "300.1.1.1"]])).contains("300.1.1.1"));
+    }
 }
