@@ -1,5 +1,5 @@
 //! Route matching and router building with 10,000 and 50,000 routes (mixed exact, prefix,
-//! parameter and host routes). Run with `cargo bench --bench router`.
+//! parameter, exact-host, wildcard-host and `vars` routes). Run with `cargo bench --bench router`.
 
 use std::borrow::Cow;
 use std::hint::black_box;
@@ -26,18 +26,24 @@ impl RequestVars for Req {
     fn remote_addr(&self) -> Option<IpAddr> {
         Some(IpAddr::from([127, 0, 0, 1]))
     }
-    fn var(&self, _: &str) -> Option<Cow<'_, str>> {
-        None
+    fn var(&self, name: &str) -> Option<Cow<'_, str>> {
+        (name == "arg_v").then_some(Cow::Borrowed("3"))
     }
 }
 
-/// Route `i` is one of four shapes; `probe(i)` is a request it matches.
+/// Route `i` is one of six shapes; `probe(i)` is a request it matches.
 fn spec(i: usize) -> RouteSpec {
-    let (uri, hosts) = match i % 4 {
+    let mut vars = None;
+    let (uri, hosts) = match i % 6 {
         0 => (format!("/api/v1/svc{i}/items"), vec![]),
         1 => (format!("/static/app{i}/*"), vec![]),
         2 => (format!("/users{i}/:id/profile"), vec![]),
-        _ => (format!("/host{i}/*"), vec![format!("h{i}.example.com")]),
+        3 => (format!("/host{i}/*"), vec![format!("h{i}.example.com")]),
+        4 => ("/svc/*".to_string(), vec![format!("*.w{i}.example.com")]),
+        _ => {
+            vars = Some(serde_json::json!([["arg_v", ">=", 2]]));
+            (format!("/canary{i}"), vec![])
+        }
     };
     RouteSpec {
         index: i,
@@ -45,16 +51,19 @@ fn spec(i: usize) -> RouteSpec {
         uris: vec![uri],
         hosts,
         methods: vec!["GET".into()],
+        vars,
         ..Default::default()
     }
 }
 
 fn probe(i: usize) -> Req {
-    let (host, path) = match i % 4 {
+    let (host, path) = match i % 6 {
         0 => ("any.test".to_string(), format!("/api/v1/svc{i}/items")),
         1 => ("any.test".to_string(), format!("/static/app{i}/js/main.js")),
         2 => ("any.test".to_string(), format!("/users{i}/42/profile")),
-        _ => (format!("h{i}.example.com"), format!("/host{i}/x")),
+        3 => (format!("h{i}.example.com"), format!("/host{i}/x")),
+        4 => (format!("a.b.w{i}.example.com"), "/svc/orders/7".to_string()),
+        _ => ("any.test".to_string(), format!("/canary{i}")),
     };
     Req { host, path }
 }
@@ -66,7 +75,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| Router::build(black_box(specs.clone())).expect("valid routes"))
         });
         let router = Router::build(specs).expect("valid routes");
-        let probes: Vec<Req> = (0..1000).map(|k| probe(k * (n / 1000))).collect();
+        // Probes spread over the table, cycling through the six shapes: `stride` is a multiple of
+        // six, so probe `k` has shape `k % 6`.
+        let stride = n / 1002 / 6 * 6;
+        let probes: Vec<Req> = (0..1002).map(|k| probe(k * stride + k % 6)).collect();
         for p in &probes {
             assert!(router.find(p).is_some(), "{} {}", p.host, p.path);
         }
