@@ -1,7 +1,8 @@
 //! moongate: an API gateway in Rust that runs Apache APISIX Lua plugins.
 //!
 //! The crate is laid out along the request path: `server` accepts connections, `router` matches
-//! routes over a `config` snapshot, `upstream` picks a node, `proxy` forwards the request, and
+//! routes over a `config` snapshot, `upstream` picks a node, `plugin` runs the plugin phases (native and Lua, on `lua`'s per-worker VM), `proxy` forwards
+//! the request, and
 //! `observability` writes the logs.
 
 pub mod cli;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod echo;
 pub mod lua;
 pub mod observability;
+pub mod plugin;
 pub mod proxy;
 pub mod router;
 pub mod server;

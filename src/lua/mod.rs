@@ -1,11 +1,13 @@
 //! The LuaJIT host: one VM per worker thread, the modules it resolves, and the scheduler that
 //! lets Lua code wait on Rust I/O without blocking the worker.
 //!
-//! This module never touches the HTTP server; the plugin runner (a later stage) drives it. Nothing
+//! This module never touches the HTTP server: the proxy drives it through [`host::LuaHost`]. Nothing
 //! Lua-side crosses threads: a [`vm::LuaVm`] is `!Send` and lives on its worker.
 
+pub mod host;
 pub mod lib;
 pub mod ngx;
 pub mod plugin;
+pub mod request;
 pub mod sched;
 pub mod vm;

@@ -83,3 +83,62 @@ pub async fn exit_signal() {
     }
     notified.await;
 }
+
+thread_local! {
+    /// Contexts whose Lua code called `ngx.exit`: their driver stops resuming them.
+    static EXITED: std::cell::RefCell<Vec<CtxId>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks context `id` as exited; the function that called `ngx.exit` never returns.
+pub fn mark_exited(id: CtxId) {
+    EXITED.with(|e| e.borrow_mut().push(id));
+}
+
+fn take_exited(id: CtxId) -> bool {
+    EXITED.with(|e| {
+        let mut e = e.borrow_mut();
+        match e.iter().position(|x| *x == id) {
+            Some(i) => {
+                e.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// Runs `inner` as context `id`, like [`WithCtx`], and stops driving it when its code calls
+    /// `ngx.exit` (which waits forever, so nothing after it runs, not even a `pcall` handler):
+    /// the output is `None` then.
+    pub struct Exitable<F> {
+        id: CtxId,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> Exitable<F> {
+    pub fn new(id: CtxId, inner: F) -> Exitable<F> {
+        Exitable { id, inner }
+    }
+}
+
+impl<F: Future> Future for Exitable<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        let this = self.project();
+        let prev = CURRENT.with(|c| c.replace(Some(*this.id)));
+        let out = this.inner.poll(cx);
+        CURRENT.with(|c| c.set(prev));
+        match out {
+            Poll::Ready(v) => {
+                take_exited(*this.id);
+                Poll::Ready(Some(v))
+            }
+            Poll::Pending if take_exited(*this.id) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

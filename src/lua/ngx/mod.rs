@@ -4,6 +4,8 @@ pub mod codec;
 pub mod consts;
 pub mod log;
 pub mod re;
+pub mod req;
+pub mod resp;
 pub mod semaphore;
 pub mod shared;
 pub mod socket;
@@ -34,5 +36,7 @@ pub fn register(
     shared::register(lua, ngx, dicts)?;
     socket::register(lua, ngx)?;
     socket::register_udp(lua, ngx)?;
+    req::register(lua, ngx)?;
+    resp::register(lua, ngx)?;
     Ok(())
 }

@@ -1,0 +1,447 @@
+//! A worker's Lua host: its VM, the plugins loaded into it, one checked conf table per plugin
+//! per resource per snapshot, and the calls that run a phase of a chain for a request.
+//!
+//! Conf identity matters: APISIX plugins cache on their conf table (`core.lrucache.plugin_ctx`,
+//! tables keyed by conf), so each (snapshot version, chain) gets its conf tables made once, by
+//! the plugin's own `check_schema` filling defaults, and every request of that snapshot gets the
+//! very same tables. A new snapshot makes new tables, as a new config version does in APISIX.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mlua::{Function, Lua, MultiValue, RegistryKey, Table, Value};
+use tokio::time::Instant;
+
+use super::plugin;
+use super::request::{self, SharedReq};
+use super::sched::Exitable;
+use super::vm::{LuaVm, VmOptions};
+use crate::plugin::{Chain, Impl, Phase};
+
+const RUNNER: &str = include_str!("runner.lua");
+
+/// What a phase run ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Every plugin ran; the request goes on.
+    Continue,
+    /// Plugin `index` of the chain answered `return code, body`.
+    Answer {
+        index: usize,
+        status: Option<u16>,
+        body: Option<Bytes>,
+    },
+    /// `ngx.exit(code)` was called (the code is on the request).
+    Exit,
+    /// A Lua error, already logged; the request gets 500.
+    Error,
+}
+
+/// The Lua code of a route's `lua_handlers`, compiled per worker and snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandlerSource {
+    /// (phase directive, e.g. `access_by_lua`, Lua source).
+    pub chunks: Vec<(String, String)>,
+}
+
+pub struct LuaHost {
+    vm: LuaVm,
+    modules: HashMap<String, RegistryKey>,
+    runner: Function,
+    /// Conf tables per (snapshot version, chain key).
+    chains: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
+    handlers: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
+    /// The newest snapshot version seen; older entries are dropped when it changes.
+    newest: Cell<u64>,
+    /// Longest time one phase may wait (on I/O, sleeps); past it the request fails.
+    pub phase_timeout: Duration,
+}
+
+impl LuaHost {
+    /// Makes the worker's VM and loads `plugins` into it (running their `init()`). A plugin that
+    /// fails here is logged and left out; the control thread reported it already at start.
+    pub fn new(
+        opts: &VmOptions,
+        plugins: &[String],
+        phase_timeout: Duration,
+    ) -> mlua::Result<LuaHost> {
+        let vm = LuaVm::new(opts)?;
+        let lua = vm.lua();
+        let mut modules = HashMap::new();
+        let require: Function = lua.globals().get("require")?;
+        for name in plugins {
+            match plugin::load(&vm, name) {
+                Ok(_) => {
+                    let m: Table = require.call(format!("apisix.plugins.{name}"))?;
+                    modules.insert(name.clone(), lua.create_registry_value(m)?);
+                }
+                Err(e) => log::error!("{e}"),
+            }
+        }
+        let mark = lua.create_function(|_, i: usize| {
+            if let Some(req) = request::try_current() {
+                let mut r = req.borrow_mut();
+                r.mark_plugin(i);
+            }
+            Ok(())
+        })?;
+        let runner: Function = lua
+            .load(RUNNER)
+            .set_name("=moongate/runner.lua")
+            .call(mark)?;
+        Ok(LuaHost {
+            vm,
+            modules,
+            runner,
+            chains: RefCell::new(HashMap::new()),
+            handlers: RefCell::new(HashMap::new()),
+            newest: Cell::new(0),
+            phase_timeout,
+        })
+    }
+
+    pub fn lua(&self) -> &Lua {
+        self.vm.lua()
+    }
+
+    fn forget_old(&self, version: u64) {
+        if version > self.newest.get() {
+            self.newest.set(version);
+            // Requests still on the previous snapshot keep their tables alive through `Rc`.
+            self.chains.borrow_mut().retain(|(v, _), _| *v >= version);
+            self.handlers.borrow_mut().retain(|(v, _), _| *v >= version);
+        }
+    }
+
+    /// The chain's entries as Lua sees them: `{name, mod, conf}` per Lua plugin (`false` for
+    /// native ones, so indices line up), made once per snapshot version.
+    fn chain_table(&self, version: u64, chain: &Chain) -> Result<Table, String> {
+        self.forget_old(version);
+        let lua = self.lua();
+        let key = (version, chain.key.clone());
+        if let Some(k) = self.chains.borrow().get(&key) {
+            return lua.registry_value(k).map_err(|e| e.to_string());
+        }
+        let t = lua
+            .create_table_with_capacity(chain.entries.len(), 0)
+            .map_err(|e| e.to_string())?;
+        for (i, e) in chain.entries.iter().enumerate() {
+            let v = match &e.imp {
+                Impl::Native(_) => Value::Boolean(false),
+                Impl::Lua => {
+                    let m = self
+                        .modules
+                        .get(&e.name)
+                        .ok_or_else(|| format!("plugin {} is not loaded on this worker", e.name))?;
+                    let module: Table = lua.registry_value(m).map_err(|x| x.to_string())?;
+                    let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
+                    let entry = lua.create_table().map_err(|x| x.to_string())?;
+                    entry
+                        .set("name", e.name.as_str())
+                        .map_err(|x| x.to_string())?;
+                    entry.set("mod", module).map_err(|x| x.to_string())?;
+                    entry.set("conf", conf).map_err(|x| x.to_string())?;
+                    Value::Table(entry)
+                }
+            };
+            t.raw_set(i + 1, v).map_err(|e| e.to_string())?;
+        }
+        let k = lua
+            .create_registry_value(t.clone())
+            .map_err(|e| e.to_string())?;
+        self.chains.borrow_mut().insert(key, Rc::new(k));
+        Ok(t)
+    }
+
+    /// The APISIX `ctx` table plugins receive, for one request and chain owner.
+    pub fn new_api_ctx(
+        &self,
+        req: &SharedReq,
+        owner: &crate::plugin::ConfOwner,
+    ) -> mlua::Result<Table> {
+        let lua = self.lua();
+        let t = lua.create_table()?;
+        let make_var: Function = lua.named_registry_value("moongate.ctx_var").or_else(
+            |_| -> mlua::Result<Function> {
+                let f: Function = lua.load(CTX_VAR).set_name("=moongate/ctx_var.lua").eval()?;
+                lua.set_named_registry_value("moongate.ctx_var", f.clone())?;
+                Ok(f)
+            },
+        )?;
+        t.set("var", make_var.call::<Table>(())?)?;
+        t.set("conf_type", owner.conf_type.as_str())?;
+        t.set("conf_id", owner.conf_id.as_str())?;
+        t.set("conf_version", owner.conf_version.as_str())?;
+        let r = req.borrow();
+        if let Some(id) = &r.route_id {
+            t.set("route_id", id.as_str())?;
+        }
+        if let Some(n) = &r.route_name {
+            t.set("route_name", n.as_str())?;
+        }
+        if let Some(s) = &r.service_id {
+            t.set("service_id", s.as_str())?;
+        }
+        Ok(t)
+    }
+
+    /// Points `api_ctx` at another chain owner (global rules, then the route).
+    pub fn set_owner(&self, api_ctx: &Table, owner: &crate::plugin::ConfOwner) -> mlua::Result<()> {
+        api_ctx.set("conf_type", owner.conf_type.as_str())?;
+        api_ctx.set("conf_id", owner.conf_id.as_str())?;
+        api_ctx.set("conf_version", owner.conf_version.as_str())
+    }
+
+    /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order.
+    pub async fn run_plugins(
+        &self,
+        version: u64,
+        chain: &Chain,
+        phase: Phase,
+        indices: &[usize],
+        req: &SharedReq,
+        api_ctx: &Table,
+    ) -> Step {
+        let chain_t = match self.chain_table(version, chain) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("failed to prepare the plugins of {}: {e}", chain.key);
+                return Step::Error;
+            }
+        };
+        let mut args = MultiValue::with_capacity(indices.len() + 3);
+        args.push_back(Value::String(
+            match self.lua().create_string(phase.name()) {
+                Ok(s) => s,
+                Err(_) => return Step::Error,
+            },
+        ));
+        args.push_back(Value::Table(chain_t));
+        args.push_back(Value::Table(api_ctx.clone()));
+        for i in indices {
+            args.push_back(Value::Integer(*i as i64 + 1));
+        }
+        let describe = |i: usize| {
+            chain
+                .entries
+                .get(i)
+                .map(|e| e.name.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let out = self.drive(req, self.runner.clone(), args).await;
+        req.borrow_mut().mark_plugin(0);
+        match out {
+            Driven::Exited => Step::Exit,
+            Driven::TimedOut => {
+                log::error!(
+                    "{} phase of a plugin in {} did not finish within {:?}: the request is failed",
+                    phase.name(),
+                    chain.key,
+                    self.phase_timeout
+                );
+                Step::Error
+            }
+            Driven::Failed(e) => {
+                log::error!(
+                    "failed to run the {} phase of {}: {e}",
+                    phase.name(),
+                    chain.key
+                );
+                Step::Error
+            }
+            Driven::Done(vals) => {
+                let mut it = vals.into_iter();
+                let kind = it.next();
+                let kind = match &kind {
+                    Some(Value::String(s)) => s.to_string_lossy(),
+                    _ => return Step::Continue,
+                };
+                let index = match it.next() {
+                    Some(Value::Integer(i)) if i >= 1 => i as usize - 1,
+                    _ => 0,
+                };
+                match kind.as_str() {
+                    "error" => {
+                        let msg = match it.next() {
+                            Some(Value::String(s)) => s.to_string_lossy(),
+                            Some(v) => format!("{v:?}"),
+                            None => "unknown error".into(),
+                        };
+                        log_plugin_error(&describe(index), phase, &msg, req);
+                        Step::Error
+                    }
+                    _ => {
+                        let status = match it.next() {
+                            Some(Value::Integer(c)) => u16::try_from(c).ok(),
+                            Some(Value::Number(c)) => Some(c as u16),
+                            _ => None,
+                        };
+                        let body = match it.next() {
+                            Some(Value::String(s)) => Some(Bytes::copy_from_slice(&s.as_bytes())),
+                            _ => None,
+                        };
+                        Step::Answer {
+                            index,
+                            status,
+                            body,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the route's `DIRECTIVE` handler (e.g. `content_by_lua`) if it has one.
+    pub async fn run_handler(
+        &self,
+        version: u64,
+        route_key: &str,
+        src: &HandlerSource,
+        directive: &str,
+        req: &SharedReq,
+    ) -> Option<Step> {
+        let f = match self.handler(version, route_key, src, directive) {
+            Ok(Some(f)) => f,
+            Ok(None) => return None,
+            Err(e) => {
+                log::error!("failed to load {directive} of route {route_key}: {e}");
+                return Some(Step::Error);
+            }
+        };
+        Some(match self.drive(req, f, MultiValue::new()).await {
+            Driven::Done(_) => Step::Continue,
+            Driven::Exited => Step::Exit,
+            Driven::TimedOut => {
+                log::error!("{directive} did not finish within {:?}", self.phase_timeout);
+                Step::Error
+            }
+            Driven::Failed(e) => {
+                let r = req.borrow();
+                log::error!(
+                    "lua entry thread aborted: runtime error: {e}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
+                    r.remote.ip(),
+                    r.method,
+                    r.request_uri,
+                    crate::plugin::ctx::protocol(r.version),
+                    r.host
+                );
+                Step::Error
+            }
+        })
+    }
+
+    fn handler(
+        &self,
+        version: u64,
+        route_key: &str,
+        src: &HandlerSource,
+        directive: &str,
+    ) -> mlua::Result<Option<Function>> {
+        self.forget_old(version);
+        let lua = self.lua();
+        let key = (version, route_key.to_string());
+        let t: Table = match self.handlers.borrow().get(&key) {
+            Some(k) => lua.registry_value(k)?,
+            None => Table::from(lua.create_table()?),
+        };
+        if self.handlers.borrow().get(&key).is_none() {
+            for (d, code) in &src.chunks {
+                let f = lua
+                    .load(code.as_str())
+                    .set_name(format!("={d}(route {route_key})"))
+                    .into_function()?;
+                t.set(d.as_str(), f)?;
+            }
+            let k = lua.create_registry_value(t.clone())?;
+            self.handlers.borrow_mut().insert(key, Rc::new(k));
+        }
+        t.get::<Option<Function>>(directive)
+    }
+
+    /// Drives `f(args)` as the request's Lua thread until it returns, calls `ngx.exit`, fails,
+    /// or waits past the phase timeout (armed only once the code first waits).
+    async fn drive(&self, req: &SharedReq, f: Function, args: MultiValue) -> Driven {
+        let id = req.borrow().id;
+        let thread = match self.lua().create_thread(f) {
+            Ok(t) => t,
+            Err(e) => return Driven::Failed(e.to_string()),
+        };
+        let fut = match thread.into_async::<MultiValue>(args) {
+            Ok(f) => f,
+            Err(e) => return Driven::Failed(e.to_string()),
+        };
+        let mut fut = std::pin::pin!(Exitable::new(id, fut));
+        // Most phases never wait: poll once before arming a timer.
+        let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        let out = match first {
+            Some(v) => v,
+            None => match tokio::time::timeout_at(Instant::now() + self.phase_timeout, fut).await {
+                Ok(v) => v,
+                Err(_) => return Driven::TimedOut,
+            },
+        };
+        match out {
+            None => Driven::Exited,
+            Some(Ok(v)) => Driven::Done(v),
+            Some(Err(e)) => Driven::Failed(e.to_string()),
+        }
+    }
+}
+
+enum Driven {
+    Done(MultiValue),
+    Exited,
+    TimedOut,
+    Failed(String),
+}
+
+use std::future::Future as _;
+
+fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
+    let r = req.borrow();
+    log::error!(
+        "lua entry thread aborted: runtime error: {msg}\nplugin: {plugin}, phase: {}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
+        phase.name(),
+        r.remote.ip(),
+        r.method,
+        r.request_uri,
+        crate::plugin::ctx::protocol(r.version),
+        r.host
+    );
+}
+
+/// `ctx.var`: reads `ngx.var`, with APISIX's decoded `arg_*` (first value of a repeated one).
+const CTX_VAR: &str = r#"
+local ngx_var, get_uri_args, sub, type = ngx.var, ngx.req.get_uri_args, string.sub, type
+local mt = {
+    __index = function(_, k)
+        if type(k) ~= "string" then return nil end
+        if sub(k, 1, 4) == "arg_" then
+            local v = get_uri_args()[sub(k, 5)]
+            if type(v) == "table" then v = v[1] end
+            if v == true then v = "" end
+            return v
+        end
+        return ngx_var[k]
+    end,
+    __newindex = function(_, k, v) ngx_var[k] = v end,
+}
+return function() return setmetatable({}, mt) end
+"#;
+
+#[cfg(test)]
+pub fn for_tests(dir: &std::path::Path, plugins: &[String]) -> LuaHost {
+    let opts = VmOptions::for_prefix(dir);
+    match LuaHost::new(&opts, plugins, Duration::from_secs(5)) {
+        Ok(h) => h,
+        Err(e) => panic!("host: {e}"),
+    }
+}

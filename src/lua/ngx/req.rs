@@ -1,0 +1,477 @@
+//! The request API: `ngx.var`, `ngx.ctx` and `ngx.req.*`, acting on the current request.
+//!
+//! Header tables follow lua-nginx-module: names lower-cased (unless `raw`), repeated headers as
+//! lists, at most `max_headers` (100 by default, 0 = no limit) with `"truncated"` as the second
+//! value, and a metatable that finds `Content_Type` or `content-type` alike.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method};
+use mlua::{IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
+
+use crate::lua::ngx::codec;
+use crate::lua::request::{self, SharedReq};
+use crate::plugin::ctx::ReqBody;
+
+/// lua-nginx-module's method constants, as `ngx.req.set_method` takes them.
+const METHODS: &[(i64, &str)] = &[
+    (0x0002, "GET"),
+    (0x0004, "HEAD"),
+    (0x0008, "POST"),
+    (0x0010, "PUT"),
+    (0x0020, "DELETE"),
+    (0x0040, "MKCOL"),
+    (0x0080, "COPY"),
+    (0x0100, "MOVE"),
+    (0x0200, "OPTIONS"),
+    (0x0400, "PROPFIND"),
+    (0x0800, "PROPPATCH"),
+    (0x1000, "LOCK"),
+    (0x2000, "UNLOCK"),
+    (0x4000, "PATCH"),
+    (0x8000, "TRACE"),
+];
+
+fn rt(msg: impl Into<String>) -> mlua::Error {
+    mlua::Error::runtime(msg.into())
+}
+
+/// A Lua value as header value(s): strings, numbers, or a list of them; `nil` clears.
+pub fn header_values(v: &Value, api: &str) -> mlua::Result<Option<Vec<HeaderValue>>> {
+    let one = |v: &Value| -> mlua::Result<HeaderValue> {
+        let bytes: Vec<u8> = match v {
+            Value::String(s) => s.as_bytes().to_vec(),
+            Value::Integer(i) => i.to_string().into_bytes(),
+            Value::Number(n) => crate::lua::lib::cjson::fmt_g(*n, 14).into_bytes(),
+            Value::Boolean(b) => b.to_string().into_bytes(),
+            other => {
+                return Err(rt(format!(
+                    "{api}: bad header value type: {}",
+                    other.type_name()
+                )));
+            }
+        };
+        // nginx refuses CR/LF in header values: a way to inject headers.
+        HeaderValue::from_bytes(&bytes).map_err(|_| rt(format!("{api}: invalid header value")))
+    };
+    match v {
+        Value::Nil => Ok(None),
+        Value::Table(t) => {
+            let mut out = Vec::new();
+            for x in t.sequence_values::<Value>() {
+                out.push(one(&x?)?);
+            }
+            Ok(Some(out))
+        }
+        other => Ok(Some(vec![one(other)?])),
+    }
+}
+
+pub fn header_name(name: &LuaString, api: &str) -> mlua::Result<HeaderName> {
+    HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
+        rt(format!(
+            "{api}: invalid header name {:?}",
+            name.to_string_lossy()
+        ))
+    })
+}
+
+/// Builds a header table the way `ngx.req.get_headers` and `ngx.resp.get_headers` return it.
+pub fn headers_table(
+    lua: &Lua,
+    headers: &http::HeaderMap,
+    max: usize,
+    raw: bool,
+    normalizer: &mlua::Function,
+) -> mlua::Result<(Table, Option<&'static str>)> {
+    let t = lua.create_table_with_capacity(0, headers.len().min(64))?;
+    let mut n = 0usize;
+    let mut truncated = None;
+    for (name, value) in headers {
+        if max > 0 && n >= max {
+            truncated = Some("truncated");
+            break;
+        }
+        n += 1;
+        let key = if raw {
+            lua.create_string(canonical_case(name.as_str()))?
+        } else {
+            lua.create_string(name.as_str())?
+        };
+        let v = Value::String(lua.create_string(value.as_bytes())?);
+        match t.raw_get::<Value>(key.clone())? {
+            Value::Nil => t.raw_set(key, v)?,
+            Value::Table(list) => list.raw_push(v)?,
+            prev => t.raw_set(key, lua.create_sequence_from([prev, v])?)?,
+        }
+    }
+    if !raw {
+        let mt = lua.create_table()?;
+        mt.set("__index", normalizer.clone())?;
+        t.set_metatable(Some(mt))?;
+    }
+    Ok((t, truncated))
+}
+
+/// `content-type` as the client most likely wrote it (`Content-Type`): HTTP/1 header names
+/// reach us lower-cased, so `raw` tables give the canonical capitalisation.
+fn canonical_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut up = true;
+    for c in name.chars() {
+        out.push(if up { c.to_ascii_uppercase() } else { c });
+        up = c == '-';
+    }
+    out
+}
+
+/// Reads the whole client body into memory (`ngx.req.read_body`).
+pub async fn read_body(req: &SharedReq) -> Result<(), String> {
+    let (body, limit, timeout) = {
+        let mut r = req.borrow_mut();
+        match std::mem::replace(&mut r.body, ReqBody::Discarded) {
+            ReqBody::Unread(Some(b)) => (b, r.body_limit, r.body_timeout),
+            ReqBody::Unread(None) => {
+                r.body = ReqBody::Unread(None);
+                return Ok(());
+            }
+            other => {
+                r.body = other;
+                return Ok(());
+            }
+        }
+    };
+    let _ = (limit, timeout);
+    use http_body_util::BodyExt;
+    let mut buf = BytesMut::new();
+    let mut body = body;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    buf.extend_from_slice(d);
+                }
+            }
+            Some(Err(e)) => {
+                // The body's own limits (size, timeout) tripped: nothing usable was read.
+                req.borrow_mut().body = ReqBody::Discarded;
+                return Err(e.to_string());
+            }
+        }
+    }
+    req.borrow_mut().body = ReqBody::Read(buf.freeze());
+    Ok(())
+}
+
+pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
+    // `t.Content_Type`, `t["Content-Type"]` and `t["content-type"]` all find `content-type`.
+    let normalizer: mlua::Function = lua
+        .load(
+            r#"return function(t, k)
+                if type(k) ~= "string" then return nil end
+                local n = k:lower():gsub("_", "-")
+                if n ~= k then return rawget(t, n) end
+            end"#,
+        )
+        .set_name("=ngx.req.get_headers")
+        .eval()?;
+
+    // ngx.var
+    let var = lua.create_table()?;
+    let var_mt = lua.create_table()?;
+    var_mt.set(
+        "__index",
+        lua.create_function(|lua, (_, name): (Value, LuaString)| {
+            let name = name.to_str()?;
+            request::with("ngx.var", |r| match r.var(&name) {
+                Some(v) => lua.create_string(v.as_bytes()).map(Value::String),
+                None => Ok(Value::Nil),
+            })?
+        })?,
+    )?;
+    var_mt.set(
+        "__newindex",
+        lua.create_function(|_, (_, name, value): (Value, LuaString, Value)| {
+            let name = name.to_str()?;
+            let r = request::with("ngx.var", |r| match &value {
+                Value::Nil => r.unset_var(&name),
+                Value::String(s) => r.set_var(&name, &s.to_string_lossy()),
+                Value::Integer(i) => r.set_var(&name, &i.to_string()),
+                Value::Number(n) => r.set_var(&name, &crate::lua::lib::cjson::fmt_g(*n, 14)),
+                other => Err(format!(
+                    "bad variable value type \"{}\" for \"{name}\"",
+                    other.type_name()
+                )),
+            })?;
+            r.map_err(rt)
+        })?,
+    )?;
+    var.set_metatable(Some(var_mt))?;
+    ngx.raw_set("var", var)?;
+
+    let req = lua.create_table()?;
+    let norm = normalizer.clone();
+    req.set(
+        "get_headers",
+        lua.create_function(move |lua, (max, raw): (Option<i64>, Option<bool>)| {
+            let max = max.unwrap_or(100).max(0) as usize;
+            let r = request::current("ngx.req.get_headers")?;
+            let r = r.borrow();
+            let (t, trunc) = headers_table(lua, &r.headers, max, raw.unwrap_or(false), &norm)?;
+            (t, trunc).into_lua_multi(lua)
+        })?,
+    )?;
+    req.set(
+        "set_header",
+        lua.create_function(|_, (name, value): (LuaString, Value)| {
+            let n = header_name(&name, "ngx.req.set_header")?;
+            let vals = header_values(&value, "ngx.req.set_header")?;
+            request::with("ngx.req.set_header", |r| {
+                r.headers.remove(&n);
+                for v in vals.into_iter().flatten() {
+                    r.headers.append(n.clone(), v);
+                }
+                if n == http::header::HOST
+                    && let Some(h) = r.headers.get(&n)
+                {
+                    r.host = String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase();
+                }
+            })
+        })?,
+    )?;
+    req.set(
+        "clear_header",
+        lua.create_function(|_, name: LuaString| {
+            let n = header_name(&name, "ngx.req.clear_header")?;
+            request::with("ngx.req.clear_header", |r| {
+                r.headers.remove(&n);
+            })
+        })?,
+    )?;
+    req.set(
+        "get_uri_args",
+        lua.create_function(|lua, max: Option<i64>| {
+            let args = request::with("ngx.req.get_uri_args", |r| r.args.clone())?;
+            let (t, trunc) =
+                codec::decode_args(lua, args.as_bytes(), max.unwrap_or(100).max(0) as usize)?;
+            (t, trunc).into_lua_multi(lua)
+        })?,
+    )?;
+    let encode_args: mlua::Function = ngx.get("encode_args")?;
+    req.set(
+        "set_uri_args",
+        lua.create_function(move |_, args: Value| {
+            let s: String = match args {
+                Value::String(s) => s.to_str()?.to_string(),
+                Value::Table(t) => encode_args.call::<LuaString>(t)?.to_str()?.to_string(),
+                Value::Nil => String::new(),
+                other => {
+                    return Err(rt(format!(
+                        "bad argument #1 to 'set_uri_args' (string or table expected, got {})",
+                        other.type_name()
+                    )));
+                }
+            };
+            request::with("ngx.req.set_uri_args", |r| {
+                r.args = s;
+                r.args_changed = true;
+            })
+        })?,
+    )?;
+    req.set(
+        "set_uri",
+        lua.create_function(|_, (uri, jump, _binary): (LuaString, Option<bool>, Option<bool>)| {
+            if jump == Some(true) {
+                return Err(rt(
+                    "ngx.req.set_uri: jump = true (an internal redirect) is not supported by moongate",
+                ));
+            }
+            let uri = uri.to_str()?.to_string();
+            if uri.is_empty() {
+                return Err(rt("attempt to use zero-length uri"));
+            }
+            request::with("ngx.req.set_uri", |r| {
+                r.uri = uri;
+                r.uri_changed = true;
+            })
+        })?,
+    )?;
+    req.set(
+        "get_method",
+        lua.create_function(|_, ()| {
+            request::with("ngx.req.get_method", |r| r.method.as_str().to_string())
+        })?,
+    )?;
+    req.set(
+        "set_method",
+        lua.create_function(|_, m: i64| {
+            let Some((_, name)) = METHODS.iter().find(|(c, _)| *c == m) else {
+                return Err(rt(format!("unsupported HTTP method: {m}")));
+            };
+            let method = Method::from_bytes(name.as_bytes()).map_err(|e| rt(e.to_string()))?;
+            request::with("ngx.req.set_method", |r| r.method = method)
+        })?,
+    )?;
+    req.set(
+        "http_version",
+        lua.create_function(|_, ()| {
+            request::with("ngx.req.http_version", |r| match r.version {
+                http::Version::HTTP_09 => 0.9,
+                http::Version::HTTP_10 => 1.0,
+                http::Version::HTTP_2 => 2.0,
+                http::Version::HTTP_3 => 3.0,
+                _ => 1.1,
+            })
+        })?,
+    )?;
+    req.set(
+        "raw_header",
+        lua.create_function(|lua, no_request_line: Option<bool>| {
+            let s = request::with("ngx.req.raw_header", |r| {
+                let mut s = String::new();
+                if no_request_line != Some(true) {
+                    s.push_str(&format!(
+                        "{} {} {}\r\n",
+                        r.method,
+                        r.request_uri,
+                        crate::plugin::ctx::protocol(r.version)
+                    ));
+                }
+                for (n, v) in &r.headers {
+                    s.push_str(&canonical_case(n.as_str()));
+                    s.push_str(": ");
+                    s.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    s.push_str("\r\n");
+                }
+                s.push_str("\r\n");
+                s
+            })?;
+            lua.create_string(&s)
+        })?,
+    )?;
+    req.set(
+        "start_time",
+        lua.create_function(|_, ()| {
+            request::with("ngx.req.start_time", |r| {
+                r.start_wall
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .map(|d| (d.as_millis() as f64) / 1000.0)
+                    .unwrap_or(0.0)
+            })
+        })?,
+    )?;
+    req.set(
+        "is_internal",
+        lua.create_function(|_, ()| request::with("ngx.req.is_internal", |_| false))?,
+    )?;
+    req.set(
+        "read_body",
+        lua.create_async_function(|_, ()| async move {
+            let r = request::current("ngx.req.read_body")?;
+            read_body(&r).await.map_err(rt)
+        })?,
+    )?;
+    req.set(
+        "discard_body",
+        lua.create_function(|_, ()| {
+            request::with("ngx.req.discard_body", |r| r.body = ReqBody::Discarded)
+        })?,
+    )?;
+    req.set(
+        "get_body_data",
+        lua.create_function(|lua, max: Option<usize>| {
+            let data = request::with("ngx.req.get_body_data", |r| match &r.body {
+                ReqBody::Read(b) => Some(b.clone()),
+                _ => None,
+            })?;
+            match data {
+                Some(b) if !b.is_empty() => {
+                    let b = match max {
+                        Some(m) if m > 0 && m < b.len() => b.slice(..m),
+                        _ => b,
+                    };
+                    lua.create_string(&b).map(Value::String)
+                }
+                _ => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    // Bodies are kept in memory whatever their size, so there is never a body file.
+    req.set(
+        "get_body_file",
+        lua.create_function(|_, ()| {
+            request::with("ngx.req.get_body_file", |_| ())?;
+            Ok(Value::Nil)
+        })?,
+    )?;
+    req.set(
+        "set_body_data",
+        lua.create_function(|_, data: LuaString| {
+            let b = Bytes::copy_from_slice(&data.as_bytes());
+            request::with("ngx.req.set_body_data", |r| r.body = ReqBody::Read(b))
+        })?,
+    )?;
+    req.set(
+        "set_body_file",
+        lua.create_function(|_, (path, _auto_clean): (String, Option<bool>)| {
+            let data = std::fs::read(&path)
+                .map_err(|e| rt(format!("ngx.req.set_body_file: cannot read {path}: {e}")))?;
+            request::with("ngx.req.set_body_file", |r| {
+                r.body = ReqBody::Read(Bytes::from(data))
+            })
+        })?,
+    )?;
+    req.set(
+        "init_body",
+        lua.create_function(|_, _size: Option<usize>| {
+            request::with("ngx.req.init_body", |r| {
+                r.body = ReqBody::Read(Bytes::new())
+            })
+        })?,
+    )?;
+    req.set(
+        "append_body",
+        lua.create_function(|_, data: LuaString| {
+            request::with("ngx.req.append_body", |r| {
+                let mut b = match &r.body {
+                    ReqBody::Read(b) => BytesMut::from(&b[..]),
+                    _ => BytesMut::new(),
+                };
+                b.extend_from_slice(&data.as_bytes());
+                r.body = ReqBody::Read(b.freeze());
+            })
+        })?,
+    )?;
+    req.set(
+        "finish_body",
+        lua.create_function(|_, ()| request::with("ngx.req.finish_body", |_| ()))?,
+    )?;
+    req.set(
+        "get_post_args",
+        lua.create_function(|lua, max: Option<i64>| {
+            let body = request::with("ngx.req.get_post_args", |r| match &r.body {
+                ReqBody::Read(b) => Ok(b.clone()),
+                ReqBody::Unread(None) | ReqBody::Discarded => Ok(Bytes::new()),
+                ReqBody::Unread(Some(_)) => Err(()),
+            })?;
+            match body {
+                Err(()) => Err(rt(
+                    "request body not read yet: call ngx.req.read_body() first",
+                )),
+                Ok(b) => {
+                    let (t, trunc) =
+                        codec::decode_args(lua, &b, max.unwrap_or(100).max(0) as usize)?;
+                    (t, trunc).into_lua_multi(lua)
+                }
+            }
+        })?,
+    )?;
+    req.set(
+        "socket",
+        lua.create_function(|_, _: MultiValue| -> mlua::Result<()> {
+            Err(rt("ngx.req.socket is not supported by moongate yet"))
+        })?,
+    )?;
+    ngx.set("req", req)?;
+    Ok(())
+}

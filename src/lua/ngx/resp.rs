@@ -1,0 +1,411 @@
+//! The response API: `ngx.status`, `ngx.header`, `ngx.resp.get_headers`, `ngx.say`,
+//! `ngx.print`, `ngx.flush`, `ngx.eof`, `ngx.exit`, `ngx.redirect`, `ngx.exec`, `ngx.arg`,
+//! `ngx.headers_sent`, `ngx.ctx`, `ngx.get_phase`, `ngx.on_abort`.
+//!
+//! Output is collected on the request and sent by the proxy when the phase ends (or at once
+//! with `ngx.flush` in a content handler). `ngx.exit` stops the calling Lua for good: it marks
+//! the context and waits forever, and the driver (`sched::Exitable`) drops it.
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderName;
+use mlua::{Lua, LuaString, MultiValue, Table, Value};
+
+use super::req::{header_name, header_values, headers_table};
+use crate::lua::request;
+use crate::lua::sched;
+
+fn rt(msg: impl Into<String>) -> mlua::Error {
+    mlua::Error::runtime(msg.into())
+}
+
+/// The `*_by_lua*` context name OpenResty puts in "API disabled" errors.
+fn context_name(phase: &str) -> String {
+    match phase {
+        "timer" => "ngx.timer".into(),
+        p => format!("{p}_by_lua*"),
+    }
+}
+
+fn phase_of(r: &crate::plugin::RequestCtx) -> &'static str {
+    if r.in_content {
+        return "content";
+    }
+    r.ngx_phase
+}
+
+/// Appends print arguments the way lua-nginx-module flattens them: strings, numbers, booleans,
+/// `nil`, `ngx.null`, and (nested) arrays of those.
+fn flatten(v: &Value, out: &mut BytesMut, api: &str) -> mlua::Result<()> {
+    match v {
+        Value::String(s) => out.extend_from_slice(&s.as_bytes()),
+        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Number(n) => out.extend_from_slice(crate::lua::lib::cjson::fmt_g(*n, 14).as_bytes()),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Nil => out.extend_from_slice(b"nil"),
+        Value::LightUserData(u) if u.0.is_null() => out.extend_from_slice(b"null"),
+        Value::Table(t) => {
+            for x in t.sequence_values::<Value>() {
+                flatten(&x?, out, api)?;
+            }
+        }
+        other => {
+            return Err(rt(format!(
+                "bad argument #1 to '{api}' (string, number, boolean, nil, ngx.null, or array table expected, got {})",
+                other.type_name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn output(args: MultiValue, newline: bool, api: &str) -> mlua::Result<Value> {
+    let mut buf = BytesMut::new();
+    for a in args.iter() {
+        flatten(a, &mut buf, api)?;
+    }
+    if newline {
+        buf.extend_from_slice(b"\n");
+    }
+    request::with(api, |r| {
+        let phase = phase_of(r);
+        if matches!(phase, "header_filter" | "body_filter" | "log" | "balancer") {
+            return Err(rt(format!(
+                "API disabled in the context of {}",
+                context_name(phase)
+            )));
+        }
+        if r.exit.is_some() {
+            return Ok(Value::Nil);
+        }
+        let chunk = buf.freeze();
+        match &r.stream {
+            Some(tx) if r.headers_sent => {
+                let _ = tx.send(chunk);
+            }
+            _ => r.out.push(chunk),
+        }
+        Ok(Value::Integer(1))
+    })?
+}
+
+/// lua-nginx-module turns `_` into `-` in response header names it is given.
+fn resp_header_name(k: &LuaString) -> mlua::Result<HeaderName> {
+    let s = k.to_str()?.replace('_', "-");
+    HeaderName::from_bytes(s.as_bytes()).map_err(|_| rt(format!("invalid header name {s:?}")))
+}
+
+pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
+    // ngx.status, ngx.ctx and ngx.headers_sent are fields with behaviour: served by the
+    // metatable of `ngx`, so they must never be raw fields of it.
+    let mt = lua.create_table()?;
+    mt.set(
+        "__index",
+        lua.create_function(|lua, (_, k): (Value, Value)| {
+            let Value::String(k) = k else {
+                return Ok(Value::Nil);
+            };
+            match &*k.as_bytes() {
+                b"status" => Ok(Value::Integer(request::with("ngx.status", |r| {
+                    r.status as i64
+                })?)),
+                b"ctx" => Ok(Value::Table(request::ngx_ctx(lua)?)),
+                b"headers_sent" => Ok(Value::Boolean(request::with("ngx.headers_sent", |r| {
+                    r.headers_sent
+                })?)),
+                _ => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    mt.set(
+        "__newindex",
+        lua.create_function(|lua, (t, k, v): (Table, Value, Value)| {
+            if let Value::String(s) = &k {
+                match &*s.as_bytes() {
+                    b"status" => {
+                        let code = match v {
+                            Value::Integer(i) => i,
+                            Value::Number(n) => n as i64,
+                            Value::String(s) => s.to_str()?.trim().parse().map_err(|_| {
+                                rt("bad argument to 'ngx.status' (number expected)")
+                            })?,
+                            _ => return Err(rt("bad argument to 'ngx.status' (number expected)")),
+                        };
+                        return request::with("ngx.status", |r| {
+                            if r.headers_sent {
+                                log::error!(
+                                    "attempt to set ngx.status after sending out response headers"
+                                );
+                                return;
+                            }
+                            if (100..=999).contains(&code) {
+                                r.status = code as u16;
+                            }
+                        });
+                    }
+                    b"ctx" => {
+                        let Value::Table(t) = v else {
+                            return Err(rt("ctx should be a table while getting a {}"));
+                        };
+                        return request::set_ngx_ctx(lua, t);
+                    }
+                    _ => {}
+                }
+            }
+            t.raw_set(k, v)
+        })?,
+    )?;
+    ngx.set_metatable(Some(mt))?;
+
+    let header = lua.create_table()?;
+    let hmt = lua.create_table()?;
+    hmt.set(
+        "__index",
+        lua.create_function(|lua, (_, k): (Value, LuaString)| {
+            let name = resp_header_name(&k)?;
+            let vals: Vec<Vec<u8>> = request::with("ngx.header", |r| {
+                r.resp_headers
+                    .get_all(&name)
+                    .iter()
+                    .map(|v| v.as_bytes().to_vec())
+                    .collect()
+            })?;
+            match vals.len() {
+                0 => Ok(Value::Nil),
+                1 => lua.create_string(&vals[0]).map(Value::String),
+                _ => {
+                    let t = lua.create_table()?;
+                    for v in vals {
+                        t.raw_push(lua.create_string(&v)?)?;
+                    }
+                    Ok(Value::Table(t))
+                }
+            }
+        })?,
+    )?;
+    hmt.set(
+        "__newindex",
+        lua.create_function(|_, (_, k, v): (Value, LuaString, Value)| {
+            let name = resp_header_name(&k)?;
+            let vals = header_values(&v, "ngx.header")?;
+            request::with("ngx.header", |r| {
+                if r.headers_sent {
+                    log::error!(
+                        "attempt to set ngx.header.HEADER after sending out response headers"
+                    );
+                    return;
+                }
+                r.resp_headers.remove(&name);
+                for v in vals.into_iter().flatten() {
+                    r.resp_headers.append(name.clone(), v);
+                }
+            })
+        })?,
+    )?;
+    header.set_metatable(Some(hmt))?;
+    ngx.raw_set("header", header)?;
+
+    let resp = lua.create_table()?;
+    let normalizer: mlua::Function = lua
+        .load(
+            r#"return function(t, k)
+                if type(k) ~= "string" then return nil end
+                local n = k:lower():gsub("_", "-")
+                if n ~= k then return rawget(t, n) end
+            end"#,
+        )
+        .set_name("=ngx.resp.get_headers")
+        .eval()?;
+    resp.set(
+        "get_headers",
+        lua.create_function(move |lua, (max, raw): (Option<i64>, Option<bool>)| {
+            let r = request::current("ngx.resp.get_headers")?;
+            let r = r.borrow();
+            let (t, trunc) = headers_table(
+                lua,
+                &r.resp_headers,
+                max.unwrap_or(100).max(0) as usize,
+                raw.unwrap_or(false),
+                &normalizer,
+            )?;
+            Ok((t, trunc))
+        })?,
+    )?;
+    resp.set(
+        "add_header",
+        lua.create_function(|_, (k, v): (LuaString, Value)| {
+            let name = header_name(&k, "ngx.resp.add_header")?;
+            let vals = header_values(&v, "ngx.resp.add_header")?;
+            request::with("ngx.resp.add_header", |r| {
+                for v in vals.into_iter().flatten() {
+                    r.resp_headers.append(name.clone(), v);
+                }
+            })
+        })?,
+    )?;
+    ngx.raw_set("resp", resp)?;
+
+    ngx.raw_set(
+        "say",
+        lua.create_function(|_, args: MultiValue| output(args, true, "say"))?,
+    )?;
+    ngx.raw_set(
+        "print",
+        lua.create_function(|_, args: MultiValue| output(args, false, "print"))?,
+    )?;
+    ngx.raw_set(
+        "flush",
+        lua.create_function(|_, _wait: Option<bool>| {
+            request::with("ngx.flush", |r| {
+                let phase = phase_of(r);
+                if phase != "content" {
+                    // Outside a content handler output is sent when the phase ends.
+                    return if matches!(phase, "header_filter" | "body_filter" | "log") {
+                        Err(rt(format!(
+                            "API disabled in the context of {}",
+                            context_name(phase)
+                        )))
+                    } else {
+                        Ok(Value::Integer(1))
+                    };
+                }
+                if let Some(tx) = &r.stream {
+                    r.headers_sent = true;
+                    for chunk in r.out.drain(..) {
+                        let _ = tx.send(chunk);
+                    }
+                    // The head goes out now: wake the proxy waiting for it.
+                    if let Some(h) = r.head_signal.take() {
+                        let _ = h.send(());
+                    }
+                }
+                Ok(Value::Integer(1))
+            })?
+        })?,
+    )?;
+    ngx.raw_set(
+        "eof",
+        lua.create_function(|_, ()| {
+            request::with("ngx.eof", |r| {
+                r.eof = true;
+                1
+            })
+        })?,
+    )?;
+    ngx.raw_set(
+        "exit",
+        lua.create_async_function(|_, code: Value| async move {
+            let code = match code {
+                Value::Integer(i) => i,
+                Value::Number(n) => n as i64,
+                _ => return Err(rt("bad argument #1 to 'exit' (number expected)")),
+            };
+            let id = sched::current().ok_or_else(|| rt("no request found"))?;
+            if let Some(req) = request::try_current() {
+                let mut r = req.borrow_mut();
+                let phase = phase_of(&r);
+                if matches!(phase, "body_filter" | "log") {
+                    return Err(rt(format!(
+                        "API disabled in the context of {}",
+                        context_name(phase)
+                    )));
+                }
+                r.exit = Some(code);
+            }
+            sched::mark_exited(id);
+            std::future::pending::<()>().await;
+            Ok(())
+        })?,
+    )?;
+    ngx.raw_set(
+        "redirect",
+        lua.create_async_function(|_, (uri, status): (LuaString, Option<i64>)| async move {
+            let status = status.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return Err(rt(format!(
+                    "only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}"
+                )));
+            }
+            let loc = http::HeaderValue::from_bytes(&uri.as_bytes())
+                .map_err(|_| rt("ngx.redirect: invalid uri"))?;
+            let id = sched::current().ok_or_else(|| rt("no request found"))?;
+            request::with("ngx.redirect", |r| {
+                r.resp_headers.insert(http::header::LOCATION, loc);
+                r.status = status as u16;
+                r.exit = Some(status);
+            })?;
+            sched::mark_exited(id);
+            std::future::pending::<()>().await;
+            Ok(())
+        })?,
+    )?;
+    ngx.raw_set(
+        "exec",
+        lua.create_function(|_, _: MultiValue| -> mlua::Result<()> {
+            Err(rt(
+                "ngx.exec is not supported by moongate yet (internal redirects to another location)",
+            ))
+        })?,
+    )?;
+    ngx.raw_set(
+        "get_phase",
+        lua.create_function(|_, ()| {
+            Ok(match request::try_current() {
+                Some(r) => phase_of(&r.borrow()),
+                None if sched::current().is_some() => "timer",
+                None => "init_worker",
+            })
+        })?,
+    )?;
+    ngx.raw_set(
+        "on_abort",
+        lua.create_function(|_, _f: mlua::Function| {
+            request::with("ngx.on_abort", |_| ())?;
+            Ok((Value::Nil, "lua_check_client_abort is off"))
+        })?,
+    )?;
+
+    // ngx.arg[1] is the body filter's chunk, ngx.arg[2] its end-of-body flag.
+    let arg = lua.create_table()?;
+    let amt = lua.create_table()?;
+    amt.set(
+        "__index",
+        lua.create_function(|lua, (_, i): (Value, i64)| {
+            let r = request::current("ngx.arg")?;
+            let r = r.borrow();
+            match i {
+                1 => lua.create_string(&r.arg_chunk).map(Value::String),
+                2 => Ok(Value::Boolean(r.arg_eof)),
+                _ => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    amt.set(
+        "__newindex",
+        lua.create_function(|_, (_, i, v): (Value, i64, Value)| {
+            request::with("ngx.arg", |r| {
+                if r.ngx_phase != "body_filter" {
+                    return Err(rt(format!(
+                        "API disabled in the context of {}",
+                        context_name(phase_of(r))
+                    )));
+                }
+                match i {
+                    1 => {
+                        let mut buf = BytesMut::new();
+                        flatten(&v, &mut buf, "ngx.arg")?;
+                        if matches!(v, Value::Nil) {
+                            buf.clear();
+                        }
+                        r.arg_chunk = Bytes::from(buf);
+                    }
+                    2 => r.arg_eof = matches!(v, Value::Boolean(true)),
+                    _ => return Err(rt("ngx.arg: only [1] and [2] can be set")),
+                }
+                Ok(())
+            })?
+        })?,
+    )?;
+    arg.set_metatable(Some(amt))?;
+    ngx.raw_set("arg", arg)?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The enabled plugins of a node: their names, priorities and phases, and the checker that
+//! validates confs against each plugin's own `check_schema` when a snapshot is built.
+//!
+//! Lua plugins are loaded once on a control thread with a VM of its own (the workers load them
+//! again on theirs, since nothing Lua crosses threads). That VM answers schema checks for the
+//! config providers, which run on other threads, over a channel; the answer is only "valid or
+//! why not": the defaults a check fills in are filled again on each worker's own conf table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, mpsc};
+
+use serde_json::Value;
+
+use super::native::{self, NativePlugin};
+use super::{Impl, PhaseSet};
+use crate::lua::vm::{LuaVm, VmOptions};
+
+/// What a snapshot needs to know about one enabled plugin.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    pub name: String,
+    pub priority: i64,
+    pub phases: PhaseSet,
+    pub imp: Impl,
+    /// `type = "auth"`: identifies consumers.
+    pub is_auth: bool,
+}
+
+type CheckRequest = (String, Value, Option<i64>, mpsc::Sender<Result<(), String>>);
+
+/// The enabled plugins.
+pub struct Catalog {
+    plugins: HashMap<String, PluginInfo>,
+    /// The names of the Lua plugins that loaded, for the workers to load in turn.
+    lua_names: Vec<String>,
+    checker: Option<Mutex<mpsc::Sender<CheckRequest>>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("plugins", &self.plugins.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Catalog {
+    /// No plugins at all (tests, and nodes that enable none).
+    pub fn empty() -> Catalog {
+        Catalog {
+            plugins: HashMap::new(),
+            lua_names: Vec::new(),
+            checker: None,
+        }
+    }
+
+    /// Loads `enabled` (the `plugins:` list; `None` = every plugin file found in the plugin
+    /// directories): native plugins by name, Lua plugins from their modules. A plugin that fails
+    /// to load is reported in the returned list and left out, as APISIX leaves it out.
+    pub fn load(
+        opts: &VmOptions,
+        enabled: Option<&[String]>,
+    ) -> std::io::Result<(Catalog, Vec<String>)> {
+        let natives: HashMap<&'static str, Arc<dyn NativePlugin>> =
+            native::all().into_iter().map(|p| (p.name(), p)).collect();
+        let names: Vec<String> = match enabled {
+            Some(list) => list.to_vec(),
+            None => discover(&opts.plugin_dirs),
+        };
+        let mut plugins = HashMap::new();
+        let mut lua_wanted = Vec::new();
+        for name in &names {
+            if let Some(p) = natives.get(name.as_str()) {
+                plugins.insert(
+                    name.clone(),
+                    PluginInfo {
+                        name: name.clone(),
+                        priority: p.priority(),
+                        phases: p.phases(),
+                        imp: Impl::Native(p.clone()),
+                        is_auth: false,
+                    },
+                );
+            } else {
+                lua_wanted.push(name.clone());
+            }
+        }
+        let (tx, rx) = mpsc::channel::<CheckRequest>();
+        let (loaded_tx, loaded_rx) = mpsc::channel();
+        let opts = opts.clone();
+        std::thread::Builder::new()
+            .name("moongate-plugins".into())
+            .stack_size(8 << 20)
+            .spawn(move || control_thread(opts, lua_wanted, loaded_tx, rx))?;
+        let (loaded, errors): (Vec<crate::lua::plugin::LoadedPlugin>, Vec<String>) = loaded_rx
+            .recv()
+            .unwrap_or_else(|_| (Vec::new(), vec!["the plugin loader thread died".into()]));
+        let mut lua_names = Vec::new();
+        for p in loaded {
+            lua_names.push(p.name.clone());
+            plugins.insert(
+                p.name.clone(),
+                PluginInfo {
+                    name: p.name.clone(),
+                    priority: p.priority,
+                    phases: PhaseSet::from_names(p.phases.iter().copied()),
+                    imp: Impl::Lua,
+                    is_auth: p.is_auth,
+                },
+            );
+        }
+        Ok((
+            Catalog {
+                plugins,
+                lua_names,
+                checker: Some(Mutex::new(tx)),
+            },
+            errors,
+        ))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&PluginInfo> {
+        self.plugins.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.plugins.keys().map(String::as_str)
+    }
+
+    pub fn lua_names(&self) -> &[String] {
+        &self.lua_names
+    }
+
+    /// Runs the plugin's schema check on a copy of `conf`.
+    pub fn check(&self, name: &str, conf: &Value, schema_type: Option<i64>) -> Result<(), String> {
+        match self.plugins.get(name).map(|p| &p.imp) {
+            None => Err(format!("unknown plugin [{name}]")),
+            Some(Impl::Native(p)) => p.check_conf(conf),
+            Some(Impl::Lua) => {
+                let Some(checker) = &self.checker else {
+                    return Err(format!("unknown plugin [{name}]"));
+                };
+                let (reply_tx, reply_rx) = mpsc::channel();
+                let sent = checker
+                    .lock()
+                    .map_err(|_| "the plugin checker is gone".to_string())?
+                    .send((name.to_string(), conf.clone(), schema_type, reply_tx));
+                if sent.is_err() {
+                    return Err("the plugin checker is gone".into());
+                }
+                reply_rx
+                    .recv()
+                    .unwrap_or_else(|_| Err("the plugin checker is gone".into()))
+            }
+        }
+    }
+}
+
+/// Every `NAME.lua` and `NAME/init.lua` in the plugin directories, sorted.
+fn discover(dirs: &[std::path::PathBuf]) -> Vec<String> {
+    let mut names = Vec::new();
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            let name = if path.is_dir() && path.join("init.lua").is_file() {
+                e.file_name().to_string_lossy().into_owned()
+            } else if path.extension().is_some_and(|x| x == "lua") {
+                match path.file_stem() {
+                    Some(s) => s.to_string_lossy().into_owned(),
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+fn control_thread(
+    opts: VmOptions,
+    wanted: Vec<String>,
+    loaded_tx: mpsc::Sender<(Vec<crate::lua::plugin::LoadedPlugin>, Vec<String>)>,
+    rx: mpsc::Receiver<CheckRequest>,
+) {
+    // Plugins may start timers or sockets at load time: give them a runtime to do it on.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build_local(tokio::runtime::LocalOptions::default())
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = loaded_tx.send((Vec::new(), vec![format!("plugin loader: {e}")]));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let vm = match LuaVm::new(&opts) {
+            Ok(vm) => vm,
+            Err(e) => {
+                let _ = loaded_tx.send((Vec::new(), vec![format!("plugin loader VM: {e}")]));
+                return;
+            }
+        };
+        let mut loaded = Vec::new();
+        let mut errors = Vec::new();
+        for name in &wanted {
+            match crate::lua::plugin::load(&vm, name) {
+                Ok(p) => loaded.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        let _ = loaded_tx.send((loaded, errors));
+        // Checks are rare (config changes): serve them one at a time, off the worker threads.
+        // The thread blocks between checks, so timers a plugin starts at load time here do not
+        // fire on this VM; they do on the workers', where plugins run for real.
+        while let Ok((name, conf, schema_type, reply)) = rx.recv() {
+            let r = crate::lua::plugin::check_conf(&vm, &name, &conf, schema_type).map(|_| ());
+            let _ = reply.send(r);
+        }
+    });
+}

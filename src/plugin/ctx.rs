@@ -1,0 +1,411 @@
+//! The per-request context plugins act on: the request as it will go upstream (method, uri,
+//! args, headers, body), the response as it will go to the client (status, headers, output), the
+//! variables plugins read and write (`ngx.var`, `ctx.var`), and what the proxy learnt on the way
+//! (upstream address, status, timings).
+//!
+//! Native plugins get it as `&mut RequestCtx`; Lua code reaches the same value through the
+//! worker's registry of live requests (`lua::request`), keyed by the request's context id.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Version};
+use tokio::time::Instant;
+
+use super::Phase;
+use crate::lua::sched::CtxId;
+use crate::proxy::body::Body;
+
+/// The client's request body, as far as plugins have touched it.
+pub enum ReqBody {
+    /// Not read: streams to the upstream as it arrives (`None`: the request has no body).
+    Unread(Option<Body>),
+    /// Read whole by `ngx.req.read_body()` or replaced by `ngx.req.set_body_data()`.
+    Read(Bytes),
+    /// `ngx.req.discard_body()`: the upstream gets no body.
+    Discarded,
+}
+
+/// What the upstream exchange produced, for `$upstream_*`.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamInfo {
+    pub addr: Option<SocketAddr>,
+    pub status: Option<u16>,
+    pub connect_time: Option<Duration>,
+    pub header_time: Option<Duration>,
+    pub response_time: Option<Duration>,
+}
+
+/// Variables nginx lets APISIX write (declared with `set` in APISIX's nginx.conf) plus any name a
+/// plugin writes; nginx would refuse undeclared names, moongate keeps them (a documented superset).
+pub type VarMap = HashMap<String, String>;
+
+/// One request's context.
+pub struct RequestCtx {
+    pub id: CtxId,
+    /// The phase running now (`None` before the first and in the content handler).
+    pub phase: Option<Phase>,
+    /// What `ngx.get_phase()` answers now.
+    pub ngx_phase: &'static str,
+    /// In a Lua content handler (`content_by_lua`).
+    pub in_content: bool,
+    pub start: Instant,
+    pub start_wall: SystemTime,
+    pub method: Method,
+    pub version: Version,
+    /// `$uri`: the normalised, decoded path; plugins may change it.
+    pub uri: String,
+    /// `$args`: the raw query string; plugins may change it.
+    pub args: String,
+    /// `$request_uri`: as the client sent it.
+    pub request_uri: String,
+    /// The path and query the upstream gets when no plugin changed `uri`/`args`.
+    pub raw_target: String,
+    pub uri_changed: bool,
+    pub args_changed: bool,
+    /// `$host`.
+    pub host: String,
+    pub headers: HeaderMap,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub scheme: &'static str,
+    pub body: ReqBody,
+    /// `client_max_body_size` (0 = unlimited), for `read_body`.
+    pub body_limit: u64,
+    pub body_timeout: Duration,
+    pub request_length: u64,
+    pub vars: VarMap,
+    pub route_id: Option<String>,
+    pub route_name: Option<String>,
+    pub service_id: Option<String>,
+    // The response side.
+    /// `ngx.status`: 0 until someone sets it or a response arrives.
+    pub status: u16,
+    pub resp_headers: HeaderMap,
+    /// The response head has gone to the client: status and headers are frozen.
+    pub headers_sent: bool,
+    /// `ngx.say`/`ngx.print` output not yet sent.
+    pub out: Vec<Bytes>,
+    /// `ngx.exit(code)` was called: the running Lua stops here.
+    pub exit: Option<i64>,
+    /// The body filter's current chunk and end-of-body flag (`ngx.arg[1]`, `ngx.arg[2]`).
+    pub arg_chunk: Bytes,
+    pub arg_eof: bool,
+    pub upstream: UpstreamInfo,
+    pub bytes_sent: u64,
+    /// Time spent in each plugin run, as (chain slot, entry index, phase, time): slot 0 is the
+    /// global rules' chain, 1 the route's. Read by the metrics of a later stage.
+    pub timings: Vec<(u8, u32, Phase, Duration)>,
+    /// The chain slot and phase being timed now, and the plugin run that started last.
+    pub timing: (u8, Option<Phase>),
+    mark: Option<(u32, Instant)>,
+    /// Content output flushed early with `ngx.flush`: the head and these chunks go out at once.
+    pub stream: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    /// Fired by the first `ngx.flush` of a content handler: the head may go out.
+    pub head_signal: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `ngx.eof()` was called: no more output.
+    pub eof: bool,
+}
+
+impl RequestCtx {
+    /// A context for a request that has just been routed; the proxy fills in the rest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: CtxId,
+        method: Method,
+        version: Version,
+        uri: String,
+        args: String,
+        request_uri: String,
+        host: String,
+        headers: HeaderMap,
+        remote: SocketAddr,
+        local: SocketAddr,
+        body: ReqBody,
+    ) -> RequestCtx {
+        RequestCtx {
+            id,
+            phase: None,
+            ngx_phase: "rewrite",
+            in_content: false,
+            start: Instant::now(),
+            start_wall: SystemTime::now(),
+            method,
+            version,
+            raw_target: request_uri.clone(),
+            uri,
+            args,
+            request_uri,
+            uri_changed: false,
+            args_changed: false,
+            host,
+            headers,
+            remote,
+            local,
+            scheme: "http",
+            body,
+            body_limit: 0,
+            body_timeout: Duration::from_secs(60),
+            request_length: 0,
+            vars: VarMap::new(),
+            route_id: None,
+            route_name: None,
+            service_id: None,
+            status: 0,
+            resp_headers: HeaderMap::new(),
+            headers_sent: false,
+            out: Vec::new(),
+            exit: None,
+            arg_chunk: Bytes::new(),
+            arg_eof: false,
+            upstream: UpstreamInfo::default(),
+            bytes_sent: 0,
+            timings: Vec::new(),
+            timing: (0, None),
+            mark: None,
+            stream: None,
+            head_signal: None,
+            eof: false,
+        }
+    }
+
+    /// Plugin run `index` (1-based; 0 = none) starts now: the previous one's time is recorded.
+    /// One clock read per plugin run.
+    pub fn mark_plugin(&mut self, index: usize) {
+        let now = Instant::now();
+        if let (Some((i, t)), Some(phase)) = (self.mark.take(), self.timing.1) {
+            self.timings.push((self.timing.0, i - 1, phase, now - t));
+        }
+        if index > 0 {
+            self.mark = Some((index as u32, now));
+        }
+    }
+
+    /// The upstream request target: `$upstream_uri` when a plugin set it, else the changed
+    /// `uri` and `args`, else exactly what the client sent.
+    pub fn upstream_target(&self) -> Cow<'_, str> {
+        if let Some(u) = self.vars.get("upstream_uri").filter(|u| !u.is_empty()) {
+            return Cow::Borrowed(u);
+        }
+        if !self.uri_changed && !self.args_changed {
+            return Cow::Borrowed(&self.raw_target);
+        }
+        let path: Cow<'_, str> = if self.uri_changed {
+            Cow::Owned(String::from_utf8_lossy(&encode_path(&self.uri)).into_owned())
+        } else {
+            Cow::Borrowed(self.raw_target.split('?').next().unwrap_or("/"))
+        };
+        if self.args.is_empty() {
+            path
+        } else {
+            Cow::Owned(format!("{path}?{}", self.args))
+        }
+    }
+
+    /// Reads a variable as `ngx.var.NAME` does. `None` when it has no value.
+    pub fn var(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some(v) = self.vars.get(name) {
+            return Some(Cow::Borrowed(v));
+        }
+        if let Some(h) = name.strip_prefix("http_") {
+            let wanted = h.replace('_', "-");
+            let mut all = self.headers.get_all(wanted.as_str()).iter();
+            let first = all.next()?;
+            // nginx joins repeated headers for a few names only; cookies with "; ".
+            let mut s = String::from_utf8_lossy(first.as_bytes()).into_owned();
+            for more in all {
+                s.push_str(if wanted == "cookie" { "; " } else { ", " });
+                s.push_str(&String::from_utf8_lossy(more.as_bytes()));
+            }
+            return Some(Cow::Owned(s));
+        }
+        if let Some(h) = name.strip_prefix("sent_http_") {
+            let wanted = h.replace('_', "-");
+            return self
+                .resp_headers
+                .get(wanted.as_str())
+                .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        }
+        if let Some(arg) = name.strip_prefix("arg_") {
+            return query_arg_raw(&self.args, arg).map(Cow::Borrowed);
+        }
+        if let Some(c) = name.strip_prefix("cookie_") {
+            return cookie(&self.headers, c).map(Cow::Borrowed);
+        }
+        let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
+        Some(match name {
+            "uri" | "document_uri" => Cow::Borrowed(&self.uri),
+            "request_uri" => Cow::Borrowed(&self.request_uri),
+            "args" | "query_string" => {
+                if self.args.is_empty() {
+                    return None;
+                }
+                Cow::Borrowed(&self.args)
+            }
+            "is_args" => Cow::Borrowed(if self.args.is_empty() { "" } else { "?" }),
+            "host" => Cow::Borrowed(&self.host),
+            "hostname" => Cow::Owned(hostname()),
+            "remote_addr" | "realip_remote_addr" | "binary_remote_addr_text" => {
+                Cow::Owned(crate::router::ip::canonical(self.remote.ip()).to_string())
+            }
+            "remote_port" | "realip_remote_port" => Cow::Owned(self.remote.port().to_string()),
+            "server_addr" => Cow::Owned(crate::router::ip::canonical(self.local.ip()).to_string()),
+            "server_port" => Cow::Owned(self.local.port().to_string()),
+            "scheme" => Cow::Borrowed(self.scheme),
+            "https" => Cow::Borrowed(if self.scheme == "https" { "on" } else { "" }),
+            "request_method" | "method" => Cow::Borrowed(self.method.as_str()),
+            "request_length" => Cow::Owned(self.request_length.to_string()),
+            "request_time" => Cow::Owned(secs(self.start.elapsed())),
+            "server_protocol" => Cow::Borrowed(protocol(self.version)),
+            "content_type" => return self.header_str("content-type"),
+            "content_length" => return self.header_str("content-length"),
+            "http_host_or_host" => Cow::Borrowed(&self.host),
+            "status" => {
+                if self.status == 0 {
+                    return None;
+                }
+                Cow::Owned(self.status.to_string())
+            }
+            "bytes_sent" | "body_bytes_sent" => Cow::Owned(self.bytes_sent.to_string()),
+            "upstream_addr" => Cow::Owned(self.upstream.addr?.to_string()),
+            "upstream_status" => Cow::Owned(self.upstream.status?.to_string()),
+            "upstream_response_time" => Cow::Owned(secs(self.upstream.response_time?)),
+            "upstream_connect_time" => Cow::Owned(secs(self.upstream.connect_time?)),
+            "upstream_header_time" => Cow::Owned(secs(self.upstream.header_time?)),
+            "upstream_scheme" => Cow::Borrowed("http"),
+            "time_iso8601" => {
+                let mut s = String::new();
+                crate::observability::clock::push_time_iso8601(&mut s);
+                Cow::Owned(s)
+            }
+            "time_local" => {
+                let mut s = String::new();
+                crate::observability::clock::push_time_local(&mut s);
+                Cow::Owned(s)
+            }
+            "msec" => Cow::Owned(format!(
+                "{:.3}",
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            )),
+            "request_id" => Cow::Owned(format!("{:032x}", request_id(self.id, self.start_wall))),
+            "route_id" => return self.route_id.as_deref().map(Cow::Borrowed),
+            "route_name" => return self.route_name.as_deref().map(Cow::Borrowed),
+            "service_id" => return self.service_id.as_deref().map(Cow::Borrowed),
+            _ => return None,
+        })
+    }
+
+    fn header_str(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+    }
+
+    /// Writes a variable as `ngx.var.NAME = value` does. `uri`, `args` and `request_method`
+    /// change the request itself; read-only built-ins are refused with nginx's words.
+    pub fn set_var(&mut self, name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "args" | "query_string" => {
+                self.args = value.to_string();
+                self.args_changed = true;
+            }
+            "uri" | "request_uri" | "host" | "remote_addr" | "remote_port" | "server_addr"
+            | "server_port" | "scheme" | "request_length" | "request_time" | "status"
+            | "bytes_sent" | "body_bytes_sent" | "server_protocol" | "request_method"
+            | "is_args" | "msec" | "time_iso8601" | "time_local" | "hostname" | "request_id" => {
+                return Err(format!("variable \"{name}\" not changeable"));
+            }
+            n if n.starts_with("http_") || n.starts_with("arg_") || n.starts_with("cookie_") => {
+                return Err(format!("variable \"{name}\" not changeable"));
+            }
+            _ => {
+                self.vars.insert(name.to_string(), value.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Unsets a writable variable (`ngx.var.NAME = nil`).
+    pub fn unset_var(&mut self, name: &str) -> Result<(), String> {
+        if name == "args" || name == "query_string" {
+            self.args.clear();
+            self.args_changed = true;
+            return Ok(());
+        }
+        if self.vars.remove(name).is_none() && self.var(name).is_some() {
+            return Err(format!("variable \"{name}\" not changeable"));
+        }
+        Ok(())
+    }
+}
+
+/// `$request_id`: 16 random-looking bytes as hex, stable for one request.
+fn request_id(id: CtxId, start: SystemTime) -> u128 {
+    let t = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    // A cheap mix (splitmix-style) of the start time, the worker-local id and the thread.
+    let mut x = t ^ ((id as u128) << 64) ^ (std::process::id() as u128);
+    x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+    x ^ (x >> 61)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+pub fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `$arg_NAME`: nginx gives the raw (still escaped) value of the first argument of that name.
+fn query_arg_raw<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k.eq_ignore_ascii_case(name) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    for value in headers.get_all(http::header::COOKIE) {
+        let Ok(s) = value.to_str() else { continue };
+        for part in s.split(';') {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            if k.trim() == name {
+                return Some(v.trim());
+            }
+        }
+    }
+    None
+}
+
+/// Escapes a decoded path for the request line, as nginx escapes a changed `$uri`.
+pub fn encode_path(path: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@%".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
+}

@@ -1,0 +1,253 @@
+//! Plugins as APISIX defines them, whatever they are written in: the phases, the chain a resource
+//! runs (global rules, then the route's plugins, by descending priority), the per-request context
+//! both kinds share, and the trait native Rust plugins implement.
+//!
+//! A chain is compiled once per config snapshot, off the request path: each entry knows its
+//! plugin's priority (after `_meta.priority`), whether `_meta.disable` is set, its compiled
+//! `_meta.filter` and its `_meta.error_response`. Lua entries carry the conf as JSON; each
+//! worker turns it into one checked Lua table per snapshot (see `lua::host`).
+
+pub mod catalog;
+pub mod ctx;
+pub mod native;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::router::expr::Expr;
+pub use catalog::{Catalog, PluginInfo};
+pub use ctx::RequestCtx;
+
+/// A plugin phase, in request order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Rewrite,
+    Access,
+    BeforeProxy,
+    HeaderFilter,
+    BodyFilter,
+    Log,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Rewrite,
+        Phase::Access,
+        Phase::BeforeProxy,
+        Phase::HeaderFilter,
+        Phase::BodyFilter,
+        Phase::Log,
+    ];
+
+    /// The name of the phase function in a plugin module.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Rewrite => "rewrite",
+            Phase::Access => "access",
+            Phase::BeforeProxy => "before_proxy",
+            Phase::HeaderFilter => "header_filter",
+            Phase::BodyFilter => "body_filter",
+            Phase::Log => "log",
+        }
+    }
+
+    /// What `ngx.get_phase()` answers while the phase runs: APISIX runs `rewrite` and `access`
+    /// plugins inside nginx's access phase and `before_proxy` in the balancer phase.
+    pub fn ngx_phase(self) -> &'static str {
+        match self {
+            Phase::Rewrite | Phase::Access => "access",
+            Phase::BeforeProxy => "balancer",
+            Phase::HeaderFilter => "header_filter",
+            Phase::BodyFilter => "body_filter",
+            Phase::Log => "log",
+        }
+    }
+
+    /// Phases whose `return code, body` ends the request.
+    pub fn may_answer(self) -> bool {
+        matches!(self, Phase::Rewrite | Phase::Access | Phase::BeforeProxy)
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of phases, as a bit mask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseSet(u8);
+
+impl PhaseSet {
+    pub fn insert(&mut self, p: Phase) {
+        self.0 |= p.bit();
+    }
+
+    pub fn contains(self, p: Phase) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    pub fn union(self, o: PhaseSet) -> PhaseSet {
+        PhaseSet(self.0 | o.0)
+    }
+
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> PhaseSet {
+        let mut s = PhaseSet::default();
+        for n in names {
+            if let Some(p) = Phase::ALL.iter().find(|p| p.name() == n) {
+                s.insert(*p);
+            }
+        }
+        s
+    }
+}
+
+/// How a chain entry is implemented.
+#[derive(Clone)]
+pub enum Impl {
+    /// An APISIX Lua module, run on the worker's VM.
+    Lua,
+    Native(Arc<dyn native::NativePlugin>),
+}
+
+impl std::fmt::Debug for Impl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Impl::Lua => f.write_str("Lua"),
+            Impl::Native(p) => write!(f, "Native({})", p.name()),
+        }
+    }
+}
+
+/// One plugin of a chain, with its conf.
+#[derive(Debug, Clone)]
+pub struct ChainEntry {
+    pub name: String,
+    /// The plugin's priority, or `_meta.priority` when the conf sets it.
+    pub priority: i64,
+    pub imp: Impl,
+    pub phases: PhaseSet,
+    /// The conf as configured (defaults are filled per worker by the plugin's `check_schema`).
+    pub conf: Value,
+    /// `_meta.filter`: the plugin runs only when it holds.
+    pub filter: Option<Expr>,
+    /// `_meta.error_response`: replaces the body of any answer with status >= 400.
+    pub error_response: Option<Value>,
+}
+
+/// Which resource a chain's confs belong to, as APISIX tells plugins through `ctx.conf_type`,
+/// `ctx.conf_id` and `ctx.conf_version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfOwner {
+    /// `route`, `route&service`, `global_rule`, `plugin_config` …
+    pub conf_type: String,
+    pub conf_id: String,
+    pub conf_version: String,
+}
+
+/// The plugins one resource runs, sorted by descending priority (ties keep the plugin name
+/// order, which is the order of the conf object's keys in our maps).
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// Unique within a snapshot (`route#1`, `global_rule#g`), to key per-worker conf tables.
+    pub key: String,
+    pub owner: ConfOwner,
+    pub entries: Vec<ChainEntry>,
+    /// The union of the phases the entries implement.
+    pub phases: PhaseSet,
+    /// Any entry is a Lua plugin: the request needs the VM.
+    pub has_lua: bool,
+}
+
+/// Why a resource's plugins cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ChainError {
+    pub field: String,
+    pub message: String,
+}
+
+impl Chain {
+    /// Compiles `plugins: {name: conf}`: every name must be an enabled plugin, every conf must
+    /// pass that plugin's schema check, and `_meta` must be well-formed. All problems are
+    /// reported.
+    pub fn build(
+        key: String,
+        owner: ConfOwner,
+        plugins: &crate::config::resource::PluginMap,
+        catalog: &Catalog,
+    ) -> Result<Chain, Vec<ChainError>> {
+        let mut errors = Vec::new();
+        let mut entries = Vec::with_capacity(plugins.len());
+        for (name, conf) in plugins {
+            let field = format!("plugins.{name}");
+            let Some(info) = catalog.get(name) else {
+                errors.push(ChainError {
+                    field,
+                    message: format!("unknown plugin [{name}]"),
+                });
+                continue;
+            };
+            if let Err(e) = catalog.check(name, conf, None) {
+                errors.push(ChainError { field, message: e });
+                continue;
+            }
+            let meta = conf.get("_meta");
+            if meta
+                .and_then(|m| m.get("disable"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let mut priority = info.priority;
+            if let Some(p) = meta.and_then(|m| m.get("priority")) {
+                match p.as_i64() {
+                    Some(p) => priority = p,
+                    None => errors.push(ChainError {
+                        field: format!("{field}._meta.priority"),
+                        message: "wrong type: expected integer".into(),
+                    }),
+                }
+            }
+            let filter = match meta.and_then(|m| m.get("filter")) {
+                Some(f) => match Expr::compile(f) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        errors.push(ChainError {
+                            field: format!("{field}._meta.filter"),
+                            message: format!("failed to validate the 'vars' expression: {e}"),
+                        });
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            entries.push(ChainEntry {
+                name: name.clone(),
+                priority,
+                imp: info.imp.clone(),
+                phases: info.phases,
+                conf: conf.clone(),
+                filter,
+                error_response: meta.and_then(|m| m.get("error_response")).cloned(),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        // Stable: equal priorities keep name order, so every worker and every reload agree.
+        entries.sort_by(|a, b| b.priority.cmp(&a.priority));
+        let phases = entries
+            .iter()
+            .fold(PhaseSet::default(), |s, e| s.union(e.phases));
+        let has_lua = entries.iter().any(|e| matches!(e.imp, Impl::Lua));
+        Ok(Chain {
+            key,
+            owner,
+            entries,
+            phases,
+            has_lua,
+        })
+    }
+}
