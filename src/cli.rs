@@ -11,9 +11,12 @@ use arc_swap::ArcSwap;
 use crate::config::node::{NodeConfig, Provider};
 use crate::config::provider::yaml;
 use crate::config::snapshot::Snapshot;
+use crate::lua::ngx::shared::SharedDicts;
+use crate::lua::vm::VmOptions;
 use crate::observability::access::{Escape, Format};
 use crate::observability::errlog::{self, NginxLevel};
-use crate::proxy::{Settings, Shared};
+use crate::plugin::Catalog;
+use crate::proxy::{LuaSettings, Settings, Shared};
 use crate::server::timed_io::ClientTimeouts;
 use crate::server::{ListenSpec, Server};
 use crate::upstream::SystemResolver;
@@ -69,8 +72,35 @@ fn routes_path(node: &NodeConfig) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The VM settings every worker (and the plugin checker) uses.
+fn vm_options(prefix: &Path, node: &NodeConfig) -> VmOptions {
+    let mut o = VmOptions::for_prefix(prefix);
+    o.extra_lua_path = node.extra_lua_path.clone();
+    o.memory_limit = (node.lua_memory_limit > 0).then_some(node.lua_memory_limit as usize);
+    o.worker_count = node.worker_processes;
+    o.shared_dicts = SharedDicts::new(&node.shared_dicts);
+    o
+}
+
+/// Loads the enabled plugins, reporting the ones that fail as APISIX does (and going on).
+fn load_catalog(opts: &VmOptions, node: &NodeConfig, quiet: bool) -> anyhow::Result<Catalog> {
+    let (catalog, errors) =
+        Catalog::load(opts, node.plugins.as_deref()).context("cannot start the plugin loader")?;
+    for e in &errors {
+        log::error!("{e}");
+        if !quiet {
+            eprintln!("moongate: {e}");
+        }
+    }
+    Ok(catalog)
+}
+
 /// Loads and compiles the route file once.
-fn initial_snapshot(path: &Path, resolver: &SystemResolver) -> anyhow::Result<Snapshot> {
+fn initial_snapshot(
+    path: &Path,
+    resolver: &SystemResolver,
+    catalog: &Catalog,
+) -> anyhow::Result<Snapshot> {
     let resources = match yaml::load(path) {
         Ok(yaml::Loaded::Complete(r)) => r,
         Ok(yaml::Loaded::Incomplete) => {
@@ -87,7 +117,7 @@ fn initial_snapshot(path: &Path, resolver: &SystemResolver) -> anyhow::Result<Sn
             bail!("{} error(s) in {}", errors.len(), path.display())
         }
     };
-    match Snapshot::build(resources, 1, None, resolver) {
+    match Snapshot::build(resources, 1, None, resolver, catalog) {
         Ok(s) => Ok(s),
         Err(errors) => {
             for e in &errors {
@@ -117,14 +147,21 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     }
 
     let resolver = Arc::new(SystemResolver);
+    let vm = vm_options(prefix, &node);
+    let catalog = Arc::new(load_catalog(&vm, &node, false)?);
     let routes = routes_path(&node)?;
-    let snapshot = initial_snapshot(&routes, &resolver)?;
+    let snapshot = initial_snapshot(&routes, &resolver, &catalog)?;
     let store = Arc::new(ArcSwap::from_pointee(snapshot));
-    let watcher = yaml::watch(routes.clone(), store.clone(), resolver);
+    let watcher = yaml::watch(routes.clone(), store.clone(), resolver, catalog.clone());
 
     let shared = Arc::new(Shared {
         store,
         settings: settings(&node)?,
+        lua: Some(LuaSettings {
+            vm,
+            plugins: catalog.lua_names().to_vec(),
+            phase_timeout: node.lua_phase_timeout,
+        }),
     });
     let specs: Vec<ListenSpec> = node
         .listen
@@ -217,8 +254,10 @@ pub fn check(prefix: &Path, config: &Path) -> anyhow::Result<()> {
         println!("warning: {w}");
     }
     settings(&node)?;
+    let vm = vm_options(prefix, &node);
+    let catalog = load_catalog(&vm, &node, true)?;
     let routes = routes_path(&node)?;
-    initial_snapshot(&routes, &SystemResolver)?;
+    initial_snapshot(&routes, &SystemResolver, &catalog)?;
     println!(
         "configuration {} and routes {} are valid",
         prefix.join(config).display(),

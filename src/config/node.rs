@@ -55,7 +55,48 @@ pub struct NodeConfig {
     pub provider: Provider,
     /// The enabled plugin names (`plugins:`), when the file lists them.
     pub plugins: Option<Vec<String>>,
+    /// `apisix.extra_lua_path`: `package.path` patterns searched before moongate's own.
+    pub extra_lua_path: String,
+    /// `lua_shared_dict` and `custom_lua_shared_dict`: (name, bytes), APISIX's defaults included.
+    pub shared_dicts: Vec<(String, usize)>,
+    /// `moongate.lua_memory_limit`: largest Lua heap per worker, bytes (0 = no limit).
+    pub lua_memory_limit: u64,
+    /// `moongate.lua_phase_timeout`: longest a phase's Lua may wait before the request fails.
+    pub lua_phase_timeout: Duration,
 }
+
+/// The dictionaries APISIX declares by default (`nginx_config.http.lua_shared_dict`), so plugins
+/// that expect them find them.
+const DEFAULT_SHARED_DICTS: &[(&str, &str)] = &[
+    ("internal-status", "10m"),
+    ("plugin-limit-req", "10m"),
+    ("plugin-limit-count", "10m"),
+    ("prometheus-metrics", "10m"),
+    ("plugin-limit-conn", "10m"),
+    ("upstream-healthcheck", "10m"),
+    ("worker-events", "10m"),
+    ("lrucache-lock", "10m"),
+    ("balancer-ewma", "10m"),
+    ("balancer-ewma-locks", "10m"),
+    ("balancer-ewma-last-touched-at", "10m"),
+    ("plugin-limit-req-redis-cluster-slot-lock", "1m"),
+    ("plugin-limit-count-redis-cluster-slot-lock", "1m"),
+    ("plugin-limit-conn-redis-cluster-slot-lock", "1m"),
+    ("plugin-ai-rate-limiting", "10m"),
+    ("plugin-ai-rate-limiting-reset-header", "10m"),
+    ("tracing_buffer", "10m"),
+    ("plugin-api-breaker", "10m"),
+    ("etcd-cluster-health-check", "10m"),
+    ("discovery", "1m"),
+    ("jwks", "1m"),
+    ("introspection", "10m"),
+    ("access-tokens", "1m"),
+    ("ext-plugin", "1m"),
+    ("tars", "1m"),
+    ("cas-auth", "10m"),
+    ("ocsp-stapling", "10m"),
+    ("mcp-session", "10m"),
+];
 
 /// A value in `config.yaml` that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -101,6 +142,12 @@ const KNOWN: &[&str] = &[
     "deployment.role_data_plane",
     "deployment.role_data_plane.config_provider",
     "plugins",
+    "apisix.extra_lua_path",
+    "nginx_config.http.lua_shared_dict",
+    "nginx_config.http.custom_lua_shared_dict",
+    "moongate",
+    "moongate.lua_memory_limit",
+    "moongate.lua_phase_timeout",
 ];
 
 /// Top-level sections APISIX has; their unimplemented keys are "not supported yet", not "unknown".
@@ -116,6 +163,7 @@ const APISIX_SECTIONS: &[&str] = &[
     "ext-plugin",
     "wasm",
     "xrpc",
+    "moongate",
 ];
 
 struct Reader<'a> {
@@ -444,6 +492,45 @@ impl NodeConfig {
                 None
             }
         };
+        let extra_lua_path = r.string("apisix.extra_lua_path", "");
+        let mut shared_dicts: Vec<(String, usize)> = Vec::new();
+        let declare = |name: &str, size: u64, out: &mut Vec<(String, usize)>| {
+            out.retain(|(n, _)| n != name);
+            out.push((name.to_string(), size as usize));
+        };
+        for (n, size) in DEFAULT_SHARED_DICTS {
+            declare(n, parse_size(size).unwrap_or(1 << 20), &mut shared_dicts);
+        }
+        for path in [
+            "nginx_config.http.lua_shared_dict",
+            "nginx_config.http.custom_lua_shared_dict",
+        ] {
+            match r.get(path) {
+                None => {}
+                Some(Value::Object(m)) => {
+                    for (name, v) in m {
+                        let text = match v {
+                            Value::String(s) => s.clone(),
+                            Value::Number(n) => n.to_string(),
+                            other => other.to_string(),
+                        };
+                        match parse_size(&text) {
+                            Ok(size) if size > 0 => declare(name, size, &mut shared_dicts),
+                            _ => r.error(
+                                &format!("{path}.{name}"),
+                                format!("expected a size like \"10m\", got {v}"),
+                            ),
+                        }
+                    }
+                }
+                Some(other) => r.error(
+                    path,
+                    format!("expected a mapping of dictionary names to sizes, got {other}"),
+                ),
+            }
+        }
+        let lua_memory_limit = r.size("moongate.lua_memory_limit", "1g");
+        let lua_phase_timeout = r.time("moongate.lua_phase_timeout", "60s");
         if !r.errors.is_empty() {
             return Err(r.errors);
         }
@@ -468,6 +555,10 @@ impl NodeConfig {
                 http2_idle_timeout,
                 provider,
                 plugins,
+                extra_lua_path,
+                shared_dicts,
+                lua_memory_limit,
+                lua_phase_timeout,
             },
             warnings,
         ))

@@ -102,7 +102,22 @@ pub struct Route {
     pub create_time: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<i64>,
+    /// moongate's extension: Lua code run in a phase, as nginx's `*_by_lua_block` directives
+    /// (`rewrite_by_lua`, `access_by_lua`, `content_by_lua`, `header_filter_by_lua`,
+    /// `body_filter_by_lua`, `log_by_lua`). A `content_by_lua` route answers from Lua.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lua_handlers: BTreeMap<String, String>,
 }
+
+/// The directives `lua_handlers` accepts.
+pub const LUA_HANDLERS: [&str; 6] = [
+    "rewrite_by_lua",
+    "access_by_lua",
+    "content_by_lua",
+    "header_filter_by_lua",
+    "body_filter_by_lua",
+    "log_by_lua",
+];
 
 fn one() -> i64 {
     1

@@ -267,7 +267,12 @@ impl LuaHost {
                 match kind.as_str() {
                     "error" => {
                         let msg = match it.next() {
-                            Some(Value::String(s)) => s.to_string_lossy(),
+                            Some(Value::String(s)) => {
+                                let s = s.to_string_lossy();
+                                s.strip_prefix("runtime error: ")
+                                    .map(str::to_string)
+                                    .unwrap_or(s)
+                            }
                             Some(v) => format!("{v:?}"),
                             None => "unknown error".into(),
                         };
@@ -320,6 +325,7 @@ impl LuaHost {
                 Step::Error
             }
             Driven::Failed(e) => {
+                let e = e.strip_prefix("runtime error: ").unwrap_or(&e);
                 let r = req.borrow();
                 log::error!(
                     "lua entry thread aborted: runtime error: {e}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
@@ -352,7 +358,10 @@ impl LuaHost {
             for (d, code) in &src.chunks {
                 let f = lua
                     .load(code.as_str())
-                    .set_name(format!("={d}(route {route_key})"))
+                    .set_name(format!(
+                        "={d}(route {})",
+                        route_key.strip_prefix("route#").unwrap_or(route_key)
+                    ))
                     .into_function()?;
                 t.set(d.as_str(), f)?;
             }

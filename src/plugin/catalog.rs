@@ -55,7 +55,7 @@ impl Catalog {
     }
 
     /// Loads `enabled` (the `plugins:` list; `None` = every plugin file found in the plugin
-    /// directories): native plugins by name, Lua plugins from their modules. A plugin that fails
+    /// directories, and every native plugin): native plugins by name, Lua plugins from their modules. A plugin that fails
     /// to load is reported in the returned list and left out, as APISIX leaves it out.
     pub fn load(
         opts: &VmOptions,
@@ -65,7 +65,15 @@ impl Catalog {
             native::all().into_iter().map(|p| (p.name(), p)).collect();
         let names: Vec<String> = match enabled {
             Some(list) => list.to_vec(),
-            None => discover(&opts.plugin_dirs),
+            None => {
+                let mut n = discover(&opts.plugin_dirs);
+                for name in natives.keys() {
+                    if !n.iter().any(|x| x == name) {
+                        n.push(name.to_string());
+                    }
+                }
+                n
+            }
         };
         let mut plugins = HashMap::new();
         let mut lua_wanted = Vec::new();

@@ -57,6 +57,29 @@ enum Kind {
     Full(Option<Bytes>),
     Client(ClientBody),
     Upstream(UpstreamBody),
+    /// Chunks a Lua content handler sends after `ngx.flush`; ends when the sender is dropped.
+    Channel(tokio::sync::mpsc::UnboundedReceiver<Bytes>),
+    Filtered(Box<Filtered>),
+}
+
+/// What a body filter made of one chunk: the data to send, and whether the body ends here.
+pub type FilterFuture = Pin<Box<dyn std::future::Future<Output = (Bytes, bool)>>>;
+
+/// Rewrites a response body chunk by chunk (the `body_filter` phase). `eof` is true once, on
+/// the empty call after the last chunk.
+pub trait BodyFilter {
+    fn filter(&mut self, chunk: Bytes, eof: bool) -> FilterFuture;
+}
+
+pub struct Filtered {
+    inner: Body,
+    filter: Box<dyn BodyFilter>,
+    pending: Option<FilterFuture>,
+    /// The inner body reached its end (so an upstream connection may be reused).
+    inner_ended: bool,
+    /// The filter ended the body (at eof, or early by setting `ngx.arg[2]`).
+    ended: bool,
+    eof_sent: bool,
 }
 
 impl Body {
@@ -100,6 +123,23 @@ impl Body {
         Body::with(Kind::Upstream(UpstreamBody { inner }))
     }
 
+    /// A body fed by a channel (streamed Lua output).
+    pub fn channel(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Body {
+        Body::with(Kind::Channel(rx))
+    }
+
+    /// `inner` passed through `filter`.
+    pub fn filtered(inner: Body, filter: Box<dyn BodyFilter>) -> Body {
+        Body::with(Kind::Filtered(Box::new(Filtered {
+            inner,
+            filter,
+            pending: None,
+            inner_ended: false,
+            ended: false,
+            eof_sent: false,
+        })))
+    }
+
     /// Attaches the completion hook.
     pub fn on_finish(mut self, f: Box<dyn Finish>) -> Body {
         self.finish = Some(f);
@@ -107,9 +147,14 @@ impl Body {
     }
 
     fn done(&mut self) {
-        self.complete = true;
+        // A filter that cut the body short left the inner body unread: not reusable.
+        self.complete = match &self.kind {
+            Kind::Filtered(f) => f.inner_ended,
+            _ => true,
+        };
+        let complete = self.complete;
         if let Some(f) = self.finish.take() {
-            f.finish(self.bytes, true);
+            f.finish(self.bytes, complete);
         }
     }
 }
@@ -136,6 +181,12 @@ impl http_body::Body for Body {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Kind::Client(b) => b.poll_frame(cx),
             Kind::Upstream(b) => b.poll_frame(cx),
+            Kind::Channel(rx) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(d)) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Kind::Filtered(f) => f.poll_frame(cx),
         };
         match &res {
             Poll::Ready(Some(Ok(frame))) => {
@@ -162,6 +213,7 @@ impl http_body::Body for Body {
             Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Client(b) => b.inner.size_hint(),
             Kind::Upstream(b) => b.inner.size_hint(),
+            Kind::Channel(_) | Kind::Filtered(_) => SizeHint::default(),
         }
     }
 }
@@ -174,6 +226,49 @@ impl Body {
             Kind::Full(d) => d.is_none(),
             Kind::Client(b) => b.inner.is_end_stream(),
             Kind::Upstream(b) => b.inner.is_end_stream(),
+            Kind::Channel(_) => false,
+            Kind::Filtered(f) => f.ended && f.pending.is_none(),
+        }
+    }
+}
+
+impl Filtered {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        use http_body::Body as _;
+        loop {
+            if let Some(p) = self.pending.as_mut() {
+                let (data, stop) = match p.as_mut().poll(cx) {
+                    Poll::Ready(v) => v,
+                    Poll::Pending => return Poll::Pending,
+                };
+                self.pending = None;
+                if stop || self.eof_sent {
+                    self.ended = true;
+                }
+                if !data.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                continue;
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(d) => self.pending = Some(self.filter.filter(d, false)),
+                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                },
+                Poll::Ready(None) => {
+                    self.inner_ended = true;
+                    self.eof_sent = true;
+                    self.pending = Some(self.filter.filter(Bytes::new(), true));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

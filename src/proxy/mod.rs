@@ -9,6 +9,7 @@
 pub mod body;
 pub mod error_page;
 pub mod headers;
+pub mod phases;
 pub mod pool;
 pub mod request;
 pub mod upstream_io;
@@ -57,6 +58,17 @@ pub struct Settings {
 pub struct Shared {
     pub store: Arc<ArcSwap<Snapshot>>,
     pub settings: Settings,
+    /// How workers make their Lua hosts; `None` runs no Lua at all.
+    pub lua: Option<LuaSettings>,
+}
+
+/// What a worker needs to make its Lua host.
+#[derive(Debug, Clone)]
+pub struct LuaSettings {
+    pub vm: crate::lua::vm::VmOptions,
+    /// The Lua plugins the catalog loaded, to load again on the worker.
+    pub plugins: Vec<String>,
+    pub phase_timeout: Duration,
 }
 
 /// One worker thread's proxy state.
@@ -69,15 +81,35 @@ pub struct WorkerCtx {
     pickers: RefCell<HashMap<usize, (Weak<UpstreamDef>, Picker)>>,
     access: Option<RefCell<access::Writer>>,
     server_header: HeaderValue,
+    /// The worker's Lua host, made when the worker starts.
+    pub lua: Option<Rc<crate::lua::host::LuaHost>>,
 }
 
 impl WorkerCtx {
     pub fn new(id: usize, shared: Arc<Shared>) -> std::io::Result<WorkerCtx> {
         let access = match &shared.settings.access_log {
-            Some((path, _)) => Some(RefCell::new(access::Writer::open(path)?)),
+            Some((path, _)) => Some(RefCell::new(access::Writer::open(path).map_err(|e| {
+                std::io::Error::other(format!("cannot open the access log: {e}"))
+            })?)),
+            None => None,
+        };
+        let lua = match &shared.lua {
+            Some(l) => {
+                let mut vm = l.vm.clone();
+                vm.worker_id = id;
+                match crate::lua::host::LuaHost::new(&vm, &l.plugins, l.phase_timeout) {
+                    Ok(h) => Some(Rc::new(h)),
+                    Err(e) => {
+                        return Err(std::io::Error::other(format!(
+                            "cannot start the Lua VM: {e}"
+                        )));
+                    }
+                }
+            }
             None => None,
         };
         Ok(WorkerCtx {
+            lua,
             id,
             shared,
             pool: Pool::default(),
@@ -162,12 +194,17 @@ struct LogData {
     upstream: Option<UpstreamRecord>,
 }
 
-/// Runs when the response body is done: balancer feedback, pool return, access log, accounting.
+/// Runs when the response body is done: balancer feedback, pool return, access log, accounting,
+/// then the `tail` (the plugins' log phase).
 struct Done {
     cx: Rc<ConnCtx>,
     log: Option<Box<LogData>>,
     upstream: Option<UpstreamDone>,
+    tail: Option<Tail>,
 }
+
+/// Work that runs once the response is sent: `tail(body bytes sent)`.
+pub(crate) type Tail = Box<dyn FnOnce(u64)>;
 
 struct UpstreamDone {
     def: Arc<UpstreamDef>,
@@ -179,7 +216,12 @@ struct UpstreamDone {
 
 impl Finish for Done {
     fn finish(self: Box<Self>, bytes: u64, complete: bool) {
-        let Done { cx, log, upstream } = *self;
+        let Done {
+            cx,
+            log,
+            upstream,
+            tail,
+        } = *self;
         let worker = &cx.worker;
         if let Some(u) = upstream {
             worker.with_picker(&u.def, |p| {
@@ -218,6 +260,9 @@ impl Finish for Done {
             w.maybe_flush();
         }
         cx.state.end();
+        if let Some(t) = tail {
+            t(bytes);
+        }
     }
 }
 
@@ -277,7 +322,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         let mut resp = error_page::page(status);
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(finish(resp, &cx, log, None));
+        return Ok(finish(resp, &cx, log, None, None));
     }
 
     let raw_path = parts.uri.path();
@@ -286,6 +331,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             error_page::page(StatusCode::BAD_REQUEST),
             &cx,
             log,
+            None,
             None,
         ));
     };
@@ -317,7 +363,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         headers: &parts.headers,
     };
     let Some(matched) = snapshot.router.find(&view) else {
-        return Ok(finish(error_page::route_not_found(), &cx, log, None));
+        return Ok(finish(error_page::route_not_found(), &cx, log, None, None));
     };
     let Some(route) = snapshot.routes.get(matched.index).cloned() else {
         log::error!(
@@ -329,52 +375,12 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             &cx,
             log,
             None,
+            None,
         ));
     };
     if let Some(l) = log.as_mut() {
         l.route_id = Some(route.id.0.clone());
     }
-    let def = match &route.upstream {
-        RouteUpstream::Ready(def) => def.clone(),
-        RouteUpstream::MissingService(id) => {
-            log::error!(
-                "failed to fetch service configuration by id: {id}, route: {}",
-                route.id
-            );
-            return Ok(finish(
-                error_page::page(StatusCode::NOT_FOUND),
-                &cx,
-                log,
-                None,
-            ));
-        }
-        RouteUpstream::MissingUpstream(id) => {
-            log::error!("failed to find upstream by id: {id}, route: {}", route.id);
-            return Ok(finish(
-                error_page::page(StatusCode::BAD_GATEWAY),
-                &cx,
-                log,
-                None,
-            ));
-        }
-        RouteUpstream::NoUpstream => {
-            log::error!(
-                "missing upstream configuration in route {} or its service",
-                route.id
-            );
-            return Ok(finish(
-                error_page::page(StatusCode::BAD_GATEWAY),
-                &cx,
-                log,
-                None,
-            ));
-        }
-    };
-    let hash_key = match def.kind {
-        crate::config::resource::BalancerType::Chash => def.hash_key(&view, None),
-        _ => None,
-    };
-
     // The client's declared body size is refused before anything reaches the upstream.
     let limit = settings.client_max_body_size;
     let declared: Option<u64> = parts
@@ -393,33 +399,76 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         let mut resp = error_page::page(StatusCode::PAYLOAD_TOO_LARGE);
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(finish(resp, &cx, log, None));
+        return Ok(finish(resp, &cx, log, None, None));
     }
     if let Some(l) = log.as_mut() {
         l.request_length = declared.unwrap_or(0);
     }
 
-    // HTTP/2 carries the host in `:authority` instead of `Host`.
-    let client_host: Option<HeaderValue> = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    // `$var_x_forwarded_host`/`_port` of APISIX's template: the Host header (with its port),
-    // else `$host`; the Host header's port, else the port the client connected to.
-    let fwd_host = client_host
-        .clone()
-        .or_else(|| HeaderValue::from_str(&host).ok());
-    let fwd_port = match client_host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .and_then(request::port_of_host)
-    {
-        Some(p) if p.parse() == Ok(cx.local.port()) => cx.local_port.clone(),
-        Some(p) => HeaderValue::from_str(p).unwrap_or_else(|_| cx.local_port.clone()),
-        None => cx.local_port.clone(),
+    if route.has_phases() || !snapshot.global_chains.is_empty() {
+        drop(view);
+        let path = path.into_owned();
+        let host = host.into_owned();
+        return Ok(phases::serve(
+            phases::Incoming {
+                cx: cx.clone(),
+                snapshot,
+                route,
+                parts,
+                body,
+                path,
+                host,
+                declared,
+                start,
+            },
+            log,
+        )
+        .await);
+    }
+    let def = match &route.upstream {
+        RouteUpstream::Ready(def) => def.clone(),
+        RouteUpstream::MissingService(id) => {
+            log::error!(
+                "failed to fetch service configuration by id: {id}, route: {}",
+                route.id
+            );
+            return Ok(finish(
+                error_page::page(StatusCode::NOT_FOUND),
+                &cx,
+                log,
+                None,
+                None,
+            ));
+        }
+        RouteUpstream::MissingUpstream(id) => {
+            log::error!("failed to find upstream by id: {id}, route: {}", route.id);
+            return Ok(finish(
+                error_page::page(StatusCode::BAD_GATEWAY),
+                &cx,
+                log,
+                None,
+                None,
+            ));
+        }
+        RouteUpstream::NoUpstream => {
+            log::error!(
+                "missing upstream configuration in route {} or its service",
+                route.id
+            );
+            return Ok(finish(
+                error_page::page(StatusCode::BAD_GATEWAY),
+                &cx,
+                log,
+                None,
+                None,
+            ));
+        }
     };
+    let hash_key = match def.kind {
+        crate::config::resource::BalancerType::Chash => def.hash_key(&view, None),
+        _ => None,
+    };
+
     let upstream_uri: Uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
@@ -430,12 +479,15 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     let client_body =
         has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
 
+    // `$host` is only needed when there is no Host header; owning it costs an allocation.
+    let fallback_host = (!parts.headers.contains_key(header::HOST)).then(|| host.to_string());
     let mut up_headers = parts.headers;
-    headers::strip_hop_by_hop(&mut up_headers);
-    // `100-continue` is answered to the client by this hop (hyper does it when the body is
-    // first read); the upstream gets the body without being asked, as nginx sends it.
-    up_headers.remove(header::EXPECT);
-    headers::set_forwarding(&mut up_headers, &cx.remote_ip, "http", fwd_host, fwd_port);
+    let client_host = upstream_headers(
+        &mut up_headers,
+        &parts.uri,
+        fallback_host.as_deref().unwrap_or(""),
+        &cx,
+    );
 
     let fwd = Forward {
         cx: &cx,
@@ -449,9 +501,48 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         body_error,
         hash_key,
         start,
+        host_override: None,
+        req: None,
     };
-    let resp = fwd.run(&mut log).await;
-    Ok(resp.unwrap_or_else(|(resp, up)| finish(resp, &cx, log, up)))
+    Ok(match fwd.run(&mut log).await {
+        Ok((resp, up)) => finish(resp, &cx, log, Some(up), None),
+        Err((resp, up)) => finish(resp, &cx, log, up, None),
+    })
+}
+
+/// Turns the client's headers into the upstream's: hop-by-hop headers out, APISIX's
+/// `X-Forwarded-*`/`X-Real-IP` in. Returns the client's `Host` (HTTP/2: its `:authority`).
+fn upstream_headers(
+    headers: &mut http::HeaderMap,
+    uri: &Uri,
+    host: &str,
+    cx: &ConnCtx,
+) -> Option<HeaderValue> {
+    // HTTP/2 carries the host in `:authority` instead of `Host`.
+    let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    // `$var_x_forwarded_host`/`_port` of APISIX's template: the Host header (with its port),
+    // else `$host`; the Host header's port, else the port the client connected to.
+    let fwd_host = client_host
+        .clone()
+        .or_else(|| HeaderValue::from_str(host).ok());
+    let fwd_port = match client_host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .and_then(request::port_of_host)
+    {
+        Some(p) if p.parse() == Ok(cx.local.port()) => cx.local_port.clone(),
+        Some(p) => HeaderValue::from_str(p).unwrap_or_else(|_| cx.local_port.clone()),
+        None => cx.local_port.clone(),
+    };
+    headers::strip_hop_by_hop(headers);
+    // `100-continue` is answered to the client by this hop (hyper does it when the body is
+    // first read); the upstream gets the body without being asked, as nginx sends it.
+    headers.remove(header::EXPECT);
+    headers::set_forwarding(headers, &cx.remote_ip, "http", fwd_host, fwd_port);
+    client_host
 }
 
 /// Attaches the completion hook to a response the gateway made itself (or an upstream response
@@ -461,6 +552,7 @@ fn finish(
     cx: &Rc<ConnCtx>,
     mut log: Option<Box<LogData>>,
     upstream: Option<UpstreamDone>,
+    tail: Option<Tail>,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     parts
@@ -478,6 +570,7 @@ fn finish(
         cx: cx.clone(),
         log,
         upstream,
+        tail,
     });
     Response::from_parts(parts, body.on_finish(done))
 }
@@ -495,6 +588,10 @@ struct Forward<'a> {
     body_error: Rc<Cell<Option<ClientBodyError>>>,
     hash_key: Option<String>,
     start: Instant,
+    /// `$upstream_host` set by a plugin: the upstream's `Host`, whatever `pass_host` says.
+    host_override: Option<HeaderValue>,
+    /// The plugin context, told the upstream's address, status and timings.
+    req: Option<crate::lua::request::SharedReq>,
 }
 
 /// A response the gateway made after the upstream failed, and the upstream part for the log.
@@ -512,6 +609,9 @@ impl Forward<'_> {
 
     /// The `Host` header for the upstream, per `pass_host`.
     fn upstream_host(&self, node: &crate::upstream::NodeDef) -> Option<HeaderValue> {
+        if let Some(h) = &self.host_override {
+            return Some(h.clone());
+        }
         match self.def.pass_host {
             PassHost::Pass => self.client_host.clone(),
             PassHost::Node => Some(node.host_header.clone()),
@@ -536,7 +636,10 @@ impl Forward<'_> {
     }
 
     /// Tries nodes until one answers or the retry budget is spent.
-    async fn run(mut self, log: &mut Option<Box<LogData>>) -> Result<Response<Body>, Failed> {
+    async fn run(
+        mut self,
+        log: &mut Option<Box<LogData>>,
+    ) -> Result<(Response<Body>, UpstreamDone), Failed> {
         let t = self.timeouts();
         let connect_timeout = secs(t.connect);
         let read_timeout = secs(t.read);
@@ -640,10 +743,6 @@ impl Forward<'_> {
                     let (mut parts, body) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
                     let body = Body::upstream(body);
-                    if let Some(l) = log.as_mut() {
-                        record.response_time = Some(self.start.elapsed());
-                        l.upstream = Some(record);
-                    }
                     let done = UpstreamDone {
                         def: self.def.clone(),
                         node: idx,
@@ -651,12 +750,19 @@ impl Forward<'_> {
                         started: try_start,
                         conn,
                     };
-                    return Ok(finish(
-                        Response::from_parts(parts, body),
-                        self.cx,
-                        log.take(),
-                        Some(done),
-                    ));
+                    if let Some(req) = &self.req {
+                        let mut r = req.borrow_mut();
+                        r.upstream.addr = Some(node.addr);
+                        r.upstream.status = record.status;
+                        r.upstream.connect_time = record.connect_time;
+                        r.upstream.header_time = record.header_time;
+                        r.upstream.response_time = Some(self.start.elapsed());
+                    }
+                    if let Some(l) = log.as_mut() {
+                        record.response_time = Some(self.start.elapsed());
+                        l.upstream = Some(record);
+                    }
+                    return Ok((Response::from_parts(parts, body), done));
                 }
                 Err(mut e) if !conn.state.timed_out() => {
                     let unsent = e.take_message();

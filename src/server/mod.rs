@@ -142,7 +142,7 @@ async fn worker_main(
     let ctx = match WorkerCtx::new(id, shared) {
         Ok(c) => Rc::new(c),
         Err(e) => {
-            log::error!("worker {id}: cannot open the access log: {e}");
+            log::error!("worker {id}: {e}");
             return;
         }
     };

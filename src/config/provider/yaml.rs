@@ -78,6 +78,7 @@ pub fn watch(
     path: PathBuf,
     store: Arc<ArcSwap<Snapshot>>,
     resolver: Arc<dyn Resolve + Send + Sync>,
+    catalog: Arc<crate::plugin::Catalog>,
 ) -> YamlWatcher {
     let stop = Arc::new(AtomicBool::new(false));
     let now = Arc::new(AtomicBool::new(false));
@@ -104,7 +105,7 @@ pub fn watch(
                     continue;
                 }
                 last_hash = Some(h);
-                apply(&path, &text, &store, resolver.as_ref());
+                apply(&path, &text, &store, resolver.as_ref(), &catalog);
             }
         })
         .ok();
@@ -112,7 +113,13 @@ pub fn watch(
 }
 
 /// Parses `text` and publishes it, or logs why not.
-fn apply(path: &Path, text: &str, store: &ArcSwap<Snapshot>, resolver: &dyn Resolve) {
+fn apply(
+    path: &Path,
+    text: &str,
+    store: &ArcSwap<Snapshot>,
+    resolver: &dyn Resolve,
+    catalog: &crate::plugin::Catalog,
+) {
     let resources = match standalone::parse(text) {
         Ok(Parsed::Complete(r)) => r,
         Ok(Parsed::Incomplete) => {
@@ -125,7 +132,13 @@ fn apply(path: &Path, text: &str, store: &ArcSwap<Snapshot>, resolver: &dyn Reso
         Err(errors) => return report(path, &errors),
     };
     let previous = store.load_full();
-    match Snapshot::build(resources, previous.version + 1, Some(&previous), resolver) {
+    match Snapshot::build(
+        resources,
+        previous.version + 1,
+        Some(&previous),
+        resolver,
+        catalog,
+    ) {
         Ok(s) => {
             let (v, n) = (s.version, s.routes.len());
             store.store(Arc::new(s));

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use super::resource::{Id, PluginMap, Service, Timeout, Upstream};
 use super::standalone::{ConfigError, OtherResources, Resources};
+use crate::lua::host::HandlerSource;
+use crate::plugin::{Catalog, Chain, ConfOwner};
 use crate::router::{RouteSpec, Router};
 use crate::upstream::{Resolve, UpstreamDef};
 
@@ -22,6 +24,8 @@ pub struct Snapshot {
     pub upstreams: HashMap<Id, Arc<UpstreamDef>>,
     pub services: HashMap<Id, Service>,
     pub others: OtherResources,
+    /// One chain per global rule, in id order: they run before the route's plugins.
+    pub global_chains: Vec<Arc<Chain>>,
     /// Source of every compiled upstream (by id, or `route#ID` for inline ones), for reuse.
     sources: HashMap<String, (Upstream, Arc<UpstreamDef>)>,
 }
@@ -38,6 +42,19 @@ pub struct RouteEntry {
     /// The route's `timeout`, else its upstream's.
     pub timeout: Option<Timeout>,
     pub enable_websocket: bool,
+    /// The plugins to run (service < plugin_config < route), `None` when there are none.
+    pub chain: Option<Arc<Chain>>,
+    /// `lua_handlers`, moongate's per-phase Lua code.
+    pub handlers: Option<Arc<HandlerSource>>,
+    /// `plugin_config_id` names a plugin config that does not exist: APISIX answers 503.
+    pub missing_plugin_config: Option<Id>,
+}
+
+impl RouteEntry {
+    /// The request must go through the phase runner.
+    pub fn has_phases(&self) -> bool {
+        self.chain.is_some() || self.handlers.is_some() || self.missing_plugin_config.is_some()
+    }
 }
 
 /// Where a route sends requests, or why it cannot.
@@ -59,6 +76,7 @@ impl Snapshot {
         version: u64,
         previous: Option<&Snapshot>,
         resolver: &dyn Resolve,
+        catalog: &Catalog,
     ) -> Result<Snapshot, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut sources: HashMap<String, (Upstream, Arc<UpstreamDef>)> = HashMap::new();
@@ -102,7 +120,6 @@ impl Snapshot {
         let mut service_upstreams: HashMap<Id, Arc<UpstreamDef>> = HashMap::new();
         for s in &res.services {
             let Some(id) = &s.id else { continue };
-            refuse_plugins(&format!("services[id={id}]"), &s.plugins, &mut errors);
             if let Some(u) = &s.upstream
                 && let Some(def) = compile(
                     format!("service#{id}"),
@@ -138,17 +155,67 @@ impl Snapshot {
                     "not supported yet (needs the Lua host)",
                 ));
             }
-            if r.plugin_config_id.is_some() {
-                errors.push(ConfigError::new(
-                    &label,
-                    "plugin_config_id",
-                    "plugin configs are not supported yet (no plugin runtime)",
-                ));
-            }
             let service = r.service_id.as_ref().and_then(|sid| services.get(sid));
+            // APISIX's merge: the service's plugins, overlaid by the plugin config's, overlaid
+            // by the route's own.
             let mut plugins = service.map(|s| s.plugins.clone()).unwrap_or_default();
+            let mut missing_plugin_config = None;
+            if let Some(pcid) = &r.plugin_config_id {
+                match res.others.plugin_configs.iter().find(|p| &p.id == pcid) {
+                    Some(pc) => {
+                        if let Some(m) = pc.value.get("plugins").and_then(|v| v.as_object()) {
+                            plugins.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        }
+                    }
+                    None => {
+                        log::warn!(
+                            "{label}: plugin_config_id {pcid} names no plugin config; requests will get 503"
+                        );
+                        missing_plugin_config = Some(pcid.clone());
+                    }
+                }
+            }
             plugins.extend(r.plugins.iter().map(|(k, v)| (k.clone(), v.clone())));
-            refuse_plugins(&label, &r.plugins, &mut errors);
+            let owner = match &r.service_id {
+                Some(sid) if service.is_some() => ConfOwner {
+                    conf_type: "route&service".into(),
+                    conf_id: format!("{id}&{sid}"),
+                    conf_version: format!("{version}&{version}"),
+                },
+                _ => ConfOwner {
+                    conf_type: "route".into(),
+                    conf_id: id.0.clone(),
+                    conf_version: version.to_string(),
+                },
+            };
+            let chain = if plugins.is_empty() {
+                None
+            } else {
+                match Chain::build(format!("route#{id}"), owner, &plugins, catalog) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(errs) => {
+                        for e in errs {
+                            errors.push(ConfigError::new(&label, e.field, e.message));
+                        }
+                        continue;
+                    }
+                }
+            };
+            let mut handlers = HandlerSource::default();
+            for (directive, code) in &r.lua_handlers {
+                if !crate::config::resource::LUA_HANDLERS.contains(&directive.as_str()) {
+                    errors.push(ConfigError::new(
+                        &label,
+                        format!("lua_handlers.{directive}"),
+                        format!(
+                            "unknown directive; expected one of {}",
+                            crate::config::resource::LUA_HANDLERS.join(", ")
+                        ),
+                    ));
+                }
+                handlers.chunks.push((directive.clone(), code.clone()));
+            }
+            let handlers = (!handlers.chunks.is_empty()).then(|| Arc::new(handlers));
 
             let upstream = if let Some(u) = &r.upstream {
                 match compile(format!("route#{id}"), label.clone(), u, &mut errors) {
@@ -236,6 +303,9 @@ impl Snapshot {
                     .enable_websocket
                     .or(service.and_then(|s| s.enable_websocket))
                     .unwrap_or(false),
+                chain,
+                handlers,
+                missing_plugin_config,
             }));
         }
         let router =
@@ -248,10 +318,12 @@ impl Snapshot {
                     Router::default()
                 }
             };
+        let global_chains = global_chains(&res.others.global_rules, version, catalog, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Snapshot {
+            global_chains,
             version,
             routes,
             router,
@@ -263,16 +335,41 @@ impl Snapshot {
     }
 }
 
-/// No plugin runtime exists yet: a resource that asks for plugins is refused rather than served
-/// without them (fail closed: an auth plugin silently missing would open the route).
-fn refuse_plugins(label: &str, plugins: &PluginMap, errors: &mut Vec<ConfigError>) {
-    for name in plugins.keys() {
-        errors.push(ConfigError::new(
-            label,
-            format!("plugins.{name}"),
-            format!("plugin {name:?} is not available: moongate has no plugin runtime yet"),
-        ));
+/// One chain per global rule, in id order.
+fn global_chains(
+    rules: &[crate::config::resource::OpaqueResource],
+    version: u64,
+    catalog: &Catalog,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Arc<Chain>> {
+    let mut rules: Vec<_> = rules.iter().collect();
+    rules.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut out = Vec::new();
+    for g in rules {
+        let label = format!("global_rules[id={}]", g.id);
+        let plugins: PluginMap = match g.value.get("plugins").and_then(|v| v.as_object()) {
+            Some(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            None => {
+                errors.push(ConfigError::new(&label, "plugins", "is required"));
+                continue;
+            }
+        };
+        let owner = ConfOwner {
+            conf_type: "global_rule".into(),
+            conf_id: g.id.0.clone(),
+            conf_version: version.to_string(),
+        };
+        match Chain::build(format!("global_rule#{}", g.id), owner, &plugins, catalog) {
+            Ok(c) if !c.entries.is_empty() => out.push(Arc::new(c)),
+            Ok(_) => {}
+            Err(errs) => {
+                for e in errs {
+                    errors.push(ConfigError::new(&label, e.field, e.message));
+                }
+            }
+        }
     }
+    out
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ fn resources(yaml: &str) -> Resources {
 }
 
 fn build(yaml: &str) -> Result<Snapshot, Vec<ConfigError>> {
-    Snapshot::build(resources(yaml), 1, None, &SystemResolver)
+    Snapshot::build(resources(yaml), 1, None, &SystemResolver, &Catalog::empty())
 }
 
 struct Get(&'static str, &'static str);
@@ -124,7 +124,14 @@ fn unchanged_upstreams_keep_their_compiled_definition_across_builds() {
     let text = "upstreams:\n  - id: u1\n    nodes: {\"127.0.0.1:3001\": 1}\n  - id: u2\n    nodes: {\"127.0.0.1:3002\": 1}\nroutes:\n  - id: a\n    uri: /a\n    upstream_id: u1\n";
     let first = build(text).unwrap();
     let changed = text.replace("3002", "3003");
-    let second = Snapshot::build(resources(&changed), 2, Some(&first), &SystemResolver).unwrap();
+    let second = Snapshot::build(
+        resources(&changed),
+        2,
+        Some(&first),
+        &SystemResolver,
+        &Catalog::empty(),
+    )
+    .unwrap();
     assert!(Arc::ptr_eq(
         &first.upstreams[&Id("u1".into())],
         &second.upstreams[&Id("u1".into())]

@@ -17,6 +17,8 @@ pub struct VmOptions {
     /// Module roots, searched in order as `ROOT/?.lua` and `ROOT/?/init.lua` (e.g. the
     /// project's `lua/` and `apisix.extra_lua_path` entries).
     pub lua_paths: Vec<PathBuf>,
+    /// `apisix.extra_lua_path`: `package.path` patterns searched first.
+    pub extra_lua_path: String,
     /// Where `apisix.plugins.NAME` files live (e.g. `lua/plugins/`).
     pub plugin_dirs: Vec<PathBuf>,
     /// Largest Lua heap in bytes; an allocation past it fails the running code, not the worker.
@@ -32,6 +34,7 @@ impl VmOptions {
     pub fn for_prefix(prefix: &Path) -> VmOptions {
         VmOptions {
             lua_paths: vec![prefix.join("lua")],
+            extra_lua_path: String::new(),
             plugin_dirs: vec![prefix.join("lua/plugins")],
             memory_limit: None,
             worker_id: 0,
@@ -66,7 +69,11 @@ impl LuaVm {
             lua.set_memory_limit(limit)?;
         }
         let package: Table = lua.globals().get("package")?;
-        package.set("path", lua_path(&opts.lua_paths))?;
+        let mut path = lua_path(&opts.lua_paths);
+        if !opts.extra_lua_path.is_empty() {
+            path = format!("{};{path}", opts.extra_lua_path.trim_end_matches(';'));
+        }
+        package.set("path", path)?;
         package.set("cpath", "")?;
         let dirs: Vec<String> = opts
             .plugin_dirs

@@ -1,0 +1,745 @@
+//! The request path of a route with plugins or Lua handlers: the phases around the upstream
+//! exchange, as APISIX runs them.
+//!
+//! ```text
+//! rewrite -> access -> (content_by_lua | before_proxy -> upstream) -> header_filter
+//!         -> body_filter (per chunk) -> log (after the response is sent)
+//! ```
+//!
+//! Each phase runs the global rules' chains, then the route's, each by descending priority;
+//! native and Lua plugins interleave, and consecutive Lua plugins run in one call into the VM.
+//! An answer (`return code, body`, `ngx.exit`, `ngx.say` output) from rewrite, access or
+//! before_proxy skips the upstream but still passes header_filter, body_filter and log. Any Lua
+//! error fails closed: 500, never a pass-through.
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Response, StatusCode, Uri, header};
+use mlua::Table;
+use tokio::time::Instant;
+
+use super::body::{Body, BodyFilter, FilterFuture};
+use super::{ConnCtx, Forward, LogData, UpstreamDone, error_page, finish, upstream_headers};
+use crate::config::snapshot::{RouteEntry, RouteUpstream, Snapshot};
+use crate::lua::host::{LuaHost, Step};
+use crate::lua::request::{self, SharedReq};
+use crate::lua::sched;
+use crate::plugin::ctx::ReqBody;
+use crate::plugin::native::Answer;
+use crate::plugin::{Chain, Impl, Phase, RequestCtx};
+
+/// Lua output goes out as nginx's `default_type` says in APISIX's configuration.
+const DEFAULT_TYPE: &str = "text/plain";
+
+/// What the proxy hands over once the route is known.
+pub(super) struct Incoming {
+    pub cx: Rc<ConnCtx>,
+    pub snapshot: Arc<Snapshot>,
+    pub route: Arc<RouteEntry>,
+    pub parts: http::request::Parts,
+    pub body: hyper::body::Incoming,
+    pub path: String,
+    pub host: String,
+    pub declared: Option<u64>,
+    pub start: Instant,
+}
+
+/// How a run of phases ended.
+enum Flow {
+    Continue,
+    /// Answer now with this status: what the plugins printed (`ngx.say`, `return code, body`),
+    /// or the error page of the status when nothing was.
+    Answer(u16),
+}
+
+/// One request's trip through the phases, shared by the body filter and the log phase.
+struct Run {
+    host: Option<Rc<LuaHost>>,
+    version: u64,
+    /// The global rules' chains, then the route's.
+    chains: Vec<Arc<Chain>>,
+    route: Arc<RouteEntry>,
+    req: SharedReq,
+    api_ctx: RefCell<Option<Table>>,
+    /// The slot of `chains` whose owner `api_ctx` shows now.
+    owner_slot: Cell<usize>,
+    uses_lua: bool,
+}
+
+fn any_phase(chains: &[Arc<Chain>], p: Phase) -> bool {
+    chains.iter().any(|c| c.phases.contains(p))
+}
+
+impl Run {
+    fn handler(&self, directive: &str) -> bool {
+        self.route
+            .handlers
+            .as_ref()
+            .is_some_and(|h| h.chunks.iter().any(|(d, _)| d == directive))
+    }
+
+    fn api_ctx(&self, slot: usize) -> Option<Table> {
+        let host = self.host.as_ref()?;
+        let chain = &self.chains[slot];
+        let mut cur = self.api_ctx.borrow_mut();
+        match cur.as_ref() {
+            Some(t) => {
+                if self.owner_slot.get() != slot {
+                    let _ = host.set_owner(t, &chain.owner);
+                    self.owner_slot.set(slot);
+                }
+                Some(t.clone())
+            }
+            None => match host.new_api_ctx(&self.req, &chain.owner) {
+                Ok(t) => {
+                    self.owner_slot.set(slot);
+                    *cur = Some(t.clone());
+                    Some(t)
+                }
+                Err(e) => {
+                    log::error!("failed to create the plugin context: {e}");
+                    None
+                }
+            },
+        }
+    }
+
+    fn set_phase(&self, phase: Phase, slot: usize) {
+        let mut r = self.req.borrow_mut();
+        r.phase = Some(phase);
+        r.ngx_phase = phase.ngx_phase();
+        r.timing = (slot as u8, Some(phase));
+    }
+
+    /// Runs `phase` of every chain. An answer or error ends the phase at once.
+    async fn phase(&self, phase: Phase) -> Flow {
+        for slot in 0..self.chains.len() {
+            let chain = self.chains[slot].clone();
+            if !chain.phases.contains(phase) {
+                continue;
+            }
+            self.set_phase(phase, slot);
+            let entries = &chain.entries;
+            let mut i = 0;
+            while i < entries.len() {
+                if !self.runs(&chain, i, phase) {
+                    i += 1;
+                    continue;
+                }
+                match &entries[i].imp {
+                    Impl::Native(p) => {
+                        let res = {
+                            let mut r = self.req.borrow_mut();
+                            p.run(phase, &entries[i].conf, &mut r)
+                        };
+                        match res {
+                            Ok(Some(a)) if phase.may_answer() => {
+                                return self.answer(&chain, i, Some(a.status), body_of(&a));
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                log::error!(
+                                    "plugin {} failed in phase {}: {e}",
+                                    entries[i].name,
+                                    phase.name()
+                                );
+                                return Flow::Answer(500);
+                            }
+                        }
+                        i += 1;
+                    }
+                    Impl::Lua => {
+                        // The run of Lua plugins up to the next native one goes in one call.
+                        let mut run = vec![i];
+                        let mut j = i + 1;
+                        while j < entries.len() && matches!(entries[j].imp, Impl::Lua) {
+                            if self.runs(&chain, j, phase) {
+                                run.push(j);
+                            }
+                            j += 1;
+                        }
+                        i = j;
+                        let Some(host) = self.host.clone() else {
+                            log::error!(
+                                "a Lua plugin was configured but this worker has no Lua host"
+                            );
+                            return Flow::Answer(500);
+                        };
+                        let Some(api_ctx) = self.api_ctx(slot) else {
+                            return Flow::Answer(500);
+                        };
+                        let step = host
+                            .run_plugins(self.version, &chain, phase, &run, &self.req, &api_ctx)
+                            .await;
+                        match step {
+                            Step::Continue => {}
+                            Step::Answer {
+                                index,
+                                status,
+                                body,
+                            } if phase.may_answer() => {
+                                return self.answer(&chain, index, status, body);
+                            }
+                            Step::Answer { .. } => {}
+                            Step::Exit => return self.exited(),
+                            Step::Error => return Flow::Answer(500),
+                        }
+                    }
+                }
+                if let Some(f) = self.printed() {
+                    return f;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Plugin `i` of `chain` takes part in `phase`: it implements it and its `_meta.filter`
+    /// (if any) holds for the request as it is now.
+    fn runs(&self, chain: &Chain, i: usize, phase: Phase) -> bool {
+        let e = &chain.entries[i];
+        if !e.phases.contains(phase) {
+            return false;
+        }
+        match &e.filter {
+            None => true,
+            Some(f) => {
+                let r = self.req.borrow();
+                f.eval(&|name| r.var(name).map(|v| Cow::Owned(v.into_owned())))
+            }
+        }
+    }
+
+    /// `return code, body` from entry `i`: APISIX's `_meta.error_response` replaces the body
+    /// of an error answer, and every error answer is logged at warn.
+    fn answer(&self, chain: &Chain, i: usize, status: Option<u16>, body: Option<Bytes>) -> Flow {
+        let status = status.unwrap_or(200);
+        let mut body = body;
+        if status >= 400 {
+            let e = &chain.entries[i];
+            log::warn!("{} exits with http status code {status}", e.name);
+            if let Some(er) = &e.error_response {
+                body = Some(match er {
+                    serde_json::Value::String(s) => Bytes::from(s.clone()),
+                    other => Bytes::from(format!("{other}\n")),
+                });
+            }
+        }
+        let mut r = self.req.borrow_mut();
+        r.status = status;
+        if let Some(b) = body {
+            r.out.push(b);
+        }
+        Flow::Answer(status)
+    }
+
+    /// After `ngx.exit(code)`.
+    fn exited(&self) -> Flow {
+        let r = self.req.borrow();
+        let code = r.exit.unwrap_or(0);
+        if !r.out.is_empty() {
+            return Flow::Answer(if r.status == 0 { 200 } else { r.status });
+        }
+        match code {
+            // ngx.OK: the phase ends, the request goes on.
+            0 => Flow::Continue,
+            c if (200..1000).contains(&c) => Flow::Answer(c as u16),
+            // ngx.ERROR and other codes nginx treats as failures.
+            _ => Flow::Answer(500),
+        }
+    }
+
+    /// Output printed in a phase that may answer sends the response, as in nginx (the first
+    /// `ngx.say` sends the head).
+    fn printed(&self) -> Option<Flow> {
+        let r = self.req.borrow();
+        (!r.out.is_empty() && !r.in_content)
+            .then(|| Flow::Answer(if r.status == 0 { 200 } else { r.status }))
+    }
+
+    /// Runs the route's `*_by_lua` handler for `phase`, after the plugins of that phase.
+    async fn handler_phase(&self, directive: &str, ngx_phase: &'static str) -> Flow {
+        if !self.handler(directive) {
+            return Flow::Continue;
+        }
+        let (Some(host), Some(src)) = (self.host.clone(), self.route.handlers.clone()) else {
+            return Flow::Answer(500);
+        };
+        {
+            let mut r = self.req.borrow_mut();
+            r.ngx_phase = ngx_phase;
+            r.timing.1 = None;
+        }
+        let route_key = format!("route#{}", self.route.id);
+        match host
+            .run_handler(self.version, &route_key, &src, directive, &self.req)
+            .await
+        {
+            None | Some(Step::Continue) | Some(Step::Answer { .. }) => {
+                self.printed().unwrap_or(Flow::Continue)
+            }
+            Some(Step::Exit) => self.exited(),
+            Some(Step::Error) => Flow::Answer(500),
+        }
+    }
+
+    /// The response the gateway makes for `Flow::Answer`.
+    fn early_response(&self, status: u16) -> Response<Body> {
+        let mut r = self.req.borrow_mut();
+        let out = std::mem::take(&mut r.out);
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status == 500 && out.is_empty() && r.exit.is_none() {
+            // A failure: nothing the plugins said about the response stands.
+            r.resp_headers.clear();
+        }
+        if out.is_empty() && status >= 300 {
+            return error_page::page(code);
+        }
+        let body = concat(out);
+        let mut resp = Response::new(Body::full(body));
+        *resp.status_mut() = code;
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(DEFAULT_TYPE));
+        resp
+    }
+}
+
+fn body_of(a: &Answer) -> Option<Bytes> {
+    match &a.body {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(Bytes::from(s.clone())),
+        Some(v) => Some(Bytes::from(format!("{v}\n"))),
+    }
+}
+
+fn concat(chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut b = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in chunks {
+                b.extend_from_slice(&c);
+            }
+            b.freeze()
+        }
+    }
+}
+
+/// Serves a request through the phases.
+pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<Body> {
+    let Incoming {
+        cx,
+        snapshot,
+        route,
+        parts,
+        body,
+        path,
+        host,
+        declared,
+        start,
+    } = inc;
+    let settings = &cx.worker.shared.settings;
+    let chains: Vec<Arc<Chain>> = snapshot
+        .global_chains
+        .iter()
+        .cloned()
+        .chain(route.chain.iter().cloned())
+        .collect();
+    let uses_lua = route.handlers.is_some() || chains.iter().any(|c| c.has_lua);
+
+    let body_error = Rc::new(Cell::new(None));
+    let has_body = !(declared == Some(0)
+        || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
+    let limit = settings.client_max_body_size;
+    let client_body =
+        has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+    let request_uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let args = parts.uri.query().unwrap_or("").to_string();
+    let client_uri = parts.uri.clone();
+    let mut ctx = RequestCtx::new(
+        sched::next_ctx_id(),
+        parts.method,
+        parts.version,
+        path,
+        args,
+        request_uri,
+        host,
+        parts.headers,
+        cx.remote,
+        cx.local,
+        ReqBody::Unread(client_body),
+    );
+    ctx.start = start;
+    ctx.body_limit = limit;
+    ctx.body_timeout = settings.timeouts.body;
+    ctx.request_length = declared.unwrap_or(0);
+    ctx.route_id = Some(route.id.0.clone());
+    ctx.route_name = route.name.clone();
+    ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+    let id = ctx.id;
+    let req: SharedReq = Rc::new(RefCell::new(ctx));
+    if uses_lua {
+        request::register(req.clone());
+    }
+    let run = Rc::new(Run {
+        host: cx.worker.lua.clone(),
+        version: snapshot.version,
+        chains,
+        route,
+        req,
+        api_ctx: RefCell::new(None),
+        owner_slot: Cell::new(usize::MAX),
+        uses_lua,
+    });
+
+    let flow = before_upstream(&run).await;
+    let (resp, up) = match flow {
+        Flow::Answer(status) => (run.early_response(status), None),
+        Flow::Continue if run.handler("content_by_lua") => (content(&run).await, None),
+        Flow::Continue => match forward(&run, &cx, &client_uri, body_error).await {
+            Ok((resp, up)) => (resp, Some(up)),
+            Err((resp, up)) => (resp, up),
+        },
+    };
+    respond(&run, &cx, resp, up, log, id).await
+}
+
+/// rewrite and access, with the route's handlers after each.
+async fn before_upstream(run: &Rc<Run>) -> Flow {
+    if let Some(pc) = &run.route.missing_plugin_config {
+        log::error!(
+            "failed to fetch plugin config by id: {pc}, route: {}",
+            run.route.id
+        );
+        return Flow::Answer(503);
+    }
+    for (phase, directive, ngx_phase) in [
+        (Phase::Rewrite, "rewrite_by_lua", "rewrite"),
+        (Phase::Access, "access_by_lua", "access"),
+    ] {
+        if let Flow::Answer(s) = run.phase(phase).await {
+            return Flow::Answer(s);
+        }
+        if let Flow::Answer(s) = run.handler_phase(directive, ngx_phase).await {
+            return Flow::Answer(s);
+        }
+    }
+    Flow::Continue
+}
+
+/// A `content_by_lua` handler answers. Its output is sent whole when it ends, or from its
+/// first `ngx.flush` on as it comes.
+async fn content(run: &Rc<Run>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    {
+        let mut r = run.req.borrow_mut();
+        r.in_content = true;
+        r.ngx_phase = "content";
+        r.stream = Some(tx);
+        r.head_signal = Some(head_tx);
+    }
+    let me = run.clone();
+    let task = tokio::task::spawn_local(async move {
+        let flow = me.handler_phase("content_by_lua", "content").await;
+        let mut r = me.req.borrow_mut();
+        if r.headers_sent
+            && let Some(tx) = r.stream.take()
+        {
+            for chunk in r.out.drain(..) {
+                let _ = tx.send(chunk);
+            }
+        }
+        r.stream = None;
+        r.head_signal = None;
+        flow
+    });
+    if head_rx.await.is_ok() {
+        // Streaming: the head goes now, with what the handler had set by its first flush.
+        let r = run.req.borrow();
+        let status = if r.status == 0 { 200 } else { r.status };
+        let mut resp = Response::new(Body::channel(rx));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(DEFAULT_TYPE));
+        return resp;
+    }
+    let flow = task.await.unwrap_or(Flow::Answer(500));
+    let mut r = run.req.borrow_mut();
+    r.in_content = false;
+    let status = match flow {
+        Flow::Answer(s) => s,
+        Flow::Continue => {
+            if r.status == 0 {
+                200
+            } else {
+                r.status
+            }
+        }
+    };
+    drop(r);
+    if status < 300 || !run.req.borrow().out.is_empty() {
+        let out = std::mem::take(&mut run.req.borrow_mut().out);
+        let mut resp = Response::new(Body::full(concat(out)));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(DEFAULT_TYPE));
+        resp
+    } else {
+        run.early_response(status)
+    }
+}
+
+/// before_proxy, then the upstream exchange with the request as the plugins left it.
+async fn forward(
+    run: &Rc<Run>,
+    cx: &Rc<ConnCtx>,
+    client_uri: &Uri,
+    body_error: Rc<Cell<Option<super::body::ClientBodyError>>>,
+) -> Result<(Response<Body>, UpstreamDone), (Response<Body>, Option<UpstreamDone>)> {
+    let route = run.route.clone();
+    let def = match &route.upstream {
+        RouteUpstream::Ready(def) => def.clone(),
+        RouteUpstream::MissingService(id) => {
+            log::error!(
+                "failed to fetch service configuration by id: {id}, route: {}",
+                route.id
+            );
+            return Err((error_page::page(StatusCode::NOT_FOUND), None));
+        }
+        RouteUpstream::MissingUpstream(id) => {
+            log::error!("failed to find upstream by id: {id}, route: {}", route.id);
+            return Err((error_page::page(StatusCode::BAD_GATEWAY), None));
+        }
+        RouteUpstream::NoUpstream => {
+            log::error!(
+                "missing upstream configuration in route {} or its service",
+                route.id
+            );
+            return Err((error_page::page(StatusCode::BAD_GATEWAY), None));
+        }
+    };
+    if any_phase(&run.chains, Phase::BeforeProxy)
+        && let Flow::Answer(s) = run.phase(Phase::BeforeProxy).await
+    {
+        return Err((run.early_response(s), None));
+    }
+    let mut r = run.req.borrow_mut();
+    r.ngx_phase = "balancer";
+    let hash_key = match def.kind {
+        crate::config::resource::BalancerType::Chash => {
+            let view = super::request::View {
+                method: r.method.as_str(),
+                host: &r.host,
+                path: &r.uri,
+                query: &r.args,
+                request_uri: &r.request_uri,
+                remote: r.remote,
+                server_port: r.local.port(),
+                headers: &r.headers,
+            };
+            def.hash_key(&view, None)
+        }
+        _ => None,
+    };
+    let target = r.upstream_target().into_owned();
+    let uri: Uri = match target.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            log::error!("invalid upstream uri {target:?} set by a plugin");
+            return Err((error_page::page(StatusCode::INTERNAL_SERVER_ERROR), None));
+        }
+    };
+    let mut headers = r.headers.clone();
+    let body = match std::mem::replace(&mut r.body, ReqBody::Discarded) {
+        ReqBody::Unread(b) => b,
+        ReqBody::Read(bytes) => {
+            headers.remove(header::TRANSFER_ENCODING);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            let b = (!bytes.is_empty()).then(|| Body::full(bytes.clone()));
+            r.body = ReqBody::Read(bytes);
+            b
+        }
+        ReqBody::Discarded => {
+            headers.remove(header::TRANSFER_ENCODING);
+            headers.remove(header::CONTENT_LENGTH);
+            None
+        }
+    };
+    let host_override = r
+        .vars
+        .get("upstream_host")
+        .and_then(|h| HeaderValue::from_str(h).ok());
+    let host = r.host.clone();
+    let method = r.method.clone();
+    drop(r);
+    let client_host = upstream_headers(&mut headers, client_uri, &host, cx);
+    let fwd = Forward {
+        cx,
+        route: &route,
+        def,
+        method,
+        uri,
+        headers,
+        client_host,
+        body,
+        body_error,
+        hash_key,
+        start: run.req.borrow().start,
+        host_override,
+        req: Some(run.req.clone()),
+    };
+    // The access-log record is made from the plugin context in `respond`.
+    fwd.run(&mut None).await
+}
+
+/// header_filter, the body filter, and the log phase once the response is sent.
+async fn respond(
+    run: &Rc<Run>,
+    cx: &Rc<ConnCtx>,
+    resp: Response<Body>,
+    up: Option<UpstreamDone>,
+    mut log: Option<Box<LogData>>,
+    id: sched::CtxId,
+) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    {
+        let mut r = run.req.borrow_mut();
+        r.in_content = false;
+        // Headers plugins set before there was a response override the response's own.
+        let pre = std::mem::take(&mut r.resp_headers);
+        r.resp_headers = std::mem::take(&mut parts.headers);
+        let mut last = None;
+        for (name, value) in pre {
+            match name {
+                Some(n) => {
+                    r.resp_headers.insert(n.clone(), value);
+                    last = Some(n);
+                }
+                None => {
+                    if let Some(n) = &last {
+                        r.resp_headers.append(n.clone(), value);
+                    }
+                }
+            }
+        }
+        if !r.headers_sent || r.status == 0 {
+            r.status = parts.status.as_u16();
+        }
+    }
+    let mut status_override = None;
+    if any_phase(&run.chains, Phase::HeaderFilter) || run.handler("header_filter_by_lua") {
+        let mut flow = run.phase(Phase::HeaderFilter).await;
+        if matches!(flow, Flow::Continue) {
+            flow = run
+                .handler_phase("header_filter_by_lua", "header_filter")
+                .await;
+        }
+        if let Flow::Answer(500) = flow {
+            status_override = Some(500);
+        }
+    }
+    let filtering = any_phase(&run.chains, Phase::BodyFilter) || run.handler("body_filter_by_lua");
+    let body = {
+        let mut r = run.req.borrow_mut();
+        r.headers_sent = true;
+        if let Some(s) = status_override {
+            // The header filter failed: the client gets a plain 500, as nginx sends it.
+            drop(r);
+            let page = error_page::page(StatusCode::INTERNAL_SERVER_ERROR);
+            let (p, b) = page.into_parts();
+            parts.status = p.status;
+            parts.headers = p.headers;
+            run.req.borrow_mut().status = s;
+            b
+        } else {
+            parts.status = StatusCode::from_u16(r.status).unwrap_or(parts.status);
+            parts.headers = if run.uses_lua {
+                r.resp_headers.clone()
+            } else {
+                std::mem::take(&mut r.resp_headers)
+            };
+            if filtering {
+                // The filter may change the length: the body goes out chunked.
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            drop(r);
+            if filtering {
+                Body::filtered(body, Box::new(LuaBodyFilter { run: run.clone() }))
+            } else {
+                body
+            }
+        }
+    };
+    if let Some(l) = log.as_mut() {
+        let r = run.req.borrow();
+        if let (Some(addr), Some(status)) = (r.upstream.addr, r.upstream.status) {
+            l.upstream = Some(crate::observability::access::UpstreamRecord {
+                addr,
+                status: Some(status),
+                connect_time: r.upstream.connect_time,
+                header_time: r.upstream.header_time,
+                response_time: r.upstream.response_time,
+                host: String::new(),
+                uri: r.upstream_target().into_owned(),
+            });
+        }
+    }
+    let needs_log_phase = any_phase(&run.chains, Phase::Log) || run.handler("log_by_lua");
+    let tail: Option<super::Tail> = if needs_log_phase || run.uses_lua {
+        let run = run.clone();
+        Some(Box::new(move |bytes: u64| {
+            tokio::task::spawn_local(async move {
+                run.req.borrow_mut().bytes_sent = bytes;
+                if needs_log_phase {
+                    run.phase(Phase::Log).await;
+                    run.handler_phase("log_by_lua", "log").await;
+                }
+                if run.uses_lua {
+                    request::unregister(id);
+                }
+            });
+        }))
+    } else {
+        None
+    };
+    finish(Response::from_parts(parts, body), cx, log, up, tail)
+}
+
+/// The body_filter phase, once per chunk and once more at the end.
+struct LuaBodyFilter {
+    run: Rc<Run>,
+}
+
+impl BodyFilter for LuaBodyFilter {
+    fn filter(&mut self, chunk: Bytes, eof: bool) -> FilterFuture {
+        let run = self.run.clone();
+        Box::pin(async move {
+            {
+                let mut r = run.req.borrow_mut();
+                r.arg_chunk = chunk;
+                r.arg_eof = eof;
+            }
+            let mut flow = run.phase(Phase::BodyFilter).await;
+            if matches!(flow, Flow::Continue) {
+                flow = run.handler_phase("body_filter_by_lua", "body_filter").await;
+            }
+            let mut r = run.req.borrow_mut();
+            if let Flow::Answer(500) = flow {
+                // Too late to change the status: cut the body, as nginx aborts it.
+                return (Bytes::new(), true);
+            }
+            let data = std::mem::take(&mut r.arg_chunk);
+            (data, r.arg_eof && !eof)
+        })
+    }
+}
