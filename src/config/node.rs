@@ -150,6 +150,12 @@ const KNOWN: &[&str] = &[
     "moongate.lua_phase_timeout",
 ];
 
+/// Known keys whose value is a map of names the user chooses.
+const MAP_VALUED: &[&str] = &[
+    "nginx_config.http.lua_shared_dict",
+    "nginx_config.http.custom_lua_shared_dict",
+];
+
 /// Top-level sections APISIX has; their unimplemented keys are "not supported yet", not "unknown".
 const APISIX_SECTIONS: &[&str] = &[
     "apisix",
@@ -253,8 +259,9 @@ fn unknown_keys(v: &Value, prefix: &str, out: &mut Vec<Warning>) {
             format!("{prefix}.{k}")
         };
         if KNOWN.contains(&path.as_str()) {
-            // `plugins` is a list; `apisix.ssl` etc. are sections whose children are checked.
-            if child.is_object() {
+            // `plugins` is a list; `apisix.ssl` etc. are sections whose children are checked;
+            // the dictionary maps have user-chosen names as keys.
+            if child.is_object() && !MAP_VALUED.contains(&path.as_str()) {
                 unknown_keys(child, &path, out);
             }
             continue;
@@ -634,7 +641,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_warn_once_each_and_never_fail() {
-        let (_, w) = parse("apisix:\n  node_listen: 9080\n  proxy_mode: http\nnginx_config:\n  http:\n    lua_shared_dict: {}\nfoo: 1\n").unwrap();
+        let (c, w) = parse("apisix:\n  node_listen: 9080\n  proxy_mode: http\nnginx_config:\n  http:\n    lua_shared_dict: {my-dict: 1m}\n    real_ip_header: X-Real-IP\nfoo: 1\n").unwrap();
+        assert!(c.shared_dicts.contains(&("my-dict".to_string(), 1 << 20)));
         assert_eq!(w.len(), 3, "{w:?}");
         assert!(
             w.iter()
@@ -642,7 +650,7 @@ mod tests {
         );
         assert!(
             w.iter()
-                .any(|x| x.starts_with("nginx_config.http.lua_shared_dict: not supported"))
+                .any(|x| x.starts_with("nginx_config.http.real_ip_header: not supported"))
         );
         assert!(w.iter().any(|x| x.starts_with("foo: unknown key")));
     }

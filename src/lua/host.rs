@@ -58,6 +58,7 @@ pub struct LuaHost {
     newest: Cell<u64>,
     /// Longest time one phase may wait (on I/O, sleeps); past it the request fails.
     pub phase_timeout: Duration,
+    memory_limit: Option<usize>,
 }
 
 impl LuaHost {
@@ -100,6 +101,7 @@ impl LuaHost {
             handlers: RefCell::new(HashMap::new()),
             newest: Cell::new(0),
             phase_timeout,
+            memory_limit: opts.memory_limit,
         })
     }
 
@@ -352,7 +354,7 @@ impl LuaHost {
         let key = (version, route_key.to_string());
         let t: Table = match self.handlers.borrow().get(&key) {
             Some(k) => lua.registry_value(k)?,
-            None => Table::from(lua.create_table()?),
+            None => lua.create_table()?,
         };
         if self.handlers.borrow().get(&key).is_none() {
             for (d, code) in &src.chunks {
@@ -397,11 +399,21 @@ impl LuaHost {
                 Err(_) => return Driven::TimedOut,
             },
         };
-        match out {
+        let out = match out {
             None => Driven::Exited,
             Some(Ok(v)) => Driven::Done(v),
             Some(Err(e)) => Driven::Failed(e.to_string()),
+        };
+        // LuaJIT has no emergency collection: when a run left the heap near its limit (a
+        // plugin that allocated without bound and failed), collect now, so the next request
+        // does not fail for it.
+        if let Some(limit) = self.memory_limit
+            && self.lua().used_memory() > limit / 4 * 3
+        {
+            let _ = self.lua().gc_collect();
+            let _ = self.lua().gc_collect();
         }
+        out
     }
 }
 

@@ -237,7 +237,7 @@ impl Chain {
             return Err(errors);
         }
         // Stable: equal priorities keep name order, so every worker and every reload agree.
-        entries.sort_by(|a, b| b.priority.cmp(&a.priority));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.priority));
         let phases = entries
             .iter()
             .fold(PhaseSet::default(), |s, e| s.union(e.phases));

@@ -406,7 +406,6 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     }
 
     if route.has_phases() || !snapshot.global_chains.is_empty() {
-        drop(view);
         let path = path.into_owned();
         let host = host.into_owned();
         return Ok(phases::serve(

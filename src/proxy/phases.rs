@@ -533,55 +533,58 @@ async fn forward(
     {
         return Err((run.early_response(s), None));
     }
-    let mut r = run.req.borrow_mut();
-    r.ngx_phase = "balancer";
-    let hash_key = match def.kind {
-        crate::config::resource::BalancerType::Chash => {
-            let view = super::request::View {
-                method: r.method.as_str(),
-                host: &r.host,
-                path: &r.uri,
-                query: &r.args,
-                request_uri: &r.request_uri,
-                remote: r.remote,
-                server_port: r.local.port(),
-                headers: &r.headers,
-            };
-            def.hash_key(&view, None)
-        }
-        _ => None,
+    let (fwd_parts, host, method) = {
+        let mut r = run.req.borrow_mut();
+        r.ngx_phase = "balancer";
+        let hash_key = match def.kind {
+            crate::config::resource::BalancerType::Chash => {
+                let view = super::request::View {
+                    method: r.method.as_str(),
+                    host: &r.host,
+                    path: &r.uri,
+                    query: &r.args,
+                    request_uri: &r.request_uri,
+                    remote: r.remote,
+                    server_port: r.local.port(),
+                    headers: &r.headers,
+                };
+                def.hash_key(&view, None)
+            }
+            _ => None,
+        };
+        let target = r.upstream_target().into_owned();
+        let uri: Uri = match target.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                log::error!("invalid upstream uri {target:?} set by a plugin");
+                return Err((error_page::page(StatusCode::INTERNAL_SERVER_ERROR), None));
+            }
+        };
+        let mut headers = r.headers.clone();
+        let body = match std::mem::replace(&mut r.body, ReqBody::Discarded) {
+            ReqBody::Unread(b) => b,
+            ReqBody::Read(bytes) => {
+                headers.remove(header::TRANSFER_ENCODING);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                let b = (!bytes.is_empty()).then(|| Body::full(bytes.clone()));
+                r.body = ReqBody::Read(bytes);
+                b
+            }
+            ReqBody::Discarded => {
+                headers.remove(header::TRANSFER_ENCODING);
+                headers.remove(header::CONTENT_LENGTH);
+                None
+            }
+        };
+        let host_override = r
+            .vars
+            .get("upstream_host")
+            .and_then(|h| HeaderValue::from_str(h).ok());
+        let host = r.host.clone();
+        let method = r.method.clone();
+        ((hash_key, uri, headers, body, host_override), host, method)
     };
-    let target = r.upstream_target().into_owned();
-    let uri: Uri = match target.parse() {
-        Ok(u) => u,
-        Err(_) => {
-            log::error!("invalid upstream uri {target:?} set by a plugin");
-            return Err((error_page::page(StatusCode::INTERNAL_SERVER_ERROR), None));
-        }
-    };
-    let mut headers = r.headers.clone();
-    let body = match std::mem::replace(&mut r.body, ReqBody::Discarded) {
-        ReqBody::Unread(b) => b,
-        ReqBody::Read(bytes) => {
-            headers.remove(header::TRANSFER_ENCODING);
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            let b = (!bytes.is_empty()).then(|| Body::full(bytes.clone()));
-            r.body = ReqBody::Read(bytes);
-            b
-        }
-        ReqBody::Discarded => {
-            headers.remove(header::TRANSFER_ENCODING);
-            headers.remove(header::CONTENT_LENGTH);
-            None
-        }
-    };
-    let host_override = r
-        .vars
-        .get("upstream_host")
-        .and_then(|h| HeaderValue::from_str(h).ok());
-    let host = r.host.clone();
-    let method = r.method.clone();
-    drop(r);
+    let (hash_key, uri, mut headers, body, host_override) = fwd_parts;
     let client_host = upstream_headers(&mut headers, client_uri, &host, cx);
     let fwd = Forward {
         cx,

@@ -88,7 +88,23 @@ impl Gateway {
     }
 
     pub fn start_with_config(config: &str, port: u16, routes: &str) -> Gateway {
+        Gateway::start_with_files(config, port, routes, &[])
+    }
+
+    /// Starts with extra files written under the prefix first, e.g.
+    /// `("lua/plugins/x.lua", source)`.
+    pub fn start_with_files(
+        config: &str,
+        port: u16,
+        routes: &str,
+        files: &[(&str, &str)],
+    ) -> Gateway {
         let dir = TempDir::new("gw");
+        for (rel, text) in files {
+            let p = dir.0.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
         std::fs::write(dir.0.join("conf/config.yaml"), config).unwrap();
         std::fs::write(dir.0.join("conf/apisix.yaml"), routes).unwrap();
         let child = Command::new(BIN)

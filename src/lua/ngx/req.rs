@@ -84,14 +84,12 @@ pub fn headers_table(
     normalizer: &mlua::Function,
 ) -> mlua::Result<(Table, Option<&'static str>)> {
     let t = lua.create_table_with_capacity(0, headers.len().min(64))?;
-    let mut n = 0usize;
     let mut truncated = None;
-    for (name, value) in headers {
+    for (n, (name, value)) in headers.iter().enumerate() {
         if max > 0 && n >= max {
             truncated = Some("truncated");
             break;
         }
-        n += 1;
         let key = if raw {
             lua.create_string(canonical_case(name.as_str()))?
         } else {

@@ -100,3 +100,41 @@ end
 
 local loaders = package.loaders or package.searchers
 table.insert(loaders, 2, plugin_searcher)
+
+-- Errors raised by the host's Rust functions reach Lua as mlua error objects. OpenResty code
+-- expects strings (`err:find(...)`, `"failed: " .. err`), so `pcall` and `xpcall` hand them over
+-- as the plain message, the way lua-nginx-module's C functions raise them.
+local raw_pcall, raw_xpcall, tostring, sub, find = pcall, xpcall, tostring, string.sub, string.find
+
+local function plain(err)
+    if type(err) ~= "userdata" then
+        return err
+    end
+    local s = tostring(err)
+    local at = 1
+    while true do
+        local i, j = find(s, "caused by: ", at, true)
+        if not i then break end
+        at = j + 1
+    end
+    s = sub(s, at)
+    if sub(s, 1, 15) == "runtime error: " then
+        s = sub(s, 16)
+    end
+    return s
+end
+
+local function fix(ok, ...)
+    if ok then
+        return ok, ...
+    end
+    return false, plain((...))
+end
+
+pcall = function(f, ...)
+    return fix(raw_pcall(f, ...))
+end
+
+xpcall = function(f, handler, ...)
+    return raw_xpcall(f, function(err) return handler(plain(err)) end, ...)
+end

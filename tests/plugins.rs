@@ -1,0 +1,559 @@
+//! APISIX-contract plugins and Lua handlers through the real binary: phases and their order,
+//! priorities and `_meta`, early answers, conf identity, failures, body filters, content
+//! handlers, the ngx request API, and isolation between interleaved requests.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const TRACE: &str = include_str!("../t/fixtures/plugins/fixture-trace.lua");
+const GATE: &str = include_str!("../t/fixtures/plugins/fixture-gate.lua");
+const UPPER: &str = include_str!("../t/fixtures/plugins/fixture-upper.lua");
+const BROKEN: &str = include_str!("../t/fixtures/plugins/fixture-broken.lua");
+
+const FILES: [(&str, &str); 4] = [
+    ("lua/plugins/fixture-trace.lua", TRACE),
+    ("lua/plugins/fixture-gate.lua", GATE),
+    ("lua/plugins/fixture-upper.lua", UPPER),
+    ("lua/plugins/fixture-broken.lua", BROKEN),
+];
+
+/// A gateway with the fixture plugins, `extra` top-level config, and `routes` (the echo
+/// backend is upstream `e`).
+fn gateway(echo: &Echo, extra: &str, routes: &str) -> Gateway {
+    let port = free_port();
+    let config = format!(
+        "{}plugins:\n  - request-id\n  - fixture-trace\n  - fixture-gate\n  - fixture-upper\n  - fixture-broken\n{extra}",
+        config_yaml(port, "")
+    );
+    let yaml = format!(
+        "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\n{routes}\n#END\n",
+        echo.port
+    );
+    Gateway::start_with_files(&config, port, &yaml, &FILES)
+}
+
+fn wait_log(gw: &Gateway, needle: &str) -> String {
+    let mut log = String::new();
+    wait_until(needle, Duration::from_secs(5), || {
+        log = gw.error_log();
+        log.contains(needle)
+    });
+    log
+}
+
+#[test]
+fn every_phase_runs_in_order_and_native_and_lua_plugins_share_the_request() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:\n  - id: r1\n    uri: /echo\n    upstream_id: e\n    plugins:\n      request-id: {}\n      fixture-trace: {label: a}\n",
+    );
+    let r = gw.get("/echo");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    // rewrite, access, before_proxy run before the upstream; header_filter when it answers.
+    assert_eq!(
+        r.header("x-trace"),
+        Some("a:rewrite,a:access,a:before_proxy,a:header_filter")
+    );
+    assert_eq!(r.header("x-phase"), Some("header_filter"));
+    let up = r.json();
+    let h = &up["headers"];
+    // request-id (native, priority 12015) ran before fixture-trace (Lua, 3000) in rewrite.
+    let id = h["x-request-id"].as_str().unwrap_or("");
+    assert_eq!(id.len(), 36, "{h}");
+    assert_eq!(h["x-seen-request-id"].as_str(), Some(id));
+    assert_eq!(r.header("x-request-id"), Some(id));
+    assert_eq!(h["x-conf"].as_str(), Some("route|r1|1"));
+    // The log phase runs after the response, and sees the body filter's end of body.
+    let log = wait_log(&gw, "trace of /echo");
+    assert!(
+        log.contains(
+            "[lua] fixture-trace.lua:61: trace of /echo: a:rewrite,a:access,a:before_proxy,a:header_filter,a:body_filter_eof,a:log status 200"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_conf_table_is_one_per_config_version_and_has_its_defaults() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:\n  - id: r1\n    uri: /echo\n    upstream_id: e\n    plugins:\n      fixture-trace: {}\n",
+    );
+    let uses: Vec<String> = (0..3)
+        .map(|_| gw.get("/echo").header("x-uses").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(uses, ["1", "2", "3"]);
+    // check_schema's default label reached the table the phases get.
+    assert!(
+        gw.get("/echo")
+            .header("x-trace")
+            .unwrap_or("")
+            .starts_with("t:rewrite")
+    );
+    // A new config version gets new conf tables.
+    gw.write_routes(&format!(
+        "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nroutes:\n  - id: r1\n    uri: /echo\n    upstream_id: e\n    plugins:\n      fixture-trace: {{label: b}}\n#END\n",
+        echo.port
+    ));
+    wait_until("reload", Duration::from_secs(5), || {
+        gw.get("/echo")
+            .header("x-trace")
+            .is_some_and(|t| t.starts_with("b:"))
+    });
+    let r = gw.get("/echo");
+    assert_eq!(
+        r.header("x-uses"),
+        Some("2"),
+        "the reload made a fresh table"
+    );
+}
+
+#[test]
+fn early_answers_keep_apisix_bodies_and_still_pass_header_filter_and_log() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:
+  - id: table
+    uri: /table
+    upstream_id: e
+    plugins:
+      fixture-trace: {}
+      fixture-gate: {mode: table}
+  - id: string
+    uri: /string
+    upstream_id: e
+    plugins:
+      fixture-gate: {mode: string, phase: access}
+  - id: exit
+    uri: /exit
+    upstream_id: e
+    plugins:
+      fixture-trace: {}
+      fixture-gate: {mode: exit}
+  - id: say
+    uri: /say
+    upstream_id: e
+    plugins:
+      fixture-gate: {mode: say}
+  - id: custom
+    uri: /custom
+    upstream_id: e
+    plugins:
+      fixture-gate:
+        mode: table
+        _meta:
+          error_response: {message: \"go away\"}
+  - id: pcall
+    uri: /pcall
+    upstream_id: e
+    plugins:
+      fixture-gate: {mode: pcall-exit}
+  - id: co
+    uri: /co
+    upstream_id: e
+    plugins:
+      fixture-gate: {mode: coroutine-sleep}",
+    );
+    let r = gw.get("/table?x=1");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body, "{\"message\":\"no entry to /table\"}\n");
+    // fixture-trace (3000) ran rewrite before the gate (2000) answered; no access phase ran.
+    assert_eq!(r.header("x-trace"), Some("t:rewrite,t:header_filter"));
+    let log = wait_log(&gw, "trace of /table");
+    assert!(
+        log.contains("fixture-gate exits with http status code 401"),
+        "{log}"
+    );
+    assert!(log.contains("status 401"), "{log}");
+
+    let r = gw.get("/string");
+    assert_eq!((r.status, r.body.as_str()), (403, "forbidden here"));
+
+    let r = gw.get("/exit");
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("403 Forbidden"), "{}", r.body);
+    assert_eq!(r.header("x-gate"), Some("closed"));
+    assert_eq!(r.header("x-trace"), Some("t:rewrite,t:header_filter"));
+
+    let r = gw.get("/say");
+    assert_eq!((r.status, r.body.as_str()), (418, "short and stout\n"));
+
+    let r = gw.get("/custom");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, "{\"message\":\"go away\"}\n")
+    );
+
+    let r = gw.get("/pcall");
+    assert_eq!(r.status, 402);
+    assert_eq!(r.header("x-after-exit"), None);
+
+    let r = gw.get("/co");
+    assert_eq!((r.status, r.body.as_str()), (200, "from the coroutine"));
+
+    // The gate lets requests with the header through to the upstream.
+    let r = request(gw.port, "GET", "/table", &[("X-Pass", "yes")], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["uri"], "/table");
+}
+
+#[test]
+fn meta_disable_filter_and_priority_change_what_runs() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:
+  - id: off
+    uri: /off
+    upstream_id: e
+    plugins:
+      fixture-gate: {_meta: {disable: true}}
+  - id: filtered
+    uri: /filtered
+    upstream_id: e
+    plugins:
+      fixture-gate:
+        _meta:
+          filter: [[\"arg_lock\", \"==\", \"1\"]]
+  - id: reordered
+    uri: /reordered
+    upstream_id: e
+    plugins:
+      fixture-trace: {_meta: {priority: 100}}
+      fixture-gate: {}",
+    );
+    assert_eq!(gw.get("/off").status, 200);
+    assert_eq!(gw.get("/filtered").status, 200);
+    assert_eq!(gw.get("/filtered?lock=1").status, 401);
+    // fixture-trace now runs after the gate in rewrite, so it never saw rewrite.
+    let r = gw.get("/reordered");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-trace"), Some("t:header_filter"));
+}
+
+#[test]
+fn a_lua_error_fails_closed_with_one_error_line_and_the_worker_goes_on() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:\n  - id: bad\n    uri: /bad\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: error, phase: access}\n  - id: good\n    uri: /good\n    upstream_id: e\n",
+    );
+    for _ in 0..3 {
+        let r = gw.get("/bad");
+        assert_eq!(r.status, 500);
+        assert!(r.body.contains("500 Internal Server Error"));
+    }
+    assert_eq!(gw.get("/good").status, 200);
+    let log = gw.error_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("[error]") && l.contains("the gate broke"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(
+        lines[0].contains("lua entry thread aborted: runtime error: ")
+            && lines[0].contains("fixture-gate.lua:"),
+        "{log}"
+    );
+    assert!(log.contains("plugin: fixture-gate, phase: access"), "{log}");
+}
+
+#[test]
+fn plugins_that_break_the_contract_are_refused_by_name_and_unknown_plugins_reject_the_route() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:\n  - id: ok\n    uri: /ok\n    upstream_id: e\n",
+    );
+    assert!(
+        gw.stderr()
+            .contains("invalid plugin [fixture-broken], missing field: priority"),
+        "{}",
+        gw.stderr()
+    );
+    assert_eq!(gw.get("/ok").status, 200);
+    // A route naming a plugin that is not enabled never replaces the good snapshot.
+    gw.write_routes("routes:\n  - id: ok\n    uri: /ok\n    upstream_id: e\n    plugins:\n      nope: {}\n#END\n");
+    let log = wait_log(&gw, "unknown plugin [nope]");
+    assert!(log.contains("routes[id=ok]: plugins.nope"), "{log}");
+    assert_eq!(gw.get("/ok").status, 200);
+}
+
+#[test]
+fn body_filters_rewrite_streamed_chunks_and_see_the_end() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:\n  - id: up\n    uri: /hello\n    upstream_id: e\n    plugins:\n      fixture-upper: {trailer: \"-- the end\"}\n",
+    );
+    let r = gw.get("/hello");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "HELLO WORLD\n-- the end\n");
+    assert_eq!(r.header("x-upper"), Some("1"));
+    assert_eq!(r.header("content-length"), None);
+}
+
+#[test]
+fn a_content_handler_answers_from_lua_with_the_request_api() {
+    let gw = Gateway::start(
+        "",
+        &routes_file(
+            r#"routes:
+  - id: c
+    uri: /c/*
+    lua_handlers:
+      content_by_lua: |
+        local args = ngx.req.get_uri_args()
+        ngx.req.read_body()
+        local h = ngx.req.get_headers()
+        ngx.header["X-Multi"] = {"a", "b"}
+        ngx.header.content_type = "application/x-test"
+        ngx.status = 202
+        ngx.say(ngx.req.get_method(), " ", ngx.var.uri, " ", ngx.var.args, " ", ngx.var.arg_b)
+        ngx.say(type(args.a), " ", args.a[1], args.a[2], " ", tostring(args.flag))
+        ngx.say(h["X-Custom"], " ", h.x_custom, " ", ngx.var.http_x_custom)
+        ngx.say(ngx.req.get_body_data() or "no body")
+        ngx.say(ngx.var.remote_addr, " ", ngx.var.server_port == tostring(ngx.var.server_port), " ", ngx.var.request_uri)
+        ngx.say(ngx.get_phase(), " ", ngx.req.http_version())
+  - id: stream
+    uri: /stream
+    lua_handlers:
+      content_by_lua: |
+        ngx.say("first")
+        ngx.flush(true)
+        ngx.sleep(0.05)
+        ngx.print("second")
+  - id: notfound
+    uri: /gone
+    lua_handlers:
+      content_by_lua: |
+        ngx.exit(404)
+  - id: redirect
+    uri: /moved
+    lua_handlers:
+      content_by_lua: |
+        return ngx.redirect("/elsewhere", 301)
+"#,
+        ),
+    );
+    let r = request(
+        gw.port,
+        "POST",
+        "/c/x?a=1&a=2&flag&b=%20z",
+        &[("X-Custom", "v")],
+        b"posted",
+    );
+    assert_eq!(r.status, 202, "{r:?}\n{}", gw.error_log());
+    assert_eq!(r.header("content-type"), Some("application/x-test"));
+    let multi: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("x-multi"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(multi, ["a", "b"]);
+    assert_eq!(
+        r.body,
+        "POST /c/x a=1&a=2&flag&b=%20z %20z\ntable 12 true\nv v v\nposted\n127.0.0.1 true /c/x?a=1&a=2&flag&b=%20z\ncontent 1.1\n"
+    );
+
+    let r = gw.get("/stream");
+    assert_eq!((r.status, r.body.as_str()), (200, "first\nsecond"));
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+
+    let r = gw.get("/gone");
+    assert_eq!(r.status, 404);
+    let r = gw.get("/moved");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/elsewhere"));
+}
+
+#[test]
+fn plugins_change_the_request_the_upstream_gets() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        r#"routes:
+  - id: rw
+    uri: /rw
+    upstream_id: e
+    lua_handlers:
+      rewrite_by_lua: |
+        ngx.req.set_header("X-Added", {"1", "2"})
+        ngx.req.clear_header("X-Drop")
+        ngx.req.set_uri_args({k = "v w"})
+        ngx.req.set_method(ngx.HTTP_PUT)
+        ngx.req.read_body()
+        ngx.req.set_body_data("new body")
+  - id: uri
+    uri: /uri
+    upstream_id: e
+    lua_handlers:
+      access_by_lua: |
+        ngx.var.upstream_uri = "/target?z=1"
+        ngx.var.upstream_host = "backend.example"
+  - id: seturi
+    uri: /seturi
+    upstream_id: e
+    lua_handlers:
+      access_by_lua: |
+        ngx.req.set_uri("/new path")"#,
+    );
+    let r = request(
+        gw.port,
+        "POST",
+        "/rw?old=1",
+        &[("X-Drop", "x")],
+        b"old body",
+    );
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    let j = r.json();
+    assert_eq!(j["method"], "PUT");
+    assert_eq!(j["uri"], "/rw?k=v%20w");
+    assert_eq!(j["headers"]["x-added"], serde_json::json!(["1", "2"]));
+    assert!(j["headers"].get("x-drop").is_none());
+    assert_eq!(j["body"], "new body");
+
+    let j = gw.get("/uri").json();
+    assert_eq!(j["uri"], "/target?z=1");
+    assert_eq!(j["headers"]["host"], "backend.example");
+
+    let j = gw.get("/seturi?q=1").json();
+    assert_eq!(j["uri"], "/new%20path?q=1");
+}
+
+#[test]
+fn interleaved_requests_each_see_only_their_own_var_and_ctx() {
+    let gw = Gateway::start(
+        "",
+        &routes_file(
+            r#"routes:
+  - id: iso
+    uri: /iso
+    lua_handlers:
+      access_by_lua: |
+        ngx.ctx.id = ngx.var.arg_id
+      content_by_lua: |
+        local id = ngx.var.arg_id
+        for i = 1, 5 do
+          local co = coroutine.wrap(function()
+            ngx.sleep(math.random() * 0.01)
+            return ngx.var.arg_id
+          end)
+          local seen = co()
+          local t = ngx.thread.spawn(function() ngx.sleep(0.001) return ngx.ctx.id end)
+          local _, in_thread = ngx.thread.wait(t)
+          if seen ~= id or ngx.ctx.id ~= id or in_thread ~= id then
+            ngx.say("mixed up: ", id, " saw ", tostring(seen), " ", tostring(ngx.ctx.id), " ", tostring(in_thread))
+            return
+          end
+        end
+        ngx.say("ok ", id)
+"#,
+        ),
+    );
+    let port = gw.port;
+    let handles: Vec<_> = (0..24)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let r = request(port, "GET", &format!("/iso?id={i}"), &[], b"");
+                (i, r)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, r) = h.join().unwrap();
+        assert_eq!((r.status, r.body), (200, format!("ok {i}\n")));
+    }
+}
+
+#[test]
+fn timers_have_no_request_and_waits_are_cut_by_the_phase_timeout() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "moongate:\n  lua_phase_timeout: 1s\n",
+        r#"routes:
+  - id: timer
+    uri: /timer
+    lua_handlers:
+      content_by_lua: |
+        ngx.timer.at(0, function(premature)
+          local ok, err = pcall(function() return ngx.var.uri end)
+          ngx.log(ngx.ERR, "in timer: ", tostring(ok), " ", err)
+        end)
+        ngx.say("started")
+  - id: slow
+    uri: /slow
+    upstream_id: e
+    plugins:
+      fixture-gate: {mode: wait}"#,
+    );
+    assert_eq!(gw.get("/timer").body, "started\n");
+    let log = wait_log(&gw, "in timer: ");
+    assert!(
+        log.contains("in timer: false") && log.contains("API disabled in the context of ngx.timer"),
+        "{log}"
+    );
+    let t = Instant::now();
+    let r = gw.get("/slow");
+    assert_eq!(r.status, 500);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(gw.error_log().contains("did not finish within 1s"));
+}
+
+#[test]
+fn a_plugin_that_allocates_without_bound_fails_its_own_request_only() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "moongate:\n  lua_memory_limit: 64m\n",
+        "routes:\n  - id: hog\n    uri: /hog\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: hog}\n  - id: ok\n    uri: /ok\n    upstream_id: e\n    plugins:\n      fixture-trace: {}\n",
+    );
+    assert_eq!(gw.get("/hog").status, 500);
+    assert!(
+        gw.error_log().contains("not enough memory"),
+        "{}",
+        gw.error_log()
+    );
+    let r = gw.get("/ok");
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-trace").is_some());
+}
+
+#[test]
+fn global_rules_run_before_the_route_plugins() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "global_rules:\n  - id: g1\n    plugins:\n      fixture-trace: {label: g}\nroutes:\n  - id: r\n    uri: /echo\n    upstream_id: e\n    plugins:\n      fixture-gate: {}\n",
+    );
+    let r = gw.get("/echo");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-trace"), Some("g:rewrite,g:header_filter"));
+    // A route with no plugins still gets the global rules.
+    gw.write_routes(&format!(
+        "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nglobal_rules:\n  - id: g1\n    plugins:\n      fixture-trace: {{label: g}}\nroutes:\n  - id: r\n    uri: /echo\n    upstream_id: e\n#END\n",
+        echo.port
+    ));
+    wait_until("reload", Duration::from_secs(5), || {
+        gw.get("/echo").status == 200
+    });
+    let r = gw.get("/echo");
+    assert_eq!(r.json()["headers"]["x-conf"], "global_rule|g1|2");
+}
