@@ -8,6 +8,9 @@ use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table};
 
 use super::sched::{CtxId, WithCtx};
 
+mod sandbox;
+pub use sandbox::SandboxBudget;
+
 /// The prelude every VM runs first (table extensions, coroutines, plugin searcher).
 const PRELUDE: &str = include_str!("prelude.lua");
 

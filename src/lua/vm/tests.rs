@@ -888,3 +888,52 @@ fn resty_lock_serialises_contexts_and_times_out() {
         .unwrap();
     assert!(ok);
 }
+
+#[test]
+fn sandboxed_infinite_loop_is_stopped_and_the_vm_keeps_working() {
+    let vm = vm();
+    let f = vm
+        .load_sandboxed(
+            "untrusted",
+            "while true do end",
+            SandboxBudget {
+                instructions: 100_000,
+            },
+        )
+        .unwrap();
+    let err = f.call::<()>(()).unwrap_err().to_string();
+    assert!(
+        err.contains("sandboxed code exceeded its instruction budget (100000 instructions)"),
+        "{err}"
+    );
+    // The hook is gone once the call ends: trusted code runs a long loop unhindered.
+    let n: i64 = vm
+        .lua()
+        .load("local n = 0 for i = 1, 1000000 do n = n + 1 end return n")
+        .eval()
+        .unwrap();
+    assert_eq!(n, 1_000_000);
+    // And the budget is per call: a second call gets a fresh one.
+    let err = f.call::<()>(()).unwrap_err().to_string();
+    assert!(err.contains("instruction budget"), "{err}");
+}
+
+#[test]
+fn sandboxed_function_returns_its_value() {
+    let vm = vm();
+    let f = vm
+        .load_sandboxed(
+            "untrusted",
+            r#"
+            local a, b = ...
+            local function inner() return a + b end
+            return inner()
+            "#,
+            SandboxBudget {
+                instructions: 1_000_000,
+            },
+        )
+        .unwrap();
+    let v: i64 = f.call((2, 3)).unwrap();
+    assert_eq!(v, 5);
+}
