@@ -937,3 +937,40 @@ fn sandboxed_function_returns_its_value() {
     let v: i64 = f.call((2, 3)).unwrap();
     assert_eq!(v, 5);
 }
+
+#[test]
+fn ngx_config_process_and_errlog() {
+    let vm = vm();
+    let ok: bool = vm
+        .lua()
+        .load(
+            r#"
+            local c = ngx.config
+            assert(c.subsystem == "http" and c.debug == false)
+            assert(c.prefix() == "/nonexistent/", c.prefix())
+            assert(c.nginx_version == 1025003 and c.ngx_lua_version == 10026)
+            assert(type(c.nginx_configure()) == "string")
+
+            local process = require("ngx.process")
+            assert(process.type() == "worker")
+            assert(process.get_master_pid() == ngx.worker.pid())
+            local ok, err = process.enable_privileged_agent()
+            assert(ok == nil and err == "privileged agent is not supported by moongate", err)
+            local ok, err = pcall(process.signal_graceful_exit)
+            assert(not ok and tostring(err):find("signal_graceful_exit is not supported", 1, true), tostring(err))
+
+            local errlog = require("ngx.errlog")
+            errlog.raw_log(ngx.DEBUG, "raw line")
+            assert(not pcall(errlog.raw_log, 42, "x"))
+            local lvl = errlog.get_sys_filter_level()
+            assert(lvl >= ngx.EMERG and lvl <= ngx.DEBUG, lvl)
+            local ok, err = pcall(errlog.get_logs, 10)
+            assert(not ok and tostring(err):find("lua_capture_error_log", 1, true), tostring(err))
+            assert(not pcall(errlog.set_filter_level, ngx.ERR))
+            return true
+            "#,
+        )
+        .eval()
+        .unwrap();
+    assert!(ok);
+}
