@@ -46,6 +46,12 @@ impl Drop for DepthGuard<'_> {
     }
 }
 
+fn exceeded(limit: u64) -> mlua::Error {
+    mlua::Error::runtime(format!(
+        "sandboxed code exceeded its instruction budget ({limit} instructions)"
+    ))
+}
+
 impl LuaVm {
     /// Compiles `source` as chunk `name` for sandboxed running: the returned function runs the
     /// chunk with the JIT off for it and everything it defines, and raises
@@ -80,13 +86,18 @@ impl LuaVm {
                 let spent = Rc::new(Cell::new(0u64));
                 lua.set_hook(
                     HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-                    move |_, _| {
+                    move |lua, _| {
                         let n = spent.get() + u64::from(HOOK_EVERY);
                         spent.set(n);
                         if n > limit {
-                            return Err(mlua::Error::runtime(format!(
-                                "sandboxed code exceeded its instruction budget ({limit} instructions)"
-                            )));
+                            // From now on fail on every instruction: a `pcall` in the sandboxed
+                            // code could otherwise catch the error and keep looping, but no
+                            // Lua instruction after the catch can run either.
+                            lua.set_hook(
+                                HookTriggers::new().every_nth_instruction(1),
+                                move |_, _| Err(exceeded(limit)),
+                            )?;
+                            return Err(exceeded(limit));
                         }
                         Ok(VmState::Continue)
                     },

@@ -974,3 +974,19 @@ fn ngx_config_process_and_errlog() {
         .unwrap();
     assert!(ok);
 }
+
+#[test]
+fn sandboxed_code_cannot_outlast_its_budget_by_catching_the_error() {
+    let vm = vm();
+    let f = vm
+        .load_sandboxed(
+            "untrusted",
+            "while true do pcall(function() while true do end end) end",
+            SandboxBudget {
+                instructions: 100_000,
+            },
+        )
+        .unwrap();
+    let err = f.call::<()>(()).unwrap_err().to_string();
+    assert!(err.contains("instruction budget"), "{err}");
+}
