@@ -143,6 +143,22 @@ pub fn install() {
     }
 }
 
+/// The most verbose level currently written (for `ngx.errlog.get_sys_filter_level`).
+pub fn level() -> NginxLevel {
+    const ALL: [NginxLevel; 8] = [
+        NginxLevel::Emerg,
+        NginxLevel::Alert,
+        NginxLevel::Crit,
+        NginxLevel::Error,
+        NginxLevel::Warn,
+        NginxLevel::Notice,
+        NginxLevel::Info,
+        NginxLevel::Debug,
+    ];
+    let n = LOGGER.level.load(Ordering::Relaxed);
+    ALL.get(n).copied().unwrap_or(NginxLevel::Debug)
+}
+
 /// Sends the log to `path` (created with its directory if needed) at `level`.
 pub fn configure(path: &Path, level: NginxLevel) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {

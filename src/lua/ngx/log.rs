@@ -19,7 +19,7 @@ const LEVELS: [(&str, i64); 9] = [
     ("DEBUG", 8),
 ];
 
-fn level(n: i64) -> Option<NginxLevel> {
+pub(super) fn level(n: i64) -> Option<NginxLevel> {
     Some(match n {
         // nginx writes `ngx.STDERR` messages without a level filter; the closest is `emerg`'s
         // always-written severity, but labelled as nginx labels them.
@@ -99,24 +99,29 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             for (i, a) in args.iter().enumerate() {
                 msg.push_str(&piece(a, i)?);
             }
-            let target = match l {
-                NginxLevel::Emerg => "emerg",
-                NginxLevel::Alert => "alert",
-                NginxLevel::Crit => "crit",
-                NginxLevel::Notice => "notice",
-                _ => "lua",
-            };
-            let level = match l {
-                NginxLevel::Error | NginxLevel::Emerg | NginxLevel::Alert | NginxLevel::Crit => {
-                    log::Level::Error
-                }
-                NginxLevel::Warn => log::Level::Warn,
-                NginxLevel::Notice | NginxLevel::Info => log::Level::Info,
-                NginxLevel::Debug => log::Level::Debug,
-            };
-            log::log!(target: target, level, "{msg}");
+            write(l, &msg);
             Ok(())
         })?,
     )?;
     Ok(())
+}
+
+/// Writes `msg` to the error log at `l` (shared by `ngx.log` and `ngx.errlog.raw_log`).
+pub(super) fn write(l: NginxLevel, msg: &str) {
+    let target = match l {
+        NginxLevel::Emerg => "emerg",
+        NginxLevel::Alert => "alert",
+        NginxLevel::Crit => "crit",
+        NginxLevel::Notice => "notice",
+        _ => "lua",
+    };
+    let level = match l {
+        NginxLevel::Error | NginxLevel::Emerg | NginxLevel::Alert | NginxLevel::Crit => {
+            log::Level::Error
+        }
+        NginxLevel::Warn => log::Level::Warn,
+        NginxLevel::Notice | NginxLevel::Info => log::Level::Info,
+        NginxLevel::Debug => log::Level::Debug,
+    };
+    log::log!(target: target, level, "{msg}");
 }

@@ -1,6 +1,7 @@
 //! The `ngx` API, one file per `ngx.*` area, each registering its functions in one place.
 
 pub mod codec;
+pub mod config;
 pub mod consts;
 pub mod log;
 pub mod re;

@@ -8,6 +8,9 @@ use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table};
 
 use super::sched::{CtxId, WithCtx};
 
+mod sandbox;
+pub use sandbox::SandboxBudget;
+
 /// The prelude every VM runs first (table extensions, coroutines, plugin searcher).
 const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -27,6 +30,8 @@ pub struct VmOptions {
     pub worker_count: usize,
     /// `ngx.shared` dictionaries, the same for every worker.
     pub shared_dicts: crate::lua::ngx::shared::SharedDicts,
+    /// The gateway's prefix directory, as `ngx.config.prefix()` reports it.
+    pub prefix: PathBuf,
 }
 
 impl VmOptions {
@@ -40,6 +45,7 @@ impl VmOptions {
             worker_id: 0,
             worker_count: 1,
             shared_dicts: Default::default(),
+            prefix: prefix.to_path_buf(),
         }
     }
 }
@@ -93,6 +99,7 @@ impl LuaVm {
         )?;
         super::lib::cjson::register(&lua)?;
         super::lib::resty::register(&lua)?;
+        super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }

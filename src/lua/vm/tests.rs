@@ -888,3 +888,105 @@ fn resty_lock_serialises_contexts_and_times_out() {
         .unwrap();
     assert!(ok);
 }
+
+#[test]
+fn sandboxed_infinite_loop_is_stopped_and_the_vm_keeps_working() {
+    let vm = vm();
+    let f = vm
+        .load_sandboxed(
+            "untrusted",
+            "while true do end",
+            SandboxBudget {
+                instructions: 100_000,
+            },
+        )
+        .unwrap();
+    let err = f.call::<()>(()).unwrap_err().to_string();
+    assert!(
+        err.contains("sandboxed code exceeded its instruction budget (100000 instructions)"),
+        "{err}"
+    );
+    // The hook is gone once the call ends: trusted code runs a long loop unhindered.
+    let n: i64 = vm
+        .lua()
+        .load("local n = 0 for i = 1, 1000000 do n = n + 1 end return n")
+        .eval()
+        .unwrap();
+    assert_eq!(n, 1_000_000);
+    // And the budget is per call: a second call gets a fresh one.
+    let err = f.call::<()>(()).unwrap_err().to_string();
+    assert!(err.contains("instruction budget"), "{err}");
+}
+
+#[test]
+fn sandboxed_function_returns_its_value() {
+    let vm = vm();
+    let f = vm
+        .load_sandboxed(
+            "untrusted",
+            r#"
+            local a, b = ...
+            local function inner() return a + b end
+            return inner()
+            "#,
+            SandboxBudget {
+                instructions: 1_000_000,
+            },
+        )
+        .unwrap();
+    let v: i64 = f.call((2, 3)).unwrap();
+    assert_eq!(v, 5);
+}
+
+#[test]
+fn ngx_config_process_and_errlog() {
+    let vm = vm();
+    let ok: bool = vm
+        .lua()
+        .load(
+            r#"
+            local c = ngx.config
+            assert(c.subsystem == "http" and c.debug == false)
+            assert(c.prefix() == "/nonexistent/", c.prefix())
+            assert(c.nginx_version == 1025003 and c.ngx_lua_version == 10026)
+            assert(type(c.nginx_configure()) == "string")
+
+            local process = require("ngx.process")
+            assert(process.type() == "worker")
+            assert(process.get_master_pid() == ngx.worker.pid())
+            local ok, err = process.enable_privileged_agent()
+            assert(ok == nil and err == "privileged agent is not supported by moongate", err)
+            local ok, err = pcall(process.signal_graceful_exit)
+            assert(not ok and tostring(err):find("signal_graceful_exit is not supported", 1, true), tostring(err))
+
+            local errlog = require("ngx.errlog")
+            errlog.raw_log(ngx.DEBUG, "raw line")
+            assert(not pcall(errlog.raw_log, 42, "x"))
+            local lvl = errlog.get_sys_filter_level()
+            assert(lvl >= ngx.EMERG and lvl <= ngx.DEBUG, lvl)
+            local ok, err = pcall(errlog.get_logs, 10)
+            assert(not ok and tostring(err):find("lua_capture_error_log", 1, true), tostring(err))
+            assert(not pcall(errlog.set_filter_level, ngx.ERR))
+            return true
+            "#,
+        )
+        .eval()
+        .unwrap();
+    assert!(ok);
+}
+
+#[test]
+fn sandboxed_code_cannot_outlast_its_budget_by_catching_the_error() {
+    let vm = vm();
+    let f = vm
+        .load_sandboxed(
+            "untrusted",
+            "while true do pcall(function() while true do end end) end",
+            SandboxBudget {
+                instructions: 100_000,
+            },
+        )
+        .unwrap();
+    let err = f.call::<()>(()).unwrap_err().to_string();
+    assert!(err.contains("instruction budget"), "{err}");
+}
