@@ -6,8 +6,8 @@
 //! `"timeout"`, `"closed"`, `"connection refused"`; `receive` also returns the partial data. Idle
 //! connections kept with `setkeepalive` wait in a per-worker pool keyed as OpenResty keys it
 //! (`host:port`, or the `pool` option), and `getreusedtimes` counts reuses. Default timeouts are
-//! lua-nginx-module's 60 s. TLS (`sslhandshake`) is refused with an error naming it until the TLS
-//! work lands.
+//! lua-nginx-module's 60 s. `sslhandshake` runs rustls over the connection (see [`tls`]); a
+//! pooled connection keeps its TLS session. `unix:/path` addresses connect unix domain sockets.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -15,16 +15,21 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use mlua::{IntoLuaMulti, Lua, LuaString, MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{IntoLuaMulti, Lua, LuaString, Table, UserData, UserDataMethods, Value};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use tls::Stream;
+pub use tls::{TlsConfigError, set_trusted_certificate};
+
+mod tls;
+
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Pooled {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     reused: u64,
     expires: Option<Instant>,
@@ -36,7 +41,7 @@ thread_local! {
 
 #[derive(Default)]
 struct State {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     /// Bytes read from the peer and not yet handed to Lua.
     buf: Vec<u8>,
     connect_timeout: Option<Duration>,
@@ -100,7 +105,7 @@ async fn with_timeout<T>(
 
 /// Reads more bytes into `buf`; `Ok(false)` at end of stream.
 async fn fill(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     timeout: Option<Duration>,
 ) -> Result<bool, String> {
@@ -111,13 +116,13 @@ async fn fill(
 }
 
 impl Tcp {
-    fn take(&self) -> Option<(TcpStream, Vec<u8>, Option<Duration>)> {
+    fn take(&self) -> Option<(Stream, Vec<u8>, Option<Duration>)> {
         let mut st = self.0.borrow_mut();
         let stream = st.stream.take()?;
         Some((stream, std::mem::take(&mut st.buf), st.read_timeout))
     }
 
-    fn put_back(&self, stream: TcpStream, buf: Vec<u8>) {
+    fn put_back(&self, stream: Stream, buf: Vec<u8>) {
         let mut st = self.0.borrow_mut();
         st.stream = Some(stream);
         st.buf = buf;
@@ -140,16 +145,20 @@ impl UserData for Tcp {
                 if this.0.borrow().stream.is_some() {
                     this.0.borrow_mut().stream = None;
                 }
-                let Some(port) = port else {
-                    return (Value::Nil, "unix domain sockets are not supported yet")
-                        .into_lua_multi(&lua);
-                };
+                let unix_path = host.strip_prefix("unix:").map(str::to_owned);
+                if unix_path.is_none() && port.is_none() {
+                    return (Value::Nil, "no port specified").into_lua_multi(&lua);
+                }
                 let key = match opts
                     .as_ref()
                     .and_then(|o| o.get::<Option<String>>("pool").ok().flatten())
                 {
                     Some(k) => k,
-                    None => format!("{host}:{port}"),
+                    // OpenResty keys a unix socket by the whole `unix:/path` string.
+                    None => match port {
+                        Some(port) if unix_path.is_none() => format!("{host}:{port}"),
+                        _ => host.clone(),
+                    },
                 };
                 // A kept-alive connection for the same key first.
                 let pooled = POOL.with(|p| {
@@ -172,10 +181,21 @@ impl UserData for Tcp {
                     return 1.into_lua_multi(&lua);
                 }
                 let timeout = this.0.borrow().connect_timeout;
-                let addr = format!("{host}:{port}");
-                match with_timeout(timeout, TcpStream::connect(addr)).await {
+                let connect = async {
+                    match (&unix_path, port) {
+                        (Some(path), _) => tokio::net::UnixStream::connect(path)
+                            .await
+                            .map(Stream::Unix),
+                        (None, Some(port)) => {
+                            let s = TcpStream::connect((host.as_str(), port)).await?;
+                            let _ = s.set_nodelay(true);
+                            Ok(Stream::Tcp(s))
+                        }
+                        (None, None) => Err(io::Error::other("no port specified")),
+                    }
+                };
+                match with_timeout(timeout, connect).await {
                     Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
                         let mut st = this.0.borrow_mut();
                         st.stream = Some(stream);
                         st.buf.clear();
@@ -395,11 +415,62 @@ impl UserData for Tcp {
         m.add_method("setoption", |_, _, (_name, _value): (String, Value)| {
             Ok(true)
         });
-        m.add_method("sslhandshake", |_, _, _: MultiValue| -> mlua::Result<()> {
-            Err(mlua::Error::runtime(
-                "sslhandshake: TLS on cosockets is not supported yet",
-            ))
-        });
+        m.add_async_method(
+            "sslhandshake",
+            |lua,
+             this,
+             (reused, name, verify, status_req): (
+                Value,
+                Option<String>,
+                Option<bool>,
+                Option<bool>,
+            )| async move {
+                if status_req == Some(true) {
+                    return (
+                        Value::Nil,
+                        "send_status_req (OCSP status request) is not supported",
+                    )
+                        .into_lua_multi(&lua);
+                }
+                // `false` asks for no session object back; anything else gets one.
+                let want_session = !matches!(reused, Value::Boolean(false));
+                let this = this.clone();
+                let Some((stream, buf, _)) = this.take() else {
+                    return (Value::Nil, "closed").into_lua_multi(&lua);
+                };
+                let timeout = {
+                    let st = this.0.borrow();
+                    st.connect_timeout.or(st.read_timeout)
+                };
+                let result = if stream.is_tls() {
+                    // A connection taken from the pool is already TLS, as in OpenResty: the
+                    // handshake is not redone.
+                    Ok(stream)
+                } else {
+                    match tokio::time::timeout(
+                        timeout.unwrap_or(DEFAULT_TIMEOUT),
+                        tls::handshake(stream, name.as_deref(), verify.unwrap_or(false)),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err("timeout".into()),
+                    }
+                };
+                match result {
+                    Ok(stream) => {
+                        this.put_back(stream, buf);
+                        if want_session {
+                            lua.create_userdata(tls::Session)?.into_lua_multi(&lua)
+                        } else {
+                            true.into_lua_multi(&lua)
+                        }
+                    }
+                    // A failed handshake leaves no usable connection, as in lua-nginx-module.
+                    Err(e) => (Value::Nil, e).into_lua_multi(&lua),
+                }
+            },
+        );
     }
 }
 
@@ -429,7 +500,7 @@ struct Udp(Rc<RefCell<UdpState>>);
 
 #[derive(Default)]
 struct UdpState {
-    sock: Option<Rc<tokio::net::UdpSocket>>,
+    sock: Option<Rc<UdpSock>>,
     timeout: Option<Duration>,
 }
 
@@ -438,12 +509,20 @@ impl UserData for Udp {
         m.add_async_method(
             "setpeername",
             |lua, this, (host, port): (String, Option<u16>)| async move {
-                let Some(port) = port else {
-                    return (Value::Nil, "unix domain sockets are not supported yet")
-                        .into_lua_multi(&lua);
-                };
                 let this = this.clone();
                 let timeout = this.0.borrow().timeout;
+                if let Some(path) = host.strip_prefix("unix:") {
+                    return match unix_datagram(path) {
+                        Ok(sock) => {
+                            this.0.borrow_mut().sock = Some(Rc::new(UdpSock::Unix(sock)));
+                            1.into_lua_multi(&lua)
+                        }
+                        Err(e) => (Value::Nil, io_err(&e)).into_lua_multi(&lua),
+                    };
+                }
+                let Some(port) = port else {
+                    return (Value::Nil, "no port specified").into_lua_multi(&lua);
+                };
                 let connect = async {
                     let addr = tokio::net::lookup_host((host.as_str(), port))
                         .await?
@@ -465,7 +544,7 @@ impl UserData for Udp {
                 };
                 match with_timeout(timeout, connect).await {
                     Ok(sock) => {
-                        this.0.borrow_mut().sock = Some(Rc::new(sock));
+                        this.0.borrow_mut().sock = Some(Rc::new(UdpSock::Inet(sock)));
                         1.into_lua_multi(&lua)
                     }
                     Err(e) => (Value::Nil, e).into_lua_multi(&lua),
@@ -512,6 +591,46 @@ impl UserData for Udp {
             }
         });
     }
+}
+
+/// A datagram socket: UDP, or a unix domain datagram socket for `unix:/path`.
+enum UdpSock {
+    Inet(tokio::net::UdpSocket),
+    Unix(tokio::net::UnixDatagram),
+}
+
+impl UdpSock {
+    async fn send(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            UdpSock::Inet(s) => s.send(data).await,
+            UdpSock::Unix(s) => s.send(data).await,
+        }
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            UdpSock::Inet(s) => s.recv(buf).await,
+            UdpSock::Unix(s) => s.recv(buf).await,
+        }
+    }
+}
+
+/// A unix datagram socket connected to `path`. It is bound to a unique abstract address first:
+/// an unbound socket could send, but the server would have no address to reply to.
+fn unix_datagram(path: &str) -> io::Result<tokio::net::UnixDatagram> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "moongate-udp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+    sock.connect(path)?;
+    sock.set_nonblocking(true)?;
+    tokio::net::UnixDatagram::from_std(sock)
 }
 
 /// Adds `udp` to `ngx.socket`.

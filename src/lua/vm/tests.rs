@@ -833,6 +833,266 @@ fn udp_cosockets_send_and_receive_datagrams() {
     );
 }
 
+/// A fresh directory under the system temp dir for unix sockets and PEM files.
+fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!("moongate-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+type SniLog = std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>;
+
+/// A TLS line-echo server on 127.0.0.1 (as `line_server`) with a self-signed certificate for
+/// `localhost` whose subject is `cn` (distinct subjects keep webpki from taking one server's
+/// certificate for the other's issuer). Returns its port, the certificate's PEM and the SNI of
+/// each ClientHello seen.
+fn tls_server(cn: &str) -> (u16, String, SniLog) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let signing_key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&signing_key).unwrap();
+    let pem = cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap(),
+    );
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    let sni: SniLog = Default::default();
+    let log = sni.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            while let Ok((tcp, _)) = l.accept().await {
+                let config = config.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let acceptor = tokio_rustls::LazyConfigAcceptor::new(
+                        rustls::server::Acceptor::default(),
+                        tcp,
+                    );
+                    let Ok(start) = acceptor.await else { return };
+                    let name = start.client_hello().server_name().map(str::to_owned);
+                    log.lock().unwrap().push(name);
+                    let Ok(tls) = start.into_stream(config).await else {
+                        return;
+                    };
+                    let (r, mut w) = tokio::io::split(tls);
+                    let mut lines = tokio::io::BufReader::new(r).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply = format!("echo:{line}\r\nX--END--Y");
+                        if w.write_all(reply.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    (port, pem, sni)
+}
+
+#[test]
+fn cosockets_speak_tls_verify_certificates_and_pool_tls_connections() {
+    let (port, pem, sni) = tls_server("moongate test trusted");
+    let (untrusted_port, _, _) = tls_server("moongate test untrusted");
+    let dir = temp_dir("tls");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    assert_eq!(
+        crate::lua::ngx::socket::set_trusted_certificate(&ca).unwrap(),
+        1
+    );
+    let vm = vm();
+    vm.lua().globals().set("PORT", port).unwrap();
+    vm.lua().globals().set("UNTRUSTED", untrusted_port).unwrap();
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local r = {}
+            local function sock(port, pool)
+                local s = ngx.socket.tcp()
+                s:settimeouts(2000, 2000, 2000)
+                assert(s:connect("127.0.0.1", port, pool and {pool = pool} or nil))
+                return s
+            end
+            -- Default: no verification, a session object back.
+            local s = sock(PORT)
+            local sess = s:sslhandshake(nil, "localhost")
+            r[#r+1] = type(sess)
+            r[#r+1] = s:send({"hel", "lo\n"})
+            r[#r+1] = s:receive()
+            r[#r+1] = s:receiveuntil("--END--")()
+            r[#r+1] = s:receive(1)
+            r[#r+1] = s:setkeepalive(10000, 10)
+            -- The pooled connection comes back still TLS; a new handshake is not needed.
+            local again = sock(PORT)
+            r[#r+1] = again:getreusedtimes()
+            r[#r+1] = tostring(again:sslhandshake(false, "localhost", true))
+            again:send("x\n")
+            r[#r+1] = again:receive("*l")
+            r[#r+1] = again:receive(9)
+            again:close()
+            -- Verified: the chain is trusted through set_trusted_certificate, the name matches.
+            local v = sock(PORT, "verify")
+            r[#r+1] = type(v:sslhandshake(nil, "localhost", true))
+            v:send("v\n")
+            r[#r+1] = v:receive()
+            v:close()
+            local ok, err = sock(PORT, "mismatch"):sslhandshake(nil, "other.example", true)
+            r[#r+1] = tostring(ok) .. "|" .. tostring(err)
+            -- No server_name: the chain alone is checked and no SNI is sent.
+            r[#r+1] = type(sock(PORT, "noname"):sslhandshake(nil, nil, true))
+            -- An IP literal sends no SNI either.
+            r[#r+1] = type(sock(PORT, "ip"):sslhandshake(nil, "127.0.0.1"))
+            ok, err = sock(UNTRUSTED):sslhandshake(nil, "localhost", true)
+            r[#r+1] = tostring(ok) .. "|" .. tostring(err)
+            -- Without verification the untrusted certificate is accepted, as by OpenResty.
+            r[#r+1] = type(sock(UNTRUSTED, "u2"):sslhandshake(nil, "localhost"))
+            ok, err = sock(PORT, "ocsp"):sslhandshake(nil, "localhost", false, true)
+            r[#r+1] = tostring(ok) .. "|" .. tostring(err)
+            return table.concat(r, ",")
+        end"#,
+    );
+    let got = out[0]
+        .as_string()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    assert_eq!(
+        got,
+        "userdata,6,echo:hello,X,Y,1,1,true,echo:x,X--END--Y,userdata,echo:v,\
+         nil|certificate host mismatch,userdata,userdata,\
+         nil|20: unable to get local issuer certificate,userdata,\
+         nil|send_status_req (OCSP status request) is not supported"
+    );
+    assert_eq!(
+        *sni.lock().unwrap(),
+        vec![
+            Some("localhost".to_string()),
+            Some("localhost".to_string()),
+            Some("other.example".to_string()),
+            None,
+            None,
+        ],
+        "one ClientHello per new connection (none for the pooled one), SNI as asked"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn cosockets_connect_unix_stream_sockets_and_pool_them_by_path() {
+    use std::io::{BufRead, Write};
+    let dir = temp_dir("unix");
+    let path = dir.join("echo.sock");
+    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = conns.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in std::io::BufReader::new(s).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = w.write_all(format!("echo:{line}\n").as_bytes());
+                }
+            });
+        }
+    });
+    let vm = vm();
+    vm.lua()
+        .globals()
+        .set("SOCK", format!("unix:{}", path.display()))
+        .unwrap();
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local r = {}
+            local s = assert(ngx.socket.connect(SOCK))
+            s:send("one\n")
+            r[#r+1] = s:receive()
+            r[#r+1] = s:setkeepalive()
+            local again = ngx.socket.tcp()
+            again:settimeout(2000)
+            assert(again:connect(SOCK))
+            r[#r+1] = again:getreusedtimes()
+            again:send("two\n")
+            r[#r+1] = again:receive()
+            local _, err = ngx.socket.tcp():connect("unix:/nonexistent/moongate.sock")
+            r[#r+1] = tostring(err ~= nil)
+            return table.concat(r, ",")
+        end"#,
+    );
+    let got = out[0]
+        .as_string()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    assert_eq!(got, "echo:one,1,1,echo:two,true");
+    assert_eq!(conns.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn udp_cosockets_send_and_receive_unix_datagrams() {
+    let dir = temp_dir("dgram");
+    let path = dir.join("dgram.sock");
+    let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        if let Ok((n, peer)) = server.recv_from(&mut buf) {
+            let mut reply = b"got:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = server.send_to_addr(&reply, &peer);
+        }
+    });
+    let vm = vm();
+    vm.lua()
+        .globals()
+        .set("SOCK", format!("unix:{}", path.display()))
+        .unwrap();
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local u = ngx.socket.udp()
+            u:settimeout(1000)
+            assert(u:setpeername(SOCK))
+            assert(u:send("ping"))
+            local data = u:receive()
+            local _, err = u:receive()
+            return data, err
+        end"#,
+    );
+    let s = |v: &Value| {
+        v.as_string()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (s(&out[0]), s(&out[1])),
+        ("got:ping".into(), "timeout".into())
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn resty_lock_serialises_contexts_and_times_out() {
     let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("locks".to_string(), 64 * 1024)]);
