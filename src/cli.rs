@@ -147,6 +147,14 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     }
 
     let resolver = Arc::new(SystemResolver);
+    if let Some(ca) = &node.ssl_trusted_certificate {
+        crate::lua::ngx::socket::set_trusted_certificate(ca).with_context(|| {
+            format!(
+                "apisix.ssl.ssl_trusted_certificate: cannot use {}",
+                ca.display()
+            )
+        })?;
+    }
     let vm = vm_options(prefix, &node);
     let catalog = Arc::new(load_catalog(&vm, &node, false)?);
     let routes = routes_path(&node)?;

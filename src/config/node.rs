@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub extra_lua_path: String,
     /// `lua_shared_dict` and `custom_lua_shared_dict`: (name, bytes), APISIX's defaults included.
     pub shared_dicts: Vec<(String, usize)>,
+    /// `apisix.ssl.ssl_trusted_certificate`: CA certificates cosockets trust besides the
+    /// system-independent webpki roots (`lua_ssl_trusted_certificate` in APISIX's nginx.conf).
+    pub ssl_trusted_certificate: Option<PathBuf>,
     /// `moongate.lua_memory_limit`: largest Lua heap per worker, bytes (0 = no limit).
     pub lua_memory_limit: u64,
     /// `moongate.lua_phase_timeout`: longest a phase's Lua may wait before the request fails.
@@ -143,6 +146,7 @@ const KNOWN: &[&str] = &[
     "deployment.role_data_plane.config_provider",
     "plugins",
     "apisix.extra_lua_path",
+    "apisix.ssl.ssl_trusted_certificate",
     "nginx_config.http.lua_shared_dict",
     "nginx_config.http.custom_lua_shared_dict",
     "moongate",
@@ -500,6 +504,10 @@ impl NodeConfig {
             }
         };
         let extra_lua_path = r.string("apisix.extra_lua_path", "");
+        let ssl_trusted_certificate = match r.string("apisix.ssl.ssl_trusted_certificate", "") {
+            s if s.is_empty() || s == "system" => None,
+            s => Some(prefix.join(s)),
+        };
         let mut shared_dicts: Vec<(String, usize)> = Vec::new();
         let declare = |name: &str, size: u64, out: &mut Vec<(String, usize)>| {
             out.retain(|(n, _)| n != name);
@@ -563,6 +571,7 @@ impl NodeConfig {
                 provider,
                 plugins,
                 extra_lua_path,
+                ssl_trusted_certificate,
                 shared_dicts,
                 lua_memory_limit,
                 lua_phase_timeout,
