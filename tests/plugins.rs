@@ -557,3 +557,27 @@ fn global_rules_run_before_the_route_plugins() {
     let r = gw.get("/echo");
     assert_eq!(r.json()["headers"]["x-conf"], "global_rule|g1|2");
 }
+
+#[test]
+fn cosockets_work_in_header_filter_body_filter_and_log_where_openresty_refuses_them() {
+    let echo = Echo::start("e");
+    let fetch = format!(
+        r#"local sock = ngx.socket.tcp()
+        sock:settimeout(2000)
+        assert(sock:connect("127.0.0.1", {}))
+        assert(sock:send("GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        local line = assert(sock:receive("*l"))
+        sock:close()"#,
+        echo.port
+    );
+    let routes = format!(
+        "routes:\n  - id: c\n    uri: /hello\n    upstream_id: e\n    lua_handlers:\n      header_filter_by_lua: |\n        {h}\n        ngx.header[\"X-Fetched\"] = line\n      body_filter_by_lua: |\n        if ngx.arg[2] then\n          {h}\n          ngx.arg[1] = \"body filter saw: \" .. line .. \"\\n\"\n        end\n      log_by_lua: |\n        {h}\n        ngx.log(ngx.WARN, \"log phase saw: \", line)\n",
+        h = fetch.replace('\n', "\n        ")
+    );
+    let gw = gateway(&echo, "", &routes);
+    let r = gw.get("/hello");
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    assert_eq!(r.header("x-fetched"), Some("HTTP/1.1 200 OK"));
+    assert_eq!(r.body, "hello world\nbody filter saw: HTTP/1.1 200 OK\n");
+    wait_log(&gw, "log phase saw: HTTP/1.1 200 OK");
+}

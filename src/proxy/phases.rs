@@ -390,6 +390,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     if uses_lua {
         request::register(req.clone());
     }
+    // hyper drops this future when the client goes away mid-phase: forget the request then.
+    let mut registered = Registered(uses_lua.then_some(id));
     let run = Rc::new(Run {
         host: cx.worker.lua.clone(),
         version: snapshot.version,
@@ -410,7 +412,21 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
             Err((resp, up)) => (resp, up),
         },
     };
-    respond(&run, &cx, resp, up, log, id).await
+    let resp = respond(&run, &cx, resp, up, log, id).await;
+    // From here the log phase's tail unregisters it.
+    registered.0 = None;
+    resp
+}
+
+/// Unregisters a request whose handling was dropped before it had a response.
+struct Registered(Option<sched::CtxId>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            request::unregister(id);
+        }
+    }
 }
 
 /// rewrite and access, with the route's handlers after each.

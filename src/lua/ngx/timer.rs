@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mlua::{Function, IntoLuaMulti, Lua, MultiValue, Table, Value};
 
-use crate::lua::sched::{self, WithCtx};
+use crate::lua::sched;
 
 thread_local! {
     static RUNNING: Cell<usize> = const { Cell::new(0) };
@@ -35,7 +35,10 @@ async fn fire(lua: &Lua, f: &Function, premature: bool, args: &MultiValue) {
     bump(&RUNNING, true);
     let result = match lua.create_thread(f.clone()) {
         Ok(thread) => match thread.into_async::<()>(call_args) {
-            Ok(fut) => WithCtx::new(sched::next_ctx_id(), fut).await,
+            // `ngx.exit` in a timer ends the timer's code, as in OpenResty.
+            Ok(fut) => sched::Exitable::new(sched::next_ctx_id(), fut)
+                .await
+                .unwrap_or(Ok(())),
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
