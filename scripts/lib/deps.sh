@@ -4,6 +4,11 @@ need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v make >/dev/null 2>&1 || need+=(make)
+# tests/oracle.rs runs the same Lua on Debian's nginx + lua-nginx-module as a behaviour oracle.
+for pkg in nginx libnginx-mod-http-lua lua-cjson; do
+    dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || need+=("$pkg")
+done
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
 if [ ${#need[@]} -gt 0 ]; then
     echo "$(basename "$0"): installing ${need[*]}"
     SUDO=""
