@@ -73,9 +73,6 @@ pub struct RequestCtx {
     pub local: SocketAddr,
     pub scheme: &'static str,
     pub body: ReqBody,
-    /// `client_max_body_size` (0 = unlimited), for `read_body`.
-    pub body_limit: u64,
-    pub body_timeout: Duration,
     pub request_length: u64,
     pub vars: VarMap,
     pub route_id: Option<String>,
@@ -147,8 +144,6 @@ impl RequestCtx {
             local,
             scheme: "http",
             body,
-            body_limit: 0,
-            body_timeout: Duration::from_secs(60),
             request_length: 0,
             vars: VarMap::new(),
             route_id: None,

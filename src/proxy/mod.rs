@@ -424,44 +424,9 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         )
         .await);
     }
-    let def = match &route.upstream {
-        RouteUpstream::Ready(def) => def.clone(),
-        RouteUpstream::MissingService(id) => {
-            log::error!(
-                "failed to fetch service configuration by id: {id}, route: {}",
-                route.id
-            );
-            return Ok(finish(
-                error_page::page(StatusCode::NOT_FOUND),
-                &cx,
-                log,
-                None,
-                None,
-            ));
-        }
-        RouteUpstream::MissingUpstream(id) => {
-            log::error!("failed to find upstream by id: {id}, route: {}", route.id);
-            return Ok(finish(
-                error_page::page(StatusCode::BAD_GATEWAY),
-                &cx,
-                log,
-                None,
-                None,
-            ));
-        }
-        RouteUpstream::NoUpstream => {
-            log::error!(
-                "missing upstream configuration in route {} or its service",
-                route.id
-            );
-            return Ok(finish(
-                error_page::page(StatusCode::BAD_GATEWAY),
-                &cx,
-                log,
-                None,
-                None,
-            ));
-        }
+    let def = match upstream_of(&route) {
+        Ok(def) => def,
+        Err(status) => return Ok(finish(error_page::page(status), &cx, log, None, None)),
     };
     let hash_key = match def.kind {
         crate::config::resource::BalancerType::Chash => def.hash_key(&view, None),
@@ -507,6 +472,32 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         Ok((resp, up)) => finish(resp, &cx, log, Some(up), None),
         Err((resp, up)) => finish(resp, &cx, log, up, None),
     })
+}
+
+/// The upstream a route sends to, or the status APISIX answers when it has none (logged).
+fn upstream_of(route: &RouteEntry) -> Result<Arc<UpstreamDef>, StatusCode> {
+    let status = match &route.upstream {
+        RouteUpstream::Ready(def) => return Ok(def.clone()),
+        RouteUpstream::MissingService(id) => {
+            log::error!(
+                "failed to fetch service configuration by id: {id}, route: {}",
+                route.id
+            );
+            StatusCode::NOT_FOUND
+        }
+        RouteUpstream::MissingUpstream(id) => {
+            log::error!("failed to find upstream by id: {id}, route: {}", route.id);
+            StatusCode::BAD_GATEWAY
+        }
+        RouteUpstream::NoUpstream => {
+            log::error!(
+                "missing upstream configuration in route {} or its service",
+                route.id
+            );
+            StatusCode::BAD_GATEWAY
+        }
+    };
+    Err(status)
 }
 
 /// Turns the client's headers into the upstream's: hop-by-hop headers out, APISIX's

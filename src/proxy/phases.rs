@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::body::{Body, BodyFilter, FilterFuture};
 use super::{ConnCtx, Forward, LogData, UpstreamDone, error_page, finish, upstream_headers};
-use crate::config::snapshot::{RouteEntry, RouteUpstream, Snapshot};
+use crate::config::snapshot::{RouteEntry, Snapshot};
 use crate::lua::host::{LuaHost, Step};
 use crate::lua::request::{self, SharedReq};
 use crate::lua::sched;
@@ -379,8 +379,6 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         ReqBody::Unread(client_body),
     );
     ctx.start = start;
-    ctx.body_limit = limit;
-    ctx.body_timeout = settings.timeouts.body;
     ctx.request_length = declared.unwrap_or(0);
     ctx.route_id = Some(route.id.0.clone());
     ctx.route_name = route.name.clone();
@@ -523,27 +521,7 @@ async fn forward(
     body_error: Rc<Cell<Option<super::body::ClientBodyError>>>,
 ) -> Result<(Response<Body>, UpstreamDone), (Response<Body>, Option<UpstreamDone>)> {
     let route = run.route.clone();
-    let def = match &route.upstream {
-        RouteUpstream::Ready(def) => def.clone(),
-        RouteUpstream::MissingService(id) => {
-            log::error!(
-                "failed to fetch service configuration by id: {id}, route: {}",
-                route.id
-            );
-            return Err((error_page::page(StatusCode::NOT_FOUND), None));
-        }
-        RouteUpstream::MissingUpstream(id) => {
-            log::error!("failed to find upstream by id: {id}, route: {}", route.id);
-            return Err((error_page::page(StatusCode::BAD_GATEWAY), None));
-        }
-        RouteUpstream::NoUpstream => {
-            log::error!(
-                "missing upstream configuration in route {} or its service",
-                route.id
-            );
-            return Err((error_page::page(StatusCode::BAD_GATEWAY), None));
-        }
-    };
+    let def = super::upstream_of(&route).map_err(|status| (error_page::page(status), None))?;
     if any_phase(&run.chains, Phase::BeforeProxy)
         && let Flow::Answer(s) = run.phase(Phase::BeforeProxy).await
     {

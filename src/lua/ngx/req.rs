@@ -124,10 +124,11 @@ fn canonical_case(name: &str) -> String {
 
 /// Reads the whole client body into memory (`ngx.req.read_body`).
 pub async fn read_body(req: &SharedReq) -> Result<(), String> {
-    let (body, limit, timeout) = {
+    // The body enforces `client_max_body_size` and `client_body_timeout` itself.
+    let body = {
         let mut r = req.borrow_mut();
         match std::mem::replace(&mut r.body, ReqBody::Discarded) {
-            ReqBody::Unread(Some(b)) => (b, r.body_limit, r.body_timeout),
+            ReqBody::Unread(Some(b)) => b,
             ReqBody::Unread(None) => {
                 r.body = ReqBody::Unread(None);
                 return Ok(());
@@ -138,7 +139,6 @@ pub async fn read_body(req: &SharedReq) -> Result<(), String> {
             }
         }
     };
-    let _ = (limit, timeout);
     use http_body_util::BodyExt;
     let mut buf = BytesMut::new();
     let mut body = body;
@@ -161,18 +161,22 @@ pub async fn read_body(req: &SharedReq) -> Result<(), String> {
     Ok(())
 }
 
+/// The `__index` of header tables: `t.Content_Type`, `t["Content-Type"]` and
+/// `t["content-type"]` all find `content-type`.
+pub fn header_normalizer(lua: &Lua) -> mlua::Result<mlua::Function> {
+    lua.load(
+        r#"return function(t, k)
+            if type(k) ~= "string" then return nil end
+            local n = k:lower():gsub("_", "-")
+            if n ~= k then return rawget(t, n) end
+        end"#,
+    )
+    .set_name("=moongate/headers.lua")
+    .eval()
+}
+
 pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
-    // `t.Content_Type`, `t["Content-Type"]` and `t["content-type"]` all find `content-type`.
-    let normalizer: mlua::Function = lua
-        .load(
-            r#"return function(t, k)
-                if type(k) ~= "string" then return nil end
-                local n = k:lower():gsub("_", "-")
-                if n ~= k then return rawget(t, n) end
-            end"#,
-        )
-        .set_name("=ngx.req.get_headers")
-        .eval()?;
+    let normalizer = header_normalizer(lua)?;
 
     // ngx.var
     let var = lua.create_table()?;

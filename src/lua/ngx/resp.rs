@@ -94,6 +94,14 @@ fn resp_header_name(k: &LuaString) -> mlua::Result<HeaderName> {
     HeaderName::from_bytes(s.as_bytes()).map_err(|_| rt(format!("invalid header name {s:?}")))
 }
 
+/// Ends the calling Lua for good: the context is marked exited and this never completes, so
+/// its driver (`sched::Exitable`) drops the code without running another line of it.
+async fn stop_here(id: sched::CtxId) -> mlua::Result<()> {
+    sched::mark_exited(id);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
 pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     // ngx.status, ngx.ctx and ngx.headers_sent are fields with behaviour: served by the
     // metatable of `ngx`, so they must never be raw fields of it.
@@ -205,16 +213,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     ngx.raw_set("header", header)?;
 
     let resp = lua.create_table()?;
-    let normalizer: mlua::Function = lua
-        .load(
-            r#"return function(t, k)
-                if type(k) ~= "string" then return nil end
-                local n = k:lower():gsub("_", "-")
-                if n ~= k then return rawget(t, n) end
-            end"#,
-        )
-        .set_name("=ngx.resp.get_headers")
-        .eval()?;
+    let normalizer = super::req::header_normalizer(lua)?;
     resp.set(
         "get_headers",
         lua.create_function(move |lua, (max, raw): (Option<i64>, Option<bool>)| {
@@ -311,9 +310,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 }
                 r.exit = Some(code);
             }
-            sched::mark_exited(id);
-            std::future::pending::<()>().await;
-            Ok(())
+            stop_here(id).await
         })?,
     )?;
     ngx.raw_set(
@@ -333,9 +330,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 r.status = status as u16;
                 r.exit = Some(status);
             })?;
-            sched::mark_exited(id);
-            std::future::pending::<()>().await;
-            Ok(())
+            stop_here(id).await
         })?,
     )?;
     ngx.raw_set(
