@@ -5,4 +5,5 @@ pub mod provider;
 pub mod resource;
 pub mod snapshot;
 pub mod standalone;
+pub mod store;
 pub mod units;
