@@ -8,6 +8,7 @@ use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table};
 
 use super::sched::{CtxId, WithCtx};
 
+pub mod builtin;
 mod sandbox;
 pub use sandbox::SandboxBudget;
 
@@ -89,6 +90,7 @@ impl LuaVm {
         lua.load(PRELUDE)
             .set_name("=moongate/prelude.lua")
             .call::<()>((Lua::poll_pending(), dirs))?;
+        builtin::register(&lua)?;
         let ngx = lua.create_table()?;
         super::ngx::register(
             &lua,

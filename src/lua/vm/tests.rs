@@ -1250,3 +1250,40 @@ fn sandboxed_code_cannot_outlast_its_budget_by_catching_the_error() {
     let err = f.call::<()>(()).unwrap_err().to_string();
     assert!(err.contains("instruction budget"), "{err}");
 }
+
+#[test]
+fn builtin_library_modules_resolve_after_package_path() {
+    assert!(super::builtin::module_names().any(|n| n == "apisix.core.version"));
+    let vm = vm();
+    let v: String = vm
+        .lua()
+        .load(r#"return require("apisix.core.version").VERSION"#)
+        .eval()
+        .unwrap();
+    assert!(v.starts_with("3."), "{v}");
+    // A file on package.path wins over the built-in module of the same name.
+    let dir = std::env::temp_dir().join(format!("mg-builtin-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("lua/apisix/core")).unwrap();
+    std::fs::write(
+        dir.join("lua/apisix/core/version.lua"),
+        "return { VERSION = 'user' }",
+    )
+    .unwrap();
+    let vm = vm_with(VmOptions::for_prefix(&dir));
+    let v: String = vm
+        .lua()
+        .load(r#"return require("apisix.core.version").VERSION"#)
+        .eval()
+        .unwrap();
+    assert_eq!(v, "user");
+    let err = vm
+        .lua()
+        .load(r#"return select(2, pcall(require, "apisix.core.nope"))"#)
+        .eval::<String>()
+        .unwrap();
+    assert!(
+        err.contains("no built-in module 'apisix.core.nope'"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
