@@ -84,6 +84,10 @@ pub struct RequestCtx {
     pub resp_headers: HeaderMap,
     /// The response head has gone to the client: status and headers are frozen.
     pub headers_sent: bool,
+    /// A phase handler has printed output: as in nginx, the status and headers are now
+    /// committed (later changes are refused) even though moongate still buffers the body.
+    /// The header filter starts with it cleared.
+    pub output_started: bool,
     /// `ngx.say`/`ngx.print` output not yet sent.
     pub out: Vec<Bytes>,
     /// `ngx.exit(code)` was called: the running Lua stops here.
@@ -152,6 +156,7 @@ impl RequestCtx {
             status: 0,
             resp_headers: HeaderMap::new(),
             headers_sent: false,
+            output_started: false,
             out: Vec::new(),
             exit: None,
             arg_chunk: Bytes::new(),
@@ -368,10 +373,13 @@ pub fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// `$arg_NAME`: nginx gives the raw (still escaped) value of the first argument of that name.
+/// `$arg_NAME`: nginx gives the raw (still escaped) value of the first `NAME=` argument; a
+/// bare `NAME` without `=` does not count.
 fn query_arg_raw<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
         if k.eq_ignore_ascii_case(name) {
             return Some(v);
         }

@@ -14,7 +14,7 @@ pub fn page(status: StatusCode) -> Response<Body> {
     let html = format!(
         "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>moongate</center>\r\n</body>\r\n</html>\r\n"
     );
-    with_type(status, "text/html; charset=utf-8", html)
+    with_type(status, "text/html", html)
 }
 
 /// `404 {"error_msg":"404 Route Not Found"}` as APISIX answers.

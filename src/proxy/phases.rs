@@ -612,6 +612,8 @@ async fn respond(
     {
         let mut r = run.req.borrow_mut();
         r.in_content = false;
+        // The header filter may still change the status and headers.
+        r.output_started = false;
         // Headers plugins set before there was a response override the response's own.
         let pre = std::mem::take(&mut r.resp_headers);
         r.resp_headers = std::mem::take(&mut parts.headers);

@@ -19,9 +19,10 @@ fn component_safe(b: u8) -> bool {
         )
 }
 
-/// Bytes escaped in mode 0 (a whole URI): space, `"`, `#`, `%`, `?`, controls and non-ASCII.
+/// Bytes escaped in mode 0 (a whole URI, nginx's NGX_ESCAPE_URI): space, `#`, `%`, `?`,
+/// controls and non-ASCII. `"` stays as it is in this mode.
 fn uri_unsafe(b: u8) -> bool {
-    b <= 0x20 || b >= 0x7f || matches!(b, b'"' | b'#' | b'%' | b'?')
+    b <= 0x20 || b >= 0x7f || matches!(b, b'#' | b'%' | b'?')
 }
 
 pub fn escape_uri(s: &[u8], mode: i64) -> Vec<u8> {
@@ -55,6 +56,14 @@ fn arg_piece(v: &Value) -> mlua::Result<Option<Vec<u8>>> {
     })
 }
 
+/// lua-nginx-module's wording for a value `encode_args` cannot put in a query string.
+fn bad_arg_value(v: &Value) -> mlua::Error {
+    mlua::Error::runtime(format!(
+        "attempt to use {} as query arg value",
+        v.type_name()
+    ))
+}
+
 fn encode_args(lua: &Lua, t: Table) -> mlua::Result<LuaString> {
     let mut out: Vec<u8> = Vec::new();
     let mut push = |k: &[u8], v: Option<&[u8]>| {
@@ -81,28 +90,21 @@ fn encode_args(lua: &Lua, t: Table) -> mlua::Result<LuaString> {
             Value::Boolean(true) => push(&key, None),
             Value::Boolean(false) => {}
             Value::Table(list) => {
-                for item in list.sequence_values::<Value>() {
-                    match item? {
+                // Every value of the inner table is one more `key=value`; only scalars fit.
+                for item in list.pairs::<Value, Value>() {
+                    match item?.1 {
                         Value::Boolean(true) => push(&key, None),
                         Value::Boolean(false) => {}
                         other => match arg_piece(&other)? {
                             Some(p) => push(&key, Some(&p)),
-                            None => {
-                                return Err(mlua::Error::runtime(
-                                    "attempt to use an invalid value in encode_args",
-                                ));
-                            }
+                            None => return Err(bad_arg_value(&other)),
                         },
                     }
                 }
             }
             other => match arg_piece(other)? {
                 Some(p) => push(&key, Some(&p)),
-                None => {
-                    return Err(mlua::Error::runtime(
-                        "attempt to use an invalid value in encode_args",
-                    ));
-                }
+                None => return Err(bad_arg_value(other)),
             },
         }
     }
@@ -115,7 +117,8 @@ pub fn decode_args(lua: &Lua, s: &[u8], max: usize) -> mlua::Result<(Table, Opti
     let t = lua.create_table()?;
     let mut n = 0usize;
     for part in s.split(|b| *b == b'&') {
-        if part.is_empty() {
+        // nginx's argument parser drops `=value` pieces that have no key.
+        if part.is_empty() || part[0] == b'=' {
             continue;
         }
         if max > 0 && n >= max {
@@ -226,8 +229,13 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "decode_base64",
         lua.create_function(|lua, s: Value| {
             let b = bytes_arg(s, "decode_base64")?;
-            // OpenResty accepts input with or without padding; anything else is nil.
-            let decoded = STANDARD.decode(&b).or_else(|_| STANDARD_NO_PAD.decode(&b));
+            // OpenResty accepts input with or without padding; anything else is nil. nginx's
+            // decoder stops at the first `=`, ignoring whatever follows it.
+            let b = match b.iter().position(|&c| c == b'=') {
+                Some(i) => &b[..i],
+                None => &b[..],
+            };
+            let decoded = STANDARD_NO_PAD.decode(b);
             match decoded {
                 Ok(d) => Ok(Value::String(lua.create_string(d)?)),
                 Err(_) => Ok(Value::Nil),

@@ -103,6 +103,19 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             Ok(())
         })?,
     )?;
+    // lua-nginx-module's global `print` is `ngx.log(ngx.NOTICE, ...)`: it goes to the error
+    // log, never to stdout.
+    lua.globals().set(
+        "print",
+        lua.create_function(|lua, args: Variadic<Value>| {
+            let mut msg = location(lua, 1);
+            for (i, a) in args.iter().enumerate() {
+                msg.push_str(&piece(a, i)?);
+            }
+            write(NginxLevel::Notice, &msg);
+            Ok(())
+        })?,
+    )?;
     Ok(())
 }
 

@@ -532,6 +532,19 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 if last <= subject.len() {
                     out.raw_push(lua.create_string(&subject[last..])?)?;
                 }
+                if max == 0 {
+                    // Without a limit, trailing empty fields are dropped (Perl's split rule,
+                    // which lua-resty-core follows); with one, they are kept.
+                    let mut n = out.raw_len();
+                    while n > 0
+                        && out
+                            .raw_get::<LuaString>(n)
+                            .is_ok_and(|s| s.as_bytes().is_empty())
+                    {
+                        out.raw_set(n, Value::Nil)?;
+                        n -= 1;
+                    }
+                }
                 out.into_lua_multi(lua)
             },
         )?,

@@ -38,14 +38,29 @@ fn phase_of(r: &crate::plugin::RequestCtx) -> &'static str {
 fn flatten(v: &Value, out: &mut BytesMut, api: &str) -> mlua::Result<()> {
     match v {
         Value::String(s) => out.extend_from_slice(&s.as_bytes()),
-        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        Value::Number(n) => out.extend_from_slice(crate::lua::lib::cjson::fmt_g(*n, 14).as_bytes()),
+        Value::Integer(i) => out.extend_from_slice(print_number(*i as f64).as_bytes()),
+        Value::Number(n) => out.extend_from_slice(print_number(*n).as_bytes()),
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Nil => out.extend_from_slice(b"nil"),
         Value::LightUserData(u) if u.0.is_null() => out.extend_from_slice(b"null"),
         Value::Table(t) => {
-            for x in t.sequence_values::<Value>() {
-                flatten(&x?, out, api)?;
+            // Only arrays: every key a positive integer (holes print as nil).
+            let mut max = 0i64;
+            for pair in t.pairs::<Value, Value>() {
+                let (k, _) = pair?;
+                let idx = match k {
+                    Value::Integer(i) if i > 0 => i,
+                    Value::Number(n) if n > 0.0 && n.fract() == 0.0 => n as i64,
+                    _ => {
+                        return Err(rt(format!(
+                            "bad argument #1 to '{api}' (non-array table found)"
+                        )));
+                    }
+                };
+                max = max.max(idx);
+            }
+            for i in 1..=max {
+                flatten(&t.raw_get::<Value>(i)?, out, api)?;
             }
         }
         other => {
@@ -56,6 +71,16 @@ fn flatten(v: &Value, out: &mut BytesMut, api: &str) -> mlua::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Numbers print as lua-nginx-module prints them: an integral value in the 32-bit range as an
+/// integer, anything else with `%.14g` (so 2^53 is `9.007199254741e+15` and -0.0 is `0`).
+fn print_number(n: f64) -> String {
+    if n == (n as i32) as f64 {
+        (n as i32).to_string()
+    } else {
+        crate::lua::lib::cjson::fmt_g(n, 14)
+    }
 }
 
 fn output(args: MultiValue, newline: bool, api: &str) -> mlua::Result<Value> {
@@ -77,6 +102,7 @@ fn output(args: MultiValue, newline: bool, api: &str) -> mlua::Result<Value> {
         if r.exit.is_some() {
             return Ok(Value::Nil);
         }
+        r.output_started = true;
         let chunk = buf.freeze();
         match &r.stream {
             Some(tx) if r.headers_sent => {
@@ -118,7 +144,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 })?)),
                 b"ctx" => Ok(Value::Table(request::ngx_ctx(lua)?)),
                 b"headers_sent" => Ok(Value::Boolean(request::with("ngx.headers_sent", |r| {
-                    r.headers_sent
+                    r.headers_sent || r.output_started
                 })?)),
                 _ => Ok(Value::Nil),
             }
@@ -139,7 +165,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                             _ => return Err(rt("bad argument to 'ngx.status' (number expected)")),
                         };
                         return request::with("ngx.status", |r| {
-                            if r.headers_sent {
+                            if r.headers_sent || r.output_started {
                                 log::error!(
                                     "attempt to set ngx.status after sending out response headers"
                                 );
@@ -196,7 +222,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             let name = resp_header_name(&k)?;
             let vals = header_values(&v, "ngx.header")?;
             request::with("ngx.header", |r| {
-                if r.headers_sent {
+                if r.headers_sent || r.output_started {
                     log::error!(
                         "attempt to set ngx.header.HEADER after sending out response headers"
                     );

@@ -327,7 +327,7 @@ impl UserData for Handle {
                     let key = key_or_fail!(lua, k);
                     let val = match val_of(&v) {
                         Ok(v) => v,
-                        Err(e) => return (false, e, false).into_lua_multi(lua),
+                        Err(e) => return (Value::Nil, e).into_lua_multi(lua),
                     };
                     if mode != Mode::Set && val.is_none() {
                         return (false, "attempt to add or replace nil values", false)
@@ -371,7 +371,12 @@ impl UserData for Handle {
                             it.val = Val::Num(v);
                         }
                         s.touch(&key);
-                        (v, Value::Nil, false).into_lua_multi(lua)
+                        // `forcible` is only returned when `init` was given.
+                        if init.is_some() {
+                            (v, Value::Nil, false).into_lua_multi(lua)
+                        } else {
+                            v.into_lua_multi(lua)
+                        }
                     }
                     Some(_) => fail(lua, "not a number"),
                     None => match init {
@@ -401,7 +406,7 @@ impl UserData for Handle {
         m.add_method("delete", |lua, h, k: Value| {
             let key = key_or_fail!(lua, k);
             h.0.lock().remove(&key);
-            Value::Nil.into_lua_multi(lua)
+            true.into_lua_multi(lua)
         });
         m.add_method("flush_all", |_, h, ()| {
             let mut s = h.0.lock();
@@ -446,10 +451,18 @@ impl UserData for Handle {
             let key = key_or_fail!(lua, k);
             let s = h.0.lock();
             let now = Instant::now();
-            match s.items.get(&key).filter(|it| it.live(now)) {
+            // An expired item that is not evicted yet reports how long ago it expired, as a
+            // negative ttl (nginx evicts lazily, too).
+            match s.items.get(&key) {
                 Some(it) => it
                     .expires
-                    .map_or(0.0, |e| e.duration_since(now).as_secs_f64())
+                    .map_or(0.0, |e| {
+                        if e >= now {
+                            e.duration_since(now).as_secs_f64()
+                        } else {
+                            -now.duration_since(e).as_secs_f64()
+                        }
+                    })
                     .into_lua_multi(lua),
                 None => fail(lua, "not found"),
             }

@@ -121,6 +121,11 @@ local function plain(err)
     if sub(s, 1, 15) == "runtime error: " then
         s = sub(s, 16)
     end
+    -- mlua appends the Rust-side traceback; a Lua caller sees only the message, as in nginx.
+    local tb = find(s, "\nstack traceback:", 1, true)
+    if tb then
+        s = sub(s, 1, tb - 1)
+    end
     return s
 end
 

@@ -525,7 +525,7 @@ false exists false
 false not found false
 nil not found
 15 nil false
-16.5 nil false
+16.5
 nil not a number
 false
 true nil false
