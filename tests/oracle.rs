@@ -536,6 +536,19 @@ ngx.say(n)
         )
         .headers(&[("X-Foo", "1"), ("X-Foo", "2"), ("My-Header", "v")]),
         case(
+            "ngx.req module add_header",
+            r#"
+local req, resp = require "ngx.req", require "ngx.resp"
+req.add_header("X-Foo", "2")
+req.add_header("X-New", { "a", "b" })
+local h = ngx.req.get_headers()
+ngx.say(dump(h["x-foo"]), " ", dump(h["x-new"]))
+-- (ngx.resp.add_header is not compared: Debian's lua-resty-core build answers it oddly.)
+ngx.say(type(resp.add_header))
+"#,
+        )
+        .headers(&[("X-Foo", "1")]),
+        case(
             "ngx.var arg_ and http_",
             r#"
 ngx.say(dump(ngx.var.arg_foo), dump(ngx.var.arg_missing), dump(ngx.var.arg_sp), dump(ngx.var.arg_e))

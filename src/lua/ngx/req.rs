@@ -241,6 +241,24 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             })
         })?,
     )?;
+    // `require("ngx.req").add_header`: lua-resty-core's append (not replace) of a request
+    // header, which APISIX's core.request.add_header uses.
+    let add_header = lua.create_function(|_, (name, value): (LuaString, Value)| {
+        let n = header_name(&name, "ngx.req.add_header")?;
+        let vals = header_values(&value, "ngx.req.add_header")?;
+        request::with("ngx.req.add_header", |r| {
+            for v in vals.into_iter().flatten() {
+                r.headers.append(n.clone(), v);
+            }
+        })
+    })?;
+    let module = lua.create_table()?;
+    module.set("add_header", add_header)?;
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    preload.set(
+        "ngx.req",
+        lua.create_function(move |_, ()| Ok(module.clone()))?,
+    )?;
     req.set(
         "clear_header",
         lua.create_function(|_, name: LuaString| {

@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderName;
-use mlua::{Lua, LuaString, MultiValue, Table, Value};
+use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
 
 use super::req::{header_name, header_values, headers_table};
 use crate::lua::request;
@@ -266,6 +266,14 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 }
             })
         })?,
+    )?;
+    // `require("ngx.resp")`: lua-resty-core's module form of the same `add_header`.
+    let module = lua.create_table()?;
+    module.set("add_header", resp.get::<Function>("add_header")?)?;
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    preload.set(
+        "ngx.resp",
+        lua.create_function(move |_, ()| Ok(module.clone()))?,
     )?;
     ngx.raw_set("resp", resp)?;
 
