@@ -581,3 +581,29 @@ fn cosockets_work_in_header_filter_body_filter_and_log_where_openresty_refuses_t
     assert_eq!(r.body, "hello world\nbody filter saw: HTTP/1.1 200 OK\n");
     wait_log(&gw, "log phase saw: HTTP/1.1 200 OK");
 }
+
+#[test]
+fn ngx_eof_ends_the_response_while_the_handler_goes_on() {
+    let gw = Gateway::start(
+        "",
+        &routes_file(
+            r#"routes:
+  - id: eof
+    uri: /eof
+    lua_handlers:
+      content_by_lua: |
+        ngx.say("done")
+        ngx.eof()
+        local ok, err = ngx.say("late")
+        ngx.sleep(2)
+        ngx.log(ngx.WARN, "after eof: ", tostring(ok), " ", err)
+"#,
+        ),
+    );
+    let r = gw.get("/eof");
+    assert_eq!((r.status, r.body.as_str()), (200, "done\n"), "{r:?}");
+    // The whole response arrived while the handler still sleeps.
+    assert!(!gw.error_log().contains("after eof"), "{}", gw.error_log());
+    let log = wait_log(&gw, "after eof");
+    assert!(log.contains("after eof: nil seen eof"), "{log}");
+}

@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderName;
-use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
+use mlua::{Function, IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 
 use super::req::{header_name, header_values, headers_table};
 use crate::lua::request;
@@ -83,7 +83,7 @@ fn print_number(n: f64) -> String {
     }
 }
 
-fn output(args: MultiValue, newline: bool, api: &str) -> mlua::Result<Value> {
+fn output(lua: &Lua, args: MultiValue, newline: bool, api: &str) -> mlua::Result<MultiValue> {
     let mut buf = BytesMut::new();
     for a in args.iter() {
         flatten(a, &mut buf, api)?;
@@ -100,7 +100,10 @@ fn output(args: MultiValue, newline: bool, api: &str) -> mlua::Result<Value> {
             )));
         }
         if r.exit.is_some() {
-            return Ok(Value::Nil);
+            return Value::Nil.into_lua_multi(lua);
+        }
+        if r.eof {
+            return (Value::Nil, "seen eof").into_lua_multi(lua);
         }
         r.output_started = true;
         let chunk = buf.freeze();
@@ -110,7 +113,7 @@ fn output(args: MultiValue, newline: bool, api: &str) -> mlua::Result<Value> {
             }
             _ => r.out.push(chunk),
         }
-        Ok(Value::Integer(1))
+        1i64.into_lua_multi(lua)
     })?
 }
 
@@ -279,11 +282,11 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
 
     ngx.raw_set(
         "say",
-        lua.create_function(|_, args: MultiValue| output(args, true, "say"))?,
+        lua.create_function(|lua, args: MultiValue| output(lua, args, true, "say"))?,
     )?;
     ngx.raw_set(
         "print",
-        lua.create_function(|_, args: MultiValue| output(args, false, "print"))?,
+        lua.create_function(|lua, args: MultiValue| output(lua, args, false, "print"))?,
     )?;
     ngx.raw_set(
         "flush",
@@ -319,7 +322,24 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "eof",
         lua.create_function(|_, ()| {
             request::with("ngx.eof", |r| {
+                if r.eof {
+                    return 1;
+                }
                 r.eof = true;
+                // In a content handler the response ends now: what was printed goes out with
+                // the head, the body is closed, and the handler may go on working (its later
+                // output answers `nil, "seen eof"`).
+                if phase_of(r) == "content"
+                    && let Some(tx) = r.stream.take()
+                {
+                    r.headers_sent = true;
+                    for chunk in r.out.drain(..) {
+                        let _ = tx.send(chunk);
+                    }
+                    if let Some(h) = r.head_signal.take() {
+                        let _ = h.send(());
+                    }
+                }
                 1
             })
         })?,
