@@ -607,3 +607,46 @@ fn ngx_eof_ends_the_response_while_the_handler_goes_on() {
     let log = wait_log(&gw, "after eof");
     assert!(log.contains("after eof: nil seen eof"), "{log}");
 }
+
+#[test]
+fn light_threads_belong_to_their_request() {
+    let gw = Gateway::start(
+        "",
+        &routes_file(
+            r#"routes:
+  - id: exit-in-thread
+    uri: /exit-in-thread
+    lua_handlers:
+      content_by_lua: |
+        local t = ngx.thread.spawn(function()
+            ngx.sleep(0.05)
+            ngx.say("from thread")
+            ngx.exit(200)
+        end)
+        ngx.thread.wait(t)
+        ngx.say("parent must not go on")
+  - id: joined
+    uri: /joined
+    lua_handlers:
+      content_by_lua: |
+        ngx.thread.spawn(function()
+            ngx.sleep(0.1)
+            ngx.say("late thread")
+        end)
+        ngx.say("parent done")
+"#,
+        ),
+    );
+    // ngx.exit in a light thread ends the whole request at once; the waiting parent stops.
+    let r = gw.get("/exit-in-thread");
+    assert_eq!((r.status, r.body.as_str()), (200, "from thread\n"), "{r:?}");
+    // A phase that returns still waits for its light threads, whose output is part of the
+    // response.
+    let r = gw.get("/joined");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "parent done\nlate thread\n"),
+        "{r:?}"
+    );
+    assert!(!gw.error_log().contains("[error]"), "{}", gw.error_log());
+}

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::plugin;
 use super::request::{self, SharedReq};
-use super::sched::Exitable;
+use super::sched::{self, Exitable};
 use super::vm::{LuaVm, VmOptions};
 use crate::plugin::{Chain, Impl, Phase};
 
@@ -392,18 +392,37 @@ impl LuaHost {
             std::task::Poll::Pending => std::task::Poll::Ready(None),
         })
         .await;
+        let mut deadline = None;
         let out = match first {
             Some(v) => v,
-            None => match tokio::time::timeout_at(Instant::now() + self.phase_timeout, fut).await {
-                Ok(v) => v,
-                Err(_) => return Driven::TimedOut,
-            },
+            None => {
+                let at = Instant::now() + self.phase_timeout;
+                deadline = Some(at);
+                match tokio::time::timeout_at(at, fut).await {
+                    Ok(v) => v,
+                    Err(_) => {
+                        sched::finish(id);
+                        return Driven::TimedOut;
+                    }
+                }
+            }
         };
-        let out = match out {
+        let mut out = match out {
             None => Driven::Exited,
             Some(Ok(v)) => Driven::Done(v),
             Some(Err(e)) => Driven::Failed(e.to_string()),
         };
+        // Light threads the phase spawned: waited for when it returned normally (as
+        // OpenResty does), stopped when it exited or failed.
+        if matches!(out, Driven::Done(_)) {
+            let at = deadline.unwrap_or_else(|| Instant::now() + self.phase_timeout);
+            match tokio::time::timeout_at(at, sched::join_threads(id)).await {
+                Ok(true) => {}
+                Ok(false) => out = Driven::Exited,
+                Err(_) => out = Driven::TimedOut,
+            }
+        }
+        sched::finish(id);
         // LuaJIT has no emergency collection: when a run left the heap near its limit (a
         // plugin that allocated without bound and failed), collect now, so the next request
         // does not fail for it.

@@ -4,10 +4,13 @@
 //! request's context id in a thread-local before every poll, so a Rust function behind `ngx.*`
 //! knows whose request it is acting on ([`current`]) however many requests are suspended.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
+
+use tokio::task::JoinHandle;
 
 /// Identifies one request or timer context on a worker.
 pub type CtxId = u64;
@@ -84,33 +87,78 @@ pub async fn exit_signal() {
     notified.await;
 }
 
+/// The Lua of one context run (a request phase or a timer): whether its code called
+/// `ngx.exit`, who to wake when it does, and its light threads still running.
+#[derive(Default)]
+struct Group {
+    exited: bool,
+    wakers: Vec<Waker>,
+    threads: Vec<JoinHandle<()>>,
+}
+
 thread_local! {
-    /// Contexts whose Lua code called `ngx.exit`: their driver stops resuming them.
-    static EXITED: std::cell::RefCell<Vec<CtxId>> = const { std::cell::RefCell::new(Vec::new()) };
+    static GROUPS: RefCell<HashMap<CtxId, Group>> = RefCell::new(HashMap::new());
 }
 
-/// Marks context `id` as exited; the function that called `ngx.exit` never returns.
+fn with_group<T>(id: CtxId, f: impl FnOnce(&mut Group) -> T) -> T {
+    GROUPS.with(|g| f(g.borrow_mut().entry(id).or_default()))
+}
+
+/// Marks context `id` as exited and wakes every driver of its Lua (the entry thread and its
+/// light threads), so all of them stop, whichever one called `ngx.exit`.
 pub fn mark_exited(id: CtxId) {
-    EXITED.with(|e| e.borrow_mut().push(id));
+    let wakers = with_group(id, |g| {
+        g.exited = true;
+        std::mem::take(&mut g.wakers)
+    });
+    for w in wakers {
+        w.wake();
+    }
 }
 
-fn take_exited(id: CtxId) -> bool {
-    EXITED.with(|e| {
-        let mut e = e.borrow_mut();
-        match e.iter().position(|x| *x == id) {
-            Some(i) => {
-                e.swap_remove(i);
-                true
-            }
-            None => false,
+fn is_exited(id: CtxId) -> bool {
+    GROUPS.with(|g| g.borrow().get(&id).is_some_and(|g| g.exited))
+}
+
+/// Records a light thread of context `id`, so the run waits for it or stops it.
+pub fn add_thread(id: CtxId, task: JoinHandle<()>) {
+    with_group(id, |g| g.threads.push(task));
+}
+
+/// Waits for the light threads of context `id` still running (and those they spawn), as
+/// OpenResty waits for them before a phase ends. Returns false when one of them called
+/// `ngx.exit`: the others are stopped then.
+pub async fn join_threads(id: CtxId) -> bool {
+    loop {
+        let next = with_group(id, |g| g.threads.pop());
+        let Some(task) = next else {
+            return !is_exited(id);
+        };
+        let _ = task.await;
+        if is_exited(id) {
+            abort_threads(id);
+            return false;
         }
-    })
+    }
+}
+
+/// Stops every light thread of context `id` (its entry thread exited or failed).
+pub fn abort_threads(id: CtxId) {
+    for t in with_group(id, |g| std::mem::take(&mut g.threads)) {
+        t.abort();
+    }
+}
+
+/// Forgets context `id`'s run state; the next phase of the same request starts clean.
+pub fn finish(id: CtxId) {
+    abort_threads(id);
+    GROUPS.with(|g| g.borrow_mut().remove(&id));
 }
 
 pin_project_lite::pin_project! {
-    /// Runs `inner` as context `id`, like [`WithCtx`], and stops driving it when its code calls
-    /// `ngx.exit` (which waits forever, so nothing after it runs, not even a `pcall` handler):
-    /// the output is `None` then.
+    /// Runs `inner` as context `id`, like [`WithCtx`], and stops driving it when code of that
+    /// context (this thread or a light thread) calls `ngx.exit`, which waits forever, so
+    /// nothing after it runs, not even a `pcall` handler: the output is `None` then.
     pub struct Exitable<F> {
         id: CtxId,
         #[pin]
@@ -129,16 +177,24 @@ impl<F: Future> Future for Exitable<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
         let this = self.project();
-        let prev = CURRENT.with(|c| c.replace(Some(*this.id)));
+        let id = *this.id;
+        if is_exited(id) {
+            return Poll::Ready(None);
+        }
+        let prev = CURRENT.with(|c| c.replace(Some(id)));
         let out = this.inner.poll(cx);
         CURRENT.with(|c| c.set(prev));
         match out {
-            Poll::Ready(v) => {
-                take_exited(*this.id);
-                Poll::Ready(Some(v))
+            Poll::Ready(v) => Poll::Ready(Some(v)),
+            Poll::Pending if is_exited(id) => Poll::Ready(None),
+            Poll::Pending => {
+                with_group(id, |g| {
+                    if !g.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        g.wakers.push(cx.waker().clone());
+                    }
+                });
+                Poll::Pending
             }
-            Poll::Pending if take_exited(*this.id) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
         }
     }
 }

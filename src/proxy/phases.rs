@@ -423,6 +423,8 @@ impl Drop for Registered {
     fn drop(&mut self) {
         if let Some(id) = self.0 {
             request::unregister(id);
+            // A request dropped mid-phase (client gone) takes its light threads with it.
+            sched::finish(id);
         }
     }
 }

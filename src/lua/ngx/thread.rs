@@ -12,9 +12,9 @@ use mlua::{
     AnyUserData, Function, IntoLuaMulti, Lua, MultiValue, Table, UserData, Value, Variadic,
 };
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 
-use crate::lua::sched::{self, WithCtx};
+use crate::lua::sched::{self, Exitable};
 
 struct Shared {
     result: RefCell<Option<Result<MultiValue, String>>>,
@@ -24,7 +24,7 @@ struct Shared {
 /// The handle `ngx.thread.spawn` returns.
 struct LightThread {
     shared: Rc<Shared>,
-    task: RefCell<Option<JoinHandle<()>>>,
+    task: RefCell<Option<AbortHandle>>,
     /// Waited for or killed already: a second wait or kill is an error, as in OpenResty.
     gone: std::cell::Cell<bool>,
 }
@@ -41,22 +41,29 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "spawn",
         lua.create_async_function(|lua, (f, args): (Function, MultiValue)| async move {
             let id = sched::current().unwrap_or_else(sched::next_ctx_id);
-            let fut = WithCtx::new(id, lua.create_thread(f)?.into_async::<MultiValue>(args)?);
+            // Exitable: `ngx.exit` in any thread of the context stops this one too.
+            let fut = Exitable::new(id, lua.create_thread(f)?.into_async::<MultiValue>(args)?);
             let shared = Rc::new(Shared {
                 result: RefCell::new(None),
                 done: Notify::new(),
             });
             let s = shared.clone();
             let task = tokio::task::spawn_local(async move {
-                let r = fut.await.map_err(|e| e.to_string());
+                let r = match fut.await {
+                    Some(r) => r.map_err(|e| e.to_string()),
+                    None => Err("exited".to_string()),
+                };
                 *s.result.borrow_mut() = Some(r);
                 s.done.notify_one();
             });
+            let abort = task.abort_handle();
+            // The phase (or timer) that spawned it waits for it before it ends.
+            sched::add_thread(id, task);
             // The child runs before the parent continues, until its first wait.
             tokio::task::yield_now().await;
             lua.create_userdata(LightThread {
                 shared,
-                task: RefCell::new(Some(task)),
+                task: RefCell::new(Some(abort)),
                 gone: std::cell::Cell::new(false),
             })
         })?,

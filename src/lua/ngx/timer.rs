@@ -36,9 +36,15 @@ async fn fire(lua: &Lua, f: &Function, premature: bool, args: &MultiValue) {
     let result = match lua.create_thread(f.clone()) {
         Ok(thread) => match thread.into_async::<()>(call_args) {
             // `ngx.exit` in a timer ends the timer's code, as in OpenResty.
-            Ok(fut) => sched::Exitable::new(sched::next_ctx_id(), fut)
-                .await
-                .unwrap_or(Ok(())),
+            Ok(fut) => {
+                let id = sched::next_ctx_id();
+                let r = sched::Exitable::new(id, fut).await;
+                if matches!(r, Some(Ok(()))) {
+                    sched::join_threads(id).await;
+                }
+                sched::finish(id);
+                r.unwrap_or(Ok(()))
+            }
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
