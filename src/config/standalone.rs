@@ -150,7 +150,15 @@ fn opaque(
         ));
         return None;
     }
-    let key = if kind == "consumers" {
+    // A consumer is keyed by `username`; a credential listed among consumers (APISIX's
+    // standalone form) by its `id`, `NAME/credentials/ID`.
+    let is_credential = kind == "consumers"
+        && item.get("username").is_none()
+        && item
+            .get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| id.contains("/credentials/"));
+    let key = if kind == "consumers" && !is_credential {
         "username"
     } else {
         "id"

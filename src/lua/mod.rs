@@ -4,6 +4,7 @@
 //! This module never touches the HTTP server: the proxy drives it through [`host::LuaHost`]. Nothing
 //! Lua-side crosses threads: a [`vm::LuaVm`] is `!Send` and lives on its worker.
 
+pub mod config_view;
 pub mod host;
 pub mod lib;
 pub mod ngx;

@@ -133,6 +133,9 @@ pub struct ChainEntry {
     pub filter: Option<Expr>,
     /// `_meta.error_response`: replaces the body of any answer with status >= 400.
     pub error_response: Option<Value>,
+    /// Came from the consumer (or its group) and was not on the route: APISIX's
+    /// `_from_consumer`, which the `rewrite_in_consumer` pass runs.
+    pub from_consumer: bool,
 }
 
 /// Which resource a chain's confs belong to, as APISIX tells plugins through `ctx.conf_type`,
@@ -231,6 +234,7 @@ impl Chain {
                 conf: conf.clone(),
                 filter,
                 error_response: meta.and_then(|m| m.get("error_response")).cloned(),
+                from_consumer: false,
             });
         }
         if !errors.is_empty() {
@@ -249,5 +253,40 @@ impl Chain {
             phases,
             has_lua,
         })
+    }
+
+    /// The route's chain after an auth plugin identified a consumer (APISIX's
+    /// `merge_consumer_route`): the consumer's plugins (its group's overlaid by its own, see
+    /// [`crate::config::snapshot::ConsumerEntry`]) replace the route's plugins of the same
+    /// name and join the others, in priority order. Both chains are validated already, so
+    /// this does no schema work on the request path.
+    pub fn merged_with_consumer(&self, consumer: &Chain, owner: ConfOwner) -> Chain {
+        let mut entries: Vec<ChainEntry> = self
+            .entries
+            .iter()
+            .filter(|e| !consumer.entries.iter().any(|c| c.name == e.name))
+            .cloned()
+            .collect();
+        for c in &consumer.entries {
+            let mut e = c.clone();
+            e.from_consumer = !self.entries.iter().any(|r| r.name == c.name);
+            entries.push(e);
+        }
+        entries.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let phases = entries
+            .iter()
+            .fold(PhaseSet::default(), |s, e| s.union(e.phases));
+        let has_lua = entries.iter().any(|e| matches!(e.imp, Impl::Lua));
+        Chain {
+            key: format!("{}&{}", self.key, consumer.key),
+            owner,
+            entries,
+            phases,
+            has_lua,
+        }
     }
 }

@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 
 use super::body::{Body, BodyFilter, FilterFuture};
 use super::{ConnCtx, Forward, LogData, UpstreamDone, error_page, finish, upstream_headers};
-use crate::config::snapshot::{RouteEntry, Snapshot};
+use crate::config::snapshot::{ConsumerEntry, RouteEntry, Snapshot};
 use crate::lua::host::{LuaHost, Step};
 use crate::lua::request::{self, SharedReq};
 use crate::lua::sched;
@@ -60,8 +61,12 @@ enum Flow {
 struct Run {
     host: Option<Rc<LuaHost>>,
     version: u64,
-    /// The global rules' chains, then the route's.
-    chains: Vec<Arc<Chain>>,
+    /// The global rules' chains, then the route's (replaced by the route merged with the
+    /// consumer's plugins once an auth plugin identified one).
+    chains: RefCell<Vec<Arc<Chain>>>,
+    snapshot: Arc<Snapshot>,
+    /// The `rewrite_in_consumer` pass: only plugins that came from the consumer run.
+    consumer_pass: Cell<bool>,
     route: Arc<RouteEntry>,
     req: SharedReq,
     api_ctx: RefCell<Option<Table>>,
@@ -84,7 +89,7 @@ impl Run {
 
     fn api_ctx(&self, slot: usize) -> Option<Table> {
         let host = self.host.as_ref()?;
-        let chain = &self.chains[slot];
+        let chain = self.chains.borrow()[slot].clone();
         let mut cur = self.api_ctx.borrow_mut();
         match cur.as_ref() {
             Some(t) => {
@@ -117,8 +122,9 @@ impl Run {
 
     /// Runs `phase` of every chain. An answer or error ends the phase at once.
     async fn phase(&self, phase: Phase) -> Flow {
-        for slot in 0..self.chains.len() {
-            let chain = self.chains[slot].clone();
+        let slots = self.chains.borrow().len();
+        for slot in 0..slots {
+            let chain = self.chains.borrow()[slot].clone();
             if !chain.phases.contains(phase) {
                 continue;
             }
@@ -198,11 +204,47 @@ impl Run {
         Flow::Continue
     }
 
+    /// After rewrite: when an auth plugin attached a consumer (`ctx.consumer_name`) whose
+    /// consumer or group has plugins, the route's chain becomes the merged one (consumer >
+    /// group > route), `ctx.conf_*` say so, and the `rewrite_in_consumer` pass runs the rewrite
+    /// of the plugins the consumer added.
+    async fn merge_consumer(&self) -> Flow {
+        let Some(route_chain) = self.route.chain.clone() else {
+            return Flow::Continue;
+        };
+        let slot = self.chains.borrow().len() - 1;
+        let Some(api_ctx) = self.api_ctx(slot) else {
+            return Flow::Continue;
+        };
+        let Ok(Some(name)) = api_ctx.get::<Option<String>>("consumer_name") else {
+            return Flow::Continue;
+        };
+        let Some(consumer) = self.snapshot.consumers.get(&name).cloned() else {
+            return Flow::Continue;
+        };
+        if let Some(g) = &consumer.missing_group {
+            log::error!("failed to fetch consumer group config by id: {g}");
+            return Flow::Answer(503);
+        }
+        let Some(cchain) = consumer.chain.clone() else {
+            return Flow::Continue;
+        };
+        let merged = merged_chain(self.version, &route_chain, &cchain, &consumer);
+        if let Some(host) = &self.host {
+            let _ = host.set_owner(&api_ctx, &merged.owner);
+        }
+        self.chains.borrow_mut()[slot] = merged;
+        self.consumer_pass.set(true);
+        let flow = self.phase(Phase::Rewrite).await;
+        self.consumer_pass.set(false);
+        flow
+    }
+
     /// Plugin `i` of `chain` takes part in `phase`: it implements it and its `_meta.filter`
     /// (if any) holds for the request as it is now.
     fn runs(&self, chain: &Chain, i: usize, phase: Phase) -> bool {
         let e = &chain.entries[i];
-        if !e.phases.contains(phase) {
+        if !e.phases.contains(phase) || (self.consumer_pass.get() && !e.from_consumer) {
             return false;
         }
         match &e.filter {
@@ -387,13 +429,16 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     let req: SharedReq = Rc::new(RefCell::new(ctx));
     if uses_lua {
         request::register(req.clone());
+        crate::lua::config_view::set_current(&snapshot);
     }
     // hyper drops this future when the client goes away mid-phase: forget the request then.
     let mut registered = Registered(uses_lua.then_some(id));
     let run = Rc::new(Run {
         host: cx.worker.lua.clone(),
         version: snapshot.version,
-        chains,
+        chains: RefCell::new(chains),
+        snapshot: snapshot.clone(),
+        consumer_pass: Cell::new(false),
         route,
         req,
         api_ctx: RefCell::new(None),
@@ -414,6 +459,60 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     // From here the log phase's tail unregisters it.
     registered.0 = None;
     resp
+}
+
+/// Merged chains by (route chain key, consumer), for one snapshot version.
+type MergedChains = (u64, HashMap<(String, String), Arc<Chain>>);
+
+thread_local! {
+    /// Merged route+consumer chains of this worker, for the newest snapshot version seen.
+    static MERGED: RefCell<MergedChains> = RefCell::new((0, HashMap::new()));
+}
+
+/// The route's chain merged with `consumer`'s, made once per snapshot version per worker (the
+/// conf tables plugins cache on hang off its key, so it must stay the same chain).
+fn merged_chain(
+    version: u64,
+    route: &Arc<Chain>,
+    cchain: &Arc<Chain>,
+    consumer: &ConsumerEntry,
+) -> Arc<Chain> {
+    MERGED.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.0 != version {
+            if version < m.0 {
+                // A request still on an older snapshot: build without caching.
+                return Arc::new(
+                    route.merged_with_consumer(cchain, merged_owner(version, route, consumer)),
+                );
+            }
+            *m = (version, HashMap::new());
+        }
+        m.1.entry((route.key.clone(), consumer.username.clone()))
+            .or_insert_with(|| {
+                Arc::new(route.merged_with_consumer(cchain, merged_owner(version, route, consumer)))
+            })
+            .clone()
+    })
+}
+
+/// `ctx.conf_type`/`conf_id`/`conf_version` as APISIX sets them after the merge.
+/// The consumer's and group's versions are the snapshot's, as every resource's here.
+fn merged_owner(version: u64, route: &Chain, consumer: &ConsumerEntry) -> crate::plugin::ConfOwner {
+    let o = &route.owner;
+    let mut owner = crate::plugin::ConfOwner {
+        conf_type: format!("{}&consumer", o.conf_type),
+        conf_id: format!("{}&{}", o.conf_id, consumer.username),
+        conf_version: format!("{}&{version}", o.conf_version),
+    };
+    if let Some(g) = &consumer.group_id {
+        owner.conf_type.push_str("&consumer_group");
+        owner.conf_id.push('&');
+        owner.conf_id.push_str(g);
+        owner.conf_version.push('&');
+        owner.conf_version.push_str(&version.to_string());
+    }
+    owner
 }
 
 /// Unregisters a request whose handling was dropped before it had a response.
@@ -446,6 +545,11 @@ async fn before_upstream(run: &Rc<Run>) -> Flow {
             return Flow::Answer(s);
         }
         if let Flow::Answer(s) = run.handler_phase(directive, ngx_phase).await {
+            return Flow::Answer(s);
+        }
+        if phase == Phase::Rewrite
+            && let Flow::Answer(s) = run.merge_consumer().await
+        {
             return Flow::Answer(s);
         }
     }
@@ -524,7 +628,7 @@ async fn forward(
 ) -> Result<(Response<Body>, UpstreamDone), (Response<Body>, Option<UpstreamDone>)> {
     let route = run.route.clone();
     let def = super::upstream_of(&route).map_err(|status| (error_page::page(status), None))?;
-    if any_phase(&run.chains, Phase::BeforeProxy)
+    if any_phase(&run.chains.borrow(), Phase::BeforeProxy)
         && let Flow::Answer(s) = run.phase(Phase::BeforeProxy).await
     {
         return Err((run.early_response(s), None));
@@ -638,7 +742,7 @@ async fn respond(
         }
     }
     let mut status_override = None;
-    if any_phase(&run.chains, Phase::HeaderFilter) || run.handler("header_filter_by_lua") {
+    if any_phase(&run.chains.borrow(), Phase::HeaderFilter) || run.handler("header_filter_by_lua") {
         let mut flow = run.phase(Phase::HeaderFilter).await;
         if matches!(flow, Flow::Continue) {
             flow = run
@@ -649,7 +753,8 @@ async fn respond(
             status_override = Some(500);
         }
     }
-    let filtering = any_phase(&run.chains, Phase::BodyFilter) || run.handler("body_filter_by_lua");
+    let filtering =
+        any_phase(&run.chains.borrow(), Phase::BodyFilter) || run.handler("body_filter_by_lua");
     let body = {
         let mut r = run.req.borrow_mut();
         r.headers_sent = true;
@@ -695,7 +800,7 @@ async fn respond(
             });
         }
     }
-    let needs_log_phase = any_phase(&run.chains, Phase::Log) || run.handler("log_by_lua");
+    let needs_log_phase = any_phase(&run.chains.borrow(), Phase::Log) || run.handler("log_by_lua");
     let tail: Option<super::Tail> = if needs_log_phase || run.uses_lua {
         let run = run.clone();
         Some(Box::new(move |bytes: u64| {

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub others: OtherResources,
     /// One chain per global rule, in id order: they run before the route's plugins.
     pub global_chains: Vec<Arc<Chain>>,
+    /// Consumers by username, with the plugins they add to a route once identified.
+    pub consumers: HashMap<String, Arc<ConsumerEntry>>,
     /// Source of every compiled upstream (by id, or `route#ID` for inline ones), for reuse.
     sources: HashMap<String, (Upstream, Arc<UpstreamDef>)>,
 }
@@ -55,6 +57,19 @@ impl RouteEntry {
     pub fn has_phases(&self) -> bool {
         self.chain.is_some() || self.handlers.is_some() || self.missing_plugin_config.is_some()
     }
+}
+
+/// A consumer as the phase runner needs it after an auth plugin identified it.
+#[derive(Debug)]
+pub struct ConsumerEntry {
+    pub username: String,
+    pub group_id: Option<String>,
+    /// The consumer's non-auth plugins over its group's (consumer wins), validated; `None`
+    /// when neither has any. Auth plugins are left out: they already ran in rewrite, and their
+    /// consumer-side conf follows the plugin's consumer schema, not its route schema.
+    pub chain: Option<Arc<Chain>>,
+    /// `group_id` names a consumer group that does not exist: APISIX answers 503.
+    pub missing_group: Option<String>,
 }
 
 /// Where a route sends requests, or why it cannot.
@@ -319,11 +334,13 @@ impl Snapshot {
                 }
             };
         let global_chains = global_chains(&res.others.global_rules, version, catalog, &mut errors);
+        let consumers = consumer_entries(&res.others, version, catalog, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Snapshot {
             global_chains,
+            consumers,
             version,
             routes,
             router,
@@ -333,6 +350,80 @@ impl Snapshot {
             sources,
         })
     }
+}
+
+/// Consumers (credentials, `NAME/credentials/ID`, carry auth confs only and are left to the
+/// Lua side) with their merged group and consumer plugins.
+fn consumer_entries(
+    others: &OtherResources,
+    version: u64,
+    catalog: &Catalog,
+    errors: &mut Vec<ConfigError>,
+) -> HashMap<String, Arc<ConsumerEntry>> {
+    let plugins_of = |v: &serde_json::Value| -> PluginMap {
+        v.get("plugins")
+            .and_then(|p| p.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter(|(name, _)| !catalog.get(name).is_some_and(|i| i.is_auth))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = HashMap::new();
+    for c in &others.consumers {
+        let username = c.id.0.clone();
+        if username.contains("/credentials/") {
+            continue;
+        }
+        let group_id = c.value.get("group_id").and_then(|g| match g {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let mut merged = PluginMap::default();
+        let mut missing_group = None;
+        if let Some(gid) = &group_id {
+            match others.consumer_groups.iter().find(|g| &g.id.0 == gid) {
+                Some(g) => merged.extend(plugins_of(&g.value)),
+                None => missing_group = Some(gid.clone()),
+            }
+        }
+        for (k, v) in plugins_of(&c.value) {
+            merged.insert(k, v);
+        }
+        let label = format!("consumers[username={username}]");
+        let chain = if merged.is_empty() {
+            None
+        } else {
+            let owner = ConfOwner {
+                conf_type: "consumer".into(),
+                conf_id: username.clone(),
+                conf_version: version.to_string(),
+            };
+            match Chain::build(format!("consumer#{username}"), owner, &merged, catalog) {
+                Ok(c) if !c.entries.is_empty() => Some(Arc::new(c)),
+                Ok(_) => None,
+                Err(errs) => {
+                    for e in errs {
+                        errors.push(ConfigError::new(&label, e.field, e.message));
+                    }
+                    continue;
+                }
+            }
+        };
+        out.insert(
+            username.clone(),
+            Arc::new(ConsumerEntry {
+                username,
+                group_id,
+                chain,
+                missing_group,
+            }),
+        );
+    }
+    out
 }
 
 /// One chain per global rule, in id order.
