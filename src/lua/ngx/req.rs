@@ -83,31 +83,82 @@ pub fn headers_table(
     raw: bool,
     normalizer: &mlua::Function,
 ) -> mlua::Result<(Table, Option<&'static str>)> {
-    let t = lua.create_table_with_capacity(0, headers.len().min(64))?;
-    let mut truncated = None;
-    for (n, (name, value)) in headers.iter().enumerate() {
-        if max > 0 && n >= max {
-            truncated = Some("truncated");
-            break;
-        }
-        let key = if raw {
-            lua.create_string(canonical_case(name.as_str()))?
-        } else {
-            lua.create_string(name.as_str())?
-        };
-        let v = Value::String(lua.create_string(value.as_bytes())?);
-        match t.raw_get::<Value>(key.clone())? {
-            Value::Nil => t.raw_set(key, v)?,
-            Value::Table(list) => list.raw_push(v)?,
-            prev => t.raw_set(key, lua.create_sequence_from([prev, v])?)?,
-        }
-    }
-    if !raw {
-        let mt = lua.create_table()?;
-        mt.set("__index", normalizer.clone())?;
-        t.set_metatable(Some(mt))?;
-    }
+    let take = if max > 0 { max } else { usize::MAX };
+    let truncated = (headers.len() > take).then_some("truncated");
+    let entries: Vec<(std::borrow::Cow<'_, str>, &[u8])> = headers
+        .iter()
+        .take(take)
+        .map(|(n, v)| {
+            let name = if raw {
+                std::borrow::Cow::Owned(canonical_case(n.as_str()))
+            } else {
+                std::borrow::Cow::Borrowed(n.as_str())
+            };
+            (name, v.as_bytes())
+        })
+        .collect();
+    let mt = if raw {
+        Value::Nil
+    } else {
+        Value::Table(header_metatable(lua, normalizer)?)
+    };
+    // One protected pass over the raw C API instead of a protected call per name and value:
+    // `get_headers()` is on most plugins' request path. The closure only borrows, so an
+    // out-of-memory error unwinding out of it leaves nothing undropped.
+    let t: Table = unsafe {
+        lua.exec_raw(mt, |state| {
+            use mlua::ffi;
+            ffi::lua_createtable(state, 0, entries.len().min(64) as i32);
+            for (k, v) in &entries {
+                let k = k.as_bytes();
+                ffi::lua_pushlstring(state, k.as_ptr().cast(), k.len());
+                match ffi::lua_rawget(state, -2) {
+                    ffi::LUA_TNIL => {
+                        ffi::lua_pop(state, 1);
+                        ffi::lua_pushlstring(state, k.as_ptr().cast(), k.len());
+                        ffi::lua_pushlstring(state, v.as_ptr().cast(), v.len());
+                        ffi::lua_rawset(state, -3);
+                    }
+                    ffi::LUA_TTABLE => {
+                        let n = ffi::lua_objlen(state, -1);
+                        ffi::lua_pushlstring(state, v.as_ptr().cast(), v.len());
+                        ffi::lua_rawseti(state, -2, n as ffi::lua_Integer + 1);
+                        ffi::lua_pop(state, 1);
+                    }
+                    _ => {
+                        // A repeated header: the value becomes the list of values.
+                        ffi::lua_createtable(state, 2, 0);
+                        ffi::lua_insert(state, -2);
+                        ffi::lua_rawseti(state, -2, 1);
+                        ffi::lua_pushlstring(state, v.as_ptr().cast(), v.len());
+                        ffi::lua_rawseti(state, -2, 2);
+                        ffi::lua_pushlstring(state, k.as_ptr().cast(), k.len());
+                        ffi::lua_insert(state, -2);
+                        ffi::lua_rawset(state, -3);
+                    }
+                }
+            }
+            // The metatable argument sits at index 1, below the new table.
+            if ffi::lua_type(state, 1) == ffi::LUA_TTABLE {
+                ffi::lua_pushvalue(state, 1);
+                ffi::lua_setmetatable(state, -2);
+            }
+            ffi::lua_remove(state, 1);
+        })?
+    };
     Ok((t, truncated))
+}
+
+/// The metatable of non-raw header tables (`h.content_type`, `h["Content-Type"]`), made once
+/// per VM.
+fn header_metatable(lua: &Lua, normalizer: &mlua::Function) -> mlua::Result<Table> {
+    if let Ok(mt) = lua.named_registry_value::<Table>("moongate.header_mt") {
+        return Ok(mt);
+    }
+    let mt = lua.create_table()?;
+    mt.set("__index", normalizer.clone())?;
+    lua.set_named_registry_value("moongate.header_mt", mt.clone())?;
+    Ok(mt)
 }
 
 /// `content-type` as the client most likely wrote it (`Content-Type`): HTTP/1 header names
