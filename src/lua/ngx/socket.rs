@@ -342,8 +342,13 @@ impl UserData for Tcp {
                                         .into_lua_multi(&lua);
                                 }
                                 Err(e) => {
-                                    return (Value::Nil, e, lua.create_string(&buf)?)
-                                        .into_lua_multi(&lua);
+                                    let partial = lua.create_string(&buf)?;
+                                    if e == "timeout" {
+                                        // A read timeout keeps the connection; what was read
+                                        // so far is handed back as the partial result.
+                                        sock.put_back(stream, Vec::new());
+                                    }
+                                    return (Value::Nil, e, partial).into_lua_multi(&lua);
                                 }
                             }
                         }
@@ -384,9 +389,11 @@ impl UserData for Tcp {
                 }
                 let key = st.pool_key.clone().unwrap_or_default();
                 let size = size.unwrap_or(30).max(1);
-                let expires = ms(timeout)
-                    .or(Some(DEFAULT_TIMEOUT))
-                    .map(|d| Instant::now() + d);
+                // No timeout: lua_socket_keepalive_timeout's default; 0: kept with no limit.
+                let expires = match timeout {
+                    Some(t) if t == 0.0 => None,
+                    t => Some(Instant::now() + ms(t).unwrap_or(DEFAULT_TIMEOUT)),
+                };
                 let reused = st.reused;
                 POOL.with(|p| {
                     let mut p = p.borrow_mut();

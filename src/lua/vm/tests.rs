@@ -795,6 +795,50 @@ fn cosocket_reads_time_out_without_blocking_other_contexts() {
 }
 
 #[test]
+fn a_receiveuntil_timeout_keeps_the_connection_and_returns_the_partial_data() {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = c.write_all(b"abc");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = c.write_all(b"def--END--");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
+    let vm = Rc::new(vm());
+    vm.lua().globals().set("PORT", port).unwrap();
+    let f: Function = vm
+        .lua()
+        .load(
+            r#"return function()
+                local s = ngx.socket.tcp() s:settimeout(100)
+                assert(s:connect("127.0.0.1", PORT))
+                local it = s:receiveuntil("--END--")
+                local d, err, partial = it()
+                s:settimeout(2000)
+                local d2, err2 = it()
+                return tostring(d) .. "|" .. tostring(err) .. "|" .. tostring(partial) .. "|" .. tostring(d2) .. "|" .. tostring(err2)
+            end"#,
+        )
+        .eval()
+        .unwrap();
+    let out = block_on(async {
+        vm.run(crate::lua::sched::next_ctx_id(), f, MultiValue::new())
+            .unwrap()
+            .await
+    });
+    let v = out.unwrap().into_vec().remove(0);
+    assert_eq!(
+        v.as_string()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default(),
+        "nil|timeout|abc|def|nil"
+    );
+}
+
+#[test]
 fn udp_cosockets_send_and_receive_datagrams() {
     let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
