@@ -391,7 +391,7 @@ impl UserData for Tcp {
                 let size = size.unwrap_or(30).max(1);
                 // No timeout: lua_socket_keepalive_timeout's default; 0: kept with no limit.
                 let expires = match timeout {
-                    Some(t) if t == 0.0 => None,
+                    Some(0.0) => None,
                     t => Some(Instant::now() + ms(t).unwrap_or(DEFAULT_TIMEOUT)),
                 };
                 let reused = st.reused;
