@@ -549,6 +549,15 @@ ngx.say(type(resp.add_header))
         )
         .headers(&[("X-Foo", "1")]),
         case(
+            "built-in variables that cannot be written",
+            r#"
+for _, name in ipairs({ "document_uri", "content_type", "https", "sent_http_server", "uri" }) do
+  local ok, err = pcall(function() ngx.var[name] = "x" end)
+  ngx.say(name, " ", tostring(ok), " ", tostring(err and err:find("not changeable", 1, true) ~= nil))
+end
+"#,
+        ),
+        case(
             "ngx.var arg_ and http_",
             r#"
 ngx.say(dump(ngx.var.arg_foo), dump(ngx.var.arg_missing), dump(ngx.var.arg_sp), dump(ngx.var.arg_e))

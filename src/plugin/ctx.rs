@@ -315,13 +315,45 @@ impl RequestCtx {
                 self.args = value.to_string();
                 self.args_changed = true;
             }
-            "uri" | "request_uri" | "host" | "remote_addr" | "remote_port" | "server_addr"
-            | "server_port" | "scheme" | "request_length" | "request_time" | "status"
-            | "bytes_sent" | "body_bytes_sent" | "server_protocol" | "request_method"
-            | "is_args" | "msec" | "time_iso8601" | "time_local" | "hostname" | "request_id" => {
+            "uri"
+            | "request_uri"
+            | "host"
+            | "remote_addr"
+            | "remote_port"
+            | "server_addr"
+            | "server_port"
+            | "scheme"
+            | "request_length"
+            | "request_time"
+            | "status"
+            | "bytes_sent"
+            | "body_bytes_sent"
+            | "server_protocol"
+            | "request_method"
+            | "is_args"
+            | "msec"
+            | "time_iso8601"
+            | "time_local"
+            | "hostname"
+            | "request_id"
+            | "document_uri"
+            | "realip_remote_addr"
+            | "realip_remote_port"
+            | "https"
+            | "content_type"
+            | "content_length"
+            | "upstream_addr"
+            | "upstream_status"
+            | "upstream_response_time"
+            | "upstream_connect_time"
+            | "upstream_header_time" => {
                 return Err(format!("variable \"{name}\" not changeable"));
             }
-            n if n.starts_with("http_") || n.starts_with("arg_") || n.starts_with("cookie_") => {
+            n if n.starts_with("http_")
+                || n.starts_with("arg_")
+                || n.starts_with("cookie_")
+                || n.starts_with("sent_http_") =>
+            {
                 return Err(format!("variable \"{name}\" not changeable"));
             }
             _ => {
