@@ -16,6 +16,7 @@ use crate::lua::vm::VmOptions;
 use crate::observability::access::{Escape, Format};
 use crate::observability::errlog::{self, NginxLevel};
 use crate::plugin::Catalog;
+use crate::plugin::registry::PluginRegistry;
 use crate::proxy::{LuaSettings, Settings, Shared};
 use crate::server::timed_io::ClientTimeouts;
 use crate::server::{ListenSpec, Server};
@@ -156,18 +157,20 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
         })?;
     }
     let vm = vm_options(prefix, &node);
-    let catalog = Arc::new(load_catalog(&vm, &node, false)?);
+    let catalog = load_catalog(&vm, &node, false)?;
+    let registry = Arc::new(PluginRegistry::new(catalog, vm, node.plugins.clone()));
     let routes = routes_path(&node)?;
-    let snapshot = initial_snapshot(&routes, &resolver, &catalog)?;
+    let snapshot = initial_snapshot(&routes, &resolver, &registry.catalog())?;
     let store = Arc::new(ArcSwap::from_pointee(snapshot));
-    let watcher = yaml::watch(routes.clone(), store.clone(), resolver, catalog.clone());
+    let watcher = yaml::watch(routes.clone(), store.clone(), resolver, registry.clone());
+    // A plugin reload recompiles the routes against the new catalog.
+    registry.on_reload(Box::new(watcher.reloader()));
 
     let shared = Arc::new(Shared {
         store,
         settings: settings(&node)?,
         lua: Some(LuaSettings {
-            vm,
-            plugins: catalog.lua_names().to_vec(),
+            registry: registry.clone(),
             phase_timeout: node.lua_phase_timeout,
         }),
     });
@@ -196,7 +199,7 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     log::info!(target: "notice", "{banner}");
     eprintln!("{banner}");
 
-    signals.wait(&watcher);
+    signals.wait(&watcher, &registry);
     log::info!(target: "notice", "shutting down: draining connections");
     server.shutdown();
     watcher.stop();
@@ -230,8 +233,8 @@ impl Signals {
         })
     }
 
-    /// Blocks until a stop signal; SIGHUP reloads the route file.
-    fn wait(mut self, watcher: &yaml::YamlWatcher) {
+    /// Blocks until a stop signal; SIGHUP reloads the plugins and the route file.
+    fn wait(mut self, watcher: &yaml::YamlWatcher, registry: &PluginRegistry) {
         let Signals {
             rt,
             term,
@@ -246,7 +249,15 @@ impl Signals {
                     _ = int.recv() => break,
                     _ = quit.recv() => break,
                     _ = hup.recv() => {
-                        log::info!(target: "notice", "SIGHUP: reloading the route file");
+                        log::info!(target: "notice", "SIGHUP: reloading the plugins and the route file");
+                        match registry.reload() {
+                            Ok(errors) => {
+                                for e in errors {
+                                    log::error!("{e}");
+                                }
+                            }
+                            Err(e) => log::error!("cannot reload the plugins: {e}"),
+                        }
                         watcher.reload_now();
                     }
                 }

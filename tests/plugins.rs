@@ -650,3 +650,48 @@ fn light_threads_belong_to_their_request() {
     );
     assert!(!gw.error_log().contains("[error]"), "{}", gw.error_log());
 }
+
+fn versioned_plugin(v: u32) -> String {
+    format!(
+        r#"-- A fixture plugin whose version shows in a response header; logs init and destroy.
+local _M = {{ version = 0.1, priority = 100, name = "fixture-version", schema = {{ type = "object" }} }}
+function _M.init() ngx.log(ngx.WARN, "fixture-version init {v}") end
+function _M.destroy() ngx.log(ngx.WARN, "fixture-version destroy {v}") end
+function _M.header_filter(conf, ctx) ngx.header["X-Plugin-Version"] = "{v}" end
+return _M
+"#
+    )
+}
+
+#[test]
+fn sighup_reloads_changed_plugin_files_with_destroy_and_init() {
+    let echo = Echo::start("e");
+    let port = free_port();
+    let config = format!("{}plugins:\n  - fixture-version\n", config_yaml(port, ""));
+    let yaml = format!(
+        "routes:\n  - id: v\n    uri: /v\n    plugins:\n      fixture-version: {{}}\n    upstream:\n      nodes:\n        \"127.0.0.1:{}\": 1\n#END\n",
+        echo.port
+    );
+    let v1 = versioned_plugin(1);
+    let gw = Gateway::start_with_files(
+        &config,
+        port,
+        &yaml,
+        &[("lua/plugins/fixture-version.lua", v1.as_str())],
+    );
+    assert_eq!(gw.get("/v").header("x-plugin-version"), Some("1"));
+    std::fs::write(
+        gw.dir.0.join("lua/plugins/fixture-version.lua"),
+        versioned_plugin(2),
+    )
+    .unwrap();
+    // Nothing changes until the reload is asked for.
+    assert_eq!(gw.get("/v").header("x-plugin-version"), Some("1"));
+    gw.signal(libc::SIGHUP);
+    wait_until("the new plugin version", Duration::from_secs(10), || {
+        gw.get("/v").header("x-plugin-version") == Some("2")
+    });
+    let log = wait_log(&gw, "fixture-version destroy 1");
+    assert!(log.contains("fixture-version init 2"), "{log}");
+    assert!(log.contains("plugins reloaded"), "{log}");
+}

@@ -158,6 +158,21 @@ impl LuaHost {
         Ok(t)
     }
 
+    /// Calls every loaded plugin's `destroy()` (plugin reload), logging failures.
+    pub fn destroy_plugins(&self) {
+        let lua = self.lua();
+        for (name, key) in &self.modules {
+            let Ok(m) = lua.registry_value::<Table>(key) else {
+                continue;
+            };
+            if let Ok(Some(f)) = m.get::<Option<Function>>("destroy")
+                && let Err(e) = f.call::<()>(())
+            {
+                log::error!("failed to run destroy() of plugin [{name}]: {e}");
+            }
+        }
+    }
+
     /// The APISIX `ctx` table plugins receive, for one request and chain owner.
     pub fn new_api_ctx(
         &self,

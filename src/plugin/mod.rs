@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod ctx;
 pub mod native;
+pub mod registry;
 
 use std::sync::Arc;
 

@@ -63,12 +63,20 @@ pub struct Shared {
 }
 
 /// What a worker needs to make its Lua host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LuaSettings {
-    pub vm: crate::lua::vm::VmOptions,
-    /// The Lua plugins the catalog loaded, to load again on the worker.
-    pub plugins: Vec<String>,
+    /// The enabled plugins (the Lua ones are loaded again on each worker) and the VM settings.
+    pub registry: Arc<crate::plugin::registry::PluginRegistry>,
     pub phase_timeout: Duration,
+}
+
+impl LuaSettings {
+    fn make_host(&self, worker: usize) -> mlua::Result<crate::lua::host::LuaHost> {
+        let mut vm = self.registry.vm_options().clone();
+        vm.worker_id = worker;
+        let catalog = self.registry.catalog();
+        crate::lua::host::LuaHost::new(&vm, catalog.lua_names(), self.phase_timeout)
+    }
 }
 
 /// One worker thread's proxy state.
@@ -81,8 +89,9 @@ pub struct WorkerCtx {
     pickers: RefCell<HashMap<usize, (Weak<UpstreamDef>, Picker)>>,
     access: Option<RefCell<access::Writer>>,
     server_header: HeaderValue,
-    /// The worker's Lua host, made when the worker starts.
-    pub lua: Option<Rc<crate::lua::host::LuaHost>>,
+    /// The worker's Lua host and the plugin generation it was made for; made again after a
+    /// plugin reload.
+    lua: RefCell<Option<(u64, Rc<crate::lua::host::LuaHost>)>>,
 }
 
 impl WorkerCtx {
@@ -95,10 +104,9 @@ impl WorkerCtx {
         };
         let lua = match &shared.lua {
             Some(l) => {
-                let mut vm = l.vm.clone();
-                vm.worker_id = id;
-                match crate::lua::host::LuaHost::new(&vm, &l.plugins, l.phase_timeout) {
-                    Ok(h) => Some(Rc::new(h)),
+                let generation = l.registry.generation();
+                match l.make_host(id) {
+                    Ok(h) => Some((generation, Rc::new(h))),
                     Err(e) => {
                         return Err(std::io::Error::other(format!(
                             "cannot start the Lua VM: {e}"
@@ -109,7 +117,7 @@ impl WorkerCtx {
             None => None,
         };
         Ok(WorkerCtx {
-            lua,
+            lua: RefCell::new(lua),
             id,
             shared,
             pool: Pool::default(),
@@ -120,6 +128,33 @@ impl WorkerCtx {
                 env!("CARGO_PKG_VERSION")
             )),
         })
+    }
+
+    /// The worker's Lua host, made again first when the plugins were reloaded since: the old
+    /// plugins' `destroy()` runs, the new VM's plugins ran `init()` as they loaded. A new VM
+    /// that fails to start is logged and the old one keeps serving.
+    pub fn lua_host(&self) -> Option<Rc<crate::lua::host::LuaHost>> {
+        let settings = self.shared.lua.as_ref()?;
+        let mut cur = self.lua.borrow_mut();
+        let generation = settings.registry.generation();
+        if let Some((g, host)) = cur.as_ref()
+            && *g != generation
+        {
+            match settings.make_host(self.id) {
+                Ok(new) => {
+                    host.destroy_plugins();
+                    *cur = Some((generation, Rc::new(new)));
+                }
+                Err(e) => {
+                    log::error!(
+                        "plugin reload: cannot start the new Lua VM, keeping the old one: {e}"
+                    );
+                    let old = host.clone();
+                    *cur = Some((generation, old));
+                }
+            }
+        }
+        cur.as_ref().map(|(_, h)| h.clone())
     }
 
     /// Periodic per-worker housekeeping: flush logs, expire idle upstream connections, forget

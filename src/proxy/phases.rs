@@ -434,7 +434,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     // hyper drops this future when the client goes away mid-phase: forget the request then.
     let mut registered = Registered(uses_lua.then_some(id));
     let run = Rc::new(Run {
-        host: cx.worker.lua.clone(),
+        host: cx.worker.lua_host(),
         version: snapshot.version,
         chains: RefCell::new(chains),
         snapshot: snapshot.clone(),

@@ -78,7 +78,7 @@ pub fn watch(
     path: PathBuf,
     store: Arc<ArcSwap<Snapshot>>,
     resolver: Arc<dyn Resolve + Send + Sync>,
-    catalog: Arc<crate::plugin::Catalog>,
+    plugins: Arc<crate::plugin::registry::PluginRegistry>,
 ) -> YamlWatcher {
     let stop = Arc::new(AtomicBool::new(false));
     let now = Arc::new(AtomicBool::new(false));
@@ -105,7 +105,7 @@ pub fn watch(
                     continue;
                 }
                 last_hash = Some(h);
-                apply(&path, &text, &store, resolver.as_ref(), &catalog);
+                apply(&path, &text, &store, resolver.as_ref(), &plugins.catalog());
             }
         })
         .ok();
@@ -159,6 +159,18 @@ fn report(path: &Path, errors: &[ConfigError]) {
 
 impl YamlWatcher {
     /// Re-reads the file now (SIGHUP), even if it looks unchanged.
+    /// A handle that forces a reload from any thread (the plugin registry's reload hook).
+    pub fn reloader(&self) -> impl Fn() + Send + Sync + 'static {
+        let now = self.now.clone();
+        let thread = self.thread.as_ref().map(|t| t.thread().clone());
+        move || {
+            now.store(true, Ordering::Relaxed);
+            if let Some(t) = &thread {
+                t.unpark();
+            }
+        }
+    }
+
     pub fn reload_now(&self) {
         self.now.store(true, Ordering::Relaxed);
         if let Some(t) = &self.thread {
