@@ -45,3 +45,18 @@ fn run_group(group: &str) {
 fn smoke() {
     run_group("smoke");
 }
+
+#[test]
+fn every_keyword_validates_with_the_reference_wording() {
+    run_group("keywords");
+}
+
+#[test]
+fn defaults_are_filled_where_apisix_fills_them() {
+    run_group("defaults");
+}
+
+#[test]
+fn apisix_shaped_schemas_validate_and_fill_defaults_as_apisix_does() {
+    run_group("apisix");
+}
