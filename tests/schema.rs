@@ -2,11 +2,16 @@
 //! where defaults are filled (nested objects, oneOf/anyOf branches, arrays), the exact error
 //! wording for each kind of failure, and APISIX-shaped plugin schemas (written here, equivalent
 //! to key-auth's, limit-count's and proxy-rewrite's) validating and filling defaults as APISIX
-//! does. The cases themselves are Lua, in `tests/lua/schema_cases.lua`, one group per test here.
+//! does. The cases themselves are Lua, in `tests/lua/schema_cases.lua`, one group per test here;
+//! the last test runs a plugin checked by core.schema in the real binary.
+
+mod support;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use moongate::lua::vm::{LuaVm, VmOptions};
+use support::*;
 
 fn vm() -> LuaVm {
     // The built-in library (lua/) is what is under test; the prefix only needs to exist.
@@ -59,4 +64,44 @@ fn defaults_are_filled_where_apisix_fills_them() {
 #[test]
 fn apisix_shaped_schemas_validate_and_fill_defaults_as_apisix_does() {
     run_group("apisix");
+}
+
+const FIXTURE: &str = include_str!("../t/fixtures/plugins/fixture-schema.lua");
+
+#[test]
+fn a_plugin_checked_by_core_schema_gets_defaults_and_bad_confs_are_refused_in_apisix_words() {
+    let echo = Echo::start("e");
+    let port = free_port();
+    let config = format!("{}plugins:\n  - fixture-schema\n", config_yaml(port, ""));
+    let upstream = format!(
+        "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\n",
+        echo.port
+    );
+    let routes = format!(
+        "{upstream}routes:\n  - id: r1\n    uri: /echo\n    upstream_id: e\n    plugins:\n      fixture-schema: {{pool: {{}}}}\n#END\n"
+    );
+    let gw = Gateway::start_with_files(
+        &config,
+        port,
+        &routes,
+        &[("lua/plugins/fixture-schema.lua", FIXTURE)],
+    );
+    let r = gw.get("/echo");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    assert_eq!(
+        r.header("x-conf-seen"),
+        Some(r#"{"header":"apikey","pool":{"size":320},"rejected_code":503}"#)
+    );
+    // A bad conf never replaces the good snapshot, and the log says what was wrong.
+    gw.write_routes(&format!(
+        "{upstream}routes:\n  - id: r1\n    uri: /echo\n    upstream_id: e\n    plugins:\n      fixture-schema: {{rejected_code: 600}}\n#END\n"
+    ));
+    let needle = "failed to check the configuration of plugin fixture-schema err: property \"rejected_code\" validation failed: expected 600 to be at most 599";
+    wait_until(needle, Duration::from_secs(5), || {
+        gw.error_log().contains(needle)
+    });
+    assert_eq!(
+        gw.get("/echo").header("x-conf-seen"),
+        Some(r#"{"header":"apikey","pool":{"size":320},"rejected_code":503}"#)
+    );
 }
