@@ -175,10 +175,28 @@ pub fn check_conf(
         .map_err(|e| e.to_string())?;
     match ok {
         Value::Boolean(true) => Ok(t),
+        // A plugin switched off by `_meta.disable` never runs, so a check that fails for
+        // reasons of this node (a missing cache zone, say) must not reject the resource: APISIX
+        // accepts it with a warning.
+        _ if meta_disabled(&t) => {
+            log::warn!(
+                "failed to check the configuration of disabled plugin {name}, accepting it anyway: {}",
+                err.unwrap_or_default()
+            );
+            Ok(t)
+        }
         _ => Err(format!(
             "failed to check the configuration of plugin {name} err: {}",
             err.unwrap_or_default()
         )),
+    }
+}
+
+/// `conf._meta.disable == true`.
+fn meta_disabled(conf: &Table) -> bool {
+    match conf.get::<Value>("_meta") {
+        Ok(Value::Table(meta)) => matches!(meta.get::<Value>("disable"), Ok(Value::Boolean(true))),
+        _ => false,
     }
 }
 
@@ -304,6 +322,15 @@ mod tests {
             err,
             "failed to check the configuration of plugin fixture-schema err: property \"_meta\" validation failed: property \"priority\" validation failed: wrong type: expected integer, got string"
         );
+        // a plugin disabled by _meta is accepted even when its check fails, as in APISIX
+        let t = check_conf(
+            &vm,
+            "fixture-schema",
+            &serde_json::json!({"header": 1, "_meta": {"disable": true}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.get::<i64>("header").unwrap(), 1);
         let err = check_conf(
             &vm,
             "fixture-schema",
