@@ -147,7 +147,10 @@ case("pattern: PCRE through ngx.re; the message quotes both sides as Lua does", 
 end)
 case("format: ipv4, ipv6, hostname, uri, email", function()
     ok_({ format = "ipv4" }, "10.0.0.1"); fails({ format = "ipv4" }, "10.0.0.256", "expect valid ipv4 format but got: 10.0.0.256")
+    -- addresses are judged by the system's inet_pton, as under OpenResty: no leading zeros
+    fails({ format = "ipv4" }, "1.2.3.04", "expect valid ipv4 format but got: 1.2.3.04")
     ok_({ format = "ipv6" }, "::1"); ok_({ format = "ipv6" }, "2001:db8::8a2e:370:7334")
+    ok_({ format = "ipv6" }, "::ffff:10.0.0.1"); fails({ format = "ipv6" }, "1::2::3", "expect valid ipv6 format but got: 1::2::3")
     fails({ format = "ipv6" }, "1.2.3.4", "expect valid ipv6 format but got: 1.2.3.4")
     ok_({ format = "hostname" }, "a-b.example.com"); fails({ format = "hostname" }, "a b", "expect valid hostname format but got: a b")
     ok_({ format = "uri" }, "http://x/y"); fails({ format = "uri" }, "/x", "expect valid uri format but got: /x")
