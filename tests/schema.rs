@@ -13,11 +13,13 @@ use std::time::Duration;
 use moongate::lua::vm::{LuaVm, VmOptions};
 use support::*;
 
-fn vm() -> LuaVm {
-    // The built-in library (lua/) is what is under test; the prefix only needs to exist.
-    let prefix = std::env::temp_dir().join(format!("moongate-schema-{}", std::process::id()));
-    std::fs::create_dir_all(prefix.join("lua/plugins")).unwrap();
-    LuaVm::new(&VmOptions::for_prefix(&prefix)).unwrap()
+/// A VM over an empty prefix: the built-in library (lua/) is what is under test. The prefix
+/// directory lives as long as the returned guard.
+fn vm() -> (LuaVm, TempDir) {
+    let prefix = TempDir::new("schema");
+    std::fs::create_dir_all(prefix.0.join("lua/plugins")).unwrap();
+    let vm = LuaVm::new(&VmOptions::for_prefix(&prefix.0)).unwrap();
+    (vm, prefix)
 }
 
 fn cases_file() -> PathBuf {
@@ -26,7 +28,7 @@ fn cases_file() -> PathBuf {
 
 /// Runs one group of cases; panics listing every failing case by name.
 fn run_group(group: &str) {
-    let vm = vm();
+    let (vm, _prefix) = vm();
     let src = std::fs::read_to_string(cases_file()).unwrap();
     let groups: mlua::Table = vm
         .lua()
