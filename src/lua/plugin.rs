@@ -4,7 +4,7 @@
 //! `priority` (integer), `name`, `schema` (table) and phase functions. Loading requires it,
 //! checks those fields with APISIX's wording, injects the `_meta` property into the schema (the
 //! per-plugin options every plugin accepts: `disable`, `priority`, `filter`, `error_response`,
-//! `pre_function`), records which phases it implements, and runs its `init()`. `check_conf` runs
+//! `pre_function`; the schema is `apisix.schema_def`'s, the one place it is defined), records which phases it implements, and runs its `init()`. `check_conf` runs
 //! the plugin's `check_schema(conf, schema_type)` on a conf decoded the way APISIX decodes
 //! config (arrays marked with `cjson.array_mt`, `null` as `cjson.null`), which fills defaults
 //! into the conf table the plugin will later receive.
@@ -39,17 +39,25 @@ pub struct LoadedPlugin {
     pub is_auth: bool,
 }
 
-/// Our own words for the `_meta` schema APISIX gives every plugin.
-const META_SCHEMA: &str = r#"{
-  "type": "object",
-  "properties": {
-    "disable": {"type": "boolean"},
-    "priority": {"type": "integer", "description": "overrides the plugin's priority for this resource"},
-    "filter": {"type": "array", "description": "lua-resty-expr expression deciding whether the plugin runs"},
-    "error_response": {"oneOf": [{"type": "string"}, {"type": "object"}]},
-    "pre_function": {"type": "string"}
-  }
-}"#;
+/// Gives a plugin's schema the `_meta` property every plugin accepts, from
+/// `apisix.schema_def.plugin_injected_schema`, and marks it with that table's `$comment` so a
+/// schema is injected once. As in APISIX, a schema without `properties` gets them, and a plugin
+/// that declares `_meta` itself is refused.
+const INJECT_META: &str = r#"
+local schema, name = ...
+local injected = require("apisix.schema_def").plugin_injected_schema
+if schema["$comment"] == injected["$comment"] then return nil end
+if schema.properties == nil then schema.properties = {} end
+if type(schema.properties) ~= "table" then
+    return "invalid plugin [" .. name .. "] schema field"
+end
+if schema.properties._meta ~= nil then
+    return "invalid plugin [" .. name .. "]: found forbidden '_meta' field in the schema"
+end
+schema.properties._meta = injected._meta
+schema["$comment"] = injected["$comment"]
+return nil
+"#;
 
 fn decode_json(lua: &Lua, json: &str) -> mlua::Result<Value> {
     // APISIX decodes config with arrays marked, so empty arrays stay arrays when re-encoded.
@@ -112,14 +120,13 @@ pub fn load(vm: &LuaVm, name: &str) -> Result<LoadedPlugin, String> {
         Value::String(_) => {}
         _ => m.set("name", name).map_err(|e| e.to_string())?,
     }
-    if let Ok(Value::Table(props)) = schema.get::<Value>("properties")
-        && props
-            .get::<Value>("_meta")
-            .map(|v| v.is_nil())
-            .unwrap_or(true)
-    {
-        let meta = decode_json(lua, META_SCHEMA).map_err(|e| e.to_string())?;
-        props.set("_meta", meta).map_err(|e| e.to_string())?;
+    let refused: Option<String> = lua
+        .load(INJECT_META)
+        .set_name("=moongate/inject_meta")
+        .call((schema, name))
+        .map_err(|e| format!("failed to load plugin [{name}] err: {e}"))?;
+    if let Some(e) = refused {
+        return Err(e);
     }
     let phases: Vec<&'static str> = PHASES
         .iter()
@@ -168,10 +175,28 @@ pub fn check_conf(
         .map_err(|e| e.to_string())?;
     match ok {
         Value::Boolean(true) => Ok(t),
+        // A plugin switched off by `_meta.disable` never runs, so a check that fails for
+        // reasons of this node (a missing cache zone, say) must not reject the resource: APISIX
+        // accepts it with a warning.
+        _ if meta_disabled(&t) => {
+            log::warn!(
+                "failed to check the configuration of disabled plugin {name}, accepting it anyway: {}",
+                err.unwrap_or_default()
+            );
+            Ok(t)
+        }
         _ => Err(format!(
             "failed to check the configuration of plugin {name} err: {}",
             err.unwrap_or_default()
         )),
+    }
+}
+
+/// `conf._meta.disable == true`.
+fn meta_disabled(conf: &Table) -> bool {
+    match conf.get::<Value>("_meta") {
+        Ok(Value::Table(meta)) => matches!(meta.get::<Value>("disable"), Ok(Value::Boolean(true))),
+        _ => false,
     }
 }
 
@@ -254,6 +279,85 @@ mod tests {
             err,
             "failed to check the configuration of plugin fixture-auth err: property \"header\" validation failed: wrong type: expected string, got number"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    const SCHEMA_CHECKED: &str = r#"
+        local core_schema = require("apisix.core.schema")
+        local _M = { version = 0.1, priority = 1, name = "fixture-schema",
+            schema = { type = "object", properties = {
+                header = { type = "string", default = "apikey" },
+                codes = { type = "array", items = { type = "integer" }, default = { 200 } } } } }
+        function _M.check_schema(conf) return core_schema.check(_M.schema, conf) end
+        return _M
+    "#;
+
+    #[test]
+    fn check_schema_through_core_schema_fills_defaults_and_checks_meta() {
+        let (vm, dir) = vm_with_plugins(&[
+            ("fixture-schema", SCHEMA_CHECKED),
+            (
+                "declares-meta",
+                "return { version = 0.1, priority = 1, schema = { properties = { _meta = {} } } }",
+            ),
+            (
+                "no-properties",
+                "return { version = 0.1, priority = 1, schema = {} }",
+            ),
+        ]);
+        load(&vm, "fixture-schema").unwrap();
+        let t = check_conf(&vm, "fixture-schema", &serde_json::json!({}), None).unwrap();
+        assert_eq!(t.get::<String>("header").unwrap(), "apikey");
+        assert_eq!(t.get::<Table>("codes").unwrap().get::<i64>(1).unwrap(), 200);
+        let ok = serde_json::json!({"_meta": {"disable": true, "priority": 5, "filter": [["arg_a", "==", "1"]]}});
+        check_conf(&vm, "fixture-schema", &ok, None).unwrap();
+        let err = check_conf(
+            &vm,
+            "fixture-schema",
+            &serde_json::json!({"_meta": {"priority": "high"}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "failed to check the configuration of plugin fixture-schema err: property \"_meta\" validation failed: property \"priority\" validation failed: wrong type: expected integer, got string"
+        );
+        // a plugin disabled by _meta is accepted even when its check fails, as in APISIX
+        let t = check_conf(
+            &vm,
+            "fixture-schema",
+            &serde_json::json!({"header": 1, "_meta": {"disable": true}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.get::<i64>("header").unwrap(), 1);
+        let err = check_conf(
+            &vm,
+            "fixture-schema",
+            &serde_json::json!({"_meta": {"prefunction": "x"}}),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.ends_with("additional properties forbidden, found prefunction"),
+            "{err}"
+        );
+        assert_eq!(
+            load(&vm, "declares-meta").unwrap_err(),
+            "invalid plugin [declares-meta]: found forbidden '_meta' field in the schema"
+        );
+        load(&vm, "no-properties").unwrap();
+        let injected: bool = vm
+            .lua()
+            .load("local s = require('apisix.plugins.no-properties').schema return s.properties._meta == require('apisix.schema_def').plugin_injected_schema._meta and s['$comment'] ~= nil")
+            .eval()
+            .unwrap();
+        assert!(
+            injected,
+            "a schema without properties gets them, with _meta"
+        );
+        // loading again (the workers do) does not inject twice nor refuse the marked schema
+        load(&vm, "fixture-schema").unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 
