@@ -66,6 +66,9 @@ pub struct NodeConfig {
     pub lua_memory_limit: u64,
     /// `moongate.lua_phase_timeout`: longest a phase's Lua may wait before the request fails.
     pub lua_phase_timeout: Duration,
+    /// The whole file as parsed, for Lua's `core.config.local_conf()` (plugins read their own
+    /// keys, `plugin_attr.NAME` and more, that moongate itself does not interpret).
+    pub raw: Value,
 }
 
 /// The dictionaries APISIX declares by default (`nginx_config.http.lua_shared_dict`), so plugins
@@ -575,6 +578,7 @@ impl NodeConfig {
                 shared_dicts,
                 lua_memory_limit,
                 lua_phase_timeout,
+                raw: root.clone(),
             },
             warnings,
         ))
