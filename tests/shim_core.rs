@@ -24,7 +24,12 @@ fn gateway(echo: &Echo, case: &str) -> Gateway {
         "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nroutes:\n  - id: r1\n    name: probe-route\n    uris: [\"/probe\", \"/probe/*\"]\n    upstream_id: e\n    plugins:\n      shim-probe: {{case: {case}}}\n#END\n",
         echo.port
     );
-    Gateway::start_with_files(&config, port, &routes, &[("lua/plugins/shim-probe.lua", PROBE)])
+    Gateway::start_with_files(
+        &config,
+        port,
+        &routes,
+        &[("lua/plugins/shim-probe.lua", PROBE)],
+    )
 }
 
 fn probe(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (Resp, Value) {
@@ -58,7 +63,10 @@ fn json_bytes_match_apisix_cjson_settings() {
     assert_eq!(v["canonical"], r#"{"y":[],"z":{}}"#);
     assert_eq!(v["delayed"], r#"{"k":"v"}"#);
     assert_eq!(v["forced"], true);
-    assert_eq!(v["unforced"], "Cannot serialise function: type not supported");
+    assert_eq!(
+        v["unforced"],
+        "Cannot serialise function: type not supported"
+    );
 }
 
 #[test]
@@ -74,8 +82,14 @@ fn ctx_var_follows_apisix_lookup_order_and_writes_reach_the_proxy() {
     );
     assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
     let var: Value = serde_json::from_str(r.header("x-var").unwrap_or("null")).unwrap();
-    assert_eq!(var["arg_a"], "1", "first value of a repeated argument: {var}");
-    assert_eq!(var["arg_b"], true, "a bare argument is true, as get_uri_args gives it");
+    assert_eq!(
+        var["arg_a"], "1",
+        "first value of a repeated argument: {var}"
+    );
+    assert_eq!(
+        var["arg_b"], true,
+        "a bare argument is true, as get_uri_args gives it"
+    );
     assert_eq!(var["arg_missing"], true);
     assert_eq!(var["http_x_foo"], "bar");
     assert_eq!(var["cookie_c"], "v");
@@ -93,7 +107,10 @@ fn ctx_var_follows_apisix_lookup_order_and_writes_reach_the_proxy() {
     assert_eq!(var["multi"], serde_json::json!(["one", "two"]));
     assert_eq!(var["conf_type"], "route");
     assert_eq!(var["conf_id"], "r1");
-    assert!(var["conf_version"].as_str().is_some_and(|s| !s.is_empty()), "{var}");
+    assert!(
+        var["conf_version"].as_str().is_some_and(|s| !s.is_empty()),
+        "{var}"
+    );
     assert_eq!(var["matched_route_id"], "r1");
     assert_eq!(var["matched_route_has_conf"], true);
     assert_eq!(var["plugins_flat"], true);
@@ -157,9 +174,17 @@ fn request_helpers_read_headers_args_and_bounded_bodies() {
     assert_eq!(v["client_port_is_number"], true);
     assert_eq!(v["http_version"], 1.1);
     // A body that is not JSON: the error APISIX's helper gives, as {message = ...}.
-    let (_, v) = probe(&gw, "/probe", &[("Content-Type", "application/json")], b"{bad");
+    let (_, v) = probe(
+        &gw,
+        "/probe",
+        &[("Content-Type", "application/json")],
+        b"{bad",
+    );
     let msg = v["json_err"].as_str().unwrap_or("");
-    assert!(msg.starts_with("could not parse JSON request body: "), "{v}");
+    assert!(
+        msg.starts_with("could not parse JSON request body: "),
+        "{v}"
+    );
 }
 
 #[test]
@@ -177,7 +202,9 @@ fn lrucache_keys_on_conf_identity_and_conf_owner_version() {
     assert_eq!(second["ctx_obj"], 1);
     let id = first["id"].as_str().unwrap_or("");
     let plain = first["id_plain"].as_str().unwrap_or("");
-    let version = plain.strip_prefix("route#r1#").unwrap_or_else(|| panic!("{first}"));
+    let version = plain
+        .strip_prefix("route#r1#")
+        .unwrap_or_else(|| panic!("{first}"));
     assert_eq!(id, format!("route#r1#extra#{version}"));
     assert_eq!(first["versioned"], "one,two");
     // A new config version makes new conf tables and a new ctx key: both are recreated.
@@ -217,11 +244,20 @@ fn response_exit_string_bodies_and_body_only_calls() {
         ("exit_string", 201, "plain text"),
         ("exit_body_first", 200, "no status here\n"),
         ("exit_mixed", 418, "a{\"b\":1}\nc"),
-        ("return_table", 401, "{\"message\":\"Missing API key in request\"}\n"),
+        (
+            "return_table",
+            401,
+            "{\"message\":\"Missing API key in request\"}\n",
+        ),
     ] {
         let gw = gateway(&echo, case);
         let r = request(gw.port, "GET", "/probe", &[], b"");
-        assert_eq!((r.status, r.body.as_str()), (status, body), "{case}\n{}", gw.error_log());
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (status, body),
+            "{case}\n{}",
+            gw.error_log()
+        );
     }
 }
 
@@ -305,10 +341,16 @@ fn table_string_utils_and_small_modules() {
     assert_eq!(s["env"].as_str(), std::env::var("PATH").ok().as_deref());
     assert_eq!(s["gcd"], 6);
     let etcd = s["etcd"].as_str().unwrap_or("");
-    assert!(etcd.contains("core.etcd (the Lua etcd client) is not supported by moongate"), "{etcd}");
+    assert!(
+        etcd.contains("core.etcd (the Lua etcd client) is not supported by moongate"),
+        "{etcd}"
+    );
     assert!(etcd.contains("(core.etcd.get)"), "{etcd}");
     let cfg_new = s["config_new"].as_str().unwrap_or("");
-    assert!(cfg_new.contains("core.config.new(/protos) is not supported by moongate"), "{cfg_new}");
+    assert!(
+        cfg_new.contains("core.config.new(/protos) is not supported by moongate"),
+        "{cfg_new}"
+    );
     assert_eq!(s["tablepool"], true);
 }
 
@@ -332,11 +374,16 @@ fn log_lines_carry_level_and_the_plugins_location() {
     };
     let warn = line("shim warn line");
     assert!(warn.contains("[warn]"), "{warn}");
+    // The location is the plugin's line (the level function tail-calls ngx.log).
     assert!(warn.contains("[lua] shim-probe.lua:"), "{warn}");
+    assert!(warn.contains(": probe(): shim warn line 42 nil"), "{warn}");
     assert!(warn.contains("shim warn line 42 nil"), "{warn}");
     assert!(line("shim info line").contains("[info]"));
     let err = line("shim error ");
-    assert!(err.contains("[error]") && err.contains(r#"shim error {"k":"v"}"#), "{err}");
+    assert!(
+        err.contains("[error]") && err.contains(r#"shim error {"k":"v"}"#),
+        "{err}"
+    );
     assert!(line("delayed: ").contains("delayed: xy"));
     assert!(line("with prefix").contains("[shim] with prefix"));
     assert!(!log.contains("never z"), "{log}");
