@@ -11,24 +11,34 @@ use serde_json::Value;
 use support::*;
 
 const PROBE: &str = include_str!("../t/fixtures/shim/shim-probe.lua");
+const COPY: &str = include_str!("../t/fixtures/shim/shim-copy.lua");
 
 /// A gateway running `shim-probe` on route `r1` (`/probe*`, conf `{case = CASE}`) in front
 /// of the echo backend.
 fn gateway(echo: &Echo, case: &str) -> Gateway {
+    gateway_with(echo, case, echo.port)
+}
+
+/// As `gateway`, with route `r2` (`/chunks`, shim-probe then shim-copy) proxying to
+/// `chunks_port`.
+fn gateway_with(echo: &Echo, case: &str, chunks_port: u16) -> Gateway {
     let port = free_port();
     let config = format!(
-        "{}plugins:\n  - shim-probe\nplugin_attr:\n  shim-probe:\n    greeting: hello\n",
+        "{}plugins:\n  - shim-probe\n  - shim-copy\nplugin_attr:\n  shim-probe:\n    greeting: hello\n",
         config_yaml(port, "")
     );
     let routes = format!(
-        "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nroutes:\n  - id: r1\n    name: probe-route\n    uris: [\"/probe\", \"/probe/*\"]\n    upstream_id: e\n    plugins:\n      shim-probe: {{case: {case}}}\n#END\n",
+        "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nroutes:\n  - id: r1\n    name: probe-route\n    uris: [\"/probe\", \"/probe/*\"]\n    upstream_id: e\n    plugins:\n      shim-probe: {{case: {case}}}\n  - id: r2\n    uri: /chunks\n    upstream:\n      nodes:\n        \"127.0.0.1:{chunks_port}\": 1\n    plugins:\n      shim-probe: {{case: {case}}}\n      shim-copy: {{}}\n#END\n",
         echo.port
     );
     Gateway::start_with_files(
         &config,
         port,
         &routes,
-        &[("lua/plugins/shim-probe.lua", PROBE)],
+        &[
+            ("lua/plugins/shim-probe.lua", PROBE),
+            ("lua/plugins/shim-copy.lua", COPY),
+        ],
     )
 }
 
@@ -280,6 +290,58 @@ fn hold_body_chunk_hands_the_whole_body_over_once() {
     if let Some(cl) = r.header("content-length") {
         assert_eq!(cl, r.body.len().to_string());
     }
+}
+
+/// A backend that answers every request with a chunked body `aaa`, `bbb`, `ccc`, sent
+/// 50 ms apart so they reach the gateway as separate chunks.
+fn chunked_backend() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+                buf.push(byte[0]);
+            }
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            );
+            for part in ["aaa", "bbb", "ccc"] {
+                let _ = c.write_all(format!("3\r\n{part}\r\n").as_bytes());
+                let _ = c.flush();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.write_all(b"0\r\n\r\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn hold_body_chunk_buffers_per_plugin_across_streamed_chunks() {
+    let echo = Echo::start("e");
+    let gw = gateway_with(&echo, "hold", chunked_backend());
+    let r = request(gw.port, "GET", "/chunks", &[], b"");
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    // shim-probe (priority 1000) held the three chunks and replaced them with its summary...
+    assert_eq!(r.body, "held 9 bytes; first=a", "{}", gw.error_log());
+    // ...it ran once per chunk plus once at the end of the body...
+    let log = wait_log(&gw, "copy saw: ");
+    assert!(log.contains("hold body_filter calls: 4"), "{log}");
+    // ...and shim-copy, after it, kept its own buffer: it saw only what reached it.
+    assert!(log.contains("copy saw: held 9 bytes; first=a"), "{log}");
+}
+
+fn wait_log(gw: &Gateway, needle: &str) -> String {
+    let mut log = String::new();
+    wait_until(needle, Duration::from_secs(5), || {
+        log = gw.error_log();
+        log.contains(needle)
+    });
+    log
 }
 
 #[test]

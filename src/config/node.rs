@@ -148,6 +148,8 @@ const KNOWN: &[&str] = &[
     "deployment.role_data_plane",
     "deployment.role_data_plane.config_provider",
     "plugins",
+    // Read by Lua plugins through core.config.local_conf() / plugin.plugin_attr().
+    "plugin_attr",
     "apisix.extra_lua_path",
     "apisix.ssl.ssl_trusted_certificate",
     "nginx_config.http.lua_shared_dict",
@@ -159,6 +161,7 @@ const KNOWN: &[&str] = &[
 
 /// Known keys whose value is a map of names the user chooses.
 const MAP_VALUED: &[&str] = &[
+    "plugin_attr",
     "nginx_config.http.lua_shared_dict",
     "nginx_config.http.custom_lua_shared_dict",
 ];
