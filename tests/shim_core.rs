@@ -450,3 +450,23 @@ fn log_lines_carry_level_and_the_plugins_location() {
     assert!(line("with prefix").contains("[shim] with prefix"));
     assert!(!log.contains("never z"), "{log}");
 }
+
+#[test]
+fn every_census_core_member_exists_or_is_refused_by_name() {
+    let echo = Echo::start("e");
+    let gw = gateway(&echo, "members");
+    let (_, v) = probe(&gw, "/probe", &[], b"");
+    assert_eq!(v["count"], 110);
+    assert_eq!(v["missing"], serde_json::json!([]), "{v}");
+    // Only the Lua etcd client is refused outright.
+    assert_eq!(
+        v["refused"],
+        serde_json::json!([
+            "core.etcd.get",
+            "core.etcd.keepalive",
+            "core.etcd.server_version",
+            "core.etcd.set"
+        ]),
+        "{v}"
+    );
+}

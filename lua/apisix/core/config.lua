@@ -4,7 +4,7 @@
 -- raises an error naming itself.
 
 local config_local = require("apisix.core.config_local")
-local error = error
+local error, type, tostring = error, type, tostring
 
 local _M = {
     version = 0.3,
@@ -12,10 +12,11 @@ local _M = {
     clear_local_cache = config_local.clear_cache,
 }
 
+-- The provider of the deployment's role (`deployment.role_<role>.config_provider`).
 local conf = config_local.local_conf()
-local provider = conf and conf.deployment and conf.deployment.role_traditional
-    and conf.deployment.role_traditional.config_provider
-_M.type = provider or "yaml"
+local deployment = conf and conf.deployment or {}
+local role_conf = deployment["role_" .. tostring(deployment.role)]
+_M.type = type(role_conf) == "table" and role_conf.config_provider or "yaml"
 
 function _M.new(key)
     error("core.config.new(" .. tostring(key) .. ") is not supported by moongate: "

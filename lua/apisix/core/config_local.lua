@@ -27,9 +27,10 @@ local function defaults()
             worker_processes = "auto",
             http = { client_max_body_size = 0 },
         },
+        -- moongate's own default deployment (APISIX's is traditional + etcd).
         deployment = {
-            role = "traditional",
-            role_traditional = { config_provider = "yaml" },
+            role = "data_plane",
+            role_data_plane = { config_provider = "yaml" },
         },
         plugin_attr = {},
     }
