@@ -414,6 +414,12 @@ fn table_string_utils_and_small_modules() {
         "{cfg_new}"
     );
     assert_eq!(s["tablepool"], true);
+    assert_eq!(s["plugin_get"], true);
+    assert_eq!(s["plugin_get_missing"], true);
+    assert_eq!(s["plugin_attr"], "hello");
+    assert_eq!(s["conf_version"], true, "same content, same version");
+    let md = s["metadata"].as_str().unwrap_or("");
+    assert!(md.contains("apisix.plugin.plugin_metadata is not supported by moongate yet"), "{md}");
 }
 
 #[test]
