@@ -245,6 +245,8 @@ fn response_exit_encodes_tables_with_newline_and_keeps_headers() {
     assert_eq!(r.header("x-shim"), Some("1"));
     assert_eq!(r.header("x-shim-2"), Some("2"));
     assert_eq!(r.header("x-added"), Some("a"));
+    // exit sets no type of its own: nginx's default, as under APISIX.
+    assert_eq!(r.header("content-type"), Some("text/plain"));
 }
 
 #[test]
