@@ -421,7 +421,10 @@ fn table_string_utils_and_small_modules() {
     assert_eq!(s["plugin_attr"], "hello");
     assert_eq!(s["conf_version"], true, "same content, same version");
     let md = s["metadata"].as_str().unwrap_or("");
-    assert!(md.contains("apisix.plugin.plugin_metadata is not supported by moongate yet"), "{md}");
+    assert!(
+        md.contains("apisix.plugin.plugin_metadata is not supported by moongate yet"),
+        "{md}"
+    );
 }
 
 #[test]
