@@ -80,6 +80,7 @@ fn vm_options(prefix: &Path, node: &NodeConfig) -> VmOptions {
     o.memory_limit = (node.lua_memory_limit > 0).then_some(node.lua_memory_limit as usize);
     o.worker_count = node.worker_processes;
     o.shared_dicts = SharedDicts::new(&node.shared_dicts);
+    o.node_config_json = std::sync::Arc::from(node.raw.to_string());
     o
 }
 

@@ -66,6 +66,9 @@ pub struct NodeConfig {
     pub lua_memory_limit: u64,
     /// `moongate.lua_phase_timeout`: longest a phase's Lua may wait before the request fails.
     pub lua_phase_timeout: Duration,
+    /// The whole file as parsed, for Lua's `core.config.local_conf()` (plugins read their own
+    /// keys, `plugin_attr.NAME` and more, that moongate itself does not interpret).
+    pub raw: Value,
 }
 
 /// The dictionaries APISIX declares by default (`nginx_config.http.lua_shared_dict`), so plugins
@@ -145,6 +148,8 @@ const KNOWN: &[&str] = &[
     "deployment.role_data_plane",
     "deployment.role_data_plane.config_provider",
     "plugins",
+    // Read by Lua plugins through core.config.local_conf() / plugin.plugin_attr().
+    "plugin_attr",
     "apisix.extra_lua_path",
     "apisix.ssl.ssl_trusted_certificate",
     "nginx_config.http.lua_shared_dict",
@@ -156,6 +161,7 @@ const KNOWN: &[&str] = &[
 
 /// Known keys whose value is a map of names the user chooses.
 const MAP_VALUED: &[&str] = &[
+    "plugin_attr",
     "nginx_config.http.lua_shared_dict",
     "nginx_config.http.custom_lua_shared_dict",
 ];
@@ -575,6 +581,7 @@ impl NodeConfig {
                 shared_dicts,
                 lua_memory_limit,
                 lua_phase_timeout,
+                raw: root.clone(),
             },
             warnings,
         ))

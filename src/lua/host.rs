@@ -173,7 +173,9 @@ impl LuaHost {
         }
     }
 
-    /// The APISIX `ctx` table plugins receive, for one request and chain owner.
+    /// The APISIX `ctx` table plugins receive, for one request and chain owner: the owner's
+    /// `conf_*`, the route and service ids, then `apisix.core.ctx` gives it `ctx.var` and the
+    /// route fields (`matched_route`, `curr_req_matched`) as APISIX's init does.
     pub fn new_api_ctx(
         &self,
         req: &SharedReq,
@@ -181,27 +183,29 @@ impl LuaHost {
     ) -> mlua::Result<Table> {
         let lua = self.lua();
         let t = lua.create_table()?;
-        let make_var: Function = lua.named_registry_value("moongate.ctx_var").or_else(
+        let init: Function = lua.named_registry_value("moongate.api_ctx").or_else(
             |_| -> mlua::Result<Function> {
-                let f: Function = lua.load(CTX_VAR).set_name("=moongate/ctx_var.lua").eval()?;
-                lua.set_named_registry_value("moongate.ctx_var", f.clone())?;
+                let f: Function = lua.load(API_CTX).set_name("=moongate/api_ctx.lua").eval()?;
+                lua.set_named_registry_value("moongate.api_ctx", f.clone())?;
                 Ok(f)
             },
         )?;
-        t.set("var", make_var.call::<Table>(())?)?;
         t.set("conf_type", owner.conf_type.as_str())?;
         t.set("conf_id", owner.conf_id.as_str())?;
         t.set("conf_version", owner.conf_version.as_str())?;
-        let r = req.borrow();
-        if let Some(id) = &r.route_id {
-            t.set("route_id", id.as_str())?;
+        {
+            let r = req.borrow();
+            if let Some(id) = &r.route_id {
+                t.set("route_id", id.as_str())?;
+            }
+            if let Some(n) = &r.route_name {
+                t.set("route_name", n.as_str())?;
+            }
+            if let Some(s) = &r.service_id {
+                t.set("service_id", s.as_str())?;
+            }
         }
-        if let Some(n) = &r.route_name {
-            t.set("route_name", n.as_str())?;
-        }
-        if let Some(s) = &r.service_id {
-            t.set("service_id", s.as_str())?;
-        }
+        init.call::<()>(t.clone())?;
         Ok(t)
     }
 
@@ -473,23 +477,24 @@ fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
     );
 }
 
-/// `ctx.var`: reads `ngx.var`, with APISIX's decoded `arg_*` (first value of a repeated one).
-const CTX_VAR: &str = r#"
-local ngx_var, get_uri_args, sub, type = ngx.var, ngx.req.get_uri_args, string.sub, type
-local mt = {
-    __index = function(_, k)
-        if type(k) ~= "string" then return nil end
-        if sub(k, 1, 4) == "arg_" then
-            local v = get_uri_args()[sub(k, 5)]
-            if type(v) == "table" then v = v[1] end
-            if v == true then v = "" end
-            return v
-        end
-        return ngx_var[k]
-    end,
-    __newindex = function(_, k, v) ngx_var[k] = v end,
-}
-return function() return setmetatable({}, mt) end
+/// Completes a new `api_ctx` on the Lua side (see `new_api_ctx`).
+const API_CTX: &str = r#"
+local core_ctx = require("apisix.core.ctx")
+return function(api_ctx)
+    core_ctx.set_vars_meta(api_ctx)
+    local route_id = api_ctx.route_id
+    if route_id then
+        -- What plugins read of the matched route; `plugins` is filled by the runner.
+        local version = api_ctx.conf_type == "route" and tonumber(api_ctx.conf_version) or nil
+        api_ctx.matched_route = {
+            key = "/apisix/routes/" .. route_id,
+            modifiedIndex = version,
+            value = { id = route_id, name = api_ctx.route_name, service_id = api_ctx.service_id },
+        }
+    end
+    -- Router captures (uri_param_*) are not passed from the Rust router yet.
+    api_ctx.curr_req_matched = {}
+end
 "#;
 
 #[cfg(test)]

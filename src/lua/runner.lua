@@ -12,8 +12,38 @@ json.encode_escape_forward_slash(false)
 
 local answers = { rewrite = true, access = true, before_proxy = true }
 
+-- What APISIX's init sets up once per request and chain: `ngx.ctx.api_ctx` (core.* functions
+-- called without ctx find it there) and, for the route's chain, `ctx.plugins` (the flat
+-- `{module, conf, ...}` list) and the confs under `ctx.matched_route.value.plugins`.
+local function attach(chain, api_ctx)
+    local ngx_ctx = ngx.ctx
+    if ngx_ctx.api_ctx ~= api_ctx then
+        ngx_ctx.api_ctx = api_ctx
+        api_ctx.ngx_ctx = ngx_ctx
+    end
+    if api_ctx._moongate_chain == chain or api_ctx.conf_type == "global_rule" then
+        return
+    end
+    api_ctx._moongate_chain = chain
+    local flat, confs = {}, {}
+    for i = 1, #chain do
+        local e = chain[i]
+        if e then
+            flat[#flat + 1] = e.mod
+            flat[#flat + 1] = e.conf
+            confs[e.name] = e.conf
+        end
+    end
+    api_ctx.plugins = flat
+    local route = api_ctx.matched_route
+    if route then
+        route.value.plugins = confs
+    end
+end
+
 return function(phase, chain, api_ctx, ...)
     local may_answer = answers[phase]
+    attach(chain, api_ctx)
     for k = 1, select("#", ...) do
         local i = select(k, ...)
         local e = chain[i]

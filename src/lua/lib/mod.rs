@@ -1,4 +1,6 @@
 //! Libraries OpenResty bundles that plugins `require`, written natively where it pays.
 
 pub mod cjson;
+pub mod dns;
+pub mod node;
 pub mod resty;

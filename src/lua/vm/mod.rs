@@ -33,6 +33,8 @@ pub struct VmOptions {
     pub shared_dicts: crate::lua::ngx::shared::SharedDicts,
     /// The gateway's prefix directory, as `ngx.config.prefix()` reports it.
     pub prefix: PathBuf,
+    /// The node's `config.yaml` as JSON text, for `core.config.local_conf()`.
+    pub node_config_json: std::sync::Arc<str>,
 }
 
 impl VmOptions {
@@ -47,6 +49,7 @@ impl VmOptions {
             worker_count: 1,
             shared_dicts: Default::default(),
             prefix: prefix.to_path_buf(),
+            node_config_json: std::sync::Arc::from("{}"),
         }
     }
 }
@@ -103,6 +106,8 @@ impl LuaVm {
         super::lib::resty::register(&lua)?;
         super::config_view::register(&lua)?;
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
+        super::lib::node::register(&lua, opts.node_config_json.clone())?;
+        super::lib::dns::register(&lua)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }
