@@ -695,3 +695,39 @@ fn sighup_reloads_changed_plugin_files_with_destroy_and_init() {
     assert!(log.contains("fixture-version init 2"), "{log}");
     assert!(log.contains("plugins reloaded"), "{log}");
 }
+
+#[test]
+fn a_streaming_content_handler_runs_with_header_and_body_filters() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        r#"routes:
+  - id: s
+    uri: /s
+    plugins:
+      fixture-upper: { trailer: "end" }
+    lua_handlers:
+      header_filter_by_lua: |
+        ngx.header["X-Filtered"] = "yes"
+      content_by_lua: |
+        ngx.say("one")
+        ngx.flush(true)
+        ngx.sleep(0.05)
+        local ok, err = ngx.print("two")
+        ngx.say(" ", tostring(ok), " ", tostring(err))
+"#,
+    );
+    let r = gw.get("/s");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    // The header filter ran before the head went out, and the body filter saw every chunk
+    // the handler printed after its first flush.
+    assert_eq!(r.header("x-filtered"), Some("yes"), "{r:?}");
+    assert_eq!(r.header("x-upper"), Some("1"));
+    assert_eq!(r.body, "ONE\nTWO 1 NIL\nend\n", "{}", gw.error_log());
+    let log = gw.error_log();
+    assert!(
+        !log.contains("API disabled") && !log.contains("attempt to set"),
+        "{log}"
+    );
+}

@@ -84,6 +84,11 @@ pub struct RequestCtx {
     pub resp_headers: HeaderMap,
     /// The response head has gone to the client: status and headers are frozen.
     pub headers_sent: bool,
+    /// A content handler is still running (its filters may run meanwhile, once it flushed).
+    pub content_running: bool,
+    /// The content handler's first `ngx.flush` sent the head: later output goes straight to
+    /// the body stream.
+    pub streaming: bool,
     /// A phase handler has printed output: as in nginx, the status and headers are now
     /// committed (later changes are refused) even though moongate still buffers the body.
     /// The header filter starts with it cleared.
@@ -156,6 +161,8 @@ impl RequestCtx {
             status: 0,
             resp_headers: HeaderMap::new(),
             headers_sent: false,
+            content_running: false,
+            streaming: false,
             output_started: false,
             out: Vec::new(),
             exit: None,

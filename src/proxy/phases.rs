@@ -115,6 +115,9 @@ impl Run {
 
     fn set_phase(&self, phase: Phase, slot: usize) {
         let mut r = self.req.borrow_mut();
+        if matches!(phase, Phase::HeaderFilter | Phase::BodyFilter | Phase::Log) {
+            r.in_content = false;
+        }
         r.phase = Some(phase);
         r.ngx_phase = phase.ngx_phase();
         r.timing = (slot as u8, Some(phase));
@@ -313,6 +316,9 @@ impl Run {
         };
         {
             let mut r = self.req.borrow_mut();
+            if ngx_phase != "content" {
+                r.in_content = false;
+            }
             r.ngx_phase = ngx_phase;
             r.timing.1 = None;
         }
@@ -326,6 +332,16 @@ impl Run {
             }
             Some(Step::Exit) => self.exited(),
             Some(Step::Error) => Flow::Answer(500),
+        }
+    }
+
+    /// After a filter phase ran while a streaming content handler goes on: the handler's
+    /// own calls see the content phase again.
+    fn filter_done(&self) {
+        let mut r = self.req.borrow_mut();
+        if r.content_running {
+            r.in_content = true;
+            r.ngx_phase = "content";
         }
     }
 
@@ -564,6 +580,7 @@ async fn content(run: &Rc<Run>) -> Response<Body> {
     {
         let mut r = run.req.borrow_mut();
         r.in_content = true;
+        r.content_running = true;
         r.ngx_phase = "content";
         r.stream = Some(tx);
         r.head_signal = Some(head_tx);
@@ -572,7 +589,8 @@ async fn content(run: &Rc<Run>) -> Response<Body> {
     let task = tokio::task::spawn_local(async move {
         let flow = me.handler_phase("content_by_lua", "content").await;
         let mut r = me.req.borrow_mut();
-        if r.headers_sent
+        r.content_running = false;
+        if r.streaming
             && let Some(tx) = r.stream.take()
         {
             for chunk in r.out.drain(..) {
@@ -753,6 +771,7 @@ async fn respond(
             status_override = Some(500);
         }
     }
+    run.filter_done();
     let filtering =
         any_phase(&run.chains.borrow(), Phase::BodyFilter) || run.handler("body_filter_by_lua");
     let body = {
@@ -839,6 +858,7 @@ impl BodyFilter for LuaBodyFilter {
             if matches!(flow, Flow::Continue) {
                 flow = run.handler_phase("body_filter_by_lua", "body_filter").await;
             }
+            run.filter_done();
             let mut r = run.req.borrow_mut();
             if let Flow::Answer(500) = flow {
                 // Too late to change the status: cut the body, as nginx aborts it.

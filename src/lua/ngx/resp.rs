@@ -108,7 +108,7 @@ fn output(lua: &Lua, args: MultiValue, newline: bool, api: &str) -> mlua::Result
         r.output_started = true;
         let chunk = buf.freeze();
         match &r.stream {
-            Some(tx) if r.headers_sent => {
+            Some(tx) if r.streaming => {
                 let _ = tx.send(chunk);
             }
             _ => r.out.push(chunk),
@@ -147,7 +147,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 })?)),
                 b"ctx" => Ok(Value::Table(request::ngx_ctx(lua)?)),
                 b"headers_sent" => Ok(Value::Boolean(request::with("ngx.headers_sent", |r| {
-                    r.headers_sent || r.output_started
+                    r.headers_sent || r.output_started || r.streaming
                 })?)),
                 _ => Ok(Value::Nil),
             }
@@ -305,7 +305,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                     };
                 }
                 if let Some(tx) = &r.stream {
-                    r.headers_sent = true;
+                    r.streaming = true;
                     for chunk in r.out.drain(..) {
                         let _ = tx.send(chunk);
                     }
@@ -332,7 +332,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 if phase_of(r) == "content"
                     && let Some(tx) = r.stream.take()
                 {
-                    r.headers_sent = true;
+                    r.streaming = true;
                     for chunk in r.out.drain(..) {
                         let _ = tx.send(chunk);
                     }
