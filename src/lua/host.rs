@@ -182,7 +182,6 @@ impl LuaHost {
         owner: &crate::plugin::ConfOwner,
     ) -> mlua::Result<Table> {
         let lua = self.lua();
-        let t = lua.create_table()?;
         let init: Function = lua.named_registry_value("moongate.api_ctx").or_else(
             |_| -> mlua::Result<Function> {
                 let f: Function = lua.load(API_CTX).set_name("=moongate/api_ctx.lua").eval()?;
@@ -190,23 +189,21 @@ impl LuaHost {
                 Ok(f)
             },
         )?;
-        t.set("conf_type", owner.conf_type.as_str())?;
-        t.set("conf_id", owner.conf_id.as_str())?;
-        t.set("conf_version", owner.conf_version.as_str())?;
-        {
+        // One call that builds the whole table Lua-side: each field set from Rust would be a
+        // protected call of its own.
+        // The request is not borrowed across the call: core.ctx may read it.
+        let (route_id, route_name, service_id) = {
             let r = req.borrow();
-            if let Some(id) = &r.route_id {
-                t.set("route_id", id.as_str())?;
-            }
-            if let Some(n) = &r.route_name {
-                t.set("route_name", n.as_str())?;
-            }
-            if let Some(s) = &r.service_id {
-                t.set("service_id", s.as_str())?;
-            }
-        }
-        init.call::<()>(t.clone())?;
-        Ok(t)
+            (r.route_id.clone(), r.route_name.clone(), r.service_id.clone())
+        };
+        init.call((
+            owner.conf_type.as_str(),
+            owner.conf_id.as_str(),
+            owner.conf_version.as_str(),
+            route_id,
+            route_name,
+            service_id,
+        ))
     }
 
     /// Points `api_ctx` at another chain owner (global rules, then the route).
@@ -480,7 +477,11 @@ fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
 /// Completes a new `api_ctx` on the Lua side (see `new_api_ctx`).
 const API_CTX: &str = r#"
 local core_ctx = require("apisix.core.ctx")
-return function(api_ctx)
+return function(conf_type, conf_id, conf_version, route_id, route_name, service_id)
+    local api_ctx = {
+        conf_type = conf_type, conf_id = conf_id, conf_version = conf_version,
+        route_id = route_id, route_name = route_name, service_id = service_id,
+    }
     core_ctx.set_vars_meta(api_ctx)
     local route_id = api_ctx.route_id
     if route_id then
@@ -494,6 +495,7 @@ return function(api_ctx)
     end
     -- Router captures (uri_param_*) are not passed from the Rust router yet.
     api_ctx.curr_req_matched = {}
+    return api_ctx
 end
 "#;
 
