@@ -1,4 +1,5 @@
 //! Libraries OpenResty bundles that plugins `require`, written natively where it pays.
 
 pub mod cjson;
+pub mod crypto;
 pub mod resty;

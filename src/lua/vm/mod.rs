@@ -101,6 +101,7 @@ impl LuaVm {
         )?;
         super::lib::cjson::register(&lua)?;
         super::lib::resty::register(&lua)?;
+        super::lib::crypto::register(&lua)?;
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
