@@ -70,7 +70,7 @@ impl AesCipher {
         if padding {
             let pad = BLOCK - buf.len() % BLOCK;
             buf.extend(std::iter::repeat_n(pad as u8, pad));
-        } else if buf.len() % BLOCK != 0 {
+        } else if !buf.len().is_multiple_of(BLOCK) {
             // OpenSSL: "data not multiple of block length".
             return None;
         }
@@ -86,7 +86,7 @@ impl AesCipher {
     }
 
     pub fn decrypt(&self, cipher: &[u8], padding: bool) -> Option<Vec<u8>> {
-        if cipher.len() % BLOCK != 0 || (padding && cipher.is_empty()) {
+        if !cipher.len().is_multiple_of(BLOCK) || (padding && cipher.is_empty()) {
             return None;
         }
         let mut buf = cipher.to_vec();
@@ -170,19 +170,23 @@ fn nil_err(lua: &Lua, msg: &str) -> mlua::Result<(Value, Value)> {
     Ok((Value::Nil, Value::String(lua.create_string(msg)?)))
 }
 
+/// `aes:new`'s arguments: the module itself, key, salt, cipher, hash, hash_rounds, iv_len and
+/// enable_padding.
+type NewArgs = (
+    Value,
+    mlua::LuaString,
+    Option<mlua::LuaString>,
+    Option<Table>,
+    Value,
+    Option<u32>,
+    Option<usize>,
+    Option<bool>,
+);
+
 /// `aes:new(key, salt, cipher, hash, hash_rounds, iv_len, enable_padding)`.
 fn new_cipher(
     lua: &Lua,
-    (_module, key, salt, cipher, hash, rounds, iv_len, enable_padding): (
-        Value,
-        mlua::LuaString,
-        Option<mlua::LuaString>,
-        Option<Table>,
-        Value,
-        Option<u32>,
-        Option<usize>,
-        Option<bool>,
-    ),
+    (_module, key, salt, cipher, hash, rounds, iv_len, enable_padding): NewArgs,
 ) -> mlua::Result<(Value, Value)> {
     let (size, mode_name): (usize, String) = match &cipher {
         Some(t) => (t.get("size")?, t.get("cipher")?),

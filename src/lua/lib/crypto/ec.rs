@@ -187,8 +187,22 @@ impl EcKey {
         each_curve!(self, pair, _c => pair.signing.is_some())
     }
 
+    /// A digest shorter than the field, left-padded with zeros: the same integer, which is how
+    /// OpenSSL reads it (sha256 on P-521, say); the ecdsa crate refuses digests under half the
+    /// field length.
+    fn widen(&self, hash: &[u8]) -> Vec<u8> {
+        let n = self.field_len();
+        if hash.len() >= n {
+            return hash.to_vec();
+        }
+        let mut out = vec![0u8; n - hash.len()];
+        out.extend_from_slice(hash);
+        out
+    }
+
     /// Signs a message digest; the signature is raw `r ‖ s` when `raw`, DER otherwise.
     pub fn sign_prehash(&self, hash: &[u8], raw: bool) -> Result<Vec<u8>, String> {
+        let hash = &self.widen(hash);
         each_curve!(self, pair, c => {
             let Some(sk) = &pair.signing else {
                 return Err("missing private key".to_string());
@@ -200,6 +214,7 @@ impl EcKey {
 
     /// Checks a raw (`r ‖ s`) or DER signature over a message digest.
     pub fn verify_prehash(&self, hash: &[u8], signature: &[u8], raw: bool) -> bool {
+        let hash = &self.widen(hash);
         each_curve!(self, pair, c => {
             let sig = if raw {
                 c::ecdsa::Signature::from_slice(signature)

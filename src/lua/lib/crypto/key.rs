@@ -265,16 +265,13 @@ impl Key {
     /// Loads `input` the way `pkey.new(input, {format = …, type = …})` does.
     pub fn load(input: &[u8], format: Format, half: Half) -> Result<Key, KeyError> {
         let text = std::str::from_utf8(input).ok();
-        if matches!(format, Format::Pem | Format::Any) {
-            if let Some((label, der, encrypted)) = text.and_then(parse_pem) {
-                if label == "ENCRYPTED PRIVATE KEY" || encrypted {
-                    return Err(KeyError::Encrypted);
-                }
-                if let Some(k) = from_pem_block(&label, &der, half) {
-                    return Ok(k);
-                }
-                return Err(KeyError::Unsupported);
+        if matches!(format, Format::Pem | Format::Any)
+            && let Some((label, der, encrypted)) = text.and_then(parse_pem)
+        {
+            if label == "ENCRYPTED PRIVATE KEY" || encrypted {
+                return Err(KeyError::Encrypted);
             }
+            return from_pem_block(&label, &der, half).ok_or(KeyError::Unsupported);
         }
         if matches!(format, Format::Jwk | Format::Any) {
             if let Some(t) = text.filter(|t| t.trim_start().starts_with('{')) {
@@ -287,10 +284,10 @@ impl Key {
                 return Err(KeyError::Jwk("jwk: failed to decode JSON".into()));
             }
         }
-        if matches!(format, Format::Der | Format::Any) {
-            if let Some(k) = from_der(input, half) {
-                return Ok(k);
-            }
+        if matches!(format, Format::Der | Format::Any)
+            && let Some(k) = from_der(input, half)
+        {
+            return Ok(k);
         }
         Err(KeyError::Unsupported)
     }

@@ -394,6 +394,9 @@ fn new_pkey(lua: &Lua, (arg, opts): (Value, Option<Table>)) -> mlua::Result<(Val
             };
             Key::generate(&kind, bits, &curve).map_err(|e| format!("pkey.new:generate_key: {e}"))
         }
+        Value::Integer(_) | Value::Number(_) => {
+            Err("pkey.new: unexpected type number at #1".into())
+        }
         other => Err(format!(
             "pkey.new: unexpected type {} at #1",
             other.type_name()

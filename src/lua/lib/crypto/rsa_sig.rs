@@ -80,11 +80,9 @@ pub fn sign_pss(
 
 /// MGF1 (RFC 8017 B.2.1) over `alg`, XORed into `out`.
 fn mgf1_xor(out: &mut [u8], alg: DigestAlg, seed: &[u8]) {
-    let mut counter: u32 = 0;
-    for chunk in out.chunks_mut(alg.output_len()) {
+    for (counter, chunk) in (0u32..).zip(out.chunks_mut(alg.output_len())) {
         let mask = alg.hash(&[seed, &counter.to_be_bytes()]);
         chunk.iter_mut().zip(mask.iter()).for_each(|(o, m)| *o ^= m);
-        counter += 1;
     }
 }
 
