@@ -579,6 +579,13 @@ fn keys_round_trip_through_pem_der_and_jwk() {
             local pem_priv = assert(pkey.new(k:tostring("private", "PEM")))
             assert(pem_priv:is_private())
         end
+        -- openid-connect's export helper
+        local jwk = require("resty.openssl.auxiliary.jwk")
+        local ec = keys[2]
+        local dumped = assert(jwk.dump_jwk(ec))
+        assert(cjson.decode(dumped).crv == "P-256" and cjson.decode(dumped).d == nil)
+        assert(jwk.load_jwk(dumped):to_PEM() == ec:to_PEM())
+        assert(jwk.dump_jwk({}) == nil)
         local none, err = pkey.new('{"kty":"OKP","crv":"Ed448","x":"AA"}', {format = "JWK"})
         assert(none == nil and err:find("Ed448"), err)
         "#,
