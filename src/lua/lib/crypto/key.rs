@@ -376,9 +376,17 @@ impl Key {
                 if private {
                     let k = priv_key.as_ref().ok_or("missing private key")?;
                     put("d", enc(&k.d().to_bytes_be()));
-                    if let [p, q, ..] = k.primes() {
+                    if let [p, q] = k.primes() {
                         put("p", enc(&p.to_bytes_be()));
                         put("q", enc(&q.to_bytes_be()));
+                        // RFC 7518 6.3.2: with p and q come the CRT values.
+                        if let (Some(dp), Some(dq), Some(qi)) =
+                            (k.dp(), k.dq(), k.crt_coefficient())
+                        {
+                            put("dp", enc(&dp.to_bytes_be()));
+                            put("dq", enc(&dq.to_bytes_be()));
+                            put("qi", enc(&qi.to_bytes_be()));
+                        }
                     }
                 }
             }

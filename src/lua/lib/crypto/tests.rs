@@ -570,6 +570,12 @@ fn keys_round_trip_through_pem_der_and_jwk() {
             local jwk_pub = assert(k:tostring("public", "JWK"))
             local jwk_priv = assert(k:tostring("private", "JWK"))
             assert(cjson.decode(jwk_pub).d == nil and cjson.decode(jwk_priv).d ~= nil, i)
+            if i == 1 then
+                local members = cjson.decode(jwk_priv)
+                for _, m in ipairs({"n", "e", "d", "p", "q", "dp", "dq", "qi"}) do
+                    assert(members[m], "RSA JWK member " .. m)
+                end
+            end
             local pub = assert(pkey.new(jwk_pub, {format = "JWK"}))
             assert(pub:verify(sig, "msg", md) == true, "JWK public " .. i)
             local priv = assert(pkey.new(jwk_priv))
