@@ -101,8 +101,8 @@ impl LuaVm {
         )?;
         super::lib::cjson::register(&lua)?;
         super::lib::resty::register(&lua)?;
-        super::lib::crypto::register(&lua)?;
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
+        super::lib::crypto::register(&lua)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }
