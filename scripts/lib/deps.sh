@@ -4,6 +4,8 @@ need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v make >/dev/null 2>&1 || need+=(make)
+# src/lua/lib/crypto tests cross-check keys and signatures with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # tests/oracle.rs runs the same Lua on Debian's nginx + lua-nginx-module as a behaviour oracle.
 for pkg in nginx libnginx-mod-http-lua lua-cjson; do
     dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || need+=("$pkg")

@@ -1,6 +1,7 @@
 //! Libraries OpenResty bundles that plugins `require`, written natively where it pays.
 
 pub mod cjson;
+pub mod crypto;
 pub mod dns;
 pub mod node;
 pub mod resty;

@@ -7,7 +7,8 @@
 use std::cell::RefCell;
 
 use mlua::{Lua, Table, UserData, UserDataMethods};
-use sha2::Digest;
+
+use super::crypto::digest::{DigestAlg, Hasher};
 
 /// The pure-Lua LRU cache, with lua-resty-lrucache's API.
 const LRUCACHE: &str = include_str!("lrucache.lua");
@@ -16,52 +17,7 @@ const LOCK: &str = include_str!("lock.lua");
 /// lua-tablepool's API, in Lua.
 const TABLEPOOL: &str = include_str!("tablepool.lua");
 
-enum Hasher {
-    Md5(md5::Md5),
-    Sha1(sha1::Sha1),
-    Sha224(sha2::Sha224),
-    Sha256(sha2::Sha256),
-    Sha384(sha2::Sha384),
-    Sha512(sha2::Sha512),
-}
-
-impl Hasher {
-    fn new(kind: &str) -> Hasher {
-        match kind {
-            "md5" => Hasher::Md5(md5::Md5::new()),
-            "sha1" => Hasher::Sha1(sha1::Sha1::new()),
-            "sha224" => Hasher::Sha224(sha2::Sha224::new()),
-            "sha384" => Hasher::Sha384(sha2::Sha384::new()),
-            "sha512" => Hasher::Sha512(sha2::Sha512::new()),
-            _ => Hasher::Sha256(sha2::Sha256::new()),
-        }
-    }
-
-    fn update(&mut self, b: &[u8]) {
-        match self {
-            Hasher::Md5(h) => h.update(b),
-            Hasher::Sha1(h) => h.update(b),
-            Hasher::Sha224(h) => h.update(b),
-            Hasher::Sha256(h) => h.update(b),
-            Hasher::Sha384(h) => h.update(b),
-            Hasher::Sha512(h) => h.update(b),
-        }
-    }
-
-    fn finish(&mut self) -> Vec<u8> {
-        match self {
-            Hasher::Md5(h) => h.finalize_reset().to_vec(),
-            Hasher::Sha1(h) => h.finalize_reset().to_vec(),
-            Hasher::Sha224(h) => h.finalize_reset().to_vec(),
-            Hasher::Sha256(h) => h.finalize_reset().to_vec(),
-            Hasher::Sha384(h) => h.finalize_reset().to_vec(),
-            Hasher::Sha512(h) => h.finalize_reset().to_vec(),
-        }
-    }
-}
-
 struct Digester {
-    kind: &'static str,
     h: RefCell<Hasher>,
 }
 
@@ -75,7 +31,8 @@ impl UserData for Digester {
             lua.create_string(d.h.borrow_mut().finish())
         });
         m.add_method("reset", |_, d, ()| {
-            *d.h.borrow_mut() = Hasher::new(d.kind);
+            let mut h = d.h.borrow_mut();
+            *h = Hasher::new(h.alg());
             Ok(true)
         });
     }
@@ -118,17 +75,23 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
             Ok(m)
         })?,
     )?;
-    for kind in ["md5", "sha1", "sha224", "sha256", "sha384", "sha512"] {
+    for alg in [
+        DigestAlg::Md5,
+        DigestAlg::Sha1,
+        DigestAlg::Sha224,
+        DigestAlg::Sha256,
+        DigestAlg::Sha384,
+        DigestAlg::Sha512,
+    ] {
         preload.set(
-            format!("resty.{kind}"),
+            format!("resty.{}", alg.name()),
             lua.create_function(move |lua, ()| {
                 let m = lua.create_table()?;
                 m.set(
                     "new",
                     lua.create_function(move |lua, _: mlua::Value| {
                         lua.create_userdata(Digester {
-                            kind,
-                            h: RefCell::new(Hasher::new(kind)),
+                            h: RefCell::new(Hasher::new(alg)),
                         })
                     })?,
                 )?;

@@ -108,6 +108,7 @@ impl LuaVm {
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
         super::lib::node::register(&lua, opts.node_config_json.clone())?;
         super::lib::dns::register(&lua)?;
+        super::lib::crypto::register(&lua)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }
