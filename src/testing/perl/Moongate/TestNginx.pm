@@ -233,7 +233,6 @@ sub build_block {
             }
         }
         $block->set_value($name, $v);
-        $block->{flag}{$name} = 1 if $name eq 'ONLY' || $name eq 'SKIP' || $name eq 'LAST';
     }
     return $block;
 }
@@ -313,6 +312,15 @@ sub run_tests {
         for my $pre (@Preprocessors) {
             local $_ = $b;
             $pre->($b);
+        }
+        # `--- skip_eval: N: EXPR`: the block is skipped when the Perl expression is true.
+        if (defined(my $cond = $b->{values}{skip_eval})) {
+            my ($expr) = $cond =~ /^\s*\d+\s*:\s*(.*)$/s;
+            $expr //= $cond;
+            my $skip = eval "package main; no strict; $expr";
+            die "$0: skip_eval of $b->{name} failed: $@" if $@;
+            $b->set_value('SKIP', "skip_eval: $expr") if $skip;
+            $b->set_value('skip_eval');
         }
     }
     write_json(\@Blocks);
