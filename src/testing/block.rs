@@ -10,7 +10,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Text(String),
-    Regex { pattern: String, flags: String },
+    Regex {
+        pattern: String,
+        flags: String,
+    },
     List(Vec<Value>),
     /// Something the runner cannot use (a Perl code or hash reference): the block is skipped.
     Unsupported(String),
@@ -189,7 +192,10 @@ mod tests {
             f.selected().iter().map(|b| b.seq).collect::<Vec<_>>(),
             [1, 2]
         );
-        let json = json.replace(r#""name":"TEST 3","sections":{}"#, r#""name":"TEST 3","sections":{"ONLY":""}"#);
+        let json = json.replace(
+            r#""name":"TEST 3","sections":{}"#,
+            r#""name":"TEST 3","sections":{"ONLY":""}"#,
+        );
         let f = File::from_json(&json).unwrap();
         assert_eq!(f.selected().iter().map(|b| b.seq).collect::<Vec<_>>(), [3]);
     }

@@ -43,9 +43,18 @@ pub fn nth(value: &Value, i: usize) -> Option<&Value> {
     }
 }
 
+/// The longest prefix of `s` that is at most `max` bytes and ends on a char boundary.
+fn prefix_at_most(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn show(s: &str) -> String {
     if s.len() > 2000 {
-        format!("{:?}… ({} bytes)", &s[..s.floor_char_boundary(2000)], s.len())
+        format!("{:?}… ({} bytes)", prefix_at_most(s, 2000), s.len())
     } else {
         format!("{s:?}")
     }
@@ -74,10 +83,7 @@ pub fn diff(expected: &str, got: &str) -> String {
 pub fn status(expected: &Value, resp: &Response) -> Result<(), String> {
     let want = expected.text().map(str::trim).unwrap_or_default();
     if want != resp.status.to_string() {
-        return Err(format!(
-            "error_code: expected {want}, got {}",
-            resp.status
-        ));
+        return Err(format!("error_code: expected {want}, got {}", resp.status));
     }
     Ok(())
 }
@@ -139,11 +145,14 @@ pub fn headers(expected: &str, resp: &Response) -> Vec<String> {
         match (want.is_empty(), got) {
             (true, None) => {}
             (true, Some(g)) if g.is_empty() => {}
-            (true, Some(g)) => fails.push(format!("response header {name} must be absent, got {g:?}")),
+            (true, Some(g)) => {
+                fails.push(format!("response header {name} must be absent, got {g:?}"))
+            }
             (false, Some(g)) if g == want => {}
             (false, g) => fails.push(format!(
                 "response header {name}: expected {want:?}, got {}",
-                g.map(|g| format!("{g:?}")).unwrap_or_else(|| "no such header".into())
+                g.map(|g| format!("{g:?}"))
+                    .unwrap_or_else(|| "no such header".into())
             )),
         }
     }
@@ -207,7 +216,10 @@ pub fn missing_from_log(value: &Value, log: &str) -> Vec<String> {
         .iter()
         .filter_map(|p| match log_has(p, log) {
             Ok(true) => None,
-            Ok(false) => Some(format!("error_log: {} not found in the error log", describe(p))),
+            Ok(false) => Some(format!(
+                "error_log: {} not found in the error log",
+                describe(p)
+            )),
             Err(e) => Some(e),
         })
         .collect()
@@ -266,7 +278,9 @@ pub fn grep_log(pattern: &Value, expected: &Value, log: &str) -> Result<(), Stri
             if is_match(&compile(pattern, flags)?, &out) {
                 Ok(())
             } else {
-                Err(format!("grep_error_log_out: {out:?} does not match /{pattern}/{flags}"))
+                Err(format!(
+                    "grep_error_log_out: {out:?} does not match /{pattern}/{flags}"
+                ))
             }
         }
         _ => Err("grep_error_log_out: unusable expectation".into()),
@@ -280,7 +294,10 @@ mod tests {
     fn resp(headers: &[(&str, &str)]) -> Response {
         Response {
             status: 200,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: vec![],
         }
     }
@@ -296,7 +313,10 @@ mod tests {
     #[test]
     fn grep_collects_every_match_one_per_line() {
         let log = "a [warn] x=1 y x=2\nb [warn] x=3\n";
-        let re = Value::Regex { pattern: "x=\\d".into(), flags: "".into() };
+        let re = Value::Regex {
+            pattern: "x=\\d".into(),
+            flags: "".into(),
+        };
         assert!(grep_log(&re, &Value::Text("x=1\nx=2\nx=3\n".into()), log).is_ok());
         assert!(grep_log(&re, &Value::Text("x=1\n".into()), log).is_err());
     }
@@ -305,8 +325,14 @@ mod tests {
     fn log_sections_take_lines_or_eval_items() {
         let log = "2026/01/01 [error] 1#1: boom\n";
         assert!(missing_from_log(&Value::Text("boom\n[error]\n".into()), log).is_empty());
-        assert_eq!(present_in_log(&Value::Text("[error]\n".into()), log).len(), 1);
-        let re = Value::List(vec![Value::Regex { pattern: "bo+m".into(), flags: "".into() }]);
+        assert_eq!(
+            present_in_log(&Value::Text("[error]\n".into()), log).len(),
+            1
+        );
+        let re = Value::List(vec![Value::Regex {
+            pattern: "bo+m".into(),
+            flags: "".into(),
+        }]);
         assert!(missing_from_log(&re, log).is_empty());
     }
 }

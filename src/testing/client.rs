@@ -128,7 +128,8 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(port: u16, timeout: Duration) -> Result<Conn, ClientError> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| ClientError::Connect(port, e))?;
+        let stream =
+            TcpStream::connect(("127.0.0.1", port)).map_err(|e| ClientError::Connect(port, e))?;
         let _ = stream.set_nodelay(true);
         Ok(Conn {
             stream,

@@ -35,7 +35,11 @@ pub enum GatewayError {
         stderr: String,
     },
     #[error("the {role} did not load the new route file within {secs} s (rejected?):\n{log}")]
-    NotReloaded { role: String, secs: u64, log: String },
+    NotReloaded {
+        role: String,
+        secs: u64,
+        log: String,
+    },
     #[error("cannot write {0}: {1}")]
     Write(PathBuf, std::io::Error),
 }
@@ -68,8 +72,11 @@ fn port_busy(port: u16) -> bool {
 
 fn tail(path: &Path, max: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let start = text.len().saturating_sub(max);
-    text[text.floor_char_boundary(start)..].to_string()
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
 }
 
 impl Process {

@@ -14,7 +14,10 @@ const MODULES: [(&str, &str); 5] = [
         "Moongate/TestNginx.pm",
         include_str!("perl/Moongate/TestNginx.pm"),
     ),
-    ("Test/Nginx/Socket.pm", include_str!("perl/Test/Nginx/Socket.pm")),
+    (
+        "Test/Nginx/Socket.pm",
+        include_str!("perl/Test/Nginx/Socket.pm"),
+    ),
     (
         "Test/Nginx/Socket/Lua.pm",
         include_str!("perl/Test/Nginx/Socket/Lua.pm"),

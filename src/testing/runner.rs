@@ -84,7 +84,11 @@ fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
                 .unwrap_or_default();
             inner.sort();
             let (dirs, files): (Vec<_>, Vec<_>) = inner.into_iter().partition(|p| p.is_dir());
-            out.extend(files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "t")));
+            out.extend(
+                files
+                    .into_iter()
+                    .filter(|f| f.extension().is_some_and(|e| e == "t")),
+            );
             out.extend(expand(&dirs));
         } else {
             out.push(p.clone());
@@ -173,7 +177,10 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
     let test_root = test_root(opts, path);
     let cwd = match &opts.apisix_root {
         Some(r) => absolute(r),
-        None => test_root.parent().map(Path::to_path_buf).unwrap_or_else(|| test_root.clone()),
+        None => test_root
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| test_root.clone()),
     };
     if let Err(e) = std::fs::create_dir_all(dir.join("html")) {
         report.file_error(&name, &format!("cannot create {}: {e}", dir.display()));
@@ -181,8 +188,14 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
     }
     let env = vec![
         ("TEST_NGINX_SERVER_PORT".to_string(), opts.port.to_string()),
-        ("TEST_NGINX_HTML_DIR".to_string(), dir.join("html").display().to_string()),
-        ("MOONGATE_TEST_SERVROOT".to_string(), dir.join("gateway").display().to_string()),
+        (
+            "TEST_NGINX_HTML_DIR".to_string(),
+            dir.join("html").display().to_string(),
+        ),
+        (
+            "MOONGATE_TEST_SERVROOT".to_string(),
+            dir.join("gateway").display().to_string(),
+        ),
         ("APISIX_HOME".to_string(), cwd.display().to_string()),
     ];
     let file = match perl::load(&absolute(path), inc, &cwd, dir, &env) {
@@ -224,7 +237,10 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         generation: 0,
     };
     let selected: Vec<Block> = ctx.file.selected().into_iter().cloned().collect();
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     for block in &selected {
         if let Some((f, n)) = &opts.only {
             let matches_file = name.ends_with(f.as_str()) || file_name == *f;
@@ -326,14 +342,21 @@ impl FileCtx<'_> {
             cfg = ymap();
         }
         if let Some(extra) = block.text("extra_yaml_config") {
-            let extra = serde_norway::from_str(extra).map_err(|e| format!("extra_yaml_config: {e}"))?;
+            let extra =
+                serde_norway::from_str(extra).map_err(|e| format!("extra_yaml_config: {e}"))?;
             translate::merge_yaml(&mut cfg, extra);
         }
         if get_path(&cfg, &["apisix", "node_listen"]).is_none() {
-            set_path(&mut cfg, &["apisix", "node_listen"], serde_norway::Value::from(self.opts.port));
+            set_path(
+                &mut cfg,
+                &["apisix", "node_listen"],
+                serde_norway::Value::from(self.opts.port),
+            );
         }
         let mut lua_path = self.lua_path();
-        if let Some(serde_norway::Value::String(user)) = get_path(&cfg, &["apisix", "extra_lua_path"]) {
+        if let Some(serde_norway::Value::String(user)) =
+            get_path(&cfg, &["apisix", "extra_lua_path"])
+        {
             lua_path = format!("{lua_path};{user}");
         }
         set_path(&mut cfg, &["apisix", "extra_lua_path"], lua_path.into());
@@ -342,12 +365,24 @@ impl FileCtx<'_> {
         let admin = get_path(&cfg, &["deployment", "admin"]).cloned();
         set_path(&mut cfg, &["deployment"], ymap());
         set_path(&mut cfg, &["deployment", "role"], "data_plane".into());
-        set_path(&mut cfg, &["deployment", "role_data_plane", "config_provider"], "yaml".into());
+        set_path(
+            &mut cfg,
+            &["deployment", "role_data_plane", "config_provider"],
+            "yaml".into(),
+        );
         if let Some(a) = admin {
             set_path(&mut cfg, &["deployment", "admin"], a);
         }
-        set_path(&mut cfg, &["nginx_config", "error_log"], "logs/error.log".into());
-        set_path(&mut cfg, &["nginx_config", "error_log_level"], self.log_level(block).into());
+        set_path(
+            &mut cfg,
+            &["nginx_config", "error_log"],
+            "logs/error.log".into(),
+        );
+        set_path(
+            &mut cfg,
+            &["nginx_config", "error_log_level"],
+            self.log_level(block).into(),
+        );
         if get_path(&cfg, &["nginx_config", "worker_processes"]).is_none() {
             set_path(
                 &mut cfg,
@@ -366,13 +401,37 @@ impl FileCtx<'_> {
             serde_norway::to_value(ports).unwrap_or(serde_norway::Value::Null),
         );
         set_path(&mut cfg, &["apisix", "enable_ipv6"], false.into());
-        set_path(&mut cfg, &["apisix", "extra_lua_path"], self.lua_path().into());
-        set_path(&mut cfg, &["plugins"], serde_norway::Value::Sequence(vec![]));
-        set_path(&mut cfg, &["nginx_config", "error_log"], "logs/error.log".into());
-        set_path(&mut cfg, &["nginx_config", "error_log_level"], self.log_level(block).into());
-        set_path(&mut cfg, &["nginx_config", "worker_processes"], serde_norway::Value::from(1));
+        set_path(
+            &mut cfg,
+            &["apisix", "extra_lua_path"],
+            self.lua_path().into(),
+        );
+        set_path(
+            &mut cfg,
+            &["plugins"],
+            serde_norway::Value::Sequence(vec![]),
+        );
+        set_path(
+            &mut cfg,
+            &["nginx_config", "error_log"],
+            "logs/error.log".into(),
+        );
+        set_path(
+            &mut cfg,
+            &["nginx_config", "error_log_level"],
+            self.log_level(block).into(),
+        );
+        set_path(
+            &mut cfg,
+            &["nginx_config", "worker_processes"],
+            serde_norway::Value::from(1),
+        );
         for (name, size) in dicts {
-            set_path(&mut cfg, &["nginx_config", "http", "custom_lua_shared_dict", name], size.clone().into());
+            set_path(
+                &mut cfg,
+                &["nginx_config", "http", "custom_lua_shared_dict", name],
+                size.clone().into(),
+            );
         }
         serde_norway::to_string(&cfg).unwrap_or_default()
     }
@@ -422,7 +481,11 @@ impl FileCtx<'_> {
     ) -> Result<(), String> {
         let (text, generation) = self.routes_file(user_routes, routes);
         let slot_alive = {
-            let slot = if upstream { &mut self.upstream } else { &mut self.gateway };
+            let slot = if upstream {
+                &mut self.upstream
+            } else {
+                &mut self.gateway
+            };
             let reuse = match slot.as_mut() {
                 Some(p) => p.config == config && p.alive(),
                 None => false,
@@ -433,7 +496,11 @@ impl FileCtx<'_> {
             reuse
         };
         if slot_alive {
-            let slot = if upstream { &mut self.upstream } else { &mut self.gateway };
+            let slot = if upstream {
+                &mut self.upstream
+            } else {
+                &mut self.gateway
+            };
             if let Some(p) = slot.as_mut() {
                 return p.load_routes(&text, generation).map_err(|e| e.to_string());
             }
@@ -441,10 +508,20 @@ impl FileCtx<'_> {
         let role = if upstream { "test upstream" } else { "gateway" };
         let prefix = self.dir.join(if upstream { "upstream" } else { "gateway" });
         let _ = std::fs::remove_dir_all(&prefix);
-        self.prepare_prefix(&prefix).map_err(|e| format!("cannot prepare {}: {e}", prefix.display()))?;
-        let mut p = Process::start(role, &self.opts.binary, &prefix, &self.cwd, config, &text, ports)
+        self.prepare_prefix(&prefix)
+            .map_err(|e| format!("cannot prepare {}: {e}", prefix.display()))?;
+        let mut p = Process::start(
+            role,
+            &self.opts.binary,
+            &prefix,
+            &self.cwd,
+            config,
+            &text,
+            ports,
+        )
+        .map_err(|e| e.to_string())?;
+        p.load_routes(&text, generation)
             .map_err(|e| e.to_string())?;
-        p.load_routes(&text, generation).map_err(|e| e.to_string())?;
         if upstream {
             self.upstream = Some(p);
         } else {
@@ -457,9 +534,16 @@ impl FileCtx<'_> {
 fn parse_secs(text: &str) -> Option<Duration> {
     let t = text.trim();
     if let Some(ms) = t.strip_suffix("ms") {
-        return ms.trim().parse::<f64>().ok().map(|v| Duration::from_secs_f64(v / 1000.0));
+        return ms
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(|v| Duration::from_secs_f64(v / 1000.0));
     }
-    t.trim_end_matches('s').parse::<f64>().ok().map(Duration::from_secs_f64)
+    t.trim_end_matches('s')
+        .parse::<f64>()
+        .ok()
+        .map(Duration::from_secs_f64)
 }
 
 fn skip_reason(block: &Block) -> Option<String> {
@@ -471,10 +555,14 @@ fn skip_reason(block: &Block) -> Option<String> {
     }
     for (name, value) in &block.sections {
         if !KNOWN.contains(&name.as_str()) {
-            return Some(format!("section --- {name} is not supported by moongate's runner"));
+            return Some(format!(
+                "section --- {name} is not supported by moongate's runner"
+            ));
         }
         if let Some(what) = value.is_unsupported() {
-            return Some(format!("section --- {name} holds {what}, which the runner cannot use"));
+            return Some(format!(
+                "section --- {name} holds {what}, which the runner cannot use"
+            ));
         }
     }
     None
@@ -485,7 +573,10 @@ type Exchange = Result<Response, String>;
 
 fn send_requests(ctx: &FileCtx, block: &Block, timeout: Duration) -> Result<Vec<Exchange>, String> {
     let port = ctx.opts.port;
-    let headers = block.text("more_headers").map(client::parse_headers).unwrap_or_default();
+    let headers = block
+        .text("more_headers")
+        .map(client::parse_headers)
+        .unwrap_or_default();
     let mut out = Vec::new();
     if let Some(raw) = block.get("raw_request") {
         for item in raw.items() {
@@ -502,7 +593,11 @@ fn send_requests(ctx: &FileCtx, block: &Block, timeout: Duration) -> Result<Vec<
         let reqs: Vec<Request> = p
             .items()
             .iter()
-            .map(|v| v.text().ok_or_else(|| "pipelined_requests: not text".to_string()).and_then(Request::parse))
+            .map(|v| {
+                v.text()
+                    .ok_or_else(|| "pipelined_requests: not text".to_string())
+                    .and_then(Request::parse)
+            })
             .collect::<Result<_, _>>()?;
         let mut conn = Conn::open(port, timeout).map_err(|e| e.to_string())?;
         let mut wire = Vec::new();
@@ -511,12 +606,17 @@ fn send_requests(ctx: &FileCtx, block: &Block, timeout: Duration) -> Result<Vec<
         }
         conn.send(&wire).map_err(|e| e.to_string())?;
         for r in &reqs {
-            out.push(conn.read_response(r.method == "HEAD").map_err(|e| e.to_string()));
+            out.push(
+                conn.read_response(r.method == "HEAD")
+                    .map_err(|e| e.to_string()),
+            );
         }
         return Ok(out);
     }
     let Some(req) = block.get("request") else {
-        return Err("the block has no --- request (nor pipelined_requests, raw_request, exec)".into());
+        return Err(
+            "the block has no --- request (nor pipelined_requests, raw_request, exec)".into(),
+        );
     };
     for item in req.items() {
         let text = item.text().ok_or("request: not text")?;
@@ -588,7 +688,14 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         match translate::http_config(&wrapped) {
             Ok(h) => {
                 for mut r in h.routes {
-                    r["vars"] = serde_json::json!([["server_port", "in", UPSTREAM_PORTS.iter().map(|p| p.to_string()).collect::<Vec<_>>()]]);
+                    r["vars"] = serde_json::json!([[
+                        "server_port",
+                        "in",
+                        UPSTREAM_PORTS
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                    ]]);
                     mock.routes.push(r);
                 }
             }
@@ -596,7 +703,10 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         }
     }
     if mock.ports.contains(&ctx.opts.port) {
-        return Outcome::Skip(format!("http_config: a mock server on the test port {}", ctx.opts.port));
+        return Outcome::Skip(format!(
+            "http_config: a mock server on the test port {}",
+            ctx.opts.port
+        ));
     }
 
     let user_routes = if let Some(y) = block.text("apisix_yaml") {
@@ -655,7 +765,10 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         ctx.gateway.as_ref().map(|p| p.log_offset()).unwrap_or(0),
         ctx.upstream.as_ref().map(|p| p.log_offset()).unwrap_or(0),
     );
-    let timeout = block.text("timeout").and_then(parse_secs).unwrap_or(Duration::from_secs(3));
+    let timeout = block
+        .text("timeout")
+        .and_then(parse_secs)
+        .unwrap_or(Duration::from_secs(3));
     let exchanges = if block.has("exec") {
         vec![run_exec(ctx, block, timeout)]
     } else {
@@ -714,25 +827,25 @@ fn check_response(block: &Block, i: usize, resp: &Response) -> Vec<String> {
         )),
         None => {}
     }
-    if let Some(want) = block.get("response_body").and_then(|v| check::nth(v, i)) {
-        if let Err(e) = check::body(want, &body) {
-            fails.push(e);
-        }
-    }
-    if let Some(want) = block.get("response_body_like").and_then(|v| check::nth(v, i)) {
-        if let Err(e) = check::like_value(want, &body, true) {
-            fails.push(e);
-        }
-    }
-    if let Some(want) = block.get("response_body_unlike").and_then(|v| check::nth(v, i)) {
-        if let Err(e) = check::like_value(want, &body, false) {
-            fails.push(e);
-        }
-    }
-    if let Some(want) = block.get("response_headers").and_then(|v| check::nth(v, i)).and_then(|v| v.text()) {
+    let expect = |name: &str| block.get(name).and_then(|v| check::nth(v, i));
+    let body_checks = [
+        expect("response_body").map(|w| check::body(w, &body)),
+        expect("response_body_like").map(|w| check::like_value(w, &body, true)),
+        expect("response_body_unlike").map(|w| check::like_value(w, &body, false)),
+    ];
+    fails.extend(body_checks.into_iter().flatten().filter_map(Result::err));
+    if let Some(want) = block
+        .get("response_headers")
+        .and_then(|v| check::nth(v, i))
+        .and_then(|v| v.text())
+    {
         fails.extend(check::headers(want, resp));
     }
-    if let Some(want) = block.get("response_headers_like").and_then(|v| check::nth(v, i)).and_then(|v| v.text()) {
+    if let Some(want) = block
+        .get("response_headers_like")
+        .and_then(|v| check::nth(v, i))
+        .and_then(|v| v.text())
+    {
         fails.extend(check::headers_like(want, resp));
     }
     fails
@@ -740,7 +853,11 @@ fn check_response(block: &Block, i: usize, resp: &Response) -> Vec<String> {
 
 fn check_logs(ctx: &FileCtx, block: &Block, offsets: (u64, u64)) -> Vec<String> {
     let read = || {
-        let mut log = ctx.gateway.as_ref().map(|p| p.log_since(offsets.0)).unwrap_or_default();
+        let mut log = ctx
+            .gateway
+            .as_ref()
+            .map(|p| p.log_since(offsets.0))
+            .unwrap_or_default();
         if let Some(u) = &ctx.upstream {
             log.push_str(&u.log_since(offsets.1));
         }
@@ -756,10 +873,10 @@ fn check_logs(ctx: &FileCtx, block: &Block, offsets: (u64, u64)) -> Vec<String> 
         if let Some(v) = block.get("error_log") {
             fails.extend(check::missing_from_log(v, &log));
         }
-        if let (Some(p), Some(out)) = (block.get("grep_error_log"), block.get("grep_error_log_out")) {
-            if let Err(e) = check::grep_log(p, out, &log) {
-                fails.push(e);
-            }
+        if let (Some(p), Some(out)) = (block.get("grep_error_log"), block.get("grep_error_log_out"))
+            && let Err(e) = check::grep_log(p, out, &log)
+        {
+            fails.push(e);
         }
         if fails.is_empty() || Instant::now() > end {
             break;
@@ -777,7 +894,11 @@ fn check_logs(ctx: &FileCtx, block: &Block, offsets: (u64, u64)) -> Vec<String> 
 
 /// The last lines the block wrote to the error logs, shown under a failure.
 fn log_tail(ctx: &FileCtx, offsets: (u64, u64)) -> String {
-    let mut log = ctx.gateway.as_ref().map(|p| p.log_since(offsets.0)).unwrap_or_default();
+    let mut log = ctx
+        .gateway
+        .as_ref()
+        .map(|p| p.log_since(offsets.0))
+        .unwrap_or_default();
     if let Some(u) = &ctx.upstream {
         log.push_str(&u.log_since(offsets.1));
     }
@@ -786,5 +907,8 @@ fn log_tail(ctx: &FileCtx, offsets: (u64, u64)) -> String {
     if shown.is_empty() {
         shown.push("(empty)");
     }
-    format!("error log of this block (last lines):\n  {}", shown.join("\n  "))
+    format!(
+        "error log of this block (last lines):\n  {}",
+        shown.join("\n  ")
+    )
 }

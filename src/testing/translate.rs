@@ -126,15 +126,21 @@ fn location_handlers(children: &[Directive], path: &str) -> Result<Handlers, Uns
             continue;
         }
         match name {
-            "content_by_lua" | "access_by_lua" | "rewrite_by_lua" | "header_filter_by_lua"
-            | "body_filter_by_lua" | "log_by_lua" => match d.args.as_slice() {
+            "content_by_lua"
+            | "access_by_lua"
+            | "rewrite_by_lua"
+            | "header_filter_by_lua"
+            | "body_filter_by_lua"
+            | "log_by_lua" => match d.args.as_slice() {
                 [code] => add_handler(&mut h, name, code.clone())?,
                 _ => return unsupported(format!("{name} needs one argument")),
             },
             "return" => {
                 let code = match d.args.first().map(|c| c.parse::<u16>()) {
                     Some(Ok(c)) => c,
-                    _ => return unsupported(format!("return {}: no status code", d.args.join(" "))),
+                    _ => {
+                        return unsupported(format!("return {}: no status code", d.args.join(" ")));
+                    }
                 };
                 let lua = match (code, d.args.get(1)) {
                     (301 | 302 | 303 | 307 | 308, Some(url)) => {
@@ -206,9 +212,15 @@ fn location_handlers(children: &[Directive], path: &str) -> Result<Handlers, Uns
             }
             "lua_need_request_body" => h.read_body = d.args.first().is_some_and(|a| a == "on"),
             // Directives that change nothing moongate's answer depends on.
-            "server_tokens" | "access_log" | "lua_code_cache" | "client_body_buffer_size"
-            | "client_max_body_size" | "proxy_http_version" | "proxy_set_header"
-            | "lua_socket_log_errors" | "log_subrequest" => {}
+            "server_tokens"
+            | "access_log"
+            | "lua_code_cache"
+            | "client_body_buffer_size"
+            | "client_max_body_size"
+            | "proxy_http_version"
+            | "proxy_set_header"
+            | "lua_socket_log_errors"
+            | "log_subrequest" => {}
             other => {
                 return unsupported(format!(
                     "location {path}: nginx directive `{other}` has no moongate translation"
@@ -220,7 +232,11 @@ fn location_handlers(children: &[Directive], path: &str) -> Result<Handlers, Uns
 }
 
 /// One nginx `location` as a moongate route.
-fn location_route(d: &Directive, id: String, vars_extra: Option<Json>) -> Result<Json, Unsupported> {
+fn location_route(
+    d: &Directive,
+    id: String,
+    vars_extra: Option<Json>,
+) -> Result<Json, Unsupported> {
     let children = d.children.as_deref().unwrap_or_default();
     let (uri, vars) = location_match(&d.args)?;
     let path = d.args.last().cloned().unwrap_or_default();
@@ -240,14 +256,15 @@ fn location_route(d: &Directive, id: String, vars_extra: Option<Json>) -> Result
         route.insert("vars".into(), Json::Array(rules));
     }
     if h.read_body {
-        let prev = h.code.remove("rewrite_by_lua").and_then(|c| c.as_str().map(str::to_string));
+        let prev = h
+            .code
+            .remove("rewrite_by_lua")
+            .and_then(|c| c.as_str().map(str::to_string));
         let code = format!("ngx.req.read_body()\n{}", prev.unwrap_or_default());
         h.code.insert("rewrite_by_lua".into(), json!(code));
     }
-    if let Some(t) = &h.default_type {
-        if let Some(Json::String(c)) = h.code.get_mut("content_by_lua") {
-            *c = format!("ngx.header[\"Content-Type\"] = {}\n{c}", lua_str(t));
-        }
+    if let (Some(t), Some(Json::String(c))) = (&h.default_type, h.code.get_mut("content_by_lua")) {
+        *c = format!("ngx.header[\"Content-Type\"] = {}\n{c}", lua_str(t));
     }
     if !h.header_lines.is_empty() {
         let prev = h
@@ -260,7 +277,9 @@ fn location_route(d: &Directive, id: String, vars_extra: Option<Json>) -> Result
     }
     match (&h.upstream, h.code.contains_key("content_by_lua")) {
         (Some(_), true) => {
-            return unsupported(format!("location {path}: both proxy_pass and a content handler"));
+            return unsupported(format!(
+                "location {path}: both proxy_pass and a content handler"
+            ));
         }
         (Some((host, uri)), false) => {
             route.insert(
@@ -299,7 +318,11 @@ pub fn config_locations(snippet: &str) -> Result<Vec<Json>, Unsupported> {
     let mut routes = Vec::new();
     for (i, d) in dirs.iter().enumerate() {
         match d.name.as_str() {
-            "location" => routes.push(location_route(d, format!("moongate-test-location-{i}"), None)?),
+            "location" => routes.push(location_route(
+                d,
+                format!("moongate-test-location-{i}"),
+                None,
+            )?),
             "server_tokens" | "access_log" | "lua_socket_log_errors" => {}
             other => {
                 return unsupported(format!(
@@ -329,8 +352,15 @@ pub fn http_config(snippet: &str) -> Result<HttpConfig, Unsupported> {
                 let mut ports = Vec::new();
                 for c in children.iter().filter(|c| c.name == "listen") {
                     let addr = c.args.first().cloned().unwrap_or_default();
-                    if c.args.iter().skip(1).any(|a| a == "ssl" || a == "http2" || a == "quic") {
-                        return unsupported(format!("http_config: listen {}: TLS/HTTP2 mock servers", c.args.join(" ")));
+                    if c.args
+                        .iter()
+                        .skip(1)
+                        .any(|a| a == "ssl" || a == "http2" || a == "quic")
+                    {
+                        return unsupported(format!(
+                            "http_config: listen {}: TLS/HTTP2 mock servers",
+                            c.args.join(" ")
+                        ));
                     }
                     let port = addr.rsplit(':').next().unwrap_or_default();
                     match port.parse::<u16>() {
@@ -341,7 +371,11 @@ pub fn http_config(snippet: &str) -> Result<HttpConfig, Unsupported> {
                 if ports.is_empty() {
                     return unsupported("http_config: a server without listen");
                 }
-                let vars = json!([["server_port", "in", ports.iter().map(|p| p.to_string()).collect::<Vec<_>>()]]);
+                let vars = json!([[
+                    "server_port",
+                    "in",
+                    ports.iter().map(|p| p.to_string()).collect::<Vec<_>>()
+                ]]);
                 let mut li = 0;
                 for c in children {
                     match c.name.as_str() {
@@ -445,6 +479,9 @@ mod tests {
         let b = serde_norway::from_str("apisix: {x: 2}\nplugins: [b]").unwrap();
         merge_yaml(&mut a, b);
         let s = serde_norway::to_string(&a).unwrap();
-        assert!(s.contains("node_listen: 1984") && s.contains("x: 2") && s.contains("- b"), "{s}");
+        assert!(
+            s.contains("node_listen: 1984") && s.contains("x: 2") && s.contains("- b"),
+            "{s}"
+        );
     }
 }
