@@ -220,6 +220,13 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
             test_root.join("lib/server.lua").display()
         ));
     }
+    // APISIX's test helpers (`lib.test_admin`) need `t/toolkit`, a git submodule that release
+    // archives leave empty: say so once rather than let every block fail obscurely.
+    if opts.apisix_root.is_some()
+        && let Some(msg) = toolkit_note(&test_root)
+    {
+        report.note(&msg);
+    }
     let mut lua_roots: Vec<PathBuf> = opts.lua_paths.iter().map(|p| absolute(p)).collect();
     if lua_roots.is_empty() && Path::new("lua").is_dir() {
         lua_roots.push(absolute(Path::new("lua")));
@@ -268,6 +275,19 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         report.block(&name, block.seq, &block.name, &outcome);
     }
     report
+}
+
+fn toolkit_note(test_root: &Path) -> Option<String> {
+    let dir = test_root.join("toolkit");
+    let empty = std::fs::read_dir(&dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    empty.then(|| {
+        format!(
+            "{} is empty or missing (a git submodule of APISIX): lib.test_admin's require(\"toolkit.json\") will fail unless a --lua-path provides it",
+            dir.display()
+        )
+    })
 }
 
 fn yaml_of(json: &Json) -> serde_norway::Value {
