@@ -94,3 +94,18 @@ fn only_runs_one_block() {
     assert_eq!(lines_starting(&out, "not ok - ").len(), 1, "{out}");
     assert!(out.contains("must-fail.t TEST 2: wrong status"), "{out}");
 }
+
+#[test]
+fn the_server_lua_module_serves_the_apisix_upstream_ports() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (ok, out) = moongate_test(&[
+        "--server-lua",
+        "t/fixtures/test-server.lua",
+        "t/runner/upstream.t",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.trim_end().ends_with("3 passed, 0 failed, 0 skipped"),
+        "{out}"
+    );
+}
