@@ -68,7 +68,7 @@ fn blocks_that_must_fail_are_reported_as_failures() {
     let (ok, out) = moongate_test(&["t/runner/must-fail.t", "t/runner/must-fail-apisix.t"]);
     assert!(!ok, "a run with failures must exit non-zero:\n{out}");
     assert!(lines_starting(&out, "ok - ").is_empty(), "{out}");
-    assert_eq!(lines_starting(&out, "not ok - ").len(), 8, "{out}");
+    assert_eq!(lines_starting(&out, "not ok - ").len(), 9, "{out}");
     for reason in [
         "response_body differs",
         "error_code: expected 200, got 404",
@@ -77,11 +77,12 @@ fn blocks_that_must_fail_are_reported_as_failures() {
         "response header X-Never: expected \"1\", got no such header",
         "request 2: response_body differs",
         "an error nobody asked about",
+        "access_log: \"GET /never-requested\" not found in the access log",
     ] {
         assert!(out.contains(reason), "missing {reason:?} in:\n{out}");
     }
     assert!(
-        out.trim_end().ends_with("0 passed, 8 failed, 0 skipped"),
+        out.trim_end().ends_with("0 passed, 9 failed, 0 skipped"),
         "{out}"
     );
 }

@@ -176,6 +176,19 @@ impl Process {
         String::from_utf8_lossy(&bytes[start..]).into_owned()
     }
 
+    /// The access log (at its default place, `logs/access.log`) from `offset` on.
+    pub fn access_log_offset(&self) -> u64 {
+        std::fs::metadata(self.prefix.join("logs/access.log"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    pub fn access_log_since(&self, offset: u64) -> String {
+        let bytes = std::fs::read(self.prefix.join("logs/access.log")).unwrap_or_default();
+        let start = (offset as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
+    }
+
     /// Replaces the route file and waits until the probe answers `generation`.
     pub fn load_routes(&mut self, routes: &str, generation: u64) -> Result<(), GatewayError> {
         let offset = self.log_offset();

@@ -55,6 +55,7 @@ const KNOWN: &[&str] = &[
     "response_headers_like",
     "error_log",
     "no_error_log",
+    "access_log",
     "grep_error_log",
     "grep_error_log_out",
     "wait",
@@ -785,6 +786,11 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         ctx.gateway.as_ref().map(|p| p.log_offset()).unwrap_or(0),
         ctx.upstream.as_ref().map(|p| p.log_offset()).unwrap_or(0),
     );
+    let access_offset = ctx
+        .gateway
+        .as_ref()
+        .map(|p| p.access_log_offset())
+        .unwrap_or(0);
     let timeout = block
         .text("timeout")
         .and_then(parse_secs)
@@ -823,6 +829,9 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         }
     }
     fails.extend(check_logs(ctx, block, offsets));
+    if let Some(want) = block.get("access_log") {
+        fails.extend(check_access_log(ctx, want, access_offset));
+    }
     if fails.is_empty() {
         Outcome::Pass
     } else {
@@ -910,6 +919,33 @@ fn check_logs(ctx: &FileCtx, block: &Block, offsets: (u64, u64)) -> Vec<String> 
         fails.extend(check::present_in_log(v, &read()));
     }
     fails
+}
+
+/// `--- access_log`: each line (or `eval` item) appears in the gateway's access log; the line
+/// is written after the response, so it is re-read for a moment.
+fn check_access_log(ctx: &FileCtx, want: &super::block::Value, offset: u64) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(2);
+    loop {
+        let log = ctx
+            .gateway
+            .as_ref()
+            .map(|p| p.access_log_since(offset))
+            .unwrap_or_default();
+        let missing: Vec<String> = check::missing_from_log(want, &log)
+            .into_iter()
+            .map(|m| {
+                format!(
+                    "{} (access log: {log:?})",
+                    m.replacen("error_log:", "access_log:", 1)
+                        .replace("the error log", "the access log")
+                )
+            })
+            .collect();
+        if missing.is_empty() || Instant::now() > end {
+            return missing;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The last lines the block wrote to the error logs, shown under a failure.

@@ -149,7 +149,21 @@ log phase ran for /t
 
 
 
-=== TEST 9: an unknown section skips the block, naming it
+=== TEST 9: access_log finds the request's line
+--- config
+    location /t {
+        content_by_lua_block { ngx.say("ok") }
+    }
+--- request
+GET /t?from=access-log-test
+--- response_body
+ok
+--- access_log
+GET /t?from=access-log-test HTTP/1.1
+
+
+
+=== TEST 10: an unknown section skips the block, naming it
 --- stream_request
 hello
 --- response_body
@@ -157,7 +171,7 @@ never checked
 
 
 
-=== TEST 10: an nginx directive without a translation skips the block
+=== TEST 11: an nginx directive without a translation skips the block
 --- config
     location /t {
         echo "hello";
@@ -167,7 +181,7 @@ hello
 
 
 
-=== TEST 11: SKIP skips
+=== TEST 12: SKIP skips
 --- SKIP
 --- config
     location /t { return 200 "x"; }

@@ -97,3 +97,17 @@ X-Never: 1
 GET /t
 --- response_body
 fine
+
+
+
+=== TEST 8: an access log line that is not there
+--- config
+    location /t {
+        content_by_lua_block { ngx.say("ok") }
+    }
+--- request
+GET /t
+--- response_body
+ok
+--- access_log
+GET /never-requested
