@@ -301,3 +301,63 @@ pub fn echo(listen: SocketAddr, name: String) -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+/// The options of `moongate test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// `.t` files or directories of them, run in order.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// An APISIX checkout: its `t/` joins the Lua path and its `t/lib/server.lua` serves the
+    /// test upstreams; files run with the checkout as working directory.
+    #[arg(long = "apisix-root")]
+    pub apisix_root: Option<PathBuf>,
+    /// A Lua root like moongate's `lua/` (modules, and plugins under `plugins/`); repeatable.
+    /// Default: `./lua` when it exists.
+    #[arg(long = "lua-path")]
+    pub lua_path: Vec<PathBuf>,
+    /// The test upstream's Lua module (default: `<test root>/lib/server.lua`).
+    #[arg(long = "server-lua")]
+    pub server_lua: Option<PathBuf>,
+    /// Run one block only: `FILE:N` (a file name or path suffix and its block number).
+    #[arg(long = "only")]
+    pub only: Option<String>,
+    /// Files to run at once (the fixed test ports make this 1 in practice; see docs/testing.md).
+    #[arg(long = "jobs", default_value_t = 1)]
+    pub jobs: usize,
+    /// Keep each file's gateway prefix (config, routes, logs) and print where.
+    #[arg(long = "keep-logs")]
+    pub keep_logs: bool,
+    /// The gateway's port (`$TEST_NGINX_SERVER_PORT`).
+    #[arg(long = "port", default_value_t = 1984)]
+    pub port: u16,
+}
+
+/// `moongate test`: true when no block failed.
+pub fn test(args: TestArgs) -> anyhow::Result<bool> {
+    let only = match &args.only {
+        Some(spec) => {
+            let (file, n) = spec
+                .rsplit_once(':')
+                .with_context(|| format!("--only {spec}: expected FILE:BLOCK"))?;
+            let n: usize = n
+                .parse()
+                .with_context(|| format!("--only {spec}: {n:?} is not a block number"))?;
+            Some((file.to_string(), n))
+        }
+        None => None,
+    };
+    let opts = crate::testing::Options {
+        paths: args.paths,
+        apisix_root: args.apisix_root,
+        lua_paths: args.lua_path,
+        server_lua: args.server_lua,
+        only,
+        jobs: args.jobs,
+        keep_logs: args.keep_logs,
+        port: args.port,
+        binary: std::env::current_exe().context("cannot find the moongate binary")?,
+    };
+    let summary = crate::testing::run(&opts)?;
+    Ok(summary.failed == 0)
+}

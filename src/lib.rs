@@ -14,5 +14,6 @@ pub mod plugin;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod testing;
 pub mod upstream;
 pub mod uri;

@@ -42,6 +42,8 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Run Test::Nginx-style `.t` files (moongate's own or APISIX's) against real gateways.
+    Test(cli::TestArgs),
     /// Serve a small echo backend (answers with the request it received, as JSON).
     Echo {
         #[arg(long, default_value = "127.0.0.1:1980")]
@@ -62,6 +64,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Echo { listen, name } => cli::echo(listen, name),
+        Command::Test(t) => match cli::test(t) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

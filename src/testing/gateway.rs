@@ -1,0 +1,237 @@
+//! A `moongate run` child process for the runner: one prefix directory with its own
+//! `conf/config.yaml`, `conf/apisix.yaml` and `logs/`, started on fixed ports and killed on drop.
+//! Route files change without a restart; the runner knows a new file is live when the probe
+//! route it carries answers with the file's generation number.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::client::{Conn, Request};
+use super::translate::{LOCATION_PRIORITY, lua_str};
+
+pub const PROBE_URI: &str = "/__moongate_test_generation";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("port {0} is already in use by another process; the runner needs it free")]
+    PortBusy(u16),
+    #[error("cannot start {bin}: {err}")]
+    Spawn { bin: String, err: std::io::Error },
+    #[error("the {role} exited during start-up ({status}):\n{stderr}")]
+    Exited {
+        role: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("the {role} did not open port {port} within {secs} s:\n{stderr}")]
+    NoPort {
+        role: String,
+        port: u16,
+        secs: u64,
+        stderr: String,
+    },
+    #[error("the {role} did not load the new route file within {secs} s (rejected?):\n{log}")]
+    NotReloaded {
+        role: String,
+        secs: u64,
+        log: String,
+    },
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+}
+
+/// The probe route that proves which route file is live.
+pub fn probe_route(generation: u64) -> serde_json::Value {
+    json!({
+        "id": "moongate-test-generation",
+        "uri": PROBE_URI,
+        "priority": LOCATION_PRIORITY + 1,
+        "lua_handlers": {"content_by_lua": format!("ngx.print({})", lua_str(&generation.to_string()))},
+    })
+}
+
+pub struct Process {
+    /// `gateway` or `test upstream`, for messages.
+    role: String,
+    child: Child,
+    pub prefix: PathBuf,
+    /// The port the probe is asked on.
+    port: u16,
+    /// The config.yaml text this process was started with.
+    pub config: String,
+    pub ports: Vec<u16>,
+}
+
+fn port_busy(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
+fn tail(path: &Path, max: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+impl Process {
+    /// Writes the files and starts `bin run -p prefix` in `cwd`, waiting until every port
+    /// accepts connections.
+    pub fn start(
+        role: &str,
+        bin: &Path,
+        prefix: &Path,
+        cwd: &Path,
+        config: String,
+        routes: &str,
+        ports: Vec<u16>,
+    ) -> Result<Process, GatewayError> {
+        for &p in &ports {
+            // The previous process of this runner may still be releasing the port.
+            let end = Instant::now() + Duration::from_secs(3);
+            while port_busy(p) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if port_busy(p) {
+                return Err(GatewayError::PortBusy(p));
+            }
+        }
+        for dir in ["conf", "logs"] {
+            let d = prefix.join(dir);
+            std::fs::create_dir_all(&d).map_err(|e| GatewayError::Write(d.clone(), e))?;
+        }
+        write(&prefix.join("conf/config.yaml"), &config)?;
+        write(&prefix.join("conf/apisix.yaml"), routes)?;
+        let stderr_path = prefix.join("logs/stderr.log");
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|e| GatewayError::Write(stderr_path.clone(), e))?;
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("-p")
+            .arg(prefix)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|err| GatewayError::Spawn {
+                bin: bin.display().to_string(),
+                err,
+            })?;
+        let mut p = Process {
+            role: role.to_string(),
+            child,
+            prefix: prefix.to_path_buf(),
+            port: ports.first().copied().unwrap_or(0),
+            config,
+            ports,
+        };
+        let secs = 20;
+        let end = Instant::now() + Duration::from_secs(secs);
+        for &port in &p.ports.clone() {
+            loop {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    return Err(GatewayError::Exited {
+                        role: p.role.clone(),
+                        status: status.to_string(),
+                        stderr: tail(&stderr_path, 4000),
+                    });
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break;
+                }
+                if Instant::now() > end {
+                    return Err(GatewayError::NoPort {
+                        role: p.role.clone(),
+                        port,
+                        secs,
+                        stderr: tail(&stderr_path, 4000),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn error_log_path(&self) -> PathBuf {
+        self.prefix.join("logs/error.log")
+    }
+
+    /// The error log's current length: a block reads only what comes after it.
+    pub fn log_offset(&self) -> u64 {
+        std::fs::metadata(self.error_log_path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    pub fn log_since(&self, offset: u64) -> String {
+        let bytes = std::fs::read(self.error_log_path()).unwrap_or_default();
+        let start = (offset as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
+    }
+
+    /// The access log (at its default place, `logs/access.log`) from `offset` on.
+    pub fn access_log_offset(&self) -> u64 {
+        std::fs::metadata(self.prefix.join("logs/access.log"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    pub fn access_log_since(&self, offset: u64) -> String {
+        let bytes = std::fs::read(self.prefix.join("logs/access.log")).unwrap_or_default();
+        let start = (offset as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
+    }
+
+    /// Replaces the route file and waits until the probe answers `generation`.
+    pub fn load_routes(&mut self, routes: &str, generation: u64) -> Result<(), GatewayError> {
+        let offset = self.log_offset();
+        write(&self.prefix.join("conf/apisix.yaml"), routes)?;
+        let secs = 10;
+        let end = Instant::now() + Duration::from_secs(secs);
+        let want = generation.to_string();
+        while Instant::now() < end {
+            if self.probe().as_deref() == Some(want.as_str()) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(GatewayError::NotReloaded {
+            role: self.role.clone(),
+            secs,
+            log: self.log_since(offset),
+        })
+    }
+
+    fn probe(&self) -> Option<String> {
+        let mut c = Conn::open(self.port, Duration::from_secs(2)).ok()?;
+        let req = Request::parse(&format!("GET {PROBE_URI}")).ok()?;
+        c.send(&req.encode(&[], true)).ok()?;
+        let r = c.read_response(false).ok()?;
+        (r.status == 200).then(|| String::from_utf8_lossy(&r.body).into_owned())
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), GatewayError> {
+    // Write-then-rename, so the watcher never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| GatewayError::Write(tmp.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| GatewayError::Write(path.to_path_buf(), e))
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
