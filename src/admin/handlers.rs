@@ -269,7 +269,6 @@ impl Handlers<'_> {
         let total = list.len();
         let page = arg(&args, "page").and_then(|p| p.parse::<usize>().ok());
         let page_size = arg(&args, "page_size").and_then(|p| p.parse::<usize>().ok());
-        let mut list = list;
         if let (Some(page), Some(size)) = (page, page_size) {
             if !(10..=500).contains(&size) {
                 return Answer {
@@ -409,10 +408,10 @@ impl Handlers<'_> {
                 o.entry("id").or_insert_with(|| json!(id));
             }
         }
-        if t.kind.name == "credentials" || t.kind.name == "secrets" {
-            if let Some(o) = conf.as_object_mut() {
-                o.insert("id".into(), json!(id));
-            }
+        if (t.kind.name == "credentials" || t.kind.name == "secrets")
+            && let Some(o) = conf.as_object_mut()
+        {
+            o.insert("id".into(), json!(id));
         }
         if t.kind.name == "plugin_metadata"
             && let Some(o) = conf.as_object_mut()

@@ -105,13 +105,11 @@ pub fn validate(kind: &Kind, conf: &Value, catalog: &Catalog) -> Result<(), Stri
         return Err("invalid configuration: wrong type: expected object".into());
     };
     match kind.name {
-        "routes" => {
-            if !obj.contains_key("uri") && !obj.contains_key("uris") {
-                return Err(
-                    "invalid configuration: value should match only one schema, but matches none"
-                        .into(),
-                );
-            }
+        "routes" if !obj.contains_key("uri") && !obj.contains_key("uris") => {
+            return Err(
+                "invalid configuration: value should match only one schema, but matches none"
+                    .into(),
+            );
         }
         "consumers" => match obj.get("username") {
             Some(Value::String(u))
