@@ -659,3 +659,33 @@ fn the_data_port_serves_the_admin_api_for_test_harnesses() {
         gw.get("/dp").status == 200
     });
 }
+
+#[test]
+fn lua_plugins_are_checked_shown_and_served_without_storing_defaults() {
+    let gate = include_str!("../t/fixtures/plugins/fixture-gate.lua");
+    let echo = Echo::start("lua");
+    let (gw, ap) =
+        Gateway::start_embedded_with_files("", None, &[("lua/plugins/fixture-gate.lua", gate)]);
+    let r = admin(ap, "GET", "/apisix/admin/plugins/fixture-gate", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["properties"]["mode"]["type"], "string");
+    let r = admin(ap, "GET", "/apisix/admin/plugins/not-enabled", None);
+    assert_eq!(r.status, 404);
+
+    let mut body = route_to(echo.port, "/gated");
+    body["plugins"] = json!({"fixture-gate": {"mode": "table"}});
+    let r = admin(ap, "PUT", "/apisix/admin/routes/g", Some(body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let stored = admin(ap, "GET", "/apisix/admin/routes/g", None).json();
+    assert!(
+        stored["value"]["plugins"]["fixture-gate"]
+            .get("phase")
+            .is_none(),
+        "check_schema's defaults are not stored: {stored}"
+    );
+    wait_until("the gated route served", Duration::from_secs(5), || {
+        gw.get("/gated").status == 401
+    });
+    let r = request(gw.port, "GET", "/gated", &[("x-pass", "yes")], b"");
+    assert_eq!(r.status, 200);
+}

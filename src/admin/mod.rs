@@ -94,7 +94,7 @@ impl AdminApi {
             }
         };
         if let Some(p) = rest.strip_prefix("plugins") {
-            return self.plugins(&req.method, p.trim_start_matches('/'));
+            return self.plugins(&req.method, p.trim_start_matches('/'), &req.query);
         }
         if rest == "schema" || rest.starts_with("schema/") {
             return Answer::error(
@@ -130,7 +130,7 @@ impl AdminApi {
     }
 
     /// `plugins/list`, `plugins/reload`, `plugins/{name}`.
-    fn plugins(&self, method: &http::Method, rest: &str) -> Answer {
+    fn plugins(&self, method: &http::Method, rest: &str, query: &str) -> Answer {
         match rest {
             "reload" => {
                 if method != http::Method::PUT {
@@ -153,12 +153,17 @@ impl AdminApi {
             }
             name => match self.catalog.get(name) {
                 None => Answer::error(404, format!("plugin not found: {name}")),
-                Some(_) => Answer::error(
-                    501,
-                    format!(
-                        "GET /apisix/admin/plugins/{name} (the plugin's schema) is not supported by moongate yet"
-                    ),
-                ),
+                Some(_) => {
+                    let schema_type = match auth::query_arg(query, "schema_type").as_deref() {
+                        Some("consumer") => Some(1),
+                        Some("metadata") => Some(2),
+                        _ => None,
+                    };
+                    match self.catalog.schema(name, schema_type) {
+                        Ok(v) => Answer::json(200, v),
+                        Err(e) => Answer::error(501, e),
+                    }
+                }
             },
         }
     }

@@ -98,10 +98,19 @@ impl Gateway {
     /// Starts a `traditional` node on the embedded store with its Admin API; `seed` is
     /// written as `conf/apisix.yaml` when given. Returns the gateway and the admin port.
     pub fn start_embedded(extra_admin: &str, seed: Option<&str>) -> (Gateway, u16) {
+        Gateway::start_embedded_with_files(extra_admin, seed, &[])
+    }
+
+    /// [`Gateway::start_embedded`] with extra files (plugins) written under the prefix first.
+    pub fn start_embedded_with_files(
+        extra_admin: &str,
+        seed: Option<&str>,
+        files: &[(&str, &str)],
+    ) -> (Gateway, u16) {
         let port = free_port();
         let admin_port = free_port();
         let config = embedded_config_yaml(port, admin_port, extra_admin);
-        let gw = Gateway::start_in(TempDir::new("gw"), &config, port, seed, &[]);
+        let gw = Gateway::start_in(TempDir::new("gw"), &config, port, seed, files);
         wait_until("admin port", Duration::from_secs(10), || {
             port_open(admin_port)
         });
