@@ -152,9 +152,32 @@ pub fn embedded(
             seed.display()
         );
     }
+    plane(store, admin, prefix, published, resolver, catalog, true)
+}
+
+/// Starts the sync of any `store` (embedded or etcd) into `published`, then the Admin API over
+/// it. `need_first_list`: fail when the first listing fails (the embedded store is local, so
+/// that is an error); otherwise the sync keeps retrying and the current snapshot serves.
+pub fn plane(
+    store: Arc<dyn Store>,
+    admin: Option<&AdminConfig>,
+    prefix: &Path,
+    published: Arc<ArcSwap<Snapshot>>,
+    resolver: Arc<dyn Resolve + Send + Sync>,
+    catalog: Arc<Catalog>,
+    need_first_list: bool,
+) -> Result<ConfigPlane, StartError> {
     let (sync, first) = StoreSync::start(store.clone(), published, resolver, catalog.clone())
         .map_err(|e| StartError(format!("cannot start the config sync: {e}")))?;
-    first.map_err(|e| StartError(format!("cannot read the embedded store: {e}")))?;
+    if let Err(e) = first {
+        if need_first_list {
+            return Err(StartError(format!("cannot read {}: {e}", store.describe())));
+        }
+        log::warn!(
+            "cannot read {} at start ({e}); serving the current config until it answers",
+            store.describe()
+        );
+    }
 
     let default_admin;
     let admin = match admin {

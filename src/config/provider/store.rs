@@ -581,4 +581,53 @@ mod tests {
         assert_eq!(ids, vec!["1"], "route 4 names an unknown plugin: refused");
         assert_eq!(c.reported.len(), 3);
     }
+
+    #[test]
+    fn the_sync_follows_writes_and_an_identical_rewrite_rebuilds_nothing() {
+        use crate::config::store::Precondition;
+        use crate::config::store::embedded::EmbeddedStore;
+        let dir = std::env::temp_dir().join(format!("moongate-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open("/apisix", &dir.join("store.json")).unwrap());
+        let catalog = Arc::new(Catalog::empty());
+        let resolver: Arc<dyn Resolve + Send + Sync> = Arc::new(crate::upstream::SystemResolver);
+        let empty = Snapshot::build(Resources::default(), 0, None, resolver.as_ref(), &catalog)
+            .unwrap_or_else(|_| panic!("empty snapshot"));
+        let published = Arc::new(ArcSwap::from_pointee(empty));
+        let (sync, first) =
+            StoreSync::start(store.clone(), published.clone(), resolver, catalog).unwrap();
+        first.unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let route = br#"{"uri":"/a","upstream":{"nodes":{"127.0.0.1:1980":1}}}"#.to_vec();
+        let wait = |what: &str, f: &dyn Fn(&Snapshot) -> bool| {
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            while !f(&published.load()) {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "timed out waiting for {what}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        rt.block_on(store.put("/apisix/routes/1", route.clone(), Precondition::None))
+            .unwrap();
+        wait("the route", &|s| s.routes.len() == 1);
+        let before = published.load_full();
+        rt.block_on(store.put("/apisix/routes/1", route, Precondition::None))
+            .unwrap();
+        std::thread::sleep(COALESCE * 4);
+        assert!(
+            Arc::ptr_eq(&before, &published.load_full()),
+            "identical value: no rebuild"
+        );
+        rt.block_on(store.delete("/apisix/routes/1", Precondition::None))
+            .unwrap();
+        wait("the delete", &|s| s.routes.is_empty());
+        sync.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
