@@ -630,4 +630,107 @@ mod tests {
         sync.stop();
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A store that can be switched off, as an etcd that went away.
+    struct Flaky {
+        inner: crate::config::store::embedded::EmbeddedStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(StoreError::Unavailable("switched off".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Flaky {
+        fn prefix(&self) -> &str {
+            self.inner.prefix()
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn list(&self) -> Result<crate::config::store::Listing, StoreError> {
+            self.check()?;
+            self.inner.list().await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            pre: crate::config::store::Precondition,
+        ) -> Result<Item, StoreError> {
+            self.inner.put(key, value, pre).await
+        }
+        async fn delete(
+            &self,
+            key: &str,
+            pre: crate::config::store::Precondition,
+        ) -> Result<Option<Item>, StoreError> {
+            self.inner.delete(key, pre).await
+        }
+        async fn watch(&self, after: i64) -> Result<crate::config::store::WatchStream, StoreError> {
+            self.check()?;
+            self.inner.watch(after).await
+        }
+    }
+
+    #[test]
+    fn a_store_away_at_start_keeps_the_current_snapshot_then_is_caught_up() {
+        use crate::config::store::Precondition;
+        let dir = std::env::temp_dir().join(format!("moongate-flaky-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let flaky = Arc::new(Flaky {
+            inner: crate::config::store::embedded::EmbeddedStore::open(
+                "/apisix",
+                &dir.join("store.json"),
+            )
+            .unwrap(),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(flaky.put(
+            "/apisix/routes/1",
+            br#"{"uri":"/a","upstream":{"nodes":{"127.0.0.1:1980":1}}}"#.to_vec(),
+            Precondition::None,
+        ))
+        .unwrap();
+        let catalog = Arc::new(Catalog::empty());
+        let resolver: Arc<dyn Resolve + Send + Sync> = Arc::new(crate::upstream::SystemResolver);
+        let empty = Snapshot::build(Resources::default(), 0, None, resolver.as_ref(), &catalog)
+            .unwrap_or_else(|_| panic!("empty snapshot"));
+        let published = Arc::new(ArcSwap::from_pointee(empty));
+        let store: Arc<dyn Store> = flaky.clone();
+        let (sync, first) = StoreSync::start(store, published.clone(), resolver, catalog).unwrap();
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        assert!(
+            published.load().routes.is_empty(),
+            "the current snapshot keeps serving"
+        );
+        flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while published.load().routes.is_empty() {
+            assert!(
+                std::time::Instant::now() < end,
+                "not caught up after the store came back"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sync.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
