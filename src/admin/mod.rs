@@ -108,6 +108,12 @@ impl AdminApi {
                 "the /apisix/admin/configs endpoints (API-driven standalone mode) are not supported by moongate",
             );
         }
+        if auth::query_arg(&req.query, "ttl").is_some() {
+            return Answer::error(
+                501,
+                "?ttl (keys with a lease) is not supported by moongate yet",
+            );
+        }
         let target = match handlers::target(rest) {
             Ok(t) => t,
             Err(a) => return a,
