@@ -226,6 +226,9 @@ fn every_resource_kind_is_stored_listed_and_deleted() {
     );
     let creds = admin(ap, "GET", "/apisix/admin/consumers/jack/credentials", None).json();
     assert_eq!(creds["total"], 1, "{creds}");
+    assert_eq!(creds["list"][0]["value"]["id"], "c1");
+    let secret = admin(ap, "GET", "/apisix/admin/secrets/vault/1", None).json();
+    assert_eq!(secret["value"]["id"], "vault/1");
     let r = admin(
         ap,
         "PUT",

@@ -408,10 +408,17 @@ impl Handlers<'_> {
                 o.entry("id").or_insert_with(|| json!(id));
             }
         }
-        if (t.kind.name == "credentials" || t.kind.name == "secrets")
+        // A credential's value carries its own id (`c1`), as APISIX stores it; a secret's is
+        // `manager/id`.
+        let value_id = match (t.kind.name, &t.id) {
+            ("credentials", Some(cid)) => Some(cid.clone()),
+            ("secrets", _) => Some(id.clone()),
+            _ => None,
+        };
+        if let Some(v) = value_id
             && let Some(o) = conf.as_object_mut()
         {
-            o.insert("id".into(), json!(id));
+            o.insert("id".into(), json!(v));
         }
         if t.kind.name == "plugin_metadata"
             && let Some(o) = conf.as_object_mut()

@@ -504,6 +504,11 @@ impl NodeConfig {
 
         let role = r.string("deployment.role", "data_plane");
         let (provider, admin) = parse_provider(&mut r, prefix, &role);
+        if admin.is_none() && r.get("deployment.admin").is_some() {
+            warnings.push(format!(
+                "deployment.admin: ignored: a {role} node serves no Admin API (use role: traditional)"
+            ));
+        }
         let plugins = match r.get("plugins") {
             None => None,
             Some(Value::Array(a)) => Some(
@@ -821,6 +826,31 @@ mod tests {
                 "deployment.role",
             ]
         );
+    }
+
+    #[test]
+    fn traditional_embedded_reads_the_admin_section() {
+        let (c, w) = parse("deployment:\n  role: traditional\n  role_traditional:\n    config_provider: embedded\n  admin:\n    admin_listen: {ip: 127.0.0.1, port: 9181}\n    admin_key:\n      - {name: v, key: abc, role: viewer}\n    allow_admin: [10.0.0.0/8]\n").unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.provider,
+            Provider::Embedded {
+                data_file: PathBuf::from("/p/data/store.json"),
+                seed: PathBuf::from("/p/conf/apisix.yaml")
+            }
+        );
+        let a = c.admin.unwrap();
+        assert_eq!(a.listen.port(), 9181);
+        assert_eq!(a.keys, vec![("v".into(), "abc".into(), "viewer".into())]);
+        assert_eq!(a.allow, vec!["10.0.0.0/8".to_string()]);
+        let errs = parse(
+            "deployment:\n  role: traditional\n  role_traditional:\n    config_provider: etcd\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].message, "etcd provider not built in this branch");
+        let (c, w) = parse("deployment:\n  admin:\n    admin_key_required: false\n").unwrap();
+        assert!(c.admin.is_none());
+        assert!(w[0].starts_with("deployment.admin: ignored"), "{w:?}");
     }
 
     #[test]
