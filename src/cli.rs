@@ -70,6 +70,7 @@ fn settings(node: &NodeConfig) -> anyhow::Result<Settings> {
 fn routes_path(node: &NodeConfig) -> anyhow::Result<PathBuf> {
     match &node.provider {
         Provider::Yaml { path } => Ok(path.clone()),
+        Provider::Embedded { seed, .. } => Ok(seed.clone()),
     }
 }
 
@@ -130,6 +131,12 @@ fn initial_snapshot(
     }
 }
 
+/// Where the running node's config comes from.
+enum ConfigSource {
+    Yaml(yaml::YamlWatcher),
+    Store(crate::admin::start::ConfigPlane),
+}
+
 /// `moongate run`.
 pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     errlog::install();
@@ -161,13 +168,44 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     let catalog = load_catalog(&vm, &node, false)?;
     let registry = Arc::new(PluginRegistry::new(catalog, vm, node.plugins.clone()));
     let routes = routes_path(&node)?;
-    let snapshot = initial_snapshot(&routes, &resolver, &registry.catalog())?;
-    let store = Arc::new(ArcSwap::from_pointee(snapshot));
-    let watcher = yaml::watch(routes.clone(), store.clone(), resolver, registry.clone());
-    // A plugin reload recompiles the routes against the new catalog.
-    registry.on_reload(Box::new(watcher.reloader()));
+    let (store, config_source) = match &node.provider {
+        Provider::Yaml { .. } => {
+            let snapshot = initial_snapshot(&routes, &resolver, &registry.catalog())?;
+            let store = Arc::new(ArcSwap::from_pointee(snapshot));
+            let watcher = yaml::watch(routes.clone(), store.clone(), resolver, registry.clone());
+            // A plugin reload recompiles the routes against the new catalog.
+            registry.on_reload(Box::new(watcher.reloader()));
+            (store, ConfigSource::Yaml(watcher))
+        }
+        Provider::Embedded { data_file, seed } => {
+            let empty = Snapshot::build(
+                Default::default(),
+                0,
+                None,
+                resolver.as_ref(),
+                &registry.catalog(),
+            )
+            .map_err(|_| anyhow::anyhow!("cannot build an empty snapshot"))?;
+            let published = Arc::new(ArcSwap::from_pointee(empty));
+            let plane = crate::admin::start::embedded(
+                data_file,
+                seed,
+                node.admin.as_ref(),
+                prefix,
+                published.clone(),
+                resolver,
+                registry.clone(),
+            )
+            .context("cannot start the config plane")?;
+            (published, ConfigSource::Store(plane))
+        }
+    };
 
     let shared = Arc::new(Shared {
+        admin: match &config_source {
+            ConfigSource::Store(p) if p.serve_on_data_port => Some(p.admin.handle.clone()),
+            _ => None,
+        },
         store,
         settings: settings(&node)?,
         lua: Some(LuaSettings {
@@ -190,20 +228,30 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
         node.worker_shutdown_timeout,
     )?;
     let addrs: Vec<String> = specs.iter().map(|s| s.addr.to_string()).collect();
+    let source = match &config_source {
+        ConfigSource::Yaml(_) => format!("routes from {} (yaml provider)", routes.display()),
+        ConfigSource::Store(p) => p.describe(),
+    };
     let banner = format!(
-        "moongate {} started: {} worker(s), listening on {}, routes from {} (yaml provider)",
+        "moongate {} started: {} worker(s), listening on {}, {source}",
         env!("CARGO_PKG_VERSION"),
         node.worker_processes,
         addrs.join(", "),
-        routes.display()
     );
     log::info!(target: "notice", "{banner}");
     eprintln!("{banner}");
 
-    signals.wait(&watcher, &registry);
+    let watcher = match &config_source {
+        ConfigSource::Yaml(w) => Some(w),
+        ConfigSource::Store(_) => None,
+    };
+    signals.wait(watcher, &registry);
     log::info!(target: "notice", "shutting down: draining connections");
     server.shutdown();
-    watcher.stop();
+    match config_source {
+        ConfigSource::Yaml(w) => w.stop(),
+        ConfigSource::Store(p) => p.stop(),
+    }
     log::info!(target: "notice", "exited");
     Ok(())
 }
@@ -234,8 +282,8 @@ impl Signals {
         })
     }
 
-    /// Blocks until a stop signal; SIGHUP reloads the plugins and the route file.
-    fn wait(mut self, watcher: &yaml::YamlWatcher, registry: &PluginRegistry) {
+    /// Blocks until a stop signal; SIGHUP reloads the plugins (and the route file).
+    fn wait(mut self, watcher: Option<&yaml::YamlWatcher>, registry: &PluginRegistry) {
         let Signals {
             rt,
             term,
@@ -250,7 +298,7 @@ impl Signals {
                     _ = int.recv() => break,
                     _ = quit.recv() => break,
                     _ = hup.recv() => {
-                        log::info!(target: "notice", "SIGHUP: reloading the plugins and the route file");
+                        log::info!(target: "notice", "SIGHUP: reloading the plugins and the routes");
                         match registry.reload() {
                             Ok(errors) => {
                                 for e in errors {
@@ -259,7 +307,9 @@ impl Signals {
                             }
                             Err(e) => log::error!("cannot reload the plugins: {e}"),
                         }
-                        watcher.reload_now();
+                        if let Some(w) = watcher {
+                            w.reload_now();
+                        }
                     }
                 }
             }
@@ -277,7 +327,9 @@ pub fn check(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     let vm = vm_options(prefix, &node);
     let catalog = load_catalog(&vm, &node, true)?;
     let routes = routes_path(&node)?;
-    initial_snapshot(&routes, &SystemResolver, &catalog)?;
+    if matches!(node.provider, Provider::Yaml { .. }) || routes.is_file() {
+        initial_snapshot(&routes, &SystemResolver, &catalog)?;
+    }
     println!(
         "configuration {} and routes {} are valid",
         prefix.join(config).display(),

@@ -5,6 +5,7 @@
 //! the request, and
 //! `observability` writes the logs.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod echo;

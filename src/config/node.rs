@@ -27,6 +27,27 @@ pub struct ListenAddr {
 pub enum Provider {
     /// APISIX's standalone file (`conf/apisix.yaml`), reloaded on change.
     Yaml { path: PathBuf },
+    /// `traditional` + `embedded`: the Admin API writes to the embedded store in
+    /// `data_file`; `seed` (`conf/apisix.yaml`) fills it once when the file does not exist.
+    Embedded { data_file: PathBuf, seed: PathBuf },
+}
+
+/// `deployment.admin`: the Admin API of a `traditional` node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// `admin_listen`, default `127.0.0.1:9180`.
+    pub listen: std::net::SocketAddr,
+    /// `admin_key`: (name, key, role); an empty key is generated at start.
+    pub keys: Vec<(String, String, String)>,
+    /// `admin_key_required: false` turns key checks off.
+    pub key_required: bool,
+    /// `allow_admin` CIDRs; empty = everyone.
+    pub allow: Vec<String>,
+    /// `allow_key_in_query`: accept `?api_key=` and the `x_api_key` cookie too.
+    pub key_in_query: bool,
+    /// `serve_on_data_port`: `/apisix/admin/*` is also answered on `node_listen`, as APISIX's
+    /// test harness reaches it on port 1984.
+    pub serve_on_data_port: bool,
 }
 
 /// The resolved node configuration.
@@ -53,6 +74,8 @@ pub struct NodeConfig {
     pub connection_idle_timeout: Duration,
     pub http2_idle_timeout: Duration,
     pub provider: Provider,
+    /// The Admin API, `None` for a node without one (`data_plane`).
+    pub admin: Option<AdminConfig>,
     /// The enabled plugin names (`plugins:`), when the file lists them.
     pub plugins: Option<Vec<String>>,
     /// `apisix.extra_lua_path`: `package.path` patterns searched before moongate's own.
@@ -147,6 +170,19 @@ const KNOWN: &[&str] = &[
     "deployment.role",
     "deployment.role_data_plane",
     "deployment.role_data_plane.config_provider",
+    "deployment.role_traditional",
+    "deployment.role_traditional.config_provider",
+    "deployment.admin",
+    "deployment.admin.admin_listen",
+    "deployment.admin.admin_listen.ip",
+    "deployment.admin.admin_listen.port",
+    "deployment.admin.admin_key",
+    "deployment.admin.admin_key_required",
+    "deployment.admin.allow_admin",
+    "deployment.admin.allow_key_in_query",
+    "deployment.admin.serve_on_data_port",
+    "deployment.admin.enable_admin_cors",
+    "deployment.admin.admin_api_version",
     "plugins",
     // Read by Lua plugins through core.config.local_conf() / plugin.plugin_attr().
     "plugin_attr",
@@ -473,27 +509,12 @@ impl NodeConfig {
         let http2_idle_timeout = r.time("nginx_config.http.http2_idle_timeout", "180s");
 
         let role = r.string("deployment.role", "data_plane");
-        let provider_name = r.string("deployment.role_data_plane.config_provider", "yaml");
-        let provider = match (role.as_str(), provider_name.as_str()) {
-            ("data_plane", "yaml") => Provider::Yaml {
-                path: prefix.join("conf/apisix.yaml"),
-            },
-            ("data_plane", other) => {
-                r.error(
-                    "deployment.role_data_plane.config_provider",
-                    format!("config provider {other:?} is not supported yet (only \"yaml\")"),
-                );
-                Provider::Yaml {
-                    path: prefix.join("conf/apisix.yaml"),
-                }
-            }
-            (other, _) => {
-                r.error("deployment.role", format!("role {other:?} is not supported yet (only \"data_plane\" with the yaml provider; etcd arrives with the config-plane issue)"));
-                Provider::Yaml {
-                    path: prefix.join("conf/apisix.yaml"),
-                }
-            }
-        };
+        let (provider, admin) = parse_provider(&mut r, prefix, &role);
+        if admin.is_none() && r.get("deployment.admin").is_some() {
+            warnings.push(format!(
+                "deployment.admin: ignored: a {role} node serves no Admin API (use role: traditional)"
+            ));
+        }
         let plugins = match r.get("plugins") {
             None => None,
             Some(Value::Array(a)) => Some(
@@ -575,6 +596,7 @@ impl NodeConfig {
                 connection_idle_timeout,
                 http2_idle_timeout,
                 provider,
+                admin,
                 plugins,
                 extra_lua_path,
                 ssl_trusted_certificate,
@@ -585,6 +607,130 @@ impl NodeConfig {
             },
             warnings,
         ))
+    }
+}
+
+/// `deployment.role` and its provider, and the Admin API a `traditional` node serves.
+fn parse_provider(
+    r: &mut Reader<'_>,
+    prefix: &Path,
+    role: &str,
+) -> (Provider, Option<AdminConfig>) {
+    let yaml = Provider::Yaml {
+        path: prefix.join("conf/apisix.yaml"),
+    };
+    match role {
+        "data_plane" => {
+            let name = r.string("deployment.role_data_plane.config_provider", "yaml");
+            if name != "yaml" {
+                r.error(
+                    "deployment.role_data_plane.config_provider",
+                    format!("config provider {name:?} is not supported yet (only \"yaml\")"),
+                );
+            }
+            (yaml, None)
+        }
+        "traditional" => {
+            let name = r.string("deployment.role_traditional.config_provider", "embedded");
+            let provider = match name.as_str() {
+                "embedded" => Provider::Embedded {
+                    data_file: prefix.join("data/store.json"),
+                    seed: prefix.join("conf/apisix.yaml"),
+                },
+                "etcd" => {
+                    r.error(
+                        "deployment.role_traditional.config_provider",
+                        "etcd provider not built in this branch",
+                    );
+                    yaml
+                }
+                other => {
+                    r.error(
+                        "deployment.role_traditional.config_provider",
+                        format!("unknown config provider {other:?} (embedded or etcd)"),
+                    );
+                    yaml
+                }
+            };
+            (provider, Some(parse_admin(r)))
+        }
+        other => {
+            r.error(
+                "deployment.role",
+                format!("role {other:?} is not supported yet (\"traditional\" or \"data_plane\")"),
+            );
+            (yaml, None)
+        }
+    }
+}
+
+fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
+    const LISTEN: &str = "deployment.admin.admin_listen";
+    let ip = r.string(&format!("{LISTEN}.ip"), "127.0.0.1");
+    let port = r.number(&format!("{LISTEN}.port"), 9180);
+    let listen = match (
+        ip.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>(),
+        u16::try_from(port),
+    ) {
+        (Ok(ip), Ok(port)) if port > 0 => std::net::SocketAddr::new(ip, port),
+        _ => {
+            r.error(
+                LISTEN,
+                format!("expected {{ip, port}} with a valid address and port, got {ip}:{port}"),
+            );
+            std::net::SocketAddr::from(([127, 0, 0, 1], 9180))
+        }
+    };
+    const KEYS: &str = "deployment.admin.admin_key";
+    let mut keys = Vec::new();
+    match r.get(KEYS) {
+        None => keys.push(("admin".to_string(), String::new(), "admin".to_string())),
+        Some(Value::Array(list)) => {
+            for (i, k) in list.iter().enumerate() {
+                let field = |f: &str| k.get(f).and_then(Value::as_str).map(str::to_string);
+                let role = field("role").unwrap_or_else(|| "admin".into());
+                if role != "admin" && role != "viewer" {
+                    r.error(
+                        &format!("{KEYS}[{i}].role"),
+                        format!("unknown role {role:?} (admin or viewer)"),
+                    );
+                }
+                keys.push((
+                    field("name").unwrap_or_else(|| format!("key{i}")),
+                    field("key").unwrap_or_default(),
+                    role,
+                ));
+            }
+        }
+        Some(other) => r.error(
+            KEYS,
+            format!("expected a list of {{name, key, role}}, got {other}"),
+        ),
+    }
+    const ALLOW: &str = "deployment.admin.allow_admin";
+    let allow = match r.get(ALLOW) {
+        None => vec!["127.0.0.0/24".to_string()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(other) => {
+            r.error(ALLOW, format!("expected a list of CIDRs, got {other}"));
+            Vec::new()
+        }
+    };
+    for c in &allow {
+        if let Err(e) = crate::router::ip::Cidr::parse(c) {
+            r.error(ALLOW, e);
+        }
+    }
+    AdminConfig {
+        listen,
+        keys,
+        key_required: r.boolean("deployment.admin.admin_key_required", true),
+        allow,
+        key_in_query: r.boolean("deployment.admin.allow_key_in_query", false),
+        serve_on_data_port: r.boolean("deployment.admin.serve_on_data_port", false),
     }
 }
 
@@ -673,7 +819,7 @@ mod tests {
 
     #[test]
     fn every_bad_value_is_reported() {
-        let errs = parse("apisix:\n  node_listen: 70000\n  ssl:\n    enable: true\nnginx_config:\n  worker_processes: 0\n  error_log_level: loud\n  http:\n    client_max_body_size: lots\n    keepalive_timeout: soon\ndeployment:\n  role: traditional\n").unwrap_err();
+        let errs = parse("apisix:\n  node_listen: 70000\n  ssl:\n    enable: true\nnginx_config:\n  worker_processes: 0\n  error_log_level: loud\n  http:\n    client_max_body_size: lots\n    keepalive_timeout: soon\ndeployment:\n  role: sideways\n").unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -687,6 +833,31 @@ mod tests {
                 "deployment.role",
             ]
         );
+    }
+
+    #[test]
+    fn traditional_embedded_reads_the_admin_section() {
+        let (c, w) = parse("deployment:\n  role: traditional\n  role_traditional:\n    config_provider: embedded\n  admin:\n    admin_listen: {ip: 127.0.0.1, port: 9181}\n    admin_key:\n      - {name: v, key: abc, role: viewer}\n    allow_admin: [10.0.0.0/8]\n").unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.provider,
+            Provider::Embedded {
+                data_file: PathBuf::from("/p/data/store.json"),
+                seed: PathBuf::from("/p/conf/apisix.yaml")
+            }
+        );
+        let a = c.admin.unwrap();
+        assert_eq!(a.listen.port(), 9181);
+        assert_eq!(a.keys, vec![("v".into(), "abc".into(), "viewer".into())]);
+        assert_eq!(a.allow, vec!["10.0.0.0/8".to_string()]);
+        let errs = parse(
+            "deployment:\n  role: traditional\n  role_traditional:\n    config_provider: etcd\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].message, "etcd provider not built in this branch");
+        let (c, w) = parse("deployment:\n  admin:\n    admin_key_required: false\n").unwrap();
+        assert!(c.admin.is_none());
+        assert!(w[0].starts_with("deployment.admin: ignored"), "{w:?}");
     }
 
     #[test]

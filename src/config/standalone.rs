@@ -67,7 +67,8 @@ impl ConfigError {
     }
 }
 
-const KINDS: &[&str] = &[
+/// The resource kinds, as top-level keys of the file and directories of the store.
+pub const KINDS: &[&str] = &[
     "routes",
     "services",
     "upstreams",
@@ -81,6 +82,83 @@ const KINDS: &[&str] = &[
     "secrets",
     "stream_routes",
 ];
+
+impl Resources {
+    /// Parses one item of `kind` (a [`KINDS`] name) and adds it. `position` names the item
+    /// in errors when it has no id. The same check serves the YAML file and store items.
+    pub fn add_item(
+        &mut self,
+        kind: &str,
+        position: usize,
+        item: &Value,
+    ) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let l = label(kind, position, item);
+        match kind {
+            "routes" => {
+                if let Some(r) = typed::<Route>(kind, position, item, &mut errors) {
+                    if r.id.is_none() {
+                        errors.push(ConfigError::new(l, "id", "missing `id`"));
+                    } else {
+                        self.routes.push(r);
+                    }
+                }
+            }
+            "services" => {
+                if let Some(s) = typed::<Service>(kind, position, item, &mut errors) {
+                    if s.id.is_none() {
+                        errors.push(ConfigError::new(l, "id", "missing `id`"));
+                    } else {
+                        self.services.push(s);
+                    }
+                }
+            }
+            "upstreams" => {
+                if let Some(u) = typed::<Upstream>(kind, position, item, &mut errors) {
+                    if u.id.is_none() {
+                        errors.push(ConfigError::new(l, "id", "missing `id`"));
+                    } else {
+                        self.upstreams.push(u);
+                    }
+                }
+            }
+            other => {
+                let Some(list) = self.others.list_mut(other) else {
+                    return Err(ConfigError::new(
+                        l,
+                        "(item)",
+                        format!("unknown resource kind {other:?}"),
+                    ));
+                };
+                if let Some(o) = opaque(other, position, item, &mut errors) {
+                    list.push(o);
+                }
+            }
+        }
+        match errors.pop() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl OtherResources {
+    /// The list holding `kind`, `None` for a kind that is not one of these.
+    pub fn list_mut(&mut self, kind: &str) -> Option<&mut Vec<OpaqueResource>> {
+        Some(match kind {
+            "consumers" => &mut self.consumers,
+            "consumer_groups" => &mut self.consumer_groups,
+            "global_rules" => &mut self.global_rules,
+            "plugin_configs" => &mut self.plugin_configs,
+            "plugin_metadata" => &mut self.plugin_metadata,
+            "ssls" => &mut self.ssls,
+            "protos" => &mut self.protos,
+            "secrets" => &mut self.secrets,
+            "stream_routes" => &mut self.stream_routes,
+            _ => return None,
+        })
+    }
+}
 
 /// True when the last non-blank line is `#END`.
 pub fn has_end_marker(text: &str) -> bool {
@@ -223,50 +301,8 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
                 errors.push(ConfigError::new(l.clone(), "id", "duplicate id"));
                 continue;
             }
-            match kind.as_str() {
-                "routes" => {
-                    if let Some(r) = typed::<Route>(kind, i, item, &mut errors) {
-                        if r.id.is_none() {
-                            errors.push(ConfigError::new(l, "id", "missing `id`"));
-                        } else {
-                            res.routes.push(r);
-                        }
-                    }
-                }
-                "services" => {
-                    if let Some(s) = typed::<Service>(kind, i, item, &mut errors) {
-                        if s.id.is_none() {
-                            errors.push(ConfigError::new(l, "id", "missing `id`"));
-                        } else {
-                            res.services.push(s);
-                        }
-                    }
-                }
-                "upstreams" => {
-                    if let Some(u) = typed::<Upstream>(kind, i, item, &mut errors) {
-                        if u.id.is_none() {
-                            errors.push(ConfigError::new(l, "id", "missing `id`"));
-                        } else {
-                            res.upstreams.push(u);
-                        }
-                    }
-                }
-                other => {
-                    if let Some(o) = opaque(other, i, item, &mut errors) {
-                        let o_list = match other {
-                            "consumers" => &mut res.others.consumers,
-                            "consumer_groups" => &mut res.others.consumer_groups,
-                            "global_rules" => &mut res.others.global_rules,
-                            "plugin_configs" => &mut res.others.plugin_configs,
-                            "plugin_metadata" => &mut res.others.plugin_metadata,
-                            "ssls" => &mut res.others.ssls,
-                            "protos" => &mut res.others.protos,
-                            "secrets" => &mut res.others.secrets,
-                            _ => &mut res.others.stream_routes,
-                        };
-                        o_list.push(o);
-                    }
-                }
+            if let Err(e) = res.add_item(kind, i, item) {
+                errors.push(e);
             }
         }
     }

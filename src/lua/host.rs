@@ -194,7 +194,11 @@ impl LuaHost {
         // The request is not borrowed across the call: core.ctx may read it.
         let (route_id, route_name, service_id) = {
             let r = req.borrow();
-            (r.route_id.clone(), r.route_name.clone(), r.service_id.clone())
+            (
+                r.route_id.clone(),
+                r.route_name.clone(),
+                r.service_id.clone(),
+            )
         };
         init.call((
             owner.conf_type.as_str(),

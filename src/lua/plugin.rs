@@ -200,6 +200,37 @@ fn meta_disabled(conf: &Table) -> bool {
     }
 }
 
+/// The plugin's schema as JSON: `schema`, or `consumer_schema` (`schema_type` 1) or
+/// `metadata_schema` (2) when asked, as `GET /apisix/admin/plugins/{name}` shows it.
+pub fn schema_json(vm: &LuaVm, name: &str, schema_type: Option<i64>) -> Result<String, String> {
+    let lua = vm.lua();
+    let require: Function = lua.globals().get("require").map_err(|e| e.to_string())?;
+    let module: Table = require
+        .call(format!("apisix.plugins.{name}"))
+        .map_err(|e| e.to_string())?;
+    let field = match schema_type {
+        Some(1) => "consumer_schema",
+        Some(2) => "metadata_schema",
+        _ => "schema",
+    };
+    let schema: Value = module.get(field).map_err(|e| e.to_string())?;
+    if schema.is_nil() {
+        return Ok("{}".into());
+    }
+    let encode: Function = lua
+        .load("return require('cjson.safe').encode")
+        .eval()
+        .map_err(|e| e.to_string())?;
+    let (text, err): (Option<String>, Option<String>) =
+        encode.call(schema).map_err(|e| e.to_string())?;
+    text.ok_or_else(|| {
+        format!(
+            "cannot encode the schema of plugin {name}: {}",
+            err.unwrap_or_default()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -26,7 +26,15 @@ pub struct PluginInfo {
     pub is_auth: bool,
 }
 
-type CheckRequest = (String, Value, Option<i64>, mpsc::Sender<Result<(), String>>);
+/// What the control VM is asked: a conf check, or (`conf` = `Value::Null`, marked by
+/// `want_schema`) a schema as JSON text.
+struct CheckRequest {
+    name: String,
+    conf: Value,
+    schema_type: Option<i64>,
+    want_schema: bool,
+    reply: mpsc::Sender<Result<String, String>>,
+}
 
 /// The enabled plugins.
 pub struct Catalog {
@@ -148,19 +156,55 @@ impl Catalog {
                 let Some(checker) = &self.checker else {
                     return Err(format!("unknown plugin [{name}]"));
                 };
-                let (reply_tx, reply_rx) = mpsc::channel();
-                let sent = checker
-                    .lock()
-                    .map_err(|_| "the plugin checker is gone".to_string())?
-                    .send((name.to_string(), conf.clone(), schema_type, reply_tx));
-                if sent.is_err() {
-                    return Err("the plugin checker is gone".into());
-                }
-                reply_rx
-                    .recv()
-                    .unwrap_or_else(|_| Err("the plugin checker is gone".into()))
+                self.ask(checker, name, conf.clone(), schema_type, false)
+                    .map(|_| ())
             }
         }
+    }
+
+    /// The plugin's schema (`schema_type` 1 = consumer, 2 = metadata) as JSON. Native
+    /// plugins have none to show yet: the error says so.
+    pub fn schema(&self, name: &str, schema_type: Option<i64>) -> Result<Value, String> {
+        match self.plugins.get(name).map(|p| &p.imp) {
+            None => Err(format!("unknown plugin [{name}]")),
+            Some(Impl::Native(_)) => Err(format!(
+                "plugin {name} is native: its schema is not served by the Admin API yet"
+            )),
+            Some(Impl::Lua) => {
+                let Some(checker) = &self.checker else {
+                    return Err(format!("unknown plugin [{name}]"));
+                };
+                let text = self.ask(checker, name, Value::Null, schema_type, true)?;
+                serde_json::from_str(&text).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn ask(
+        &self,
+        checker: &Mutex<mpsc::Sender<CheckRequest>>,
+        name: &str,
+        conf: Value,
+        schema_type: Option<i64>,
+        want_schema: bool,
+    ) -> Result<String, String> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let sent = checker
+            .lock()
+            .map_err(|_| "the plugin checker is gone".to_string())?
+            .send(CheckRequest {
+                name: name.to_string(),
+                conf,
+                schema_type,
+                want_schema,
+                reply: reply_tx,
+            });
+        if sent.is_err() {
+            return Err("the plugin checker is gone".into());
+        }
+        reply_rx
+            .recv()
+            .unwrap_or_else(|_| Err("the plugin checker is gone".into()))
     }
 }
 
@@ -229,9 +273,14 @@ fn control_thread(
         // Checks are rare (config changes): serve them one at a time, off the worker threads.
         // The thread blocks between checks, so timers a plugin starts at load time here do not
         // fire on this VM; they do on the workers', where plugins run for real.
-        while let Ok((name, conf, schema_type, reply)) = rx.recv() {
-            let r = crate::lua::plugin::check_conf(&vm, &name, &conf, schema_type).map(|_| ());
-            let _ = reply.send(r);
+        while let Ok(req) = rx.recv() {
+            let r = if req.want_schema {
+                crate::lua::plugin::schema_json(&vm, &req.name, req.schema_type)
+            } else {
+                crate::lua::plugin::check_conf(&vm, &req.name, &req.conf, req.schema_type)
+                    .map(|_| String::new())
+            };
+            let _ = req.reply.send(r);
         }
     });
 }

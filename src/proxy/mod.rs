@@ -57,6 +57,9 @@ pub struct Settings {
 /// What every worker shares.
 pub struct Shared {
     pub store: Arc<ArcSwap<Snapshot>>,
+    /// `deployment.admin.serve_on_data_port`: `/apisix/admin/*` on this listener goes to the
+    /// Admin API (on its own thread), as APISIX's test harness expects.
+    pub admin: Option<crate::admin::server::AdminHandle>,
     pub settings: Settings,
     /// How workers make their Lua hosts; `None` runs no Lua at all.
     pub lua: Option<LuaSettings>,
@@ -301,6 +304,38 @@ impl Finish for Done {
     }
 }
 
+/// Hands an `/apisix/admin/*` request on the data port to the Admin API.
+async fn admin_on_data_port(
+    admin: &crate::admin::server::AdminHandle,
+    parts: http::request::Parts,
+    body: Incoming,
+    path: &str,
+    remote: SocketAddr,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, crate::admin::MAX_BODY + 1);
+    let answer = match limited.collect().await {
+        Ok(b) => {
+            admin
+                .call(crate::admin::AdminRequest {
+                    method: parts.method,
+                    path: path.to_string(),
+                    query: parts.uri.query().unwrap_or("").to_string(),
+                    headers: parts.headers,
+                    body: b.to_bytes(),
+                    remote: remote.ip(),
+                })
+                .await
+        }
+        Err(e) => crate::admin::envelope::Answer::error(400, format!("invalid request body: {e}")),
+    };
+    let mut resp = Response::new(Body::full(answer.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    crate::admin::server::headers(resp.headers_mut());
+    resp
+}
+
 fn protocol_name(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -384,6 +419,14 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         } else {
             format!("{path}?{query}")
         };
+    }
+
+    if let Some(admin) = &cx.worker.shared.admin
+        && (path == "/apisix/admin" || path.starts_with("/apisix/admin/"))
+    {
+        let path = path.into_owned();
+        let resp = admin_on_data_port(admin, parts, body, &path, cx.remote).await;
+        return Ok(finish(resp, &cx, log, None, None));
     }
 
     let snapshot = cx.worker.shared.store.load_full();

@@ -8,6 +8,8 @@
 //! ever talks to a [`Store`]; the data-plane sync lists once, then follows [`Store::watch`],
 //! so both providers behave the same to everything above them.
 
+pub mod embedded;
+
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 

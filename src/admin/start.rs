@@ -1,0 +1,220 @@
+//! Starting a node's config plane: the embedded store (seeded once from `conf/apisix.yaml`),
+//! the data-plane sync that follows it, and the Admin API over it, keys resolved.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::AdminApi;
+use super::auth::{Access, AdminKey, Role, generate_key};
+use super::server::AdminServer;
+use crate::config::node::AdminConfig;
+use crate::config::provider::store::{StoreSync, seed as seed_store};
+use crate::config::snapshot::Snapshot;
+use crate::config::store::Store;
+use crate::config::store::embedded::EmbeddedStore;
+use crate::plugin::registry::PluginRegistry;
+use crate::router::ip::Cidr;
+use crate::upstream::Resolve;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// A running config plane: stop it after the workers.
+pub struct ConfigPlane {
+    pub admin: AdminServer,
+    pub sync: StoreSync,
+    pub serve_on_data_port: bool,
+    pub store_description: String,
+}
+
+impl ConfigPlane {
+    /// The start-up line's part about config: provider and Admin API address.
+    pub fn describe(&self) -> String {
+        let admin = match self.admin.addr {
+            Some(a) => format!("Admin API on http://{a}/apisix/admin"),
+            None => "no Admin API listener".to_string(),
+        };
+        let data = if self.serve_on_data_port {
+            " (and on the data port)"
+        } else {
+            ""
+        };
+        format!(
+            "config from the {} store, {admin}{data}",
+            self.store_description
+        )
+    }
+
+    pub fn stop(self) {
+        self.sync.stop();
+        self.admin.stop();
+    }
+}
+
+/// The keys the Admin API accepts. An empty key gets a generated one, kept in
+/// `conf/admin_key` under the prefix so it survives restarts; its path is printed.
+pub fn resolve_keys(admin: &AdminConfig, prefix: &Path) -> Result<Vec<AdminKey>, StartError> {
+    if !admin.key_required {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (name, key, role) in &admin.keys {
+        let role = Role::parse(role).unwrap_or(Role::Admin);
+        let key = if key.is_empty() {
+            let file = prefix.join("conf").join(format!("admin_key.{name}"));
+            let existing = std::fs::read_to_string(&file)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty());
+            match existing {
+                Some(k) => k,
+                None => {
+                    let k = generate_key();
+                    write_private(&file, &k).map_err(|e| {
+                        StartError(format!(
+                            "cannot store the generated admin key in {}: {e}",
+                            file.display()
+                        ))
+                    })?;
+                    let msg = format!(
+                        "deployment.admin.admin_key[{name}] has no key: generated one, stored in {} (send it as X-API-KEY)",
+                        file.display()
+                    );
+                    log::warn!("{msg}");
+                    eprintln!("moongate: {msg}");
+                    k
+                }
+            }
+        } else {
+            key.clone()
+        };
+        out.push(AdminKey {
+            name: name.clone(),
+            key,
+            role,
+        });
+    }
+    Ok(out)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+/// Opens the embedded store at `data_file` (seeding it from `seed` when it is new), starts
+/// the sync into `published` and the Admin API.
+pub fn embedded(
+    data_file: &Path,
+    seed: &Path,
+    admin: Option<&AdminConfig>,
+    prefix: &Path,
+    published: Arc<ArcSwap<Snapshot>>,
+    resolver: Arc<dyn Resolve + Send + Sync>,
+    plugins: Arc<PluginRegistry>,
+) -> Result<ConfigPlane, StartError> {
+    let fresh = !EmbeddedStore::file_exists(data_file);
+    let store = EmbeddedStore::open("/apisix", data_file).map_err(|e| StartError(e.to_string()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    if fresh && seed.is_file() {
+        let text = std::fs::read_to_string(seed)
+            .map_err(|e| StartError(format!("cannot read {}: {e}", seed.display())))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError(e.to_string()))?;
+        let n = rt
+            .block_on(seed_store(store.as_ref(), &text))
+            .map_err(|e| {
+                StartError(format!(
+                    "cannot seed the embedded store from {}: {e}",
+                    seed.display()
+                ))
+            })?;
+        log::info!(target: "notice", "embedded store {} created, seeded with {n} item(s) from {}", data_file.display(), seed.display());
+        eprintln!(
+            "moongate: embedded store {} created, seeded with {n} item(s) from {}",
+            data_file.display(),
+            seed.display()
+        );
+    }
+    plane(store, admin, prefix, published, resolver, plugins, true)
+}
+
+/// Starts the sync of any `store` (embedded or etcd) into `published`, then the Admin API over
+/// it. `need_first_list`: fail when the first listing fails (the embedded store is local, so
+/// that is an error); otherwise the sync keeps retrying and the current snapshot serves.
+pub fn plane(
+    store: Arc<dyn Store>,
+    admin: Option<&AdminConfig>,
+    prefix: &Path,
+    published: Arc<ArcSwap<Snapshot>>,
+    resolver: Arc<dyn Resolve + Send + Sync>,
+    plugins: Arc<PluginRegistry>,
+    need_first_list: bool,
+) -> Result<ConfigPlane, StartError> {
+    let (sync, first) = StoreSync::start(store.clone(), published, resolver, plugins.clone())
+        .map_err(|e| StartError(format!("cannot start the config sync: {e}")))?;
+    if let Err(e) = first {
+        if need_first_list {
+            return Err(StartError(format!("cannot read {}: {e}", store.describe())));
+        }
+        log::warn!(
+            "cannot read {} at start ({e}); serving the current config until it answers",
+            store.describe()
+        );
+    }
+
+    let default_admin;
+    let admin = match admin {
+        Some(a) => a,
+        None => {
+            default_admin = AdminConfig {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9180)),
+                keys: vec![("admin".into(), String::new(), "admin".into())],
+                key_required: true,
+                allow: vec!["127.0.0.0/24".into()],
+                key_in_query: false,
+                serve_on_data_port: false,
+            };
+            &default_admin
+        }
+    };
+    let keys = resolve_keys(admin, prefix)?;
+    let allow = admin
+        .allow
+        .iter()
+        .map(|c| Cidr::parse(c).map_err(StartError))
+        .collect::<Result<Vec<_>, _>>()?;
+    let api = Arc::new(AdminApi {
+        store: store.clone(),
+        plugins,
+        access: Access {
+            allow: Some(allow),
+            keys,
+            key_in_query: admin.key_in_query,
+        },
+    });
+    let server =
+        AdminServer::start(Some(admin.listen), api).map_err(|e| StartError(e.to_string()))?;
+    Ok(ConfigPlane {
+        admin: server,
+        sync,
+        serve_on_data_port: admin.serve_on_data_port,
+        store_description: store.describe(),
+    })
+}

@@ -1,0 +1,761 @@
+//! The data-plane sync: turns the items of a config [`Store`] (embedded or etcd) into
+//! snapshots and keeps them current.
+//!
+//! It lists every key once, compiles a snapshot and publishes it; then it follows the store's
+//! watch from the listing's revision, folding bursts of events into one rebuild at most every
+//! [`COALESCE`], on its own thread — never on a worker. A compacted watch lists again; any
+//! other store error is retried with backoff while the last good snapshot keeps serving, and is
+//! logged once per outage, not once per retry.
+//!
+//! Each item is checked on its own, with the same per-item parsing as `conf/apisix.yaml`: an
+//! invalid item is skipped with one error naming its key, and every other item still applies.
+//! A route whose plugins are unknown or fail their schema is refused as a whole (fail closed:
+//! it is never served without its plugins).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use crate::config::resource::{Id, OpaqueResource};
+use crate::config::snapshot::Snapshot;
+use crate::config::standalone::{KINDS, Resources};
+use crate::config::store::{Event, Item, Store, StoreError};
+use crate::plugin::registry::PluginRegistry;
+use crate::upstream::Resolve;
+
+/// The shortest time between two rebuilds: a burst of writes becomes one snapshot.
+pub const COALESCE: Duration = Duration::from_millis(15);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What a store key holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// One of [`KINDS`], or `credentials` for `consumers/{name}/credentials/{id}`.
+    pub kind: &'static str,
+    /// The id as the resource knows it: `1`, `vault/1` for secrets,
+    /// `jack/credentials/c1` for credentials (APISIX's standalone form).
+    pub id: String,
+}
+
+/// Maps `{prefix}/routes/1` to (routes, 1). Keys of no resource (`{prefix}/gen_id`,
+/// `{prefix}/plugins`) and APISIX's old directory markers (`{prefix}/routes`) give `None`.
+pub fn key_ref(prefix: &str, key: &str) -> Option<KeyRef> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    let (kind, id) = rest.split_once('/')?;
+    let kind = *KINDS.iter().find(|k| **k == kind)?;
+    if id.is_empty() || id.ends_with('/') {
+        return None;
+    }
+    match kind {
+        "consumers" => match id.split('/').collect::<Vec<_>>().as_slice() {
+            [_] => Some(KeyRef {
+                kind,
+                id: id.to_string(),
+            }),
+            [name, "credentials", cid] if !name.is_empty() && !cid.is_empty() => Some(KeyRef {
+                kind: "credentials",
+                id: id.to_string(),
+            }),
+            _ => None,
+        },
+        "secrets" => {
+            let (manager, sid) = id.split_once('/')?;
+            (!manager.is_empty() && !sid.is_empty() && !sid.contains('/')).then(|| KeyRef {
+                kind,
+                id: id.to_string(),
+            })
+        }
+        _ if id.contains('/') => None,
+        _ => Some(KeyRef {
+            kind,
+            id: id.to_string(),
+        }),
+    }
+}
+
+/// The id field a kind's value carries.
+fn id_field(kind: &str) -> &'static str {
+    if kind == "consumers" {
+        "username"
+    } else {
+        "id"
+    }
+}
+
+/// Compiles snapshots from store items, remembering which bad items it already reported so
+/// each is logged once per version, not once per rebuild.
+pub struct Compiler {
+    prefix: String,
+    resolver: Arc<dyn Resolve + Send + Sync>,
+    plugins: Arc<PluginRegistry>,
+    /// key → mod_revision of the version already reported as invalid.
+    reported: HashMap<String, i64>,
+}
+
+impl Compiler {
+    pub fn new(
+        prefix: &str,
+        resolver: Arc<dyn Resolve + Send + Sync>,
+        plugins: Arc<PluginRegistry>,
+    ) -> Compiler {
+        Compiler {
+            prefix: prefix.to_string(),
+            resolver,
+            plugins,
+            reported: HashMap::new(),
+        }
+    }
+
+    fn report(&mut self, item: &Item, message: &str) {
+        if self.reported.get(&item.key) != Some(&item.mod_revision) {
+            self.reported.insert(item.key.clone(), item.mod_revision);
+            log::error!(
+                "config store item {} (revision {}) is invalid and is not served: {message}",
+                item.key,
+                item.mod_revision
+            );
+        }
+    }
+
+    /// Builds a snapshot of `items`. Invalid items are left out (and logged); `None` only when
+    /// the rest cannot be compiled either.
+    pub fn compile(
+        &mut self,
+        items: &BTreeMap<String, Item>,
+        version: u64,
+        previous: Option<&Snapshot>,
+    ) -> Option<Snapshot> {
+        let mut res = Resources::default();
+        // `routes[id=1]` (the label snapshot errors use) → the store key.
+        let mut labels: HashMap<String, &Item> = HashMap::new();
+        for item in items.values() {
+            let Some(r) = key_ref(&self.prefix, &item.key) else {
+                continue;
+            };
+            let mut value: Value = match serde_json::from_slice(&item.value) {
+                Ok(v) => v,
+                // APISIX's old layout marks each directory with an `init_dir` value.
+                Err(_) if item.value == b"init_dir" || item.value == b"\"init_dir\"" => continue,
+                Err(e) => {
+                    self.report(item, &format!("not JSON: {e}"));
+                    continue;
+                }
+            };
+            let Some(obj) = value.as_object_mut() else {
+                if value.as_str() == Some("init_dir") {
+                    continue;
+                }
+                self.report(item, "expected a JSON object");
+                continue;
+            };
+            if r.kind == "credentials" {
+                res.others.consumers.push(OpaqueResource {
+                    id: Id(r.id.clone()),
+                    value: value.clone(),
+                });
+                continue;
+            }
+            let field = id_field(r.kind);
+            if !obj.contains_key(field) {
+                obj.insert(field.to_string(), Value::String(r.id.clone()));
+            }
+            let value_id = match &obj[field] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let Err(e) = res.add_item(r.kind, 0, &value) {
+                self.report(item, &e.to_string());
+                continue;
+            }
+            labels.insert(format!("{}[id={value_id}]", r.kind), item);
+        }
+        // Snapshot errors name resources; drop the named ones and compile the rest again.
+        let catalog = self.plugins.catalog();
+        for _ in 0..16 {
+            match Snapshot::build(
+                res.clone(),
+                version,
+                previous,
+                self.resolver.as_ref(),
+                &catalog,
+            ) {
+                Ok(s) => return Some(s),
+                Err(errors) => {
+                    let mut removed = false;
+                    for e in &errors {
+                        let Some(item) = labels.get(&e.resource).copied() else {
+                            continue;
+                        };
+                        let (kind, id) = match e.resource.split_once("[id=") {
+                            Some((k, rest)) => (k, rest.trim_end_matches(']')),
+                            None => continue,
+                        };
+                        if remove(&mut res, kind, id) {
+                            removed = true;
+                        }
+                        self.report(item, &format!("{}: {}", e.field, e.message));
+                    }
+                    if !removed {
+                        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                        log::error!(
+                            "cannot compile the config store's items, keeping the current config: {}",
+                            list.join("; ")
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+        log::error!("too many invalid items in the config store; keeping the current config");
+        None
+    }
+}
+
+/// Removes the resource `kind`/`id`; true when there was one.
+fn remove(res: &mut Resources, kind: &str, id: &str) -> bool {
+    let same = |x: &Option<Id>| x.as_ref().is_some_and(|i| i.0 == id);
+    let before = count(res);
+    match kind {
+        "routes" => res.routes.retain(|r| !same(&r.id)),
+        "services" => res.services.retain(|s| !same(&s.id)),
+        "upstreams" => res.upstreams.retain(|u| !same(&u.id)),
+        other => {
+            if let Some(list) = res.others.list_mut(other) {
+                list.retain(|o| o.id.0 != id);
+            }
+        }
+    }
+    count(res) < before
+}
+
+fn count(res: &Resources) -> usize {
+    let o = &res.others;
+    res.routes.len()
+        + res.services.len()
+        + res.upstreams.len()
+        + o.consumers.len()
+        + o.consumer_groups.len()
+        + o.global_rules.len()
+        + o.plugin_configs.len()
+        + o.plugin_metadata.len()
+        + o.ssls.len()
+        + o.protos.len()
+        + o.secrets.len()
+        + o.stream_routes.len()
+}
+
+/// A running sync; stops when dropped.
+pub struct StoreSync {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StoreSync {
+    /// Starts following `store`, publishing into `published`. Returns once the first listing
+    /// was compiled and published, or with the store's error when the first listing failed
+    /// (the sync keeps retrying in the background then, and the current snapshot serves).
+    pub fn start(
+        store: Arc<dyn Store>,
+        published: Arc<ArcSwap<Snapshot>>,
+        resolver: Arc<dyn Resolve + Send + Sync>,
+        plugins: Arc<PluginRegistry>,
+    ) -> std::io::Result<(StoreSync, Result<(), StoreError>)> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        // A plugin reload recompiles the current items against the new catalog.
+        let reload = Arc::new(tokio::sync::Notify::new());
+        let r = reload.clone();
+        plugins.on_reload(Box::new(move || r.notify_one()));
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("moongate-config-sync".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = first_tx.send(Err(StoreError::Failed(e.to_string())));
+                        return;
+                    }
+                };
+                let compiler = Compiler::new(store.prefix(), resolver, plugins);
+                let mut sync = Follower {
+                    reload,
+                    store,
+                    published,
+                    compiler,
+                    items: BTreeMap::new(),
+                    revision: 0,
+                    outage: false,
+                    first: Some(first_tx),
+                };
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = sync.run() => {}
+                        _ = stop_rx => {}
+                    }
+                });
+            })?;
+        let first = first_rx
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Failed("the config sync thread died".into())));
+        Ok((
+            StoreSync {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            first,
+        ))
+    }
+
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StoreSync {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+struct Follower {
+    /// Notified by a plugin reload.
+    reload: Arc<tokio::sync::Notify>,
+    store: Arc<dyn Store>,
+    published: Arc<ArcSwap<Snapshot>>,
+    compiler: Compiler,
+    items: BTreeMap<String, Item>,
+    revision: i64,
+    outage: bool,
+    first: Option<std::sync::mpsc::Sender<Result<(), StoreError>>>,
+}
+
+impl Follower {
+    fn failed(&mut self, what: &str, e: &StoreError) {
+        if let Some(f) = self.first.take() {
+            let _ = f.send(Err(e.clone()));
+        }
+        if !self.outage {
+            self.outage = true;
+            log::warn!(
+                "{what} from {} failed ({e}); the current config keeps serving, retrying",
+                self.store.describe()
+            );
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.outage {
+            self.outage = false;
+            log::warn!("{} is reachable again", self.store.describe());
+        }
+    }
+
+    fn rebuild(&mut self) {
+        let previous = self.published.load_full();
+        let version = (self.revision.max(0) as u64).max(previous.version + 1);
+        if let Some(s) = self.compiler.compile(&self.items, version, Some(&previous)) {
+            let n = s.routes.len();
+            self.published.store(Arc::new(s));
+            log::info!(target: "notice", "config store revision {} applied (config version {version}, {n} routes)", self.revision);
+        }
+        if let Some(f) = self.first.take() {
+            let _ = f.send(Ok(()));
+        }
+    }
+
+    /// Applies one watch batch; true when anything served changed.
+    fn apply(&mut self, batch: Vec<Event>) -> bool {
+        let mut changed = false;
+        for ev in batch {
+            match ev {
+                Event::Put(item) => {
+                    self.revision = self.revision.max(item.mod_revision);
+                    // A re-PUT of identical bytes changes nothing that is served.
+                    if self.items.get(&item.key).map(|i| &i.value) != Some(&item.value) {
+                        changed = true;
+                    }
+                    self.items.insert(item.key.clone(), item);
+                }
+                Event::Delete { key, mod_revision } => {
+                    self.revision = self.revision.max(mod_revision);
+                    changed |= self.items.remove(&key).is_some();
+                }
+            }
+        }
+        changed
+    }
+
+    async fn run(&mut self) {
+        let mut backoff = BACKOFF_MIN;
+        'list: loop {
+            let listing = match self.store.list().await {
+                Ok(l) => l,
+                Err(e) => {
+                    self.failed("listing the config", &e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            self.recovered();
+            backoff = BACKOFF_MIN;
+            let fresh: BTreeMap<String, Item> = listing
+                .items
+                .into_iter()
+                .map(|i| (i.key.clone(), i))
+                .collect();
+            let same = fresh.len() == self.items.len()
+                && fresh
+                    .iter()
+                    .zip(self.items.iter())
+                    .all(|((k1, a), (k2, b))| k1 == k2 && a.value == b.value);
+            self.items = fresh;
+            self.revision = listing.revision;
+            if !same || self.first.is_some() {
+                self.rebuild();
+            }
+            loop {
+                let mut stream = match self.store.watch(self.revision).await {
+                    Ok(s) => s,
+                    Err(StoreError::Compacted(_)) => continue 'list,
+                    Err(e) => {
+                        self.failed("watching the config", &e);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                };
+                loop {
+                    let reload = self.reload.clone();
+                    let next = tokio::select! {
+                        m = stream.recv() => m,
+                        _ = reload.notified() => {
+                            self.rebuild();
+                            continue;
+                        }
+                    };
+                    match next {
+                        // The watch ended (the store dropped a slow watcher, or a connection
+                        // closed): watch again from where we are.
+                        None => break,
+                        Some(Err(StoreError::Compacted(_))) => continue 'list,
+                        Some(Err(e)) => {
+                            self.failed("watching the config", &e);
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                            break;
+                        }
+                        Some(Ok(batch)) => {
+                            self.recovered();
+                            backoff = BACKOFF_MIN;
+                            let mut changed = self.apply(batch);
+                            // Let the rest of a burst arrive, then build once.
+                            tokio::time::sleep(COALESCE).await;
+                            loop {
+                                match stream.try_recv() {
+                                    Ok(Ok(b)) => changed |= self.apply(b),
+                                    Ok(Err(StoreError::Compacted(_))) => continue 'list,
+                                    Ok(Err(_)) | Err(_) => break,
+                                }
+                            }
+                            if changed {
+                                self.rebuild();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies the resources of a standalone file (`conf/apisix.yaml` text) into `store`, each at
+/// its APISIX key, values as written in the file (no defaults added). Used once, when the
+/// embedded store is created, so a node switched to it keeps serving what it served.
+/// Returns how many items were written.
+pub async fn seed(store: &dyn Store, text: &str) -> Result<usize, String> {
+    use crate::config::standalone::{Parsed, parse};
+    match parse(text) {
+        Ok(Parsed::Complete(_)) => {}
+        Ok(Parsed::Incomplete) => return Err("the file does not end with #END".into()),
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(list.join("; "));
+        }
+    }
+    let root: Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+    let Some(map) = root.as_object() else {
+        return Ok(0);
+    };
+    let mut written = 0;
+    for (kind, list) in map {
+        if !KINDS.contains(&kind.as_str()) {
+            continue;
+        }
+        for item in list.as_array().into_iter().flatten() {
+            let id = item
+                .get(id_field(kind))
+                .or_else(|| item.get("id"))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                });
+            let Some(id) = id else { continue };
+            let key = format!("{}/{kind}/{id}", store.prefix());
+            let bytes = serde_json::to_vec(item).map_err(|e| e.to_string())?;
+            store
+                .put(&key, bytes, crate::config::store::Precondition::None)
+                .await
+                .map_err(|e| e.to_string())?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_plugins() -> Arc<PluginRegistry> {
+        Arc::new(PluginRegistry::new(
+            crate::plugin::Catalog::empty(),
+            crate::lua::vm::VmOptions::for_prefix(std::path::Path::new("/nonexistent")),
+            Some(Vec::new()),
+        ))
+    }
+
+    #[test]
+    fn keys_map_to_kinds_and_ids() {
+        let k = |key: &str| key_ref("/apisix", key).map(|r| (r.kind, r.id));
+        assert_eq!(k("/apisix/routes/1"), Some(("routes", "1".into())));
+        assert_eq!(
+            k("/apisix/consumers/jack/credentials/c1"),
+            Some(("credentials", "jack/credentials/c1".into()))
+        );
+        assert_eq!(
+            k("/apisix/secrets/vault/1"),
+            Some(("secrets", "vault/1".into()))
+        );
+        assert_eq!(k("/apisix/routes"), None, "APISIX's init_dir marker");
+        assert_eq!(k("/apisix/routes/"), None);
+        assert_eq!(k("/apisix/gen_id"), None);
+        assert_eq!(k("/apisix/plugins"), None);
+        assert_eq!(k("/other/routes/1"), None);
+        assert_eq!(k("/apisix/routes/1/x"), None);
+    }
+
+    fn item(key: &str, value: &str, rev: i64) -> (String, Item) {
+        (
+            key.to_string(),
+            Item {
+                key: key.into(),
+                value: value.as_bytes().to_vec(),
+                create_revision: rev,
+                mod_revision: rev,
+            },
+        )
+    }
+
+    #[test]
+    fn an_invalid_item_is_skipped_and_the_others_apply() {
+        let mut c = Compiler::new(
+            "/apisix",
+            Arc::new(crate::upstream::SystemResolver),
+            no_plugins(),
+        );
+        let items: BTreeMap<String, Item> = [
+            item(
+                "/apisix/routes/1",
+                r#"{"uri":"/a","upstream":{"nodes":{"127.0.0.1:1980":1}}}"#,
+                1,
+            ),
+            item("/apisix/routes/2", r#"{"uri":7}"#, 2),
+            item("/apisix/routes/3", "not json", 3),
+            item(
+                "/apisix/routes/4",
+                r#"{"uri":"/d","plugins":{"no-such-plugin":{}},"upstream":{"nodes":{"127.0.0.1:1980":1}}}"#,
+                4,
+            ),
+            item("/apisix/routes", "init_dir", 5),
+            item("/apisix/gen_id", "1", 6),
+        ]
+        .into_iter()
+        .collect();
+        let s = c.compile(&items, 1, None).unwrap();
+        let ids: Vec<&str> = s.routes.iter().map(|r| r.id.0.as_str()).collect();
+        assert_eq!(ids, vec!["1"], "route 4 names an unknown plugin: refused");
+        assert_eq!(c.reported.len(), 3);
+    }
+
+    #[test]
+    fn the_sync_follows_writes_and_an_identical_rewrite_rebuilds_nothing() {
+        use crate::config::store::Precondition;
+        use crate::config::store::embedded::EmbeddedStore;
+        let dir = std::env::temp_dir().join(format!("moongate-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open("/apisix", &dir.join("store.json")).unwrap());
+        let catalog = crate::plugin::Catalog::empty();
+        let resolver: Arc<dyn Resolve + Send + Sync> = Arc::new(crate::upstream::SystemResolver);
+        let empty = Snapshot::build(Resources::default(), 0, None, resolver.as_ref(), &catalog)
+            .unwrap_or_else(|_| panic!("empty snapshot"));
+        let published = Arc::new(ArcSwap::from_pointee(empty));
+        let (sync, first) =
+            StoreSync::start(store.clone(), published.clone(), resolver, no_plugins()).unwrap();
+        first.unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let route = br#"{"uri":"/a","upstream":{"nodes":{"127.0.0.1:1980":1}}}"#.to_vec();
+        let wait = |what: &str, f: &dyn Fn(&Snapshot) -> bool| {
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            while !f(&published.load()) {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "timed out waiting for {what}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        rt.block_on(store.put("/apisix/routes/1", route.clone(), Precondition::None))
+            .unwrap();
+        wait("the route", &|s| s.routes.len() == 1);
+        let before = published.load_full();
+        rt.block_on(store.put("/apisix/routes/1", route, Precondition::None))
+            .unwrap();
+        std::thread::sleep(COALESCE * 4);
+        assert!(
+            Arc::ptr_eq(&before, &published.load_full()),
+            "identical value: no rebuild"
+        );
+        rt.block_on(store.delete("/apisix/routes/1", Precondition::None))
+            .unwrap();
+        wait("the delete", &|s| s.routes.is_empty());
+        sync.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store that can be switched off, as an etcd that went away.
+    struct Flaky {
+        inner: crate::config::store::embedded::EmbeddedStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(StoreError::Unavailable("switched off".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Flaky {
+        fn prefix(&self) -> &str {
+            self.inner.prefix()
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn list(&self) -> Result<crate::config::store::Listing, StoreError> {
+            self.check()?;
+            self.inner.list().await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            pre: crate::config::store::Precondition,
+        ) -> Result<Item, StoreError> {
+            self.inner.put(key, value, pre).await
+        }
+        async fn delete(
+            &self,
+            key: &str,
+            pre: crate::config::store::Precondition,
+        ) -> Result<Option<Item>, StoreError> {
+            self.inner.delete(key, pre).await
+        }
+        async fn watch(&self, after: i64) -> Result<crate::config::store::WatchStream, StoreError> {
+            self.check()?;
+            self.inner.watch(after).await
+        }
+    }
+
+    #[test]
+    fn a_store_away_at_start_keeps_the_current_snapshot_then_is_caught_up() {
+        use crate::config::store::Precondition;
+        let dir = std::env::temp_dir().join(format!("moongate-flaky-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let flaky = Arc::new(Flaky {
+            inner: crate::config::store::embedded::EmbeddedStore::open(
+                "/apisix",
+                &dir.join("store.json"),
+            )
+            .unwrap(),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(flaky.put(
+            "/apisix/routes/1",
+            br#"{"uri":"/a","upstream":{"nodes":{"127.0.0.1:1980":1}}}"#.to_vec(),
+            Precondition::None,
+        ))
+        .unwrap();
+        let catalog = crate::plugin::Catalog::empty();
+        let resolver: Arc<dyn Resolve + Send + Sync> = Arc::new(crate::upstream::SystemResolver);
+        let empty = Snapshot::build(Resources::default(), 0, None, resolver.as_ref(), &catalog)
+            .unwrap_or_else(|_| panic!("empty snapshot"));
+        let published = Arc::new(ArcSwap::from_pointee(empty));
+        let store: Arc<dyn Store> = flaky.clone();
+        let (sync, first) =
+            StoreSync::start(store, published.clone(), resolver, no_plugins()).unwrap();
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        assert!(
+            published.load().routes.is_empty(),
+            "the current snapshot keeps serving"
+        );
+        flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while published.load().routes.is_empty() {
+            assert!(
+                std::time::Instant::now() < end,
+                "not caught up after the store came back"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sync.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

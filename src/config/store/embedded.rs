@@ -1,0 +1,446 @@
+//! The embedded store: the config store of a single node with no etcd.
+//!
+//! Keys and values live in memory (a sorted map, so listings come out in key order as etcd's
+//! do), with an etcd-style revision counter: every put or delete that changes something takes
+//! the next revision. Every change is persisted before it is acknowledged, by writing the whole
+//! store to a temporary file beside the data file, syncing it, renaming it over the data file
+//! and syncing the directory — so after a crash (even `kill -9` mid-write) the file holds either
+//! the state before the write or the state after it, never a mix.
+//!
+//! Watches are served from a bounded in-memory log of recent events; a watcher asking for a
+//! revision older than the log holds gets [`StoreError::Compacted`] and lists again, exactly as
+//! it would against a compacted etcd. This module never talks to the network.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{Event, Item, Listing, Precondition, Store, StoreError, WatchStream};
+
+/// How many recent events a watcher may catch up on before it must list again.
+const EVENT_LOG: usize = 4096;
+/// Batches queued per watcher; a watcher that falls further behind is dropped (its stream
+/// ends) and re-watches from its last revision.
+const WATCH_QUEUE: usize = 1024;
+
+/// The data file's shape: the store revision and every item, values kept as their exact text.
+#[derive(Serialize, Deserialize, Default)]
+struct DataFile {
+    revision: i64,
+    items: Vec<StoredItem>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredItem {
+    key: String,
+    value: String,
+    create_revision: i64,
+    mod_revision: i64,
+}
+
+struct State {
+    items: BTreeMap<String, Item>,
+    revision: i64,
+    /// Recent events, oldest first, each with its revision.
+    log: VecDeque<(i64, Event)>,
+    /// Every event with a revision above this is in `log`.
+    log_floor: i64,
+    watchers: Vec<mpsc::Sender<Result<Vec<Event>, StoreError>>>,
+}
+
+/// The embedded store, persisted to one JSON file.
+pub struct EmbeddedStore {
+    prefix: String,
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+fn failed(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(format!("{what} {}: {e}", path.display()))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates, when absent) the store persisted at `path`, holding keys under
+    /// `prefix` (`/apisix`). A leftover temporary file from a crash is ignored: the data file
+    /// is the last complete state.
+    pub fn open(prefix: &str, path: &Path) -> Result<EmbeddedStore, StoreError> {
+        let data: DataFile = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| failed("cannot parse the store file", path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DataFile::default(),
+            Err(e) => return Err(failed("cannot read the store file", path, e)),
+        };
+        let mut items = BTreeMap::new();
+        for s in data.items {
+            items.insert(
+                s.key.clone(),
+                Item {
+                    key: s.key,
+                    value: s.value.into_bytes(),
+                    create_revision: s.create_revision,
+                    mod_revision: s.mod_revision,
+                },
+            );
+        }
+        Ok(EmbeddedStore {
+            prefix: prefix.trim_end_matches('/').to_string(),
+            path: path.to_path_buf(),
+            state: Mutex::new(State {
+                items,
+                revision: data.revision,
+                log: VecDeque::new(),
+                log_floor: data.revision,
+                watchers: Vec::new(),
+            }),
+        })
+    }
+
+    /// True when the data file exists (a store that was never written has none).
+    pub fn file_exists(path: &Path) -> bool {
+        path.is_file()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Failed("the embedded store lock is poisoned".into()))
+    }
+
+    /// Writes `state` to the data file atomically (temp file, fsync, rename, fsync dir).
+    fn persist(&self, state: &State) -> Result<(), StoreError> {
+        let data = DataFile {
+            revision: state.revision,
+            items: state
+                .items
+                .values()
+                .map(|i| StoredItem {
+                    key: i.key.clone(),
+                    value: String::from_utf8_lossy(&i.value).into_owned(),
+                    create_revision: i.create_revision,
+                    mod_revision: i.mod_revision,
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&data)
+            .map_err(|e| failed("cannot encode the store for", &self.path, e))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| failed("cannot create", dir, e))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| failed("cannot create", &tmp, e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| failed("cannot write", &tmp, e))?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path).map_err(|e| failed("cannot replace", &self.path, e))?;
+        // The rename is only durable once the directory entry is.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Records `event` at the current revision and hands it to every watcher.
+    fn publish(state: &mut State, event: Event) {
+        let rev = state.revision;
+        state.log.push_back((rev, event.clone()));
+        while state.log.len() > EVENT_LOG {
+            if let Some((r, _)) = state.log.pop_front() {
+                state.log_floor = r;
+            }
+        }
+        // A watcher whose queue is full is dropped: its stream ends and it re-watches from
+        // its last revision (or lists again when the log no longer reaches back that far).
+        state
+            .watchers
+            .retain(|w| w.try_send(Ok(vec![event.clone()])).is_ok());
+    }
+}
+
+fn check(pre: Precondition, key: &str, current: Option<&Item>) -> Result<(), StoreError> {
+    let ok = match pre {
+        Precondition::None => true,
+        Precondition::Absent => current.is_none(),
+        Precondition::ModRevision(r) => current.is_some_and(|i| i.mod_revision == r),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(key.to_string()))
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded {}", self.path.display())
+    }
+
+    async fn list(&self) -> Result<Listing, StoreError> {
+        let state = self.lock()?;
+        let p = format!("{}/", self.prefix);
+        Ok(Listing {
+            items: state
+                .items
+                .range(p.clone()..)
+                .take_while(|(k, _)| k.starts_with(&p))
+                .map(|(_, i)| i.clone())
+                .collect(),
+            revision: state.revision,
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        Ok(self.lock()?.items.get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, pre: Precondition) -> Result<Item, StoreError> {
+        if std::str::from_utf8(&value).is_err() {
+            return Err(StoreError::Failed(format!(
+                "value of {key} is not UTF-8 text; the embedded store keeps JSON text"
+            )));
+        }
+        let mut state = self.lock()?;
+        check(pre, key, state.items.get(key))?;
+        let rev = state.revision + 1;
+        let create_revision = state.items.get(key).map_or(rev, |i| i.create_revision);
+        let item = Item {
+            key: key.to_string(),
+            value,
+            create_revision,
+            mod_revision: rev,
+        };
+        let previous = state.items.insert(key.to_string(), item.clone());
+        state.revision = rev;
+        if let Err(e) = self.persist(&state) {
+            // Not durable, so not done: undo the change in memory too.
+            match previous {
+                Some(p) => state.items.insert(key.to_string(), p),
+                None => state.items.remove(key),
+            };
+            state.revision = rev - 1;
+            return Err(e);
+        }
+        Self::publish(&mut state, Event::Put(item.clone()));
+        Ok(item)
+    }
+
+    async fn delete(&self, key: &str, pre: Precondition) -> Result<Option<Item>, StoreError> {
+        let mut state = self.lock()?;
+        check(pre, key, state.items.get(key))?;
+        let Some(previous) = state.items.remove(key) else {
+            return Ok(None);
+        };
+        let rev = state.revision + 1;
+        state.revision = rev;
+        if let Err(e) = self.persist(&state) {
+            state.items.insert(key.to_string(), previous);
+            state.revision = rev - 1;
+            return Err(e);
+        }
+        Self::publish(
+            &mut state,
+            Event::Delete {
+                key: key.to_string(),
+                mod_revision: rev,
+            },
+        );
+        Ok(Some(previous))
+    }
+
+    async fn watch(&self, after: i64) -> Result<WatchStream, StoreError> {
+        let mut state = self.lock()?;
+        if after < state.log_floor {
+            return Err(StoreError::Compacted(after));
+        }
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        let backlog: Vec<Event> = state
+            .log
+            .iter()
+            .filter(|(r, _)| *r > after)
+            .map(|(_, e)| e.clone())
+            .collect();
+        if !backlog.is_empty() && tx.try_send(Ok(backlog)).is_err() {
+            return Err(StoreError::Failed("cannot queue the watch backlog".into()));
+        }
+        state.watchers.push(tx);
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(tag: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("moongate-embedded-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d.join("data/store.json")
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn writes_take_revisions_and_survive_reopening() {
+        let path = temp("reopen");
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            let a = s
+                .put(
+                    "/apisix/routes/1",
+                    b"{\"a\":1}".to_vec(),
+                    Precondition::None,
+                )
+                .await
+                .unwrap();
+            assert_eq!((a.create_revision, a.mod_revision), (1, 1));
+            let b = s
+                .put(
+                    "/apisix/routes/1",
+                    b"{\"a\":2}".to_vec(),
+                    Precondition::None,
+                )
+                .await
+                .unwrap();
+            assert_eq!((b.create_revision, b.mod_revision), (1, 2));
+            s.put("/apisix/upstreams/u", b"{}".to_vec(), Precondition::None)
+                .await
+                .unwrap();
+            s.put("/other/x", b"{}".to_vec(), Precondition::None)
+                .await
+                .unwrap();
+            assert!(
+                s.delete("/apisix/upstreams/u", Precondition::None)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            assert!(
+                s.delete("/apisix/upstreams/u", Precondition::None)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            drop(s);
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            let l = s.list().await.unwrap();
+            assert_eq!(l.revision, 5);
+            assert_eq!(l.items.len(), 1, "only keys under the prefix: {l:?}");
+            assert_eq!(l.items[0].value, b"{\"a\":2}");
+            assert_eq!(l.items[0].mod_revision, 2);
+        });
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn preconditions_are_honoured() {
+        let path = temp("pre");
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            let a = s
+                .put("/apisix/routes/1", b"1".to_vec(), Precondition::Absent)
+                .await
+                .unwrap();
+            assert_eq!(
+                s.put("/apisix/routes/1", b"2".to_vec(), Precondition::Absent)
+                    .await,
+                Err(StoreError::Conflict("/apisix/routes/1".into()))
+            );
+            assert!(
+                s.put(
+                    "/apisix/routes/1",
+                    b"3".to_vec(),
+                    Precondition::ModRevision(a.mod_revision + 7)
+                )
+                .await
+                .is_err()
+            );
+            s.put(
+                "/apisix/routes/1",
+                b"4".to_vec(),
+                Precondition::ModRevision(a.mod_revision),
+            )
+            .await
+            .unwrap();
+            assert!(
+                s.delete("/apisix/routes/1", Precondition::ModRevision(1))
+                    .await
+                    .is_err()
+            );
+            assert_eq!(
+                s.get("/apisix/routes/1").await.unwrap().unwrap().value,
+                b"4"
+            );
+        });
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn watch_replays_the_log_then_follows_and_old_revisions_are_compacted() {
+        let path = temp("watch");
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            s.put("/apisix/routes/1", b"1".to_vec(), Precondition::None)
+                .await
+                .unwrap();
+            s.put("/apisix/routes/2", b"2".to_vec(), Precondition::None)
+                .await
+                .unwrap();
+            let mut w = s.watch(1).await.unwrap();
+            let first = w.recv().await.unwrap().unwrap();
+            assert!(matches!(&first[..], [Event::Put(i)] if i.key == "/apisix/routes/2"));
+            s.delete("/apisix/routes/1", Precondition::None)
+                .await
+                .unwrap();
+            let next = w.recv().await.unwrap().unwrap();
+            assert_eq!(
+                next,
+                vec![Event::Delete {
+                    key: "/apisix/routes/1".into(),
+                    mod_revision: 3
+                }]
+            );
+            drop(s);
+            // A reopened store has no log: only the current revision can be watched.
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            assert_eq!(s.watch(1).await.err(), Some(StoreError::Compacted(1)));
+            assert!(s.watch(3).await.is_ok());
+        });
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn a_leftover_temp_file_does_not_change_the_state() {
+        let path = temp("tmp");
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            s.put("/apisix/routes/1", b"{}".to_vec(), Precondition::None)
+                .await
+                .unwrap();
+        });
+        std::fs::write(path.with_extension("json.tmp"), b"{\"revision\": 9, \"ite").unwrap();
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            assert_eq!(s.list().await.unwrap().revision, 1);
+        });
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+}
