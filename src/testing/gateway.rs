@@ -64,6 +64,9 @@ pub struct Process {
     /// The config.yaml text this process was started with.
     pub config: String,
     pub ports: Vec<u16>,
+    /// Routes go in through the Admin API on the data port (the embedded store), not the
+    /// route file; the ids written so far, to delete the ones a later block drops.
+    admin: Option<std::collections::BTreeSet<String>>,
 }
 
 fn port_busy(port: u16) -> bool {
@@ -130,6 +133,7 @@ impl Process {
             port: ports.first().copied().unwrap_or(0),
             config,
             ports,
+            admin: None,
         };
         let secs = 20;
         let end = Instant::now() + Duration::from_secs(secs);
@@ -189,10 +193,80 @@ impl Process {
         String::from_utf8_lossy(&bytes[start..]).into_owned()
     }
 
-    /// Replaces the route file and waits until the probe answers `generation`.
+    /// From now on routes are written through the Admin API.
+    pub fn use_admin_api(&mut self) {
+        self.admin = Some(Default::default());
+    }
+
+    /// `PUT /apisix/admin/routes/{id}` of every route in `routes` (a route file's text), then
+    /// `DELETE` of the runner's routes that are gone. Routes a test wrote itself are left alone.
+    fn push_routes(&mut self, routes: &str) -> Result<(), GatewayError> {
+        let failed = |msg: String| {
+            GatewayError::Write(self.prefix.join("(admin api)"), std::io::Error::other(msg))
+        };
+        let doc: serde_json::Value = serde_norway::from_str(routes.trim_end_matches("#END\n"))
+            .map_err(|e| failed(e.to_string()))?;
+        let mut now = std::collections::BTreeSet::new();
+        for kind in [
+            "upstreams",
+            "services",
+            "routes",
+            "consumers",
+            "global_rules",
+            "plugin_configs",
+        ] {
+            let Some(items) = doc.get(kind).and_then(|v| v.as_array()) else {
+                continue;
+            };
+            for item in items {
+                let id = match item.get(if kind == "consumers" {
+                    "username"
+                } else {
+                    "id"
+                }) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => continue,
+                };
+                let path = format!("/apisix/admin/{kind}/{id}");
+                let status = self
+                    .admin_call("PUT", &path, &item.to_string())
+                    .map_err(failed)?;
+                if !(200..300).contains(&status) {
+                    return Err(failed(format!("PUT {path} answered {status}")));
+                }
+                now.insert(path);
+            }
+        }
+        let before = self.admin.replace(now.clone()).unwrap_or_default();
+        for gone in before.difference(&now) {
+            let _ = self.admin_call("DELETE", gone, "");
+        }
+        Ok(())
+    }
+
+    fn admin_call(&self, method: &str, path: &str, body: &str) -> Result<u16, String> {
+        let mut c = Conn::open(self.port, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        c.send(&bytes).map_err(|e| e.to_string())?;
+        let r = c.read_response(false).map_err(|e| e.to_string())?;
+        Ok(r.status)
+    }
+
+    /// Replaces the route file (or, with the Admin API, the runner's routes) and waits until
+    /// the probe answers `generation`.
     pub fn load_routes(&mut self, routes: &str, generation: u64) -> Result<(), GatewayError> {
         let offset = self.log_offset();
-        write(&self.prefix.join("conf/apisix.yaml"), routes)?;
+        if self.admin.is_some() {
+            self.push_routes(routes)?;
+        } else {
+            write(&self.prefix.join("conf/apisix.yaml"), routes)?;
+        }
         let secs = 10;
         let end = Instant::now() + Duration::from_secs(secs);
         let want = generation.to_string();

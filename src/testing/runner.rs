@@ -381,18 +381,56 @@ impl FileCtx<'_> {
             lua_path = format!("{lua_path};{user}");
         }
         set_path(&mut cfg, &["apisix", "extra_lua_path"], lua_path.into());
-        // APISIX's tests run with etcd; moongate's runner serves the routes from the route
-        // file it writes, so the deployment is a yaml data plane whatever the block says.
         let admin = get_path(&cfg, &["deployment", "admin"]).cloned();
         set_path(&mut cfg, &["deployment"], ymap());
-        set_path(&mut cfg, &["deployment", "role"], "data_plane".into());
-        set_path(
-            &mut cfg,
-            &["deployment", "role_data_plane", "config_provider"],
-            "yaml".into(),
-        );
-        if let Some(a) = admin {
-            set_path(&mut cfg, &["deployment", "admin"], a);
+        if self.admin_mode() {
+            // APISIX's suites drive routes through the Admin API on the test port (with etcd
+            // behind it); here the embedded store stands in for etcd, and the runner writes
+            // its own location routes through the same Admin API.
+            set_path(&mut cfg, &["deployment", "role"], "traditional".into());
+            set_path(
+                &mut cfg,
+                &["deployment", "role_traditional", "config_provider"],
+                "embedded".into(),
+            );
+            let keyed = admin
+                .as_ref()
+                .is_some_and(|a| get_path(a, &["admin_key"]).is_some());
+            if let Some(a) = admin {
+                set_path(&mut cfg, &["deployment", "admin"], a);
+            }
+            set_path(
+                &mut cfg,
+                &["deployment", "admin", "serve_on_data_port"],
+                true.into(),
+            );
+            if !keyed {
+                set_path(
+                    &mut cfg,
+                    &["deployment", "admin", "admin_key_required"],
+                    false.into(),
+                );
+            }
+            set_path(
+                &mut cfg,
+                &["deployment", "admin", "admin_listen"],
+                serde_norway::to_value(
+                    serde_json::json!({"ip": "127.0.0.1", "port": self.opts.port + 7000}),
+                )
+                .unwrap_or(serde_norway::Value::Null),
+            );
+        } else {
+            // The runner serves the routes from the route file it writes: a yaml data plane
+            // whatever the block says.
+            set_path(&mut cfg, &["deployment", "role"], "data_plane".into());
+            set_path(
+                &mut cfg,
+                &["deployment", "role_data_plane", "config_provider"],
+                "yaml".into(),
+            );
+            if let Some(a) = admin {
+                set_path(&mut cfg, &["deployment", "admin"], a);
+            }
         }
         set_path(
             &mut cfg,
@@ -412,6 +450,11 @@ impl FileCtx<'_> {
             );
         }
         serde_norway::to_string(&cfg).map_err(|e| e.to_string())
+    }
+
+    /// APISIX suites (`--apisix-root`) run against the Admin API and the embedded store.
+    fn admin_mode(&self) -> bool {
+        self.opts.apisix_root.is_some()
     }
 
     fn upstream_config(&self, block: &Block, ports: &[u16], dicts: &[(String, String)]) -> String {
@@ -528,7 +571,14 @@ impl FileCtx<'_> {
         }
         let role = if upstream { "test upstream" } else { "gateway" };
         let prefix = self.dir.join(if upstream { "upstream" } else { "gateway" });
+        // The config store (`data/`) outlives a restart within the file, as etcd does.
+        let data = self.dir.join("gateway-data");
+        let _ = std::fs::rename(prefix.join("data"), &data);
         let _ = std::fs::remove_dir_all(&prefix);
+        if !upstream && data.exists() {
+            let _ = std::fs::create_dir_all(&prefix);
+            let _ = std::fs::rename(&data, prefix.join("data"));
+        }
         self.prepare_prefix(&prefix)
             .map_err(|e| format!("cannot prepare {}: {e}", prefix.display()))?;
         let mut p = Process::start(
@@ -541,6 +591,9 @@ impl FileCtx<'_> {
             ports,
         )
         .map_err(|e| e.to_string())?;
+        if !upstream && self.admin_mode() {
+            p.use_admin_api();
+        }
         p.load_routes(&text, generation)
             .map_err(|e| e.to_string())?;
         if upstream {
