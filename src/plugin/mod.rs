@@ -133,6 +133,8 @@ pub struct ChainEntry {
     pub filter: Option<Expr>,
     /// `_meta.error_response`: replaces the body of any answer with status >= 400.
     pub error_response: Option<Value>,
+    /// A native plugin's conf, checked and compiled once for this snapshot.
+    pub prepared: Option<native::Prepared>,
 }
 
 /// Which resource a chain's confs belong to, as APISIX tells plugins through `ctx.conf_type`,
@@ -188,10 +190,18 @@ impl Chain {
                 });
                 continue;
             };
-            if let Err(e) = catalog.check(name, conf, None) {
-                errors.push(ChainError { field, message: e });
-                continue;
-            }
+            // A native conf is checked by compiling it; the compiled form is kept for requests.
+            let checked = match &info.imp {
+                Impl::Native(p) => p.prepare(conf).map(Some),
+                Impl::Lua => catalog.check(name, conf, None).map(|()| None),
+            };
+            let prepared = match checked {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(ChainError { field, message: e });
+                    continue;
+                }
+            };
             let meta = conf.get("_meta");
             if meta
                 .and_then(|m| m.get("disable"))
@@ -231,6 +241,7 @@ impl Chain {
                 conf: conf.clone(),
                 filter,
                 error_response: meta.and_then(|m| m.get("error_response")).cloned(),
+                prepared,
             });
         }
         if !errors.is_empty() {

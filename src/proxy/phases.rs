@@ -132,9 +132,12 @@ impl Run {
                 }
                 match &entries[i].imp {
                     Impl::Native(p) => {
-                        let res = {
-                            let mut r = self.req.borrow_mut();
-                            p.run(phase, &entries[i].conf, &mut r)
+                        let res = match &entries[i].prepared {
+                            Some(conf) => {
+                                let mut r = self.req.borrow_mut();
+                                p.run(phase, conf, &mut r)
+                            }
+                            None => Err("the conf was never prepared".to_string()),
                         };
                         match res {
                             Ok(Some(a)) if phase.may_answer() => {
