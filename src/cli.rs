@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 
 use crate::config::node::{NodeConfig, Provider};
-use crate::config::provider::yaml;
+use crate::config::provider::{envoy, yaml};
 use crate::config::snapshot::Snapshot;
 use crate::lua::ngx::shared::SharedDicts;
 use crate::lua::vm::VmOptions;
@@ -64,12 +64,6 @@ fn settings(node: &NodeConfig) -> anyhow::Result<Settings> {
         keepalive_requests: node.keepalive_requests,
         access_log,
     })
-}
-
-fn routes_path(node: &NodeConfig) -> anyhow::Result<PathBuf> {
-    match &node.provider {
-        Provider::Yaml { path } => Ok(path.clone()),
-    }
 }
 
 /// The VM settings every worker (and the plugin checker) uses.
@@ -128,8 +122,44 @@ fn initial_snapshot(
     }
 }
 
-/// `moongate run`.
-pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
+/// Loads and compiles an Envoy file once; its warnings go to the error log and stderr.
+fn initial_envoy(
+    path: &Path,
+    resolver: &SystemResolver,
+    catalog: &Catalog,
+    quiet: bool,
+) -> anyhow::Result<(Snapshot, envoy::EnvoyConfig)> {
+    let fail = |errors: &[crate::config::standalone::ConfigError]| {
+        for e in errors {
+            eprintln!("moongate: {}: {e}", path.display());
+        }
+        anyhow::anyhow!("{} error(s) in {}", errors.len(), path.display())
+    };
+    let cfg = envoy::load(path).map_err(|e| fail(&e))?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+        if !quiet {
+            eprintln!("moongate: warning: {w}");
+        }
+    }
+    let resources = cfg.resources.clone();
+    let snapshot = Snapshot::build(resources, 1, None, resolver, catalog)
+        .map_err(|e| fail(&envoy::locate(e, &cfg.paths)))?;
+    Ok((snapshot, cfg))
+}
+
+/// Where routes come from: the node config's provider, or `--envoy FILE`.
+fn provider_of(node: &NodeConfig, envoy_file: Option<&Path>) -> Provider {
+    match envoy_file {
+        Some(p) => Provider::Envoy {
+            path: p.to_path_buf(),
+        },
+        None => node.provider.clone(),
+    }
+}
+
+/// `moongate run`; `envoy_file` (`--envoy FILE`) reads routes and listeners from an Envoy file.
+pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::Result<()> {
     errlog::install();
     let signals = Signals::register()?;
     let (node, warnings) = load_node(prefix, config)?;
@@ -157,10 +187,51 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     }
     let vm = vm_options(prefix, &node);
     let catalog = Arc::new(load_catalog(&vm, &node, false)?);
-    let routes = routes_path(&node)?;
-    let snapshot = initial_snapshot(&routes, &resolver, &catalog)?;
+    let node_specs: Vec<ListenSpec> = node
+        .listen
+        .iter()
+        .map(|l| ListenSpec {
+            addr: SocketAddr::new(l.ip, l.port),
+            http2: l.http2,
+        })
+        .collect();
+    let provider = provider_of(&node, envoy_file);
+    let (snapshot, source, specs, routes, kind): (_, Box<dyn yaml::Source>, _, PathBuf, _) =
+        match &provider {
+            Provider::Yaml { path } => {
+                let s = initial_snapshot(path, &resolver, &catalog)?;
+                (
+                    s,
+                    yaml::standalone_source(),
+                    node_specs,
+                    path.clone(),
+                    "yaml",
+                )
+            }
+            Provider::Envoy { path } => {
+                let (s, cfg) = initial_envoy(path, &resolver, &catalog, false)?;
+                // The Envoy file's listeners are where its routes are served: they replace
+                // apisix.node_listen.
+                let specs = cfg
+                    .listeners
+                    .iter()
+                    .map(|l| ListenSpec {
+                        addr: l.addr,
+                        http2: l.http2,
+                    })
+                    .collect();
+                let source = Box::new(envoy::EnvoySource::new(&cfg));
+                (s, source, specs, path.clone(), "envoy")
+            }
+        };
     let store = Arc::new(ArcSwap::from_pointee(snapshot));
-    let watcher = yaml::watch(routes.clone(), store.clone(), resolver, catalog.clone());
+    let watcher = yaml::watch_source(
+        routes.clone(),
+        source,
+        store.clone(),
+        resolver,
+        catalog.clone(),
+    );
 
     let shared = Arc::new(Shared {
         store,
@@ -171,14 +242,6 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
             phase_timeout: node.lua_phase_timeout,
         }),
     });
-    let specs: Vec<ListenSpec> = node
-        .listen
-        .iter()
-        .map(|l| ListenSpec {
-            addr: SocketAddr::new(l.ip, l.port),
-            http2: l.http2,
-        })
-        .collect();
     let server = Server::start(
         &specs,
         node.worker_processes,
@@ -187,7 +250,7 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     )?;
     let addrs: Vec<String> = specs.iter().map(|s| s.addr.to_string()).collect();
     let banner = format!(
-        "moongate {} started: {} worker(s), listening on {}, routes from {} (yaml provider)",
+        "moongate {} started: {} worker(s), listening on {}, routes from {} ({kind} provider)",
         env!("CARGO_PKG_VERSION"),
         node.worker_processes,
         addrs.join(", "),
@@ -256,7 +319,7 @@ impl Signals {
 }
 
 /// `moongate check`: every error in both files, non-zero when there is any.
-pub fn check(prefix: &Path, config: &Path) -> anyhow::Result<()> {
+pub fn check(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::Result<()> {
     let (node, warnings) = load_node(prefix, config)?;
     for w in &warnings {
         println!("warning: {w}");
@@ -264,8 +327,19 @@ pub fn check(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     settings(&node)?;
     let vm = vm_options(prefix, &node);
     let catalog = load_catalog(&vm, &node, true)?;
-    let routes = routes_path(&node)?;
-    initial_snapshot(&routes, &SystemResolver, &catalog)?;
+    let routes = match provider_of(&node, envoy_file) {
+        Provider::Yaml { path } => {
+            initial_snapshot(&path, &SystemResolver, &catalog)?;
+            path
+        }
+        Provider::Envoy { path } => {
+            let (_, cfg) = initial_envoy(&path, &SystemResolver, &catalog, true)?;
+            for w in &cfg.warnings {
+                println!("warning: {w}");
+            }
+            path
+        }
+    };
     println!(
         "configuration {} and routes {} are valid",
         prefix.join(config).display(),

@@ -27,6 +27,9 @@ pub struct ListenAddr {
 pub enum Provider {
     /// APISIX's standalone file (`conf/apisix.yaml`), reloaded on change.
     Yaml { path: PathBuf },
+    /// An Envoy v3 bootstrap file (`deployment.role_data_plane.envoy_file`, default
+    /// `conf/envoy.yaml`), reloaded on change; its listeners replace `apisix.node_listen`.
+    Envoy { path: PathBuf },
 }
 
 /// The resolved node configuration.
@@ -144,6 +147,7 @@ const KNOWN: &[&str] = &[
     "deployment.role",
     "deployment.role_data_plane",
     "deployment.role_data_plane.config_provider",
+    "deployment.role_data_plane.envoy_file",
     "plugins",
     "apisix.extra_lua_path",
     "apisix.ssl.ssl_trusted_certificate",
@@ -472,10 +476,16 @@ impl NodeConfig {
             ("data_plane", "yaml") => Provider::Yaml {
                 path: prefix.join("conf/apisix.yaml"),
             },
+            ("data_plane", "envoy") => Provider::Envoy {
+                path: prefix
+                    .join(r.string("deployment.role_data_plane.envoy_file", "conf/envoy.yaml")),
+            },
             ("data_plane", other) => {
                 r.error(
                     "deployment.role_data_plane.config_provider",
-                    format!("config provider {other:?} is not supported yet (only \"yaml\")"),
+                    format!(
+                        "config provider {other:?} is not supported yet (\"yaml\" or \"envoy\")"
+                    ),
                 );
                 Provider::Yaml {
                     path: prefix.join("conf/apisix.yaml"),

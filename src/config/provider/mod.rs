@@ -1,3 +1,4 @@
 //! Config providers: where resources come from. Each produces `Resources` for `Snapshot::build`.
 
+pub mod envoy;
 pub mod yaml;
