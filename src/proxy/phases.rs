@@ -141,6 +141,18 @@ impl Run {
                         };
                         match res {
                             Ok(Some(a)) if phase.may_answer() => {
+                                // A table body is JSON, as `core.response.exit` labels it.
+                                if matches!(
+                                    a.body,
+                                    Some(
+                                        serde_json::Value::Object(_) | serde_json::Value::Array(_)
+                                    )
+                                ) {
+                                    self.req.borrow_mut().resp_headers.insert(
+                                        header::CONTENT_TYPE,
+                                        HeaderValue::from_static("application/json"),
+                                    );
+                                }
                                 return self.answer(&chain, i, Some(a.status), body_of(&a));
                             }
                             Ok(_) => {}

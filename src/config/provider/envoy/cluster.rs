@@ -113,6 +113,7 @@ pub fn read(r: &mut Report, v: &Value, path: &str) -> Option<Cluster> {
             hash_on,
             key,
             retries: Some(0),
+            scheme: "http".into(),
             timeout: Some(Timeout {
                 connect: connect_timeout,
                 send: super::route::DEFAULT_ROUTE_TIMEOUT,
