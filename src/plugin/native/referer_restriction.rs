@@ -67,7 +67,7 @@ pub fn referer_host(referer: &str) -> Option<&str> {
         return (end > 1).then(|| &rest[..=end]);
     }
     let end = rest
-        .find(|c| matches!(c, '[' | ']' | ':' | '/' | '?'))
+        .find(['[', ']', ':', '/', '?'])
         .unwrap_or(rest.len());
     (end > 0).then(|| &rest[..end])
 }
