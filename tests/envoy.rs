@@ -631,3 +631,23 @@ fn the_demo_answers_every_curl_of_its_readme_without_docker() {
     }
     drop(demo_proc);
 }
+
+#[test]
+fn each_listener_serves_its_own_routes_on_its_own_port() {
+    let (p1, p2) = (free_port(), free_port());
+    let vh = |body: &str| json!([{"name": "v", "domains": ["*"], "routes": [direct(json!({"prefix": "/"}), 200, body)]}]);
+    let mut doc: Value = serde_json::from_str(&bootstrap(p1, vh("first"), json!([]))).unwrap();
+    let second: Value = serde_json::from_str(&bootstrap(p2, vh("second"), json!([]))).unwrap();
+    let mut l2 = second["static_resources"]["listeners"][0].clone();
+    l2["name"] = json!("other");
+    doc["static_resources"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(l2);
+    let _gw = start(p1, &doc.to_string(), &[]);
+    wait_until("the second listener", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", p2)).is_ok()
+    });
+    assert_eq!(get(p1, "/", &[]).body, "first");
+    assert_eq!(get(p2, "/", &[]).body, "second");
+}

@@ -66,9 +66,7 @@ pub fn referer_host(referer: &str) -> Option<&str> {
         let end = rest.rfind(']')?;
         return (end > 1).then(|| &rest[..=end]);
     }
-    let end = rest
-        .find(['[', ']', ':', '/', '?'])
-        .unwrap_or(rest.len());
+    let end = rest.find(['[', ']', ':', '/', '?']).unwrap_or(rest.len());
     (end > 0).then(|| &rest[..end])
 }
 
