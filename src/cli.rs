@@ -144,7 +144,7 @@ fn initial_envoy(
     }
     let resources = cfg.resources.clone();
     let snapshot = Snapshot::build(resources, 1, None, resolver, catalog)
-        .map_err(|e| fail(&envoy::locate(e, &cfg.paths)))?;
+        .map_err(|e| fail(&envoy::locate(e, &cfg.located())))?;
     Ok((snapshot, cfg))
 }
 

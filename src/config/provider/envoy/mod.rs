@@ -42,6 +42,8 @@ pub struct EnvoyConfig {
     pub warnings: Vec<String>,
     /// The YAML path of each route, by route id, to restate snapshot errors.
     pub paths: HashMap<String, String>,
+    /// The YAML path of each cluster, by name.
+    pub cluster_paths: HashMap<String, String>,
 }
 
 /// Reads and parses the file.
@@ -92,6 +94,7 @@ pub fn parse(text: &str) -> Result<EnvoyConfig, Vec<ConfigError>> {
                 continue;
             }
             out.resources.upstreams.push(c.upstream.clone());
+            out.cluster_paths.insert(name.clone(), p.clone());
             clusters.insert(name, c);
         }
     }
@@ -361,28 +364,34 @@ fn http_filter(r: &mut Report, v: &Value, path: &str) {
 pub struct EnvoySource {
     /// The listeners the process opened; a reload that changes them needs a restart.
     pub listeners: Vec<Listener>,
-    paths: HashMap<String, String>,
+    located: Located,
 }
 
 impl EnvoySource {
     pub fn new(started: &EnvoyConfig) -> EnvoySource {
         EnvoySource {
             listeners: started.listeners.clone(),
-            paths: started.paths.clone(),
+            located: started.located(),
         }
     }
 }
 
-/// Restates `routes[id=X]` errors of the snapshot builder as the YAML path of route X.
-pub fn locate(errors: Vec<ConfigError>, paths: &HashMap<String, String>) -> Vec<ConfigError> {
+/// Restates the snapshot builder's `routes[id=X]` and `upstreams[id=X]` errors as the YAML
+/// paths of route X and cluster X.
+pub fn locate(errors: Vec<ConfigError>, cfg: &Located) -> Vec<ConfigError> {
     errors
         .into_iter()
         .map(|e| {
-            let id = e
-                .resource
-                .strip_prefix("routes[id=")
-                .and_then(|s| s.strip_suffix(']'));
-            match id.and_then(|id| paths.get(id)) {
+            let inner = |prefix: &str| {
+                e.resource
+                    .strip_prefix(prefix)
+                    .and_then(|s| s.strip_suffix(']'))
+                    .map(str::to_string)
+            };
+            if let Some(p) = inner("upstreams[id=").and_then(|id| cfg.clusters.get(&id)) {
+                return ConfigError::new("envoy.yaml", format!("{p} ({})", e.field), e.message);
+            }
+            match inner("routes[id=").and_then(|id| cfg.routes.get(&id)) {
                 Some(p) => {
                     let field = match e.field.strip_prefix("plugins.") {
                         Some(name) => format!(
@@ -399,6 +408,22 @@ pub fn locate(errors: Vec<ConfigError>, paths: &HashMap<String, String>) -> Vec<
         .collect()
 }
 
+/// Where routes and clusters sit in the file, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Located {
+    pub routes: HashMap<String, String>,
+    pub clusters: HashMap<String, String>,
+}
+
+impl EnvoyConfig {
+    pub fn located(&self) -> Located {
+        Located {
+            routes: self.paths.clone(),
+            clusters: self.cluster_paths.clone(),
+        }
+    }
+}
+
 impl Source for EnvoySource {
     fn parse(&mut self, path: &Path, text: &str) -> Result<Option<Resources>, Vec<ConfigError>> {
         let cfg = parse(text)?;
@@ -411,11 +436,11 @@ impl Source for EnvoySource {
                 path.display()
             );
         }
-        self.paths = cfg.paths;
+        self.located = cfg.located();
         Ok(Some(cfg.resources))
     }
 
     fn locate(&self, errors: Vec<ConfigError>) -> Vec<ConfigError> {
-        locate(errors, &self.paths)
+        locate(errors, &self.located)
     }
 }
