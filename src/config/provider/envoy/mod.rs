@@ -185,8 +185,14 @@ fn listener(
         path,
         &["name", "address", "filter_chains", "listener_filters"],
     );
-    let (host, port) = cluster::socket_address(r, m.get("address"), &join(path, "address"))?;
-    let ip = ip_of(r, &host, &join(path, "address.socket_address.address"))?;
+    // A broken address still lets the routes be read, so their errors are reported too.
+    let addr = cluster::socket_address(r, m.get("address"), &join(path, "address")).and_then(
+        |(host, port)| {
+            ip_of(r, &host, &join(path, "address.socket_address.address"))
+                .map(|ip| SocketAddr::new(ip, port))
+        },
+    );
+    let port = addr.map_or(0, |a| a.port());
     let fpath = join(path, "filter_chains");
     let chains = r.list(m.get("filter_chains"), &fpath);
     if chains.is_empty() {
@@ -220,10 +226,7 @@ fn listener(
             }
         }
     }
-    Some(Listener {
-        addr: SocketAddr::new(ip, port),
-        http2,
-    })
+    Some(Listener { addr: addr?, http2 })
 }
 
 const HCM_NAMES: [&str; 2] = [
@@ -444,3 +447,6 @@ impl Source for EnvoySource {
         locate(errors, &self.located)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -117,7 +117,7 @@ fn domains(
         let domain = if d == "*" {
             Domain::Any
         } else if stars == 0 {
-            if d.contains(':') && !d.starts_with('[') || d.contains("]:") {
+            if (d.contains(':') && !d.starts_with('[')) || d.contains("]:") {
                 Domain::ExactWithPort(d)
             } else {
                 exact.push(d);
@@ -703,8 +703,7 @@ fn cluster_action(
         return None;
     };
     let prefix_rewrite = match m.get("prefix_rewrite") {
-        Some(p) if is_regex => {
-            let _ = p;
+        Some(_) if is_regex => {
             r.error(
                 &join(path, "prefix_rewrite"),
                 "prefix_rewrite needs a prefix or path match, not safe_regex",
