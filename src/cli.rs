@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 
 use crate::config::node::{NodeConfig, Provider};
-use crate::config::provider::yaml;
+use crate::config::provider::{envoy, yaml};
 use crate::config::snapshot::Snapshot;
 use crate::lua::ngx::shared::SharedDicts;
 use crate::lua::vm::VmOptions;
@@ -65,13 +65,6 @@ fn settings(node: &NodeConfig) -> anyhow::Result<Settings> {
         keepalive_requests: node.keepalive_requests,
         access_log,
     })
-}
-
-fn routes_path(node: &NodeConfig) -> anyhow::Result<PathBuf> {
-    match &node.provider {
-        Provider::Yaml { path } => Ok(path.clone()),
-        Provider::Embedded { seed, .. } => Ok(seed.clone()),
-    }
 }
 
 /// The VM settings every worker (and the plugin checker) uses.
@@ -133,12 +126,49 @@ fn initial_snapshot(
 
 /// Where the running node's config comes from.
 enum ConfigSource {
-    Yaml(yaml::YamlWatcher),
+    /// The standalone file or an Envoy file, watched.
+    File(yaml::YamlWatcher, &'static str),
     Store(crate::admin::start::ConfigPlane),
 }
 
-/// `moongate run`.
-pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
+/// Loads and compiles an Envoy file once; its warnings go to the error log and stderr.
+fn initial_envoy(
+    path: &Path,
+    resolver: &SystemResolver,
+    catalog: &Catalog,
+    quiet: bool,
+) -> anyhow::Result<(Snapshot, envoy::EnvoyConfig)> {
+    let fail = |errors: &[crate::config::standalone::ConfigError]| {
+        for e in errors {
+            eprintln!("moongate: {}: {e}", path.display());
+        }
+        anyhow::anyhow!("{} error(s) in {}", errors.len(), path.display())
+    };
+    let cfg = envoy::load(path).map_err(|e| fail(&e))?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+        if !quiet {
+            eprintln!("moongate: warning: {w}");
+        }
+    }
+    let resources = cfg.resources.clone();
+    let snapshot = Snapshot::build(resources, 1, None, resolver, catalog)
+        .map_err(|e| fail(&envoy::locate(e, &cfg.located())))?;
+    Ok((snapshot, cfg))
+}
+
+/// Where routes come from: the node config's provider, or `--envoy FILE`.
+fn provider_of(node: &NodeConfig, envoy_file: Option<&Path>) -> Provider {
+    match envoy_file {
+        Some(p) => Provider::Envoy {
+            path: p.to_path_buf(),
+        },
+        None => node.provider.clone(),
+    }
+}
+
+/// `moongate run`; `envoy_file` (`--envoy FILE`) reads routes and listeners from an Envoy file.
+pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::Result<()> {
     errlog::install();
     let signals = Signals::register()?;
     let (node, warnings) = load_node(prefix, config)?;
@@ -167,15 +197,56 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     let vm = vm_options(prefix, &node);
     let catalog = load_catalog(&vm, &node, false)?;
     let registry = Arc::new(PluginRegistry::new(catalog, vm, node.plugins.clone()));
-    let routes = routes_path(&node)?;
-    let (store, config_source) = match &node.provider {
-        Provider::Yaml { .. } => {
-            let snapshot = initial_snapshot(&routes, &resolver, &registry.catalog())?;
+    let node_specs: Vec<ListenSpec> = node
+        .listen
+        .iter()
+        .map(|l| ListenSpec {
+            addr: SocketAddr::new(l.ip, l.port),
+            http2: l.http2,
+        })
+        .collect();
+    let provider = provider_of(&node, envoy_file);
+    let routes = match &provider {
+        Provider::Yaml { path } | Provider::Envoy { path } => path.clone(),
+        Provider::Embedded { seed, .. } => seed.clone(),
+    };
+    let (store, config_source, specs) = match &provider {
+        Provider::Yaml { path } => {
+            let snapshot = initial_snapshot(path, &resolver, &registry.catalog())?;
             let store = Arc::new(ArcSwap::from_pointee(snapshot));
-            let watcher = yaml::watch(routes.clone(), store.clone(), resolver, registry.clone());
+            let watcher = yaml::watch_source(
+                path.clone(),
+                yaml::standalone_source(),
+                store.clone(),
+                resolver,
+                registry.clone(),
+            );
             // A plugin reload recompiles the routes against the new catalog.
             registry.on_reload(Box::new(watcher.reloader()));
-            (store, ConfigSource::Yaml(watcher))
+            (store, ConfigSource::File(watcher, "yaml"), node_specs)
+        }
+        Provider::Envoy { path } => {
+            let (snapshot, cfg) = initial_envoy(path, &resolver, &registry.catalog(), false)?;
+            // The Envoy file's listeners are where its routes are served: they replace
+            // apisix.node_listen.
+            let specs = cfg
+                .listeners
+                .iter()
+                .map(|l| ListenSpec {
+                    addr: l.addr,
+                    http2: l.http2,
+                })
+                .collect();
+            let store = Arc::new(ArcSwap::from_pointee(snapshot));
+            let watcher = yaml::watch_source(
+                path.clone(),
+                Box::new(envoy::EnvoySource::new(&cfg)),
+                store.clone(),
+                resolver,
+                registry.clone(),
+            );
+            registry.on_reload(Box::new(watcher.reloader()));
+            (store, ConfigSource::File(watcher, "envoy"), specs)
         }
         Provider::Embedded { data_file, seed } => {
             let empty = Snapshot::build(
@@ -197,7 +268,7 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
                 registry.clone(),
             )
             .context("cannot start the config plane")?;
-            (published, ConfigSource::Store(plane))
+            (published, ConfigSource::Store(plane), node_specs)
         }
     };
 
@@ -213,14 +284,6 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
             phase_timeout: node.lua_phase_timeout,
         }),
     });
-    let specs: Vec<ListenSpec> = node
-        .listen
-        .iter()
-        .map(|l| ListenSpec {
-            addr: SocketAddr::new(l.ip, l.port),
-            http2: l.http2,
-        })
-        .collect();
     let server = Server::start(
         &specs,
         node.worker_processes,
@@ -229,7 +292,9 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     )?;
     let addrs: Vec<String> = specs.iter().map(|s| s.addr.to_string()).collect();
     let source = match &config_source {
-        ConfigSource::Yaml(_) => format!("routes from {} (yaml provider)", routes.display()),
+        ConfigSource::File(_, kind) => {
+            format!("routes from {} ({kind} provider)", routes.display())
+        }
         ConfigSource::Store(p) => p.describe(),
     };
     let banner = format!(
@@ -242,14 +307,14 @@ pub fn run(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     eprintln!("{banner}");
 
     let watcher = match &config_source {
-        ConfigSource::Yaml(w) => Some(w),
+        ConfigSource::File(w, _) => Some(w),
         ConfigSource::Store(_) => None,
     };
     signals.wait(watcher, &registry);
     log::info!(target: "notice", "shutting down: draining connections");
     server.shutdown();
     match config_source {
-        ConfigSource::Yaml(w) => w.stop(),
+        ConfigSource::File(w, _) => w.stop(),
         ConfigSource::Store(p) => p.stop(),
     }
     log::info!(target: "notice", "exited");
@@ -318,7 +383,7 @@ impl Signals {
 }
 
 /// `moongate check`: every error in both files, non-zero when there is any.
-pub fn check(prefix: &Path, config: &Path) -> anyhow::Result<()> {
+pub fn check(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::Result<()> {
     let (node, warnings) = load_node(prefix, config)?;
     for w in &warnings {
         println!("warning: {w}");
@@ -326,10 +391,25 @@ pub fn check(prefix: &Path, config: &Path) -> anyhow::Result<()> {
     settings(&node)?;
     let vm = vm_options(prefix, &node);
     let catalog = load_catalog(&vm, &node, true)?;
-    let routes = routes_path(&node)?;
-    if matches!(node.provider, Provider::Yaml { .. }) || routes.is_file() {
-        initial_snapshot(&routes, &SystemResolver, &catalog)?;
-    }
+    let routes = match provider_of(&node, envoy_file) {
+        Provider::Yaml { path } => {
+            initial_snapshot(&path, &SystemResolver, &catalog)?;
+            path
+        }
+        Provider::Envoy { path } => {
+            let (_, cfg) = initial_envoy(&path, &SystemResolver, &catalog, true)?;
+            for w in &cfg.warnings {
+                println!("warning: {w}");
+            }
+            path
+        }
+        Provider::Embedded { seed, .. } => {
+            if seed.is_file() {
+                initial_snapshot(&seed, &SystemResolver, &catalog)?;
+            }
+            seed
+        }
+    };
     println!(
         "configuration {} and routes {} are valid",
         prefix.join(config).display(),

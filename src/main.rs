@@ -32,6 +32,10 @@ enum Command {
         /// Prefix directory that relative paths (conf/, logs/) start from.
         #[arg(short = 'p', long = "prefix", default_value = ".")]
         prefix: PathBuf,
+        /// Read routes, clusters and listeners from this Envoy v3 bootstrap file (the envoy
+        /// provider) instead of the node config's provider.
+        #[arg(long = "envoy")]
+        envoy: Option<PathBuf>,
     },
     /// Validate the configuration and exit: non-zero with every error found.
     Check {
@@ -39,6 +43,9 @@ enum Command {
         config: PathBuf,
         #[arg(short = 'p', long = "prefix", default_value = ".")]
         prefix: PathBuf,
+        /// Check this Envoy v3 bootstrap file instead of the node config's provider.
+        #[arg(long = "envoy")]
+        envoy: Option<PathBuf>,
     },
     /// Print the version.
     Version,
@@ -57,8 +64,16 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        Command::Run { config, prefix } => cli::run(&prefix, &config),
-        Command::Check { config, prefix } => cli::check(&prefix, &config),
+        Command::Run {
+            config,
+            prefix,
+            envoy,
+        } => cli::run(&prefix, &config, envoy.as_deref()),
+        Command::Check {
+            config,
+            prefix,
+            envoy,
+        } => cli::check(&prefix, &config, envoy.as_deref()),
         Command::Version => {
             println!("moongate {}", env!("CARGO_PKG_VERSION"));
             Ok(())

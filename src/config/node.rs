@@ -30,6 +30,9 @@ pub enum Provider {
     /// `traditional` + `embedded`: the Admin API writes to the embedded store in
     /// `data_file`; `seed` (`conf/apisix.yaml`) fills it once when the file does not exist.
     Embedded { data_file: PathBuf, seed: PathBuf },
+    /// An Envoy v3 bootstrap file (`deployment.role_data_plane.envoy_file`, default
+    /// `conf/envoy.yaml`), reloaded on change; its listeners replace `apisix.node_listen`.
+    Envoy { path: PathBuf },
 }
 
 /// `deployment.admin`: the Admin API of a `traditional` node.
@@ -183,6 +186,7 @@ const KNOWN: &[&str] = &[
     "deployment.admin.serve_on_data_port",
     "deployment.admin.enable_admin_cors",
     "deployment.admin.admin_api_version",
+    "deployment.role_data_plane.envoy_file",
     "plugins",
     // Read by Lua plugins through core.config.local_conf() / plugin.plugin_attr().
     "plugin_attr",
@@ -622,13 +626,26 @@ fn parse_provider(
     match role {
         "data_plane" => {
             let name = r.string("deployment.role_data_plane.config_provider", "yaml");
-            if name != "yaml" {
-                r.error(
-                    "deployment.role_data_plane.config_provider",
-                    format!("config provider {name:?} is not supported yet (only \"yaml\")"),
-                );
+            match name.as_str() {
+                "yaml" => (yaml, None),
+                "envoy" => (
+                    Provider::Envoy {
+                        path: prefix.join(
+                            r.string("deployment.role_data_plane.envoy_file", "conf/envoy.yaml"),
+                        ),
+                    },
+                    None,
+                ),
+                other => {
+                    r.error(
+                        "deployment.role_data_plane.config_provider",
+                        format!(
+                            "config provider {other:?} is not supported yet (\"yaml\" or \"envoy\")"
+                        ),
+                    );
+                    (yaml, None)
+                }
             }
-            (yaml, None)
         }
         "traditional" => {
             let name = r.string("deployment.role_traditional.config_provider", "embedded");

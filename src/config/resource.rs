@@ -107,6 +107,61 @@ pub struct Route {
     /// `body_filter_by_lua`, `log_by_lua`). A `content_by_lua` route answers from Lua.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lua_handlers: BTreeMap<String, String>,
+    /// moongate-internal: what the route does besides proxying, set by config providers whose
+    /// format has such route actions (Envoy's `prefix_rewrite`, `host_rewrite_literal`,
+    /// `direct_response`, `redirect`). Never read from or written to APISIX resources.
+    #[serde(skip)]
+    pub action: RouteAction,
+}
+
+/// Route actions APISIX expresses with plugins and other formats put on the route itself.
+/// The default does nothing: the request is proxied as it came.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteAction {
+    /// Replace this leading part of `$uri` before proxying.
+    pub prefix_rewrite: Option<PrefixRewrite>,
+    /// The `Host` header the upstream receives.
+    pub host_rewrite: Option<String>,
+    /// Answer without proxying, once the plugins have run.
+    pub answer: Option<FixedAnswer>,
+}
+
+impl RouteAction {
+    pub fn is_none(&self) -> bool {
+        *self == RouteAction::default()
+    }
+}
+
+/// `prefix_rewrite`: a request whose path starts with `prefix` goes upstream with that part
+/// replaced by `replacement`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixRewrite {
+    pub prefix: String,
+    pub replacement: String,
+}
+
+/// An answer the gateway gives itself instead of proxying.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FixedAnswer {
+    /// A status and body (`text/plain` when the body is not empty).
+    Direct {
+        status: u16,
+        body: String,
+    },
+    Redirect(RedirectAction),
+}
+
+/// A redirect built from the request: each `Some` part replaces that part of the request's URL.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RedirectAction {
+    pub status: u16,
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    /// Replace the matched prefix of the path (the route's prefix) with this.
+    pub prefix_rewrite: Option<PrefixRewrite>,
+    pub strip_query: bool,
 }
 
 /// The directives `lua_handlers` accepts.

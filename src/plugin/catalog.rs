@@ -63,18 +63,23 @@ impl Catalog {
     }
 
     /// Loads `enabled` (the `plugins:` list; `None` = every plugin file found in the plugin
-    /// directories, and every native plugin): native plugins by name, Lua plugins from their modules. A plugin that fails
-    /// to load is reported in the returned list and left out, as APISIX leaves it out.
+    /// directories, and every native plugin): Lua plugins from their modules, native plugins by
+    /// name when no Lua file of that name exists. A plugin that fails to load is reported in the
+    /// returned list and left out, as APISIX leaves it out (a failing Lua file does not fall back
+    /// to the native plugin: the user asked for the Lua one).
     pub fn load(
         opts: &VmOptions,
         enabled: Option<&[String]>,
     ) -> std::io::Result<(Catalog, Vec<String>)> {
         let natives: HashMap<&'static str, Arc<dyn NativePlugin>> =
             native::all().into_iter().map(|p| (p.name(), p)).collect();
+        // A Lua file in the plugin directories wins over the native plugin of the same name,
+        // so a user can run APISIX's own implementation instead of ours.
+        let lua_files = discover(&opts.plugin_dirs);
         let names: Vec<String> = match enabled {
             Some(list) => list.to_vec(),
             None => {
-                let mut n = discover(&opts.plugin_dirs);
+                let mut n = lua_files.clone();
                 for name in natives.keys() {
                     if !n.iter().any(|x| x == name) {
                         n.push(name.to_string());
@@ -86,7 +91,10 @@ impl Catalog {
         let mut plugins = HashMap::new();
         let mut lua_wanted = Vec::new();
         for name in &names {
-            if let Some(p) = natives.get(name.as_str()) {
+            if let Some(p) = natives
+                .get(name.as_str())
+                .filter(|_| !lua_files.contains(name))
+            {
                 plugins.insert(
                     name.clone(),
                     PluginInfo {

@@ -137,6 +137,8 @@ pub struct ChainEntry {
     /// Came from the consumer (or its group) and was not on the route: APISIX's
     /// `_from_consumer`, which the `rewrite_in_consumer` pass runs.
     pub from_consumer: bool,
+    /// A native plugin's conf, checked and compiled once for this snapshot.
+    pub prepared: Option<native::Prepared>,
 }
 
 /// Which resource a chain's confs belong to, as APISIX tells plugins through `ctx.conf_type`,
@@ -192,10 +194,18 @@ impl Chain {
                 });
                 continue;
             };
-            if let Err(e) = catalog.check(name, conf, None) {
-                errors.push(ChainError { field, message: e });
-                continue;
-            }
+            // A native conf is checked by compiling it; the compiled form is kept for requests.
+            let checked = match &info.imp {
+                Impl::Native(p) => p.prepare(conf).map(Some),
+                Impl::Lua => catalog.check(name, conf, None).map(|()| None),
+            };
+            let prepared = match checked {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(ChainError { field, message: e });
+                    continue;
+                }
+            };
             let meta = conf.get("_meta");
             if meta
                 .and_then(|m| m.get("disable"))
@@ -236,6 +246,7 @@ impl Chain {
                 filter,
                 error_response: meta.and_then(|m| m.get("error_response")).cloned(),
                 from_consumer: false,
+                prepared,
             });
         }
         if !errors.is_empty() {

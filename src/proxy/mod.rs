@@ -12,6 +12,7 @@ pub mod headers;
 pub mod phases;
 pub mod pool;
 pub mod request;
+pub mod route_action;
 pub mod upstream_io;
 
 use std::cell::{Cell, RefCell};

@@ -141,12 +141,27 @@ impl Run {
                 }
                 match &entries[i].imp {
                     Impl::Native(p) => {
-                        let res = {
-                            let mut r = self.req.borrow_mut();
-                            p.run(phase, &entries[i].conf, &mut r)
+                        let res = match &entries[i].prepared {
+                            Some(conf) => {
+                                let mut r = self.req.borrow_mut();
+                                p.run(phase, conf, &mut r)
+                            }
+                            None => Err("the conf was never prepared".to_string()),
                         };
                         match res {
                             Ok(Some(a)) if phase.may_answer() => {
+                                // A table body is JSON, as `core.response.exit` labels it.
+                                if matches!(
+                                    a.body,
+                                    Some(
+                                        serde_json::Value::Object(_) | serde_json::Value::Array(_)
+                                    )
+                                ) {
+                                    self.req.borrow_mut().resp_headers.insert(
+                                        header::CONTENT_TYPE,
+                                        HeaderValue::from_static("application/json"),
+                                    );
+                                }
                                 return self.answer(&chain, i, Some(a.status), body_of(&a));
                             }
                             Ok(_) => {}
@@ -466,6 +481,11 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     let (resp, up) = match flow {
         Flow::Answer(status) => (run.early_response(status), None),
         Flow::Continue if run.handler("content_by_lua") => (content(&run).await, None),
+        // The route answers itself (a direct response, a redirect) once the plugins let it.
+        Flow::Continue if run.route.action.answer.is_some() => match &run.route.action.answer {
+            Some(a) => (super::route_action::fixed(a, &run.req.borrow()), None),
+            None => (run.early_response(500), None),
+        },
         Flow::Continue => match forward(&run, &cx, &client_uri, body_error).await {
             Ok((resp, up)) => (resp, Some(up)),
             Err((resp, up)) => (resp, up),
@@ -670,6 +690,7 @@ async fn forward(
             }
             _ => None,
         };
+        super::route_action::rewrite_path(&route.action, &mut r);
         let target = r.upstream_target().into_owned();
         let uri: Uri = match target.parse() {
             Ok(u) => u,
@@ -694,10 +715,12 @@ async fn forward(
                 None
             }
         };
+        // A plugin's `$upstream_host` wins over the route's own host rewrite.
         let host_override = r
             .vars
             .get("upstream_host")
-            .and_then(|h| HeaderValue::from_str(h).ok());
+            .and_then(|h| HeaderValue::from_str(h).ok())
+            .or_else(|| super::route_action::host_rewrite(&route.action));
         let host = r.host.clone();
         let method = r.method.clone();
         ((hash_key, uri, headers, body, host_override), host, method)

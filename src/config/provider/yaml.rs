@@ -1,5 +1,6 @@
 //! The standalone YAML provider: `conf/apisix.yaml`, loaded at start and reloaded within a
-//! second of any change (or at once on SIGHUP).
+//! second of any change (or at once on SIGHUP). The watcher is shared with the other
+//! file-based providers through [`Source`].
 //!
 //! The watcher polls the file's size, modification time and content hash on its own thread, so
 //! it needs no runtime and no inotify. A new version is parsed and compiled off the request
@@ -73,9 +74,54 @@ fn hash(text: &str) -> u64 {
     h.finish()
 }
 
+/// How a watched file's text becomes resources: the standalone format here, Envoy's in
+/// `provider::envoy`.
+pub trait Source: Send + 'static {
+    /// Parses one version of the file; `Ok(None)` when it is not complete yet.
+    fn parse(&mut self, path: &Path, text: &str) -> Result<Option<Resources>, Vec<ConfigError>>;
+    /// Restates errors found while compiling the resources in the file's own terms.
+    fn locate(&self, errors: Vec<ConfigError>) -> Vec<ConfigError> {
+        errors
+    }
+}
+
+/// APISIX's standalone `apisix.yaml`.
+struct Standalone;
+
+impl Source for Standalone {
+    fn parse(&mut self, path: &Path, text: &str) -> Result<Option<Resources>, Vec<ConfigError>> {
+        match standalone::parse(text)? {
+            Parsed::Complete(r) => Ok(Some(r)),
+            Parsed::Incomplete => {
+                log::warn!(
+                    "{} does not end with #END yet; waiting for the rest of the file",
+                    path.display()
+                );
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The standalone format as a [`Source`].
+pub fn standalone_source() -> Box<dyn Source> {
+    Box::new(Standalone)
+}
+
 /// Starts watching `path`, publishing new snapshots into `store`.
 pub fn watch(
     path: PathBuf,
+    store: Arc<ArcSwap<Snapshot>>,
+    resolver: Arc<dyn Resolve + Send + Sync>,
+    plugins: Arc<crate::plugin::registry::PluginRegistry>,
+) -> YamlWatcher {
+    watch_source(path, Box::new(Standalone), store, resolver, plugins)
+}
+
+/// Starts watching `path`, read by `source`, publishing new snapshots into `store`.
+pub fn watch_source(
+    path: PathBuf,
+    mut source: Box<dyn Source>,
     store: Arc<ArcSwap<Snapshot>>,
     resolver: Arc<dyn Resolve + Send + Sync>,
     plugins: Arc<crate::plugin::registry::PluginRegistry>,
@@ -105,7 +151,14 @@ pub fn watch(
                     continue;
                 }
                 last_hash = Some(h);
-                apply(&path, &text, &store, resolver.as_ref(), &plugins.catalog());
+                apply(
+                    &path,
+                    &text,
+                    source.as_mut(),
+                    &store,
+                    resolver.as_ref(),
+                    &plugins.catalog(),
+                );
             }
         })
         .ok();
@@ -116,19 +169,14 @@ pub fn watch(
 fn apply(
     path: &Path,
     text: &str,
+    source: &mut dyn Source,
     store: &ArcSwap<Snapshot>,
     resolver: &dyn Resolve,
     catalog: &crate::plugin::Catalog,
 ) {
-    let resources = match standalone::parse(text) {
-        Ok(Parsed::Complete(r)) => r,
-        Ok(Parsed::Incomplete) => {
-            log::warn!(
-                "{} does not end with #END yet; waiting for the rest of the file",
-                path.display()
-            );
-            return;
-        }
+    let resources = match source.parse(path, text) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
         Err(errors) => return report(path, &errors),
     };
     let previous = store.load_full();
@@ -144,7 +192,7 @@ fn apply(
             store.store(Arc::new(s));
             log::info!(target: "notice", "loaded {} (config version {v}, {n} routes)", path.display());
         }
-        Err(errors) => report(path, &errors),
+        Err(errors) => report(path, &source.locate(errors)),
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::resource::{Id, PluginMap, Service, Timeout, Upstream};
+use super::resource::{Id, PluginMap, RouteAction, Service, Timeout, Upstream};
 use super::standalone::{ConfigError, OtherResources, Resources};
 use crate::lua::host::HandlerSource;
 use crate::plugin::{Catalog, Chain, ConfOwner};
@@ -50,12 +50,17 @@ pub struct RouteEntry {
     pub handlers: Option<Arc<HandlerSource>>,
     /// `plugin_config_id` names a plugin config that does not exist: APISIX answers 503.
     pub missing_plugin_config: Option<Id>,
+    /// What the route does besides proxying (rewrites, fixed answers); see `proxy::route_action`.
+    pub action: RouteAction,
 }
 
 impl RouteEntry {
     /// The request must go through the phase runner.
     pub fn has_phases(&self) -> bool {
-        self.chain.is_some() || self.handlers.is_some() || self.missing_plugin_config.is_some()
+        self.chain.is_some()
+            || self.handlers.is_some()
+            || self.missing_plugin_config.is_some()
+            || !self.action.is_none()
     }
 }
 
@@ -321,6 +326,7 @@ impl Snapshot {
                 chain,
                 handlers,
                 missing_plugin_config,
+                action: r.action.clone(),
             }));
         }
         let router =

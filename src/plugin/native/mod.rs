@@ -1,0 +1,82 @@
+//! Native Rust plugins: the same names, priorities, schemas and phases as APISIX's Lua plugins,
+//! for the hot path. A native plugin and Lua plugins interleave in one chain by priority and act
+//! on the same [`RequestCtx`].
+//!
+//! A conf is prepared once per config snapshot ([`NativePlugin::prepare`]: checked against the
+//! plugin's schema, defaults filled, regexes and address sets compiled); a request only reads
+//! the prepared value. One module per plugin, named after it.
+
+pub mod ip_restriction;
+pub mod redirect;
+pub mod referer_restriction;
+pub mod regex;
+pub mod request_id;
+pub mod schema;
+pub mod uri_blocker;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Phase, PhaseSet, RequestCtx};
+
+/// An answer a plugin gives instead of letting the request go on: `return code, body`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    /// A string body is sent as-is; an object or array as JSON plus a newline.
+    pub body: Option<Value>,
+}
+
+/// A conf after [`NativePlugin::prepare`]: the plugin's own typed, compiled form.
+pub type Prepared = Arc<dyn Any + Send + Sync>;
+
+/// What a native plugin implements.
+pub trait NativePlugin: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn priority(&self) -> i64;
+    /// The phases it implements.
+    fn phases(&self) -> PhaseSet;
+    /// Validates a conf and compiles it, with APISIX's error wording. Runs when a snapshot is
+    /// built, never on the request path.
+    fn prepare(&self, conf: &Value) -> Result<Prepared, String>;
+    /// Validates a conf, in APISIX's words.
+    fn check_conf(&self, conf: &Value) -> Result<(), String> {
+        self.prepare(conf).map(|_| ())
+    }
+    /// Runs one phase with the prepared conf. `Ok(Some(answer))` from a phase that may answer
+    /// ends the request; headers the plugin put in `req.resp_headers` go out with the answer.
+    fn run(
+        &self,
+        phase: Phase,
+        conf: &Prepared,
+        req: &mut RequestCtx,
+    ) -> Result<Option<Answer>, String>;
+}
+
+/// The prepared conf of plugin `P`, as its own `prepare` made it.
+pub fn prepared<'a, T: 'static>(conf: &'a Prepared, plugin: &str) -> Result<&'a T, String> {
+    conf.downcast_ref::<T>()
+        .ok_or_else(|| format!("{plugin}: the prepared conf has the wrong type"))
+}
+
+/// Every native plugin moongate has.
+pub fn all() -> Vec<Arc<dyn NativePlugin>> {
+    vec![
+        Arc::new(request_id::RequestId),
+        Arc::new(ip_restriction::IpRestriction),
+        Arc::new(referer_restriction::RefererRestriction),
+        Arc::new(uri_blocker::UriBlocker),
+        Arc::new(redirect::Redirect),
+    ]
+}
+
+/// A phase set from a list.
+pub(crate) fn phases(list: &[Phase]) -> PhaseSet {
+    let mut s = PhaseSet::default();
+    for p in list {
+        s.insert(*p);
+    }
+    s
+}
