@@ -229,7 +229,7 @@ ngx.say(res.headers["Transfer-Encoding"], " ", res.body)
     let r = gw.get("/t");
     assert_eq!(
         r.body,
-        "he|ll|o |w|or|ld|\n|\nnil\n42\nhello world\n\nchunked hello world\n\n",
+        "he|ll|o |w|or|ld|\n\nnil\n42\nhello world\n\nchunked hello world\n\n",
         "{}",
         gw.error_log()
     );
