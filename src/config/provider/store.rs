@@ -353,7 +353,14 @@ impl Follower {
         }
         if !self.outage {
             self.outage = true;
-            log::warn!(
+            // An unreachable store (etcd) warns about its own outages, once each; repeating
+            // it here would make two warnings of one outage.
+            let level = match e {
+                StoreError::Unavailable(_) => log::Level::Info,
+                _ => log::Level::Warn,
+            };
+            log::log!(
+                level,
                 "{what} from {} failed ({e}); the current config keeps serving, retrying",
                 self.store.describe()
             );
