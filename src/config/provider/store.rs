@@ -370,7 +370,7 @@ impl Follower {
     fn recovered(&mut self) {
         if self.outage {
             self.outage = false;
-            log::warn!("{} is reachable again", self.store.describe());
+            log::info!(target: "notice", "{} is reachable again", self.store.describe());
         }
     }
 

@@ -325,11 +325,28 @@ impl Inner {
                 }
             })
             .await
-            .map_err(|f| error_of(f, after))?;
+            .map_err(|f| {
+                if f == Failure::Compacted {
+                    compacted(after, None);
+                }
+                error_of(f, after)
+            })?;
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        tokio::spawn(forward(stream, tx));
+        tokio::spawn(forward(stream, tx, after));
         Ok(rx)
     }
+}
+
+/// Logs that a watch from after `after` cannot be served: the reader lists again.
+fn compacted(after: i64, floor: Option<i64>) {
+    let floor = floor.map_or(String::new(), |f| {
+        format!(" (etcd keeps revisions from {f})")
+    });
+    log::info!(
+        target: "notice",
+        "etcd has compacted revision {}{floor}: listing the config again",
+        after + 1
+    );
 }
 
 /// Hands the events of an etcd watch to its reader until either side ends. Every way the watch
@@ -337,6 +354,7 @@ impl Inner {
 async fn forward(
     mut stream: etcd_client::WatchStream,
     tx: mpsc::Sender<Result<Vec<Event>, StoreError>>,
+    after: i64,
 ) {
     loop {
         let message = tokio::select! {
@@ -359,6 +377,7 @@ async fn forward(
             }
         };
         if response.compact_revision() > 0 {
+            compacted(after, Some(response.compact_revision()));
             let _ = tx
                 .send(Err(StoreError::Compacted(response.compact_revision())))
                 .await;

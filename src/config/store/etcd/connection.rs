@@ -39,6 +39,33 @@ pub(super) enum Failure {
     Refused(String),
 }
 
+/// An error as one readable line: gRPC's message and the root cause under it
+/// (`tcp connect error: Connection refused (os error 111)`), not the whole debug chain.
+pub(super) fn brief(e: &etcd_client::Error) -> String {
+    let (mut text, mut source): (String, Option<&dyn std::error::Error>) = match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            (s.message().to_string(), std::error::Error::source(s))
+        }
+        other => (other.to_string(), None),
+    };
+    let mut root = None;
+    while let Some(s) = source {
+        root = Some(s);
+        source = s.source();
+    }
+    if let Some(r) = root {
+        let r = r.to_string();
+        if !text.contains(&r) {
+            text = if text.is_empty() {
+                r
+            } else {
+                format!("{text}: {r}")
+            };
+        }
+    }
+    text
+}
+
 /// How an error from the etcd client is handled.
 pub(super) fn classify(e: &etcd_client::Error) -> Failure {
     use etcd_client::Error as E;
@@ -53,13 +80,13 @@ pub(super) fn classify(e: &etcd_client::Error) -> Failure {
                 // Connection refused or reset, no leader, a timeout, a broken HTTP/2 stream:
                 // another endpoint may do better.
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                    Failure::Down(e.to_string())
+                    Failure::Down(brief(e))
                 }
-                _ => Failure::Refused(e.to_string()),
+                _ => Failure::Refused(brief(e)),
             }
         }
-        E::TransportError(_) | E::IoError(_) | E::WatchError(_) => Failure::Down(e.to_string()),
-        other => Failure::Refused(other.to_string()),
+        E::TransportError(_) | E::IoError(_) | E::WatchError(_) => Failure::Down(brief(e)),
+        other => Failure::Refused(brief(other)),
     }
 }
 
@@ -212,7 +239,8 @@ impl Endpoints {
     /// Records that etcd answered; logs the end of an outage once.
     pub(super) fn up(&self) {
         if !self.reachable.swap(true, Ordering::Relaxed) {
-            log::warn!(
+            log::info!(
+                target: "notice",
                 "etcd {} is reachable again; Admin API writes are accepted",
                 self.urls().join(", ")
             );
