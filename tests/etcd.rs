@@ -582,3 +582,60 @@ fn etcdctl_written_apisix_values_are_served_and_moongate_values_read_back_as_api
         posted_id
     );
 }
+
+#[test]
+fn tls_client_certificates_sni_verification_and_a_user_work_as_apisix_names_them() {
+    let etcd = Etcd::start_tls("pw-1");
+    let echo = Echo::start("e");
+    let certs = etcd.certs.as_ref().unwrap();
+    let files = [
+        ("conf/etcd-ca.pem", certs.ca.as_str()),
+        ("conf/client.pem", certs.client.as_str()),
+        ("conf/client-key.pem", certs.client_key.as_str()),
+    ];
+    let ca = "apisix:\n  ssl:\n    ssl_trusted_certificate: conf/etcd-ca.pem\n";
+    let user = |password: &str| {
+        format!(
+            "    user: root\n    password: {password}\n    tls:\n      cert: conf/client.pem\n      key: conf/client-key.pem\n"
+        )
+    };
+    // etcd's certificate names etcd.test only: the node connects to 127.0.0.1 and sends
+    // that name.
+    let verified = format!("{}      sni: etcd.test\n", user("pw-1"));
+    let (a, a_admin) = Gateway::start_etcd("traditional", &[etcd.url()], &verified, ca, &files);
+    let unverified = format!("{}      verify: false\n", user("pw-1"));
+    let (b, _) = Gateway::start_etcd("data_plane", &[etcd.url()], &unverified, "", &files);
+    let r = admin_call(
+        a_admin,
+        "PUT",
+        "/apisix/admin/routes/1",
+        Some(&route_to(&echo, "/tls")),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_status(&a, "/tls", 200);
+    wait_status(&b, "/tls", 200);
+    assert!(etcd.ctl(&["get", "/apisix/routes/1"]).contains("/tls"));
+
+    // Without the SNI name the certificate does not match; without the CA it is not trusted;
+    // with a wrong password etcd refuses. Each says so.
+    let cases = [
+        (user("pw-1"), ca, "certificate not valid for name"),
+        (
+            format!("{}      sni: etcd.test\n", user("pw-1")),
+            "",
+            "UnknownIssuer",
+        ),
+        (
+            format!("{}      sni: etcd.test\n", user("wrong")),
+            ca,
+            "authentication failed",
+        ),
+    ];
+    for (extra, top, expect) in cases {
+        let (gw, admin) = Gateway::start_etcd("traditional", &[etcd.url()], &extra, top, &files);
+        let r = admin_call(admin, "GET", "/apisix/admin/routes/1", None);
+        assert!(r.status >= 500, "{} {}", r.status, r.body);
+        assert!(r.body.contains(expect), "{expect}: {}", r.body);
+        assert_eq!(status(gw.port, "/tls"), 404, "nothing is served");
+    }
+}

@@ -101,6 +101,19 @@ pub fn etcd_config_yaml(
     top_extra: &str,
 ) -> String {
     let hosts: String = hosts.iter().map(|h| format!("      - \"{h}\"\n")).collect();
+    // An `apisix:` section in `top_extra` joins the one written here (YAML keeps one of two).
+    let (apisix_extra, top_extra) = match top_extra.strip_prefix("apisix:\n") {
+        Some(rest) => {
+            let end = rest
+                .find(|c: char| c != ' ')
+                .and(rest.lines().position(|l| !l.starts_with(' ')))
+                .map_or(rest.len(), |n| {
+                    rest.lines().take(n).map(|l| l.len() + 1).sum::<usize>()
+                });
+            (&rest[..end], &rest[end..])
+        }
+        None => ("", top_extra),
+    };
     let admin = if role == "data_plane" {
         String::new()
     } else {
@@ -109,7 +122,7 @@ pub fn etcd_config_yaml(
         )
     };
     format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{top_extra}deployment:\n  role: {role}\n  role_{role}:\n    config_provider: etcd\n{admin}  etcd:\n    host:\n{hosts}    timeout: 5\n{etcd_extra}"
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n{apisix_extra}nginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{top_extra}deployment:\n  role: {role}\n  role_{role}:\n    config_provider: etcd\n{admin}  etcd:\n    host:\n{hosts}    timeout: 5\n{etcd_extra}"
     )
 }
 
@@ -135,6 +148,51 @@ pub struct Etcd {
     pub port: u16,
     peer_port: u16,
     pub dir: TempDir,
+    /// Set by [`Etcd::start_tls`]: the certificates etcd and its clients use.
+    pub certs: Option<EtcdCerts>,
+    /// `user:password` for etcdctl once authentication is enabled.
+    user: Option<String>,
+}
+
+/// PEM texts for a TLS etcd: a CA, etcd's certificate (for the name `etcd.test` only, so a
+/// client must send that name) and a client certificate.
+pub struct EtcdCerts {
+    pub ca: String,
+    pub server: String,
+    pub server_key: String,
+    pub client: String,
+    pub client_key: String,
+}
+
+impl EtcdCerts {
+    pub fn generate() -> EtcdCerts {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "moongate etcd test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
+            let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server, server_key) = leaf("etcd.test", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client, client_key) = leaf("moongate", ExtendedKeyUsagePurpose::ClientAuth);
+        EtcdCerts {
+            ca: ca.pem(),
+            server,
+            server_key,
+            client,
+            client_key,
+        }
+    }
 }
 
 /// Fails the test (never skips it) when a binary the etcd tests need is missing.
@@ -155,6 +213,20 @@ fn need_binary(name: &str, package: &str) {
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start() -> Etcd {
+        Etcd::launch(None)
+    }
+
+    /// Starts etcd on `https://` with [`EtcdCerts`], requiring client certificates, with
+    /// etcd's authentication on and one user `root` whose password is `password`.
+    pub fn start_tls(password: &str) -> Etcd {
+        let mut e = Etcd::launch(Some(EtcdCerts::generate()));
+        e.ctl(&["user", "add", &format!("root:{password}")]);
+        e.ctl(&["auth", "enable"]);
+        e.user = Some(format!("root:{password}"));
+        e
+    }
+
+    fn launch(certs: Option<EtcdCerts>) -> Etcd {
         need_binary("etcd", "etcd-server");
         need_binary("etcdctl", "etcd-client");
         let mut e = Etcd {
@@ -162,13 +234,48 @@ impl Etcd {
             port: free_port(),
             peer_port: free_port(),
             dir: TempDir::new("etcd"),
+            certs,
+            user: None,
         };
+        if let Some(c) = &e.certs {
+            for (name, text) in [
+                ("ca.pem", &c.ca),
+                ("server.pem", &c.server),
+                ("server-key.pem", &c.server_key),
+                ("client.pem", &c.client),
+                ("client-key.pem", &c.client_key),
+            ] {
+                std::fs::write(e.dir.0.join(name), text).unwrap();
+            }
+        }
         e.spawn();
         e
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// etcdctl's connection flags (TLS files, user) for this etcd.
+    fn ctl_command(&self) -> Command {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3").args(["--endpoints", &self.url()]);
+        if self.certs.is_some() {
+            let f = |n: &str| self.dir.0.join(n).display().to_string();
+            c.args(["--cacert", &f("ca.pem")])
+                .args(["--cert", &f("client.pem")])
+                .args(["--key", &f("client-key.pem")])
+                .arg("--insecure-skip-tls-verify");
+        }
+        if let Some(u) = &self.user {
+            c.args(["--user", u]);
+        }
+        c
     }
 
     fn spawn(&mut self) {
@@ -179,8 +286,8 @@ impl Etcd {
             .append(true)
             .open(self.dir.0.join("etcd.log"))
             .unwrap();
-        let child = Command::new("etcd")
-            .arg("--name")
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
             .arg("test")
             .arg("--data-dir")
             .arg(self.dir.0.join("data"))
@@ -188,7 +295,17 @@ impl Etcd {
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--initial-cluster", &format!("test={peer}")]);
+        if self.certs.is_some() {
+            cmd.arg("--cert-file")
+                .arg(self.dir.0.join("server.pem"))
+                .arg("--key-file")
+                .arg(self.dir.0.join("server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(self.dir.0.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -196,10 +313,9 @@ impl Etcd {
         self.child = Some(child);
         let end = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &self.url(), "--dial-timeout", "1s"])
-                .args(["get", "/moongate-test-ready"])
+            let ok = self
+                .ctl_command()
+                .args(["--dial-timeout", "1s", "get", "/moongate-test-ready"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -235,9 +351,8 @@ impl Etcd {
 
     /// Runs `etcdctl` against this etcd; panics when it fails. Returns its stdout.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.url()])
+        let out = self
+            .ctl_command()
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run etcdctl: {e}"));
@@ -345,7 +460,8 @@ impl Gateway {
     /// Starts a node on etcd (`deployment.role` `role`, `config_provider: etcd`) with its
     /// data port, an Admin API port (used by `traditional` and `control_plane`), `hosts` as
     /// `deployment.etcd.host`, `etcd_extra` lines under `deployment.etcd` (indented 4 spaces),
-    /// `top_extra` top-level YAML (`plugins:` …) and `files` under the prefix. Waits for the
+    /// `top_extra` top-level YAML (`plugins:` …; an `apisix:` section first in it is merged
+    /// into the node's) and `files` under the prefix. Waits for the
     /// data port, or the Admin API port on a `control_plane` node (it has no data port).
     pub fn start_etcd(
         role: &str,
