@@ -9,7 +9,7 @@
 //! nothing but say so, since figures are never asserted.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};
