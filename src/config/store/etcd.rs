@@ -5,8 +5,8 @@
 //! `modifiedIndex` are etcd's `create_revision` / `mod_revision`, so APISIX nodes, `etcdctl`
 //! and moongate nodes can share one cluster.
 //!
-//! - [`Store::list`] reads the prefix in pages pinned to the revision of the first page, so a
-//!   configuration larger than one gRPC message (4 MiB) loads, consistently.
+//! - [`Store::list`] reads the prefix in pages of about 1 MiB pinned to the revision of the
+//!   first page, so a configuration larger than one gRPC message (4 MiB) loads, consistently.
 //! - Writes with a [`Precondition`] are etcd transactions (compare, then put or delete).
 //! - [`Store::watch`] follows the prefix from a revision; a compacted start revision is
 //!   reported as [`StoreError::Compacted`] so the reader lists again.
@@ -30,8 +30,13 @@ use super::{Event, Item, Listing, Precondition, Store, StoreError, WatchStream};
 use crate::config::node::EtcdConfig;
 use connection::{Endpoints, Failure, classify};
 
-/// Keys asked for per page of a listing; halved while a page is too large for one message.
-const PAGE: i64 = 512;
+/// Keys asked for in the first page of a listing.
+const FIRST_PAGE: i64 = 512;
+/// The size each later page aims at: the key count follows the sizes seen so far, so small
+/// routes come in few round trips and large ones stay far below one gRPC message (4 MiB).
+/// A page that is still too large is asked for again at half the count.
+const PAGE_BYTES: usize = 1 << 20;
+const MAX_PAGE: i64 = 8192;
 /// Watch batches can hold many events of one revision (a transaction): accept large ones.
 const WATCH_MESSAGE_MAX: usize = 64 << 20;
 /// Batches queued for the reader of a watch before etcd's stream is paused.
@@ -179,7 +184,7 @@ impl Inner {
             };
             let mut from = start.clone();
             let mut revision = 0;
-            let mut limit = PAGE;
+            let mut limit = FIRST_PAGE;
             loop {
                 let answer = self
                     .endpoints
@@ -222,6 +227,8 @@ impl Inner {
                     Some(k) if more => from = k,
                     _ => break,
                 }
+                let average = (stats.bytes / items.len().max(1)).max(1);
+                limit = ((PAGE_BYTES / average) as i64).clamp(16, MAX_PAGE);
             }
             stats.keys = items.len();
             log::info!(
