@@ -1,0 +1,52 @@
+-- moongate.plugin_set: the plugins of this worker's VM, handed over by the host once they
+-- loaded (src/lua/plugin_set.rs).
+--
+--   publish(names)  fills apisix.plugin's `plugins` (the loaded Lua plugin modules by
+--                   descending priority, as APISIX's plugin.load() leaves them), `plugins_hash`
+--                   and `load_times`, in place, so tables other modules already hold see them;
+--   natives         the enabled native (Rust) plugins, `{name = ..., priority = ...}` each;
+--   reload()        loads every plugin file again, as the Admin API's plugins/reload does, and
+--                   returns when it is done: `true`, or `nil, err`. Each worker switches to a
+--                   fresh VM on its next request.
+
+local ipairs, type, pairs = ipairs, type, pairs
+local sort = table.sort
+
+local _M = {
+    natives = {},
+}
+
+function _M.reload()
+    return nil, "the plugin reload is only available on the gateway's workers"
+end
+
+function _M.publish(names)
+    local plugin = require("apisix.plugin")
+    local list, hash = plugin.plugins, plugin.plugins_hash
+    for i = #list, 1, -1 do
+        list[i] = nil
+    end
+    for k in pairs(hash) do
+        hash[k] = nil
+    end
+    local position = {}
+    for i, name in ipairs(names) do
+        local mod = package.loaded["apisix.plugins." .. name]
+        -- a plugin that failed to load on this worker was reported and left out
+        if type(mod) == "table" then
+            list[#list + 1] = mod
+            hash[name] = mod
+            position[mod] = i
+        end
+    end
+    -- ties keep the enabled list's order, so every worker sorts them the same way
+    sort(list, function(a, b)
+        if a.priority ~= b.priority then
+            return a.priority > b.priority
+        end
+        return position[a] < position[b]
+    end)
+    plugin.load_times = plugin.load_times + 1
+end
+
+return _M
