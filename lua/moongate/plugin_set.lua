@@ -1,15 +1,18 @@
 -- moongate.plugin_set: the plugins of this worker's VM, handed over by the host once they
 -- loaded (src/lua/plugin_set.rs).
 --
---   publish(names)  fills apisix.plugin's `plugins` (the loaded Lua plugin modules by
---                   descending priority, as APISIX's plugin.load() leaves them), `plugins_hash`
---                   and `load_times`, in place, so tables other modules already hold see them;
+--   publish(names, load_times)
+--                   fills apisix.plugin's `plugins` (the loaded Lua plugin modules by
+--                   descending priority, as APISIX's plugin.load() leaves them) and
+--                   `plugins_hash` in place, so tables other modules already hold see them, and
+--                   sets `load_times` (1 at start, one more per reload);
 --   natives         the enabled native (Rust) plugins, `{name = ..., priority = ...}` each;
 --   reload()        loads every plugin file again, as the Admin API's plugins/reload does, and
 --                   returns when it is done: `true`, or `nil, err`. Each worker switches to a
 --                   fresh VM on its next request.
 
 local ipairs, type, pairs = ipairs, type, pairs
+local ngx = ngx
 local sort = table.sort
 
 local _M = {
@@ -20,7 +23,7 @@ function _M.reload()
     return nil, "the plugin reload is only available on the gateway's workers"
 end
 
-function _M.publish(names)
+function _M.publish(names, load_times)
     local plugin = require("apisix.plugin")
     local list, hash = plugin.plugins, plugin.plugins_hash
     for i = #list, 1, -1 do
@@ -46,7 +49,8 @@ function _M.publish(names)
         end
         return position[a] < position[b]
     end)
-    plugin.load_times = plugin.load_times + 1
+    plugin.load_times = load_times or plugin.load_times + 1
+    ngx.log(ngx.INFO, "load plugin times: ", plugin.load_times)
 end
 
 return _M

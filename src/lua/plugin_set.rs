@@ -15,6 +15,7 @@ use crate::plugin::{Catalog, Impl};
 
 /// Publishes `catalog`'s plugins to the VM and gives it the reload of `registry`.
 pub fn install(lua: &Lua, catalog: &Catalog, registry: &Arc<PluginRegistry>) -> mlua::Result<()> {
+    let registry_generation = registry.generation();
     let require: Function = lua.globals().get("require")?;
     let set: Table = require.call("moongate.plugin_set")?;
 
@@ -72,5 +73,7 @@ pub fn install(lua: &Lua, catalog: &Catalog, registry: &Arc<PluginRegistry>) -> 
 
     let names = lua.create_sequence_from(catalog.lua_names().iter().map(String::as_str))?;
     let publish: Function = set.get("publish")?;
-    publish.call::<()>(names)
+    // `load_times` counts the loads of this worker's life (one at start, one per reload), as
+    // in APISIX; each load is a fresh VM here, so the count comes from the registry.
+    publish.call::<()>((names, registry_generation + 1))
 }

@@ -150,6 +150,7 @@ impl WorkerCtx {
         if let Some((g, host)) = cur.as_ref()
             && *g != generation
         {
+            log::info!("start to hot reload plugins");
             match settings.make_host(self.id) {
                 Ok(new) => {
                     host.destroy_plugins();
@@ -172,6 +173,12 @@ impl WorkerCtx {
     pub fn tick(&self) {
         if let Some(w) = &self.access {
             w.borrow_mut().flush();
+        }
+        // After a plugin reload every worker switches to the new plugins now, not on its next
+        // request: the old plugins' destroy() and the new ones' init() (timers they start) run
+        // promptly, as APISIX's workers reload on the reload event.
+        if self.shared.lua.is_some() {
+            let _ = self.lua_host();
         }
         self.pool.sweep();
         self.pickers

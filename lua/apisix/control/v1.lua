@@ -15,7 +15,8 @@ local config = require("moongate.config")
 local plugin_set = require("moongate.plugin_set")
 local cjson = require("cjson.safe")
 
-local ipairs, pairs, type, next, setmetatable = ipairs, pairs, type, next, setmetatable
+local ipairs, pairs, type, next, pcall = ipairs, pairs, type, next, pcall
+local setmetatable = setmetatable
 local collectgarbage = collectgarbage
 local str_format, find = string.format, string.find
 local sort = table.sort
@@ -103,6 +104,20 @@ local function complete_upstream(up, item)
     up.nodes = list
 end
 
+-- Each plugin conf through its plugin's check, which fills the conf's defaults, as the data
+-- plane's check of a synced item does in APISIX.
+local function fill_plugin_defaults(plugins)
+    if type(plugins) ~= "table" then
+        return
+    end
+    for name, conf in pairs(plugins) do
+        local mod = plugin.plugins_hash[name]
+        if mod and type(mod.check_schema) == "function" and type(conf) == "table" then
+            pcall(mod.check_schema, conf)
+        end
+    end
+end
+
 local cache = {}
 
 local function configured(kind)
@@ -127,6 +142,7 @@ local function configured(kind)
             -- the config loaded: what differs is moongate's own reading of it
             core.log.info("control API: ", item.key, " as shown may lack defaults: ", check_err)
         end
+        fill_plugin_defaults(item.value.plugins)
         item.has_domain = false
         if kind == "upstreams" then
             complete_upstream(item.value, item)
@@ -261,7 +277,6 @@ local function gc()
 end
 
 local function reload_plugins()
-    core.log.info("start to hot reload plugins")
     local ok, err = plugin_set.reload()
     if not ok then
         return 503, { error_msg = err }
