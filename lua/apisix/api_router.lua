@@ -11,7 +11,7 @@
 -- matched, false otherwise. The table of routes is made once per loaded plugin set.
 
 local core = require("apisix.core")
-local plugin = require("apisix.plugin")
+local loaded = require("apisix.plugin")
 local uri_router = require("moongate.uri_router")
 
 local type, ipairs, pcall = type, ipairs, pcall
@@ -28,44 +28,43 @@ end
 local function build()
     local routes = {}
     local outside = false
-    for _, mod in ipairs(plugin.plugins) do
+    for _, mod in ipairs(loaded.plugins) do
         if type(mod.api) == "function" then
             local ok, list = pcall(mod.api)
             if not ok then
                 core.log.error("failed to get the api routes of plugin ", mod.name, ": ", list)
             elseif type(list) == "table" then
                 for _, route in ipairs(list) do
-                    if route.uri == nil then
+                    local given = route.uri
+                    if not given then
+                        -- as APISIX: the rest of that plugin's list is dropped
                         core.log.error("got nil uri in api route of plugin ", mod.name)
                         break
                     end
-                    local uris = type(route.uri) == "table" and route.uri or { route.uri }
-                    for _, uri in ipairs(uris) do
-                        outside = outside or outside_apisix(uri)
+                    local paths = type(given) == "table" and given or { given }
+                    for i = 1, #paths do
+                        outside = outside or outside_apisix(paths[i])
                     end
-                    routes[#routes + 1] = {
-                        methods = route.methods,
-                        paths = uris,
-                        handler = uri_router.answering(route.handler),
-                    }
+                    routes[#routes + 1] = { paths = paths, methods = route.methods,
+                                            handler = uri_router.answering(route.handler) }
                 end
             end
         end
     end
-    built = { times = plugin.load_times, router = uri_router.new(routes), outside = outside }
+    built = { times = loaded.load_times, router = uri_router.new(routes), outside = outside }
 end
 
 local function current()
-    if built.times ~= plugin.load_times then
+    if built.times ~= loaded.load_times then
         build()
     end
     return built
 end
 
 --- Runs the plugin API for `api_ctx.var.uri` and method: true when one matched.
-function _M.match(api_ctx)
-    local var = api_ctx.var
-    return current().router:dispatch(var.uri, var.request_method, api_ctx)
+function _M.match(ctx)
+    local var = ctx.var
+    return current().router:dispatch(var.uri, var.request_method, ctx)
 end
 
 --- True when a plugin declares an API outside `/apisix/`.

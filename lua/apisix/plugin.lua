@@ -54,10 +54,10 @@ end
 
 -- `attrs` of every loaded plugin (`{version = true, schema = true, ...}`), by name: the HTTP
 -- plugins, then the stream plugins (none).
-function _M.get_all(attrs)
+function _M.get_all(wanted)
     local http = {}
     for name, mod in pairs(_M.plugins_hash) do
-        http[name] = core.table.pick(mod, attrs)
+        http[name] = core.table.pick(mod, wanted)
     end
     return http, {}
 end
@@ -98,7 +98,7 @@ local function load_metadata(version)
 end
 
 -- The `plugin_metadata/NAME` config item (`{key, value = {id = NAME, ...}, ...}`), or nil.
-function _M.plugin_metadata(name)
+function _M.plugin_metadata(plugin_name)
     local version = config_doc.version()
     if version == nil then
         return nil
@@ -106,7 +106,7 @@ function _M.plugin_metadata(name)
     if metadata.version ~= version then
         load_metadata(version)
     end
-    return metadata.items[name]
+    return metadata.items[plugin_name]
 end
 _M.lua_response_filter = not_yet("lua_response_filter")
 _M.skip_plugin = not_yet("skip_plugin")

@@ -3,18 +3,18 @@
 -- plugins know (`ngx.ctx.api_ctx`, `ctx.var`), so control handlers may use core.request and
 -- core.response as in any phase; a path no route takes answers 404.
 
-local core = require("apisix.core")
+local vars = require("apisix.core.ctx")
 local router = require("apisix.control.router")
 local ngx = ngx
 
 local _M = {}
 
 function _M.serve()
-    local api_ctx = {}
-    core.ctx.set_vars_meta(api_ctx)
-    ngx.ctx.api_ctx = api_ctx
-    api_ctx.ngx_ctx = ngx.ctx
-    if not router.match(ngx.var.uri, api_ctx) then
+    local ctx = {}
+    vars.set_vars_meta(ctx)
+    local per_request = ngx.ctx
+    per_request.api_ctx, ctx.ngx_ctx = ctx, per_request
+    if not router.match(ngx.var.uri, ctx) then
         ngx.exit(404)
     end
 end

@@ -24,8 +24,8 @@ function _M.reload()
 end
 
 function _M.publish(names, load_times)
-    local plugin = require("apisix.plugin")
-    local list, hash = plugin.plugins, plugin.plugins_hash
+    local registry = require("apisix.plugin")
+    local list, hash = registry.plugins, registry.plugins_hash
     for i = #list, 1, -1 do
         list[i] = nil
     end
@@ -49,8 +49,8 @@ function _M.publish(names, load_times)
         end
         return position[a] < position[b]
     end)
-    plugin.load_times = load_times or plugin.load_times + 1
-    ngx.log(ngx.INFO, "load plugin times: ", plugin.load_times)
+    registry.load_times = load_times or registry.load_times + 1
+    ngx.log(ngx.INFO, "load plugin times: ", registry.load_times)
 end
 
 return _M

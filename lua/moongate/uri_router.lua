@@ -18,7 +18,7 @@ local sort = table.sort
 local STAR = byte("*")
 
 local _M = {}
-local mt = { __index = _M }
+local router_mt = { __index = _M }
 
 local function allows(route, method)
     local methods = route.methods
@@ -98,7 +98,8 @@ end
 function _M.new(routes, opts)
     local params = opts and opts.params
     local exact, patterns, prefixes = {}, {}, {}
-    for _, route in ipairs(routes) do
+    for i = 1, #routes do
+        local route = routes[i]
         local paths = route.paths
         if type(paths) == "string" then
             paths = { paths }
@@ -125,7 +126,7 @@ function _M.new(routes, opts)
         end
         return a.order < b.order
     end)
-    return setmetatable({ exact = exact, patterns = patterns, prefixes = prefixes }, mt)
+    return setmetatable({ exact = exact, patterns = patterns, prefixes = prefixes }, router_mt)
 end
 
 --- The route for `uri` and `method`, or nil.
@@ -155,14 +156,14 @@ end
 --- (and a phase's): `code, body` ends the request with them, a table body as JSON labelled
 --- `application/json` unless the handler set a Content-Type; nothing returned, nothing sent.
 function _M.answering(handler)
-    local core = require("apisix.core")
+    local core_response = require("apisix.core").response
     return function(...)
         local code, body = handler(...)
         if code or body then
-            if type(body) == "table" and ngx.header["Content-Type"] == nil then
-                core.response.set_header("Content-Type", "application/json")
+            if ngx.header["Content-Type"] == nil and type(body) == "table" then
+                core_response.set_header("Content-Type", "application/json")
             end
-            core.response.exit(code, body)
+            core_response.exit(code, body)
         end
     end
 end

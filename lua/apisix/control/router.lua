@@ -7,7 +7,7 @@
 -- per loaded plugin set.
 
 local core = require("apisix.core")
-local plugin = require("apisix.plugin")
+local loaded = require("apisix.plugin")
 local builtin = require("apisix.control.v1")
 local uri_router = require("moongate.uri_router")
 
@@ -23,24 +23,20 @@ local function add(routes, list, owner)
         if type(route.handler) ~= "function" then
             core.log.error("control API route of ", owner, " has no handler")
         else
-            routes[#routes + 1] = {
-                methods = route.methods,
-                paths = route.uris,
-                handler = uri_router.answering(route.handler),
-            }
+            routes[#routes + 1] = { paths = route.uris, methods = route.methods,
+                                    handler = uri_router.answering(route.handler) }
         end
     end
 end
 
 local function with_parameters()
-    local conf = core.config.local_conf()
-    local control = core.table.try_read_attr(conf, "apisix", "control")
+    local control = core.table.try_read_attr(core.config.local_conf(), "apisix", "control")
     return type(control) == "table" and control.router == "radixtree_uri_with_parameter"
 end
 
 local function build()
     local routes = {}
-    for _, mod in ipairs(plugin.plugins) do
+    for _, mod in ipairs(loaded.plugins) do
         if type(mod.control_api) == "function" then
             local ok, list = pcall(mod.control_api)
             if not ok then
@@ -52,7 +48,7 @@ local function build()
     end
     add(routes, builtin, "apisix.control.v1")
     built = {
-        times = plugin.load_times,
+        times = loaded.load_times,
         router = uri_router.new(routes, { params = with_parameters() }),
     }
 end
@@ -60,7 +56,7 @@ end
 --- Runs the control API route for `uri` and the request's method, with `api_ctx`: true when
 --- one matched.
 function _M.match(uri, api_ctx)
-    if built.times ~= plugin.load_times then
+    if built.times ~= loaded.load_times then
         build()
     end
     return built.router:dispatch(uri, ngx.req.get_method(), api_ctx)

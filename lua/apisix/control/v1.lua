@@ -10,19 +10,17 @@
 -- loads), so no resource ever has a checker.
 
 local core = require("apisix.core")
-local plugin = require("apisix.plugin")
+local loaded = require("apisix.plugin")
 local config = require("moongate.config")
 local plugin_set = require("moongate.plugin_set")
-local cjson = require("cjson.safe")
+local cjson_safe = require("cjson.safe")
 
-local ipairs, pairs, type, next, pcall = ipairs, pairs, type, next, pcall
-local setmetatable = setmetatable
-local collectgarbage = collectgarbage
+local ipairs, pairs, type, next, pcall, setmetatable = ipairs, pairs, type, next, pcall, setmetatable
 local str_format, find = string.format, string.find
 local sort = table.sort
 local ngx = ngx
 
-local decoder = cjson.new()
+local decoder = cjson_safe.new()
 -- config arrays stay arrays when shown again, as APISIX decodes config
 decoder.decode_array_with_array_mt(true)
 
@@ -46,7 +44,7 @@ local function schema()
     for _, kind in ipairs(SCHEMA_KINDS) do
         main[kind] = core.schema[kind]
     end
-    local http_plugins = plugin.get_all(PLUGIN_ATTRS)
+    local http_plugins = loaded.get_all(PLUGIN_ATTRS)
     for _, native in ipairs(plugin_set.natives) do
         -- a native plugin's schema is not served yet: what it has is its priority
         http_plugins[native.name] = { priority = native.priority }
@@ -79,27 +77,27 @@ local function complete_upstream(up, item)
     end
     local first = next(nodes)
     if first == nil or type(first) == "number" then
-        for _, node in ipairs(nodes) do
-            if not is_ip(node.host) then
+        for i = 1, #nodes do
+            if not is_ip(nodes[i].host) then
                 item.has_domain = true
             end
         end
         return
     end
-    local list = setmetatable({}, cjson.array_mt)
-    for addr, weight in pairs(nodes) do
-        local host, port = core.utils.parse_addr(addr)
-        if not is_ip(host) then
+    local list = setmetatable({}, cjson_safe.array_mt)
+    for address, weight in pairs(nodes) do
+        local node_host, node_port = core.utils.parse_addr(address)
+        if not is_ip(node_host) then
             item.has_domain = true
         end
-        list[#list + 1] = { host = host, port = port, weight = weight }
+        list[#list + 1] = { host = node_host, port = node_port, weight = weight }
     end
-    -- the map had no order: show the nodes in a stable one
-    sort(list, function(a, b)
-        if a.host ~= b.host then
-            return a.host < b.host
+    -- the map had no order: show the nodes in a stable one, by host, then port
+    sort(list, function(x, y)
+        if x.host == y.host then
+            return (x.port or -1) < (y.port or -1)
         end
-        return (a.port or 0) < (b.port or 0)
+        return x.host < y.host
     end)
     up.nodes = list
 end
@@ -110,8 +108,8 @@ local function fill_plugin_defaults(plugins)
     if type(plugins) ~= "table" then
         return
     end
-    for name, conf in pairs(plugins) do
-        local mod = plugin.plugins_hash[name]
+    for plugin_name, conf in pairs(plugins) do
+        local mod = loaded.plugins_hash[plugin_name]
         if mod and type(mod.check_schema) == "function" and type(conf) == "table" then
             pcall(mod.check_schema, conf)
         end
@@ -136,7 +134,8 @@ local function configured(kind)
         items = {}
     end
     local resource_schema = core.schema[SCHEMA_OF[kind]]
-    for _, item in ipairs(items) do
+    for i = 1, #items do
+        local item = items[i]
         local ok, check_err = core.schema.check(resource_schema, item.value)
         if not ok then
             -- the config loaded: what differs is moongate's own reading of it
@@ -213,7 +212,7 @@ end
 local function health_checkers()
     local infos = _M.get_health_checkers()
     if wants_html() and #infos == 0 then
-        core.response.set_header("Content-Type", "text/html")
+        ngx.header["Content-Type"] = "text/html"
         return 200, HTML_PAGE
     end
     return 200, infos
@@ -242,7 +241,7 @@ end
 
 local function loaded_names()
     local names = {}
-    for _, mod in ipairs(plugin.plugins) do
+    for _, mod in ipairs(loaded.plugins) do
         names[#names + 1] = mod.name
     end
     sort(names)
@@ -252,7 +251,7 @@ end
 local function all_metadata()
     local list = {}
     for _, name in ipairs(loaded_names()) do
-        local item = plugin.plugin_metadata(name)
+        local item = loaded.plugin_metadata(name)
         if item then
             list[#list + 1] = item.value
         end
@@ -262,7 +261,7 @@ end
 
 local function one_metadata()
     local name = segment(4)
-    local item = name and plugin.plugin_metadata(name)
+    local item = name and loaded.plugin_metadata(name)
     if not item then
         return 404, { error_msg = str_format("plugin metadata[%s] not found", name) }
     end
@@ -276,7 +275,7 @@ local function gc()
     return 200
 end
 
-local function reload_plugins()
+local function reload()
     local ok, err = plugin_set.reload()
     if not ok then
         return 503, { error_msg = err }
@@ -297,7 +296,7 @@ local routes = {
     { methods = { "GET" }, uris = { "/v1/upstream/*" }, handler = one("upstreams", "upstream") },
     { methods = { "GET" }, uris = { "/v1/plugin_metadatas" }, handler = all_metadata },
     { methods = { "GET" }, uris = { "/v1/plugin_metadata/*" }, handler = one_metadata },
-    { methods = { "PUT" }, uris = { "/v1/plugins/reload" }, handler = reload_plugins },
+    { methods = { "PUT" }, uris = { "/v1/plugins/reload" }, handler = reload },
 }
 
 for _, r in ipairs(routes) do
