@@ -111,4 +111,7 @@ end
 _M.lua_response_filter = not_yet("lua_response_filter")
 _M.skip_plugin = not_yet("skip_plugin")
 
+-- the plugins the host loaded, when it loaded them before this module was first required
+require("moongate.plugin_set").fill(_M)
+
 return _M

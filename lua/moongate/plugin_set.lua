@@ -2,10 +2,11 @@
 -- loaded (src/lua/plugin_set.rs).
 --
 --   publish(names, load_times)
---                   fills apisix.plugin's `plugins` (the loaded Lua plugin modules by
---                   descending priority, as APISIX's plugin.load() leaves them) and
---                   `plugins_hash` in place, so tables other modules already hold see them, and
---                   sets `load_times` (1 at start, one more per reload);
+--                   records the plugins the VM loaded and fills apisix.plugin's `plugins`
+--                   (the loaded Lua plugin modules by descending priority, as APISIX's
+--                   plugin.load() leaves them) and `plugins_hash` in place, so tables other
+--                   modules already hold see them, and sets `load_times` (1 at start, one more
+--                   per reload); apisix.plugin loaded later fills itself with `fill(_M)`;
 --   natives         the enabled native (Rust) plugins, `{name = ..., priority = ...}` each;
 --   reload()        loads every plugin file again, as the Admin API's plugins/reload does, and
 --                   returns when it is done: `true`, or `nil, err`. Each worker switches to a
@@ -23,8 +24,12 @@ function _M.reload()
     return nil, "the plugin reload is only available on the gateway's workers"
 end
 
-function _M.publish(names, load_times)
-    local registry = require("apisix.plugin")
+-- Fills apisix.plugin's lists from what was published; nothing before that.
+function _M.fill(registry)
+    local names = _M.names
+    if not names then
+        return
+    end
     local list, hash = registry.plugins, registry.plugins_hash
     for i = #list, 1, -1 do
         list[i] = nil
@@ -49,8 +54,19 @@ function _M.publish(names, load_times)
         end
         return position[a] < position[b]
     end)
-    registry.load_times = load_times or registry.load_times + 1
-    ngx.log(ngx.INFO, "load plugin times: ", registry.load_times)
+    registry.load_times = _M.load_times
+end
+
+function _M.publish(names, load_times)
+    _M.names, _M.load_times = names, load_times
+    ngx.log(ngx.INFO, "load plugin times: ", load_times)
+    -- apisix.plugin (and with it apisix.core, which sets cjson up APISIX's way) is not loaded
+    -- here: a VM whose plugins never required it keeps plain cjson. It fills itself when
+    -- first required.
+    local registry = package.loaded["apisix.plugin"]
+    if type(registry) == "table" then
+        _M.fill(registry)
+    end
 end
 
 return _M
