@@ -18,7 +18,7 @@ local type, ipairs, pcall = type, ipairs, pcall
 
 local _M = {}
 
--- (plugin.load_times at build, router, any uri outside /apisix/)
+-- (apisix.plugin's load_times when built, the router, whether a uri is outside /apisix/)
 local built = { times = nil, router = nil, outside = nil }
 
 local function outside_apisix(uri)
@@ -61,7 +61,7 @@ local function current()
     return built
 end
 
---- Runs the plugin API for `api_ctx.var.uri` and method: true when one matched.
+--- Runs the plugin API for `ctx.var.uri` and its method: true when one matched.
 function _M.match(ctx)
     local var = ctx.var
     return current().router:dispatch(var.uri, var.request_method, ctx)
