@@ -479,6 +479,19 @@ impl Follower {
 /// embedded store is created, so a node switched to it keeps serving what it served.
 /// Returns how many items were written.
 pub async fn seed(store: &dyn Store, text: &str) -> Result<usize, String> {
+    let items = seed_items(store.prefix(), text)?;
+    let n = items.len();
+    for (key, bytes) in items {
+        store
+            .put(&key, bytes, crate::config::store::Precondition::None)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(n)
+}
+
+/// The store keys and values [`seed`] writes, for a store that takes them in one go.
+pub fn seed_items(prefix: &str, text: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
     use crate::config::standalone::{Parsed, parse};
     match parse(text) {
         Ok(Parsed::Complete(_)) => {}
@@ -490,9 +503,9 @@ pub async fn seed(store: &dyn Store, text: &str) -> Result<usize, String> {
     }
     let root: Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
     let Some(map) = root.as_object() else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
-    let mut written = 0;
+    let mut out = Vec::new();
     for (kind, list) in map {
         if !KINDS.contains(&kind.as_str()) {
             continue;
@@ -507,16 +520,11 @@ pub async fn seed(store: &dyn Store, text: &str) -> Result<usize, String> {
                     _ => None,
                 });
             let Some(id) = id else { continue };
-            let key = format!("{}/{kind}/{id}", store.prefix());
-            let bytes = serde_json::to_vec(item).map_err(|e| e.to_string())?;
-            store
-                .put(&key, bytes, crate::config::store::Precondition::None)
-                .await
-                .map_err(|e| e.to_string())?;
-            written += 1;
+            let key = format!("{prefix}/{kind}/{id}");
+            out.push((key, serde_json::to_vec(item).map_err(|e| e.to_string())?));
         }
     }
-    Ok(written)
+    Ok(out)
 }
 
 #[cfg(test)]
