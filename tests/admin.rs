@@ -593,7 +593,10 @@ fn kill_during_writes_leaves_the_previous_or_the_new_state() {
         .filter_map(|e| e["rev"].as_i64())
         .max()
         .unwrap_or(0);
-    assert!(data_rev.max(log_rev) >= acked as i64, "{data_rev} {log_rev} {acked}");
+    assert!(
+        data_rev.max(log_rev) >= acked as i64,
+        "{data_rev} {log_rev} {acked}"
+    );
 }
 
 #[test]
