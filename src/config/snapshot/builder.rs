@@ -871,6 +871,10 @@ impl Builder {
         all: bool,
         errors: &mut Vec<ItemError>,
     ) {
+        // Credentials (`NAME/credentials/ID`) only feed the Lua side.
+        if name.contains("/credentials/") {
+            return;
+        }
         let previous = self.consumers.remove(name);
         let Some(src) = self
             .others_of("consumers")

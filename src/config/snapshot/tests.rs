@@ -272,3 +272,23 @@ fn conf_version_is_the_route_revision_and_survives_changes_to_others() {
     assert_eq!(s.routes.len(), 1);
     assert_eq!(routed(&s, "h", "/b2"), None);
 }
+
+#[test]
+fn consumers_follow_their_group_and_credentials_are_not_consumers() {
+    let c = catalog();
+    let text = "consumers:\n  - username: jack\n    group_id: g\n  - id: jack/credentials/c1\n    plugins: {}\n";
+    let (first, mut b) = followed(text, &c);
+    let keys: Vec<&String> = first.consumers.keys().collect();
+    assert_eq!(keys, vec!["jack"]);
+    assert_eq!(first.consumers["jack"].missing_group.as_deref(), Some("g"));
+    let with_group = format!("{text}consumer_groups:\n  - id: g\n    plugins: {{}}\n");
+    let (second, _) = resync(&mut b, &with_group, 2, &c);
+    assert_eq!(second.consumers["jack"].missing_group, None);
+    assert_eq!(second.consumers["jack"].group_version.as_deref(), Some("2"));
+    assert_eq!(second.lua_view_version, 2);
+    // A plugin reload (another catalog) compiles everything again, credentials still apart.
+    let (third, applied) = resync(&mut b, &with_group, 3, &catalog());
+    assert!(applied.full);
+    assert_eq!(third.consumers.len(), 1);
+    assert_eq!(third.lua_view_version, 2, "nothing Lua reads changed");
+}
