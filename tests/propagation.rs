@@ -254,7 +254,7 @@ fn route_churn_under_load_fails_no_request() {
                 while !stop.load(Ordering::Relaxed) {
                     // Steady routes, and the route whose upstream keeps changing: each answer
                     // is the old or the new version, never an error.
-                    let path = if n % 3 == 0 {
+                    let path = if n.is_multiple_of(3) {
                         "/churned".to_string()
                     } else {
                         format!("/steady/{}", (n + c) % 20)

@@ -50,13 +50,16 @@ pub struct HandlerSource {
     pub chunks: Vec<(String, String)>,
 }
 
+/// One chain's conf tables, with the tokens that tell whether the chain is alive.
+type ConfTables = (Vec<std::sync::Weak<()>>, Rc<RegistryKey>);
+
 pub struct LuaHost {
     vm: LuaVm,
     modules: HashMap<String, RegistryKey>,
     runner: Function,
     /// Conf tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
     /// whether the chain is still alive.
-    chains: RefCell<HashMap<(u64, u64), (Vec<std::sync::Weak<()>>, Rc<RegistryKey>)>>,
+    chains: RefCell<HashMap<(u64, u64), ConfTables>>,
     /// `chains` is swept of dead chains when it grows to this many entries.
     sweep_at: Cell<usize>,
     handlers: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,

@@ -35,6 +35,7 @@ use crate::upstream::{Resolve, UpstreamDef};
 
 /// One resource, parsed.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // transient: each is moved into an `Arc` once applied
 pub enum Item {
     Route(Route),
     Service(Service),
@@ -112,6 +113,7 @@ impl Item {
 
 /// One change to apply.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // transient, as `Item`
 pub enum Change {
     /// The item as of `revision` (its store `mod_revision`; a file provider's config version).
     Put(Item, u64),
