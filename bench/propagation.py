@@ -27,6 +27,7 @@ driver on CPU 0. Needs nginx, wrk and taskset (apt-get install nginx wrk util-li
 
 Usage: bench/propagation.py [--routes N ...] [--rate 20] [--rounds 3] [--phase 20]
                             [--connections 16] [--think-ms 2] [--moongate PATH] [--json FILE]
+                            [--prewrite-store]
 """
 
 import argparse
@@ -129,6 +130,21 @@ http {{
             self.proc.kill()
 
 
+def store_file(n, backend_port):
+    """The embedded store's data file holding the same items as `seed_yaml` (its on-disk
+    format: revision and items with their revisions), for builds whose seeding from
+    apisix.yaml writes the store once per item (too slow to seed 50,000 routes)."""
+    items = [{"key": "/apisix/upstreams/u", "value": json.dumps({"id": "u", "nodes": {f"127.0.0.1:{backend_port}": 1}})}]
+    items += [{"key": f"/apisix/routes/r{i}", "value": json.dumps({"id": f"r{i}", "uri": f"/r/{i}", "upstream_id": "u"})}
+              for i in range(n - CHURN_ROUTES)]
+    items += [{"key": f"/apisix/routes/c{k}", "value": json.dumps({"id": f"c{k}", "uri": f"/c/{k}/0", "upstream_id": "u"})}
+              for k in range(CHURN_ROUTES)]
+    items.sort(key=lambda i: i["key"])
+    for rev, i in enumerate(items, 1):
+        i["create_revision"] = i["mod_revision"] = rev
+    return json.dumps({"revision": len(items), "items": items})
+
+
 def seed_yaml(n, backend_port):
     steady = n - CHURN_ROUTES
     lines = ["upstreams:", "  - id: u", "    nodes:", f'      "127.0.0.1:{backend_port}": 1', "routes:"]
@@ -141,7 +157,7 @@ def seed_yaml(n, backend_port):
 
 
 class Moongate:
-    def __init__(self, binary, tmp, n, port, admin_port, backend_port):
+    def __init__(self, binary, tmp, n, port, admin_port, backend_port, prewrite=False):
         self.prefix = os.path.join(tmp, f"moongate-{n}")
         os.makedirs(os.path.join(self.prefix, "conf"), exist_ok=True)
         with open(os.path.join(self.prefix, "conf", "config.yaml"), "w") as f:
@@ -170,8 +186,13 @@ deployment:
         role: admin
 """
             )
-        with open(os.path.join(self.prefix, "conf", "apisix.yaml"), "w") as f:
-            f.write(seed_yaml(n, backend_port))
+        if prewrite:
+            os.makedirs(os.path.join(self.prefix, "data"), exist_ok=True)
+            with open(os.path.join(self.prefix, "data", "store.json"), "w") as f:
+                f.write(store_file(n, backend_port))
+        else:
+            with open(os.path.join(self.prefix, "conf", "apisix.yaml"), "w") as f:
+                f.write(seed_yaml(n, backend_port))
         self.proc = subprocess.Popen(
             ["taskset", "-c", "1", binary, "run", "-p", self.prefix],
             stdout=subprocess.DEVNULL,
@@ -287,7 +308,7 @@ def percentile(xs, p):
 def run_one(args, tmp, n, backend_port):
     port, admin_port = free_port(), free_port()
     started = time.time()
-    mg = Moongate(args.moongate, tmp, n, port, admin_port, backend_port)
+    mg = Moongate(args.moongate, tmp, n, port, admin_port, backend_port, args.prewrite_store)
     try:
         wait_for("moongate's port", lambda: status_of(port, f"/r/{n - CHURN_ROUTES - 1}") == 200, 300)
         load_s = time.time() - started
@@ -359,6 +380,9 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--moongate", default=os.path.join(root, "target", "release", "moongate"))
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--prewrite-store", action="store_true",
+                    help="write the store's data file directly instead of seeding it from apisix.yaml "
+                         "(to compare with builds that seed one write at a time)")
     args = ap.parse_args()
     for tool in ("wrk", "taskset", NGINX):
         if not shutil.which(tool) and not os.path.exists(tool):
