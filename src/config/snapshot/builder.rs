@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{ConsumerEntry, RouteEntry, RouteTable, RouteUpstream, Snapshot};
+use super::{Configured, ConsumerEntry, RouteEntry, RouteTable, RouteUpstream, Snapshot};
 use crate::config::resource::{Id, OpaqueResource, PluginMap, Route, Service, Upstream};
 use crate::config::standalone::{ConfigError, KINDS, OtherResources, Resources};
 use crate::lua::host::HandlerSource;
@@ -205,6 +205,7 @@ pub struct Builder {
     global_chains: Vec<Arc<Chain>>,
     others_out: Arc<OtherResources>,
     lua_view_version: u64,
+    configured: Configured,
 }
 
 /// What a batch touched, to recompile.
@@ -236,6 +237,7 @@ impl Builder {
             lua_view_version: self.lua_view_version,
             global_chains: self.global_chains.clone(),
             consumers: self.consumers.clone(),
+            configured: self.configured.clone(),
         }
     }
 
@@ -431,16 +433,34 @@ impl Builder {
                             self.next_order += 1;
                         }
                         let value = Arc::new(r);
+                        let order = self.orders.get(&id).copied().unwrap_or(usize::MAX);
+                        self.configured
+                            .routes
+                            .insert(id.clone(), (order, value.clone()));
                         self.routes.insert(id.clone(), Src { value, revision });
                         dirty.routes.insert(id);
                     }
                     Item::Service(s) => {
                         let value = Arc::new(s);
+                        let order = {
+                            let had = self.configured.services.get(&id).map(|(o, _)| *o);
+                            self.order_of(had)
+                        };
+                        self.configured
+                            .services
+                            .insert(id.clone(), (order, value.clone()));
                         self.services.insert(id.clone(), Src { value, revision });
                         dirty.services.insert(id);
                     }
                     Item::Upstream(u) => {
                         let value = Arc::new(u);
+                        let order = {
+                            let had = self.configured.upstreams.get(&id).map(|(o, _)| *o);
+                            self.order_of(had)
+                        };
+                        self.configured
+                            .upstreams
+                            .insert(id.clone(), (order, value.clone()));
                         self.upstreams.insert(id.clone(), Src { value, revision });
                         dirty.upstreams.insert(id);
                     }
@@ -458,14 +478,17 @@ impl Builder {
                 "routes" => {
                     self.routes.remove(&id);
                     self.orders.remove(&id);
+                    self.configured.routes.remove(&id);
                     dirty.routes.insert(id);
                 }
                 "services" => {
                     self.services.remove(&id);
+                    self.configured.services.remove(&id);
                     dirty.services.insert(id);
                 }
                 "upstreams" => {
                     self.upstreams.remove(&id);
+                    self.configured.upstreams.remove(&id);
                     dirty.upstreams.insert(id);
                 }
                 other => {
@@ -475,6 +498,17 @@ impl Builder {
                     self.other_changed(other, &id, dirty);
                 }
             },
+        }
+    }
+
+    /// The load order a resource already has, or the next one.
+    fn order_of(&mut self, existing: Option<usize>) -> usize {
+        match existing {
+            Some(o) => o,
+            None => {
+                self.next_order += 1;
+                self.next_order - 1
+            }
         }
     }
 

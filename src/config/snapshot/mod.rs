@@ -11,7 +11,7 @@ mod table;
 
 use std::sync::Arc;
 
-use super::resource::{Id, PluginMap, RouteAction, Timeout};
+use super::resource::{Id, PluginMap, Route, RouteAction, Service, Timeout, Upstream};
 use super::standalone::{ConfigError, OtherResources, Resources};
 use crate::lua::host::HandlerSource;
 use crate::plugin::{Catalog, Chain};
@@ -38,6 +38,39 @@ pub struct Snapshot {
     pub global_chains: Vec<Arc<Chain>>,
     /// Consumers by username, with the plugins they add to a route once identified.
     pub consumers: PMap<String, Arc<ConsumerEntry>>,
+    /// The routes, services and upstreams as configured, for the control API's dumps.
+    pub configured: Configured,
+}
+
+/// Every route (disabled ones too), service and upstream as the config source gave them, each
+/// with its load order: what the control API's `/v1/routes` and kin show. Persistent like the
+/// rest of the snapshot, so a change does not copy every route.
+#[derive(Debug, Default, Clone)]
+pub struct Configured {
+    pub routes: PMap<Id, (usize, Arc<Route>)>,
+    pub services: PMap<Id, (usize, Arc<Service>)>,
+    pub upstreams: PMap<Id, (usize, Arc<Upstream>)>,
+}
+
+/// The values of `map` in load order.
+fn in_order<T>(map: &PMap<Id, (usize, Arc<T>)>) -> Vec<&T> {
+    let mut v: Vec<(usize, &T)> = map.values().map(|(o, t)| (*o, &**t)).collect();
+    v.sort_by_key(|(o, _)| *o);
+    v.into_iter().map(|(_, t)| t).collect()
+}
+
+impl Configured {
+    pub fn routes(&self) -> Vec<&Route> {
+        in_order(&self.routes)
+    }
+
+    pub fn services(&self) -> Vec<&Service> {
+        in_order(&self.services)
+    }
+
+    pub fn upstreams(&self) -> Vec<&Upstream> {
+        in_order(&self.upstreams)
+    }
 }
 
 /// A route merged with its service, ready to serve.
