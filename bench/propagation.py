@@ -25,12 +25,17 @@ Pinning (taskset): moongate on CPU 1 (its worker, Admin API and config sync shar
 work competes with the data plane, the case that matters), the backend nginx, wrk and this
 driver on CPU 0. Needs nginx, wrk and taskset (apt-get install nginx wrk util-linux).
 
+With --store etcd the store is a local etcd (Debian's etcd-server, pinned to CPU 0 with the
+driver), seeded through its JSON gateway, and moongate runs with `config_provider: etcd`: the
+Admin API writes to etcd and the data plane follows etcd's watch.
+
 Usage: bench/propagation.py [--routes N ...] [--rate 20] [--rounds 3] [--phase 20]
                             [--connections 16] [--think-ms 2] [--moongate PATH] [--json FILE]
-                            [--prewrite-store]
+                            [--store embedded|etcd] [--prewrite-store]
 """
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -49,6 +54,7 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 CHURN_ROUTES = 100
 POLL_TIMEOUT = 5.0
@@ -130,16 +136,22 @@ http {{
             self.proc.kill()
 
 
-def store_file(n, backend_port):
-    """The embedded store's data file holding the same items as `seed_yaml` (its on-disk
-    format: revision and items with their revisions), for builds whose seeding from
-    apisix.yaml writes the store once per item (too slow to seed 50,000 routes)."""
+def store_items(n, backend_port):
+    """The store keys and values of the same resources as `seed_yaml`, in key order."""
     items = [{"key": "/apisix/upstreams/u", "value": json.dumps({"id": "u", "nodes": {f"127.0.0.1:{backend_port}": 1}})}]
     items += [{"key": f"/apisix/routes/r{i}", "value": json.dumps({"id": f"r{i}", "uri": f"/r/{i}", "upstream_id": "u"})}
               for i in range(n - CHURN_ROUTES)]
     items += [{"key": f"/apisix/routes/c{k}", "value": json.dumps({"id": f"c{k}", "uri": f"/c/{k}/0", "upstream_id": "u"})}
               for k in range(CHURN_ROUTES)]
     items.sort(key=lambda i: i["key"])
+    return items
+
+
+def store_file(n, backend_port):
+    """The embedded store's data file holding the same items as `seed_yaml` (its on-disk
+    format: revision and items with their revisions), for builds whose seeding from
+    apisix.yaml writes the store once per item (too slow to seed 50,000 routes)."""
+    items = store_items(n, backend_port)
     for rev, i in enumerate(items, 1):
         i["create_revision"] = i["mod_revision"] = rev
     return json.dumps({"revision": len(items), "items": items})
@@ -156,10 +168,62 @@ def seed_yaml(n, backend_port):
     return "\n".join(lines) + "\n"
 
 
+class Etcd:
+    """A throwaway etcd (Debian's etcd-server) on CPU 0, seeded through its JSON gateway."""
+
+    def __init__(self, tmp, n):
+        self.port, peer = free_port(), free_port()
+        self.dir = os.path.join(tmp, f"etcd-{n}")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", "0", ETCD, "--data-dir", self.dir, "--name", "bench",
+             "--listen-client-urls", f"http://127.0.0.1:{self.port}",
+             "--advertise-client-urls", f"http://127.0.0.1:{self.port}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"bench=http://127.0.0.1:{peer}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for("etcd", lambda: self.call("/v3/kv/range", {"key": b64("/")}) is not None, 30)
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, path, body):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            c.request("POST", path, body=json.dumps(body))
+            r = c.getresponse()
+            text = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"etcd {path}: {r.status} {text[:200]!r}")
+            return json.loads(text)
+        finally:
+            c.close()
+
+    def seed(self, items):
+        # etcd takes at most 128 operations per transaction by default.
+        for i in range(0, len(items), 100):
+            ops = [{"requestPut": {"key": b64(it["key"]), "value": b64(it["value"])}} for it in items[i:i + 100]]
+            self.call("/v3/kv/txn", {"success": ops})
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
 class Moongate:
-    def __init__(self, binary, tmp, n, port, admin_port, backend_port, prewrite=False):
+    def __init__(self, binary, tmp, n, port, admin_port, backend_port, prewrite=False, etcd=None):
         self.prefix = os.path.join(tmp, f"moongate-{n}")
         os.makedirs(os.path.join(self.prefix, "conf"), exist_ok=True)
+        etcd_section = ""
+        if etcd:
+            etcd_section = f'  etcd:\n    host:\n      - "{etcd.url()}"\n    prefix: /apisix\n'
         with open(os.path.join(self.prefix, "conf", "config.yaml"), "w") as f:
             f.write(
                 f"""apisix:
@@ -175,8 +239,8 @@ nginx_config:
 deployment:
   role: traditional
   role_traditional:
-    config_provider: embedded
-  admin:
+    config_provider: {"etcd" if etcd else "embedded"}
+{etcd_section}  admin:
     admin_listen:
       ip: 127.0.0.1
       port: {admin_port}
@@ -186,7 +250,9 @@ deployment:
         role: admin
 """
             )
-        if prewrite:
+        if etcd:
+            etcd.seed(store_items(n, backend_port))
+        elif prewrite:
             os.makedirs(os.path.join(self.prefix, "data"), exist_ok=True)
             with open(os.path.join(self.prefix, "data", "store.json"), "w") as f:
                 f.write(store_file(n, backend_port))
@@ -307,8 +373,9 @@ def percentile(xs, p):
 
 def run_one(args, tmp, n, backend_port):
     port, admin_port = free_port(), free_port()
+    etcd = Etcd(tmp, n) if args.store == "etcd" else None
     started = time.time()
-    mg = Moongate(args.moongate, tmp, n, port, admin_port, backend_port, args.prewrite_store)
+    mg = Moongate(args.moongate, tmp, n, port, admin_port, backend_port, args.prewrite_store, etcd)
     try:
         wait_for("moongate's port", lambda: status_of(port, f"/r/{n - CHURN_ROUTES - 1}") == 200, 300)
         load_s = time.time() - started
@@ -352,6 +419,8 @@ def run_one(args, tmp, n, backend_port):
         }
     finally:
         mg.stop()
+        if etcd:
+            etcd.stop()
 
 
 def machine():
@@ -380,18 +449,21 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--moongate", default=os.path.join(root, "target", "release", "moongate"))
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--store", choices=["embedded", "etcd"], default="embedded",
+                    help="etcd: start a local etcd (pinned to CPU 0), seed it, and run moongate on it")
     ap.add_argument("--prewrite-store", action="store_true",
                     help="write the store's data file directly instead of seeding it from apisix.yaml "
                          "(to compare with builds that seed one write at a time)")
     args = ap.parse_args()
-    for tool in ("wrk", "taskset", NGINX):
+    tools = ("wrk", "taskset", NGINX) + ((ETCD,) if args.store == "etcd" else ())
+    for tool in tools:
         if not shutil.which(tool) and not os.path.exists(tool):
-            sys.exit(f"propagation: {tool} is missing (apt-get install nginx wrk util-linux)")
+            sys.exit(f"propagation: {tool} is missing (apt-get install nginx wrk util-linux etcd-server)")
     if not os.path.exists(args.moongate):
         sys.exit(f"propagation: {args.moongate} is missing (cargo build --release)")
 
     print(f"machine: {machine()}")
-    print(f"moongate: {args.moongate}; {args.rate:g} changes/s, {args.rounds} rounds of "
+    print(f"moongate: {args.moongate} on the {args.store} store; {args.rate:g} changes/s, {args.rounds} rounds of "
           f"{args.phase} s quiet + {args.phase} s churn, wrk -c{args.connections} think {args.think_ms} ms")
     results = []
     refused = False
