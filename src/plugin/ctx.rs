@@ -245,7 +245,9 @@ impl RequestCtx {
         let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
         Some(match name {
             "uri" | "document_uri" => Cow::Borrowed(&self.uri),
-            "request_uri" => Cow::Borrowed(&self.request_uri),
+            // APISIX keeps the request target as sent in `$real_request_uri` (its own
+            // `request_uri` is rebuilt from the normalised path).
+            "request_uri" | "real_request_uri" => Cow::Borrowed(&self.request_uri),
             "args" | "query_string" => {
                 if self.args.is_empty() {
                     return None;
