@@ -574,5 +574,30 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
     loaded.set("ngx.re", module)?;
+
+    // `require("resty.core.regex")`: the one member plugins call, `re_match_compile(re, opts)`,
+    // which they use to check a pattern when a conf is validated. Bad flags raise (as
+    // lua-resty-core's option parser does); a pattern that does not compile gives `nil, err`.
+    let core_regex = lua.create_table()?;
+    core_regex.set(
+        "re_match_compile",
+        lua.create_function(|lua, (regex, opts): (LuaString, Option<String>)| {
+            let opts = opts.unwrap_or_default();
+            match compile(&regex_bytes(&regex), &opts) {
+                Ok(c) => {
+                    let t = lua.create_table()?;
+                    t.set("regex", regex)?;
+                    t.set("options", opts)?;
+                    t.set("ncaptures", c.re.captures_len().saturating_sub(1))?;
+                    t.into_lua_multi(lua)
+                }
+                Err(e) if e.starts_with("unknown flag") || e.starts_with("regex option") => {
+                    Err(mlua::Error::runtime(e))
+                }
+                Err(e) => (Value::Nil, e).into_lua_multi(lua),
+            }
+        })?,
+    )?;
+    loaded.set("resty.core.regex", core_regex)?;
     Ok(())
 }
