@@ -139,12 +139,21 @@ pub fn validate(kind: &Kind, conf: &Value, catalog: &Catalog) -> Result<(), Stri
         let Some(map) = plugins.as_object() else {
             return Err("invalid configuration: property \"plugins\" validation failed: wrong type: expected object".into());
         };
-        let schema_type = matches!(kind.name, "consumers" | "credentials").then_some(TYPE_CONSUMER);
+        let consumer_side = matches!(kind.name, "consumers" | "credentials");
+        let schema_type = consumer_side.then_some(TYPE_CONSUMER);
+        // APISIX words a consumer's or credential's plugin failure with this prefix.
+        let wrap = |e: String| {
+            if consumer_side {
+                format!("invalid plugins configuration: {e}")
+            } else {
+                e
+            }
+        };
         for (name, pconf) in map {
             if catalog.get(name).is_none() {
-                return Err(format!("unknown plugin [{name}]"));
+                return Err(wrap(format!("unknown plugin [{name}]")));
             }
-            catalog.check(name, pconf, schema_type)?;
+            catalog.check(name, pconf, schema_type).map_err(wrap)?;
         }
     }
     Ok(())
@@ -313,6 +322,15 @@ mod tests {
         );
         let consumers = find("consumers").unwrap();
         assert!(validate(consumers, &json!({"username":"jack"}), &c).is_ok());
+        assert_eq!(
+            validate(
+                consumers,
+                &json!({"username":"jack","plugins":{"nope":{}}}),
+                &c
+            )
+            .unwrap_err(),
+            "invalid plugins configuration: unknown plugin [nope]"
+        );
         assert!(validate(consumers, &json!({"username":"ja ck"}), &c).is_err());
         assert_eq!(
             forbidden_times(&json!({"uri":"/a","create_time":1})).unwrap(),

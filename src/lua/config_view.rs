@@ -1,5 +1,6 @@
 //! The config snapshot as Lua reads it: `require("moongate.config")`, the source of
-//! `apisix.consumer` (consumers and credentials), consumer groups and plugin metadata.
+//! `apisix.consumer` (consumers and credentials), consumer groups, plugin metadata and the
+//! secret configs `apisix.secret` reads.
 //!
 //! Each worker remembers the newest snapshot a request on it started with; Lua asks for the
 //! resources as JSON once per snapshot version and caches the decoded tables itself, so
@@ -70,6 +71,7 @@ fn document(s: &Snapshot) -> String {
         "plugin_metadata".into(),
         items("plugin_metadata", &o.plugin_metadata, s.version),
     );
+    m.insert("secrets".into(), items("secrets", &o.secrets, s.version));
     Json::Object(m).to_string()
 }
 

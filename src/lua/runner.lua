@@ -12,6 +12,66 @@ json.encode_escape_forward_slash(false)
 
 local answers = { rewrite = true, access = true, before_proxy = true }
 
+-- `$env://` / `$secret://` references in a conf: phase functions get a copy with the values
+-- in place (as APISIX's plugin filter gives them), made again only when a value changed. A
+-- conf with no string starting with `$` is used as it is, without loading apisix.secret.
+local pairs, setmetatable, require, byte = pairs, setmetatable, require, string.byte
+local plain = setmetatable({}, { __mode = "k" })
+local resolved = setmetatable({}, { __mode = "k" })
+local secret
+
+local function may_hold_ref(t, seen)
+    seen[t] = true
+    for _, v in pairs(t) do
+        local tv = type(v)
+        if tv == "string" then
+            if byte(v, 1) == 36 then
+                return true
+            end
+        elseif tv == "table" and not seen[v] and may_hold_ref(v, seen) then
+            return true
+        end
+    end
+    return false
+end
+
+local function same_values(a, b)
+    for k, v in pairs(a) do
+        if b[k] ~= v then
+            return false
+        end
+    end
+    for k in pairs(b) do
+        if a[k] == nil then
+            return false
+        end
+    end
+    return true
+end
+
+local function conf_of(conf)
+    if plain[conf] or type(conf) ~= "table" then
+        return conf
+    end
+    if not may_hold_ref(conf, {}) then
+        plain[conf] = true
+        return conf
+    end
+    secret = secret or require("apisix.secret")
+    if not secret.has_secret_ref(conf) then
+        plain[conf] = true
+        return conf
+    end
+    local vals = secret.collect_secret_values(conf, true)
+    local hit = resolved[conf]
+    if hit and same_values(hit.vals, vals) then
+        return hit.conf
+    end
+    local copy = secret.fetch_secrets(conf, true)
+    resolved[conf] = { vals = vals, conf = copy }
+    return copy
+end
+
 -- What APISIX's init sets up once per request and chain: `ngx.ctx.api_ctx` (core.* functions
 -- called without ctx find it there) and, for the route's chain, `ctx.plugins` (the flat
 -- `{module, conf, ...}` list) and the confs under `ctx.matched_route.value.plugins`.
@@ -30,7 +90,7 @@ local function attach(chain, actx)
         local e = chain[i]
         if e then
             flat[#flat + 1] = e.mod
-            flat[#flat + 1] = e.conf
+            flat[#flat + 1] = conf_of(e.conf)
             confs[e.name] = e.conf
         end
     end
@@ -48,7 +108,7 @@ return function(phase, chain, actx, ...)
         local e = chain[i]
         actx._plugin_name = e.name
         mark(i)
-        local ok, code, body = xpcall(e.mod[phase], traceback, e.conf, actx)
+        local ok, code, body = xpcall(e.mod[phase], traceback, conf_of(e.conf), actx)
         if not ok then
             return "error", i, code
         end

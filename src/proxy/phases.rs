@@ -47,6 +47,9 @@ pub(super) struct Incoming {
     pub host: String,
     pub declared: Option<u64>,
     pub start: Instant,
+    /// The route uri that matched and the parameters it captured.
+    pub matched_uri: Option<String>,
+    pub uri_params: Vec<(String, String)>,
 }
 
 /// How a run of phases ended.
@@ -415,6 +418,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         host,
         declared,
         start,
+        matched_uri,
+        uri_params,
     } = inc;
     let settings = &cx.worker.shared.settings;
     let chains: Vec<Arc<Chain>> = snapshot
@@ -456,6 +461,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     ctx.route_id = Some(route.id.0.clone());
     ctx.route_name = route.name.clone();
     ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+    ctx.matched_uri = matched_uri;
+    ctx.uri_params = uri_params;
     let id = ctx.id;
     let req: SharedReq = Rc::new(RefCell::new(ctx));
     if uses_lua {

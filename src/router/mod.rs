@@ -64,6 +64,9 @@ pub trait RequestVars {
 pub struct RouteMatch {
     pub index: usize,
     pub params: Vec<(String, String)>,
+    /// The router's slot of the route and which of its uris matched, for [`Router::matched_uri`].
+    slot: u32,
+    uri_pos: u16,
 }
 
 /// A route that cannot be compiled, naming the route id and field.
@@ -92,6 +95,8 @@ struct Filters {
     methods: u16,
     remote_addrs: IpSet,
     vars: Option<Expr>,
+    /// The route's uris as configured.
+    uris: Box<[Box<str>]>,
 }
 
 /// The compiled router for one snapshot.
@@ -198,14 +203,16 @@ impl Router {
                 methods,
                 remote_addrs,
                 vars,
+                uris: spec.uris.iter().map(|u| u.as_str().into()).collect(),
             });
             let insert_all = |idx: &mut PathIndex| {
-                for (k, uri) in kinds.iter().zip(&spec.uris) {
+                for (pos, (k, uri)) in kinds.iter().zip(&spec.uris).enumerate() {
                     let base = Cand {
                         route: slot,
                         priority: spec.priority,
                         uri_len: uri.len(),
                         order: spec.index,
+                        uri_pos: u16::try_from(pos).unwrap_or(u16::MAX),
                         pattern: None,
                     };
                     match k {
@@ -278,6 +285,12 @@ impl Router {
         self.find_in(&self.any_host, path, req)
     }
 
+    /// The uri pattern (as configured) through which `m` matched.
+    pub fn matched_uri(&self, m: &RouteMatch) -> Option<&str> {
+        let f = self.routes.get(m.slot as usize)?;
+        f.uris.get(m.uri_pos as usize).map(|u| &**u)
+    }
+
     fn find_in<R: RequestVars + ?Sized>(
         &self,
         idx: &PathIndex,
@@ -324,6 +337,8 @@ impl Router {
             return Some(RouteMatch {
                 index: f.index,
                 params,
+                slot: c.route,
+                uri_pos: c.uri_pos,
             });
         }
         None

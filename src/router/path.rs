@@ -18,6 +18,8 @@ pub struct Cand {
     pub uri_len: usize,
     /// Route-table position, the last tie-breaker.
     pub order: usize,
+    /// Which of the route's `uris` this candidate is (APISIX's `curr_req_matched._path`).
+    pub uri_pos: u16,
     /// Segments to check for parameter paths.
     pub pattern: Option<Box<Pattern>>,
 }
@@ -308,6 +310,7 @@ mod tests {
             priority: 0,
             uri_len: 0,
             order: route as usize,
+            uri_pos: 0,
             pattern: None,
         }
     }

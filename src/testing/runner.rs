@@ -48,6 +48,7 @@ const KNOWN: &[&str] = &[
     "timeout",
     "abort",
     "error_code",
+    "error_code_like",
     "response_body",
     "response_body_like",
     "response_body_unlike",
@@ -896,7 +897,13 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
 fn check_response(block: &Block, i: usize, resp: &Response) -> Vec<String> {
     let mut fails = Vec::new();
     let body = String::from_utf8_lossy(&resp.body).into_owned();
+    let like = block.get("error_code_like").and_then(|v| check::nth(v, i));
     match block.get("error_code").and_then(|v| check::nth(v, i)) {
+        _ if like.is_some() => {
+            if let Some(Err(e)) = like.map(|w| check::status_like(w, resp)) {
+                fails.push(e);
+            }
+        }
         Some(want) => {
             if let Err(e) = check::status(want, resp) {
                 fails.push(e);

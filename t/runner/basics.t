@@ -187,3 +187,12 @@ hello
     location /t { return 200 "x"; }
 --- response_body
 y
+
+
+
+=== TEST 13: error_code_like: the status matches a pattern
+--- config
+    location /t {
+        content_by_lua_block { ngx.exit(201) }
+    }
+--- error_code_like: ^20[01]$
