@@ -11,7 +11,6 @@ local safe_json = require("cjson.safe")
 
 local pairs, ipairs, type, tostring = pairs, ipairs, type, tostring
 local sub, find, match = string.sub, string.find, string.match
-local os_getenv = os.getenv
 
 -- core.schema.TYPE_CONSUMER: the schema type auth plugins check consumer confs with.
 local TYPE_CONSUMER = 1
@@ -145,21 +144,39 @@ end
 
 consumers.consumers_conf = consumers.plugin
 
--- `$env://NAME` references resolve from the environment; `$secret://` needs a secret
--- manager, which moongate does not have yet: such a consumer is skipped, never matched by
--- the literal reference text.
-local function resolve_ref(given)
-    if type(given) == "string" then
-        if sub(given, 1, 7) == "$env://" then
-            local var = match(sub(given, 8), "^[^/]*")
-            local found = os_getenv(var)
-            return found, found ~= nil
+-- Consumers whose auth conf holds `$env://` or `$secret://` references are matched on the
+-- values the references stand for (resolved through apisix.secret, once per consumer per
+-- config version), never on the reference text: a consumer whose credential is missing, or
+-- whose references do not all resolve, is skipped (fail closed) with APISIX's [error] line.
+local secret_mod
+
+local function may_hold_ref(t)
+    for _, v in pairs(t) do
+        local kind = type(v)
+        if kind == "string" and sub(v, 1, 1) == "$" then
+            return true
         end
-        if sub(given, 1, 10) == "$secret://" then
-            return nil, false
+        if kind == "table" and may_hold_ref(v) then
+            return true
         end
     end
-    return given, true
+    return false
+end
+
+-- The consumer as auth plugins must see it: itself, or a copy with its auth conf resolved.
+-- Returns it and whether references are left unresolved.
+local function with_secrets(consumer)
+    local conf = consumer.auth_conf
+    if type(conf) ~= "table" or not may_hold_ref(conf) then
+        return consumer, false
+    end
+    secret_mod = secret_mod or require("apisix.secret")
+    if not secret_mod.has_secret_ref(conf) then
+        return consumer, false
+    end
+    local copy = shallow_copy(consumer)
+    copy.auth_conf = secret_mod.fetch_secrets(conf, false)
+    return copy, secret_mod.has_secret_ref(copy.auth_conf)
 end
 
 -- key value -> consumer for one auth plugin's key attribute.
@@ -174,11 +191,15 @@ function consumers.consumers_kv(plugin_name, plugin_set, key_attr)
         return kv
     end
     kv = {}
-    for _, consumer in ipairs(plugin_set.nodes) do
-        local value, ok = resolve_ref(consumer.auth_conf[key_attr])
-        if value == nil or not ok then
-            ngx.log(ngx.ERR, "missing or unresolved consumer auth credential '", key_attr,
+    for _, stored in ipairs(plugin_set.nodes) do
+        local consumer, unresolved = with_secrets(stored)
+        local value = consumer.auth_conf[key_attr]
+        if value == nil then
+            ngx.log(ngx.ERR, "missing consumer auth credential '", key_attr,
                     "', skipping consumer: ", tostring(consumer.consumer_name))
+        elseif unresolved then
+            ngx.log(ngx.ERR, "failed to resolve secret reference in consumer auth ",
+                    "credential, skipping consumer: ", tostring(consumer.consumer_name))
         else
             kv[value] = consumer
         end

@@ -79,6 +79,16 @@ fn now() -> i64 {
 pub struct Handlers<'a> {
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
+    /// The highest store revision this request's writes reached (0: none), which the
+    /// answer waits for the data plane to serve.
+    pub wrote: std::sync::atomic::AtomicI64,
+}
+
+impl Handlers<'_> {
+    fn note_written(&self, revision: i64) {
+        self.wrote
+            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn query_args(query: &str) -> Vec<(String, String)> {
@@ -354,6 +364,7 @@ impl Handlers<'_> {
             };
             match self.store.put(&key, bytes, pre).await {
                 Ok(item) => {
+                    self.note_written(item.mod_revision);
                     let status = if previous.is_some() { 200 } else { 201 };
                     return Answer::json(status, envelope::written(&item, conf));
                 }
@@ -549,7 +560,10 @@ impl Handlers<'_> {
             .put(&key, bytes, Precondition::ModRevision(old.mod_revision))
             .await
         {
-            Ok(item) => Answer::json(200, envelope::written(&item, conf)),
+            Ok(item) => {
+                self.note_written(item.mod_revision);
+                Answer::json(200, envelope::written(&item, conf))
+            }
             Err(e) => Answer::store(&e),
         }
     }
@@ -596,7 +610,14 @@ impl Handlers<'_> {
             }
         }
         match self.store.delete(&key, Precondition::None).await {
-            Ok(Some(_)) => Answer::json(200, json!({"deleted": "1", "key": key})),
+            Ok(Some(_)) => {
+                // A delete does not report its revision; the store's current one is at or
+                // above it.
+                if let Ok(now) = self.store.list().await {
+                    self.note_written(now.revision);
+                }
+                Answer::json(200, json!({"deleted": "1", "key": key}))
+            }
             Ok(None) => Answer::not_found(),
             Err(e) => Answer::store(&e),
         }

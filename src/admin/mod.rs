@@ -46,7 +46,14 @@ pub struct AdminApi {
     /// The enabled plugins; `PUT /apisix/admin/plugins/reload` reloads them.
     pub plugins: Arc<PluginRegistry>,
     pub access: Access,
+    /// The store revision this node's data plane serves (see
+    /// [`crate::config::provider::store::StoreSync::applied`]); `None` when nothing follows the
+    /// store in this process.
+    pub applied: Option<tokio::sync::watch::Receiver<i64>>,
 }
+
+/// How long a write's answer waits for this node to serve it.
+const SERVED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AdminApi {
     /// Answers one request.
@@ -141,14 +148,37 @@ impl AdminApi {
         let h = Handlers {
             store: self.store.as_ref(),
             catalog: &catalog,
+            wrote: std::sync::atomic::AtomicI64::new(0),
         };
-        match req.method {
+        let answer = match req.method {
             http::Method::GET => h.get(&target, &req.query).await,
             http::Method::PUT => h.put(&target, body).await,
             http::Method::POST => h.post(&target, body).await,
             http::Method::PATCH => h.patch(&target, body).await,
             http::Method::DELETE => h.delete(&target, &req.query).await,
             _ => Answer::error(404, "not found"),
+        };
+        self.until_served(h.wrote.load(std::sync::atomic::Ordering::Relaxed))
+            .await;
+        answer
+    }
+
+    /// Read-your-writes on this node: the answer to a write waits (up to [`SERVED_WAIT`])
+    /// until the data plane serves the store revision the write reached, so the next request
+    /// sees it. Past the wait the answer goes out anyway; the write is stored either way.
+    async fn until_served(&self, revision: i64) {
+        let Some(applied) = &self.applied else {
+            return;
+        };
+        if revision <= 0 {
+            return;
+        }
+        let mut applied = applied.clone();
+        let reached = tokio::time::timeout(SERVED_WAIT, applied.wait_for(|r| *r >= revision)).await;
+        if reached.is_err() {
+            log::warn!(
+                "Admin API: store revision {revision} is not served yet after {SERVED_WAIT:?}; answering anyway"
+            );
         }
     }
 

@@ -150,6 +150,13 @@ pub fn validate(kind: &Kind, conf: &Value, catalog: &Catalog) -> Result<(), Stri
             }
         };
         for (name, pconf) in map {
+            // APISIX checks the conf is a Lua table (a JSON object or array) before it looks
+            // the plugin up.
+            if !(pconf.is_object() || pconf.is_array()) {
+                return Err(wrap(format!(
+                    "invalid plugin conf {pconf} for plugin [{name}]"
+                )));
+            }
             if catalog.get(name).is_none() {
                 return Err(wrap(format!("unknown plugin [{name}]")));
             }
@@ -330,6 +337,24 @@ mod tests {
             )
             .unwrap_err(),
             "invalid plugins configuration: unknown plugin [nope]"
+        );
+        assert_eq!(
+            validate(
+                consumers,
+                &json!({"username":"jack","plugins":{"key-auth":"blah"}}),
+                &c
+            )
+            .unwrap_err(),
+            "invalid plugins configuration: invalid plugin conf \"blah\" for plugin [key-auth]"
+        );
+        assert_eq!(
+            validate(
+                find("routes").unwrap(),
+                &json!({"id":"1","uri":"/a","plugins":{"nope":5}}),
+                &c
+            )
+            .unwrap_err(),
+            "invalid plugin conf 5 for plugin [nope]"
         );
         assert!(validate(consumers, &json!({"username":"ja ck"}), &c).is_err());
         assert_eq!(

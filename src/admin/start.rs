@@ -208,6 +208,7 @@ pub fn plane(
             keys,
             key_in_query: admin.key_in_query,
         },
+        applied: Some(sync.applied()),
     });
     let server =
         AdminServer::start(Some(admin.listen), api).map_err(|e| StartError(e.to_string()))?;

@@ -241,12 +241,19 @@ impl Run {
             return Flow::Continue;
         };
         let Some(consumer) = self.snapshot.consumers.get(&name).cloned() else {
+            log::info!("find consumer {name}, config changed: false");
             return Flow::Continue;
         };
         if let Some(g) = &consumer.missing_group {
             log::error!("failed to fetch consumer group config by id: {g}");
             return Flow::Answer(503);
         }
+        // APISIX's line after its consumer merge, which tests and operators look for.
+        log::info!(
+            "find consumer {}, config changed: {}",
+            consumer.username,
+            consumer.chain.is_some()
+        );
         let Some(cchain) = consumer.chain.clone() else {
             return Flow::Continue;
         };

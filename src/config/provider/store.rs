@@ -253,6 +253,7 @@ fn count(res: &Resources) -> usize {
 pub struct StoreSync {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    applied: tokio::sync::watch::Receiver<i64>,
 }
 
 impl StoreSync {
@@ -271,6 +272,7 @@ impl StoreSync {
         let r = reload.clone();
         plugins.on_reload(Box::new(move || r.notify_one()));
         let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let (applied_tx, applied_rx) = tokio::sync::watch::channel(0);
         let thread = std::thread::Builder::new()
             .name("moongate-config-sync".into())
             .spawn(move || {
@@ -294,6 +296,7 @@ impl StoreSync {
                     revision: 0,
                     outage: false,
                     first: Some(first_tx),
+                    applied: applied_tx,
                 };
                 rt.block_on(async move {
                     tokio::select! {
@@ -309,6 +312,7 @@ impl StoreSync {
             StoreSync {
                 stop: Some(stop_tx),
                 thread: Some(thread),
+                applied: applied_rx,
             },
             first,
         ))
@@ -316,6 +320,12 @@ impl StoreSync {
 
     pub fn stop(mut self) {
         self.halt();
+    }
+
+    /// The store revision the published snapshot reflects: every write at or below it is
+    /// what requests see now. The Admin API waits on it so a write is served when it answers.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied.clone()
     }
 
     fn halt(&mut self) {
@@ -344,9 +354,15 @@ struct Follower {
     revision: i64,
     outage: bool,
     first: Option<std::sync::mpsc::Sender<Result<(), StoreError>>>,
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 impl Follower {
+    /// Everything up to `self.revision` is published (or was found to change nothing).
+    fn caught_up(&self) {
+        self.applied.send_replace(self.revision);
+    }
+
     fn failed(&mut self, what: &str, e: &StoreError) {
         if let Some(f) = self.first.take() {
             let _ = f.send(Err(e.clone()));
@@ -431,6 +447,7 @@ impl Follower {
             if !same || self.first.is_some() {
                 self.rebuild();
             }
+            self.caught_up();
             loop {
                 let mut stream = match self.store.watch(self.revision).await {
                     Ok(s) => s,
@@ -478,6 +495,7 @@ impl Follower {
                             if changed {
                                 self.rebuild();
                             }
+                            self.caught_up();
                         }
                     }
                 }
