@@ -113,6 +113,9 @@ local function build_plugin_nodes(st, plugin_name)
                 ngx.log(ngx.ERR, "failed to check the configuration of plugin ", plugin_name,
                         " for consumer ", tostring(item.key), ": ", err)
             else
+                -- Fields kept encrypted at rest are opened once the conf passed its check.
+                require("moongate.encrypt_fields").apply(plugin_name, conf, TYPE_CONSUMER,
+                    "decrypt")
                 local node, nerr = consumer_node(st, item, plugin_name, conf)
                 if not node then
                     ngx.log(ngx.ERR, "failed to construct consumer data for plugin ",

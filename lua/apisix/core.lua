@@ -34,17 +34,17 @@ local core = {
     math = require("apisix.core.math"),
     event = require("apisix.core.event"),
     env = require("apisix.core.env"),
+    data_encryption = require("apisix.core.data_encryption"),
     config_local = config_local,
     empty_tab = {},
 }
 
 -- Members that exist in APISIX but need what moongate lacks (etcd client in Lua, pubsub over
--- websocket with protobuf, the data-encryption keyring): a clear error instead of `nil`.
+-- websocket with protobuf): a clear error instead of `nil`.
 local refused = {
     etcd = "core.etcd (the Lua etcd client) is not supported by moongate: "
         .. "the gateway's Rust config plane talks to etcd",
     pubsub = "core.pubsub is not supported by moongate",
-    data_encryption = "core.data_encryption is not supported by moongate yet",
 }
 
 local function refused_module(name, msg)

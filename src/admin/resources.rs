@@ -65,8 +65,8 @@ pub fn find(name: &str) -> Option<&'static Kind> {
 
 /// `plugins` confs are checked as route confs, consumer confs or metadata, as
 /// `core.schema.TYPE_*` says.
-const TYPE_CONSUMER: i64 = 1;
-const TYPE_METADATA: i64 = 2;
+pub const TYPE_CONSUMER: i64 = 1;
+pub const TYPE_METADATA: i64 = 2;
 
 /// Turns serde's wording into APISIX's where the two describe the same problem.
 fn shape_message(field: &str, message: &str) -> String {

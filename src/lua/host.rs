@@ -140,6 +140,8 @@ impl LuaHost {
                         .ok_or_else(|| format!("plugin {} is not loaded on this worker", e.name))?;
                     let module: Table = lua.registry_value(m).map_err(|x| x.to_string())?;
                     let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
+                    // Checked as stored (APISIX checks before decrypting), then opened.
+                    plugin::seal_table(&self.vm, &e.name, &conf, None, plugin::Seal::Decrypt)?;
                     let entry = lua.create_table().map_err(|x| x.to_string())?;
                     entry
                         .set("name", e.name.as_str())
