@@ -34,7 +34,6 @@ local core = {
     math = require("apisix.core.math"),
     event = require("apisix.core.event"),
     env = require("apisix.core.env"),
-    data_encryption = require("apisix.core.data_encryption"),
     config_local = config_local,
     empty_tab = {},
 }
@@ -59,14 +58,21 @@ for name, msg in pairs(refused) do
     core[name] = refused_module(name, msg)
 end
 
+-- Members loaded on first use: the validator and schema_def only when a plugin validates, the
+-- keyring only when something encrypts.
+local on_demand = {
+    schema = "apisix.core.schema",
+    data_encryption = "apisix.core.data_encryption",
+}
+
 return setmetatable(core, {
-    __index = function(t, k)
-        if k == "schema" then
-            -- Lazy: the validator and schema_def load only when a plugin validates.
-            local schema = require("apisix.core.schema")
-            rawset(t, "schema", schema)
-            return schema
+    __index = function(members, name)
+        local module_name = on_demand[name]
+        if module_name == nil then
+            return nil
         end
-        return nil
+        local loaded = require(module_name)
+        rawset(members, name, loaded)
+        return loaded
     end,
 })

@@ -10,23 +10,25 @@
 -- What it shows: `type = "auth"`, a `consumer_schema` (checked with
 -- core.schema.TYPE_CONSUMER) whose `encrypt_fields` keeps the key encrypted at rest where the
 -- config lives in a store, `apisix.consumer.find_consumer` and `attach_consumer` (after which
--- the consumer's own plugins join the route's), and `realm`/401 answers as APISIX's auth
--- plugins give them.
+-- the consumer's own plugins join the route's), and 401 answers with `WWW-Authenticate`.
 
 local core = require("apisix.core")
-local consumer = require("apisix.consumer")
+local consumers = require("apisix.consumer")
 
 local NAME = "example-key-check"
 
-local schema = {
+-- What a route's conf may say.
+local per_route = {
     type = "object",
     properties = {
         header = { type = "string", default = "X-Key" },
+        -- remove the key before the request goes upstream
         hide_credentials = { type = "boolean", default = true },
     },
 }
 
-local consumer_schema = {
+-- What a consumer's (or credential's) conf must say.
+local per_consumer = {
     type = "object",
     properties = {
         key = { type = "string", minLength = 8 },
@@ -40,32 +42,40 @@ local plugin = {
     priority = 2400,
     type = "auth",
     name = NAME,
-    schema = schema,
-    consumer_schema = consumer_schema,
+    schema = per_route,
+    consumer_schema = per_consumer,
 }
 
-function plugin.check_schema(conf, schema_type)
-    if schema_type == core.schema.TYPE_CONSUMER then
-        return core.schema.check(consumer_schema, conf)
+-- The second argument tells which side the conf comes from.
+function plugin.check_schema(conf, kind)
+    local against = per_route
+    if kind == core.schema.TYPE_CONSUMER then
+        against = per_consumer
     end
-    return core.schema.check(schema, conf)
+    return core.schema.check(against, conf)
+end
+
+local function refuse(message)
+    core.response.set_header("WWW-Authenticate", 'Key realm="example"')
+    return 401, { message = message }
 end
 
 function plugin.rewrite(conf, ctx)
-    local presented = core.request.header(ctx, conf.header)
-    if not presented then
-        core.response.set_header("WWW-Authenticate", 'Key realm="example"')
-        return 401, { message = "Missing key in request" }
+    local header_name = conf.header
+    local presented = core.request.header(ctx, header_name)
+    if presented == nil then
+        return refuse("Missing key in request")
     end
-    local who, consumer_conf = consumer.find_consumer(NAME, "key", presented)
-    if not who then
+    -- Consumers are indexed by the value of their `key` field.
+    local who, plugin_confs = consumers.find_consumer(NAME, "key", presented)
+    if who == nil then
         core.log.warn("no consumer for the presented key")
-        return 401, { message = "Invalid key" }
+        return refuse("Invalid key")
     end
     if conf.hide_credentials then
-        core.request.set_header(ctx, conf.header, nil)
+        core.request.set_header(ctx, header_name, nil)
     end
-    consumer.attach_consumer(ctx, who, consumer_conf)
+    consumers.attach_consumer(ctx, who, plugin_confs)
     core.log.info("example-key-check identified ", who.username)
 end
 

@@ -16,6 +16,14 @@ local data_encryption = {}
 
 local KEY_BITS = { [16] = 128, [32] = 256 }
 
+-- `nil` and APISIX's wording of a failed step: "decrypt ssl key failed", "failed to encrypt".
+local function failed(step, subject)
+    if subject then
+        return nil, step .. " " .. subject .. " failed"
+    end
+    return nil, step .. " failed"
+end
+
 -- One cipher per usable keyring entry, in keyring order. An entry of another length is left
 -- out with an [error] line (config.yaml validation should have refused it).
 function data_encryption.init_iv_tbl(ring)
@@ -51,19 +59,18 @@ function data_encryption.aes_cbc_encrypt(ciphers, value)
         return nil, "no keyring configured"
     end
     local sealed = first:encrypt(value)
-    if sealed == nil then
-        return nil, "failed to encrypt"
+    if sealed ~= nil then
+        return ngx.encode_base64(sealed)
     end
-    return ngx.encode_base64(sealed)
+    return nil, "failed to encrypt"
 end
 
 -- The plain text of base64 `value`, from the first cipher that decrypts it. `subject` names
 -- what is decrypted in the error ("base64 decode ssl key failed", "decrypt ssl key failed").
 function data_encryption.aes_cbc_decrypt(ciphers, value, subject)
-    local what = subject and (subject .. " ") or ""
     local raw = type(value) == "string" and ngx.decode_base64(value)
     if not raw then
-        return nil, "base64 decode " .. what .. "failed"
+        return failed("base64 decode", subject)
     end
     for _, c in ipairs(ciphers) do
         local plain = c:decrypt(raw)
@@ -71,7 +78,7 @@ function data_encryption.aes_cbc_decrypt(ciphers, value, subject)
             return plain
         end
     end
-    return nil, "decrypt " .. what .. "failed"
+    return failed("decrypt", subject)
 end
 
 -- The node's keyring, built once per worker.
