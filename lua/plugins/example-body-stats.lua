@@ -32,7 +32,7 @@ local plugin = {
 }
 
 function plugin.check_schema(conf)
-    return core.schema.check(schema, conf)
+    return core.schema.check(plugin.schema, conf)
 end
 
 function plugin.header_filter(conf, ctx)

@@ -35,7 +35,7 @@ local plugin = {
 -- Called for every conf before it is accepted (Admin API, file reload). Returning false and a
 -- message refuses the resource; core.schema.check words the message as APISIX does.
 function plugin.check_schema(conf)
-    return core.schema.check(schema, conf)
+    return core.schema.check(plugin.schema, conf)
 end
 
 local function greeting_for(conf, ctx)
