@@ -684,6 +684,16 @@ fn lua_plugins_are_checked_shown_and_served_without_storing_defaults() {
     let r = admin(ap, "GET", "/apisix/admin/plugins/fixture-gate", None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["properties"]["mode"]["type"], "string");
+    // The injected `_meta` schema reads as APISIX's (tools compare its descriptions).
+    let meta = &r.json()["properties"]["_meta"]["properties"];
+    assert_eq!(
+        meta["filter"]["description"],
+        "filter determines whether the plugin needs to be executed at runtime"
+    );
+    assert_eq!(
+        meta["priority"]["description"],
+        "priority of plugins by customized order"
+    );
     let r = admin(ap, "GET", "/apisix/admin/plugins/not-enabled", None);
     assert_eq!(r.status, 404);
 
