@@ -13,9 +13,9 @@
 
 local core = require("apisix.core")
 local config = require("moongate.config")
-local cjson = require("cjson.safe")
+local docs = require("moongate.config_doc")
 
-local type, pairs, ipairs, pcall, require, tostring = type, pairs, ipairs, pcall, require, tostring
+local type, pairs, pcall, require, tostring = type, pairs, pcall, require, tostring
 local byte, sub, find, upper = string.byte, string.sub, string.find, string.upper
 
 local SECRET = "$secret://"
@@ -76,35 +76,9 @@ local function parse_secret_uri(uri)
     return { manager = sub(rest, 1, a - 1), confid = sub(rest, a + 1, b - 1), key = key }
 end
 
--- The secret configs of the running config, by "manager/id", rebuilt once per config version.
-local configs = { version = false, by_id = {}, items = {} }
-
-local function secret_configs()
-    local v = config.version()
-    if v == nil then
-        return configs
-    end
-    if configs.version ~= v then
-        local _, text = config.document()
-        local doc = text and cjson.decode(text)
-        local by_id, items = {}, {}
-        for _, item in ipairs(doc and doc.secrets or {}) do
-            local id = sub(item.key, #"/secrets/" + 1)
-            by_id[id] = item
-            items[#items + 1] = item
-        end
-        configs = { version = v, by_id = by_id, items = items }
-    end
-    return configs
-end
-
 -- The secret config items and their version, as APISIX's `secrets()` gives them.
 function _M.secrets()
-    local c = secret_configs()
-    if not c.version then
-        return nil, nil
-    end
-    return c.items, c.version
+    return docs.items("secrets")
 end
 
 local function fetch_secret_uri(uri)
@@ -113,7 +87,7 @@ local function fetch_secret_uri(uri)
     if not ref then
         return nil, err
     end
-    local item = secret_configs().by_id[ref.manager .. "/" .. ref.confid]
+    local item = docs.get("secrets", ref.manager .. "/" .. ref.confid)
     if not item then
         return nil, "no secret conf, secret_uri: " .. uri
     end

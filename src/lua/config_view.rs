@@ -1,6 +1,7 @@
 //! The config snapshot as Lua reads it: `require("moongate.config")`, the source of
 //! `apisix.consumer` (consumers and credentials), consumer groups, plugin metadata and the
-//! secret configs `apisix.secret` reads.
+//! secret configs `apisix.secret` reads, and the upstreams, services, routes and global rules
+//! `apisix.upstream`, `apisix.http.service`, `apisix.router` and `apisix.global_rules` read.
 //!
 //! Each worker remembers the newest snapshot a request on it started with; Lua asks for the
 //! resources as JSON once per snapshot version and caches the decoded tables itself, so
@@ -54,6 +55,30 @@ fn items(kind: &str, list: &[OpaqueResource], version: u64) -> Json {
     )
 }
 
+/// Items of a kind the snapshot keeps typed, in the same shape as [`items`].
+fn typed_items<'a, T: serde::Serialize + 'a>(
+    kind: &str,
+    list: impl IntoIterator<Item = (&'a str, &'a T)>,
+    version: u64,
+) -> Json {
+    Json::Array(
+        list.into_iter()
+            .map(|(id, v)| {
+                let mut value = serde_json::to_value(v).unwrap_or(Json::Null);
+                if let Json::Object(o) = &mut value {
+                    o.insert("id".into(), Json::String(id.to_string()));
+                }
+                json!({
+                    "key": format!("/{kind}/{id}"),
+                    "value": value,
+                    "modifiedIndex": version,
+                    "createdIndex": version,
+                })
+            })
+            .collect(),
+    )
+}
+
 /// The resources Lua reads, as one JSON document.
 fn document(s: &Snapshot) -> String {
     let o = &s.others;
@@ -72,6 +97,29 @@ fn document(s: &Snapshot) -> String {
         items("plugin_metadata", &o.plugin_metadata, s.version),
     );
     m.insert("secrets".into(), items("secrets", &o.secrets, s.version));
+    m.insert(
+        "global_rules".into(),
+        items("global_rules", &o.global_rules, s.version),
+    );
+    m.insert("ssls".into(), items("ssls", &o.ssls, s.version));
+    let mut ups: Vec<(&str, &crate::config::resource::Upstream)> = s.upstream_confs().collect();
+    ups.sort_by(|a, b| a.0.cmp(b.0));
+    m.insert("upstreams".into(), typed_items("upstreams", ups, s.version));
+    let mut services: Vec<(&str, &crate::config::resource::Service)> = s
+        .services
+        .iter()
+        .map(|(id, v)| (id.0.as_str(), v))
+        .collect();
+    services.sort_by(|a, b| a.0.cmp(b.0));
+    m.insert(
+        "services".into(),
+        typed_items("services", services, s.version),
+    );
+    let routes = s
+        .route_confs
+        .iter()
+        .filter_map(|r| r.id.as_ref().map(|id| (id.0.as_str(), r)));
+    m.insert("routes".into(), typed_items("routes", routes, s.version));
     Json::Object(m).to_string()
 }
 

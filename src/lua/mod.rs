@@ -11,4 +11,5 @@ pub mod ngx;
 pub mod plugin;
 pub mod request;
 pub mod sched;
+pub mod upstream_choice;
 pub mod vm;

@@ -101,29 +101,42 @@ local function attach(chain, api_ctx)
     end
 end
 
+-- Calls `phase` of entry `i`: nil to go on, or what the run ends with.
+local function call(phase, may_answer, chain, i, api_ctx)
+    local e = chain[i]
+    -- apisix.plugin.skip_plugin(ctx, name) leaves a plugin out for the rest of the request.
+    local skip = api_ctx._skip_plugins
+    if skip and skip[e.name] then
+        return nil
+    end
+    api_ctx._plugin_name = e.name
+    mark(i)
+    local ok, code, body = xpcall(e.mod[phase], traceback, conf_of(e.conf), api_ctx)
+    if not ok then
+        return "error", i, code
+    end
+    if may_answer and (code or body) then
+        if type(body) == "table" then
+            local encoded, err = json.encode(body)
+            if not encoded then
+                return "error", i, "failed to encode the body of the answer: " .. tostring(err)
+            end
+            body = encoded .. "\n"
+        elseif body ~= nil and type(body) ~= "string" then
+            body = tostring(body)
+        end
+        return "answer", i, code, body
+    end
+    return nil
+end
+
 return function(phase, chain, api_ctx, ...)
     local may_answer = answers[phase]
     attach(chain, api_ctx)
     for k = 1, select("#", ...) do
-        local i = select(k, ...)
-        local e = chain[i]
-        api_ctx._plugin_name = e.name
-        mark(i)
-        local ok, code, body = xpcall(e.mod[phase], traceback, conf_of(e.conf), api_ctx)
-        if not ok then
-            return "error", i, code
-        end
-        if may_answer and (code or body) then
-            if type(body) == "table" then
-                local encoded, err = json.encode(body)
-                if not encoded then
-                    return "error", i, "failed to encode the body of the answer: " .. tostring(err)
-                end
-                body = encoded .. "\n"
-            elseif body ~= nil and type(body) ~= "string" then
-                body = tostring(body)
-            end
-            return "answer", i, code, body
+        local kind, i, code, body = call(phase, may_answer, chain, (select(k, ...)), api_ctx)
+        if kind then
+            return kind, i, code, body
         end
     end
     mark(0)

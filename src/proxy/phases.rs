@@ -300,6 +300,37 @@ impl Run {
         Flow::Answer(status)
     }
 
+    /// The upstream this request goes to: the one a plugin chose with `apisix.upstream.set`,
+    /// else the upstream `ctx.upstream_id` names (traffic-split sets it), else the route's.
+    /// As in APISIX, a `ctx.upstream_id` that names no upstream answers 502.
+    fn chosen_upstream(&self) -> Result<Arc<crate::upstream::UpstreamDef>, StatusCode> {
+        if let Some(def) = self.req.borrow().upstream_choice.clone() {
+            return Ok(def);
+        }
+        let id = self.api_ctx.borrow().as_ref().and_then(|t| {
+            match t.raw_get::<mlua::Value>("upstream_id").ok()? {
+                mlua::Value::String(s) => Some(s.to_string_lossy()),
+                mlua::Value::Integer(i) => Some(i.to_string()),
+                mlua::Value::Number(n) => Some(crate::lua::lib::cjson::fmt_g(n, 14)),
+                _ => None,
+            }
+        });
+        match id {
+            Some(id) => match self
+                .snapshot
+                .upstreams
+                .get(&crate::config::resource::Id(id.clone()))
+            {
+                Some(def) => Ok(def.clone()),
+                None => {
+                    log::error!("failed to find upstream by id: {id}");
+                    Err(StatusCode::BAD_GATEWAY)
+                }
+            },
+            None => super::upstream_of(&self.route),
+        }
+    }
+
     /// After `ngx.exit(code)`.
     fn exited(&self) -> Flow {
         let r = self.req.borrow();
@@ -672,7 +703,9 @@ async fn forward(
     body_error: Rc<Cell<Option<super::body::ClientBodyError>>>,
 ) -> Result<(Response<Body>, UpstreamDone), (Response<Body>, Option<UpstreamDone>)> {
     let route = run.route.clone();
-    let def = super::upstream_of(&route).map_err(|status| (error_page::page(status), None))?;
+    let def = run
+        .chosen_upstream()
+        .map_err(|status| (error_page::page(status), None))?;
     if any_phase(&run.chains.borrow(), Phase::BeforeProxy)
         && let Flow::Answer(s) = run.phase(Phase::BeforeProxy).await
     {

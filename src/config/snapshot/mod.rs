@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::resource::{Id, PluginMap, RouteAction, Service, Timeout, Upstream};
+use super::resource::{Id, PluginMap, Route, RouteAction, Service, Timeout, Upstream};
 use super::standalone::{ConfigError, OtherResources, Resources};
 use crate::lua::host::HandlerSource;
 use crate::plugin::{Catalog, Chain, ConfOwner};
@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub consumers: HashMap<String, Arc<ConsumerEntry>>,
     /// Source of every compiled upstream (by id, or `route#ID` for inline ones), for reuse.
     sources: HashMap<String, (Upstream, Arc<UpstreamDef>)>,
+    /// The enabled routes as configured, in file order, for what reads them back
+    /// (`apisix.router.http_routes`).
+    pub route_confs: Vec<Route>,
 }
 
 /// A route merged with its service, ready to serve.
@@ -90,6 +93,14 @@ pub enum RouteUpstream {
 }
 
 impl Snapshot {
+    /// The configured upstreams (by id) as they were written, for what reads them back
+    /// (`apisix.upstream.get_by_id`).
+    pub fn upstream_confs(&self) -> impl Iterator<Item = (&str, &Upstream)> {
+        self.sources
+            .iter()
+            .filter_map(|(k, (up, _))| k.strip_prefix("upstream#").map(|id| (id, up)))
+    }
+
     /// Compiles `res`. Every problem is reported, not just the first.
     pub fn build(
         res: Resources,
@@ -153,6 +164,12 @@ impl Snapshot {
             services.insert(id.clone(), s.clone());
         }
 
+        let route_confs: Vec<Route> = res
+            .routes
+            .iter()
+            .filter(|r| r.status != 0)
+            .cloned()
+            .collect();
         let mut routes = Vec::new();
         let mut specs = Vec::new();
         for r in &res.routes {
@@ -354,6 +371,7 @@ impl Snapshot {
             services,
             others: res.others,
             sources,
+            route_confs,
         })
     }
 }
