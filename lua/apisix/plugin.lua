@@ -1,16 +1,27 @@
 -- apisix.plugin, the read side plugins use: `get(name)` (a loaded plugin module),
 -- `plugin_attr(name)` (config.yaml `plugin_attr.NAME`), `conf_version(conf)` (a version string
--- for a conf table's content, cached on it), `plugin_metadata(name)` (the running config's
--- `plugin_metadata/NAME`, checked and defaulted with the plugin's metadata schema) and
--- `skip_plugin(ctx, name)` (the runner leaves that plugin out for the rest of the request).
--- Loading, filtering and merging plugins is the Rust host's work and is not here.
+-- for a conf table's content, cached on it), `plugins`/`plugins_hash`/`load_times` (what this
+-- worker loaded), `get_all(attrs)`, `plugin_metadata(name)` and `skip_plugin(ctx, name)`. What
+-- needs the runner's own state (response filters) raises an error naming it.
 
 local core = require("apisix.core")
-local docs = require("moongate.config_doc")
 local ngx = ngx
-local pcall, require, tostring, error, type = pcall, require, tostring, error, type
+local config_doc = require("moongate.config")
+local pcall, require, tostring, error = pcall, require, tostring, error
+local pairs, ipairs = pairs, ipairs
 
-local _M = { version = 0.3 }
+local _M = {
+    version = 0.3,
+    -- The plugins this worker's VM loaded, by descending priority, and by name; filled in
+    -- place by the host once they loaded (moongate.plugin_set). There is no stream subsystem,
+    -- so the stream lists stay empty.
+    plugins = {},
+    plugins_hash = {},
+    load_times = 0,
+    stream_plugins = {},
+    stream_plugins_hash = {},
+    stream_load_times = 0,
+}
 
 -- The plugin module `name`, if it loads.
 function _M.get(name)
@@ -35,39 +46,72 @@ function _M.conf_version(conf)
     return ver
 end
 
--- Metadata items already checked, per config version: item -> true, or false when refused.
-local checked = { version = false, items = {} }
-
--- `{key, value, modifiedIndex, createdIndex}` of `plugin_metadata/NAME`, or nil. As APISIX's
--- data plane does, the value is checked with the plugin's `check_schema(value, TYPE_METADATA)`
--- (filling its defaults) before anyone sees it; an item that fails is logged and left out.
-function _M.plugin_metadata(name)
-    local item = docs.get("plugin_metadata", name)
-    if not item then
-        return nil
+local function not_yet(what)
+    return function()
+        error("apisix.plugin." .. what .. " is not supported by moongate yet", 2)
     end
-    local _, version = docs.current()
-    if checked.version ~= version then
-        checked = { version = version, items = {} }
-    end
-    local state = checked.items[item]
-    if state == nil then
-        state = true
-        local mod = _M.get(name)
-        if type(mod) == "table" and mod.check_schema then
-            local ok, err = mod.check_schema(item.value, core.schema.TYPE_METADATA)
-            if not ok then
-                core.log.error("failed to check the metadata of plugin ", name, ": ", err)
-                state = false
-            end
-        end
-        checked.items[item] = state
-    end
-    return state and item or nil
 end
 
+-- `attrs` of every loaded plugin (`{version = true, schema = true, ...}`), by name: the HTTP
+-- plugins, then the stream plugins (none).
+function _M.get_all(wanted)
+    local http = {}
+    for name, mod in pairs(_M.plugins_hash) do
+        http[name] = core.table.pick(mod, wanted)
+    end
+    return http, {}
+end
+
+-- Plugin metadata items of the running config, checked with their plugin's metadata schema
+-- (which fills its defaults) once per config version; only enabled plugins have metadata.
+local metadata = { version = nil, items = {} }
+
+local function load_metadata(version)
+    local _, text = config_doc.document()
+    local doc, err = core.json.decode(text)
+    local items = {}
+    if not doc then
+        core.log.error("failed to decode the config document: ", err)
+    else
+        for _, item in ipairs(doc.plugin_metadata or {}) do
+            local name = item.value and item.value.id
+            local mod = name and _M.plugins_hash[name]
+            if not mod then
+                core.log.error("failed to check item data of [/plugin_metadata] err:unknown plugin [",
+                               tostring(name), "]")
+            else
+                local ok, check_err = true, nil
+                if mod.check_schema then
+                    ok, check_err = mod.check_schema(item.value, core.schema.TYPE_METADATA)
+                end
+                if ok then
+                    items[name] = item
+                else
+                    core.log.error("failed to check item data of [/plugin_metadata] err:",
+                                   "failed to check the configuration of plugin ", name,
+                                   " err: ", check_err)
+                end
+            end
+        end
+    end
+    metadata = { version = version, items = items }
+end
+
+-- The `plugin_metadata/NAME` config item (`{key, value = {id = NAME, ...}, ...}`), or nil.
+function _M.plugin_metadata(plugin_name)
+    local version = config_doc.version()
+    if version == nil then
+        return nil
+    end
+    if metadata.version ~= version then
+        load_metadata(version)
+    end
+    return metadata.items[plugin_name]
+end
+_M.lua_response_filter = not_yet("lua_response_filter")
+
 -- Leaves `name` out of the rest of this request's phases (workflow runs a plugin as its
--- action and then skips it in the normal chain).
+-- action and then skips it in the normal chain); the phase runner honours it.
 function _M.skip_plugin(ctx, name)
     local skip = ctx._skip_plugins
     if not skip then
@@ -77,9 +121,7 @@ function _M.skip_plugin(ctx, name)
     skip[name] = true
 end
 
-function _M.lua_response_filter()
-    error("apisix.plugin.lua_response_filter is not supported by moongate yet "
-          .. "(plugins that proxy the upstream themselves)", 2)
-end
+-- the plugins the host loaded, when it loaded them before this module was first required
+require("moongate.plugin_set").fill(_M)
 
 return _M

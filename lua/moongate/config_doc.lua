@@ -1,6 +1,7 @@
 -- moongate.config_doc: the running config's resources as Lua tables, decoded once per config
 -- version per worker and shared by the modules that read them (apisix.secret, apisix.upstream,
--- apisix.http.service, apisix.global_rules, apisix.router). Every item has APISIX's shape:
+-- apisix.http.service, apisix.global_rules, apisix.router). A version's routes, services and
+-- upstreams are decoded the first time one of them is asked for. Every item has APISIX's shape:
 -- `{key = "/KIND/ID", value = {...}, modifiedIndex = N, createdIndex = N}`. The tables are the
 -- same for every request of one version: treat them as read-only.
 
@@ -32,13 +33,27 @@ function _M.current()
     return state.doc, state.version
 end
 
+-- Routes, services and upstreams are not in the document (they can be many, and only a few
+-- plugins read them): they are asked for per kind, once per version.
+local CONFIGURED = { routes = true, services = true, upstreams = true }
+
 -- The items of `kind` (a list, possibly empty) and the version.
 function _M.items(kind)
     local doc, v = _M.current()
     if not doc then
         return nil, nil
     end
-    return doc[kind] or {}, v
+    local list = doc[kind]
+    if list == nil and CONFIGURED[kind] then
+        local _, text = config.configured(kind)
+        list = text and cjson.decode(text)
+        if type(list) ~= "table" then
+            ngx.log(ngx.ERR, "failed to decode the configured ", kind)
+            list = {}
+        end
+        doc[kind] = list
+    end
+    return list or {}, v
 end
 
 -- The item of `kind` whose id (the key after `/KIND/`) is `id`, or nil.
@@ -51,7 +66,7 @@ function _M.get(kind, id)
     if not index then
         index = {}
         local skip = #kind + 3 -- "/" .. kind .. "/"
-        for _, item in ipairs(doc[kind] or {}) do
+        for _, item in ipairs((_M.items(kind))) do
             index[sub(item.key, skip)] = item
         end
         state.index[kind] = index

@@ -1,7 +1,8 @@
 //! The config snapshot as Lua reads it: `require("moongate.config")`, the source of
-//! `apisix.consumer` (consumers and credentials), consumer groups, plugin metadata and the
-//! secret configs `apisix.secret` reads, and the upstreams, services, routes and global rules
-//! `apisix.upstream`, `apisix.http.service`, `apisix.router` and `apisix.global_rules` read.
+//! `apisix.consumer` (consumers and credentials), consumer groups, plugin metadata, global
+//! rules, SSLs and secret configs (`apisix.secret`, `apisix.global_rules`, `apisix.router`),
+//! and, through `configured(kind)`, of the routes, services and upstreams the control API dumps
+//! and `apisix.upstream`, `apisix.http.service` and `apisix.router` read.
 //!
 //! Each worker remembers the newest snapshot a request on it started with; Lua asks for the
 //! resources as JSON once per snapshot version and caches the decoded tables itself, so
@@ -55,30 +56,6 @@ fn items(kind: &str, list: &[OpaqueResource], version: u64) -> Json {
     )
 }
 
-/// Items of a kind the snapshot keeps typed, in the same shape as [`items`].
-fn typed_items<'a, T: serde::Serialize + 'a>(
-    kind: &str,
-    list: impl IntoIterator<Item = (&'a str, &'a T)>,
-    version: u64,
-) -> Json {
-    Json::Array(
-        list.into_iter()
-            .map(|(id, v)| {
-                let mut value = serde_json::to_value(v).unwrap_or(Json::Null);
-                if let Json::Object(o) = &mut value {
-                    o.insert("id".into(), Json::String(id.to_string()));
-                }
-                json!({
-                    "key": format!("/{kind}/{id}"),
-                    "value": value,
-                    "modifiedIndex": version,
-                    "createdIndex": version,
-                })
-            })
-            .collect(),
-    )
-}
-
 /// The resources Lua reads, as one JSON document.
 fn document(s: &Snapshot) -> String {
     let o = &s.others;
@@ -96,31 +73,53 @@ fn document(s: &Snapshot) -> String {
         "plugin_metadata".into(),
         items("plugin_metadata", &o.plugin_metadata, s.version),
     );
-    m.insert("secrets".into(), items("secrets", &o.secrets, s.version));
     m.insert(
         "global_rules".into(),
         items("global_rules", &o.global_rules, s.version),
     );
     m.insert("ssls".into(), items("ssls", &o.ssls, s.version));
-    let mut ups: Vec<(&str, &crate::config::resource::Upstream)> = s.upstream_confs().collect();
-    ups.sort_by(|a, b| a.0.cmp(b.0));
-    m.insert("upstreams".into(), typed_items("upstreams", ups, s.version));
-    let mut services: Vec<(&str, &crate::config::resource::Service)> = s
-        .services
-        .iter()
-        .map(|(id, v)| (id.0.as_str(), v))
-        .collect();
-    services.sort_by(|a, b| a.0.cmp(b.0));
-    m.insert(
-        "services".into(),
-        typed_items("services", services, s.version),
-    );
-    let routes = s
-        .route_confs
-        .iter()
-        .filter_map(|r| r.id.as_ref().map(|id| (id.0.as_str(), r)));
-    m.insert("routes".into(), typed_items("routes", routes, s.version));
+    m.insert("secrets".into(), items("secrets", &o.secrets, s.version));
     Json::Object(m).to_string()
+}
+
+/// `routes`, `services` or `upstreams` as configured, as config items (one JSON array). Kept
+/// apart from [`document`]: only the control API reads them, and they can be many.
+fn configured(s: &Snapshot, kind: &str) -> Option<String> {
+    let c = &s.configured;
+    let values: Vec<(String, Json)> = match kind {
+        "routes" => c
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .collect(),
+        "services" => c
+            .services
+            .iter()
+            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .collect(),
+        "upstreams" => c
+            .upstreams
+            .iter()
+            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .collect(),
+        _ => return None,
+    };
+    let list: Vec<OpaqueResource> = values
+        .into_iter()
+        .map(|(id, mut value)| {
+            // An inline upstream has no id: serde writes it as null, APISIX leaves it out.
+            if let Some(up) = value.get_mut("upstream").and_then(Json::as_object_mut)
+                && up.get("id").is_some_and(Json::is_null)
+            {
+                up.remove("id");
+            }
+            OpaqueResource {
+                id: crate::config::resource::Id(id),
+                value,
+            }
+        })
+        .collect();
+    Some(items(kind, &list, s.version).to_string())
 }
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
@@ -137,6 +136,22 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
                 Value::Integer(s.version as i64),
                 Value::String(lua.create_string(document(&s))?),
             )),
+            None => Ok((Value::Nil, Value::Nil)),
+        })?,
+    )?;
+    // `(version, json)` of `routes`, `services` or `upstreams`; an error for other kinds.
+    m.set(
+        "configured",
+        lua.create_function(|lua, kind: String| match current() {
+            Some(s) => match configured(&s, &kind) {
+                Some(text) => Ok((
+                    Value::Integer(s.version as i64),
+                    Value::String(lua.create_string(text)?),
+                )),
+                None => Err(mlua::Error::runtime(format!(
+                    "moongate.config.configured: unknown kind {kind:?}"
+                ))),
+            },
             None => Ok((Value::Nil, Value::Nil)),
         })?,
     )?;

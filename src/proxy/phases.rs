@@ -50,6 +50,9 @@ pub(super) struct Incoming {
     /// The route uri that matched and the parameters it captured.
     pub matched_uri: Option<String>,
     pub uri_params: Vec<(String, String)>,
+    /// A request the gateway answers itself (the control API, `proxy::control`): no global
+    /// rules run and `ctx` names no route.
+    pub internal: bool,
 }
 
 /// How a run of phases ended.
@@ -451,10 +454,15 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         start,
         matched_uri,
         uri_params,
+        internal,
     } = inc;
     let settings = &cx.worker.shared.settings;
-    let chains: Vec<Arc<Chain>> = snapshot
-        .global_chains
+    let globals: &[Arc<Chain>] = if internal {
+        &[]
+    } else {
+        &snapshot.global_chains
+    };
+    let chains: Vec<Arc<Chain>> = globals
         .iter()
         .cloned()
         .chain(route.chain.iter().cloned())
@@ -489,11 +497,13 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     );
     ctx.start = start;
     ctx.request_length = declared.unwrap_or(0);
-    ctx.route_id = Some(route.id.0.clone());
-    ctx.route_name = route.name.clone();
-    ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
-    ctx.matched_uri = matched_uri;
-    ctx.uri_params = uri_params;
+    if !internal {
+        ctx.route_id = Some(route.id.0.clone());
+        ctx.route_name = route.name.clone();
+        ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+        ctx.matched_uri = matched_uri;
+        ctx.uri_params = uri_params;
+    }
     let id = ctx.id;
     let req: SharedReq = Rc::new(RefCell::new(ctx));
     if uses_lua {

@@ -28,11 +28,19 @@ pub struct Snapshot {
     pub global_chains: Vec<Arc<Chain>>,
     /// Consumers by username, with the plugins they add to a route once identified.
     pub consumers: HashMap<String, Arc<ConsumerEntry>>,
+    /// The routes, services and upstreams as configured, for the control API's dumps.
+    pub configured: Configured,
     /// Source of every compiled upstream (by id, or `route#ID` for inline ones), for reuse.
     sources: HashMap<String, (Upstream, Arc<UpstreamDef>)>,
-    /// The enabled routes as configured, in file order, for what reads them back
-    /// (`apisix.router.http_routes`).
-    pub route_confs: Vec<Route>,
+}
+
+/// Every route (disabled ones too), service and upstream in config order, as the config
+/// source gave them: what the control API's `/v1/routes` and kin show.
+#[derive(Debug, Default)]
+pub struct Configured {
+    pub routes: Vec<Route>,
+    pub services: Vec<Service>,
+    pub upstreams: Vec<Upstream>,
 }
 
 /// A route merged with its service, ready to serve.
@@ -93,14 +101,6 @@ pub enum RouteUpstream {
 }
 
 impl Snapshot {
-    /// The configured upstreams (by id) as they were written, for what reads them back
-    /// (`apisix.upstream.get_by_id`).
-    pub fn upstream_confs(&self) -> impl Iterator<Item = (&str, &Upstream)> {
-        self.sources
-            .iter()
-            .filter_map(|(k, (up, _))| k.strip_prefix("upstream#").map(|id| (id, up)))
-    }
-
     /// Compiles `res`. Every problem is reported, not just the first.
     pub fn build(
         res: Resources,
@@ -164,12 +164,6 @@ impl Snapshot {
             services.insert(id.clone(), s.clone());
         }
 
-        let route_confs: Vec<Route> = res
-            .routes
-            .iter()
-            .filter(|r| r.status != 0)
-            .cloned()
-            .collect();
         let mut routes = Vec::new();
         let mut specs = Vec::new();
         for r in &res.routes {
@@ -370,8 +364,12 @@ impl Snapshot {
             upstreams,
             services,
             others: res.others,
+            configured: Configured {
+                routes: res.routes,
+                services: res.services,
+                upstreams: res.upstreams,
+            },
             sources,
-            route_confs,
         })
     }
 }
