@@ -386,3 +386,38 @@ fn log_util_builds_apisix_shaped_entries() {
         })
     );
 }
+
+const KEYAUTH: &str = include_str!("../t/fixtures/consumers/fixture-keyauth.lua");
+
+#[test]
+fn consumer_auth_confs_resolve_references_and_unresolved_ones_never_match() {
+    let a = Echo::start("a");
+    let port = free_port();
+    let config = format!("{}plugins:\n  - fixture-keyauth\n", config_yaml(port, ""));
+    let routes = format!(
+        "consumers:\n  - username: jack\n    plugins:\n      fixture-keyauth:\n        key: $env://SHIM_KEY\n  - username: ghost\n    plugins:\n      fixture-keyauth:\n        key: $env://SHIM_UNSET_KEY\nroutes:\n  - id: r1\n    uri: /auth\n    upstream:\n      nodes:\n        \"127.0.0.1:{a}\": 1\n    plugins:\n      fixture-keyauth: {{}}\n#END\n",
+        a = a.port
+    );
+    let gw = Gateway::start_with_files_env(
+        &config,
+        port,
+        &routes,
+        &[("lua/plugins/fixture-keyauth.lua", KEYAUTH)],
+        &[("SHIM_KEY", "the-real-key")],
+    );
+    let r = request(gw.port, "GET", "/auth", &[("apikey", "the-real-key")], b"");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    assert_eq!(r.json()["headers"]["x-consumer-username"], "jack");
+    // The reference text itself is no key, resolved or not.
+    for literal in ["$env://SHIM_KEY", "$env://SHIM_UNSET_KEY"] {
+        let r = request(gw.port, "GET", "/auth", &[("apikey", literal)], b"");
+        assert_eq!(r.status, 401, "{literal}: {r:?}");
+    }
+    let log = gw.error_log();
+    assert!(
+        log.contains(
+            "failed to resolve secret reference in consumer auth credential, skipping consumer: ghost"
+        ),
+        "{log}"
+    );
+}
