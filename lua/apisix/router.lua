@@ -1,11 +1,11 @@
 -- apisix.router, the read side plugins use: `http_routes()` and `ssls()` give the running
--- config's items (`{key, value, modifiedIndex}`) and its version. Routing itself is the Rust
--- router's: `router_http` (ai rewrites its matching) and `api` (public-api dispatching plugin
--- `api()` endpoints) raise an error naming them. There is no stream proxy:
--- `stream_routes()` is nil.
+-- config's items (`{key, value, modifiedIndex}`) and its version; `api` is apisix.api_router
+-- (public-api dispatches plugin `api()` endpoints through it). Routing itself is the Rust
+-- router's: `router_http` (ai rewrites its matching) raises an error naming it. There is no
+-- stream proxy: `stream_routes()` is nil.
 
 local docs = require("moongate.config_doc")
-local error, setmetatable = error, setmetatable
+local error, setmetatable, rawset, require = error, setmetatable, rawset, require
 
 local _M = {}
 
@@ -34,6 +34,16 @@ local function refused(name)
 end
 
 _M.router_http = refused("router_http")
-_M.api = refused("api")
+
+-- Loaded on first use, as APISIX loads it when the HTTP router starts.
+setmetatable(_M, {
+    __index = function(t, k)
+        if k == "api" then
+            local api = require("apisix.api_router")
+            rawset(t, "api", api)
+            return api
+        end
+    end,
+})
 
 return _M
