@@ -334,6 +334,18 @@ impl Run {
         }
     }
 
+    /// `ctx.balancer_ip` and `ctx.balancer_port` (APISIX's variables of the same names read
+    /// them): the node the request went to, once there is one.
+    fn record_balancer(&self) {
+        let Some(addr) = self.req.borrow().upstream.addr else {
+            return;
+        };
+        if let Some(t) = self.api_ctx.borrow().as_ref() {
+            let _ = t.raw_set("balancer_ip", addr.ip().to_string());
+            let _ = t.raw_set("balancer_port", addr.port());
+        }
+    }
+
     /// After `ngx.exit(code)`.
     fn exited(&self) -> Flow {
         let r = self.req.borrow();
@@ -806,6 +818,7 @@ async fn respond(
     id: sched::CtxId,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
+    run.record_balancer();
     {
         let mut r = run.req.borrow_mut();
         r.in_content = false;
@@ -869,6 +882,18 @@ async fn respond(
             if filtering {
                 // The filter may change the length: the body goes out chunked.
                 parts.headers.remove(header::CONTENT_LENGTH);
+            } else if let Some(len) = body.full_len()
+                && r.method != http::Method::HEAD
+                && parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != len.to_string().as_bytes())
+            {
+                // A `Content-Length` Lua set that is not the length of the body it printed
+                // would break the connection: the body's own length is sent.
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             }
             drop(r);
             if filtering {
