@@ -242,24 +242,6 @@ pub fn missing_from_log(value: &Value, log: &str) -> Vec<String> {
         .collect()
 }
 
-/// `--- error_log_like` (APISIX's suites use it): as `error_log`, each plain line a pattern.
-pub fn missing_like_from_log(value: &Value, log: &str) -> Vec<String> {
-    let as_patterns: Vec<Value> = log_patterns(value)
-        .into_iter()
-        .map(|p| match p {
-            Value::Text(t) => Value::Regex {
-                pattern: t,
-                flags: String::new(),
-            },
-            other => other,
-        })
-        .collect();
-    missing_from_log(&Value::List(as_patterns), log)
-        .into_iter()
-        .map(|f| f.replacen("error_log:", "error_log_like:", 1))
-        .collect()
-}
-
 /// `--- no_error_log`: every pattern that appears, with the offending line.
 pub fn present_in_log(value: &Value, log: &str) -> Vec<String> {
     log_patterns(value)

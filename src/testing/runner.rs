@@ -55,7 +55,6 @@ const KNOWN: &[&str] = &[
     "response_headers",
     "response_headers_like",
     "error_log",
-    "error_log_like",
     "no_error_log",
     "access_log",
     "grep_error_log",
@@ -974,9 +973,6 @@ fn check_logs(ctx: &FileCtx, block: &Block, offsets: (u64, u64)) -> Vec<String> 
         fails = Vec::new();
         if let Some(v) = block.get("error_log") {
             fails.extend(check::missing_from_log(v, &log));
-        }
-        if let Some(v) = block.get("error_log_like") {
-            fails.extend(check::missing_like_from_log(v, &log));
         }
         if let (Some(p), Some(out)) = (block.get("grep_error_log"), block.get("grep_error_log_out"))
             && let Err(e) = check::grep_log(p, out, &log)

@@ -196,16 +196,3 @@ y
         content_by_lua_block { ngx.exit(201) }
     }
 --- error_code_like: ^20[01]$
-
-
-
-=== TEST 14: error_log_like: each line is a pattern
---- config
-    location /t {
-        content_by_lua_block {
-            ngx.log(ngx.WARN, "picked node 10.0.0.7 of 3")
-            ngx.say("ok")
-        }
-    }
---- error_log_like
-picked node 10\.0\.0\.\d+ of \d
