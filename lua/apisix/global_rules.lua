@@ -5,18 +5,18 @@
 
 local docs = require("moongate.config_doc")
 
-local _M = {}
+local rules = {}
 
-function _M.global_rules()
+function rules.global_rules()
     return docs.items("global_rules")
 end
 
 -- The config version the rules were last seen at (APISIX keeps the previous etcd index).
-function _M.get_pre_index()
+function rules.get_pre_index()
     local _, version = docs.current()
     return version
 end
 
-function _M.init_worker() end
+function rules.init_worker() end
 
-return _M
+return rules

@@ -4,46 +4,46 @@
 -- router's: `router_http` (ai rewrites its matching) raises an error naming it. There is no
 -- stream proxy: `stream_routes()` is nil.
 
-local docs = require("moongate.config_doc")
+local docs = require "moongate.config_doc"
 local error, setmetatable, rawset, require = error, setmetatable, rawset, require
 
-local _M = {}
+local router = {}
 
-function _M.http_routes()
+router.http_routes = function()
     return docs.items("routes")
 end
 
-function _M.ssls()
+router.ssls = function()
     return docs.items("ssls")
 end
 
-function _M.stream_routes()
+router.stream_routes = function()
     return nil, nil
 end
 
-function _M.http_init_worker() end
-function _M.stream_init_worker() end
+router.http_init_worker = function() end
+router.stream_init_worker = function() end
 
 local function refused(name)
     return setmetatable({}, {
-        __index = function(_, k)
+        __index = function(_, member)
             error("apisix.router." .. name .. " is not supported by moongate: the Rust router "
-                  .. "matches routes (apisix.router." .. name .. "." .. tostring(k) .. ")", 2)
+                  .. "matches routes (apisix.router." .. name .. "." .. tostring(member) .. ")", 2)
         end,
     })
 end
 
-_M.router_http = refused("router_http")
+router.router_http = refused("router_http")
 
 -- Loaded on first use, as APISIX loads it when the HTTP router starts.
-setmetatable(_M, {
-    __index = function(t, k)
-        if k == "api" then
+setmetatable(router, {
+    __index = function(self, key)
+        if key == "api" then
             local api = require("apisix.api_router")
-            rawset(t, "api", api)
+            rawset(self, key, api)
             return api
         end
     end,
 })
 
-return _M
+return router

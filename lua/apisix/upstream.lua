@@ -9,14 +9,14 @@
 -- state across them). A plugin may instead set `ctx.upstream_id` to the id of a configured
 -- upstream: the proxy reads it when the upstream is picked.
 
-local core = require("apisix.core")
-local docs = require("moongate.config_doc")
-local native = require("moongate.upstream")
+local core = require "apisix.core"
+local docs = require "moongate.config_doc"
+local native = require "moongate.upstream"
 
 local type, pairs, ipairs, error, tostring, tonumber = type, pairs, ipairs, error, tostring, tonumber
 local byte, find = string.byte, string.find
 
-local _M = {}
+local upstream = {}
 
 -- The fields of an upstream conf the proxy reads; anything else a plugin hangs on the conf
 -- (traffic-split's `parent`, `vid`) stays on the Lua side.
@@ -37,11 +37,11 @@ local function plain_node(host, port, weight, priority)
         return nil, "a node needs a host"
     end
     if not is_ip(host) then
-        local ip, err = core.resolver.parse_domain(host)
-        if not ip then
-            return nil, "failed to resolve " .. host .. ": " .. tostring(err)
+        local addr, why = core.resolver.parse_domain(host)
+        if addr == nil then
+            return nil, "failed to resolve " .. host .. ": " .. tostring(why)
         end
-        host = ip
+        host = addr
     end
     return { host = host, port = tonumber(port), weight = tonumber(weight) or 1,
              priority = tonumber(priority) or 0 }
@@ -68,9 +68,9 @@ local function proxy_conf(conf)
             nodes[#nodes + 1] = node
         end
     else
-        for addr, weight in pairs(list) do
-            local host, port = core.utils.parse_addr(addr)
-            local node, err = plain_node(host, port, weight)
+        for hostport, weight in pairs(list) do
+            local h, p = core.utils.parse_addr(hostport)
+            local node, err = plain_node(h, p, weight)
             if not node then
                 return nil, err
             end
@@ -81,22 +81,17 @@ local function proxy_conf(conf)
     return out
 end
 
-function _M.set(ctx, key, ver, conf)
-    if not ctx then
-        error("missing argument ctx", 2)
+local function required(args)
+    for i = 1, 4 do
+        if args[i] == nil then
+            error("missing argument " .. ({ "ctx", "key", "ver", "conf" })[i], 3)
+        end
     end
-    if not key then
-        error("missing argument key", 2)
-    end
-    if not ver then
-        error("missing argument ver", 2)
-    end
-    if not conf then
-        error("missing argument conf", 2)
-    end
-    ctx.upstream_conf = conf
-    ctx.upstream_version = ver
-    ctx.upstream_key = key
+end
+
+upstream.set = function(ctx, key, ver, conf)
+    required({ ctx, key, ver, conf })
+    ctx.upstream_key, ctx.upstream_version, ctx.upstream_conf = key, ver, conf
     key, ver = tostring(key), tostring(ver)
     if native.use(key, ver) then
         return
@@ -118,38 +113,39 @@ function _M.set(ctx, key, ver, conf)
 end
 
 -- `ctx.upstream_scheme` (unless a plugin set it already) and `$upstream_scheme`.
-function _M.set_scheme(ctx, conf)
-    if not ctx.upstream_scheme then
-        ctx.upstream_scheme = conf.scheme or "http"
-    end
-    ctx.var.upstream_scheme = ctx.upstream_scheme
+upstream.set_scheme = function(ctx, conf)
+    local scheme = ctx.upstream_scheme or conf.scheme or "http"
+    ctx.upstream_scheme = scheme
+    ctx.var.upstream_scheme = scheme
 end
 
-_M.scheme_to_port = { http = 80, https = 443, grpc = 80, grpcs = 443 }
+upstream.scheme_to_port = { http = 80, https = 443, grpc = 80, grpcs = 443 }
 
-function _M.check_schema(conf)
-    for _, node in ipairs(type(conf.nodes) == "table" and conf.nodes or {}) do
-        if type(node.host) == "string" and find(node.host, ":", 1, true)
-           and byte(node.host, 1) ~= 91 then
+-- Bare IPv6 node hosts are refused (they read as `host:port`), then the upstream schema.
+upstream.check_schema = function(conf)
+    local nodes = type(conf.nodes) == "table" and conf.nodes or {}
+    for i = 1, #nodes do
+        local host = nodes[i].host
+        if type(host) == "string" and find(host, ":", 1, true) and byte(host, 1) ~= 91 then
             return false, "IPv6 address must be enclosed with '[' and ']'"
         end
     end
-    return core.schema.check(core.schema.upstream, conf)
+    return core.schema.check(core.schema["upstream"], conf)
 end
 
 -- The value of the configured upstream `id`, or nil (logged).
-function _M.get_by_id(id)
+upstream.get_by_id = function(id)
     local item = docs.get("upstreams", id)
-    if not item then
-        core.log.error("failed to find upstream by id: ", id)
-        return nil
+    if item then
+        return item.value
     end
-    return item.value
+    core.log.error("failed to find upstream by id: ", id)
+    return nil
 end
 
 -- Every configured upstream item, and the config version.
-function _M.upstreams()
+upstream.upstreams = function()
     return docs.items("upstreams")
 end
 
-return _M
+return upstream

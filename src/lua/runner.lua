@@ -58,7 +58,7 @@ local function conf_of(conf)
         return conf
     end
     secret = secret or require("apisix.secret")
-    if not secret.has_secret_ref(conf) then
+    if secret.has_secret_ref(conf) == false then
         plain[conf] = true
         return conf
     end
@@ -72,19 +72,19 @@ local function conf_of(conf)
     return copy
 end
 
--- What APISIX's init sets up once per request and chain: `ngx.ctx.api_ctx` (core.* functions
+-- What APISIX's init sets up once per request and chain: `ngx.ctx.actx` (core.* functions
 -- called without ctx find it there) and, for the route's chain, `ctx.plugins` (the flat
 -- `{module, conf, ...}` list) and the confs under `ctx.matched_route.value.plugins`.
-local function attach(chain, api_ctx)
-    local ngx_ctx = ngx.ctx
-    if ngx_ctx.api_ctx ~= api_ctx then
-        ngx_ctx.api_ctx = api_ctx
-        api_ctx.ngx_ctx = ngx_ctx
+local function attach(chain, actx)
+    local req_ctx = ngx.ctx
+    if req_ctx.api_ctx ~= actx then
+        req_ctx.api_ctx = actx
+        actx.ngx_ctx = req_ctx
     end
-    if api_ctx._moongate_chain == chain or api_ctx.conf_type == "global_rule" then
+    if actx._moongate_chain == chain or actx.conf_type == "global_rule" then
         return
     end
-    api_ctx._moongate_chain = chain
+    actx._moongate_chain = chain
     local flat, confs = {}, {}
     for i = 1, #chain do
         local e = chain[i]
@@ -94,35 +94,35 @@ local function attach(chain, api_ctx)
             confs[e.name] = e.conf
         end
     end
-    api_ctx.plugins = flat
-    local route = api_ctx.matched_route
-    if route then
-        route.value.plugins = confs
+    actx.plugins = flat
+    if actx.matched_route then
+        actx.matched_route.value.plugins = confs
     end
 end
 
 -- Calls `phase` of entry `i`: nil to go on, or what the run ends with.
-local function call(phase, may_answer, chain, i, api_ctx)
+local function call(phase, may_answer, chain, i, actx)
     local e = chain[i]
     -- apisix.plugin.skip_plugin(ctx, name) leaves a plugin out for the rest of the request.
-    local skip = api_ctx._skip_plugins
+    local skip = actx._skip_plugins
     if skip and skip[e.name] then
         return nil
     end
-    api_ctx._plugin_name = e.name
+    actx._plugin_name = e.name
     mark(i)
-    local ok, code, body = xpcall(e.mod[phase], traceback, conf_of(e.conf), api_ctx)
+    local ok, code, body = xpcall(e.mod[phase], traceback, conf_of(e.conf), actx)
     if not ok then
         return "error", i, code
     end
     if may_answer and (code or body) then
-        if type(body) == "table" then
+        local body_type = type(body)
+        if body_type == "table" then
             local encoded, err = json.encode(body)
             if not encoded then
                 return "error", i, "failed to encode the body of the answer: " .. tostring(err)
             end
             body = encoded .. "\n"
-        elseif body ~= nil and type(body) ~= "string" then
+        elseif body ~= nil and body_type ~= "string" then
             body = tostring(body)
         end
         return "answer", i, code, body
@@ -130,11 +130,11 @@ local function call(phase, may_answer, chain, i, api_ctx)
     return nil
 end
 
-return function(phase, chain, api_ctx, ...)
+return function(phase, chain, actx, ...)
     local may_answer = answers[phase]
-    attach(chain, api_ctx)
+    attach(chain, actx)
     for k = 1, select("#", ...) do
-        local kind, i, code, body = call(phase, may_answer, chain, (select(k, ...)), api_ctx)
+        local kind, i, code, body = call(phase, may_answer, chain, (select(k, ...)), actx)
         if kind then
             return kind, i, code, body
         end

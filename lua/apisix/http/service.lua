@@ -5,21 +5,21 @@
 
 local docs = require("moongate.config_doc")
 
-local _M = { version = 0.2 }
+local service = { version = 0.2 }
 
-function _M.get(id)
+function service.get(id)
     return docs.get("services", id)
 end
 
-function _M.services()
+function service.services()
     return docs.items("services")
 end
 
 -- APISIX's filter for GraphQL cost keys; moongate has no GraphQL cost decoration.
-function _M.is_graphql_cost_decoration_key()
+function service.is_graphql_cost_decoration_key()
     return false
 end
 
-function _M.init_worker() end
+function service.init_worker() end
 
-return _M
+return service

@@ -14,20 +14,20 @@
 -- `collect_body` in body_filter (keeps the response body in `ctx.resp_body` when asked), and
 -- `get_log_entry` in log.
 
-local core = require("apisix.core")
-local plugin = require("apisix.plugin")
-local content_decode = require("apisix.utils.content-decode")
+local core = require "apisix.core"
+local plugins = require "apisix.plugin"
+local decoders = require "apisix.utils.content-decode"
 
 local ngx = ngx
 local type, pairs, require, pcall = type, pairs, require, pcall
 local sub, byte = string.sub, string.byte
-local floor = math.floor
+local math_floor = math.floor
 
 local MAX_BODY = 512 * 1024 -- request and response bodies kept for a log, by default
 local MAX_FORMAT_DEPTH = 5
 local DOLLAR = 36
 
-local _M = {}
+local logutil = {}
 
 -- lua-resty-expr, loaded when a conf uses an expression (`match`, `include_*_body_expr`).
 local function new_expr(rule)
@@ -40,18 +40,19 @@ end
 
 -- The request body read so far (moongate keeps bodies in memory), cut at `max` bytes.
 local function request_body(max)
-    local body = ngx.req.get_body_data()
-    if body and max and #body > max then
-        body = sub(body, 1, max)
+    local data = ngx.req.get_body_data()
+    if data and max and #data > max then
+        return sub(data, 1, max)
     end
-    return body
+    return data
 end
 
 -- A log_format table compiled to `{is_var, name_or_value}` leaves.
 local function compile_format(format, depth)
     local out = {}
     for k, v in pairs(format) do
-        if type(v) == "table" then
+        local kind = type(v)
+        if kind == "table" then
             if depth >= MAX_FORMAT_DEPTH then
                 core.log.warn("log_format nesting exceeds max depth ", MAX_FORMAT_DEPTH,
                               ", truncating")
@@ -59,7 +60,7 @@ local function compile_format(format, depth)
             else
                 out[k] = { false, compile_format(v, depth + 1) }
             end
-        elseif type(v) == "string" and byte(v, 1) == DOLLAR then
+        elseif kind == "string" and byte(v, 1) == DOLLAR then
             out[k] = { true, sub(v, 2) }
         else
             out[k] = { false, v }
@@ -92,22 +93,21 @@ end
 local function custom_format_log(ctx, format, max_body)
     local compiled = formats(format or "", nil, compile_format, format, 1)
     local entry = fill(ctx, compiled, max_body)
-    local route = ctx.matched_route and ctx.matched_route.value
-    if route then
-        entry.route_id = route.id
-        entry.service_id = route.service_id
+    local matched = ctx.matched_route
+    if matched and matched.value then
+        entry.route_id, entry.service_id = matched.value.id, matched.value.service_id
     end
     return entry
 end
-_M.get_custom_format_log = custom_format_log
+logutil.get_custom_format_log = custom_format_log
 
-function _M.inject_get_custom_format_log(f)
+logutil.inject_get_custom_format_log = function(f)
     custom_format_log = f
-    _M.get_custom_format_log = f
+    logutil.get_custom_format_log = f
 end
 
 -- Total, upstream and gateway time of the request so far, in milliseconds.
-function _M.latency_details_in_ms(ctx)
+logutil.latency_details_in_ms = function(ctx)
     local total = (ngx.now() - ngx.req.start_time()) * 1000
     local up = ctx.var.upstream_response_time
     if not up then
@@ -126,7 +126,7 @@ local function request_body_wanted(conf, ctx)
     if not conf.include_req_body_expr then
         return true
     end
-    if not conf.request_expr then
+    if conf.request_expr == nil then
         local e, err = new_expr(conf.include_req_body_expr)
         if not e then
             core.log.error("generate request expr err ", err)
@@ -140,8 +140,8 @@ end
 local function full_log(ngx_, conf)
     local ctx = ngx_.ctx.api_ctx
     local var = ctx.var
-    local route = ctx.matched_route and ctx.matched_route.value
-    local total, upstream_ms, gateway_ms = _M.latency_details_in_ms(ctx)
+    local route = (ctx.matched_route or {}).value
+    local total, upstream_ms, gateway_ms = logutil.latency_details_in_ms(ctx)
     local entry = {
         request = {
             url = var.scheme .. "://" .. var.host .. ":" .. var.server_port .. var.request_uri,
@@ -157,7 +157,7 @@ local function full_log(ngx_, conf)
             size = var.bytes_sent,
         },
         server = { hostname = core.utils.gethostname(), version = core.version.VERSION },
-        upstream = var.upstream_addr,
+        upstream = var["upstream_addr"],
         service_id = route and (route.service_id or "") or var.host,
         route_id = route and route.id or nil,
         consumer = ctx.consumer and { username = ctx.consumer.username } or nil,
@@ -167,10 +167,8 @@ local function full_log(ngx_, conf)
         upstream_latency = upstream_ms,
         apisix_latency = gateway_ms,
     }
-    if conf.include_resp_body then
-        entry.response.body = ctx.resp_body
-    end
-    if conf.include_req_body then
+    entry.response.body = conf.include_resp_body and ctx.resp_body or nil
+    if conf.include_req_body == true then
         local wanted = request_body_wanted(conf, ctx)
         if wanted == nil then
             return entry
@@ -181,11 +179,11 @@ local function full_log(ngx_, conf)
     end
     return entry
 end
-_M.get_full_log = full_log
+logutil.get_full_log = full_log
 
-function _M.inject_get_full_log(f)
+logutil.inject_get_full_log = function(f)
     full_log = f
-    _M.get_full_log = f
+    logutil.get_full_log = f
 end
 
 -- What AI plugins leave on ctx for the log.
@@ -207,12 +205,12 @@ end
 -- The entry for `plugin_name`'s conf on this request, whether it was customized, and the
 -- `log_format_extra` fields added to a default entry (nil when none). Nothing when the conf's
 -- `match` rules do not hold.
-function _M.get_log_entry(plugin_name, conf, ctx)
+logutil.get_log_entry = function(plugin_name, conf, ctx)
     if conf.match and not any_match(conf.match, ctx) then
         return
     end
-    local metadata = plugin.plugin_metadata(plugin_name)
-    local meta = metadata and metadata.value
+    local item = plugins.plugin_metadata(plugin_name)
+    local meta = item and item.value
     local meta_format = meta and meta.log_format
     if meta_format and core.table.nkeys(meta_format) == 0 then
         meta_format = nil
@@ -230,7 +228,7 @@ function _M.get_log_entry(plugin_name, conf, ctx)
             entry[k] = ctx[k]
         end
     end
-    return entry, customized, extra_entry
+    return entry, customized, extra_entry -- (the extra fields: nil for a custom entry)
 end
 
 -- `log_format_extra` (the conf's, else the metadata's) added to a default entry without
@@ -256,19 +254,19 @@ end
 
 -- The request as it came (request line, headers, blank line, and the body when the conf asks
 -- for it), for loggers that ship raw requests.
-function _M.get_req_original(ctx, conf)
+logutil.get_req_original = function(ctx, conf)
     local parts = { ctx.var.request, "\r\n" }
     for name, value in pairs(ngx.req.get_headers()) do
         core.table.insert_tail(parts, name, ": ", value, "\r\n")
     end
     parts[#parts + 1] = "\r\n"
-    if conf.include_req_body then
+    if conf.include_req_body == true then
         parts[#parts + 1] = request_body(conf.max_req_body_bytes or MAX_BODY)
     end
     return core.table.concat(parts, "")
 end
 
-function _M.check_log_schema(conf)
+logutil.check_log_schema = function(conf)
     for _, field in pairs({ "include_req_body_expr", "include_resp_body_expr" }) do
         if conf[field] then
             local ok, err = new_expr(conf[field])
@@ -282,23 +280,27 @@ end
 
 -- body_filter: keeps the response body (decoded when compressed) in `ctx.resp_body` when the
 -- conf asks for it and its `include_resp_body_expr` holds.
-function _M.collect_body(conf, ctx)
+logutil.collect_body = function(conf, ctx)
     if not conf.include_resp_body then
         return
     end
-    if conf.include_resp_body_expr then
-        if not conf.response_expr then
-            local e, err = new_expr(conf.include_resp_body_expr)
+    local rule = conf.include_resp_body_expr
+    if rule then
+        if conf.response_expr == nil then
+            local e, err = new_expr(rule)
             if not e then
                 core.log.error("generate response expr err ", err)
                 return
             end
             conf.response_expr = e
         end
-        if ctx.res_expr_eval_result == nil then
-            ctx.res_expr_eval_result = conf.response_expr:eval(ctx.var) and true or false
+        -- evaluated once per request, on the first chunk
+        local wanted = ctx.res_expr_eval_result
+        if wanted == nil then
+            wanted = conf.response_expr:eval(ctx.var) and true or false
+            ctx.res_expr_eval_result = wanted
         end
-        if not ctx.res_expr_eval_result then
+        if not wanted then
             return
         end
     end
@@ -312,7 +314,7 @@ function _M.collect_body(conf, ctx)
         ctx.resp_body = body
         return
     end
-    local decode = content_decode.dispatch_decoder(encoding)
+    local decode = decoders.dispatch_decoder(encoding)
     if not decode then
         core.log.warn("unsupported compression encoding type: ", encoding)
         ctx.resp_body = body
@@ -320,7 +322,7 @@ function _M.collect_body(conf, ctx)
     end
     local text, err = decode(body)
     if err ~= nil then
-        core.log.warn("try decode compressed data err: ", err)
+        core.log.warn("try decode compressed data err: ", tostring(err))
         ctx.resp_body = body
         return
     end
@@ -328,15 +330,15 @@ function _M.collect_body(conf, ctx)
 end
 
 -- `2024-01-02T03:04:05.678Z` for `timestamp` (seconds, default now).
-function _M.get_rfc3339_zulu_timestamp(timestamp)
+logutil.get_rfc3339_zulu_timestamp = function(timestamp)
     local now = timestamp or ngx.now()
-    local secs = floor(now)
-    local ms = floor((now - secs) * 1000)
+    local secs = math_floor(now)
+    local ms = math_floor((now - secs) * 1000)
     return os.date("!%Y-%m-%dT%H:%M:%S.", secs) .. core.string.format("%03dZ", ms)
 end
 
 -- access: reads the request body now when the conf will log it.
-function _M.check_and_read_req_body(conf, ctx)
+logutil.check_and_read_req_body = function(conf, ctx)
     if not conf.include_req_body then
         return
     end
@@ -346,4 +348,4 @@ function _M.check_and_read_req_body(conf, ctx)
     end
 end
 
-return _M
+return logutil
