@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod handlers;
 pub mod resources;
 pub mod server;
+pub mod settle;
 pub mod start;
 
 use std::net::IpAddr;
@@ -46,6 +47,8 @@ pub struct AdminApi {
     /// The enabled plugins; `PUT /apisix/admin/plugins/reload` reloads them.
     pub plugins: Arc<PluginRegistry>,
     pub access: Access,
+    /// When set, a write is answered once this node's data plane applied it.
+    pub settle: Option<settle::Settle>,
 }
 
 impl AdminApi {
@@ -142,14 +145,20 @@ impl AdminApi {
             store: self.store.as_ref(),
             catalog: &catalog,
         };
-        match req.method {
-            http::Method::GET => h.get(&target, &req.query).await,
+        let answer = match req.method {
+            http::Method::GET => return h.get(&target, &req.query).await,
             http::Method::PUT => h.put(&target, body).await,
             http::Method::POST => h.post(&target, body).await,
             http::Method::PATCH => h.patch(&target, body).await,
             http::Method::DELETE => h.delete(&target, &req.query).await,
-            _ => Answer::error(404, "not found"),
+            _ => return Answer::error(404, "not found"),
+        };
+        if answer.status < 300
+            && let Some(s) = &self.settle
+        {
+            s.wait().await;
         }
+        answer
     }
 
     /// `plugins/list`, `plugins/reload`, `plugins/{name}`.

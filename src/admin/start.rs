@@ -200,8 +200,15 @@ pub fn plane(
         .iter()
         .map(|c| Cidr::parse(c).map_err(StartError))
         .collect::<Result<Vec<_>, _>>()?;
+    // The Admin API writes through a store that remembers its writes' revisions, so it can
+    // answer once the sync applied them (read-your-writes on this node).
+    let tracked = Arc::new(super::settle::Tracked::new(store.clone()));
     let api = Arc::new(AdminApi {
-        store: store.clone(),
+        store: tracked.clone(),
+        settle: Some(super::settle::Settle {
+            store: tracked,
+            applied: sync.applied.clone(),
+        }),
         plugins,
         access: Access {
             allow: Some(allow),
