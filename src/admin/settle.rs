@@ -25,13 +25,17 @@ const POLL: Duration = Duration::from_millis(2);
 pub struct Tracked {
     inner: Arc<dyn Store>,
     last_write: AtomicI64,
+    /// A delete's revision is found by listing the store (cheap for the local embedded store);
+    /// otherwise the deleted item's revision + 1, a lower bound, is waited for.
+    exact_deletes: bool,
 }
 
 impl Tracked {
-    pub fn new(inner: Arc<dyn Store>) -> Tracked {
+    pub fn new(inner: Arc<dyn Store>, exact_deletes: bool) -> Tracked {
         Tracked {
             inner,
             last_write: AtomicI64::new(0),
+            exact_deletes,
         }
     }
 
@@ -71,12 +75,15 @@ impl Store for Tracked {
 
     async fn delete(&self, key: &str, pre: Precondition) -> Result<Option<Item>, StoreError> {
         let gone = self.inner.delete(key, pre).await?;
-        if gone.is_some() {
-            // The store does not say at which revision the delete landed: its current
-            // revision is at least that. Deletes are rare; one listing is affordable.
-            if let Ok(listing) = self.inner.list().await {
-                self.wrote(listing.revision);
-            }
+        if let Some(item) = &gone {
+            // The store does not say at which revision the delete landed: the store's current
+            // revision is at least that, and the deleted item's next one at most.
+            let listed = if self.exact_deletes {
+                self.inner.list().await.ok().map(|l| l.revision)
+            } else {
+                None
+            };
+            self.wrote(listed.unwrap_or(item.mod_revision + 1));
         }
         Ok(gone)
     }
