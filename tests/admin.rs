@@ -496,6 +496,28 @@ fn referenced_resources_cannot_be_deleted_unless_forced() {
 }
 
 #[test]
+fn a_write_is_answered_once_this_node_serves_it() {
+    let echo = Echo::start("one");
+    let (gw, ap) = Gateway::start_embedded("", None);
+    // No waiting between the answer and the request: the answer came after the data plane
+    // applied the write (read-your-writes on the node).
+    for i in 0..5 {
+        let uri = format!("/ryw{i}");
+        let r = admin(
+            ap,
+            "PUT",
+            &format!("/apisix/admin/routes/r{i}"),
+            Some(route_to(echo.port, &uri)),
+        );
+        assert_eq!(r.status, 201);
+        assert_eq!(gw.get(&uri).status, 200, "route {i} right after its PUT");
+        let r = admin(ap, "DELETE", &format!("/apisix/admin/routes/r{i}"), None);
+        assert_eq!(r.status, 200);
+        assert_eq!(gw.get(&uri).status, 404, "route {i} right after its DELETE");
+    }
+}
+
+#[test]
 fn writes_are_served_by_the_data_plane_and_survive_a_restart() {
     let echo = Echo::start("one");
     let (gw, ap) = Gateway::start_embedded("", None);

@@ -10,7 +10,7 @@ local config = require("moongate.config")
 local safe_json = require("cjson.safe")
 
 local pairs, ipairs, type, tostring = pairs, ipairs, type, tostring
-local sub, find, match = string.sub, string.find, string.match
+local find, match = string.find, string.match
 
 -- core.schema.TYPE_CONSUMER: the schema type auth plugins check consumer confs with.
 local TYPE_CONSUMER = 1
@@ -147,42 +147,19 @@ end
 
 consumers.consumers_conf = consumers.plugin
 
--- Consumers whose auth conf holds `$env://` or `$secret://` references are matched on the
--- values the references stand for (resolved through apisix.secret, once per consumer per
--- config version), never on the reference text: a consumer whose credential is missing, or
--- whose references do not all resolve, is skipped (fail closed) with APISIX's [error] line.
-local secret_mod
-
-local function may_hold_ref(t)
-    for _, v in pairs(t) do
-        local kind = type(v)
-        if kind == "string" and sub(v, 1, 1) == "$" then
-            return true
-        end
-        if kind == "table" and may_hold_ref(v) then
-            return true
-        end
-    end
-    return false
-end
-
--- The consumer as auth plugins must see it: itself, or a copy with its auth conf resolved.
--- Returns it and whether references are left unresolved.
+-- A consumer as the auth plugin sees it: a copy whose `auth_conf` has its `$env://` and
+-- `$secret://` references replaced (apisix.secret). Loaded on first use: apisix.secret needs
+-- apisix.core, which plugins have loaded by then.
 local function with_secrets(consumer)
-    local conf = consumer.auth_conf
-    if type(conf) ~= "table" or not may_hold_ref(conf) then
-        return consumer, false
-    end
-    secret_mod = secret_mod or require("apisix.secret")
-    if not secret_mod.has_secret_ref(conf) then
-        return consumer, false
-    end
+    local secret = require("apisix.secret")
     local copy = shallow_copy(consumer)
-    copy.auth_conf = secret_mod.fetch_secrets(conf, false)
-    return copy, secret_mod.has_secret_ref(copy.auth_conf)
+    copy.auth_conf = secret.fetch_secrets(consumer.auth_conf, false)
+    return copy, secret.has_secret_ref(copy.auth_conf)
 end
 
--- key value -> consumer for one auth plugin's key attribute.
+-- key value -> consumer for one auth plugin's key attribute. A consumer whose key is missing,
+-- or whose auth conf keeps a reference that did not resolve, is left out (fail closed: the
+-- literal reference text never matches).
 function consumers.consumers_kv(plugin_name, plugin_set, key_attr)
     local st = current()
     if not st or not plugin_set then
@@ -194,8 +171,8 @@ function consumers.consumers_kv(plugin_name, plugin_set, key_attr)
         return kv
     end
     kv = {}
-    for _, stored in ipairs(plugin_set.nodes) do
-        local consumer, unresolved = with_secrets(stored)
+    for _, node in ipairs(plugin_set.nodes) do
+        local consumer, unresolved = with_secrets(node)
         local value = consumer.auth_conf[key_attr]
         if value == nil then
             ngx.log(ngx.ERR, "missing consumer auth credential '", key_attr,

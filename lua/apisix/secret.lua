@@ -11,18 +11,18 @@
 -- cached per worker (apisix.lru.secret.{ttl,count,neg_ttl,neg_count} in config.yaml) and forgotten
 -- when the config changes.
 
-local core = require("apisix.core")
-local config = require("moongate.config")
-local cjson = require("cjson.safe")
+local core = require "apisix.core"
+local config = require "moongate.config"
+local docs = require "moongate.config_doc"
 
-local type, pairs, ipairs, pcall, require, tostring = type, pairs, ipairs, pcall, require, tostring
+local type, next, pcall, require, tostring = type, next, pcall, require, tostring
 local byte, sub, find, upper = string.byte, string.sub, string.find, string.upper
 
 local SECRET = "$secret://"
 local ENV = core.env.PREFIX -- "$ENV://", compared upper-cased
 local DOLLAR = 36
 
-local _M = {}
+local secrets = {}
 
 local function starts(s, prefix)
     return sub(s, 1, #prefix) == prefix
@@ -32,209 +32,181 @@ local function env_ref(s)
     return starts(upper(sub(s, 1, #ENV)), ENV)
 end
 
--- True when `value` is a reference. Used by core.schema as its skip hook: with a `schema`, only
--- a field that may hold a string is skipped (a reference never stands for a number).
-function _M.is_secret_ref(value, schema)
-    if type(value) ~= "string" or byte(value, 1) ~= DOLLAR then
-        return false
-    end
-    if schema and schema.type and schema.type ~= "string" then
-        return false
-    end
-    return starts(value, SECRET) or env_ref(value)
+-- A reference, as a string value: `$secret://…`, or `$env://…` in any case.
+local function is_ref(s)
+    return byte(s, 1) == DOLLAR and (starts(s, SECRET) or env_ref(s))
 end
 
-function _M.check_secret_uri(uri)
-    if type(uri) ~= "string" then
-        return false, "error secret_uri type: " .. type(uri)
+-- True when `value` is a reference. Used by core.schema as its skip hook: with a `schema`, only
+-- a field that may hold a string is skipped (a reference never stands for a number).
+secrets.is_secret_ref = function(value, schema)
+    if type(value) ~= "string" then
+        return false
     end
-    if not starts(uri, SECRET) and not env_ref(uri) then
-        return false, "error secret_uri prefix: " .. uri
+    local declared = schema and schema.type
+    if declared and declared ~= "string" then
+        return false
     end
-    return true
+    return is_ref(value)
+end
+
+secrets.check_secret_uri = function(uri)
+    local kind = type(uri)
+    if kind ~= "string" then
+        return false, "error secret_uri type: " .. kind
+    end
+    if starts(uri, SECRET) or env_ref(uri) then
+        return true
+    end
+    return false, "error secret_uri prefix: " .. uri
+end
+
+local function format_error(what)
+    return nil, "error format: no secret " .. what
 end
 
 -- `$secret://manager/id/key/with/slashes` -> { manager, confid, key }
-local function parse_secret_uri(uri)
-    local ok, err = _M.check_secret_uri(uri)
+local function split_secret_uri(uri)
+    local ok, why = secrets.check_secret_uri(uri)
     if not ok then
-        return nil, err
+        return nil, why
     end
-    local rest = sub(uri, #SECRET + 1)
-    local a = find(rest, "/", 1, true)
-    if not a then
-        return nil, "error format: no secret manager"
+    local path = sub(uri, #SECRET + 1)
+    local slash1 = find(path, "/", 1, true)
+    if slash1 == nil then
+        return format_error("manager")
     end
-    local b = find(rest, "/", a + 1, true)
-    if not b then
-        return nil, "error format: no secret conf id"
+    local slash2 = find(path, "/", slash1 + 1, true)
+    if slash2 == nil then
+        return format_error("conf id")
     end
-    local key = sub(rest, b + 1)
-    if key == "" then
-        return nil, "error format: no secret key id"
+    local rest = sub(path, slash2 + 1)
+    if #rest == 0 then
+        return format_error("key id")
     end
-    return { manager = sub(rest, 1, a - 1), confid = sub(rest, a + 1, b - 1), key = key }
-end
-
--- The secret configs of the running config, by "manager/id", rebuilt once per config version.
-local configs = { version = false, by_id = {}, items = {} }
-
-local function secret_configs()
-    local v = config.version()
-    if v == nil then
-        return configs
-    end
-    if configs.version ~= v then
-        local _, text = config.document()
-        local doc = text and cjson.decode(text)
-        local by_id, items = {}, {}
-        for _, item in ipairs(doc and doc.secrets or {}) do
-            local id = sub(item.key, #"/secrets/" + 1)
-            by_id[id] = item
-            items[#items + 1] = item
-        end
-        configs = { version = v, by_id = by_id, items = items }
-    end
-    return configs
+    return { manager = sub(path, 1, slash1 - 1), confid = sub(path, slash1 + 1, slash2 - 1),
+             key = rest }
 end
 
 -- The secret config items and their version, as APISIX's `secrets()` gives them.
-function _M.secrets()
-    local c = secret_configs()
-    if not c.version then
-        return nil, nil
-    end
-    return c.items, c.version
+secrets.secrets = function()
+    return docs.items("secrets")
 end
 
-local function fetch_secret_uri(uri)
+local function from_manager(uri)
     core.log.info("fetching data from secret uri: ", uri)
-    local ref, err = parse_secret_uri(uri)
-    if not ref then
-        return nil, err
+    local ref, why = split_secret_uri(uri)
+    if ref == nil then
+        return nil, why
     end
-    local item = secret_configs().by_id[ref.manager .. "/" .. ref.confid]
-    if not item then
+    local item = docs.get("secrets", ref.manager .. "/" .. ref.confid)
+    if item == nil then
         return nil, "no secret conf, secret_uri: " .. uri
     end
-    local ok, manager = pcall(require, "apisix.secret." .. ref.manager)
-    if not ok or type(manager) ~= "table" or type(manager.get) ~= "function" then
+    local loaded, manager = pcall(require, "apisix.secret." .. ref.manager)
+    if not loaded or type(manager) ~= "table" or type(manager.get) ~= "function" then
         return nil, "no secret manager: " .. ref.manager
     end
     return manager.get(item.value, ref.key)
 end
 
 -- Exposed as APISIX exposes it (its tests call it directly).
-_M.fetch_by_uri = fetch_secret_uri
+secrets.fetch_by_uri = from_manager
 
-local function lru_attr(name, default)
-    local v = core.table.try_read_attr(core.config.local_conf(), "apisix", "lru", "secret", name)
-    return v or default
+local lru_setting = function(name, default)
+    local local_conf = core.config.local_conf()
+    return core.table.try_read_attr(local_conf, "apisix", "lru", "secret", name) or default
 end
 
 local cache = core.lrucache.new({
-    ttl = lru_attr("ttl", 300),
-    count = lru_attr("count", 512),
-    neg_ttl = lru_attr("neg_ttl", 60),
-    neg_count = lru_attr("neg_count", 512),
+    ttl = lru_setting("ttl", 300),
+    count = lru_setting("count", 512),
+    neg_ttl = lru_setting("neg_ttl", 60),
+    neg_count = lru_setting("neg_count", 512),
     invalid_stale = true,
 })
 
 -- The value a reference stands for, or `nil[, err]` (also for a string that is no reference).
-local function fetch(s, use_cache)
+local function value_of(s, use_cache)
+    local resolve
     if byte(s, 1) ~= DOLLAR then
         return nil
-    end
-    local resolve
-    if env_ref(s) then
+    elseif env_ref(s) then
         resolve = core.env.fetch_by_uri
     elseif starts(s, SECRET) then
-        resolve = fetch_secret_uri
+        resolve = from_manager
     else
         return nil
     end
-    if not use_cache then
-        return resolve(s)
+    if use_cache then
+        return cache(s, config.version() or 0, resolve, s)
     end
-    return cache(s, config.version() or 0, resolve, s)
+    return resolve(s)
 end
 
-local function resolve_in(t, use_cache)
-    for k, v in pairs(t) do
-        if type(v) == "string" then
-            local val, err = fetch(v, use_cache)
-            if val == nil then
-                if _M.is_secret_ref(v) then
-                    -- The reference text stays, and must never pass for the value: say so.
-                    core.log.error("failed to resolve secret reference: ", v, ", field: ",
-                                   tostring(k), ", err: ", err or "no value")
-                end
-            else
-                t[k] = val
-            end
-        elseif type(v) == "table" then
-            resolve_in(v, use_cache)
-        end
-    end
-    return t
-end
-
--- A deep copy of `refs` with every reference replaced by its value (unresolved ones are kept
--- as written, with an error logged). `nil` for a non-table.
-function _M.fetch_secrets(refs, use_cache)
-    if type(refs) ~= "table" then
-        return nil
-    end
-    return resolve_in(core.table.deepcopy(refs), use_cache)
-end
-
-local function any_ref(t, seen)
+-- Calls `visit(t, key, value)` for every string inside `t` (tables seen once), until `visit`
+-- returns true; returns whether it did.
+local function each_string(t, visit, seen)
     if seen[t] then
         return false
     end
     seen[t] = true
-    for _, v in pairs(t) do
-        if type(v) == "string" then
-            if _M.is_secret_ref(v) then
+    local k, v = next(t)
+    while k ~= nil do
+        local kind = type(v)
+        if kind == "table" then
+            if each_string(v, visit, seen) then
                 return true
             end
-        elseif type(v) == "table" and any_ref(v, seen) then
+        elseif kind == "string" and visit(t, k, v) then
             return true
         end
+        k, v = next(t, k)
     end
     return false
 end
 
-function _M.has_secret_ref(conf)
-    return type(conf) == "table" and any_ref(conf, {})
+-- A deep copy of `refs` with every reference replaced by its value (unresolved ones are kept
+-- as written, with an error logged). `nil` for a non-table.
+secrets.fetch_secrets = function(refs, use_cache)
+    if type(refs) ~= "table" then
+        return nil
+    end
+    local copy = core.table.deepcopy(refs)
+    each_string(copy, function(owner, field, text)
+        local resolved, why = value_of(text, use_cache)
+        if resolved ~= nil then
+            owner[field] = resolved
+        elseif is_ref(text) then
+            -- The reference text stays, and must never pass for the value: say so.
+            core.log.error("failed to resolve secret reference: ", text, ", field: ",
+                           tostring(field), ", err: ", why or "no value")
+        end
+    end, {})
+    return copy
 end
 
-local function collect(t, out, use_cache, seen)
-    if seen[t] then
-        return
+secrets.has_secret_ref = function(conf)
+    if type(conf) ~= "table" then
+        return false
     end
-    seen[t] = true
-    for _, v in pairs(t) do
-        if type(v) == "string" then
-            if _M.is_secret_ref(v) then
-                out[v] = fetch(v, use_cache)
-            end
-        elseif type(v) == "table" then
-            collect(v, out, use_cache, seen)
-        end
-    end
+    return each_string(conf, function(_, _, text) return is_ref(text) end, {})
 end
 
 -- reference -> current value, for every reference in `conf`.
-function _M.collect_secret_values(conf, use_cache)
-    local out = {}
+secrets.collect_secret_values = function(conf, use_cache)
+    local found = {}
     if type(conf) == "table" then
-        collect(conf, out, use_cache, {})
+        each_string(conf, function(_, _, text)
+            if is_ref(text) then
+                found[text] = value_of(text, use_cache)
+            end
+        end, {})
     end
-    return out
+    return found
 end
 
 -- APISIX watches /secrets here; moongate's snapshot already carries them.
-function _M.init_worker() end
+secrets.init_worker = function() end
 
-return _M
+return secrets

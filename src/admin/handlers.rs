@@ -80,9 +80,6 @@ fn now() -> i64 {
 pub struct Handlers<'a> {
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
-    /// The highest store revision this request's writes reached (0: none), which the
-    /// answer waits for the data plane to serve.
-    pub wrote: std::sync::atomic::AtomicI64,
 }
 
 impl Handlers<'_> {
@@ -119,11 +116,6 @@ impl Handlers<'_> {
                 Err(e) => log::warn!("cannot {seal:?} the conf of plugin {name}: {e}"),
             }
         }
-    }
-
-    fn note_written(&self, revision: i64) {
-        self.wrote
-            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -411,7 +403,6 @@ impl Handlers<'_> {
             };
             match self.store.put(&key, bytes, pre).await {
                 Ok(item) => {
-                    self.note_written(item.mod_revision);
                     let status = if previous.is_some() { 200 } else { 201 };
                     return Answer::json(status, envelope::written(&item, conf));
                 }
@@ -612,10 +603,7 @@ impl Handlers<'_> {
             .put(&key, bytes, Precondition::ModRevision(old.mod_revision))
             .await
         {
-            Ok(item) => {
-                self.note_written(item.mod_revision);
-                Answer::json(200, envelope::written(&item, conf))
-            }
+            Ok(item) => Answer::json(200, envelope::written(&item, conf)),
             Err(e) => Answer::store(&e),
         }
     }
@@ -662,14 +650,7 @@ impl Handlers<'_> {
             }
         }
         match self.store.delete(&key, Precondition::None).await {
-            Ok(Some(_)) => {
-                // A delete does not report its revision; the store's current one is at or
-                // above it.
-                if let Ok(now) = self.store.list().await {
-                    self.note_written(now.revision);
-                }
-                Answer::json(200, json!({"deleted": "1", "key": key}))
-            }
+            Ok(Some(_)) => Answer::json(200, json!({"deleted": "1", "key": key})),
             Ok(None) => Answer::not_found(),
             Err(e) => Answer::store(&e),
         }

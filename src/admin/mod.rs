@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod handlers;
 pub mod resources;
 pub mod server;
+pub mod settle;
 pub mod start;
 
 use std::net::IpAddr;
@@ -46,14 +47,9 @@ pub struct AdminApi {
     /// The enabled plugins; `PUT /apisix/admin/plugins/reload` reloads them.
     pub plugins: Arc<PluginRegistry>,
     pub access: Access,
-    /// The store revision this node's data plane serves (see
-    /// [`crate::config::provider::store::StoreSync::applied`]); `None` when nothing follows the
-    /// store in this process.
-    pub applied: Option<tokio::sync::watch::Receiver<i64>>,
+    /// When set, a write is answered once this node's data plane applied it.
+    pub settle: Option<settle::Settle>,
 }
-
-/// How long a write's answer waits for this node to serve it.
-const SERVED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AdminApi {
     /// Answers one request.
@@ -148,38 +144,21 @@ impl AdminApi {
         let h = Handlers {
             store: self.store.as_ref(),
             catalog: &catalog,
-            wrote: std::sync::atomic::AtomicI64::new(0),
         };
         let answer = match req.method {
-            http::Method::GET => h.get(&target, &req.query).await,
+            http::Method::GET => return h.get(&target, &req.query).await,
             http::Method::PUT => h.put(&target, body).await,
             http::Method::POST => h.post(&target, body).await,
             http::Method::PATCH => h.patch(&target, body).await,
             http::Method::DELETE => h.delete(&target, &req.query).await,
-            _ => Answer::error(404, "not found"),
+            _ => return Answer::error(404, "not found"),
         };
-        self.until_served(h.wrote.load(std::sync::atomic::Ordering::Relaxed))
-            .await;
+        if answer.status < 300
+            && let Some(s) = &self.settle
+        {
+            s.wait().await;
+        }
         answer
-    }
-
-    /// Read-your-writes on this node: the answer to a write waits (up to [`SERVED_WAIT`])
-    /// until the data plane serves the store revision the write reached, so the next request
-    /// sees it. Past the wait the answer goes out anyway; the write is stored either way.
-    async fn until_served(&self, revision: i64) {
-        let Some(applied) = &self.applied else {
-            return;
-        };
-        if revision <= 0 {
-            return;
-        }
-        let mut applied = applied.clone();
-        let reached = tokio::time::timeout(SERVED_WAIT, applied.wait_for(|r| *r >= revision)).await;
-        if reached.is_err() {
-            log::warn!(
-                "Admin API: store revision {revision} is not served yet after {SERVED_WAIT:?}; answering anyway"
-            );
-        }
     }
 
     /// `plugins/list`, `plugins/reload`, `plugins/{name}`.

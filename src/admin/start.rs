@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use arc_swap::ArcSwap;
 
@@ -188,7 +189,9 @@ pub fn plane(
     )?;
     let default_admin = default_admin();
     let admin = admin.unwrap_or(&default_admin);
-    let server = start_admin(store.clone(), admin, prefix, plugins, Some(sync.applied()))?;
+    // The store is local: finding the revision of a delete (a listing) is cheap.
+    let settle = Some((sync.applied.clone(), true));
+    let server = start_admin(store.clone(), admin, prefix, plugins, settle)?;
     Ok(ConfigPlane {
         admin: Some(server),
         sync: Some(sync),
@@ -231,16 +234,12 @@ pub fn etcd(
     } else {
         None
     };
+    // A node that serves what it writes answers a write once it serves it; etcd is remote, so
+    // a delete is waited for by a lower bound of its revision rather than a full listing.
+    let settle = sync.as_ref().map(|s| (s.applied.clone(), false));
     let server = match (role, admin) {
         (NodeRole::DataPlane, _) | (_, None) => None,
-        // A control plane serves no data: its writes have nothing local to wait for.
-        (_, Some(admin)) => Some(start_admin(
-            store.clone(),
-            admin,
-            prefix,
-            plugins,
-            sync.as_ref().map(StoreSync::applied),
-        )?),
+        (_, Some(admin)) => Some(start_admin(store.clone(), admin, prefix, plugins, settle)?),
     };
     Ok(ConfigPlane {
         serve_on_data_port: server.is_some() && admin.is_some_and(|a| a.serve_on_data_port),
@@ -284,14 +283,14 @@ fn default_admin() -> AdminConfig {
     }
 }
 
-/// Starts the Admin API over `store`; `applied` is the local sync's served revision, which
-/// write answers wait for (read your writes).
+/// Starts the Admin API over `store`. `settle`: the revision this node's sync applied, and
+/// whether a delete's revision may be found by listing the store (see `settle::Tracked`).
 fn start_admin(
     store: Arc<dyn Store>,
     admin: &AdminConfig,
     prefix: &Path,
     plugins: Arc<PluginRegistry>,
-    applied: Option<tokio::sync::watch::Receiver<i64>>,
+    settle: Option<(Arc<AtomicI64>, bool)>,
 ) -> Result<AdminServer, StartError> {
     let keys = resolve_keys(admin, prefix)?;
     let allow = admin
@@ -299,15 +298,26 @@ fn start_admin(
         .iter()
         .map(|c| Cidr::parse(c).map_err(StartError))
         .collect::<Result<Vec<_>, _>>()?;
+    let (store, settle): (Arc<dyn Store>, _) = match settle {
+        Some((applied, exact_deletes)) => {
+            let tracked = Arc::new(super::settle::Tracked::new(store, exact_deletes));
+            let settle = super::settle::Settle {
+                store: tracked.clone(),
+                applied,
+            };
+            (tracked, Some(settle))
+        }
+        None => (store, None),
+    };
     let api = Arc::new(AdminApi {
         store,
+        settle,
         plugins,
         access: Access {
             allow: Some(allow),
             keys,
             key_in_query: admin.key_in_query,
         },
-        applied,
     });
     AdminServer::start(Some(admin.listen), api).map_err(|e| StartError(e.to_string()))
 }

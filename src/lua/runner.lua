@@ -58,7 +58,7 @@ local function conf_of(conf)
         return conf
     end
     secret = secret or require("apisix.secret")
-    if not secret.has_secret_ref(conf) then
+    if secret.has_secret_ref(conf) == false then
         plain[conf] = true
         return conf
     end
@@ -72,7 +72,7 @@ local function conf_of(conf)
     return copy
 end
 
--- What APISIX's init sets up once per request and chain: `ngx.ctx.api_ctx` (core.* functions
+-- What APISIX's init sets up once per request and chain: `ngx.ctx.actx` (core.* functions
 -- called without ctx find it there) and, for the route's chain, `ctx.plugins` (the flat
 -- `{module, conf, ...}` list) and the confs under `ctx.matched_route.value.plugins`.
 local function attach(chain, actx)
@@ -100,30 +100,43 @@ local function attach(chain, actx)
     end
 end
 
+-- Calls `phase` of entry `i`: nil to go on, or what the run ends with.
+local function call(phase, may_answer, chain, i, actx)
+    local e = chain[i]
+    -- apisix.plugin.skip_plugin(ctx, name) leaves a plugin out for the rest of the request.
+    local skip = actx._skip_plugins
+    if skip and skip[e.name] then
+        return nil
+    end
+    actx._plugin_name = e.name
+    mark(i)
+    local ok, code, body = xpcall(e.mod[phase], traceback, conf_of(e.conf), actx)
+    if not ok then
+        return "error", i, code
+    end
+    if may_answer and (code or body) then
+        local body_type = type(body)
+        if body_type == "table" then
+            local encoded, err = json.encode(body)
+            if not encoded then
+                return "error", i, "failed to encode the body of the answer: " .. tostring(err)
+            end
+            body = encoded .. "\n"
+        elseif body ~= nil and body_type ~= "string" then
+            body = tostring(body)
+        end
+        return "answer", i, code, body
+    end
+    return nil
+end
+
 return function(phase, chain, actx, ...)
     local may_answer = answers[phase]
     attach(chain, actx)
     for k = 1, select("#", ...) do
-        local i = select(k, ...)
-        local e = chain[i]
-        actx._plugin_name = e.name
-        mark(i)
-        local ok, code, body = xpcall(e.mod[phase], traceback, conf_of(e.conf), actx)
-        if not ok then
-            return "error", i, code
-        end
-        if may_answer and (code or body) then
-            local body_type = type(body)
-            if body_type == "table" then
-                local encoded, err = json.encode(body)
-                if not encoded then
-                    return "error", i, "failed to encode the body of the answer: " .. tostring(err)
-                end
-                body = encoded .. "\n"
-            elseif body ~= nil and body_type ~= "string" then
-                body = tostring(body)
-            end
-            return "answer", i, code, body
+        local kind, i, code, body = call(phase, may_answer, chain, (select(k, ...)), actx)
+        if kind then
+            return kind, i, code, body
         end
     end
     mark(0)

@@ -80,8 +80,13 @@ impl Catalog {
         opts: &VmOptions,
         enabled: Option<&[String]>,
     ) -> std::io::Result<(Catalog, Vec<String>)> {
+        let node: serde_json::Value =
+            serde_json::from_str(&opts.node_config_json).unwrap_or(serde_json::Value::Null);
         let natives: HashMap<&'static str, Arc<dyn NativePlugin>> =
-            native::all().into_iter().map(|p| (p.name(), p)).collect();
+            native::all(&node["plugin_attr"])
+                .into_iter()
+                .map(|p| (p.name(), p))
+                .collect();
         // A Lua file in the plugin directories wins over the native plugin of the same name,
         // so a user can run APISIX's own implementation instead of ours.
         let lua_files = discover(&opts.plugin_dirs);
@@ -168,7 +173,10 @@ impl Catalog {
     pub fn check(&self, name: &str, conf: &Value, schema_type: Option<i64>) -> Result<(), String> {
         match self.plugins.get(name).map(|p| &p.imp) {
             None => Err(format!("unknown plugin [{name}]")),
-            Some(Impl::Native(p)) => p.check_conf(conf),
+            // Worded as APISIX wraps a plugin's own check_schema error.
+            Some(Impl::Native(p)) => p.check_conf(conf).map_err(|e| {
+                format!("failed to check the configuration of plugin {name} err: {e}")
+            }),
             Some(Impl::Lua) => {
                 let Some(checker) = &self.checker else {
                     return Err(format!("unknown plugin [{name}]"));

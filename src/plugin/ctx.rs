@@ -82,6 +82,9 @@ pub struct RequestCtx {
     /// parameters it captured (`uri_param_NAME`).
     pub matched_uri: Option<String>,
     pub uri_params: Vec<(String, String)>,
+    /// The upstream a plugin chose for this request (`apisix.upstream.set`), instead of the
+    /// route's.
+    pub upstream_choice: Option<std::sync::Arc<crate::upstream::UpstreamDef>>,
     // The response side.
     /// `ngx.status`: 0 until someone sets it or a response arrives.
     pub status: u16,
@@ -164,6 +167,7 @@ impl RequestCtx {
             service_id: None,
             matched_uri: None,
             uri_params: Vec::new(),
+            upstream_choice: None,
             status: 0,
             resp_headers: HeaderMap::new(),
             headers_sent: false,

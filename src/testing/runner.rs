@@ -72,6 +72,9 @@ const KNOWN: &[&str] = &[
     "ignore_error_log",
     "ignore_response",
     "wait_etcd_sync",
+    // Not a Test::Nginx section: Test::Nginx ignores it (some APISIX files carry it, with
+    // patterns that could never match), so the runner does too.
+    "error_log_like",
     "no_check_leak",
     "ONLY",
     "SKIP",

@@ -5,22 +5,21 @@
 -- reference) and optionally `namespace` and `timeout` (seconds, default 5). A key `PATH/FIELD`
 -- reads `GET {uri}/v1/{prefix}/{PATH}` and returns the response's `data.FIELD`.
 
-local core = require("apisix.core")
-local http = require("resty.http")
+local core, resty_http = require "apisix.core", require "resty.http"
 
 local type, concat = type, table.concat
 local sub, gmatch = string.sub, string.gmatch
 
-local _M = {
+local vault = {
     schema = {
         type = "object",
+        required = { "uri", "prefix", "token" },
         properties = {
-            uri = core.schema.uri_def,
-            prefix = { type = "string" },
             token = { type = "string" },
             namespace = { type = "string" },
+            prefix = { type = "string" },
+            uri = core.schema["uri_def"],
         },
-        required = { "uri", "prefix", "token" },
     },
 }
 
@@ -38,46 +37,47 @@ local function clean_path(path)
 end
 
 local function read(conf, path)
-    local httpc = http.new()
-    httpc:set_timeout((conf.timeout or 5) * 1000)
-    local token = core.env.fetch_by_uri(conf.token) or conf.token
-    local headers = { ["X-Vault-Token"] = token }
-    if conf.namespace then
-        headers["X-Vault-Namespace"] = conf.namespace
-    end
-    local res, err = httpc:request_uri(conf.uri .. clean_path("/v1/" .. conf.prefix .. "/" .. path), {
-        method = "GET",
-        headers = headers,
-    })
-    if not res then
-        return nil, err
+    local client = resty_http.new()
+    client:set_timeout((conf.timeout or 5) * 1000)
+    local request_headers = {
+        ["X-Vault-Token"] = core.env.fetch_by_uri(conf.token) or conf.token,
+        ["X-Vault-Namespace"] = conf.namespace,
+    }
+    local url = conf.uri .. clean_path("/v1/" .. conf.prefix .. "/" .. path)
+    local res, why = client:request_uri(url, { method = "GET", headers = request_headers })
+    if res == nil then
+        return nil, why
     end
     return res.body
 end
 
-function _M.get(conf, key)
-    core.log.info("fetching data from vault for key: ", key)
+local function bad_key(what, key)
+    return nil, what .. ", key: " .. key
+end
+
+vault.get = function(conf, key)
+    core.log.info("fetching data from vault for key: " .. key)
     local slash = core.string.rfind_char(key, "/")
-    if not slash then
-        return nil, "error key format, key: " .. key
+    if slash == nil then
+        return bad_key("error key format", key)
     end
     local path, field = sub(key, 1, slash - 1), sub(key, slash + 1)
     if path == "" then
-        return nil, "can't find main key, key: " .. key
+        return bad_key("can't find main key", key)
     end
     if field == "" then
-        return nil, "can't find sub key, key: " .. key
+        return bad_key("can't find sub key", key)
     end
-    local body, err = read(conf, path)
-    if not body then
+    local body, why = read(conf, path)
+    if body == nil then
         -- (sic: APISIX's wording, which users' log alerts may match)
-        return nil, "failed to retrtive data from vault kv engine: " .. err
+        return nil, "failed to retrtive data from vault kv engine: " .. why
     end
     local doc = core.json.decode(body)
-    if type(doc) ~= "table" or type(doc.data) ~= "table" then
-        return nil, "failed to decode result, res: " .. body
+    if type(doc) == "table" and type(doc.data) == "table" then
+        return doc.data[field]
     end
-    return doc.data[field]
+    return nil, "failed to decode result, res: " .. body
 end
 
-return _M
+return vault

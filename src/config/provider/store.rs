@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -253,7 +254,9 @@ fn count(res: &Resources) -> usize {
 pub struct StoreSync {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    applied: tokio::sync::watch::Receiver<i64>,
+    /// The highest store revision the sync has taken in (published, or found to change
+    /// nothing served): a writer waits for its write's revision here to read its own writes.
+    pub applied: Arc<AtomicI64>,
 }
 
 impl StoreSync {
@@ -272,7 +275,8 @@ impl StoreSync {
         let r = reload.clone();
         plugins.on_reload(Box::new(move || r.notify_one()));
         let (first_tx, first_rx) = std::sync::mpsc::channel();
-        let (applied_tx, applied_rx) = tokio::sync::watch::channel(0);
+        let applied = Arc::new(AtomicI64::new(0));
+        let applied_w = applied.clone();
         let thread = std::thread::Builder::new()
             .name("moongate-config-sync".into())
             .spawn(move || {
@@ -288,6 +292,7 @@ impl StoreSync {
                 };
                 let compiler = Compiler::new(store.prefix(), resolver, plugins);
                 let mut sync = Follower {
+                    applied: applied_w,
                     reload,
                     store,
                     published,
@@ -296,7 +301,6 @@ impl StoreSync {
                     revision: 0,
                     outage: false,
                     first: Some(first_tx),
-                    applied: applied_tx,
                 };
                 rt.block_on(async move {
                     tokio::select! {
@@ -312,7 +316,7 @@ impl StoreSync {
             StoreSync {
                 stop: Some(stop_tx),
                 thread: Some(thread),
-                applied: applied_rx,
+                applied,
             },
             first,
         ))
@@ -320,12 +324,6 @@ impl StoreSync {
 
     pub fn stop(mut self) {
         self.halt();
-    }
-
-    /// The store revision the published snapshot reflects: every write at or below it is
-    /// what requests see now. The Admin API waits on it so a write is served when it answers.
-    pub fn applied(&self) -> tokio::sync::watch::Receiver<i64> {
-        self.applied.clone()
     }
 
     fn halt(&mut self) {
@@ -345,6 +343,7 @@ impl Drop for StoreSync {
 }
 
 struct Follower {
+    applied: Arc<AtomicI64>,
     /// Notified by a plugin reload.
     reload: Arc<tokio::sync::Notify>,
     store: Arc<dyn Store>,
@@ -354,15 +353,9 @@ struct Follower {
     revision: i64,
     outage: bool,
     first: Option<std::sync::mpsc::Sender<Result<(), StoreError>>>,
-    applied: tokio::sync::watch::Sender<i64>,
 }
 
 impl Follower {
-    /// Everything up to `self.revision` is published (or was found to change nothing).
-    fn caught_up(&self) {
-        self.applied.send_replace(self.revision);
-    }
-
     fn failed(&mut self, what: &str, e: &StoreError) {
         if let Some(f) = self.first.take() {
             let _ = f.send(Err(e.clone()));
@@ -454,7 +447,7 @@ impl Follower {
             if !same || self.first.is_some() {
                 self.rebuild();
             }
-            self.caught_up();
+            self.applied.store(self.revision, Ordering::Release);
             loop {
                 let mut stream = match self.store.watch(self.revision).await {
                     Ok(s) => s,
@@ -502,7 +495,7 @@ impl Follower {
                             if changed {
                                 self.rebuild();
                             }
-                            self.caught_up();
+                            self.applied.store(self.revision, Ordering::Release);
                         }
                     }
                 }
