@@ -733,6 +733,19 @@ fn lua_plugins_are_checked_shown_and_served_without_storing_defaults() {
     );
     let r = admin(ap, "GET", "/apisix/admin/plugins/not-enabled", None);
     assert_eq!(r.status, 404);
+    // APISIX's other path to the same schema.
+    let r = admin(ap, "GET", "/apisix/admin/schema/plugins/fixture-gate", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["properties"]["mode"]["type"], "string");
+    // A native plugin's conf error is worded as APISIX wraps a plugin's check_schema error.
+    let mut body = route_to(echo.port, "/native");
+    body["plugins"] = json!({"redirect": {}});
+    let r = admin(ap, "PUT", "/apisix/admin/routes/n", Some(body));
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error_msg"],
+        "failed to check the configuration of plugin redirect err: value should match only one schema, but matches none"
+    );
 
     let mut body = route_to(echo.port, "/gated");
     body["plugins"] = json!({"fixture-gate": {"mode": "table"}});

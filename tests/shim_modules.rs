@@ -16,7 +16,11 @@ use support::*;
 const MODULES: &str = include_str!("../t/fixtures/shim/shim-modules.lua");
 
 fn config(port: u16) -> String {
-    format!("{}plugins:\n  - shim-modules\n", config_yaml(port, ""))
+    // `null` in config.yaml reads as an absent key (plugin_attr of shim-modules is nil).
+    format!(
+        "{}plugins:\n  - shim-modules\nplugin_attr:\n  shim-modules: null\n",
+        config_yaml(port, "")
+    )
 }
 
 fn start(routes: &str, env: &[(&str, &str)]) -> Gateway {
@@ -259,6 +263,53 @@ fn read_only_modules_see_the_running_config() {
         json!({"id": "shim-modules", "color": "blue", "greeting": "hi"})
     );
     assert_eq!(v["no_metadata"], true);
+    assert_eq!(v["attr_is_nil"], true);
+}
+
+#[test]
+fn empty_header_values_remove_and_ctx_knows_the_node_and_the_original_uri() {
+    let a = Echo::start("a");
+    let routes = format!(
+        "routes:\n  - id: r1\n    uri: /misc/*\n    upstream:\n      nodes:\n        \"127.0.0.1:{a}\": 1\n    plugins:\n      shim-modules: {{case: misc}}\n  - id: r2\n    uri: /skip\n    upstream:\n      nodes:\n        \"127.0.0.1:{a}\": 1\n    plugins:\n      shim-modules: {{case: skip}}\n  - id: r3\n    uri: /length\n    lua_handlers:\n      content_by_lua: |\n        ngx.header[\"Content-Length\"] = 4\n        ngx.say(\"hello\")\n        ngx.say(\"world\")\n",
+        a = a.port
+    );
+    let gw = start(&routes, &[]);
+    let r = request(
+        gw.port,
+        "GET",
+        "/misc/a%2Fb?x=1",
+        &[("X-Drop", "1"), ("X-Keep", "2")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    let seen = r.json();
+    assert_eq!(seen["headers"].get("x-drop"), None, "{seen}");
+    assert_eq!(seen["headers"]["x-keep"], "2");
+    assert_eq!(
+        seen["headers"]["x-sub-err"],
+        "failed to compile the replacement template"
+    );
+    assert!(
+        gw.error_log()
+            .contains("invalid capturing variable name found in \"/$`1\""),
+        "{}",
+        gw.error_log()
+    );
+    assert_eq!(r.header("x-echo-server"), None, "{r:?}");
+    assert_eq!(
+        r.header("x-balancer"),
+        Some(format!("127.0.0.1:{}", a.port).as_str())
+    );
+    assert_eq!(r.header("x-real-uri"), Some("/misc/a%2Fb?x=1"));
+
+    let r = gw.get("/skip");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-not-skipped"), None, "{r:?}");
+
+    // A Content-Length that is not the printed body's length is corrected, not sent broken.
+    let r = gw.get("/length");
+    assert_eq!((r.status, r.body.as_str()), (200, "hello\nworld\n"));
+    assert_eq!(r.header("content-length"), Some("12"));
 }
 
 #[test]
