@@ -84,6 +84,11 @@ impl AdminApi {
             match serde_json::from_slice(&req.body) {
                 Ok(v) => Some(v),
                 Err(e) => {
+                    // APISIX logs the refused body too; tests grep for this line.
+                    log::error!(
+                        "invalid request body: {} err: {e}",
+                        String::from_utf8_lossy(&req.body)
+                    );
                     return Answer::json(
                         400,
                         json!({
