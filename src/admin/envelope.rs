@@ -12,11 +12,11 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// A JSON body ends with a newline, as `core.response.exit` writes a table in APISIX.
     pub fn json(status: u16, v: Value) -> Answer {
-        Answer {
-            status,
-            body: v.to_string(),
-        }
+        let mut body = v.to_string();
+        body.push('\n');
+        Answer { status, body }
     }
 
     /// `{"error_msg": msg}`.
