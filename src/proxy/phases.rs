@@ -47,6 +47,8 @@ pub(super) struct Incoming {
     pub host: String,
     pub declared: Option<u64>,
     pub start: Instant,
+    /// The client address after realip.
+    pub client: std::net::SocketAddr,
 }
 
 /// How a run of phases ended.
@@ -415,6 +417,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         host,
         declared,
         start,
+        client,
     } = inc;
     let settings = &cx.worker.shared.settings;
     let chains: Vec<Arc<Chain>> = snapshot
@@ -447,6 +450,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         request_uri,
         host,
         parts.headers,
+        client,
         cx.remote,
         cx.local,
         ReqBody::Unread(client_body),
@@ -671,7 +675,7 @@ async fn forward(
     {
         return Err((run.early_response(s), None));
     }
-    let (fwd_parts, host, method) = {
+    let (fwd_parts, host, method, client) = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
         let hash_key = match def.kind {
@@ -723,10 +727,16 @@ async fn forward(
             .or_else(|| super::route_action::host_rewrite(&route.action));
         let host = r.host.clone();
         let method = r.method.clone();
-        ((hash_key, uri, headers, body, host_override), host, method)
+        let client = r.remote;
+        (
+            (hash_key, uri, headers, body, host_override),
+            host,
+            method,
+            client,
+        )
     };
     let (hash_key, uri, mut headers, body, host_override) = fwd_parts;
-    let client_host = upstream_headers(&mut headers, client_uri, &host, cx);
+    let client_host = upstream_headers(&mut headers, client_uri, &host, cx, client);
     let fwd = Forward {
         cx,
         route: &route,
@@ -820,16 +830,29 @@ async fn respond(
                 // The filter may change the length: the body goes out chunked.
                 parts.headers.remove(header::CONTENT_LENGTH);
             }
+            let gzip = r.gzip.filter(|_| {
+                super::gzip::applies(&r.method, &r.headers, parts.status, &parts.headers)
+            });
+            if gzip.is_some() {
+                super::gzip::prepare_headers(&mut parts.headers);
+            }
             drop(r);
-            if filtering {
+            let body = if filtering {
                 Body::filtered(body, Box::new(LuaBodyFilter { run: run.clone() }))
             } else {
                 body
+            };
+            // After the Lua body filters, as nginx's gzip filter comes after lua-nginx-module's.
+            match gzip {
+                Some(level) => Body::filtered(body, Box::new(super::gzip::GzipFilter::new(level))),
+                None => body,
             }
         }
     };
     if let Some(l) = log.as_mut() {
         let r = run.req.borrow();
+        // A plugin's `set_real_ip` is what the access log reports, as `$remote_addr` does.
+        l.remote = r.remote;
         if let (Some(addr), Some(status)) = (r.upstream.addr, r.upstream.status) {
             l.upstream = Some(crate::observability::access::UpstreamRecord {
                 addr,

@@ -280,6 +280,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             let n = header_name(&name, "ngx.req.set_header")?;
             let vals = header_values(&value, "ngx.req.set_header")?;
             request::with("ngx.req.set_header", |r| {
+                r.req_headers_set = true;
                 r.headers.remove(&n);
                 for v in vals.into_iter().flatten() {
                     r.headers.append(n.clone(), v);
@@ -298,6 +299,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         let n = header_name(&name, "ngx.req.add_header")?;
         let vals = header_values(&value, "ngx.req.add_header")?;
         request::with("ngx.req.add_header", |r| {
+            r.req_headers_set = true;
             for v in vals.into_iter().flatten() {
                 r.headers.append(n.clone(), v);
             }
@@ -315,6 +317,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         lua.create_function(|_, name: LuaString| {
             let n = header_name(&name, "ngx.req.clear_header")?;
             request::with("ngx.req.clear_header", |r| {
+                r.req_headers_set = true;
                 r.headers.remove(&n);
             })
         })?,
