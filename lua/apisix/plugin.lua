@@ -19,17 +19,17 @@ function _M.get(name)
 end
 
 function _M.plugin_attr(name)
-    local conf = core.config.local_conf()
-    return core.table.try_read_attr(conf, "plugin_attr", name)
+    return core.table.try_read_attr(core.config.local_conf(), "plugin_attr", name)
 end
 
 -- crc32 of the conf's sorted-key JSON, kept in `conf._version` (computed once per conf table).
 function _M.conf_version(conf)
-    if not conf._version then
-        local text = core.json.stably_encode(conf)
-        conf._version = tostring(ngx.crc32_long(text))
+    local ver = conf._version
+    if ver == nil then
+        ver = tostring(ngx.crc32_long(core.json.stably_encode(conf)))
+        conf._version = ver
     end
-    return conf._version
+    return ver
 end
 
 local function not_yet(what)

@@ -15,16 +15,16 @@ local answers = { rewrite = true, access = true, before_proxy = true }
 -- What APISIX's init sets up once per request and chain: `ngx.ctx.api_ctx` (core.* functions
 -- called without ctx find it there) and, for the route's chain, `ctx.plugins` (the flat
 -- `{module, conf, ...}` list) and the confs under `ctx.matched_route.value.plugins`.
-local function attach(chain, api_ctx)
-    local ngx_ctx = ngx.ctx
-    if ngx_ctx.api_ctx ~= api_ctx then
-        ngx_ctx.api_ctx = api_ctx
-        api_ctx.ngx_ctx = ngx_ctx
+local function attach(chain, actx)
+    local req_ctx = ngx.ctx
+    if req_ctx.api_ctx ~= actx then
+        req_ctx.api_ctx = actx
+        actx.ngx_ctx = req_ctx
     end
-    if api_ctx._moongate_chain == chain or api_ctx.conf_type == "global_rule" then
+    if actx._moongate_chain == chain or actx.conf_type == "global_rule" then
         return
     end
-    api_ctx._moongate_chain = chain
+    actx._moongate_chain = chain
     local flat, confs = {}, {}
     for i = 1, #chain do
         local e = chain[i]
@@ -34,33 +34,33 @@ local function attach(chain, api_ctx)
             confs[e.name] = e.conf
         end
     end
-    api_ctx.plugins = flat
-    local route = api_ctx.matched_route
-    if route then
-        route.value.plugins = confs
+    actx.plugins = flat
+    if actx.matched_route then
+        actx.matched_route.value.plugins = confs
     end
 end
 
-return function(phase, chain, api_ctx, ...)
+return function(phase, chain, actx, ...)
     local may_answer = answers[phase]
-    attach(chain, api_ctx)
+    attach(chain, actx)
     for k = 1, select("#", ...) do
         local i = select(k, ...)
         local e = chain[i]
-        api_ctx._plugin_name = e.name
+        actx._plugin_name = e.name
         mark(i)
-        local ok, code, body = xpcall(e.mod[phase], traceback, e.conf, api_ctx)
+        local ok, code, body = xpcall(e.mod[phase], traceback, e.conf, actx)
         if not ok then
             return "error", i, code
         end
         if may_answer and (code or body) then
-            if type(body) == "table" then
+            local body_type = type(body)
+            if body_type == "table" then
                 local encoded, err = json.encode(body)
                 if not encoded then
                     return "error", i, "failed to encode the body of the answer: " .. tostring(err)
                 end
                 body = encoded .. "\n"
-            elseif body ~= nil and type(body) ~= "string" then
+            elseif body ~= nil and body_type ~= "string" then
                 body = tostring(body)
             end
             return "answer", i, code, body
