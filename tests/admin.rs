@@ -693,3 +693,32 @@ fn lua_plugins_are_checked_shown_and_served_without_storing_defaults() {
     let r = request(gw.port, "GET", "/gated", &[("x-pass", "yes")], b"");
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn an_acknowledged_write_is_already_served() {
+    let echo_a = Echo::start("a");
+    let echo_b = Echo::start("b");
+    let (gw, ap) = Gateway::start_embedded("", None);
+    // Each write is followed at once by a request: it must see the route as just written,
+    // never the previous version (the Admin API answers once the data plane applied it).
+    for i in 0..20 {
+        let (echo, name) = if i % 2 == 0 {
+            (&echo_a, "a")
+        } else {
+            (&echo_b, "b")
+        };
+        let r = admin(
+            ap,
+            "PUT",
+            "/apisix/admin/routes/1",
+            Some(route_to(echo.port, "/rw")),
+        );
+        assert!(r.status < 300, "{}", r.body);
+        let got = request(gw.port, "GET", "/rw", &[], b"");
+        assert_eq!(got.status, 200, "write {i}: {got:?}");
+        assert_eq!(got.json()["server"], name, "write {i} was not served yet");
+    }
+    let r = admin(ap, "DELETE", "/apisix/admin/routes/1", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(request(gw.port, "GET", "/rw", &[], b"").status, 404);
+}

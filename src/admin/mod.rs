@@ -46,7 +46,13 @@ pub struct AdminApi {
     /// The enabled plugins; `PUT /apisix/admin/plugins/reload` reloads them.
     pub plugins: Arc<PluginRegistry>,
     pub access: Access,
+    /// The store revision the data plane serves; a write is answered once it is served (or
+    /// after [`APPLY_WAIT`]), so a client that writes a route and then calls it gets the route.
+    pub applied: Option<tokio::sync::watch::Receiver<i64>>,
 }
+
+/// The longest an Admin API write waits for the data plane to serve it.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl AdminApi {
     /// Answers one request.
@@ -132,13 +138,34 @@ impl AdminApi {
             store: self.store.as_ref(),
             catalog: &catalog,
         };
-        match req.method {
-            http::Method::GET => h.get(&target, &req.query).await,
+        let answer = match req.method {
+            http::Method::GET => return h.get(&target, &req.query).await,
             http::Method::PUT => h.put(&target, body).await,
             http::Method::POST => h.post(&target, body).await,
             http::Method::PATCH => h.patch(&target, body).await,
             http::Method::DELETE => h.delete(&target, &req.query).await,
-            _ => Answer::error(404, "not found"),
+            _ => return Answer::error(404, "not found"),
+        };
+        if answer.status < 300 {
+            self.wait_applied().await;
+        }
+        answer
+    }
+
+    /// Waits until the data plane serves the store as it is now (read-your-writes).
+    async fn wait_applied(&self) {
+        let Some(applied) = &self.applied else {
+            return;
+        };
+        let Ok(head) = self.store.revision().await else {
+            return;
+        };
+        let mut rx = applied.clone();
+        let caught_up = tokio::time::timeout(APPLY_WAIT, rx.wait_for(|rev| *rev >= head)).await;
+        if caught_up.is_err() {
+            log::warn!(
+                "Admin API: the data plane has not applied store revision {head} after {APPLY_WAIT:?}; answering anyway"
+            );
         }
     }
 

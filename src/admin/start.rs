@@ -202,6 +202,7 @@ pub fn plane(
         .collect::<Result<Vec<_>, _>>()?;
     let api = Arc::new(AdminApi {
         store: store.clone(),
+        applied: Some(sync.applied()),
         plugins,
         access: Access {
             allow: Some(allow),

@@ -253,6 +253,8 @@ fn count(res: &Resources) -> usize {
 pub struct StoreSync {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// The store revision the published snapshot reflects.
+    applied: tokio::sync::watch::Receiver<i64>,
 }
 
 impl StoreSync {
@@ -271,6 +273,7 @@ impl StoreSync {
         let r = reload.clone();
         plugins.on_reload(Box::new(move || r.notify_one()));
         let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let (applied_tx, applied) = tokio::sync::watch::channel(0i64);
         let thread = std::thread::Builder::new()
             .name("moongate-config-sync".into())
             .spawn(move || {
@@ -294,6 +297,7 @@ impl StoreSync {
                     revision: 0,
                     outage: false,
                     first: Some(first_tx),
+                    applied: applied_tx,
                 };
                 rt.block_on(async move {
                     tokio::select! {
@@ -309,6 +313,7 @@ impl StoreSync {
             StoreSync {
                 stop: Some(stop_tx),
                 thread: Some(thread),
+                applied,
             },
             first,
         ))
@@ -316,6 +321,12 @@ impl StoreSync {
 
     pub fn stop(mut self) {
         self.halt();
+    }
+
+    /// Follows the store revision the published snapshot reflects (the Admin API waits on it
+    /// so that a write is served by the time it is acknowledged).
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied.clone()
     }
 
     fn halt(&mut self) {
@@ -344,9 +355,22 @@ struct Follower {
     revision: i64,
     outage: bool,
     first: Option<std::sync::mpsc::Sender<Result<(), StoreError>>>,
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 impl Follower {
+    /// Everything up to `self.revision` is served now.
+    fn caught_up(&self) {
+        let rev = self.revision;
+        self.applied.send_if_modified(|a| {
+            let newer = rev > *a;
+            if newer {
+                *a = rev;
+            }
+            newer
+        });
+    }
+
     fn failed(&mut self, what: &str, e: &StoreError) {
         if let Some(f) = self.first.take() {
             let _ = f.send(Err(e.clone()));
@@ -431,6 +455,7 @@ impl Follower {
             if !same || self.first.is_some() {
                 self.rebuild();
             }
+            self.caught_up();
             loop {
                 let mut stream = match self.store.watch(self.revision).await {
                     Ok(s) => s,
@@ -478,6 +503,7 @@ impl Follower {
                             if changed {
                                 self.rebuild();
                             }
+                            self.caught_up();
                         }
                     }
                 }

@@ -188,6 +188,10 @@ impl Store for EmbeddedStore {
         format!("embedded {}", self.path.display())
     }
 
+    async fn revision(&self) -> Result<i64, StoreError> {
+        Ok(self.lock()?.revision)
+    }
+
     async fn list(&self) -> Result<Listing, StoreError> {
         let state = self.lock()?;
         let p = format!("{}/", self.prefix);

@@ -93,4 +93,10 @@ pub trait Store: Send + Sync {
     /// Changes after revision `after` (exclusive). A compacted start revision yields
     /// `Err(StoreError::Compacted)` either here or as the stream's first item.
     async fn watch(&self, after: i64) -> Result<WatchStream, StoreError>;
+
+    /// The store's current revision (the last change's). A store that can answer without a
+    /// listing should.
+    async fn revision(&self) -> Result<i64, StoreError> {
+        Ok(self.list().await?.revision)
+    }
 }
