@@ -75,3 +75,28 @@ falseargument 1 expected a 'string', got a 'number'
 3 2 nil 2,4,6
 a1 b2 c3 2,4
 134 nil2 1nil true true 2
+
+
+
+=== TEST 3: path joins, normalises and splits POSIX paths
+--- config
+    location /t {
+        content_by_lua_block {
+            local path = require("pl.path")
+            ngx.say(path.join("logs.example.com", "bulk", "tok", "tag", "bulk"), " ",
+                    path.join("/a/", "b"), " ", path.join("/a", "/abs"))
+            ngx.say(path.normpath("/v1/kv//secret/./a/../key/"), " ", path.normpath("a/../../b"),
+                    " ", path.normpath(""), " ", path.normpath("//x/y"), " ", path.normpath("/.."))
+            ngx.say(path.dirname("/a/b/c.txt"), " ", path.basename("/a/b/c.txt"), " ",
+                    path.dirname("/c"), " [", path.dirname("c"), "] ", path.extension("x/y.tar.gz"),
+                    " [", path.extension("x/.hidden"), "] ", (path.splitext("x/y.tar.gz")))
+            ngx.say(tostring(path.isabs("/a")), " ", tostring(path.isabs("a")), " ",
+                    path.abspath("b/../c", "/base"), " ", tostring(path.isdir("/")), " ",
+                    tostring(path.isfile("/")), " ", tostring(path.exists("/definitely/not/here")))
+        }
+    }
+--- response_body
+logs.example.com/bulk/tok/tag/bulk /a/b /abs
+/v1/kv/secret/key ../b . //x/y /
+/a/b c.txt / [] .gz [] x/y.tar
+true false /base/c true false false
