@@ -6,8 +6,7 @@
 local ngx = ngx
 local random_bytes = require("resty.random").bytes
 local byte, sub = string.byte, string.sub
-local floor = math.floor
-local concat = table.concat
+local floor, concat = math.floor, table.concat
 
 local _M = { _VERSION = "1.0.1" }
 
