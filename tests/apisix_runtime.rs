@@ -259,3 +259,43 @@ fn set_gzip_refuses_a_bad_level() {
     );
     assert_eq!(r.header("Content-Encoding"), None);
 }
+
+fn post_chunked(port: u16, chunks: &[&str]) -> (String, Vec<u8>) {
+    let mut req = String::from(
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for c in chunks {
+        req.push_str(&format!("{:x}\r\n{c}\r\n", c.len()));
+    }
+    req.push_str("0\r\n\r\n");
+    raw_body(&raw(port, req.as_bytes(), Duration::from_secs(10)))
+}
+
+#[test]
+fn set_client_max_body_size_limits_this_request_body() {
+    let echo = Echo::start("e");
+    let gw = gateway(&echo, "", "", "{max_body: 5}");
+    let r = request(gw.port, "POST", "/echo", &[], b"123456");
+    assert_eq!(r.status, 413, "{r:?}");
+    let r = request(gw.port, "POST", "/echo", &[], b"12345");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["body"], "12345");
+    let (head, _) = post_chunked(gw.port, &["Hello ", "world"]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        gw.error_log()
+            .contains("client intended to send too large chunked body"),
+        "{}",
+        gw.error_log()
+    );
+    // 0 lifts the limit, chunked bodies included.
+    let open = gateway(&echo, "    client_max_body_size: 4\n", "", "{max_body: 0}");
+    let (head, body) = post_chunked(open.port, &["Hello ", "world"]);
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "{head}\n{}",
+        open.error_log()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("echo JSON");
+    assert_eq!(v["body"], "Hello world");
+}

@@ -74,6 +74,9 @@ pub struct RequestCtx {
     pub req_headers_set: bool,
     /// `resty.apisix.response.set_gzip`: compress the response body (level 1–9).
     pub gzip: Option<u32>,
+    /// The client body's size limit (0 = none), shared with the body as it streams, for
+    /// `resty.apisix.client.set_client_max_body_size`.
+    pub body_limit: Option<std::rc::Rc<std::cell::Cell<u64>>>,
     /// The client (`$remote_addr`, `$remote_port`): the connection's peer unless realip or
     /// `resty.apisix.client.set_real_ip` named another.
     pub remote: SocketAddr,
@@ -161,6 +164,7 @@ impl RequestCtx {
             headers,
             req_headers_set: false,
             gzip: None,
+            body_limit: None,
             remote,
             peer,
             local,

@@ -541,10 +541,18 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         None => Uri::from_static("/"),
     };
     let body_error = Rc::new(Cell::new(None));
+    let body_limit = Rc::new(Cell::new(limit));
     let has_body = !(declared == Some(0)
         || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
-    let client_body =
-        has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+    let client_body = has_body.then(|| {
+        Body::client(
+            body,
+            body_limit.clone(),
+            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            settings.timeouts.body,
+            body_error.clone(),
+        )
+    });
 
     // `$host` is only needed when there is no Host header; owning it costs an allocation.
     let fallback_host = (!parts.headers.contains_key(header::HOST)).then(|| host.to_string());

@@ -431,9 +431,18 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     let body_error = Rc::new(Cell::new(None));
     let has_body = !(declared == Some(0)
         || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
-    let limit = settings.client_max_body_size;
-    let client_body =
-        has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+    // Shared with the request context: `set_client_max_body_size` changes it until the body
+    // has been read.
+    let body_limit = Rc::new(Cell::new(settings.client_max_body_size));
+    let client_body = has_body.then(|| {
+        Body::client(
+            body,
+            body_limit.clone(),
+            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            settings.timeouts.body,
+            body_error.clone(),
+        )
+    });
     let request_uri = parts
         .uri
         .path_and_query()
@@ -456,6 +465,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         ReqBody::Unread(client_body),
     );
     ctx.start = start;
+    ctx.body_limit = Some(body_limit);
     ctx.request_length = declared.unwrap_or(0);
     ctx.route_id = Some(route.id.0.clone());
     ctx.route_name = route.name.clone();

@@ -56,6 +56,29 @@ fn set_real_ip(lua: &Lua) -> mlua::Result<mlua::Function> {
     })
 }
 
+/// `set_client_max_body_size(bytes)`: the limit of this request's body (0 = none), applied
+/// as the body is read or forwarded; over it the client gets 413. `true`, or `nil, err`.
+fn set_client_max_body_size(lua: &Lua) -> mlua::Result<mlua::Function> {
+    lua.create_function(|lua, size: Value| {
+        let bytes = match size {
+            Value::Integer(n) if n >= 0 => n as u64,
+            Value::Number(n) if n >= 0.0 && n.fract() == 0.0 => n as u64,
+            _ => {
+                return Ok((
+                    Value::Nil,
+                    Value::String(lua.create_string("size should be a non-negative integer")?),
+                ));
+            }
+        };
+        request::with("resty.apisix.client.set_client_max_body_size", |r| {
+            if let Some(limit) = &r.body_limit {
+                limit.set(bytes);
+            }
+        })?;
+        Ok((Value::Boolean(true), Value::Nil))
+    })
+}
+
 /// `set_gzip({buffer_num, buffer_size, compress_level})`: compress this response with gzip at
 /// `compress_level` (1–9) when nginx's gzip filter would (see lua-api.md). The buffer settings
 /// are accepted and not used: moongate compresses as the body streams.
@@ -94,10 +117,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
             const M: &str = "resty.apisix.client";
             let m = lua.create_table()?;
             m.set("set_real_ip", set_real_ip(lua)?)?;
-            m.set(
-                "set_client_max_body_size",
-                unsupported(lua, M, "set_client_max_body_size")?,
-            )?;
+            m.set("set_client_max_body_size", set_client_max_body_size(lua)?)?;
             m.set(
                 "set_proxy_request_buffering",
                 unsupported(lua, M, "set_proxy_request_buffering")?,
