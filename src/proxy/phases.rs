@@ -49,6 +49,9 @@ pub(super) struct Incoming {
     pub start: Instant,
     /// The client address after realip.
     pub client: std::net::SocketAddr,
+    /// A request the gateway answers itself (the control API, `proxy::control`): no global
+    /// rules run and `ctx` names no route.
+    pub internal: bool,
 }
 
 /// How a run of phases ended.
@@ -418,10 +421,15 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         declared,
         start,
         client,
+        internal,
     } = inc;
     let settings = &cx.worker.shared.settings;
-    let chains: Vec<Arc<Chain>> = snapshot
-        .global_chains
+    let globals: &[Arc<Chain>] = if internal {
+        &[]
+    } else {
+        &snapshot.global_chains
+    };
+    let chains: Vec<Arc<Chain>> = globals
         .iter()
         .cloned()
         .chain(route.chain.iter().cloned())
@@ -467,9 +475,11 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     ctx.start = start;
     ctx.body_limit = Some(body_limit);
     ctx.request_length = declared.unwrap_or(0);
-    ctx.route_id = Some(route.id.0.clone());
-    ctx.route_name = route.name.clone();
-    ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+    if !internal {
+        ctx.route_id = Some(route.id.0.clone());
+        ctx.route_name = route.name.clone();
+        ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+    }
     let id = ctx.id;
     let req: SharedReq = Rc::new(RefCell::new(ctx));
     if uses_lua {
