@@ -379,7 +379,13 @@ fn last_log_entry(gw: &Gateway, after: usize) -> Value {
             .find_map(|l| l.split_once("shim-log: ").map(|(_, j)| j.to_string()));
         found.is_some()
     });
-    serde_json::from_str(&found.unwrap_or_default()).unwrap()
+    // The JSON is followed by the request tail nginx adds to a log line (`, client: …`).
+    let text = found.unwrap_or_default();
+    serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no JSON entry in {text:?}"))
 }
 
 #[test]

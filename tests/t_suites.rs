@@ -37,6 +37,7 @@ fn own_suites_pass_through_the_runner() {
         "t/runner/servers.t",
         "t/runner/skip-all.t",
         "t/ngx",
+        "t/libs",
     ]);
     assert!(ok, "moongate test failed:\n{out}");
     assert!(lines_starting(&out, "not ok").is_empty(), "{out}");

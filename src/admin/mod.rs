@@ -94,6 +94,11 @@ impl AdminApi {
             }) {
                 Ok(v) => Some(v),
                 Err(e) => {
+                    // APISIX logs the refused body too; tests grep for this line.
+                    log::error!(
+                        "invalid request body: {} err: {e}",
+                        String::from_utf8_lossy(&req.body)
+                    );
                     return Answer::json(
                         400,
                         json!({

@@ -209,7 +209,7 @@ impl LuaHost {
         // One call that builds the whole table Lua-side: each field set from Rust would be a
         // protected call of its own.
         // The request is not borrowed across the call: core.ctx may read it.
-        let (route_id, route_name, service_id, matched_uri, params) = {
+        let (route_id, route_name, service_id, matched_uri, params, real_request_uri, request_uri) = {
             let r = req.borrow();
             let params = if r.uri_params.is_empty() {
                 None
@@ -220,12 +220,19 @@ impl LuaHost {
                 }
                 Some(t)
             };
+            let normalised = if r.args.is_empty() {
+                r.uri.clone()
+            } else {
+                format!("{}?{}", r.uri, r.args)
+            };
             (
                 r.route_id.clone(),
                 r.route_name.clone(),
                 r.service_id.clone(),
                 r.matched_uri.clone(),
                 params,
+                r.request_uri.clone(),
+                normalised,
             )
         };
         init.call((
@@ -237,6 +244,8 @@ impl LuaHost {
             service_id,
             matched_uri,
             params,
+            real_request_uri,
+            request_uri,
         ))
     }
 
@@ -514,12 +523,18 @@ fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
 const API_CTX: &str = r#"
 local core_ctx = require("apisix.core.ctx")
 return function(conf_type, conf_id, conf_version, route_id, route_name, service_id,
-                matched_uri, params)
+                matched_uri, params, real_request_uri, request_uri)
     local api_ctx = {
         conf_type = conf_type, conf_id = conf_id, conf_version = conf_version,
         route_id = route_id, route_name = route_name, service_id = service_id,
     }
     core_ctx.set_vars_meta(api_ctx)
+    -- As APISIX's access phase does: plugins see `request_uri` rebuilt from the normalised
+    -- uri (so `/./a` cannot slip past a check on `/a`), the client's text in
+    -- `real_request_uri`.
+    local var = api_ctx.var
+    var.real_request_uri = real_request_uri
+    var.request_uri = request_uri
     local route_id = api_ctx.route_id
     if route_id then
         -- What plugins read of the matched route; `plugins` is filled by the runner.

@@ -69,7 +69,19 @@ pub struct RequestCtx {
     /// `$host`.
     pub host: String,
     pub headers: HeaderMap,
+    /// A request header was set, added or cleared since `resty.apisix.request`'s
+    /// `clear_request_header()` (APISIX drops its header cache on it).
+    pub req_headers_set: bool,
+    /// `resty.apisix.response.set_gzip`: compress the response body (level 1–9).
+    pub gzip: Option<u32>,
+    /// The client body's size limit (0 = none), shared with the body as it streams, for
+    /// `resty.apisix.client.set_client_max_body_size`.
+    pub body_limit: Option<std::rc::Rc<std::cell::Cell<u64>>>,
+    /// The client (`$remote_addr`, `$remote_port`): the connection's peer unless realip or
+    /// `resty.apisix.client.set_real_ip` named another.
     pub remote: SocketAddr,
+    /// The connection's peer (`$realip_remote_addr`, `$realip_remote_port`).
+    pub peer: SocketAddr,
     pub local: SocketAddr,
     pub scheme: &'static str,
     pub body: ReqBody,
@@ -136,6 +148,7 @@ impl RequestCtx {
         host: String,
         headers: HeaderMap,
         remote: SocketAddr,
+        peer: SocketAddr,
         local: SocketAddr,
         body: ReqBody,
     ) -> RequestCtx {
@@ -156,7 +169,11 @@ impl RequestCtx {
             args_changed: false,
             host,
             headers,
+            req_headers_set: false,
+            gzip: None,
+            body_limit: None,
             remote,
+            peer,
             local,
             scheme: "http",
             body,
@@ -267,10 +284,14 @@ impl RequestCtx {
             "is_args" => Cow::Borrowed(if self.args.is_empty() { "" } else { "?" }),
             "host" => Cow::Borrowed(&self.host),
             "hostname" => Cow::Owned(hostname()),
-            "remote_addr" | "realip_remote_addr" | "binary_remote_addr_text" => {
+            "remote_addr" | "binary_remote_addr_text" => {
                 Cow::Owned(crate::router::ip::canonical(self.remote.ip()).to_string())
             }
-            "remote_port" | "realip_remote_port" => Cow::Owned(self.remote.port().to_string()),
+            "remote_port" => Cow::Owned(self.remote.port().to_string()),
+            "realip_remote_addr" => {
+                Cow::Owned(crate::router::ip::canonical(self.peer.ip()).to_string())
+            }
+            "realip_remote_port" => Cow::Owned(self.peer.port().to_string()),
             "server_addr" => Cow::Owned(crate::router::ip::canonical(self.local.ip()).to_string()),
             "server_port" => Cow::Owned(self.local.port().to_string()),
             "scheme" => Cow::Borrowed(self.scheme),

@@ -9,9 +9,11 @@
 pub mod body;
 pub mod control;
 pub mod error_page;
+pub mod gzip;
 pub mod headers;
 pub mod phases;
 pub mod pool;
+pub mod realip;
 pub mod request;
 pub mod route_action;
 pub mod upstream_io;
@@ -54,6 +56,11 @@ pub struct Settings {
     pub keepalive_requests: u64,
     /// Access log path and format; `None` = off.
     pub access_log: Option<(PathBuf, Format)>,
+    /// Whose header names the client address (`real_ip_*`); `None` = nobody is trusted.
+    pub real_ip: Option<realip::RealIp>,
+    /// `apisix.trusted_addresses`: when set, the `X-Forwarded-For` of any other peer is
+    /// dropped before plugins see the request.
+    pub trusted_addresses: Option<crate::router::ip::IpSet>,
 }
 
 /// What every worker shares.
@@ -236,6 +243,9 @@ impl ConnCtx {
 
 /// What the access log needs about one request, captured before the request is forwarded.
 struct LogData {
+    /// The client address (`$remote_addr`): the connection's, or what realip or a plugin's
+    /// `set_real_ip` made it.
+    remote: SocketAddr,
     start: Instant,
     method: String,
     request_uri: String,
@@ -293,7 +303,7 @@ impl Finish for Done {
         ) {
             let (uri, args) = log.uri.split_once('?').unwrap_or((&log.uri, ""));
             let record = access::Record {
-                remote: cx.remote,
+                remote: log.remote,
                 server_port: cx.local.port(),
                 method: &log.method,
                 request_uri: &log.request_uri,
@@ -372,7 +382,19 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         None => Verdict::Ok,
     };
     let settings = &cx.worker.shared.settings;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // nginx's realip runs before anything else looks at the client.
+    let client = match &settings.real_ip {
+        Some(r) => r.client(cx.remote, &parts.headers),
+        None => cx.remote,
+    };
+    // With a trust boundary, a peer outside it cannot forge the chain of addresses (APISIX's
+    // access phase drops its X-Forwarded-For; the upstream gets only the peer's address).
+    if let Some(trusted) = &settings.trusted_addresses
+        && !trusted.contains(cx.remote.ip())
+    {
+        parts.headers.remove("x-forwarded-for");
+    }
 
     let mut log = settings.access_log.as_ref().map(|(_, format)| {
         let request_uri = parts
@@ -381,6 +403,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| parts.uri.to_string());
         Box::new(LogData {
+            remote: client,
             start,
             method: parts.method.as_str().to_string(),
             uri: request_uri.clone(),
@@ -404,7 +427,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     ) {
         log::info!(
             "{reason} while reading client request headers, client: {}",
-            cx.remote.ip()
+            client.ip()
         );
         let mut resp = error_page::page(status);
         resp.headers_mut()
@@ -461,7 +484,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         path: &path,
         query,
         request_uri,
-        remote: cx.remote,
+        remote: client,
         server_port: cx.local.port(),
         headers: &parts.headers,
     };
@@ -495,7 +518,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         log::error!(
             "client intended to send too large body: {} bytes, client: {}, request: \"{} {}\"",
             declared.unwrap_or(0),
-            cx.remote.ip(),
+            client.ip(),
             parts.method,
             request_uri
         );
@@ -525,6 +548,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
                 host,
                 declared,
                 start,
+                client,
                 internal: false,
             },
             log,
@@ -545,10 +569,18 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         None => Uri::from_static("/"),
     };
     let body_error = Rc::new(Cell::new(None));
+    let body_limit = Rc::new(Cell::new(limit));
     let has_body = !(declared == Some(0)
         || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
-    let client_body =
-        has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+    let client_body = has_body.then(|| {
+        Body::client(
+            body,
+            body_limit.clone(),
+            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            settings.timeouts.body,
+            body_error.clone(),
+        )
+    });
 
     // `$host` is only needed when there is no Host header; owning it costs an allocation.
     let fallback_host = (!parts.headers.contains_key(header::HOST)).then(|| host.to_string());
@@ -558,6 +590,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         &parts.uri,
         fallback_host.as_deref().unwrap_or(""),
         &cx,
+        client,
     );
 
     let fwd = Forward {
@@ -614,6 +647,7 @@ fn upstream_headers(
     uri: &Uri,
     host: &str,
     cx: &ConnCtx,
+    client: SocketAddr,
 ) -> Option<HeaderValue> {
     // HTTP/2 carries the host in `:authority` instead of `Host`.
     let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
@@ -638,7 +672,13 @@ fn upstream_headers(
     // `100-continue` is answered to the client by this hop (hyper does it when the body is
     // first read); the upstream gets the body without being asked, as nginx sends it.
     headers.remove(header::EXPECT);
-    headers::set_forwarding(headers, &cx.remote_ip, "http", fwd_host, fwd_port);
+    let client_ip = if client == cx.remote {
+        cx.remote_ip.clone()
+    } else {
+        HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
+            .unwrap_or_else(|_| cx.remote_ip.clone())
+    };
+    headers::set_forwarding(headers, &client_ip, "http", fwd_host, fwd_port);
     client_host
 }
 

@@ -50,6 +50,8 @@ pub(super) struct Incoming {
     /// The route uri that matched and the parameters it captured.
     pub matched_uri: Option<String>,
     pub uri_params: Vec<(String, String)>,
+    /// The client address after realip.
+    pub client: std::net::SocketAddr,
     /// A request the gateway answers itself (the control API, `proxy::control`): no global
     /// rules run and `ctx` names no route.
     pub internal: bool,
@@ -473,6 +475,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         start,
         matched_uri,
         uri_params,
+        client,
         internal,
     } = inc;
     let settings = &cx.worker.shared.settings;
@@ -491,9 +494,18 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     let body_error = Rc::new(Cell::new(None));
     let has_body = !(declared == Some(0)
         || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
-    let limit = settings.client_max_body_size;
-    let client_body =
-        has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+    // Shared with the request context: `set_client_max_body_size` changes it until the body
+    // has been read.
+    let body_limit = Rc::new(Cell::new(settings.client_max_body_size));
+    let client_body = has_body.then(|| {
+        Body::client(
+            body,
+            body_limit.clone(),
+            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            settings.timeouts.body,
+            body_error.clone(),
+        )
+    });
     let request_uri = parts
         .uri
         .path_and_query()
@@ -510,11 +522,13 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         request_uri,
         host,
         parts.headers,
+        client,
         cx.remote,
         cx.local,
         ReqBody::Unread(client_body),
     );
     ctx.start = start;
+    ctx.body_limit = Some(body_limit);
     ctx.request_length = declared.unwrap_or(0);
     if !internal {
         ctx.route_id = Some(route.id.0.clone());
@@ -746,7 +760,7 @@ async fn forward(
     {
         return Err((run.early_response(s), None));
     }
-    let (fwd_parts, host, method) = {
+    let (fwd_parts, host, method, client) = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
         let hash_key = match def.kind {
@@ -798,10 +812,16 @@ async fn forward(
             .or_else(|| super::route_action::host_rewrite(&route.action));
         let host = r.host.clone();
         let method = r.method.clone();
-        ((hash_key, uri, headers, body, host_override), host, method)
+        let client = r.remote;
+        (
+            (hash_key, uri, headers, body, host_override),
+            host,
+            method,
+            client,
+        )
     };
     let (hash_key, uri, mut headers, body, host_override) = fwd_parts;
-    let client_host = upstream_headers(&mut headers, client_uri, &host, cx);
+    let client_host = upstream_headers(&mut headers, client_uri, &host, cx, client);
     let fwd = Forward {
         cx,
         route: &route,
@@ -908,16 +928,29 @@ async fn respond(
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             }
+            let gzip = r.gzip.filter(|_| {
+                super::gzip::applies(&r.method, &r.headers, parts.status, &parts.headers)
+            });
+            if gzip.is_some() {
+                super::gzip::prepare_headers(&mut parts.headers);
+            }
             drop(r);
-            if filtering {
+            let body = if filtering {
                 Body::filtered(body, Box::new(LuaBodyFilter { run: run.clone() }))
             } else {
                 body
+            };
+            // After the Lua body filters, as nginx's gzip filter comes after lua-nginx-module's.
+            match gzip {
+                Some(level) => Body::filtered(body, Box::new(super::gzip::GzipFilter::new(level))),
+                None => body,
             }
         }
     };
     if let Some(l) = log.as_mut() {
         let r = run.req.borrow();
+        // A plugin's `set_real_ip` is what the access log reports, as `$remote_addr` does.
+        l.remote = r.remote;
         if let (Some(addr), Some(status)) = (r.upstream.addr, r.upstream.status) {
             l.upstream = Some(crate::observability::access::UpstreamRecord {
                 addr,

@@ -499,7 +499,11 @@ impl FileCtx<'_> {
 
     /// The gateway's `config.yaml`: the block's `yaml_config` (or the test default) with
     /// `extra_yaml_config` merged in, then what the runner needs (port, logs, Lua path).
-    fn gateway_config(&self, block: &Block) -> Result<String, String> {
+    fn gateway_config(
+        &self,
+        block: &Block,
+        real_ip: &[(&'static str, Json)],
+    ) -> Result<String, String> {
         let mut cfg = match block.text("yaml_config") {
             Some(t) => serde_norway::from_str(t).map_err(|e| format!("yaml_config: {e}"))?,
             None => ymap(),
@@ -604,6 +608,11 @@ impl FileCtx<'_> {
                 &["nginx_config", "worker_processes"],
                 serde_norway::Value::from(self.file.settings.workers.max(1)),
             );
+        }
+        // `--- http_config` realip directives sit in APISIX's http block, in front of its
+        // server: the gateway's config.yaml says the same.
+        for (key, value) in real_ip {
+            set_path(&mut cfg, &["nginx_config", "http", key], yaml_of(value));
         }
         serde_norway::to_string(&cfg).map_err(|e| e.to_string())
     }
@@ -961,7 +970,7 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     } else {
         ymap()
     };
-    let gw_config = match ctx.gateway_config(block) {
+    let gw_config = match ctx.gateway_config(block, &mock.real_ip) {
         Ok(c) => c,
         Err(e) => return Outcome::Fail(vec![e]),
     };

@@ -1,5 +1,6 @@
 //! Libraries OpenResty bundles that plugins `require`, written natively where it pays.
 
+pub mod apisix_runtime;
 pub mod cjson;
 pub mod crypto;
 pub mod dns;

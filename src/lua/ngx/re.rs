@@ -15,6 +15,18 @@ use std::rc::Rc;
 use mlua::{Function, IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 use pcre2::bytes::{CaptureLocations, Regex, RegexBuilder};
 
+/// OpenResty links PCRE1, and tests compare its compile errors: PCRE2's messages that PCRE1
+/// words differently are translated back; the others are the same text in both.
+fn pcre1_wording(pcre2: &str) -> &str {
+    match pcre2 {
+        "missing closing parenthesis" => "missing )",
+        "quantifier does not follow a repeatable item" => "nothing to repeat",
+        "unmatched closing parenthesis" => "unmatched parentheses",
+        "missing ) after (?# comment" => "missing ) after comment",
+        other => other,
+    }
+}
+
 /// lua-nginx-module's default `lua_regex_cache_max_entries`.
 const CACHE_MAX: usize = 1024;
 
@@ -92,9 +104,11 @@ fn compile(pattern: &[u8], opts: &str) -> Result<Rc<Compiled>, String> {
         format!("{prefix}{text}")
     };
     let re = b.build(&full).map_err(|e| {
+        let msg = e.to_string();
+        let reason = msg.rsplit(": ").next().unwrap_or("");
         format!(
             "pcre_compile() failed: {} in \"{text}\"",
-            e.to_string().rsplit(": ").next().unwrap_or("")
+            pcre1_wording(reason)
         )
     })?;
     let names = re.capture_names().to_vec();

@@ -285,6 +285,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 vals = None;
             }
             request::with("ngx.req.set_header", |r| {
+                r.req_headers_set = true;
                 r.headers.remove(&n);
                 for v in vals.into_iter().flatten() {
                     r.headers.append(n.clone(), v);
@@ -303,6 +304,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         let n = header_name(&name, "ngx.req.add_header")?;
         let vals = header_values(&value, "ngx.req.add_header")?;
         request::with("ngx.req.add_header", |r| {
+            r.req_headers_set = true;
             for v in vals.into_iter().flatten() {
                 r.headers.append(n.clone(), v);
             }
@@ -320,6 +322,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         lua.create_function(|_, name: LuaString| {
             let n = header_name(&name, "ngx.req.clear_header")?;
             request::with("ngx.req.clear_header", |r| {
+                r.req_headers_set = true;
                 r.headers.remove(&n);
             })
         })?,

@@ -104,6 +104,7 @@ impl LuaVm {
         )?;
         super::lib::cjson::register(&lua)?;
         super::lib::resty::register(&lua)?;
+        super::lib::apisix_runtime::register(&lua)?;
         super::config_view::register(&lua)?;
         super::upstream_choice::register(&lua)?;
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
