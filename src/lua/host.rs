@@ -148,6 +148,8 @@ impl LuaHost {
                         .ok_or_else(|| format!("plugin {} is not loaded on this worker", e.name))?;
                     let module: Table = lua.registry_value(m).map_err(|x| x.to_string())?;
                     let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
+                    // Checked as stored (APISIX checks before decrypting), then opened.
+                    plugin::seal_table(&self.vm, &e.name, &conf, None, plugin::Seal::Decrypt)?;
                     let entry = lua.create_table().map_err(|x| x.to_string())?;
                     entry
                         .set("name", e.name.as_str())
@@ -207,12 +209,23 @@ impl LuaHost {
         // One call that builds the whole table Lua-side: each field set from Rust would be a
         // protected call of its own.
         // The request is not borrowed across the call: core.ctx may read it.
-        let (route_id, route_name, service_id) = {
+        let (route_id, route_name, service_id, matched_uri, params) = {
             let r = req.borrow();
+            let params = if r.uri_params.is_empty() {
+                None
+            } else {
+                let t = lua.create_table_with_capacity(0, r.uri_params.len())?;
+                for (k, v) in &r.uri_params {
+                    t.raw_set(k.as_str(), v.as_str())?;
+                }
+                Some(t)
+            };
             (
                 r.route_id.clone(),
                 r.route_name.clone(),
                 r.service_id.clone(),
+                r.matched_uri.clone(),
+                params,
             )
         };
         init.call((
@@ -222,6 +235,8 @@ impl LuaHost {
             route_id,
             route_name,
             service_id,
+            matched_uri,
+            params,
         ))
     }
 
@@ -498,7 +513,8 @@ fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
 /// Completes a new `api_ctx` on the Lua side (see `new_api_ctx`).
 const API_CTX: &str = r#"
 local core_ctx = require("apisix.core.ctx")
-return function(conf_type, conf_id, conf_version, route_id, route_name, service_id)
+return function(conf_type, conf_id, conf_version, route_id, route_name, service_id,
+                matched_uri, params)
     local api_ctx = {
         conf_type = conf_type, conf_id = conf_id, conf_version = conf_version,
         route_id = route_id, route_name = route_name, service_id = service_id,
@@ -514,8 +530,10 @@ return function(conf_type, conf_id, conf_version, route_id, route_name, service_
             value = { id = route_id, name = api_ctx.route_name, service_id = api_ctx.service_id },
         }
     end
-    -- Router captures (uri_param_*) are not passed from the Rust router yet.
-    api_ctx.curr_req_matched = {}
+    -- What the router matched: the route uri (`_path`) and its parameters (`uri_param_NAME`).
+    local matched = params or {}
+    matched._path = matched_uri
+    api_ctx.curr_req_matched = matched
     return api_ctx
 end
 "#;

@@ -531,8 +531,12 @@ impl Builder {
                 dirty.lua_view = true;
                 dirty.groups.insert(id.0.clone());
             }
-            "plugin_metadata" => dirty.lua_view = true,
-            "global_rules" => dirty.globals = true,
+            // Lua reads these through `moongate.config.document()`, cached per view version.
+            "plugin_metadata" | "ssls" | "secrets" => dirty.lua_view = true,
+            "global_rules" => {
+                dirty.globals = true;
+                dirty.lua_view = true;
+            }
             _ => {}
         }
     }
