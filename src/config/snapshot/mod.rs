@@ -223,7 +223,34 @@ impl Snapshot {
                 None
             } else {
                 match Chain::build(format!("route#{id}"), owner, &plugins, catalog) {
-                    Ok(c) => Some(Arc::new(c)),
+                    Ok(mut c) => {
+                        // Confs the route did not write itself keep the key of the resource
+                        // they came from, as APISIX's merge keeps their `_meta.parent`.
+                        for name in plugins.keys().filter(|n| !r.plugins.contains_key(*n)) {
+                            let from_pc = r.plugin_config_id.as_ref().and_then(|pcid| {
+                                res.others
+                                    .plugin_configs
+                                    .iter()
+                                    .find(|p| &p.id == pcid)
+                                    .filter(|pc| {
+                                        pc.value
+                                            .get("plugins")
+                                            .and_then(|v| v.get(name.as_str()))
+                                            .is_some()
+                                    })
+                                    .map(|pc| format!("/apisix/plugin_configs/{}", pc.id))
+                            });
+                            let from_service = || {
+                                r.service_id
+                                    .as_ref()
+                                    .map(|sid| format!("/apisix/services/{sid}"))
+                            };
+                            if let Some(k) = from_pc.or_else(from_service) {
+                                c.set_parent(name, &k);
+                            }
+                        }
+                        Some(Arc::new(c))
+                    }
                     Err(errs) => {
                         for e in errs {
                             errors.push(ConfigError::new(&label, e.field, e.message));
@@ -425,7 +452,16 @@ fn consumer_entries(
                 conf_version: version.to_string(),
             };
             match Chain::build(format!("consumer#{username}"), owner, &merged, catalog) {
-                Ok(c) if !c.entries.is_empty() => Some(Arc::new(c)),
+                Ok(mut chain) if !chain.entries.is_empty() => {
+                    // The group's confs the consumer does not override belong to the group.
+                    if let Some(gid) = &group_id {
+                        let own = plugins_of(&c.value);
+                        for name in merged.keys().filter(|n| !own.contains_key(*n)) {
+                            chain.set_parent(name, &format!("/apisix/consumer_groups/{gid}"));
+                        }
+                    }
+                    Some(Arc::new(chain))
+                }
                 Ok(_) => None,
                 Err(errs) => {
                     for e in errs {
