@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::*;
 
 /// Indents Lua source under a YAML block scalar.
@@ -331,4 +331,94 @@ ngx.say("no sentinel ", tostring(none), " ", nerr, " ", previous[1])
          bad url could not parse the connection URL: nonsense\n\
          no sentinel nil no hosts available connection refused\n"
     );
+}
+
+#[test]
+fn the_cluster_client_routes_by_slot_follows_moved_and_splits_pipelines() {
+    let cluster = RedisCluster::start(3);
+    let p0 = cluster.nodes[0].port;
+    let port = free_port();
+    let lua_set = r##"
+local cluster = require("resty.rediscluster")
+local red = assert(cluster:new({name = "c1", serv_list = {{ip = "127.0.0.1", port = P0}},
+    connect_timeout = 1000, read_timeout = 1000, send_timeout = 1000}))
+local key
+for i = 1, 500000 do
+    if cluster.key_slot("k" .. i) == 0 then key = "k" .. i break end
+end
+assert(red:set(key, "v1"))
+for i = 1, 30 do assert(red:set("spread" .. i, i)) end
+red:init_pipeline()
+for i = 1, 30 do red:get("spread" .. i) end
+red:set("{user1}.a", "A")
+red:get("{user1}.a")
+local res = assert(red:commit_pipeline())
+ngx.say(key)
+ngx.say(table.concat(res, ",", 1, 30), " ", res[31], " ", res[32])
+ngx.say("eval ", red:eval("return redis.call('get', KEYS[1])", 1, key))
+ngx.say("hash tags ", cluster.key_slot("{user1}.a") == cluster.key_slot("{user1}.b"))
+"##
+    .replace("P0", &p0.to_string());
+    let lua_get = r##"
+local key = ngx.var.arg_key
+local plain = require("resty.redis").new()
+plain:connect("127.0.0.1", P0)
+local _, moved = plain:get(key)
+ngx.say("old node: ", moved:match("^MOVED 0 "))
+plain:close()
+local red = assert(require("resty.rediscluster"):new({name = "c1",
+    serv_list = {{ip = "127.0.0.1", port = P0}}}))
+ngx.say("through the cluster client: ", red:get(key))
+"##
+    .replace("P0", &p0.to_string());
+    let routes = format!(
+        "routes:\n  - id: set\n    uri: /set\n    lua_handlers:\n      content_by_lua: |\n{}  - id: get\n    uri: /get\n    lua_handlers:\n      content_by_lua: |\n{}",
+        block(&lua_set),
+        block(&lua_get)
+    );
+    let gw = Gateway::start_with_config(&config_yaml(port, ""), port, &routes_file(&routes));
+    let body = body_of_path(&gw, "/set");
+    let mut lines = body.lines();
+    let key = lines.next().unwrap().to_string();
+    let expected: Vec<String> = (1..=30).map(|i| i.to_string()).collect();
+    assert_eq!(
+        lines.next(),
+        Some(format!("{} OK A", expected.join(",")).as_str())
+    );
+    assert_eq!(lines.next(), Some("eval v1"));
+    assert_eq!(lines.next(), Some("hash tags true"));
+    // The keys went to every master.
+    for node in &cluster.nodes {
+        let size = node.command(None, &["DBSIZE"]);
+        assert_ne!(size.trim(), ":0", "a node got no key");
+    }
+
+    // Move slot 0 (with the key) to the second node; the gateway's cached slot map is stale.
+    let (from, to) = (cluster.node_id(0), cluster.node_id(1));
+    cluster.cli(&[
+        "reshard",
+        "--cluster-from",
+        &from,
+        "--cluster-to",
+        &to,
+        "--cluster-slots",
+        "1",
+        "--cluster-yes",
+    ]);
+    cluster.wait_ok();
+    assert_eq!(
+        cluster.nodes[1].command(None, &["GET", &key]),
+        "$2\r\nv1\r\n",
+        "reshard did not move slot 0 to the second node"
+    );
+    assert_eq!(
+        body_of_path(&gw, &format!("/get?key={key}")),
+        "old node: MOVED 0 \nthrough the cluster client: v1\n"
+    );
+}
+
+fn body_of_path(gw: &Gateway, path: &str) -> String {
+    let r = gw.get(path);
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    r.body.clone()
 }

@@ -256,6 +256,9 @@ local function execute(self, cmd, ...)
             release(self, red)
             local kind, target = redirection(rerr)
             if not kind then
+                if rerr == nil then
+                    return res
+                end
                 return res, rerr
             end
             redirects = redirects + 1

@@ -24,8 +24,12 @@ impl RedisServer {
     /// A server with extra command-line settings, e.g. `["--requirepass", "pw"]` or
     /// `["--user", "alice", "on", ">secret", "~*", "&*", "+@all"]`.
     pub fn start_with(args: &[&str]) -> RedisServer {
+        RedisServer::start_on(free_port(), args)
+    }
+
+    /// A server on `port`.
+    pub fn start_on(port: u16, args: &[&str]) -> RedisServer {
         let dir = TempDir::new("redis");
-        let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -138,5 +142,97 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Redis Cluster of `n` masters (no replicas) on free loopback ports, made with
+/// `redis-cli --cluster create`; every node is killed when the value drops.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+/// A port whose cluster bus port (port + 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55000 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let port = cluster_port();
+            nodes.push(RedisServer::start_on(
+                port,
+                &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+            ));
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli (installed with redis-server): {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits until every node says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        let end = Instant::now() + Duration::from_secs(20);
+        for node in &self.nodes {
+            while !node
+                .command(None, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+            {
+                assert!(Instant::now() < end, "the cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Runs `redis-cli --cluster ARGS…` against the first node.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let first = format!("127.0.0.1:{}", self.nodes[0].port);
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster")
+            .arg(args[0])
+            .arg(&first)
+            .args(&args[1..]);
+        let out = cmd.output().expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The node id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        let reply = self.nodes[i].command(None, &["CLUSTER", "MYID"]);
+        reply
+            .lines()
+            .nth(1)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
     }
 }
