@@ -157,6 +157,21 @@ fn initial_envoy(
     Ok((snapshot, cfg))
 }
 
+/// The snapshot a store-backed node serves until its first listing is compiled.
+fn empty_snapshot(
+    resolver: &Arc<SystemResolver>,
+    registry: &PluginRegistry,
+) -> anyhow::Result<Snapshot> {
+    Snapshot::build(
+        Default::default(),
+        0,
+        None,
+        resolver.as_ref(),
+        &registry.catalog(),
+    )
+    .map_err(|_| anyhow::anyhow!("cannot build an empty snapshot"))
+}
+
 /// Where routes come from: the node config's provider, or `--envoy FILE`.
 fn provider_of(node: &NodeConfig, envoy_file: Option<&Path>) -> Provider {
     match envoy_file {
@@ -210,6 +225,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     let routes = match &provider {
         Provider::Yaml { path } | Provider::Envoy { path } => path.clone(),
         Provider::Embedded { seed, .. } => seed.clone(),
+        Provider::Etcd { .. } => PathBuf::new(),
     };
     let (store, config_source, specs) = match &provider {
         Provider::Yaml { path } => {
@@ -251,15 +267,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             (store, ConfigSource::File(watcher, "envoy"), specs)
         }
         Provider::Embedded { data_file, seed } => {
-            let empty = Snapshot::build(
-                Default::default(),
-                0,
-                None,
-                resolver.as_ref(),
-                &registry.catalog(),
-            )
-            .map_err(|_| anyhow::anyhow!("cannot build an empty snapshot"))?;
-            let published = Arc::new(ArcSwap::from_pointee(empty));
+            let published = Arc::new(ArcSwap::from_pointee(empty_snapshot(&resolver, &registry)?));
             let plane = crate::admin::start::embedded(
                 data_file,
                 seed,
@@ -272,12 +280,35 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             .context("cannot start the config plane")?;
             (published, ConfigSource::Store(plane), node_specs)
         }
+        Provider::Etcd { etcd, last_good } => {
+            let published = Arc::new(ArcSwap::from_pointee(empty_snapshot(&resolver, &registry)?));
+            let plane = crate::admin::start::etcd(
+                etcd,
+                node.role,
+                last_good,
+                node.admin.as_ref(),
+                prefix,
+                published.clone(),
+                resolver,
+                registry.clone(),
+            )
+            .context("cannot start the config plane")?;
+            // A control_plane node serves the Admin API only.
+            let specs = if node.role.serves_data() {
+                node_specs
+            } else {
+                Vec::new()
+            };
+            (published, ConfigSource::Store(plane), specs)
+        }
     };
 
     let specs = with_control_listener(specs, &node)?;
     let shared = Arc::new(Shared {
         admin: match &config_source {
-            ConfigSource::Store(p) if p.serve_on_data_port => Some(p.admin.handle.clone()),
+            ConfigSource::Store(p) if p.serve_on_data_port => {
+                p.admin.as_ref().map(|a| a.handle.clone())
+            }
             _ => None,
         },
         control_on_data_port: node.control.serve_on_data_port,
@@ -288,12 +319,17 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             phase_timeout: node.lua_phase_timeout,
         }),
     });
-    let server = Server::start(
-        &specs,
-        node.worker_processes,
-        shared,
-        node.worker_shutdown_timeout,
-    )?;
+    // A control_plane node has no proxy listener; it still serves the control API when on.
+    let server = if specs.is_empty() {
+        None
+    } else {
+        Some(Server::start(
+            &specs,
+            node.worker_processes,
+            shared,
+            node.worker_shutdown_timeout,
+        )?)
+    };
     let addrs: Vec<String> = specs
         .iter()
         .filter(|s| s.serves == Serves::Proxy)
@@ -309,11 +345,20 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
         }
         ConfigSource::Store(p) => p.describe(),
     };
+    let listening = if addrs.is_empty() {
+        "no data-plane listener".to_string()
+    } else {
+        format!(
+            "{} worker(s), listening on {}",
+            node.worker_processes,
+            addrs.join(", ")
+        )
+    };
     let banner = format!(
-        "moongate {} started: {} worker(s), listening on {}, {source}{control}",
+        "moongate {} started ({}, {} provider): {listening}, {source}{control}",
         env!("CARGO_PKG_VERSION"),
-        node.worker_processes,
-        addrs.join(", "),
+        node.role.name(),
+        provider.name(),
     );
     log::info!(target: "notice", "{banner}");
     eprintln!("{banner}");
@@ -324,7 +369,9 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     };
     signals.wait(watcher, &registry);
     log::info!(target: "notice", "shutting down: draining connections");
-    server.shutdown();
+    if let Some(server) = server {
+        server.shutdown();
+    }
     match config_source {
         ConfigSource::File(w, _) => w.stop(),
         ConfigSource::Store(p) => p.stop(),
@@ -451,6 +498,17 @@ pub fn check(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow:
                 initial_snapshot(&seed, &SystemResolver, &catalog)?;
             }
             seed
+        }
+        Provider::Etcd { etcd, .. } => {
+            // Certificates and URLs are checked; etcd itself is only reached by `run`.
+            let store = crate::config::store::etcd::EtcdStore::new(&etcd)
+                .map_err(|e| anyhow::anyhow!("deployment.etcd: {e}"))?;
+            println!(
+                "configuration {} is valid; routes are read from {} when running",
+                prefix.join(config).display(),
+                crate::config::store::Store::describe(&store)
+            );
+            return Ok(());
         }
     };
     println!(

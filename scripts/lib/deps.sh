@@ -14,6 +14,11 @@ done
 # tests/lua_redis.rs, tests/rate_limits.rs start their own redis-server (the Redis clients
 # and the limit-* Redis policies run against a real Redis).
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The etcd client crate compiles etcd's gRPC definitions with protoc; tests/etcd.rs starts a real
+# etcd server and drives it with etcdctl.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 if [ ${#need[@]} -gt 0 ]; then
     echo "$(basename "$0"): installing ${need[*]}"
     SUDO=""

@@ -1,5 +1,6 @@
-//! Starting a node's config plane: the embedded store (seeded once from `conf/apisix.yaml`),
-//! the data-plane sync that follows it, and the Admin API over it, keys resolved.
+//! Starting a node's config plane: the store (embedded, seeded once from `conf/apisix.yaml`, or
+//! etcd), the data-plane sync that follows it, and the Admin API over it, keys resolved. Which
+//! of the two run depends on `deployment.role`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,11 +10,13 @@ use arc_swap::ArcSwap;
 use super::AdminApi;
 use super::auth::{Access, AdminKey, Role, generate_key};
 use super::server::AdminServer;
-use crate::config::node::AdminConfig;
+use crate::config::node::{AdminConfig, EtcdConfig, Role as NodeRole};
 use crate::config::provider::store::{StoreSync, seed as seed_store};
 use crate::config::snapshot::Snapshot;
 use crate::config::store::Store;
 use crate::config::store::embedded::EmbeddedStore;
+use crate::config::store::etcd::EtcdStore;
+use crate::config::store::last_good::LastGoodStore;
 use crate::plugin::registry::PluginRegistry;
 use crate::router::ip::Cidr;
 use crate::upstream::Resolve;
@@ -24,33 +27,42 @@ pub struct StartError(pub String);
 
 /// A running config plane: stop it after the workers.
 pub struct ConfigPlane {
-    pub admin: AdminServer,
-    pub sync: StoreSync,
+    /// `None` on a `data_plane` node.
+    pub admin: Option<AdminServer>,
+    /// `None` on a `control_plane` node.
+    pub sync: Option<StoreSync>,
     pub serve_on_data_port: bool,
     pub store_description: String,
 }
 
 impl ConfigPlane {
-    /// The start-up line's part about config: provider and Admin API address.
+    /// The start-up line's part about config: provider (etcd endpoints) and Admin API address.
     pub fn describe(&self) -> String {
-        let admin = match self.admin.addr {
-            Some(a) => format!("Admin API on http://{a}/apisix/admin"),
-            None => "no Admin API listener".to_string(),
+        let admin = match self.admin.as_ref().map(|a| a.addr) {
+            Some(Some(a)) => format!("Admin API on http://{a}/apisix/admin"),
+            Some(None) => "no Admin API listener".to_string(),
+            None => "no Admin API (data_plane)".to_string(),
         };
-        let data = if self.serve_on_data_port {
+        let data = if self.serve_on_data_port && self.admin.is_some() {
             " (and on the data port)"
         } else {
             ""
         };
-        format!(
-            "config from the {} store, {admin}{data}",
-            self.store_description
-        )
+        let read = if self.sync.is_some() {
+            "config from"
+        } else {
+            "config kept in"
+        };
+        format!("{read} the {} store, {admin}{data}", self.store_description)
     }
 
     pub fn stop(self) {
-        self.sync.stop();
-        self.admin.stop();
+        if let Some(s) = self.sync {
+            s.stop();
+        }
+        if let Some(a) = self.admin {
+            a.stop();
+        }
     }
 }
 
@@ -167,7 +179,79 @@ pub fn plane(
     plugins: Arc<PluginRegistry>,
     need_first_list: bool,
 ) -> Result<ConfigPlane, StartError> {
-    let (sync, first) = StoreSync::start(store.clone(), published, resolver, plugins.clone())
+    let sync = start_sync(
+        store.clone(),
+        published,
+        resolver,
+        plugins.clone(),
+        need_first_list,
+    )?;
+    let default_admin = default_admin();
+    let admin = admin.unwrap_or(&default_admin);
+    let server = start_admin(store.clone(), admin, prefix, plugins)?;
+    Ok(ConfigPlane {
+        admin: Some(server),
+        sync: Some(sync),
+        serve_on_data_port: admin.serve_on_data_port,
+        store_description: store.describe(),
+    })
+}
+
+/// The etcd provider, by role: `traditional` runs the sync and the Admin API, `data_plane` the
+/// sync only (it never writes to etcd), `control_plane` the Admin API only. The sync reads
+/// through a [`LastGoodStore`] kept at `last_good`, so a node started while etcd is down serves
+/// its last good config.
+#[allow(clippy::too_many_arguments)]
+pub fn etcd(
+    cfg: &EtcdConfig,
+    role: NodeRole,
+    last_good: &Path,
+    admin: Option<&AdminConfig>,
+    prefix: &Path,
+    published: Arc<ArcSwap<Snapshot>>,
+    resolver: Arc<dyn Resolve + Send + Sync>,
+    plugins: Arc<PluginRegistry>,
+) -> Result<ConfigPlane, StartError> {
+    let store: Arc<dyn Store> =
+        Arc::new(EtcdStore::new(cfg).map_err(|e| StartError(format!("deployment.etcd: {e}")))?);
+    let sync = if role.serves_data() {
+        let saved = LastGoodStore::new(store.clone(), last_good).map_err(|e| {
+            StartError(format!(
+                "cannot start the writer of {}: {e}",
+                last_good.display()
+            ))
+        })?;
+        Some(start_sync(
+            Arc::new(saved),
+            published,
+            resolver,
+            plugins.clone(),
+            false,
+        )?)
+    } else {
+        None
+    };
+    let server = match (role, admin) {
+        (NodeRole::DataPlane, _) | (_, None) => None,
+        (_, Some(admin)) => Some(start_admin(store.clone(), admin, prefix, plugins)?),
+    };
+    Ok(ConfigPlane {
+        serve_on_data_port: server.is_some() && admin.is_some_and(|a| a.serve_on_data_port),
+        admin: server,
+        sync,
+        store_description: store.describe(),
+    })
+}
+
+/// Starts the data-plane sync of `store` into `published`; see [`plane`] for `need_first_list`.
+fn start_sync(
+    store: Arc<dyn Store>,
+    published: Arc<ArcSwap<Snapshot>>,
+    resolver: Arc<dyn Resolve + Send + Sync>,
+    plugins: Arc<PluginRegistry>,
+    need_first_list: bool,
+) -> Result<StoreSync, StartError> {
+    let (sync, first) = StoreSync::start(store.clone(), published, resolver, plugins)
         .map_err(|e| StartError(format!("cannot start the config sync: {e}")))?;
     if let Err(e) = first {
         if need_first_list {
@@ -178,22 +262,28 @@ pub fn plane(
             store.describe()
         );
     }
+    Ok(sync)
+}
 
-    let default_admin;
-    let admin = match admin {
-        Some(a) => a,
-        None => {
-            default_admin = AdminConfig {
-                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9180)),
-                keys: vec![("admin".into(), String::new(), "admin".into())],
-                key_required: true,
-                allow: vec!["127.0.0.0/24".into()],
-                key_in_query: false,
-                serve_on_data_port: false,
-            };
-            &default_admin
-        }
-    };
+/// The Admin API a node gets when its config says nothing: loopback, a generated key.
+fn default_admin() -> AdminConfig {
+    AdminConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9180)),
+        keys: vec![("admin".into(), String::new(), "admin".into())],
+        key_required: true,
+        allow: vec!["127.0.0.0/24".into()],
+        key_in_query: false,
+        serve_on_data_port: false,
+    }
+}
+
+/// Starts the Admin API over `store`.
+fn start_admin(
+    store: Arc<dyn Store>,
+    admin: &AdminConfig,
+    prefix: &Path,
+    plugins: Arc<PluginRegistry>,
+) -> Result<AdminServer, StartError> {
     let keys = resolve_keys(admin, prefix)?;
     let allow = admin
         .allow
@@ -201,7 +291,7 @@ pub fn plane(
         .map(|c| Cidr::parse(c).map_err(StartError))
         .collect::<Result<Vec<_>, _>>()?;
     let api = Arc::new(AdminApi {
-        store: store.clone(),
+        store,
         plugins,
         access: Access {
             allow: Some(allow),
@@ -209,12 +299,5 @@ pub fn plane(
             key_in_query: admin.key_in_query,
         },
     });
-    let server =
-        AdminServer::start(Some(admin.listen), api).map_err(|e| StartError(e.to_string()))?;
-    Ok(ConfigPlane {
-        admin: server,
-        sync,
-        serve_on_data_port: admin.serve_on_data_port,
-        store_description: store.describe(),
-    })
+    AdminServer::start(Some(admin.listen), api).map_err(|e| StartError(e.to_string()))
 }

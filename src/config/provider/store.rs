@@ -353,7 +353,14 @@ impl Follower {
         }
         if !self.outage {
             self.outage = true;
-            log::warn!(
+            // An unreachable store (etcd) warns about its own outages, once each; repeating
+            // it here would make two warnings of one outage.
+            let level = match e {
+                StoreError::Unavailable(_) => log::Level::Info,
+                _ => log::Level::Warn,
+            };
+            log::log!(
+                level,
                 "{what} from {} failed ({e}); the current config keeps serving, retrying",
                 self.store.describe()
             );
@@ -363,7 +370,7 @@ impl Follower {
     fn recovered(&mut self) {
         if self.outage {
             self.outage = false;
-            log::warn!("{} is reachable again", self.store.describe());
+            log::info!(target: "notice", "{} is reachable again", self.store.describe());
         }
     }
 

@@ -12,7 +12,6 @@
 //! it would against a compacted etcd. This module never talks to the network.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -132,20 +131,8 @@ impl EmbeddedStore {
         };
         let bytes = serde_json::to_vec(&data)
             .map_err(|e| failed("cannot encode the store for", &self.path, e))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| failed("cannot create", dir, e))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| failed("cannot create", &tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| failed("cannot write", &tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| failed("cannot replace", &self.path, e))?;
-        // The rename is only durable once the directory entry is.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        super::write_atomically(&self.path, &bytes)
+            .map_err(|e| failed("cannot write", &self.path, e))
     }
 
     /// Records `event` at the current revision and hands it to every watcher.
