@@ -9,82 +9,83 @@
 -- pool name carries the scheme, address, database and a digest of the credentials (never the
 -- credentials themselves).
 
-local core = require("apisix.core")
-local redis = require("resty.redis")
+local log = require("apisix.core").log
+local resty_redis = require("resty.redis")
 
-local ngx = ngx
-local crc32 = ngx.crc32_long
-local tostring = tostring
+local checksum = ngx.crc32_long
+local concat = table.concat
 
-local _M = { version = 0.1 }
+-- TLS connections with and without certificate checks must not share a pool either.
+local TLS_SCHEMES = { [true] = "rediss-verify", [false] = "rediss" }
 
 local function pool_name(conf)
-    local scheme = "redis"
-    if conf.redis_ssl then
-        scheme = conf.redis_ssl_verify and "rediss-verify" or "rediss"
+    local scheme = conf.redis_ssl and TLS_SCHEMES[conf.redis_ssl_verify == true] or "redis"
+    local parts = {
+        scheme, conf.redis_host, conf.redis_port or 6379, conf.redis_database or 0,
+    }
+    local secret = conf.redis_password
+    if secret and secret ~= "" then
+        parts[#parts + 1] = checksum((conf.redis_username or "") .. ":" .. secret)
     end
-    local name = scheme .. "#" .. conf.redis_host .. "#" .. tostring(conf.redis_port or 6379)
-        .. "#" .. tostring(conf.redis_database or 0)
-    local password = conf.redis_password
-    if password and password ~= "" then
-        name = name .. "#" .. crc32((conf.redis_username or "") .. ":" .. password)
+    return concat(parts, "#")
+end
+
+-- AUTH as the user when one is named, else with the password alone.
+local function login(red, user, secret)
+    if user then
+        return red:auth(user, secret)
     end
-    return name
+    return red:auth(secret)
 end
 
 -- The first use of a connection: log in, then pick the database.
 local function prepare(red, conf)
-    local password = conf.redis_password
-    if password and password ~= "" then
-        local ok, err
-        if conf.redis_username then
-            ok, err = red:auth(conf.redis_username, password)
-        else
-            ok, err = red:auth(password)
-        end
-        if not ok then
-            return nil, err
+    local secret = conf.redis_password
+    if secret and secret ~= "" then
+        local done, why = login(red, conf.redis_username, secret)
+        if not done then
+            return nil, why
         end
     end
 
     local db = conf.redis_database or 0
-    if db ~= 0 then
-        local ok, err = red:select(db)
-        if not ok then
-            return false, "failed to change redis db, err: " .. tostring(err)
-        end
+    if db == 0 then
+        return true
     end
-    return true
+    local selected, why = red:select(db)
+    if selected then
+        return true
+    end
+    return false, "failed to change redis db, err: " .. tostring(why)
 end
 
-function _M.new(conf)
-    local red = redis.new()
-    local timeout = conf.redis_timeout or 1000
-    red:set_timeouts(timeout, timeout, timeout)
+local function new(conf)
+    local red = resty_redis.new()
+    local ms = conf.redis_timeout or 1000
+    red:set_timeouts(ms, ms, ms)
 
-    local ok, err = red:connect(conf.redis_host, conf.redis_port or 6379, {
-        ssl = conf.redis_ssl,
-        ssl_verify = conf.redis_ssl_verify,
-        pool = pool_name(conf),
-    })
-    if not ok then
-        core.log.error(" redis connect error, error: ", err)
-        return false, err
+    local opts = { pool = pool_name(conf) }
+    opts.ssl = conf.redis_ssl
+    opts.ssl_verify = conf.redis_ssl_verify
+    local connected, why = red:connect(conf.redis_host, conf.redis_port or 6379, opts)
+    if not connected then
+        log.error(" redis connect error, error: ", why)
+        return false, why
     end
 
-    local reused
-    reused, err = red:get_reused_times()
-    core.log.debug("redis connection reused times: ", reused)
-    if err then
-        return nil, err
+    local reused, rerr = red:get_reused_times()
+    log.debug("redis connection reused times: ", reused)
+    if rerr then
+        return nil, rerr
     end
-    if reused == 0 then
-        local ready, perr = prepare(red, conf)
-        if not ready then
-            return ready, perr
-        end
+    if reused > 0 then
+        return red
+    end
+    local ready, perr = prepare(red, conf)
+    if not ready then
+        return ready, perr
     end
     return red
 end
 
-return _M
+return { version = 0.1, new = new }

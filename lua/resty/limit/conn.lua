@@ -6,33 +6,31 @@
 -- (one `unit_delay` per `max` requests ahead of them); beyond `max + burst` they are rejected.
 -- `leaving(key, latency)` lets the observed latency tune `unit_delay`.
 
-local ngx = ngx
 local shared = ngx.shared
-local math_floor = math.floor
+local floor = math.floor
 local assert, setmetatable = assert, setmetatable
 
-local _M = { _VERSION = "1.2.0" }
-local mt = { __index = _M }
+local Limiter = { _VERSION = "1.2.0" }
+Limiter.__index = Limiter
 
 -- new(dict_name, max, burst, default_conn_delay)
-function _M.new(dict_name, max, burst, default_conn_delay)
+function Limiter.new(dict_name, max, burst, default_conn_delay)
     local dict = shared[dict_name]
     if not dict then
         return nil, "shared dict not found"
     end
-    assert(max > 0 and burst >= 0 and default_conn_delay > 0)
-    return setmetatable({
-        dict = dict,
-        max = max,
-        burst = burst,
-        unit_delay = default_conn_delay,
-        committed = false,
-    }, mt)
+    assert(max > 0, "max must be positive")
+    assert(burst >= 0, "burst must not be negative")
+    assert(default_conn_delay > 0, "default_conn_delay must be positive")
+    local lim = setmetatable({ dict = dict, max = max, burst = burst }, Limiter)
+    lim.unit_delay = default_conn_delay
+    lim.committed = false
+    return lim
 end
 
 -- incoming(key, commit) -> delay (seconds), in_flight (this request included),
 -- or nil, "rejected" (or nil, err from the dict).
-function _M.incoming(self, key, commit)
+function Limiter:incoming(key, commit)
     local dict = self.dict
     local max = self.max
     local ceiling = max + self.burst
@@ -61,42 +59,43 @@ function _M.incoming(self, key, commit)
     end
 
     if conn > max then
-        return self.unit_delay * math_floor((conn - 1) / max), conn
+        local waits = floor((conn - 1) / max)
+        return waits * self.unit_delay, conn
     end
     return 0, conn
 end
 
 -- Whether the last `incoming` recorded the request (so `leaving` must be called for it).
-function _M.is_committed(self)
+function Limiter:is_committed()
     return self.committed
 end
 
 -- leaving(key, req_latency?) -> requests of `key` still in flight.
-function _M.leaving(self, key, req_latency)
+function Limiter:leaving(key, latency)
     assert(key)
     local conn, err = self.dict:incr(key, -1)
     if not conn then
         return nil, err
     end
-    if req_latency then
+    if latency then
         -- move the unit delay halfway towards what requests really take
-        self.unit_delay = (self.unit_delay + req_latency) / 2
+        self.unit_delay = (self.unit_delay + latency) / 2
     end
     return conn
 end
 
 -- Takes back a committed request that will not reach `leaving`.
-function _M.uncommit(self, key)
+function Limiter:uncommit(key)
     assert(key)
     return self.dict:incr(key, -1)
 end
 
-function _M.set_conn(self, conn)
+function Limiter:set_conn(conn)
     self.max = conn
 end
 
-function _M.set_burst(self, burst)
+function Limiter:set_burst(burst)
     self.burst = burst
 end
 
-return _M
+return Limiter

@@ -8,27 +8,27 @@
 -- that is the 1.2.0 contract (earlier releases returned the remainder) and what APISIX's
 -- limit-count converts with `limit - consumed`.
 
-local ngx = ngx
 local shared = ngx.shared
 local assert, setmetatable = assert, setmetatable
 
-local _M = { _VERSION = "1.2.0" }
-local mt = { __index = _M }
+local Counter = { _VERSION = "1.2.0" }
+Counter.__index = Counter
 
 -- new(dict_name, limit, window): at most `limit` per `window` seconds.
-function _M.new(dict_name, limit, window)
+function Counter.new(dict_name, limit, window)
     local dict = shared[dict_name]
     if not dict then
         return nil, "shared dict not found"
     end
-    assert(limit > 0 and window > 0)
-    return setmetatable({ dict = dict, limit = limit, window = window }, mt)
+    assert(limit > 0, "limit must be positive")
+    assert(window > 0, "window must be positive")
+    return setmetatable({ dict = dict, limit = limit, window = window }, Counter)
 end
 
 -- incoming(key, commit, cost?) -> 0, consumed; or nil, "rejected" when `consumed` would pass
 -- the limit (or nil, err from the dict). Without `commit` nothing is recorded. A rejected
 -- committed request stays counted, as in the original.
-function _M.incoming(self, key, commit, cost)
+function Counter:incoming(key, commit, cost)
     cost = cost or 1
     local dict = self.dict
     local consumed, err
@@ -47,7 +47,7 @@ function _M.incoming(self, key, commit, cost)
 end
 
 -- Gives back `cost` (default 1) of a committed request; returns the amount consumed after.
-function _M.uncommit(self, key, cost)
+function Counter:uncommit(key, cost)
     assert(key)
     local consumed, err = self.dict:incr(key, -(cost or 1))
     if not consumed then
@@ -59,12 +59,12 @@ function _M.uncommit(self, key, cost)
     return consumed
 end
 
-function _M.set_limit(self, limit)
+function Counter:set_limit(limit)
     self.limit = limit
 end
 
-function _M.set_window(self, window)
+function Counter:set_window(window)
     self.window = window
 end
 
-return _M
+return Counter

@@ -9,21 +9,20 @@
 -- Like the original, the read-modify-write of one key is not atomic across workers: two
 -- workers counting the same key at the same instant may both pass.
 
-local ffi = require("ffi")
+local ffi_new, ffi_string, ffi_copy = require("ffi").new, require("ffi").string,
+    require("ffi").copy
 
-local ngx = ngx
-local ngx_now = ngx.now
+local now = ngx.now
 local shared = ngx.shared
-local math_abs, math_max = math.abs, math.max
+local abs, max = math.abs, math.max
 local assert, setmetatable = assert, setmetatable
-local ffi_string, ffi_copy = ffi.string, ffi.copy
 
-local _M = { _VERSION = "1.2.0" }
-local mt = { __index = _M }
+local Bucket = { _VERSION = "1.2.0" }
+Bucket.__index = Bucket
 
 -- A key's record is two doubles, {excess, last_ms}, stored as 16 bytes.
 local RECORD_SIZE = 16
-local record = ffi.new("double[2]")
+local record = ffi_new("double[2]")
 
 local function load(dict, key)
     local raw = dict:get(key)
@@ -42,62 +41,66 @@ end
 
 -- new(dict_name, rate, burst): `rate` requests per second are let through without delay,
 -- up to `burst` more per second are delayed, beyond that they are rejected.
-function _M.new(dict_name, rate, burst)
+function Bucket.new(dict_name, rate, burst)
     local dict = shared[dict_name]
     if not dict then
         return nil, "shared dict not found"
     end
-    assert(rate > 0 and burst >= 0)
-    return setmetatable({ dict = dict, rate = rate * 1000, burst = burst * 1000 }, mt)
+    assert(rate > 0, "rate must be positive")
+    assert(burst >= 0, "burst must not be negative")
+    -- both kept in thousandths of a request, as the excess is
+    return setmetatable({ dict = dict, rate = rate * 1000, burst = burst * 1000 }, Bucket)
 end
 
 -- incoming(key, commit) -> delay (seconds), excess (requests per second over the rate),
 -- or nil, "rejected" (or nil, err from the dict). Only `commit` records the request.
-function _M.incoming(self, key, commit)
-    local dict = self.dict
-    local rate = self.rate
-    local now = ngx_now() * 1000
+function Bucket:incoming(key, commit)
+    local dict, rate = self.dict, self.rate
+    local stamp = now() * 1000
 
     local excess = 0
-    local prev_excess, last = load(dict, key)
-    if prev_excess then
-        -- drain by the time passed (either direction: a clock step back still drains)
-        excess = math_max(prev_excess - rate * math_abs(now - last) / 1000 + 1000, 0)
+    local prev, last = load(dict, key)
+    if prev then
+        -- drain by the time passed (either direction: a clock step back still drains), then
+        -- add this request
+        local drained = rate * abs(stamp - last) / 1000
+        excess = max(prev - drained + 1000, 0)
         if excess > self.burst then
             return nil, "rejected"
         end
     end
 
     if commit then
-        local ok, err = store(dict, key, excess, now)
-        if not ok then
+        local stored, err = store(dict, key, excess, stamp)
+        if not stored then
             return nil, err
         end
     end
-    return excess / rate, excess / 1000
+    local delay = excess / rate
+    return delay, excess / 1000
 end
 
 -- Takes back one committed request (an approximation: the time it was counted at stays).
-function _M.uncommit(self, key)
+function Bucket:uncommit(key)
     assert(key)
     local dict = self.dict
     local excess, last = load(dict, key)
     if not excess then
         return nil, "not found"
     end
-    local ok, err = store(dict, key, math_max(excess - 1000, 0), last)
-    if not ok then
+    local stored, err = store(dict, key, max(excess - 1000, 0), last)
+    if not stored then
         return nil, err
     end
     return true
 end
 
-function _M.set_rate(self, rate)
+function Bucket:set_rate(rate)
     self.rate = rate * 1000
 end
 
-function _M.set_burst(self, burst)
+function Bucket:set_burst(burst)
     self.burst = burst * 1000
 end
 
-return _M
+return Bucket
