@@ -357,6 +357,22 @@ ngx.say(key)
 ngx.say(table.concat(res, ",", 1, 30), " ", res[31], " ", res[32])
 ngx.say("eval ", red:eval("return redis.call('get', KEYS[1])", 1, key))
 ngx.say("hash tags ", cluster.key_slot("{user1}.a") == cluster.key_slot("{user1}.b"))
+-- five requests' first use of another cluster name at once: one fetches the slot map, the
+-- others wait for it
+local threads = {}
+for i = 1, 5 do
+    threads[i] = ngx.thread.spawn(function()
+        local c, e = cluster:new({name = "c2", serv_list = {{ip = "127.0.0.1", port = P0}}})
+        if not c then return e end
+        return c:get(key)
+    end)
+end
+local got = {}
+for i = 1, 5 do
+    local _, v = ngx.thread.wait(threads[i])
+    got[i] = v
+end
+ngx.say("concurrent first use ", table.concat(got, ","))
 "##
     .replace("P0", &p0.to_string());
     let lua_get = r##"
@@ -387,6 +403,7 @@ ngx.say("through the cluster client: ", red:get(key))
     );
     assert_eq!(lines.next(), Some("eval v1"));
     assert_eq!(lines.next(), Some("hash tags true"));
+    assert_eq!(lines.next(), Some("concurrent first use v1,v1,v1,v1,v1"));
     // The keys went to every master.
     for node in &cluster.nodes {
         let size = node.command(None, &["DBSIZE"]);

@@ -27,7 +27,8 @@ local redis = require("resty.redis")
 local bit = require("bit")
 
 local ngx = ngx
-local tonumber, tostring, type, select, ipairs = tonumber, tostring, type, select, ipairs
+local tonumber, tostring, type, select, ipairs, pairs = tonumber, tostring, type, select, ipairs,
+    pairs
 local setmetatable, rawget, unpack = setmetatable, rawget, unpack
 local str_byte, str_find, str_sub, str_match, str_lower = string.byte, string.find, string.sub,
     string.match, string.lower
@@ -75,9 +76,20 @@ local function key_slot(key)
 end
 _M.key_slot = key_slot
 
--- Per worker: cluster name -> { slots = {[slot] = {master = node, replicas = {…}}} }.
+-- Per worker, by cluster (its name and the nodes it was given, so a conf that points the
+-- same name at other nodes asks those): { slots = {[slot] = {master = node, replicas = {…}}} }.
 local topologies = {}
+-- Clusters whose slot map a request of this worker is fetching now, and the last failure.
 local refreshing = {}
+local last_failure = {}
+
+local function cluster_id(config)
+    local parts = { tostring(config.name) }
+    for _, serv in ipairs(config.serv_list) do
+        parts[#parts + 1] = tostring(serv.ip) .. ":" .. tostring(serv.port)
+    end
+    return table.concat(parts, " ")
+end
 
 local function node_of(entry)
     return { ip = entry[1], port = tonumber(entry[2]) }
@@ -153,19 +165,32 @@ local function fetch_topology(self)
     return nil, "failed to fetch slots: " .. table.concat(errors, "; ")
 end
 
+-- Fetches the slot map again. When another request of this worker is already at it, waits
+-- for that one (bounded by the time it may take) rather than asking the nodes twice.
 local function refresh(self)
-    local name = self.config.name
-    if refreshing[name] then
-        -- another request of this worker is refreshing: use what is there meanwhile
-        return topologies[name] ~= nil or nil, "slot map refresh in progress"
+    local id = self.id
+    if refreshing[id] then
+        local cfg = self.config
+        local budget = ((cfg.connect_timeout or 1000) + (cfg.read_timeout or 1000))
+            * #cfg.serv_list / 1000
+        local waited = 0
+        while refreshing[id] and waited < budget do
+            ngx.sleep(0.005)
+            waited = waited + 0.005
+        end
+        if topologies[id] then
+            return true
+        end
+        return nil, last_failure[id] or "failed to fetch slots: timed out waiting for a refresh"
     end
-    refreshing[name] = true
+    refreshing[id] = true
     local topo, err = fetch_topology(self)
-    refreshing[name] = nil
+    refreshing[id] = nil
     if not topo then
+        last_failure[id] = err
         return nil, err
     end
-    topologies[name] = topo
+    topologies[id] = topo
     return true
 end
 
@@ -176,8 +201,8 @@ function _M.new(_, config)
     if not config.name or not config.serv_list or #config.serv_list == 0 then
         return nil, "config.name and config.serv_list are required"
     end
-    local self = setmetatable({ config = config }, mt)
-    if not topologies[config.name] then
+    local self = setmetatable({ config = config, id = cluster_id(config) }, mt)
+    if not topologies[self.id] then
         local ok, err = refresh(self)
         if not ok then
             return nil, err
@@ -188,7 +213,7 @@ end
 
 -- The node serving `slot` (its master; any node when the slot is unknown).
 local function node_for(self, slot)
-    local topo = topologies[self.config.name]
+    local topo = topologies[self.id]
     local shard = topo and slot and topo.slots[slot]
     if shard then
         return shard.master
@@ -368,9 +393,14 @@ mt.__index = function(_, name)
     return f
 end
 
--- Forget this worker's slot map of `name` (the next command fetches it again).
+-- Forget this worker's slot maps of cluster `name` (the next command fetches them again).
 function _M.flush_slots(name)
-    topologies[name] = nil
+    local prefix = tostring(name) .. " "
+    for id in pairs(topologies) do
+        if id:sub(1, #prefix) == prefix then
+            topologies[id] = nil
+        end
+    end
 end
 
 return _M
