@@ -319,9 +319,9 @@ ngx.say("by url ", red2:get("k"))
 red2:close()
 local _, uerr = connector.new({url = "nonsense"})
 ngx.say("bad url ", uerr)
-local none, nerr, previous = connector.new({sentinels = {{host = "127.0.0.1", port = 1}},
-    connect_timeout = 200}):connect()
-ngx.say("no sentinel ", tostring(none), " ", nerr, " ", previous[1])
+local none, nerr, previous = connector.new({sentinels = {{host = "127.0.0.1", port = 1},
+    {host = "127.0.0.1", port = 2}}, connect_timeout = 200}):connect()
+ngx.say("no sentinel ", tostring(none), " ", nerr, " ", previous[1], " ", previous[2])
 "##,
     );
     assert_eq!(
@@ -329,7 +329,7 @@ ngx.say("no sentinel ", tostring(none), " ", nerr, " ", previous[1])
         "by host OK\n\
          by url v2\n\
          bad url could not parse the connection URL: nonsense\n\
-         no sentinel nil no hosts available connection refused\n"
+         no sentinel nil no hosts available connection refused connection refused\n"
     );
 }
 
@@ -438,4 +438,57 @@ fn body_of_path(gw: &Gateway, path: &str) -> String {
     let r = gw.get(path);
     assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
     r.body.clone()
+}
+
+#[test]
+fn the_connector_finds_the_master_through_sentinels_and_keeps_pools_apart() {
+    let master = RedisServer::start_with(&["--user", "app", "on", ">pw", "~*", "&*", "+@all"]);
+    let open_sentinel = RedisServer::sentinel(master.port, "");
+    let dir = TempDir::new("sentinel-acl");
+    let acl = dir.0.join("sentinel.acl");
+    std::fs::write(&acl, "user admin on >admin-pw +@all\nuser default off\n").unwrap();
+    let locked_sentinel =
+        RedisServer::sentinel(master.port, &format!("aclfile {}\n", acl.display()));
+    let lua = r##"
+local connector = require("resty.redis.connector")
+local function via(sentinel_port, extra)
+    local params = {sentinels = {{host = "127.0.0.1", port = sentinel_port}},
+        master_name = "mymaster", role = "master", connect_timeout = 500}
+    for k, v in pairs(extra or {}) do params[k] = v end
+    return connector.new(params):connect()
+end
+local red, err = via(OPEN, {username = "app", password = "pw", db = 2})
+assert(red, err)
+ngx.say("master db 2: ", red:set("k", "in db 2"))
+red:set_keepalive()
+-- another database, same credentials: another pool, so SELECT runs for it
+local red3 = assert(via(OPEN, {username = "app", password = "pw", db = 3}))
+ngx.say("db 3 sees: ", red3:get("k") == ngx.null and "null" or "a value", ", reused ", red3:get_reused_times())
+red3:set_keepalive()
+local again = assert(via(OPEN, {username = "app", password = "pw", db = 2}))
+ngx.say("db 2 again: ", again:get("k"), ", reused ", again:get_reused_times())
+again:set_keepalive()
+local none, nerr = via(LOCKED)
+ngx.say("locked sentinel without credentials: ", tostring(none), " ", nerr)
+local ok = via(LOCKED, {sentinel_username = "admin", sentinel_password = "admin-pw",
+    username = "app", password = "pw", db = 2})
+ngx.say("with credentials: ", ok:get("k"))
+local _, werr = via(OPEN, {username = "app", password = "wrong"})
+ngx.say("wrong password: ", werr)
+local _, merr = via(OPEN, {master_name = "nosuch"})
+ngx.say("unknown master: ", merr)
+"##
+    .replace("OPEN", &open_sentinel.port.to_string())
+    .replace("LOCKED", &locked_sentinel.port.to_string());
+    let gw = gateway(&master, &lua);
+    assert_eq!(
+        body_of(&gw),
+        "master db 2: OK\n\
+         db 3 sees: null, reused 0\n\
+         db 2 again: in db 2, reused 1\n\
+         locked sentinel without credentials: nil NOAUTH Authentication required.\n\
+         with credentials: in db 2\n\
+         wrong password: no hosts available\n\
+         unknown master: invalid master name nosuch\n"
+    );
 }

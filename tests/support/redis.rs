@@ -115,6 +115,50 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// A Redis Sentinel watching the master on `master_port` as `mymaster`; `extra` lines go into
+    /// its config file (e.g. an `aclfile`). Sentinels need a writable config file of their own.
+    pub fn sentinel(master_port: u16, extra: &str) -> RedisServer {
+        let dir = TempDir::new("sentinel");
+        let port = free_port();
+        let conf = dir.0.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\nsentinel down-after-milliseconds mymaster 10000\n{extra}",
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server --sentinel (install redis-server): {e}")
+            });
+        let mut server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis sentinel exited during start-up: {status}");
+            }
+            assert!(
+                Instant::now() < end,
+                "redis sentinel did not open port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
 /// How many top-level replies of simple shape (`+`, `-`, `:`, `$n`) `text` holds in full.
 fn complete_replies(text: &str) -> usize {
     let mut n = 0;

@@ -154,9 +154,28 @@ function _M.connect_to_host(self, host, params)
     local red = redis.new()
     red:set_timeouts(params.connect_timeout, params.send_timeout, params.read_timeout)
 
-    local ok, err
-    local opts = params.connection_options
+    local username = host.username or params.username
+    local password = host.password or params.password
+    local db = params.connection_is_proxied and 0 or (host.db or params.db)
     local path = host.path
+    local address = (path and path ~= "") and path or (host.host .. ":" .. (host.port or 6379))
+
+    -- AUTH and SELECT run on new connections only, so a pool must never mix connections
+    -- logged in differently: unless the caller names the pool, its name carries the database
+    -- and a digest of the credentials.
+    local opts = {}
+    for k, v in pairs(params.connection_options or {}) do
+        opts[k] = v
+    end
+    if not opts.pool then
+        local pool = address .. "#" .. tostring(db or 0)
+        if password and password ~= "" then
+            pool = pool .. "#" .. ngx.crc32_long((username or "") .. ":" .. password)
+        end
+        opts.pool = pool
+    end
+
+    local ok, err
     if path and path ~= "" then
         ok, err = red:connect(path, opts)
     else
@@ -167,8 +186,7 @@ function _M.connect_to_host(self, host, params)
     end
 
     if red:get_reused_times() == 0 then
-        ok, err = log_in(red, host.username or params.username, host.password or params.password,
-            params.connection_is_proxied and 0 or (host.db or params.db))
+        ok, err = log_in(red, username, password, db)
         if not ok then
             red:close()
             return nil, err
@@ -252,27 +270,34 @@ function _M.connect_via_sentinel(self, params)
     for _, s in ipairs(params.sentinels or {}) do
         local sentinel, err = self:connect_to_host(s, sparams)
         if not sentinel then
+            -- unreachable: the next sentinel may answer
             tbl_insert(errors, tostring(err))
         else
-            local candidates = {}
+            local candidates, qerr = {}, nil
             local role = params.role
             if role == "master" or role == "any" then
                 local master, merr = master_of(sentinel, params.master_name)
                 if master then
                     tbl_insert(candidates, master)
                 else
-                    tbl_insert(errors, tostring(merr))
+                    qerr = merr
                 end
             end
-            if role == "slave" or role == "any" then
+            if not qerr and (role == "slave" or role == "any") then
                 local replicas, rerr = replicas_of(sentinel, params.master_name)
                 if replicas then
                     for _, r in ipairs(replicas) do
                         tbl_insert(candidates, r)
                     end
                 else
-                    tbl_insert(errors, tostring(rerr))
+                    qerr = rerr
                 end
+            end
+            if qerr then
+                -- a sentinel that answers with an error (NOAUTH, an unknown master …) is not
+                -- a connection problem another sentinel would solve: say it
+                sentinel:close()
+                return nil, tostring(qerr), errors
             end
             sentinel:set_keepalive(params.keepalive_timeout, params.keepalive_poolsize)
             if #candidates > 0 then
