@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use arc_swap::ArcSwap;
 
@@ -11,7 +12,7 @@ use super::AdminApi;
 use super::auth::{Access, AdminKey, Role, generate_key};
 use super::server::AdminServer;
 use crate::config::node::{AdminConfig, EtcdConfig, Role as NodeRole};
-use crate::config::provider::store::{StoreSync, seed as seed_store};
+use crate::config::provider::store::{StoreSync, seed_items};
 use crate::config::snapshot::Snapshot;
 use crate::config::store::Store;
 use crate::config::store::embedded::EmbeddedStore;
@@ -141,16 +142,12 @@ pub fn embedded(
 ) -> Result<ConfigPlane, StartError> {
     let fresh = !EmbeddedStore::file_exists(data_file);
     let store = EmbeddedStore::open("/apisix", data_file).map_err(|e| StartError(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
     if fresh && seed.is_file() {
         let text = std::fs::read_to_string(seed)
             .map_err(|e| StartError(format!("cannot read {}: {e}", seed.display())))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StartError(e.to_string()))?;
-        let n = rt
-            .block_on(seed_store(store.as_ref(), &text))
+        // In one write: a file of 50,000 routes seeds as fast as one of 5.
+        let n = seed_items(store.prefix(), &text)
+            .and_then(|items| store.put_many(items).map_err(|e| e.to_string()))
             .map_err(|e| {
                 StartError(format!(
                     "cannot seed the embedded store from {}: {e}",
@@ -164,6 +161,7 @@ pub fn embedded(
             seed.display()
         );
     }
+    let store: Arc<dyn Store> = Arc::new(store);
     plane(store, admin, prefix, published, resolver, plugins, true)
 }
 
@@ -188,7 +186,9 @@ pub fn plane(
     )?;
     let default_admin = default_admin();
     let admin = admin.unwrap_or(&default_admin);
-    let server = start_admin(store.clone(), admin, prefix, plugins)?;
+    // The store is local: finding the revision of a delete (a listing) is cheap.
+    let settle = Some((sync.applied.clone(), true));
+    let server = start_admin(store.clone(), admin, prefix, plugins, settle)?;
     Ok(ConfigPlane {
         admin: Some(server),
         sync: Some(sync),
@@ -231,9 +231,12 @@ pub fn etcd(
     } else {
         None
     };
+    // A node that serves what it writes answers a write once it serves it; etcd is remote, so
+    // a delete is waited for by a lower bound of its revision rather than a full listing.
+    let settle = sync.as_ref().map(|s| (s.applied.clone(), false));
     let server = match (role, admin) {
         (NodeRole::DataPlane, _) | (_, None) => None,
-        (_, Some(admin)) => Some(start_admin(store.clone(), admin, prefix, plugins)?),
+        (_, Some(admin)) => Some(start_admin(store.clone(), admin, prefix, plugins, settle)?),
     };
     Ok(ConfigPlane {
         serve_on_data_port: server.is_some() && admin.is_some_and(|a| a.serve_on_data_port),
@@ -277,12 +280,14 @@ fn default_admin() -> AdminConfig {
     }
 }
 
-/// Starts the Admin API over `store`.
+/// Starts the Admin API over `store`. `settle`: the revision this node's sync applied, and
+/// whether a delete's revision may be found by listing the store (see `settle::Tracked`).
 fn start_admin(
     store: Arc<dyn Store>,
     admin: &AdminConfig,
     prefix: &Path,
     plugins: Arc<PluginRegistry>,
+    settle: Option<(Arc<AtomicI64>, bool)>,
 ) -> Result<AdminServer, StartError> {
     let keys = resolve_keys(admin, prefix)?;
     let allow = admin
@@ -290,8 +295,20 @@ fn start_admin(
         .iter()
         .map(|c| Cidr::parse(c).map_err(StartError))
         .collect::<Result<Vec<_>, _>>()?;
+    let (store, settle): (Arc<dyn Store>, _) = match settle {
+        Some((applied, exact_deletes)) => {
+            let tracked = Arc::new(super::settle::Tracked::new(store, exact_deletes));
+            let settle = super::settle::Settle {
+                store: tracked.clone(),
+                applied,
+            };
+            (tracked, Some(settle))
+        }
+        None => (store, None),
+    };
     let api = Arc::new(AdminApi {
         store,
+        settle,
         plugins,
         access: Access {
             allow: Some(allow),

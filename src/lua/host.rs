@@ -2,9 +2,10 @@
 //! per resource per snapshot, and the calls that run a phase of a chain for a request.
 //!
 //! Conf identity matters: APISIX plugins cache on their conf table (`core.lrucache.plugin_ctx`,
-//! tables keyed by conf), so each (snapshot version, chain) gets its conf tables made once, by
-//! the plugin's own `check_schema` filling defaults, and every request of that snapshot gets the
-//! very same tables. A new snapshot makes new tables, as a new config version does in APISIX.
+//! tables keyed by conf), so each compiled chain gets its conf tables made once, by the plugin's
+//! own `check_schema` filling defaults, and every request running that chain gets the very same
+//! tables — across snapshots too: a config change recompiles only the chains of the resources
+//! it touched, so only those get new tables, as a new `conf_version` does in APISIX.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ use super::vm::{LuaVm, VmOptions};
 use crate::plugin::{Chain, Impl, Phase};
 
 const RUNNER: &str = include_str!("runner.lua");
+/// The fewest conf-table entries at which dead chains are swept.
+const SWEEP_MIN: usize = 256;
 
 /// What a phase run ended with.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,14 +50,20 @@ pub struct HandlerSource {
     pub chunks: Vec<(String, String)>,
 }
 
+/// One chain's conf tables, with the tokens that tell whether the chain is alive.
+type ConfTables = (Vec<std::sync::Weak<()>>, Rc<RegistryKey>);
+
 pub struct LuaHost {
     vm: LuaVm,
     modules: HashMap<String, RegistryKey>,
     runner: Function,
     /// Gives a conf table its `_meta.parent` (see [`SET_PARENT`]).
     set_parent: Function,
-    /// Conf tables per (snapshot version, chain key).
-    chains: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
+    /// Conf tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
+    /// whether the chain is still alive.
+    chains: RefCell<HashMap<(u64, u64), ConfTables>>,
+    /// `chains` is swept of dead chains when it grows to this many entries.
+    sweep_at: Cell<usize>,
     handlers: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
     /// The newest snapshot version seen; older entries are dropped when it changes.
     newest: Cell<u64>,
@@ -105,6 +114,7 @@ impl LuaHost {
             runner,
             set_parent,
             chains: RefCell::new(HashMap::new()),
+            sweep_at: Cell::new(SWEEP_MIN),
             handlers: RefCell::new(HashMap::new()),
             newest: Cell::new(0),
             phase_timeout,
@@ -120,18 +130,16 @@ impl LuaHost {
         if version > self.newest.get() {
             self.newest.set(version);
             // Requests still on the previous snapshot keep their tables alive through `Rc`.
-            self.chains.borrow_mut().retain(|(v, _), _| *v >= version);
             self.handlers.borrow_mut().retain(|(v, _), _| *v >= version);
         }
     }
 
     /// The chain's entries as Lua sees them: `{name, mod, conf}` per Lua plugin (`false` for
-    /// native ones, so indices line up), made once per snapshot version.
-    fn chain_table(&self, version: u64, chain: &Chain) -> Result<Table, String> {
-        self.forget_old(version);
+    /// native ones, so indices line up), made once per compiled chain.
+    fn chain_table(&self, chain: &Chain) -> Result<Table, String> {
         let lua = self.lua();
-        let key = (version, chain.key.clone());
-        if let Some(k) = self.chains.borrow().get(&key) {
+        let key = chain.id.key();
+        if let Some((_, k)) = self.chains.borrow().get(&key) {
             return lua.registry_value(k).map_err(|e| e.to_string());
         }
         let t = lua
@@ -147,8 +155,10 @@ impl LuaHost {
                         .ok_or_else(|| format!("plugin {} is not loaded on this worker", e.name))?;
                     let module: Table = lua.registry_value(m).map_err(|x| x.to_string())?;
                     let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
+                    // Checked as stored (APISIX checks before decrypting), then opened.
+                    plugin::seal_table(&self.vm, &e.name, &conf, None, plugin::Seal::Decrypt)?;
                     self.set_parent
-                        .call::<()>((&conf, e.parent.as_str(), version.to_string()))
+                        .call::<()>((&conf, e.parent.as_str(), chain.owner.conf_version.as_str()))
                         .map_err(|x| x.to_string())?;
                     let entry = lua.create_table().map_err(|x| x.to_string())?;
                     entry
@@ -164,7 +174,14 @@ impl LuaHost {
         let k = lua
             .create_registry_value(t.clone())
             .map_err(|e| e.to_string())?;
-        self.chains.borrow_mut().insert(key, Rc::new(k));
+        let mut chains = self.chains.borrow_mut();
+        // Tables of chains no snapshot holds any more are dropped in one sweep once the map
+        // doubled since the last one: amortised O(1) per new chain, never a scan per change.
+        if chains.len() >= self.sweep_at.get() {
+            chains.retain(|_, (alive, _)| crate::plugin::ChainId::alive(alive));
+            self.sweep_at.set((chains.len() * 2).max(SWEEP_MIN));
+        }
+        chains.insert(key, (chain.id.watch(), Rc::new(k)));
         Ok(t)
     }
 
@@ -202,12 +219,23 @@ impl LuaHost {
         // One call that builds the whole table Lua-side: each field set from Rust would be a
         // protected call of its own.
         // The request is not borrowed across the call: core.ctx may read it.
-        let (route_id, route_name, service_id) = {
+        let (route_id, route_name, service_id, matched_uri, params) = {
             let r = req.borrow();
+            let params = if r.uri_params.is_empty() {
+                None
+            } else {
+                let t = lua.create_table_with_capacity(0, r.uri_params.len())?;
+                for (k, v) in &r.uri_params {
+                    t.raw_set(k.as_str(), v.as_str())?;
+                }
+                Some(t)
+            };
             (
                 r.route_id.clone(),
                 r.route_name.clone(),
                 r.service_id.clone(),
+                r.matched_uri.clone(),
+                params,
             )
         };
         init.call((
@@ -217,6 +245,8 @@ impl LuaHost {
             route_id,
             route_name,
             service_id,
+            matched_uri,
+            params,
         ))
     }
 
@@ -227,17 +257,19 @@ impl LuaHost {
         api_ctx.set("conf_version", owner.conf_version.as_str())
     }
 
-    /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order.
+    /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order. (The snapshot
+    /// version is not needed any more: conf tables belong to the chain, whatever snapshot it
+    /// came with.)
     pub async fn run_plugins(
         &self,
-        version: u64,
+        _version: u64,
         chain: &Chain,
         phase: Phase,
         indices: &[usize],
         req: &SharedReq,
         api_ctx: &Table,
     ) -> Step {
-        let chain_t = match self.chain_table(version, chain) {
+        let chain_t = match self.chain_table(chain) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the plugins of {}: {e}", chain.key);
@@ -517,7 +549,8 @@ end
 /// Completes a new `api_ctx` on the Lua side (see `new_api_ctx`).
 const API_CTX: &str = r#"
 local core_ctx = require("apisix.core.ctx")
-return function(conf_type, conf_id, conf_version, route_id, route_name, service_id)
+return function(conf_type, conf_id, conf_version, route_id, route_name, service_id,
+                matched_uri, params)
     local api_ctx = {
         conf_type = conf_type, conf_id = conf_id, conf_version = conf_version,
         route_id = route_id, route_name = route_name, service_id = service_id,
@@ -533,8 +566,10 @@ return function(conf_type, conf_id, conf_version, route_id, route_name, service_
             value = { id = route_id, name = api_ctx.route_name, service_id = api_ctx.service_id },
         }
     end
-    -- Router captures (uri_param_*) are not passed from the Rust router yet.
-    api_ctx.curr_req_matched = {}
+    -- What the router matched: the route uri (`_path`) and its parameters (`uri_param_NAME`).
+    local matched = params or {}
+    matched._path = matched_uri
+    api_ctx.curr_req_matched = matched
     return api_ctx
 end
 "#;

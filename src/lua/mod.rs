@@ -12,4 +12,5 @@ pub mod plugin;
 pub mod plugin_set;
 pub mod request;
 pub mod sched;
+pub mod upstream_choice;
 pub mod vm;

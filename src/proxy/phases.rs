@@ -47,6 +47,9 @@ pub(super) struct Incoming {
     pub host: String,
     pub declared: Option<u64>,
     pub start: Instant,
+    /// The route uri that matched and the parameters it captured.
+    pub matched_uri: Option<String>,
+    pub uri_params: Vec<(String, String)>,
     /// A request the gateway answers itself (the control API, `proxy::control`): no global
     /// rules run and `ctx` names no route.
     pub internal: bool,
@@ -241,12 +244,19 @@ impl Run {
             return Flow::Continue;
         };
         let Some(consumer) = self.snapshot.consumers.get(&name).cloned() else {
+            log::info!("find consumer {name}, config changed: false");
             return Flow::Continue;
         };
         if let Some(g) = &consumer.missing_group {
             log::error!("failed to fetch consumer group config by id: {g}");
             return Flow::Answer(503);
         }
+        // APISIX's line after its consumer merge, which tests and operators look for.
+        log::info!(
+            "find consumer {}, config changed: {}",
+            consumer.username,
+            consumer.chain.is_some()
+        );
         let Some(cchain) = consumer.chain.clone() else {
             return Flow::Continue;
         };
@@ -298,6 +308,49 @@ impl Run {
             r.out.push(b);
         }
         Flow::Answer(status)
+    }
+
+    /// The upstream this request goes to: the one a plugin chose with `apisix.upstream.set`,
+    /// else the upstream `ctx.upstream_id` names (traffic-split sets it), else the route's.
+    /// As in APISIX, a `ctx.upstream_id` that names no upstream answers 502.
+    fn chosen_upstream(&self) -> Result<Arc<crate::upstream::UpstreamDef>, StatusCode> {
+        if let Some(def) = self.req.borrow().upstream_choice.clone() {
+            return Ok(def);
+        }
+        let id = self.api_ctx.borrow().as_ref().and_then(|t| {
+            match t.raw_get::<mlua::Value>("upstream_id").ok()? {
+                mlua::Value::String(s) => Some(s.to_string_lossy()),
+                mlua::Value::Integer(i) => Some(i.to_string()),
+                mlua::Value::Number(n) => Some(crate::lua::lib::cjson::fmt_g(n, 14)),
+                _ => None,
+            }
+        });
+        match id {
+            Some(id) => match self
+                .snapshot
+                .upstreams
+                .get(&crate::config::resource::Id(id.clone()))
+            {
+                Some(def) => Ok(def.clone()),
+                None => {
+                    log::error!("failed to find upstream by id: {id}");
+                    Err(StatusCode::BAD_GATEWAY)
+                }
+            },
+            None => super::upstream_of(&self.route),
+        }
+    }
+
+    /// `ctx.balancer_ip` and `ctx.balancer_port` (APISIX's variables of the same names read
+    /// them): the node the request went to, once there is one.
+    fn record_balancer(&self) {
+        let Some(addr) = self.req.borrow().upstream.addr else {
+            return;
+        };
+        if let Some(t) = self.api_ctx.borrow().as_ref() {
+            let _ = t.raw_set("balancer_ip", addr.ip().to_string());
+            let _ = t.raw_set("balancer_port", addr.port());
+        }
     }
 
     /// After `ngx.exit(code)`.
@@ -418,6 +471,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         host,
         declared,
         start,
+        matched_uri,
+        uri_params,
         internal,
     } = inc;
     let settings = &cx.worker.shared.settings;
@@ -465,6 +520,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         ctx.route_id = Some(route.id.0.clone());
         ctx.route_name = route.name.clone();
         ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+        ctx.matched_uri = matched_uri;
+        ctx.uri_params = uri_params;
     }
     let id = ctx.id;
     let req: SharedReq = Rc::new(RefCell::new(ctx));
@@ -542,21 +599,27 @@ fn merged_chain(
     })
 }
 
-/// `ctx.conf_type`/`conf_id`/`conf_version` as APISIX sets them after the merge.
-/// The consumer's and group's versions are the snapshot's, as every resource's here.
-fn merged_owner(version: u64, route: &Chain, consumer: &ConsumerEntry) -> crate::plugin::ConfOwner {
+/// `ctx.conf_type`/`conf_id`/`conf_version` as APISIX sets them after the merge: the
+/// consumer's and its group's versions are their own revisions (see `ConsumerEntry`).
+fn merged_owner(
+    _version: u64,
+    route: &Chain,
+    consumer: &ConsumerEntry,
+) -> crate::plugin::ConfOwner {
     let o = &route.owner;
     let mut owner = crate::plugin::ConfOwner {
         conf_type: format!("{}&consumer", o.conf_type),
         conf_id: format!("{}&{}", o.conf_id, consumer.username),
-        conf_version: format!("{}&{version}", o.conf_version),
+        conf_version: format!("{}&{}", o.conf_version, consumer.conf_version),
     };
     if let Some(g) = &consumer.group_id {
         owner.conf_type.push_str("&consumer_group");
         owner.conf_id.push('&');
         owner.conf_id.push_str(g);
         owner.conf_version.push('&');
-        owner.conf_version.push_str(&version.to_string());
+        owner
+            .conf_version
+            .push_str(consumer.group_version.as_deref().unwrap_or(""));
     }
     owner
 }
@@ -675,7 +738,9 @@ async fn forward(
     body_error: Rc<Cell<Option<super::body::ClientBodyError>>>,
 ) -> Result<(Response<Body>, UpstreamDone), (Response<Body>, Option<UpstreamDone>)> {
     let route = run.route.clone();
-    let def = super::upstream_of(&route).map_err(|status| (error_page::page(status), None))?;
+    let def = run
+        .chosen_upstream()
+        .map_err(|status| (error_page::page(status), None))?;
     if any_phase(&run.chains.borrow(), Phase::BeforeProxy)
         && let Flow::Answer(s) = run.phase(Phase::BeforeProxy).await
     {
@@ -766,6 +831,7 @@ async fn respond(
     id: sched::CtxId,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
+    run.record_balancer();
     {
         let mut r = run.req.borrow_mut();
         r.in_content = false;
@@ -829,6 +895,18 @@ async fn respond(
             if filtering {
                 // The filter may change the length: the body goes out chunked.
                 parts.headers.remove(header::CONTENT_LENGTH);
+            } else if let Some(len) = body.full_len()
+                && r.method != http::Method::HEAD
+                && parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != len.to_string().as_bytes())
+            {
+                // A `Content-Length` Lua set that is not the length of the body it printed
+                // would break the connection: the body's own length is sent.
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             }
             drop(r);
             if filtering {

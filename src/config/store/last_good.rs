@@ -127,6 +127,10 @@ impl Shared {
                 c = self.lock();
             }
             if c.stop {
+                // A change applied while the last write ran is still pending: save it first.
+                if c.dirty {
+                    continue;
+                }
                 return;
             }
             let until = Instant::now() + WRITE_EVERY;

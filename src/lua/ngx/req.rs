@@ -278,7 +278,12 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "set_header",
         lua.create_function(|_, (name, value): (LuaString, Value)| {
             let n = header_name(&name, "ngx.req.set_header")?;
-            let vals = header_values(&value, "ngx.req.set_header")?;
+            let mut vals = header_values(&value, "ngx.req.set_header")?;
+            // As nginx's header helper: a single empty value removes the header, it does not
+            // send an empty one.
+            if matches!(&value, Value::String(s) if s.as_bytes().is_empty()) {
+                vals = None;
+            }
             request::with("ngx.req.set_header", |r| {
                 r.headers.remove(&n);
                 for v in vals.into_iter().flatten() {
