@@ -36,6 +36,7 @@ fn own_suites_pass_through_the_runner() {
         "t/runner/apisix-prologue.t",
         "t/runner/servers.t",
         "t/runner/skip-all.t",
+        "t/runner/init-worker.t",
         "t/ngx",
         "t/libs",
     ]);

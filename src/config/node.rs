@@ -202,6 +202,10 @@ const DEFAULT_SHARED_DICTS: &[(&str, &str)] = &[
     ("internal-status", "10m"),
     ("plugin-limit-req", "10m"),
     ("plugin-limit-count", "10m"),
+    // limit-count's reset times (sized as plugin-limit-count, as APISIX's template does) and
+    // the lock its delayed Redis sync takes.
+    ("plugin-limit-count-reset-header", "10m"),
+    ("plugin-limit-count-lock", "10m"),
     ("prometheus-metrics", "10m"),
     ("plugin-limit-conn", "10m"),
     ("upstream-healthcheck", "10m"),
@@ -213,6 +217,8 @@ const DEFAULT_SHARED_DICTS: &[(&str, &str)] = &[
     ("plugin-limit-req-redis-cluster-slot-lock", "1m"),
     ("plugin-limit-count-redis-cluster-slot-lock", "1m"),
     ("plugin-limit-conn-redis-cluster-slot-lock", "1m"),
+    ("plugin-graphql-limit-count", "10m"),
+    ("plugin-graphql-limit-count-reset-header", "10m"),
     ("plugin-ai-rate-limiting", "10m"),
     ("plugin-ai-rate-limiting-reset-header", "10m"),
     ("tracing_buffer", "10m"),

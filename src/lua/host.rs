@@ -57,6 +57,8 @@ pub struct LuaHost {
     vm: LuaVm,
     modules: HashMap<String, RegistryKey>,
     runner: Function,
+    /// Gives a conf table its `_meta.parent` (see [`SET_PARENT`]).
+    set_parent: Function,
     /// Conf tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
     /// whether the chain is still alive.
     chains: RefCell<HashMap<(u64, u64), ConfTables>>,
@@ -102,10 +104,15 @@ impl LuaHost {
             .load(RUNNER)
             .set_name("=moongate/runner.lua")
             .call(mark)?;
+        let set_parent: Function = lua
+            .load(SET_PARENT)
+            .set_name("=moongate/set_parent")
+            .call(())?;
         Ok(LuaHost {
             vm,
             modules,
             runner,
+            set_parent,
             chains: RefCell::new(HashMap::new()),
             sweep_at: Cell::new(SWEEP_MIN),
             handlers: RefCell::new(HashMap::new()),
@@ -150,6 +157,9 @@ impl LuaHost {
                     let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
                     // Checked as stored (APISIX checks before decrypting), then opened.
                     plugin::seal_table(&self.vm, &e.name, &conf, None, plugin::Seal::Decrypt)?;
+                    self.set_parent
+                        .call::<()>((&conf, e.parent.as_str(), chain.owner.conf_version.as_str()))
+                        .map_err(|x| x.to_string())?;
                     let entry = lua.create_table().map_err(|x| x.to_string())?;
                     entry
                         .set("name", e.name.as_str())
@@ -518,6 +528,32 @@ fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
         r.host
     );
 }
+
+/// APISIX's `set_plugins_meta_parent`: `conf._meta.parent = {resource_key, resource_version}`
+/// behind a metatable, so it is readable but never part of the conf's JSON (nor of
+/// `conf_version`, which hashes that JSON).
+const SET_PARENT: &str = r#"
+local type, getmetatable, setmetatable = type, getmetatable, setmetatable
+return function(conf, resource_key, resource_version)
+    local meta = conf._meta
+    if meta == nil then
+        meta = {}
+        conf._meta = meta
+    end
+    if type(meta) ~= "table" or meta.parent ~= nil then
+        return
+    end
+    local parent = { resource_key = resource_key, resource_version = resource_version }
+    local mt = getmetatable(meta)
+    if mt == nil then
+        setmetatable(meta, { __index = { parent = parent } })
+    elseif type(mt.__index) == "table" then
+        mt.__index.parent = parent
+    else
+        mt.__index = { parent = parent }
+    end
+end
+"#;
 
 /// Completes a new `api_ctx` on the Lua side (see `new_api_ctx`).
 const API_CTX: &str = r#"

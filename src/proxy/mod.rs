@@ -217,6 +217,10 @@ pub struct ConnCtx {
     pub local_port: HeaderValue,
     /// The listener's purpose: the proxy, or the control API only.
     pub serves: crate::server::Serves,
+    /// HTTP/1: resolves when the previous request's log phase is over. nginx runs the log
+    /// phase before it reads the next request of a connection, and plugins count on it
+    /// (limit-conn's `leaving` must come before the next pipelined request's `incoming`).
+    pub log_barrier: std::cell::RefCell<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl ConnCtx {
@@ -237,6 +241,7 @@ impl ConnCtx {
             remote_ip,
             local_port: HeaderValue::from(local.port()),
             serves: crate::server::Serves::Proxy,
+            log_barrier: Default::default(),
         }
     }
 }
@@ -268,8 +273,12 @@ struct Done {
     tail: Option<Tail>,
 }
 
-/// Work that runs once the response is sent: `tail(body bytes sent)`.
-pub(crate) type Tail = Box<dyn FnOnce(u64)>;
+/// Work that runs once the response is sent: `tail(body bytes sent, done)`; dropping `done`
+/// when the work is over lets the connection's next request start (see `ConnCtx::log_barrier`).
+pub(crate) type Tail = Box<dyn FnOnce(u64, LogDone)>;
+
+/// Held by a request's log phase until it ends.
+pub(crate) type LogDone = Option<tokio::sync::oneshot::Sender<()>>;
 
 struct UpstreamDone {
     def: Arc<UpstreamDef>,
@@ -326,7 +335,15 @@ impl Finish for Done {
         }
         cx.state.end();
         if let Some(t) = tail {
-            t(bytes);
+            // Only HTTP/1 serves a connection's requests one after another.
+            let done = if cx.state.framing.borrow().is_some() {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                *cx.log_barrier.borrow_mut() = Some(rx);
+                Some(tx)
+            } else {
+                None
+            };
+            t(bytes, done);
         }
     }
 }
@@ -375,6 +392,12 @@ fn protocol_name(v: Version) -> &'static str {
 
 /// Handles one request. Never fails: every problem becomes the response nginx/APISIX would give.
 pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+    // The previous request's log phase first (it is bounded by the Lua phase timeout; the
+    // channel also resolves if that work is dropped).
+    let previous = cx.log_barrier.borrow_mut().take();
+    if let Some(rx) = previous {
+        let _ = rx.await;
+    }
     cx.state.begin();
     let start = Instant::now();
     let verdict = match cx.state.framing.borrow_mut().as_mut() {

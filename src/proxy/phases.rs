@@ -966,7 +966,7 @@ async fn respond(
     let needs_log_phase = any_phase(&run.chains.borrow(), Phase::Log) || run.handler("log_by_lua");
     let tail: Option<super::Tail> = if needs_log_phase || run.uses_lua {
         let run = run.clone();
-        Some(Box::new(move |bytes: u64| {
+        Some(Box::new(move |bytes: u64, done: super::LogDone| {
             tokio::task::spawn_local(async move {
                 run.req.borrow_mut().bytes_sent = bytes;
                 if needs_log_phase {
@@ -976,6 +976,7 @@ async fn respond(
                 if run.uses_lua {
                     request::unregister(id);
                 }
+                drop(done);
             });
         }))
     } else {

@@ -54,6 +54,38 @@ pub fn probe_route(generation: u64) -> serde_json::Value {
     })
 }
 
+/// Where the block's `extra_init_worker_by_lua` code is served, to be run before the block.
+pub const INIT_WORKER_URI: &str = "/__moongate_test_init_worker";
+
+/// A route whose content handler is the block's `extra_init_worker_by_lua` code.
+pub fn init_worker_route(code: &str) -> serde_json::Value {
+    json!({
+        "id": "moongate-test-init-worker",
+        "uri": INIT_WORKER_URI,
+        "priority": LOCATION_PRIORITY + 1,
+        "lua_handlers": {"content_by_lua": code},
+    })
+}
+
+/// Runs the block's `extra_init_worker_by_lua` code in the gateway (its one worker, as the
+/// runner starts it unless `workers()` asks for more) and reports a failure of it.
+pub fn run_init_worker(port: u16) -> Result<(), String> {
+    let fail = |e: String| format!("extra_init_worker_by_lua: {e}");
+    let mut c = Conn::open(port, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
+    let req = Request::parse(&format!("GET {INIT_WORKER_URI}")).map_err(fail)?;
+    c.send(&req.encode(&[], true))
+        .map_err(|e| fail(e.to_string()))?;
+    let r = c.read_response(false).map_err(|e| fail(e.to_string()))?;
+    if r.status != 200 {
+        return Err(fail(format!(
+            "the code failed (status {}): {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        )));
+    }
+    Ok(())
+}
+
 pub struct Process {
     /// `gateway` or `test upstream`, for messages.
     role: String,

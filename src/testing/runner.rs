@@ -56,6 +56,7 @@ const KNOWN: &[&str] = &[
     "response_headers_like",
     "error_log",
     "no_error_log",
+    "extra_init_worker_by_lua",
     "access_log",
     "grep_error_log",
     "grep_error_log_out",
@@ -482,6 +483,14 @@ impl FileCtx<'_> {
             format!("{}/?.lua", self.test_root.display()),
             format!("{}/?/init.lua", self.test_root.display()),
         ];
+        // APISIX's harness also has the checkout root on the path, so test code can write
+        // `require("t.toolkit.json")`. The root itself would shadow moongate's `apisix.*`
+        // with APISIX's own, so only the test root is reachable from there, through a
+        // directory that holds nothing but a link to it under its own name.
+        if let Some(alias) = self.test_root_alias() {
+            parts.push(format!("{}/?.lua", alias.display()));
+            parts.push(format!("{}/?/init.lua", alias.display()));
+        }
         for r in &self.lua_roots {
             parts.push(format!("{}/?.lua", r.display()));
             parts.push(format!("{}/?/init.lua", r.display()));
@@ -664,6 +673,18 @@ impl FileCtx<'_> {
             );
         }
         serde_norway::to_string(&cfg).unwrap_or_default()
+    }
+
+    /// `<scratch>/test-root-alias`, holding only a link named as the test root (`t`) to it.
+    fn test_root_alias(&self) -> Option<PathBuf> {
+        let name = self.test_root.file_name()?;
+        let alias = self.dir.join("test-root-alias");
+        let link = alias.join(name);
+        if !link.exists() {
+            std::fs::create_dir_all(&alias).ok()?;
+            std::os::unix::fs::symlink(&self.test_root, &link).ok()?;
+        }
+        Some(alias)
     }
 
     /// A prefix whose `lua/plugins/` links every plugin of every Lua root (first root wins).
@@ -921,6 +942,11 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         None if block.has("config") => return Outcome::Skip("--- config is not text".into()),
         None => Vec::new(),
     };
+    let mut locations = locations;
+    let init_worker = block.text("extra_init_worker_by_lua");
+    if let Some(code) = init_worker {
+        locations.push(gateway::init_worker_route(code));
+    }
     let main_env = match block.text("main_config").map(translate::main_config) {
         Some(Ok(e)) => e,
         Some(Err(Unsupported(u))) => return Outcome::Skip(u),
@@ -1014,6 +1040,18 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         locations,
     ) {
         return Outcome::Fail(vec![e]);
+    }
+    // nginx runs init_worker_by_lua again at every reload, i.e. before each block under
+    // TEST_NGINX_USE_HUP (APISIX's suites use it to flush Redis between blocks). Its lines
+    // land before the block's part of the log, as there.
+    if init_worker.is_some() {
+        let before = (
+            ctx.gateway.as_ref().map(|p| p.log_offset()).unwrap_or(0),
+            ctx.upstream.as_ref().map(|p| p.log_offset()).unwrap_or(0),
+        );
+        if let Err(e) = gateway::run_init_worker(port) {
+            return Outcome::Fail(vec![e, log_tail(ctx, before)]);
+        }
     }
 
     let offsets = (

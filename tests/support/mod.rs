@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod redis;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_moongate");
 
 /// A port nothing listens on right now.

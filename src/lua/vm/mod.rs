@@ -112,7 +112,10 @@ impl LuaVm {
         super::lib::dns::register(&lua)?;
         super::lib::inflate::register(&lua)?;
         super::lib::crypto::register(&lua)?;
-        lua.globals().set("ngx", ngx)?;
+        lua.globals().set("ngx", ngx.clone())?;
+        // OpenResty code may also `require("ngx")` (the same table).
+        let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;
+        loaded.set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }
 
