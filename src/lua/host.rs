@@ -5,14 +5,21 @@
 //! tables keyed by conf), so each (snapshot version, chain) gets its conf tables made once, by
 //! the plugin's own `check_schema` filling defaults, and every request of that snapshot gets the
 //! very same tables. A new snapshot makes new tables, as a new config version does in APISIX.
+//!
+//! The request path crosses from Rust into Lua once per phase that has Lua work, and creates no
+//! Lua value from Rust on the way: under the worker's heap limit every value mlua makes from Rust
+//! costs a protected call. What a request needs on the Lua side (its `ctx`, `ngx.ctx`) is made by
+//! the runner itself (`runner.lua`) on the request's first entry and handed back as the request's
+//! Lua state, which the proxy holds ([`ReqState`]) and passes to every later call; what is the
+//! same for many requests (chains, route objects, phase names) is made once per snapshot.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Function, Lua, MultiValue, RegistryKey, Table, Value};
+use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
+use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use super::plugin;
@@ -47,19 +54,69 @@ pub struct HandlerSource {
     pub chunks: Vec<(String, String)>,
 }
 
+/// A request's Lua state (its APISIX `ctx`, its `ngx.ctx`), made by its first run of Lua
+/// code; `None` until then.
+pub type ReqState = RefCell<Option<Table>>;
+
+/// The matched route as plugins see it (`ctx.route_id`, `ctx.matched_route`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteInfo<'a> {
+    pub id: &'a str,
+    pub name: Option<&'a str>,
+    pub service_id: Option<&'a str>,
+    /// `matched_route.modifiedIndex`.
+    pub modified_index: Option<i64>,
+}
+
+/// The numbers the runner knows phases by (`runner.lua`'s `PHASES`).
+fn phase_number(p: Phase) -> i64 {
+    match p {
+        Phase::Rewrite => 1,
+        Phase::Access => 2,
+        Phase::BeforeProxy => 3,
+        Phase::HeaderFilter => 4,
+        Phase::BodyFilter => 5,
+        Phase::Log => 6,
+    }
+}
+
+/// A compiled `*_by_lua` chunk, or why it did not compile.
+type HandlerFn = Result<Function, String>;
+
 pub struct LuaHost {
     vm: LuaVm,
-    modules: HashMap<String, RegistryKey>,
+    modules: HashMap<String, Table>,
     runner: Function,
-    /// Conf tables per (snapshot version, chain key).
-    chains: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
-    handlers: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
+    /// `runner.lua`'s route object maker, called once per route per snapshot.
+    make_route: Function,
+    /// `runner.lua`'s maker of a request's Lua state, called on its first Lua entry.
+    new_state: Function,
+    /// Chain tables per (snapshot version, chain key).
+    chains: RefCell<FxHashMap<(u64, String), Table>>,
+    /// Route objects per (snapshot version, route id).
+    routes: RefCell<FxHashMap<(u64, String), Table>>,
+    /// Compiled handlers per (snapshot version, route key, directive).
+    handlers: RefCell<FxHashMap<(u64, String, String), Option<HandlerFn>>>,
     /// The newest snapshot version seen; older entries are dropped when it changes.
     newest: Cell<u64>,
+    /// Field names read from Rust, made once.
+    key_api_ctx: LuaString,
+    key_consumer_name: LuaString,
     /// Longest time one phase may wait (on I/O, sleeps); past it the request fails.
     pub phase_timeout: Duration,
     memory_limit: Option<usize>,
 }
+
+crate::raw_fn!(mark_plugin, |args| {
+    // Plugin run `i` of the chain starts now (0: the run is over): one clock read.
+    let i = args.number(1).unwrap_or(0.0).max(0.0) as usize;
+    if let Some(req) = request::try_current()
+        && let Ok(mut r) = req.try_borrow_mut()
+    {
+        r.mark_plugin(i);
+    }
+    Ok(super::raw::Rets::none())
+});
 
 impl LuaHost {
     /// Makes the worker's VM and loads `plugins` into it (running their `init()`). A plugin that
@@ -77,28 +134,27 @@ impl LuaHost {
             match plugin::load(&vm, name) {
                 Ok(_) => {
                     let m: Table = require.call(format!("apisix.plugins.{name}"))?;
-                    modules.insert(name.clone(), lua.create_registry_value(m)?);
+                    modules.insert(name.clone(), m);
                 }
                 Err(e) => log::error!("{e}"),
             }
         }
-        let mark = lua.create_function(|_, i: usize| {
-            if let Some(req) = request::try_current() {
-                let mut r = req.borrow_mut();
-                r.mark_plugin(i);
-            }
-            Ok(())
-        })?;
-        let runner: Function = lua
+        let mark = super::raw::function(lua, mark_plugin, ())?;
+        let (runner, make_route, new_state): (Function, Function, Function) = lua
             .load(RUNNER)
             .set_name("=moongate/runner.lua")
             .call(mark)?;
         Ok(LuaHost {
+            key_api_ctx: lua.create_string("api_ctx")?,
+            key_consumer_name: lua.create_string("consumer_name")?,
             vm,
             modules,
             runner,
-            chains: RefCell::new(HashMap::new()),
-            handlers: RefCell::new(HashMap::new()),
+            make_route,
+            new_state,
+            chains: RefCell::new(FxHashMap::default()),
+            routes: RefCell::new(FxHashMap::default()),
+            handlers: RefCell::new(FxHashMap::default()),
             newest: Cell::new(0),
             phase_timeout,
             memory_limit: opts.memory_limit,
@@ -109,62 +165,82 @@ impl LuaHost {
         self.vm.lua()
     }
 
+    /// Whether plugin `name` loaded on this worker's VM.
+    pub fn has_plugin(&self, name: &str) -> bool {
+        self.modules.contains_key(name)
+    }
+
     fn forget_old(&self, version: u64) {
         if version > self.newest.get() {
             self.newest.set(version);
-            // Requests still on the previous snapshot keep their tables alive through `Rc`.
+            // Requests still on the previous snapshot hold their tables themselves.
             self.chains.borrow_mut().retain(|(v, _), _| *v >= version);
-            self.handlers.borrow_mut().retain(|(v, _), _| *v >= version);
+            self.routes.borrow_mut().retain(|(v, _), _| *v >= version);
+            self.handlers
+                .borrow_mut()
+                .retain(|(v, _, _), _| *v >= version);
         }
     }
 
-    /// The chain's entries as Lua sees them: `{name, mod, conf}` per Lua plugin (`false` for
-    /// native ones, so indices line up), made once per snapshot version.
+    /// The chain as Lua sees it: `{name, mod, conf}` per Lua plugin (`false` for native
+    /// ones, so indices line up) and the owner's `conf_type`, `conf_id`, `conf_version`, made
+    /// once per snapshot version.
     fn chain_table(&self, version: u64, chain: &Chain) -> Result<Table, String> {
         self.forget_old(version);
-        let lua = self.lua();
         let key = (version, chain.key.clone());
-        if let Some(k) = self.chains.borrow().get(&key) {
-            return lua.registry_value(k).map_err(|e| e.to_string());
+        if let Some(t) = self.chains.borrow().get(&key) {
+            return Ok(t.clone());
         }
+        let lua = self.lua();
+        let err = |e: mlua::Error| e.to_string();
         let t = lua
-            .create_table_with_capacity(chain.entries.len(), 0)
-            .map_err(|e| e.to_string())?;
+            .create_table_with_capacity(chain.entries.len(), 4)
+            .map_err(err)?;
         for (i, e) in chain.entries.iter().enumerate() {
             let v = match &e.imp {
                 Impl::Native(_) => Value::Boolean(false),
                 Impl::Lua => {
-                    let m = self
+                    let module = self
                         .modules
                         .get(&e.name)
                         .ok_or_else(|| format!("plugin {} is not loaded on this worker", e.name))?;
-                    let module: Table = lua.registry_value(m).map_err(|x| x.to_string())?;
                     let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
-                    let entry = lua.create_table().map_err(|x| x.to_string())?;
-                    entry
-                        .set("name", e.name.as_str())
-                        .map_err(|x| x.to_string())?;
-                    entry.set("mod", module).map_err(|x| x.to_string())?;
-                    entry.set("conf", conf).map_err(|x| x.to_string())?;
+                    let entry = lua.create_table().map_err(err)?;
+                    entry.set("name", e.name.as_str()).map_err(err)?;
+                    entry.set("mod", module.clone()).map_err(err)?;
+                    entry.set("conf", conf).map_err(err)?;
                     Value::Table(entry)
                 }
             };
-            t.raw_set(i + 1, v).map_err(|e| e.to_string())?;
+            t.raw_set(i + 1, v).map_err(err)?;
         }
-        let k = lua
-            .create_registry_value(t.clone())
-            .map_err(|e| e.to_string())?;
-        self.chains.borrow_mut().insert(key, Rc::new(k));
+        let o = &chain.owner;
+        t.set("conf_type", o.conf_type.as_str()).map_err(err)?;
+        t.set("conf_id", o.conf_id.as_str()).map_err(err)?;
+        t.set("conf_version", o.conf_version.as_str())
+            .map_err(err)?;
+        t.set("global", o.conf_type == "global_rule").map_err(err)?;
+        self.chains.borrow_mut().insert(key, t.clone());
+        Ok(t)
+    }
+
+    /// The route object plugins see as `ctx.matched_route`, made once per snapshot version.
+    fn route_table(&self, version: u64, route: &RouteInfo<'_>) -> mlua::Result<Table> {
+        self.forget_old(version);
+        let key = (version, route.id.to_string());
+        if let Some(t) = self.routes.borrow().get(&key) {
+            return Ok(t.clone());
+        }
+        let t: Table =
+            self.make_route
+                .call((route.id, route.name, route.service_id, route.modified_index))?;
+        self.routes.borrow_mut().insert(key, t.clone());
         Ok(t)
     }
 
     /// Calls every loaded plugin's `destroy()` (plugin reload), logging failures.
     pub fn destroy_plugins(&self) {
-        let lua = self.lua();
-        for (name, key) in &self.modules {
-            let Ok(m) = lua.registry_value::<Table>(key) else {
-                continue;
-            };
+        for (name, m) in &self.modules {
             if let Ok(Some(f)) = m.get::<Option<Function>>("destroy")
                 && let Err(e) = f.call::<()>(())
             {
@@ -173,51 +249,38 @@ impl LuaHost {
         }
     }
 
-    /// The APISIX `ctx` table plugins receive, for one request and chain owner: the owner's
-    /// `conf_*`, the route and service ids, then `apisix.core.ctx` gives it `ctx.var` and the
-    /// route fields (`matched_route`, `curr_req_matched`) as APISIX's init does.
-    pub fn new_api_ctx(
-        &self,
-        req: &SharedReq,
-        owner: &crate::plugin::ConfOwner,
-    ) -> mlua::Result<Table> {
-        let lua = self.lua();
-        let init: Function = lua.named_registry_value("moongate.api_ctx").or_else(
-            |_| -> mlua::Result<Function> {
-                let f: Function = lua.load(API_CTX).set_name("=moongate/api_ctx.lua").eval()?;
-                lua.set_named_registry_value("moongate.api_ctx", f.clone())?;
-                Ok(f)
-            },
-        )?;
-        // One call that builds the whole table Lua-side: each field set from Rust would be a
-        // protected call of its own.
-        // The request is not borrowed across the call: core.ctx may read it.
-        let (route_id, route_name, service_id) = {
-            let r = req.borrow();
-            (
-                r.route_id.clone(),
-                r.route_name.clone(),
-                r.service_id.clone(),
-            )
-        };
-        init.call((
-            owner.conf_type.as_str(),
-            owner.conf_id.as_str(),
-            owner.conf_version.as_str(),
-            route_id,
-            route_name,
-            service_id,
-        ))
+    /// `ctx.consumer_name` of a request whose Lua state exists: what an auth plugin attached.
+    pub fn consumer_name(&self, state: &ReqState) -> Option<String> {
+        let st = state.borrow();
+        let api_ctx: Table = st.as_ref()?.raw_get(&self.key_api_ctx).ok()?;
+        api_ctx
+            .raw_get::<Option<String>>(&self.key_consumer_name)
+            .ok()
+            .flatten()
     }
 
-    /// Points `api_ctx` at another chain owner (global rules, then the route).
-    pub fn set_owner(&self, api_ctx: &Table, owner: &crate::plugin::ConfOwner) -> mlua::Result<()> {
-        api_ctx.set("conf_type", owner.conf_type.as_str())?;
-        api_ctx.set("conf_id", owner.conf_id.as_str())?;
-        api_ctx.set("conf_version", owner.conf_version.as_str())
+    /// The request's Lua state, made on its first Lua entry (before any of its Lua runs, so
+    /// that a run cut short by `ngx.exit` leaves it in place for the next phases).
+    fn state(
+        &self,
+        version: u64,
+        req: &SharedReq,
+        state: &ReqState,
+        route: &RouteInfo<'_>,
+    ) -> mlua::Result<Table> {
+        if let Some(t) = state.borrow().as_ref() {
+            return Ok(t.clone());
+        }
+        let id = req.borrow().id as i64;
+        let t: Table = self
+            .new_state
+            .call((id, self.route_table(version, route)?))?;
+        *state.borrow_mut() = Some(t.clone());
+        Ok(t)
     }
 
     /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_plugins(
         &self,
         version: u64,
@@ -225,7 +288,8 @@ impl LuaHost {
         phase: Phase,
         indices: &[usize],
         req: &SharedReq,
-        api_ctx: &Table,
+        state: &ReqState,
+        route: &RouteInfo<'_>,
     ) -> Step {
         let chain_t = match self.chain_table(version, chain) {
             Ok(t) => t,
@@ -234,15 +298,17 @@ impl LuaHost {
                 return Step::Error;
             }
         };
+        let st = match self.state(version, req, state, route) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("failed to prepare the request's Lua state: {e}");
+                return Step::Error;
+            }
+        };
         let mut args = MultiValue::with_capacity(indices.len() + 3);
-        args.push_back(Value::String(
-            match self.lua().create_string(phase.name()) {
-                Ok(s) => s,
-                Err(_) => return Step::Error,
-            },
-        ));
+        args.push_back(Value::Table(st));
         args.push_back(Value::Table(chain_t));
-        args.push_back(Value::Table(api_ctx.clone()));
+        args.push_back(Value::Integer(phase_number(phase)));
         for i in indices {
             args.push_back(Value::Integer(*i as i64 + 1));
         }
@@ -254,7 +320,7 @@ impl LuaHost {
                 .unwrap_or("?")
                 .to_string()
         };
-        let out = self.drive(req, self.runner.clone(), args).await;
+        let out = self.drive(req, args).await;
         req.borrow_mut().mark_plugin(0);
         match out {
             Driven::Exited => Step::Exit,
@@ -277,46 +343,41 @@ impl LuaHost {
             }
             Driven::Done(vals) => {
                 let mut it = vals.into_iter();
-                let kind = it.next();
-                let kind = match &kind {
-                    Some(Value::String(s)) => s.to_string_lossy(),
+                let kind = match it.next() {
+                    Some(Value::String(s)) => s,
                     _ => return Step::Continue,
                 };
                 let index = match it.next() {
                     Some(Value::Integer(i)) if i >= 1 => i as usize - 1,
                     _ => 0,
                 };
-                match kind.as_str() {
-                    "error" => {
-                        let msg = match it.next() {
-                            Some(Value::String(s)) => {
-                                let s = s.to_string_lossy();
-                                s.strip_prefix("runtime error: ")
-                                    .map(str::to_string)
-                                    .unwrap_or(s)
-                            }
-                            Some(v) => format!("{v:?}"),
-                            None => "unknown error".into(),
-                        };
-                        log_plugin_error(&describe(index), phase, &msg, req);
-                        Step::Error
-                    }
-                    _ => {
-                        let status = match it.next() {
-                            Some(Value::Integer(c)) => u16::try_from(c).ok(),
-                            Some(Value::Number(c)) => Some(c as u16),
-                            _ => None,
-                        };
-                        let body = match it.next() {
-                            Some(Value::String(s)) => Some(Bytes::copy_from_slice(&s.as_bytes())),
-                            _ => None,
-                        };
-                        Step::Answer {
-                            index,
-                            status,
-                            body,
+                if &*kind.as_bytes() == b"error" {
+                    let msg = match it.next() {
+                        Some(Value::String(s)) => {
+                            let s = s.to_string_lossy();
+                            s.strip_prefix("runtime error: ")
+                                .map(str::to_string)
+                                .unwrap_or(s)
                         }
-                    }
+                        Some(v) => format!("{v:?}"),
+                        None => "unknown error".into(),
+                    };
+                    log_plugin_error(&describe(index), phase, &msg, req);
+                    return Step::Error;
+                }
+                let status = match it.next() {
+                    Some(Value::Integer(c)) => u16::try_from(c).ok(),
+                    Some(Value::Number(c)) => Some(c as u16),
+                    _ => None,
+                };
+                let body = match it.next() {
+                    Some(Value::String(s)) => Some(Bytes::copy_from_slice(&s.as_bytes())),
+                    _ => None,
+                };
+                Step::Answer {
+                    index,
+                    status,
+                    body,
                 }
             }
         }
@@ -330,16 +391,28 @@ impl LuaHost {
         src: &HandlerSource,
         directive: &str,
         req: &SharedReq,
+        state: &ReqState,
+        route: &RouteInfo<'_>,
     ) -> Option<Step> {
-        let f = match self.handler(version, route_key, src, directive) {
-            Ok(Some(f)) => f,
-            Ok(None) => return None,
+        let f = match self.handler(version, route_key, src, directive)? {
+            Ok(f) => f,
             Err(e) => {
                 log::error!("failed to load {directive} of route {route_key}: {e}");
                 return Some(Step::Error);
             }
         };
-        Some(match self.drive(req, f, MultiValue::new()).await {
+        let st = match self.state(version, req, state, route) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("failed to prepare the request's Lua state: {e}");
+                return Some(Step::Error);
+            }
+        };
+        let mut args = MultiValue::with_capacity(3);
+        args.push_back(Value::Table(st));
+        args.push_back(Value::Function(f));
+        args.push_back(Value::Integer(0));
+        Some(match self.drive(req, args).await {
             Driven::Done(_) => Step::Continue,
             Driven::Exited => Step::Exit,
             Driven::TimedOut => {
@@ -362,50 +435,48 @@ impl LuaHost {
         })
     }
 
+    /// The compiled `directive` chunk of the route, if it has one. Each chunk is compiled on
+    /// its own, so a chunk that does not compile fails its own directive only, under its own
+    /// name.
     fn handler(
         &self,
         version: u64,
         route_key: &str,
         src: &HandlerSource,
         directive: &str,
-    ) -> mlua::Result<Option<Function>> {
+    ) -> Option<HandlerFn> {
         self.forget_old(version);
-        let lua = self.lua();
-        let key = (version, route_key.to_string());
-        let t: Table = match self.handlers.borrow().get(&key) {
-            Some(k) => lua.registry_value(k)?,
-            None => lua.create_table()?,
-        };
-        if self.handlers.borrow().get(&key).is_none() {
-            for (d, code) in &src.chunks {
-                let f = lua
+        let key = (version, route_key.to_string(), directive.to_string());
+        if let Some(f) = self.handlers.borrow().get(&key) {
+            return f.clone();
+        }
+        let compiled = src
+            .chunks
+            .iter()
+            .find(|(d, _)| d == directive)
+            .map(|(d, code)| {
+                self.lua()
                     .load(code.as_str())
                     .set_name(format!(
                         "={d}(route {})",
                         route_key.strip_prefix("route#").unwrap_or(route_key)
                     ))
-                    .into_function()?;
-                t.set(d.as_str(), f)?;
-            }
-            let k = lua.create_registry_value(t.clone())?;
-            self.handlers.borrow_mut().insert(key, Rc::new(k));
-        }
-        t.get::<Option<Function>>(directive)
+                    .into_function()
+                    .map_err(|e| e.to_string())
+            });
+        self.handlers.borrow_mut().insert(key, compiled.clone());
+        compiled
     }
 
-    /// Drives `f(args)` as the request's Lua thread until it returns, calls `ngx.exit`, fails,
-    /// or waits past the phase timeout (armed only once the code first waits).
-    async fn drive(&self, req: &SharedReq, f: Function, args: MultiValue) -> Driven {
+    /// Drives `runner(args)` as the request's Lua thread until it returns, calls `ngx.exit`,
+    /// fails, or waits past the phase timeout (armed only once the code first waits).
+    async fn drive(&self, req: &SharedReq, args: MultiValue) -> Driven {
         let id = req.borrow().id;
-        let thread = match self.lua().create_thread(f) {
-            Ok(t) => t,
-            Err(e) => return Driven::Failed(e.to_string()),
-        };
-        let fut = match thread.into_async::<MultiValue>(args) {
-            Ok(f) => f,
-            Err(e) => return Driven::Failed(e.to_string()),
-        };
-        let mut fut = std::pin::pin!(Exitable::new(id, fut));
+        // `call_async` runs the call in a Lua thread taken from mlua's pool of finished ones.
+        let mut fut = std::pin::pin!(Exitable::new(
+            id,
+            self.runner.call_async::<MultiValue>(args)
+        ));
         // Most phases never wait: poll once before arming a timer.
         let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
             std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
@@ -434,7 +505,7 @@ impl LuaHost {
         };
         // Light threads the phase spawned: waited for when it returned normally (as
         // OpenResty does), stopped when it exited or failed.
-        if matches!(out, Driven::Done(_)) {
+        if matches!(out, Driven::Done(_)) && sched::has_threads(id) {
             let at = deadline.unwrap_or_else(|| Instant::now() + self.phase_timeout);
             match tokio::time::timeout_at(at, sched::join_threads(id)).await {
                 Ok(true) => {}
@@ -477,31 +548,6 @@ fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
         r.host
     );
 }
-
-/// Completes a new `api_ctx` on the Lua side (see `new_api_ctx`).
-const API_CTX: &str = r#"
-local core_ctx = require("apisix.core.ctx")
-return function(conf_type, conf_id, conf_version, route_id, route_name, service_id)
-    local api_ctx = {
-        conf_type = conf_type, conf_id = conf_id, conf_version = conf_version,
-        route_id = route_id, route_name = route_name, service_id = service_id,
-    }
-    core_ctx.set_vars_meta(api_ctx)
-    local route_id = api_ctx.route_id
-    if route_id then
-        -- What plugins read of the matched route; `plugins` is filled by the runner.
-        local version = api_ctx.conf_type == "route" and tonumber(api_ctx.conf_version) or nil
-        api_ctx.matched_route = {
-            key = "/apisix/routes/" .. route_id,
-            modifiedIndex = version,
-            value = { id = route_id, name = api_ctx.route_name, service_id = api_ctx.service_id },
-        }
-    end
-    -- Router captures (uri_param_*) are not passed from the Rust router yet.
-    api_ctx.curr_req_matched = {}
-    return api_ctx
-end
-"#;
 
 #[cfg(test)]
 pub fn for_tests(dir: &std::path::Path, plugins: &[String]) -> LuaHost {

@@ -9,6 +9,7 @@ pub mod host;
 pub mod lib;
 pub mod ngx;
 pub mod plugin;
+pub mod raw;
 pub mod request;
 pub mod sched;
 pub mod vm;

@@ -3,69 +3,165 @@
 -- APISIX's plugin runner calls them: `phase(conf, ctx)`, with `ctx._plugin_name` set.
 -- A Lua error stops the run and is reported with its traceback; in the phases that may answer,
 -- a `return code, body` stops it and becomes the answer (a table body as JSON plus a newline).
+--
+-- It also makes a request's Lua state (`new_state`, called from Rust on the request's first Lua
+-- entry; `ctx` with `ctx.var` and `ngx.ctx` are made in it on first use), which the proxy holds
+-- and passes to every call. Nothing here is made per
+-- request that can be made once per snapshot: chains carry their owner's `conf_*`, their flat
+-- plugin list and their `matched_route`, built on first use.
 local mark = ...
 
-local xpcall, traceback, select, type = xpcall, debug.traceback, select, type
+local select, type, tostring = select, type, tostring
+local traceback = debug.traceback
+local raw = require("moongate.request")
+local xpcall, plain, live = raw.xpcall, raw.plain, raw.live
 local json = require("cjson.safe").new()
 -- APISIX's core.json settings: "/" is not escaped, arrays stay arrays.
 json.encode_escape_forward_slash(false)
+local core_ctx
 
-local answers = { rewrite = true, access = true, before_proxy = true }
+local PHASES = { "rewrite", "access", "before_proxy", "header_filter", "body_filter", "log" }
+-- Phases whose `return code, body` answers the request.
+local ANSWERS = 3
 
--- What APISIX's init sets up once per request and chain: `ngx.ctx.api_ctx` (core.* functions
--- called without ctx find it there) and, for the route's chain, `ctx.plugins` (the flat
--- `{module, conf, ...}` list) and the confs under `ctx.matched_route.value.plugins`.
-local function attach(chain, api_ctx)
-    local ngx_ctx = ngx.ctx
+local function on_error(err)
+    return traceback(plain(err), 2)
+end
+
+-- The route object of `ctx.matched_route`, once per route and snapshot (called from Rust).
+local function make_route(id, name, service_id, modified_index)
+    return {
+        id = id,
+        name = name,
+        service_id = service_id,
+        matched_route = {
+            key = "/apisix/routes/" .. id,
+            modifiedIndex = modified_index,
+            value = { id = id, name = name, service_id = service_id },
+        },
+    }
+end
+
+-- A request's first entry: its state, registered for `ngx.ctx` under its context id.
+local function new_state(id, route)
+    local state = { route = route }
+    live[id] = state
+    return state
+end
+
+-- APISIX's per-request `ctx`, made on the first plugin phase: the route fields, `ctx.var`
+-- (apisix.core.ctx), and `ngx.ctx.api_ctx` pointing at it.
+local function new_api_ctx(state)
+    local route = state.route
+    local api_ctx = {
+        route_id = route.id,
+        route_name = route.name,
+        service_id = route.service_id,
+        matched_route = route.matched_route,
+        -- Router captures (uri_param_*) are not passed from the Rust router yet.
+        curr_req_matched = {},
+    }
+    if not core_ctx then
+        core_ctx = require("apisix.core.ctx")
+    end
+    core_ctx.set_vars_meta(api_ctx)
+    state.api_ctx = api_ctx
+    return api_ctx
+end
+
+-- What a chain gives `ctx` when it starts running: its owner's `conf_*` and, for the route's
+-- chain (plain or merged with a consumer's), APISIX's `ctx.plugins` (the flat
+-- `{module, conf, ...}` list) and `ctx.matched_route` with the chain's confs as its plugins.
+-- Both are built once per chain and snapshot and shared by its requests, as APISIX shares
+-- route objects.
+local function attach(state, api_ctx, chain)
+    local ngx_ctx = state.ngx_ctx
+    if ngx_ctx == nil then
+        ngx_ctx = {}
+        state.ngx_ctx = ngx_ctx
+    end
     if ngx_ctx.api_ctx ~= api_ctx then
         ngx_ctx.api_ctx = api_ctx
         api_ctx.ngx_ctx = ngx_ctx
     end
-    if api_ctx._moongate_chain == chain or api_ctx.conf_type == "global_rule" then
+    if api_ctx._moongate_chain == chain then
         return
     end
     api_ctx._moongate_chain = chain
-    local flat, confs = {}, {}
-    for i = 1, #chain do
-        local e = chain[i]
-        if e then
-            flat[#flat + 1] = e.mod
-            flat[#flat + 1] = e.conf
-            confs[e.name] = e.conf
+    api_ctx.conf_type = chain.conf_type
+    api_ctx.conf_id = chain.conf_id
+    api_ctx.conf_version = chain.conf_version
+    if chain.global then
+        return
+    end
+    local flat = chain.flat
+    if flat == nil then
+        local confs = {}
+        flat = {}
+        for i = 1, #chain do
+            local e = chain[i]
+            if e then
+                flat[#flat + 1] = e.mod
+                flat[#flat + 1] = e.conf
+                confs[e.name] = e.conf
+            end
         end
+        chain.flat = flat
+        local base = state.route.matched_route
+        local value = {}
+        for k, v in pairs(base.value) do
+            value[k] = v
+        end
+        value.plugins = confs
+        chain.matched_route = { key = base.key, modifiedIndex = base.modifiedIndex, value = value }
     end
     api_ctx.plugins = flat
-    local route = api_ctx.matched_route
-    if route then
-        route.value.plugins = confs
-    end
+    api_ctx.matched_route = chain.matched_route
 end
 
-return function(phase, chain, api_ctx, ...)
-    local may_answer = answers[phase]
-    attach(chain, api_ctx)
+local function answer(i, code, body)
+    if type(body) == "table" then
+        local encoded, err = json.encode(body)
+        if not encoded then
+            return "error", i, "failed to encode the body of the answer: " .. tostring(err)
+        end
+        body = encoded .. "\n"
+    elseif body ~= nil and type(body) ~= "string" then
+        body = tostring(body)
+    end
+    return "answer", i, code, body
+end
+
+local function run_phase(state, chain, phase_no, ...)
+    local api_ctx = state.api_ctx or new_api_ctx(state)
+    attach(state, api_ctx, chain)
+    local phase = PHASES[phase_no]
+    local may_answer = phase_no <= ANSWERS
     for k = 1, select("#", ...) do
         local i = select(k, ...)
         local e = chain[i]
         api_ctx._plugin_name = e.name
         mark(i)
-        local ok, code, body = xpcall(e.mod[phase], traceback, e.conf, api_ctx)
+        local ok, code, body = xpcall(e.mod[phase], on_error, e.conf, api_ctx)
         if not ok then
             return "error", i, code
         end
         if may_answer and (code or body) then
-            if type(body) == "table" then
-                local encoded, err = json.encode(body)
-                if not encoded then
-                    return "error", i, "failed to encode the body of the answer: " .. tostring(err)
-                end
-                body = encoded .. "\n"
-            elseif body ~= nil and type(body) ~= "string" then
-                body = tostring(body)
-            end
-            return "answer", i, code, body
+            return answer(i, code, body)
         end
     end
     mark(0)
     return nil
 end
+
+-- The entry point: the request's state, then either a chain, a phase number and the plugin
+-- indices to run, or a `*_by_lua` handler function and 0. Returns what the run ended with.
+local function run(state, chain, phase_no, ...)
+    if phase_no == 0 then
+        chain()
+        return nil
+    end
+    return run_phase(state, chain, phase_no, ...)
+end
+
+return run, make_route, new_state

@@ -20,13 +20,12 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode, Uri, header};
-use mlua::Table;
 use tokio::time::Instant;
 
 use super::body::{Body, BodyFilter, FilterFuture};
 use super::{ConnCtx, Forward, LogData, UpstreamDone, error_page, finish, upstream_headers};
 use crate::config::snapshot::{ConsumerEntry, RouteEntry, Snapshot};
-use crate::lua::host::{LuaHost, Step};
+use crate::lua::host::{LuaHost, ReqState, RouteInfo, Step};
 use crate::lua::request::{self, SharedReq};
 use crate::lua::sched;
 use crate::plugin::ctx::ReqBody;
@@ -69,9 +68,8 @@ struct Run {
     consumer_pass: Cell<bool>,
     route: Arc<RouteEntry>,
     req: SharedReq,
-    api_ctx: RefCell<Option<Table>>,
-    /// The slot of `chains` whose owner `api_ctx` shows now.
-    owner_slot: Cell<usize>,
+    /// The request's Lua state (its `ctx`, `ngx.ctx`), made by its first Lua run.
+    lua_state: ReqState,
     uses_lua: bool,
 }
 
@@ -87,29 +85,19 @@ impl Run {
             .is_some_and(|h| h.chunks.iter().any(|(d, _)| d == directive))
     }
 
-    fn api_ctx(&self, slot: usize) -> Option<Table> {
-        let host = self.host.as_ref()?;
-        let chain = self.chains.borrow()[slot].clone();
-        let mut cur = self.api_ctx.borrow_mut();
-        match cur.as_ref() {
-            Some(t) => {
-                if self.owner_slot.get() != slot {
-                    let _ = host.set_owner(t, &chain.owner);
-                    self.owner_slot.set(slot);
-                }
-                Some(t.clone())
-            }
-            None => match host.new_api_ctx(&self.req, &chain.owner) {
-                Ok(t) => {
-                    self.owner_slot.set(slot);
-                    *cur = Some(t.clone());
-                    Some(t)
-                }
-                Err(e) => {
-                    log::error!("failed to create the plugin context: {e}");
-                    None
-                }
-            },
+    /// The route as plugins see it (`ctx.route_id`, `ctx.matched_route`).
+    fn route_info(&self) -> RouteInfo<'_> {
+        let r = &self.route;
+        let modified_index = r
+            .chain
+            .as_ref()
+            .filter(|c| c.owner.conf_type == "route")
+            .and_then(|c| c.owner.conf_version.parse().ok());
+        RouteInfo {
+            id: &r.id.0,
+            name: r.name.as_deref(),
+            service_id: r.service_id.as_ref().map(|s| s.0.as_str()),
+            modified_index,
         }
     }
 
@@ -193,11 +181,16 @@ impl Run {
                             );
                             return Flow::Answer(500);
                         };
-                        let Some(api_ctx) = self.api_ctx(slot) else {
-                            return Flow::Answer(500);
-                        };
                         let step = host
-                            .run_plugins(self.version, &chain, phase, &run, &self.req, &api_ctx)
+                            .run_plugins(
+                                self.version,
+                                &chain,
+                                phase,
+                                &run,
+                                &self.req,
+                                &self.lua_state,
+                                &self.route_info(),
+                            )
                             .await;
                         match step {
                             Step::Continue => {}
@@ -231,10 +224,11 @@ impl Run {
             return Flow::Continue;
         };
         let slot = self.chains.borrow().len() - 1;
-        let Some(api_ctx) = self.api_ctx(slot) else {
-            return Flow::Continue;
-        };
-        let Ok(Some(name)) = api_ctx.get::<Option<String>>("consumer_name") else {
+        let Some(name) = self
+            .host
+            .as_ref()
+            .and_then(|h| h.consumer_name(&self.lua_state))
+        else {
             return Flow::Continue;
         };
         let Some(consumer) = self.snapshot.consumers.get(&name).cloned() else {
@@ -247,10 +241,8 @@ impl Run {
         let Some(cchain) = consumer.chain.clone() else {
             return Flow::Continue;
         };
+        // The runner gives `ctx` the merged chain's owner when that chain first runs.
         let merged = merged_chain(self.version, &route_chain, &cchain, &consumer);
-        if let Some(host) = &self.host {
-            let _ = host.set_owner(&api_ctx, &merged.owner);
-        }
         self.chains.borrow_mut()[slot] = merged;
         self.consumer_pass.set(true);
         let flow = self.phase(Phase::Rewrite).await;
@@ -339,7 +331,15 @@ impl Run {
         }
         let route_key = format!("route#{}", self.route.id);
         match host
-            .run_handler(self.version, &route_key, &src, directive, &self.req)
+            .run_handler(
+                self.version,
+                &route_key,
+                &src,
+                directive,
+                &self.req,
+                &self.lua_state,
+                &self.route_info(),
+            )
             .await
         {
             None | Some(Step::Continue) | Some(Step::Answer { .. }) => {
@@ -472,8 +472,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         consumer_pass: Cell::new(false),
         route,
         req,
-        api_ctx: RefCell::new(None),
-        owner_slot: Cell::new(usize::MAX),
+        lua_state: RefCell::new(None),
         uses_lua,
     });
 

@@ -11,6 +11,7 @@ use http::HeaderName;
 use mlua::{Function, IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 
 use super::req::{header_name, header_values, headers_table};
+use crate::lua::raw::{self, Ret, Rets};
 use crate::lua::request;
 use crate::lua::sched;
 
@@ -131,66 +132,106 @@ async fn stop_here(id: sched::CtxId) -> mlua::Result<()> {
     Ok(())
 }
 
+/// The metatable of `ngx`. `ngx.ctx` lives in the request's Lua state (made by the phase
+/// runner on the request's first Lua entry), found by the running context's id.
+const NGX_MT: &str = r#"
+local current_id, ctx_error, get_status, set_status, headers_sent = ...
+local live = require("moongate.request").live
+local type, rawset, error = type, rawset, error
+
+local function state()
+    local id = current_id()
+    local st = id and live[id]
+    if st == nil then
+        return ctx_error()
+    end
+    return st
+end
+
+return {
+    __index = function(_, k)
+        if k == "ctx" then
+            local st = state()
+            local c = st.ngx_ctx
+            if c == nil then
+                c = {}
+                st.ngx_ctx = c
+            end
+            return c
+        elseif k == "status" then
+            return get_status()
+        elseif k == "headers_sent" then
+            return headers_sent()
+        end
+        return nil
+    end,
+    __newindex = function(t, k, v)
+        if k == "ctx" then
+            if type(v) ~= "table" then
+                error("ctx should be a table while getting a " .. type(v), 2)
+            end
+            state().ngx_ctx = v
+        elseif k == "status" then
+            set_status(v)
+        else
+            rawset(t, k, v)
+        end
+    end,
+}
+"#;
+
+crate::raw_fn!(current_id, |_| {
+    Ok(match sched::current() {
+        Some(id) => Ret::Num(id as f64),
+        None => Ret::Nil,
+    }
+    .into())
+});
+
+crate::raw_fn!(ctx_error, |_| Err(request::no_request_message("ngx.ctx")));
+
+crate::raw_fn!(get_status, |_| {
+    request::with_raw("ngx.status", |r| Ret::Num(r.status as f64).into())
+});
+
+crate::raw_fn!(headers_sent, |_| {
+    request::with_raw("ngx.headers_sent", |r| {
+        Ret::Bool(r.headers_sent || r.output_started || r.streaming).into()
+    })
+});
+
+crate::raw_fn!(set_status, |args| {
+    let bad = || "bad argument to 'ngx.status' (number expected)".to_string();
+    let code = match args.ty(1) {
+        raw::Ty::Number => args.number(1).unwrap_or(0.0) as i64,
+        raw::Ty::Str => std::str::from_utf8(args.str(1).unwrap_or_default())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    request::with_raw("ngx.status", |r| {
+        if r.headers_sent || r.output_started {
+            log::error!("attempt to set ngx.status after sending out response headers");
+            return;
+        }
+        if (100..=999).contains(&code) {
+            r.status = code as u16;
+        }
+    })?;
+    Ok(Rets::none())
+});
+
 pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     // ngx.status, ngx.ctx and ngx.headers_sent are fields with behaviour: served by the
-    // metatable of `ngx`, so they must never be raw fields of it.
-    let mt = lua.create_table()?;
-    mt.set(
-        "__index",
-        lua.create_function(|lua, (_, k): (Value, Value)| {
-            let Value::String(k) = k else {
-                return Ok(Value::Nil);
-            };
-            match &*k.as_bytes() {
-                b"status" => Ok(Value::Integer(request::with("ngx.status", |r| {
-                    r.status as i64
-                })?)),
-                b"ctx" => Ok(Value::Table(request::ngx_ctx(lua)?)),
-                b"headers_sent" => Ok(Value::Boolean(request::with("ngx.headers_sent", |r| {
-                    r.headers_sent || r.output_started || r.streaming
-                })?)),
-                _ => Ok(Value::Nil),
-            }
-        })?,
-    )?;
-    mt.set(
-        "__newindex",
-        lua.create_function(|lua, (t, k, v): (Table, Value, Value)| {
-            if let Value::String(s) = &k {
-                match &*s.as_bytes() {
-                    b"status" => {
-                        let code = match v {
-                            Value::Integer(i) => i,
-                            Value::Number(n) => n as i64,
-                            Value::String(s) => s.to_str()?.trim().parse().map_err(|_| {
-                                rt("bad argument to 'ngx.status' (number expected)")
-                            })?,
-                            _ => return Err(rt("bad argument to 'ngx.status' (number expected)")),
-                        };
-                        return request::with("ngx.status", |r| {
-                            if r.headers_sent || r.output_started {
-                                log::error!(
-                                    "attempt to set ngx.status after sending out response headers"
-                                );
-                                return;
-                            }
-                            if (100..=999).contains(&code) {
-                                r.status = code as u16;
-                            }
-                        });
-                    }
-                    b"ctx" => {
-                        let Value::Table(t) = v else {
-                            return Err(rt("ctx should be a table while getting a {}"));
-                        };
-                        return request::set_ngx_ctx(lua, t);
-                    }
-                    _ => {}
-                }
-            }
-            t.raw_set(k, v)
-        })?,
-    )?;
+    // metatable of `ngx` (NGX_MT), so they must never be raw fields of it.
+    let mt: Table = lua.load(NGX_MT).set_name("=moongate/ngx_mt.lua").call((
+        raw::function(lua, current_id, ())?,
+        raw::function(lua, ctx_error, ())?,
+        raw::function(lua, get_status, ())?,
+        raw::function(lua, set_status, ())?,
+        raw::function(lua, headers_sent, ())?,
+    ))?;
     ngx.set_metatable(Some(mt))?;
 
     let header = lua.create_table()?;
