@@ -91,13 +91,14 @@ pub struct LuaHost {
     make_route: Function,
     /// `runner.lua`'s maker of a request's Lua state, called on its first Lua entry.
     new_state: Function,
-    /// Chain tables per (snapshot version, chain key).
-    chains: RefCell<FxHashMap<(u64, String), Table>>,
-    /// Route objects per (snapshot version, route id).
-    routes: RefCell<FxHashMap<(u64, String), Table>>,
-    /// Compiled handlers per (snapshot version, route key, directive).
-    handlers: RefCell<FxHashMap<(u64, String, String), Option<HandlerFn>>>,
-    /// The newest snapshot version seen; older entries are dropped when it changes.
+    /// Chain tables of the newest snapshot version, by chain key.
+    chains: RefCell<FxHashMap<String, Table>>,
+    /// Route objects of the newest snapshot version, by route id.
+    routes: RefCell<FxHashMap<String, Table>>,
+    /// Compiled handlers of the newest snapshot version, by (route key, directive).
+    handlers: RefCell<FxHashMap<(String, String), Option<HandlerFn>>>,
+    /// The newest snapshot version seen: the caches hold its values only. A request still on
+    /// an older snapshot gets its values made anew (it holds them itself).
     newest: Cell<u64>,
     /// Field names read from Rust, made once.
     key_api_ctx: LuaString,
@@ -170,25 +171,24 @@ impl LuaHost {
         self.modules.contains_key(name)
     }
 
-    fn forget_old(&self, version: u64) {
+    /// Whether values of snapshot `version` are cached: it is the newest seen (the caches
+    /// are emptied when a newer one comes).
+    fn cacheable(&self, version: u64) -> bool {
         if version > self.newest.get() {
             self.newest.set(version);
-            // Requests still on the previous snapshot hold their tables themselves.
-            self.chains.borrow_mut().retain(|(v, _), _| *v >= version);
-            self.routes.borrow_mut().retain(|(v, _), _| *v >= version);
-            self.handlers
-                .borrow_mut()
-                .retain(|(v, _, _), _| *v >= version);
+            self.chains.borrow_mut().clear();
+            self.routes.borrow_mut().clear();
+            self.handlers.borrow_mut().clear();
         }
+        version == self.newest.get()
     }
 
     /// The chain as Lua sees it: `{name, mod, conf}` per Lua plugin (`false` for native
     /// ones, so indices line up) and the owner's `conf_type`, `conf_id`, `conf_version`, made
     /// once per snapshot version.
     fn chain_table(&self, version: u64, chain: &Chain) -> Result<Table, String> {
-        self.forget_old(version);
-        let key = (version, chain.key.clone());
-        if let Some(t) = self.chains.borrow().get(&key) {
+        let cache = self.cacheable(version);
+        if cache && let Some(t) = self.chains.borrow().get(chain.key.as_str()) {
             return Ok(t.clone());
         }
         let lua = self.lua();
@@ -220,21 +220,28 @@ impl LuaHost {
         t.set("conf_version", o.conf_version.as_str())
             .map_err(err)?;
         t.set("global", o.conf_type == "global_rule").map_err(err)?;
-        self.chains.borrow_mut().insert(key, t.clone());
+        if cache {
+            self.chains
+                .borrow_mut()
+                .insert(chain.key.clone(), t.clone());
+        }
         Ok(t)
     }
 
     /// The route object plugins see as `ctx.matched_route`, made once per snapshot version.
     fn route_table(&self, version: u64, route: &RouteInfo<'_>) -> mlua::Result<Table> {
-        self.forget_old(version);
-        let key = (version, route.id.to_string());
-        if let Some(t) = self.routes.borrow().get(&key) {
+        let cache = self.cacheable(version);
+        if cache && let Some(t) = self.routes.borrow().get(route.id) {
             return Ok(t.clone());
         }
         let t: Table =
             self.make_route
                 .call((route.id, route.name, route.service_id, route.modified_index))?;
-        self.routes.borrow_mut().insert(key, t.clone());
+        if cache {
+            self.routes
+                .borrow_mut()
+                .insert(route.id.to_string(), t.clone());
+        }
         Ok(t)
     }
 
@@ -445,9 +452,9 @@ impl LuaHost {
         src: &HandlerSource,
         directive: &str,
     ) -> Option<HandlerFn> {
-        self.forget_old(version);
-        let key = (version, route_key.to_string(), directive.to_string());
-        if let Some(f) = self.handlers.borrow().get(&key) {
+        let cache = self.cacheable(version);
+        let key = (route_key.to_string(), directive.to_string());
+        if cache && let Some(f) = self.handlers.borrow().get(&key) {
             return f.clone();
         }
         let compiled = src
@@ -464,7 +471,9 @@ impl LuaHost {
                     .into_function()
                     .map_err(|e| e.to_string())
             });
-        self.handlers.borrow_mut().insert(key, compiled.clone());
+        if cache {
+            self.handlers.borrow_mut().insert(key, compiled.clone());
+        }
         compiled
     }
 

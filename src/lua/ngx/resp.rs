@@ -7,10 +7,11 @@
 //! the context and waits forever, and the driver (`sched::Exitable`) drops it.
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderName;
 use mlua::{Function, IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 
-use super::req::{header_name, header_values, headers_table};
+use super::req::{
+    header_name, header_values, headers_args, headers_rets, raw_header_name, raw_header_values,
+};
 use crate::lua::raw::{self, Ret, Rets};
 use crate::lua::request;
 use crate::lua::sched;
@@ -118,11 +119,46 @@ fn output(lua: &Lua, args: MultiValue, newline: bool, api: &str) -> mlua::Result
     })?
 }
 
-/// lua-nginx-module turns `_` into `-` in response header names it is given.
-fn resp_header_name(k: &LuaString) -> mlua::Result<HeaderName> {
-    let s = k.to_str()?.replace('_', "-");
-    HeaderName::from_bytes(s.as_bytes()).map_err(|_| rt(format!("invalid header name {s:?}")))
-}
+crate::raw_fn!(header_index, |args| {
+    // lua-nginx-module turns `_` into `-` in response header names it is given.
+    let name = raw_header_name(args, 2, "ngx.header", true)?;
+    request::with_raw("ngx.header", |r| {
+        let mut all = r.resp_headers.get_all(&name).iter();
+        match (all.next(), all.next()) {
+            (None, _) => Ret::Nil,
+            (Some(v), None) => Ret::Str(v.as_bytes().to_vec()),
+            (Some(a), Some(b)) => {
+                let mut list = vec![a.as_bytes().to_vec(), b.as_bytes().to_vec()];
+                list.extend(all.map(|v| v.as_bytes().to_vec()));
+                Ret::List(list)
+            }
+        }
+        .into()
+    })
+});
+
+crate::raw_fn!(header_newindex, |args| {
+    let name = raw_header_name(args, 2, "ngx.header", true)?;
+    let vals = raw_header_values(args, 3, "ngx.header")?;
+    request::with_raw("ngx.header", |r| {
+        if r.headers_sent || r.output_started {
+            log::error!("attempt to set ngx.header.HEADER after sending out response headers");
+            return;
+        }
+        r.resp_headers.remove(&name);
+        for v in vals.into_iter().flatten() {
+            r.resp_headers.append(name.clone(), v);
+        }
+    })?;
+    Ok(Rets::none())
+});
+
+crate::raw_fn!(resp_get_headers, |args| {
+    let (max, raw) = headers_args(args);
+    request::with_raw("ngx.resp.get_headers", |r| {
+        headers_rets(&r.resp_headers, max, raw)
+    })
+});
 
 /// Ends the calling Lua for good: the context is marked exited and this never completes, so
 /// its driver (`sched::Exitable`) drops the code without running another line of it.
@@ -236,68 +272,15 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
 
     let header = lua.create_table()?;
     let hmt = lua.create_table()?;
-    hmt.set(
-        "__index",
-        lua.create_function(|lua, (_, k): (Value, LuaString)| {
-            let name = resp_header_name(&k)?;
-            let vals: Vec<Vec<u8>> = request::with("ngx.header", |r| {
-                r.resp_headers
-                    .get_all(&name)
-                    .iter()
-                    .map(|v| v.as_bytes().to_vec())
-                    .collect()
-            })?;
-            match vals.len() {
-                0 => Ok(Value::Nil),
-                1 => lua.create_string(&vals[0]).map(Value::String),
-                _ => {
-                    let t = lua.create_table()?;
-                    for v in vals {
-                        t.raw_push(lua.create_string(&v)?)?;
-                    }
-                    Ok(Value::Table(t))
-                }
-            }
-        })?,
-    )?;
-    hmt.set(
-        "__newindex",
-        lua.create_function(|_, (_, k, v): (Value, LuaString, Value)| {
-            let name = resp_header_name(&k)?;
-            let vals = header_values(&v, "ngx.header")?;
-            request::with("ngx.header", |r| {
-                if r.headers_sent || r.output_started {
-                    log::error!(
-                        "attempt to set ngx.header.HEADER after sending out response headers"
-                    );
-                    return;
-                }
-                r.resp_headers.remove(&name);
-                for v in vals.into_iter().flatten() {
-                    r.resp_headers.append(name.clone(), v);
-                }
-            })
-        })?,
-    )?;
+    hmt.set("__index", raw::function(lua, header_index, ())?)?;
+    hmt.set("__newindex", raw::function(lua, header_newindex, ())?)?;
     header.set_metatable(Some(hmt))?;
     ngx.raw_set("header", header)?;
 
     let resp = lua.create_table()?;
-    let normalizer = super::req::header_normalizer(lua)?;
     resp.set(
         "get_headers",
-        lua.create_function(move |lua, (max, raw): (Option<i64>, Option<bool>)| {
-            let r = request::current("ngx.resp.get_headers")?;
-            let r = r.borrow();
-            let (t, trunc) = headers_table(
-                lua,
-                &r.resp_headers,
-                max.unwrap_or(100).max(0) as usize,
-                raw.unwrap_or(false),
-                &normalizer,
-            )?;
-            Ok((t, trunc))
-        })?,
+        raw::function(lua, resp_get_headers, super::req::header_metatable(lua)?)?,
     )?;
     resp.set(
         "add_header",
