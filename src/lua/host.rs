@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
+use mlua::{Function, Lua, LuaString, MultiValue, RegistryKey, Table, Value};
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
@@ -54,9 +54,16 @@ pub struct HandlerSource {
     pub chunks: Vec<(String, String)>,
 }
 
-/// A request's Lua state (its APISIX `ctx`, its `ngx.ctx`), made by its first run of Lua
-/// code; `None` until then.
-pub type ReqState = RefCell<Option<Table>>;
+/// A request's Lua state: the table holding its APISIX `ctx` and its `ngx.ctx`, made on its
+/// first Lua entry, and the registry slot through which `ngx.ctx` finds it (released with
+/// it).
+pub struct LuaState {
+    table: Table,
+    _slot: RegistryKey,
+}
+
+/// A request's Lua state, `None` until its first Lua entry.
+pub type ReqState = RefCell<Option<LuaState>>;
 
 /// The matched route as plugins see it (`ctx.route_id`, `ctx.matched_route`).
 #[derive(Debug, Clone, Copy)]
@@ -259,7 +266,7 @@ impl LuaHost {
     /// `ctx.consumer_name` of a request whose Lua state exists: what an auth plugin attached.
     pub fn consumer_name(&self, state: &ReqState) -> Option<String> {
         let st = state.borrow();
-        let api_ctx: Table = st.as_ref()?.raw_get(&self.key_api_ctx).ok()?;
+        let api_ctx: Table = st.as_ref()?.table.raw_get(&self.key_api_ctx).ok()?;
         api_ctx
             .raw_get::<Option<String>>(&self.key_consumer_name)
             .ok()
@@ -275,14 +282,18 @@ impl LuaHost {
         state: &ReqState,
         route: &RouteInfo<'_>,
     ) -> mlua::Result<Table> {
-        if let Some(t) = state.borrow().as_ref() {
-            return Ok(t.clone());
+        if let Some(st) = state.borrow().as_ref() {
+            return Ok(st.table.clone());
         }
-        let id = req.borrow().id as i64;
-        let t: Table = self
-            .new_state
-            .call((id, self.route_table(version, route)?))?;
-        *state.borrow_mut() = Some(t.clone());
+        let t: Table = self.new_state.call(self.route_table(version, route)?)?;
+        // A registry slot (reused from finished requests): `ngx.ctx` reaches the state
+        // through it in one raw lookup.
+        let slot = self.lua().create_registry_value(t.clone())?;
+        request::set_state_slot(req.borrow().id, slot.id());
+        *state.borrow_mut() = Some(LuaState {
+            table: t.clone(),
+            _slot: slot,
+        });
         Ok(t)
     }
 

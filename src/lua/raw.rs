@@ -110,6 +110,30 @@ impl Args {
         Some(unsafe { ffi::lua_toboolean(self.l, i) != 0 })
     }
 
+    /// Argument `i` when it is a full userdata whose metatable is upvalue `mt` of the running
+    /// function: its memory block.
+    pub fn userdata(&self, i: c_int, mt: c_int) -> Option<*mut std::ffi::c_void> {
+        if i < 1 || i > self.n {
+            return None;
+        }
+        // SAFETY: `lua_getmetatable` pushes one value (or none) without allocating; it is
+        // popped before returning.
+        unsafe {
+            if ffi::lua_type(self.l, i) != ffi::LUA_TUSERDATA
+                || ffi::lua_getmetatable(self.l, i) == 0
+            {
+                return None;
+            }
+            let same = ffi::lua_rawequal(self.l, -1, ffi::lua_upvalueindex(mt)) != 0;
+            ffi::lua_settop(self.l, -2);
+            if !same {
+                return None;
+            }
+            let p = ffi::lua_touserdata(self.l, i);
+            (!p.is_null()).then_some(p)
+        }
+    }
+
     /// Argument `i` as a header value would read it: a string, or a number or boolean in the
     /// text Lua's `tostring` gives.
     pub fn text(&self, i: c_int) -> Option<Cow<'_, [u8]>> {
@@ -174,6 +198,8 @@ pub enum Ret {
     List(Vec<Vec<u8>>),
     /// The upvalue at this index, as is.
     Upvalue(c_int),
+    /// The value in this slot of the Lua registry.
+    Registry(c_int),
 }
 
 /// Name/value pairs in one buffer (two allocations however many pairs).
@@ -317,6 +343,9 @@ unsafe fn push(l: *mut ffi::lua_State, v: Ret) {
                 ffi::lua_pushlstring(l, s.as_ptr().cast(), s.len());
             }
             Ret::Upvalue(i) => ffi::lua_pushvalue(l, ffi::lua_upvalueindex(i)),
+            Ret::Registry(slot) => {
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
+            }
             Ret::List(items) => {
                 ffi::lua_createtable(l, items.len().min(1 << 16) as c_int, 0);
                 for (i, s) in items.iter().enumerate() {

@@ -14,14 +14,37 @@ use crate::plugin::RequestCtx;
 /// A request shared by the proxy and the Lua code working on it.
 pub type SharedReq = Rc<RefCell<RequestCtx>>;
 
+struct Live {
+    req: SharedReq,
+    /// The registry slot of the request's Lua state (`ngx.ctx` lives there), once made.
+    state: Option<std::ffi::c_int>,
+}
+
 thread_local! {
-    static LIVE: RefCell<FxHashMap<CtxId, SharedReq>> = RefCell::new(FxHashMap::default());
+    static LIVE: RefCell<FxHashMap<CtxId, Live>> = RefCell::new(FxHashMap::default());
 }
 
 /// Makes `req` reachable from Lua while its context id is current.
 pub fn register(req: SharedReq) {
     let id = req.borrow().id;
-    LIVE.with(|l| l.borrow_mut().insert(id, req));
+    LIVE.with(|l| l.borrow_mut().insert(id, Live { req, state: None }));
+}
+
+/// Records the registry slot of request `id`'s Lua state (see `lua::host::LuaState`).
+pub fn set_state_slot(id: CtxId, slot: std::ffi::c_int) {
+    LIVE.with(|l| {
+        if let Some(x) = l.borrow_mut().get_mut(&id) {
+            x.state = Some(slot);
+        }
+    });
+}
+
+/// The registry slot of the current request's Lua state, or the error `api` raises where
+/// there is no request (or no state yet).
+pub fn state_slot(api: &str) -> Result<std::ffi::c_int, String> {
+    sched::current()
+        .and_then(|id| LIVE.with(|l| l.borrow().get(&id).and_then(|x| x.state)))
+        .ok_or_else(|| no_request_message(api))
 }
 
 /// Forgets a finished request. (Its Lua state, `ngx.ctx` included, is held by the proxy and
@@ -52,7 +75,7 @@ pub fn current(api: &str) -> mlua::Result<SharedReq> {
 /// The current request, if there is one.
 pub fn try_current() -> Option<SharedReq> {
     let id = sched::current()?;
-    LIVE.with(|l| l.borrow().get(&id).cloned())
+    LIVE.with(|l| l.borrow().get(&id).map(|x| x.req.clone()))
 }
 
 /// Runs `f` on the current request. `f` must not call back into Lua.

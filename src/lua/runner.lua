@@ -14,7 +14,8 @@ local mark = ...
 local select, type, tostring = select, type, tostring
 local traceback = debug.traceback
 local raw = require("moongate.request")
-local xpcall, plain, live = raw.xpcall, raw.plain, raw.live
+local xpcall, plain = raw.xpcall, raw.plain
+local new_tab = require("table.new")
 local json = require("cjson.safe").new()
 -- APISIX's core.json settings: "/" is not escaped, arrays stay arrays.
 json.encode_escape_forward_slash(false)
@@ -42,10 +43,10 @@ local function make_route(id, name, service_id, modified_index)
     }
 end
 
--- A request's first entry: its state, registered for `ngx.ctx` under its context id.
-local function new_state(id, route)
-    local state = { route = route }
-    live[id] = state
+-- A request's Lua state, made on its first Lua entry (called from Rust).
+local function new_state(route)
+    local state = new_tab(0, 4)
+    state.route = route
     return state
 end
 
@@ -53,14 +54,14 @@ end
 -- (apisix.core.ctx), and `ngx.ctx.api_ctx` pointing at it.
 local function new_api_ctx(state)
     local route = state.route
-    local api_ctx = {
-        route_id = route.id,
-        route_name = route.name,
-        service_id = route.service_id,
-        matched_route = route.matched_route,
-        -- Router captures (uri_param_*) are not passed from the Rust router yet.
-        curr_req_matched = {},
-    }
+    -- Sized for the fields the runner and core.ctx add, so none of them grows the table.
+    local api_ctx = new_tab(0, 16)
+    api_ctx.route_id = route.id
+    api_ctx.route_name = route.name
+    api_ctx.service_id = route.service_id
+    api_ctx.matched_route = route.matched_route
+    -- Router captures (uri_param_*) are not passed from the Rust router yet.
+    api_ctx.curr_req_matched = {}
     if not core_ctx then
         core_ctx = require("apisix.core.ctx")
     end

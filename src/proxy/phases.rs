@@ -796,6 +796,11 @@ async fn respond(
     run.filter_done();
     let filtering =
         any_phase(&run.chains.borrow(), Phase::BodyFilter) || run.handler("body_filter_by_lua");
+    let needs_log_phase = any_phase(&run.chains.borrow(), Phase::Log) || run.handler("log_by_lua");
+    // Lua runs after the head is sent (body filter, log, a streaming content handler): the
+    // request stays reachable from Lua, with the response as sent.
+    let lua_later =
+        run.uses_lua && (filtering || needs_log_phase || run.req.borrow().content_running);
     let body = {
         let mut r = run.req.borrow_mut();
         r.headers_sent = true;
@@ -810,7 +815,7 @@ async fn respond(
             b
         } else {
             parts.status = StatusCode::from_u16(r.status).unwrap_or(parts.status);
-            parts.headers = if run.uses_lua {
+            parts.headers = if lua_later {
                 r.resp_headers.clone()
             } else {
                 std::mem::take(&mut r.resp_headers)
@@ -841,8 +846,11 @@ async fn respond(
             });
         }
     }
-    let needs_log_phase = any_phase(&run.chains.borrow(), Phase::Log) || run.handler("log_by_lua");
-    let tail: Option<super::Tail> = if needs_log_phase || run.uses_lua {
+    if run.uses_lua && !lua_later {
+        // No Lua runs for this request any more.
+        request::unregister(id);
+    }
+    let tail: Option<super::Tail> = if needs_log_phase || lua_later {
         let run = run.clone();
         Some(Box::new(move |bytes: u64| {
             tokio::task::spawn_local(async move {

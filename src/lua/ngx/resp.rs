@@ -168,21 +168,11 @@ async fn stop_here(id: sched::CtxId) -> mlua::Result<()> {
     Ok(())
 }
 
-/// The metatable of `ngx`. `ngx.ctx` lives in the request's Lua state (made by the phase
-/// runner on the request's first Lua entry), found by the running context's id.
+/// The metatable of `ngx`. `ngx.ctx` lives in the request's Lua state (made on the request's
+/// first Lua entry, see `lua::host`), which `current_state` finds.
 const NGX_MT: &str = r#"
-local current_id, ctx_error, get_status, set_status, headers_sent = ...
-local live = require("moongate.request").live
+local state, get_status, set_status, headers_sent = ...
 local type, rawset, error = type, rawset, error
-
-local function state()
-    local id = current_id()
-    local st = id and live[id]
-    if st == nil then
-        return ctx_error()
-    end
-    return st
-end
 
 return {
     __index = function(_, k)
@@ -216,15 +206,9 @@ return {
 }
 "#;
 
-crate::raw_fn!(current_id, |_| {
-    Ok(match sched::current() {
-        Some(id) => Ret::Num(id as f64),
-        None => Ret::Nil,
-    }
-    .into())
+crate::raw_fn!(current_state, |_| {
+    Ok(Ret::Registry(request::state_slot("ngx.ctx")?).into())
 });
-
-crate::raw_fn!(ctx_error, |_| Err(request::no_request_message("ngx.ctx")));
 
 crate::raw_fn!(get_status, |_| {
     request::with_raw("ngx.status", |r| Ret::Num(r.status as f64).into())
@@ -262,8 +246,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     // ngx.status, ngx.ctx and ngx.headers_sent are fields with behaviour: served by the
     // metatable of `ngx` (NGX_MT), so they must never be raw fields of it.
     let mt: Table = lua.load(NGX_MT).set_name("=moongate/ngx_mt.lua").call((
-        raw::function(lua, current_id, ())?,
-        raw::function(lua, ctx_error, ())?,
+        raw::function(lua, current_state, ())?,
         raw::function(lua, get_status, ())?,
         raw::function(lua, set_status, ())?,
         raw::function(lua, headers_sent, ())?,

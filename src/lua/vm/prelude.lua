@@ -144,12 +144,9 @@ xpcall = function(f, handler, ...)
     return raw_xpcall(f, function(err) return handler(plain(err)) end, ...)
 end
 
--- For the host's own Lua (the phase runner, the `ngx` metatable): the unwrapped `xpcall` (the
--- wrapper above makes a closure per call), the error-to-message conversion, and the Lua states
--- of the live requests by context id. That table is weak: the proxy holds each state while its
--- request lives, and a finished request's state goes with the next collection.
+-- For the host's own Lua (the phase runner): the unwrapped `xpcall` (the wrapper above makes a
+-- closure per call) and the error-to-message conversion.
 package.loaded["moongate.request"] = {
     xpcall = raw_xpcall,
     plain = plain,
-    live = setmetatable({}, { __mode = "v" }),
 }
