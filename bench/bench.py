@@ -163,6 +163,7 @@ class Moongate:
     - ip: 127.0.0.1
       port: {port}
   enable_ipv6: false
+  enable_control: false
 nginx_config:
   worker_processes: 1
   http:

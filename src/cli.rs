@@ -19,7 +19,7 @@ use crate::plugin::Catalog;
 use crate::plugin::registry::PluginRegistry;
 use crate::proxy::{LuaSettings, Settings, Shared};
 use crate::server::timed_io::ClientTimeouts;
-use crate::server::{ListenSpec, Server};
+use crate::server::{ListenSpec, Server, Serves};
 use crate::upstream::SystemResolver;
 
 /// Loads `config.yaml`, printing every error when it is invalid. The warnings (keys moongate
@@ -203,6 +203,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
         .map(|l| ListenSpec {
             addr: SocketAddr::new(l.ip, l.port),
             http2: l.http2,
+            serves: Serves::Proxy,
         })
         .collect();
     let provider = provider_of(&node, envoy_file);
@@ -235,6 +236,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
                 .map(|l| ListenSpec {
                     addr: l.addr,
                     http2: l.http2,
+                    serves: Serves::Proxy,
                 })
                 .collect();
             let store = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -272,11 +274,13 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
         }
     };
 
+    let specs = with_control_listener(specs, &node)?;
     let shared = Arc::new(Shared {
         admin: match &config_source {
             ConfigSource::Store(p) if p.serve_on_data_port => Some(p.admin.handle.clone()),
             _ => None,
         },
+        control_on_data_port: node.control.serve_on_data_port,
         store,
         settings: settings(&node)?,
         lua: Some(LuaSettings {
@@ -290,7 +294,15 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
         shared,
         node.worker_shutdown_timeout,
     )?;
-    let addrs: Vec<String> = specs.iter().map(|s| s.addr.to_string()).collect();
+    let addrs: Vec<String> = specs
+        .iter()
+        .filter(|s| s.serves == Serves::Proxy)
+        .map(|s| s.addr.to_string())
+        .collect();
+    let control = match node.control.listen {
+        Some(a) => format!(", control API on http://{a}/v1"),
+        None => String::new(),
+    };
     let source = match &config_source {
         ConfigSource::File(_, kind) => {
             format!("routes from {} ({kind} provider)", routes.display())
@@ -298,7 +310,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
         ConfigSource::Store(p) => p.describe(),
     };
     let banner = format!(
-        "moongate {} started: {} worker(s), listening on {}, {source}",
+        "moongate {} started: {} worker(s), listening on {}, {source}{control}",
         env!("CARGO_PKG_VERSION"),
         node.worker_processes,
         addrs.join(", "),
@@ -319,6 +331,37 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     }
     log::info!(target: "notice", "exited");
     Ok(())
+}
+
+/// Adds the control API's listener (`apisix.control`) to the proxy's, refusing a port another
+/// listener of this node already has, as APISIX refuses it.
+fn with_control_listener(
+    mut specs: Vec<ListenSpec>,
+    node: &NodeConfig,
+) -> anyhow::Result<Vec<ListenSpec>> {
+    let Some(addr) = node.control.listen else {
+        return Ok(specs);
+    };
+    if specs.iter().any(|s| s.addr.port() == addr.port()) {
+        bail!(
+            "apisix.control: control port {} conflicts with node_listen",
+            addr.port()
+        );
+    }
+    if let Some(a) = &node.admin
+        && a.listen.port() == addr.port()
+    {
+        bail!(
+            "apisix.control: control port {} conflicts with the Admin API's port",
+            addr.port()
+        );
+    }
+    specs.push(ListenSpec {
+        addr,
+        http2: false,
+        serves: Serves::Control,
+    });
+    Ok(specs)
 }
 
 /// The process signals moongate acts on, registered before any listener opens: a signal that

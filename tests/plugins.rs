@@ -72,7 +72,7 @@ fn every_phase_runs_in_order_and_native_and_lua_plugins_share_the_request() {
     let log = wait_log(&gw, "trace of /echo");
     assert!(
         log.contains(
-            "[lua] fixture-trace.lua:61: trace of /echo: a:rewrite,a:access,a:before_proxy,a:header_filter,a:body_filter_eof,a:log status 200"
+            "[lua] fixture-trace.lua:68: trace of /echo: a:rewrite,a:access,a:before_proxy,a:header_filter,a:body_filter_eof,a:log status 200"
         ),
         "{log}"
     );

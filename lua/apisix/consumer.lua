@@ -7,7 +7,7 @@
 -- same consumer objects are seen by every request of one version (plugins key caches on them).
 
 local config = require("moongate.config")
-local cjson = require("cjson.safe")
+local safe_json = require("cjson.safe")
 
 local pairs, ipairs, type, tostring = pairs, ipairs, type, tostring
 local sub, find, match = string.sub, string.find, string.match
@@ -16,7 +16,7 @@ local os_getenv = os.getenv
 -- core.schema.TYPE_CONSUMER: the schema type auth plugins check consumer confs with.
 local TYPE_CONSUMER = 1
 
-local _M = {}
+local consumers = {}
 
 -- The decoded document and what is derived from it, for one config version.
 local state = { version = nil }
@@ -36,7 +36,7 @@ local function current()
     end
     if state.version ~= v then
         local _, text = config.document()
-        local doc, err = cjson.decode(text)
+        local doc, err = safe_json.decode(text)
         if not doc then
             ngx.log(ngx.ERR, "failed to decode the config document: ", err)
             return nil
@@ -90,8 +90,7 @@ local function consumer_node(st, item, name, conf)
     if type(consumer.labels) == "table" then
         consumer.custom_id = consumer.labels.custom_id
     end
-    consumer.consumer_name = consumer.id
-    consumer.auth_conf = conf
+    consumer.consumer_name, consumer.auth_conf = consumer.id, conf
     return consumer
 end
 
@@ -131,44 +130,42 @@ local function build_plugin_nodes(st, plugin_name)
 end
 
 -- `{nodes = {consumer...}, len = n, conf_version = v}` for an auth plugin, or nil.
-function _M.plugin(plugin_name)
+function consumers.plugin(name)
     local st = current()
     if not st then
         return nil
     end
-    local p = st.plugins[plugin_name]
-    if p == nil then
-        p = build_plugin_nodes(st, plugin_name)
-        st.plugins[plugin_name] = p or false
+    local built = st.plugins[name]
+    if built == nil then
+        built = build_plugin_nodes(st, name) or false
+        st.plugins[name] = built
     end
-    return p or nil
+    return built or nil
 end
 
-_M.consumers_conf = _M.plugin
+consumers.consumers_conf = consumers.plugin
 
 -- `$env://NAME` references resolve from the environment; `$secret://` needs a secret
 -- manager, which moongate does not have yet: such a consumer is skipped, never matched by
 -- the literal reference text.
-local function resolve_ref(v)
-    if type(v) ~= "string" then
-        return v, true
+local function resolve_ref(given)
+    if type(given) == "string" then
+        if sub(given, 1, 7) == "$env://" then
+            local var = match(sub(given, 8), "^[^/]*")
+            local found = os_getenv(var)
+            return found, found ~= nil
+        end
+        if sub(given, 1, 10) == "$secret://" then
+            return nil, false
+        end
     end
-    if sub(v, 1, 7) == "$env://" then
-        local name = sub(v, 8)
-        local slash = find(name, "/", 1, true)
-        local val = os_getenv(slash and sub(name, 1, slash - 1) or name)
-        return val, val ~= nil
-    end
-    if sub(v, 1, 10) == "$secret://" then
-        return nil, false
-    end
-    return v, true
+    return given, true
 end
 
 -- key value -> consumer for one auth plugin's key attribute.
-function _M.consumers_kv(plugin_name, consumer_conf, key_attr)
+function consumers.consumers_kv(plugin_name, plugin_set, key_attr)
     local st = current()
-    if not st or not consumer_conf then
+    if not st or not plugin_set then
         return {}
     end
     local cache_key = plugin_name .. "#" .. key_attr
@@ -177,7 +174,7 @@ function _M.consumers_kv(plugin_name, consumer_conf, key_attr)
         return kv
     end
     kv = {}
-    for _, consumer in ipairs(consumer_conf.nodes) do
+    for _, consumer in ipairs(plugin_set.nodes) do
         local value, ok = resolve_ref(consumer.auth_conf[key_attr])
         if value == nil or not ok then
             ngx.log(ngx.ERR, "missing or unresolved consumer auth credential '", key_attr,
@@ -190,31 +187,36 @@ function _M.consumers_kv(plugin_name, consumer_conf, key_attr)
     return kv
 end
 
-function _M.find_consumer(plugin_name, key, key_value)
-    local consumer_conf = _M.plugin(plugin_name)
-    if not consumer_conf then
+function consumers.find_consumer(plugin_name, attr, presented)
+    local plugin_set = consumers.plugin(plugin_name)
+    if plugin_set == nil then
         return nil, nil, "Missing related consumer"
     end
-    local kv = _M.consumers_kv(plugin_name, consumer_conf, key)
-    return kv[key_value], consumer_conf
+    return consumers.consumers_kv(plugin_name, plugin_set, attr)[presented], plugin_set
 end
 
 -- The auth plugin found its consumer: the runner merges the consumer's plugins into the
 -- route after rewrite (consumer > group > route), keyed on ctx.consumer_name.
-function _M.attach_consumer(ctx, consumer, conf)
-    ctx.consumer = consumer
-    ctx.consumer_name = consumer.consumer_name
-    ctx.consumer_group_id = consumer.group_id
-    ctx.consumer_ver = conf.conf_version
+-- Upstream request headers naming the consumer (nil values remove a header the client sent).
+local IDENTITY_HEADERS = {
+    { "X-Consumer-Username", "username" },
+    { "X-Credential-Identifier", "credential_id" },
+    { "X-Consumer-Custom-ID", "custom_id" },
+}
 
-    local core = require("apisix.core")
-    core.request.set_header(ctx, "X-Consumer-Username", consumer.username)
-    core.request.set_header(ctx, "X-Credential-Identifier", consumer.credential_id)
-    core.request.set_header(ctx, "X-Consumer-Custom-ID", consumer.custom_id)
+function consumers.attach_consumer(ctx, who, plugin_set)
+    ctx.consumer = who
+    ctx.consumer_name, ctx.consumer_group_id = who.consumer_name, who.group_id
+    ctx.consumer_ver = plugin_set.conf_version
+
+    local creq = require("apisix.core.request")
+    for _, h in ipairs(IDENTITY_HEADERS) do
+        creq.set_header(ctx, h[1], who[h[2]])
+    end
 end
 
 -- Every consumer (credentials left out) and the config version.
-function _M.consumers()
+function consumers.consumers()
     local st = current()
     if not st then
         return nil, nil
@@ -228,7 +230,7 @@ function _M.consumers()
     return list, st.version
 end
 
-function _M.get_anonymous_consumer(name)
+function consumers.get_anonymous_consumer(name)
     local st = current()
     local item = st and st.by_name[name]
     if not item then
@@ -240,9 +242,9 @@ function _M.get_anonymous_consumer(name)
     return consumer, { conf_version = item.modifiedIndex }
 end
 
-function _M.get_consumer_key_from_credential_key(key)
-    local owner = match(key, "^/consumers/([^/]+)/credentials/")
+function consumers.get_consumer_key_from_credential_key(cred_key)
+    local owner = match(cred_key, "^/consumers/([^/]+)/credentials/")
     return owner and ("/consumers/" .. owner) or nil
 end
 
-return _M
+return consumers

@@ -1,730 +1,578 @@
--- apisix.schema_def: the schemas of APISIX's resources (route, service, upstream, consumer,
--- credential, ssl, global_rule, plugin_config, consumer_group, stream_route, proto) and the
--- pieces plugins borrow from them (id_schema, host_def, ip_def, uri_def, method_schema,
--- health checkers, the `_meta` schema injected into every plugin schema ...).
+-- apisix.schema_def: JSON schemas of the resources (route, service, upstream, consumer,
+-- credential, ssl, global_rule, plugin_config, consumer_group, stream_route, proto) and of the
+-- pieces plugins reuse in their own schemas (id_schema, host_def, ip_def, uri_def,
+-- method_schema, timeout_def, the health checkers, the `_meta` schema injected into every
+-- plugin). Read through `core.schema.NAME`.
 --
--- Names, shapes, patterns, bounds and defaults are APISIX's, because plugins reuse these tables
--- and users' confs are judged by them; property order inside each table follows APISIX's too, so
--- a conf with several faults reports the same one first. Read through `core.schema.X`.
+-- What users' confs are judged by is APISIX's: names, types, patterns, bounds, defaults, the
+-- lists of `required`/`anyOf`/`oneOf`. The validator visits `properties` with `pairs`, whose
+-- order depends on how the table was built; each `properties` table is therefore one table
+-- constructor with its keys in APISIX's order, so a conf with several faults reports the same
+-- one first. The values are built from the small constructors below.
 
-local _M = { version = 0.5 }
+local pairs, ipairs = pairs, ipairs
 
--- `plugins` of a resource: each entry is checked by its own plugin, not here.
-local plugins_schema = { type = "object" }
+local defs = { version = 0.5 }
 
--- A resource id: a short string of safe characters, or a positive integer.
-local id_schema = {
-    anyOf = {
-        { type = "string", minLength = 1, maxLength = 64, pattern = [[^[a-zA-Z0-9-_.]+$]] },
-        { type = "integer", minimum = 1 },
-    },
-}
-_M.id_schema = id_schema
+------------------------------------------------------------------------------------------------
+-- Constructors of schema fragments
 
-_M.anonymous_consumer_schema = { type = "string", minLength = 1 }
+-- Copies `extra` (may be nil) into `schema` and returns it.
+local function with(schema, extra)
+    if extra then
+        for k, v in pairs(extra) do
+            schema[k] = v
+        end
+    end
+    return schema
+end
 
--- The `realm` of auth plugins' WWW-Authenticate header: printable ASCII without `"` and `\`.
-function _M.get_realm_schema(default_val)
+local function str(min_len, max_len, extra)
+    return with({ type = "string", minLength = min_len, maxLength = max_len }, extra)
+end
+
+local function int(lo, hi, dflt)
+    return { type = "integer", minimum = lo, maximum = hi, default = dflt }
+end
+
+local function num(lo, dflt)
+    return { type = "number", minimum = lo, default = dflt }
+end
+
+local function bool(dflt)
+    return { type = "boolean", default = dflt }
+end
+
+local function one_of_strings(values, dflt)
+    return { type = "string", enum = values, default = dflt }
+end
+
+-- `{ required = {...} }`, the building block of the anyOf/oneOf alternatives.
+local function needs(...)
+    return { required = { ... } }
+end
+
+local function obj(props, extra)
+    return with({ type = "object", properties = props }, extra)
+end
+
+local function list(items, extra)
+    return with({ type = "array", items = items }, extra)
+end
+
+local function note(text, schema)
+    schema.description = text
+    return schema
+end
+
+-- At most one of `a` and `b`: neither, or exactly one.
+local function exclusive(a, b)
     return {
-        type = "string",
-        pattern = "^[\x20-\x21\x23-\x5B\\]-\x7E]+$",
-        default = default_val,
-        minLength = 1,
-        maxLength = 128,
+        oneOf = {
+            { ["not"] = { anyOf = { needs(a), needs(b) } } },
+            needs(a),
+            needs(b),
+        },
     }
 end
 
--- A host: `*`, or a name/address with an optional leading `*` wildcard.
-local host_def_pat = "^\\*$|^\\*?[0-9a-zA-Z-._\\[\\]:]+$"
-local host_def = { type = "string", pattern = host_def_pat }
-_M.host_def = host_def
+------------------------------------------------------------------------------------------------
+-- Shared fragments
 
--- IPv4 and IPv6 addresses and CIDRs. The IPv6 CIDR pattern is deliberately loose (a precise
--- one is unreadable); the address forms are checked by the address parser.
-local octet = "([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])"
-local ipv4_pat = octet .. [[\.]] .. octet .. [[\.]] .. octet .. [[\.]] .. octet
-local ipv6_pat = "([a-fA-F0-9]{0,4}:){1,8}(:[a-fA-F0-9]{0,4}){0,8}([a-fA-F0-9]{0,4})?"
-local ip_def = {
+local opaque_plugins = { type = "object" } -- each plugin's entry is checked by the plugin
+
+local ID_PATTERN = [[^[a-zA-Z0-9-_.]+$]]
+local ident = { anyOf = { str(1, 64, { pattern = ID_PATTERN }), { type = "integer", minimum = 1 } } }
+defs.id_schema = ident
+
+defs.anonymous_consumer_schema = str(1)
+
+-- WWW-Authenticate realm: printable ASCII except `"` and `\`.
+local REALM_PATTERN = "^[\x20-\x21\x23-\x5B\\]-\x7E]+$"
+function defs.get_realm_schema(dflt)
+    return str(1, 128, { pattern = REALM_PATTERN, default = dflt })
+end
+
+-- `*` alone, or a host name/address that may start with a `*` wildcard.
+local HOST_PATTERN = "^\\*$|^\\*?[0-9a-zA-Z-._\\[\\]:]+$"
+local host = { type = "string", pattern = HOST_PATTERN }
+defs.host_def = host
+
+-- Addresses and CIDRs. Plain addresses go through the format checkers (the system's parser);
+-- the IPv6 CIDR pattern is deliberately loose.
+local V4_OCTET = "([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])"
+local V4 = table.concat({ V4_OCTET, V4_OCTET, V4_OCTET, V4_OCTET }, [[\.]])
+local V6_LOOSE = "([a-fA-F0-9]{0,4}:){1,8}(:[a-fA-F0-9]{0,4}){0,8}([a-fA-F0-9]{0,4})?"
+local addr_forms = {
     { title = "IPv4", type = "string", format = "ipv4" },
-    { title = "IPv4/CIDR", type = "string", pattern = "^" .. ipv4_pat .. "/([12]?[0-9]|3[0-2])$" },
+    { title = "IPv4/CIDR", type = "string", pattern = "^" .. V4 .. "/([12]?[0-9]|3[0-2])$" },
     { title = "IPv6", type = "string", format = "ipv6" },
-    { title = "IPv6/CIDR", type = "string", pattern = "^" .. ipv6_pat .. "/[0-9]{1,3}$" },
+    { title = "IPv6/CIDR", type = "string", pattern = "^" .. V6_LOOSE .. "/[0-9]{1,3}$" },
 }
-_M.ip_def = ip_def
+defs.ip_def = addr_forms
 
--- An absolute URL: scheme://host-or-[v6][:port]...
-_M.uri_def = {
-    type = "string",
-    pattern = [=[^[^\/]+:\/\/([\da-zA-Z.-]+|\[[\da-fA-F:]+\])(:\d+)?]=],
-}
+-- scheme://name-or-[v6][:port]…
+defs.uri_def = { type = "string", pattern = [=[^[^\/]+:\/\/([\da-zA-Z.-]+|\[[\da-fA-F:]+\])(:\d+)?]=] }
 
-local timestamp_def = { type = "integer" }
-
-local remote_addr_def = { description = "client IP", type = "string", anyOf = ip_def }
-
-local label_value_def = {
-    description = "value of label",
-    type = "string",
-    pattern = [[^\S+$]],
-    maxLength = 256,
-    minLength = 1,
-}
-_M.label_value_def = label_value_def
-
-local labels_def = {
-    description = "key/value pairs to specify attributes",
+local epoch = { type = "integer" }
+local client_addr = note("client IP", { type = "string", anyOf = addr_forms })
+local label_value = note("value of label", str(1, 256, { pattern = [[^\S+$]] }))
+defs.label_value_def = label_value
+local label_map = note("key/value pairs to specify attributes", {
     type = "object",
-    patternProperties = { [".*"] = label_value_def },
-}
+    patternProperties = { [".*"] = label_value },
+})
+local title = str(1, 256)
+local blurb = { type = "string", maxLength = 256 }
 
-local rule_name_def = { type = "string", maxLength = 256, minLength = 1 }
-
-local desc_def = { type = "string", maxLength = 256 }
-
--- connect/send/read timeouts in seconds, all three required.
-local timeout_def = {
-    type = "object",
-    properties = {
-        connect = { type = "number", exclusiveMinimum = 0 },
-        send = { type = "number", exclusiveMinimum = 0 },
-        read = { type = "number", exclusiveMinimum = 0 },
-    },
+local function positive()
+    return { type = "number", exclusiveMinimum = 0 }
+end
+local timeouts = obj({ connect = positive(), send = positive(), read = positive() }, {
     required = { "connect", "send", "read" },
+})
+defs.timeout_def = timeouts
+
+local HTTP_METHODS = {
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
 }
-_M.timeout_def = timeout_def
+local http_method = note("HTTP method", { type = "string", enum = HTTP_METHODS })
+defs.method_schema = http_method
 
-local method_schema = {
-    description = "HTTP method",
-    type = "string",
-    enum = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
-             "PURGE" },
-}
-_M.method_schema = method_schema
+-- APISIX 2.x's way for a plugin to be switched off, before `_meta.disable`.
+defs.plugin_disable_schema = { disable = { type = "boolean" } }
 
--- `plugin_disable_schema`: what APISIX 2.x gave plugins before `_meta.disable`; kept for plugins
--- written against it.
-_M.plugin_disable_schema = { disable = { type = "boolean" } }
+------------------------------------------------------------------------------------------------
+-- Health checks
 
--- An HTTP status list of a health checker.
-local function statuses(default)
-    return {
-        type = "array",
-        minItems = 1,
-        items = { type = "integer", minimum = 200, maximum = 599 },
-        uniqueItems = true,
-        default = default,
-    }
+local function status_codes(dflt)
+    return list(int(200, 599), { minItems = 1, uniqueItems = true, default = dflt })
 end
 
-local function counter(min, default)
-    return { type = "integer", minimum = min, maximum = 254, default = default }
+-- Health counters are bytes in the checker's shared state, hence 254.
+local function tally(lo, dflt)
+    return int(lo, 254, dflt)
 end
 
-local health_checker_active = {
-    type = "object",
-    properties = {
-        type = { type = "string", enum = { "http", "https", "tcp" }, default = "http" },
-        timeout = { type = "number", default = 1 },
-        concurrency = { type = "integer", default = 10 },
-        host = host_def,
-        port = { type = "integer", minimum = 1, maximum = 65535 },
-        http_method = { type = "string", enum = method_schema.enum, default = "GET" },
-        http_path = { type = "string", default = "/" },
-        http_req_body = { type = "string", default = "" },
-        https_verify_certificate = { type = "boolean", default = true },
-        healthy = {
-            type = "object",
-            properties = {
-                interval = { type = "integer", minimum = 1, default = 1 },
-                http_statuses = statuses({ 200, 302 }),
-                successes = counter(1, 2),
-            },
-        },
-        unhealthy = {
-            type = "object",
-            properties = {
-                interval = { type = "integer", minimum = 1, default = 1 },
-                http_statuses = statuses({ 429, 404, 500, 501, 502, 503, 504, 505 }),
-                http_failures = counter(1, 5),
-                tcp_failures = counter(1, 2),
-                timeouts = counter(1, 3),
-            },
-        },
-        req_headers = {
-            type = "array",
-            minItems = 1,
-            items = { type = "string", uniqueItems = true },
-        },
-    },
-}
-_M.health_checker_active = health_checker_active
+local function every(dflt)
+    return { type = "integer", minimum = 1, default = dflt }
+end
 
-local health_checker_passive = {
-    type = "object",
-    properties = {
-        type = { type = "string", enum = { "http", "https", "tcp" }, default = "http" },
-        healthy = {
-            type = "object",
-            properties = {
-                http_statuses = statuses({ 200, 201, 202, 203, 204, 205, 206, 207, 208, 226,
-                                           300, 301, 302, 303, 304, 305, 306, 307, 308 }),
-                successes = counter(0, 5),
-            },
-        },
-        unhealthy = {
-            type = "object",
-            properties = {
-                http_statuses = statuses({ 429, 500, 503 }),
-                tcp_failures = counter(0, 2),
-                timeouts = counter(0, 7),
-                http_failures = counter(0, 5),
-            },
-        },
-    },
-}
-_M.health_checker_passive = health_checker_passive
+local CHECK_TYPES = { "http", "https", "tcp" }
 
--- `checks`: active checks, optionally with passive ones (passive alone is refused).
-local health_checker = {
-    type = "object",
-    properties = {
-        active = health_checker_active,
-        passive = health_checker_passive,
-    },
+local active_checks = obj({
+    type = one_of_strings(CHECK_TYPES, "http"),
+    timeout = { type = "number", default = 1 },
+    concurrency = { type = "integer", default = 10 },
+    host = host,
+    port = int(1, 65535),
+    http_method = one_of_strings(HTTP_METHODS, "GET"),
+    http_path = { type = "string", default = "/" },
+    http_req_body = { type = "string", default = "" },
+    https_verify_certificate = bool(true),
+    healthy = obj({
+        interval = every(1),
+        http_statuses = status_codes({ 200, 302 }),
+        successes = tally(1, 2),
+    }),
+    unhealthy = obj({
+        interval = every(1),
+        http_statuses = status_codes({ 429, 404, 500, 501, 502, 503, 504, 505 }),
+        http_failures = tally(1, 5),
+        tcp_failures = tally(1, 2),
+        timeouts = tally(1, 3),
+    }),
+    req_headers = list({ type = "string", uniqueItems = true }, { minItems = 1 }),
+})
+defs.health_checker_active = active_checks
+
+local OK_STATUSES = {}
+for _, range in ipairs({ { 200, 208 }, { 226, 226 }, { 300, 308 } }) do
+    for code = range[1], range[2] do
+        OK_STATUSES[#OK_STATUSES + 1] = code
+    end
+end
+
+local passive_checks = obj({
+    type = one_of_strings(CHECK_TYPES, "http"),
+    healthy = obj({
+        http_statuses = status_codes(OK_STATUSES),
+        successes = tally(0, 5),
+    }),
+    unhealthy = obj({
+        http_statuses = status_codes({ 429, 500, 503 }),
+        tcp_failures = tally(0, 2),
+        timeouts = tally(0, 7),
+        http_failures = tally(0, 5),
+    }),
+})
+defs.health_checker_passive = passive_checks
+
+-- `checks`: active alone, or active with passive; passive alone is refused.
+defs.health_checker = obj({ active = active_checks, passive = passive_checks }, {
+    anyOf = { needs("active"), needs("active", "passive") },
+})
+
+------------------------------------------------------------------------------------------------
+-- Upstreams
+
+local port = note("port of node", int(1, 65535))
+local weight = note("weight of node", { type = "integer", minimum = 0 })
+
+local function node_entry(host_schema, prio)
+    return obj({
+        host = host_schema,
+        port = port,
+        weight = weight,
+        priority = prio,
+        metadata = note("metadata of node", { type = "object" }),
+    }, { required = { "host", "weight" } })
+end
+
+-- `nodes`: {"host:port" = weight} or a list of node objects.
+local node_set = {
     anyOf = {
-        { required = { "active" } },
-        { required = { "active", "passive" } },
-    },
-}
-_M.health_checker = health_checker
-
-local port_def = { description = "port of node", type = "integer", minimum = 1, maximum = 65535 }
-local weight_def = { description = "weight of node", type = "integer", minimum = 0 }
-
--- `nodes`: a map "host:port" -> weight, or a list of node objects.
-local nodes_schema = {
-    anyOf = {
-        {
-            type = "object",
-            patternProperties = { [".*"] = weight_def },
-        },
-        {
-            type = "array",
-            items = {
-                type = "object",
-                properties = {
-                    host = host_def,
-                    port = port_def,
-                    weight = weight_def,
-                    priority = { description = "priority of node", type = "integer", default = 0 },
-                    metadata = { description = "metadata of node", type = "object" },
-                },
-                required = { "host", "weight" },
-            },
-        },
+        { type = "object", patternProperties = { [".*"] = weight } },
+        list(node_entry(host, note("priority of node", { type = "integer", default = 0 }))),
     },
 }
 
--- Nodes a discovery backend returns (the port may be missing, the host may be a name).
-_M.discovery_nodes = {
-    type = "array",
-    items = {
-        type = "object",
-        properties = {
-            host = { description = "domain or ip" },
-            port = port_def,
-            weight = weight_def,
-            priority = { description = "priority of node", type = "integer" },
-            metadata = { description = "metadata of node", type = "object" },
-        },
-        required = { "host", "weight" },
-    },
-}
+-- What discovery returns: any host (a name), port optional.
+defs.discovery_nodes = list(node_entry(note("domain or ip", {}), note("priority of node", { type = "integer" })))
 
-local certificate_scheme = { type = "string", minLength = 128, maxLength = 64 * 1024 }
-local private_key_schema = { type = "string", minLength = 64, maxLength = 64 * 1024 }
+local pem_cert = str(128, 65536)
+local pem_key = str(64, 65536)
 
-local upstream_schema = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        name = rule_name_def,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+local upstream_tls = obj({
+    client_cert_id = ident,
+    client_cert = pem_cert,
+    client_key = pem_key,
+    verify = note("verify the upstream's certificate (kafka upstreams)", bool(false)),
+}, {
+    dependencies = {
+        client_cert = needs("client_key"),
+        client_key = needs("client_cert"),
+        client_cert_id = { ["not"] = needs("client_cert", "client_key") },
+    },
+})
 
-        nodes = nodes_schema,
-        retries = { type = "integer", minimum = 0 },
-        retry_timeout = { type = "number", minimum = 0 },
-        timeout = timeout_def,
-        tls = {
-            type = "object",
-            properties = {
-                client_cert_id = id_schema,
-                client_cert = certificate_scheme,
-                client_key = private_key_schema,
-                verify = {
-                    type = "boolean",
-                    description = "verify the upstream's certificate (kafka upstreams)",
-                    default = false,
-                },
-            },
-            dependencies = {
-                client_cert = { required = { "client_key" } },
-                client_key = { required = { "client_cert" } },
-                client_cert_id = { ["not"] = { required = { "client_cert", "client_key" } } },
-            },
-        },
-        keepalive_pool = {
-            type = "object",
-            properties = {
-                size = { type = "integer", default = 320, minimum = 1 },
-                idle_timeout = { type = "number", default = 60, minimum = 0 },
-                requests = { type = "integer", default = 1000, minimum = 1 },
-            },
-        },
-        type = { description = "load balancing algorithm", type = "string", default = "roundrobin" },
-        checks = health_checker,
-        hash_on = {
-            type = "string",
-            default = "vars",
-            enum = { "vars", "header", "cookie", "consumer", "vars_combinations" },
-        },
-        key = { description = "the chash key", type = "string" },
-        scheme = {
-            default = "http",
-            enum = { "grpc", "grpcs", "http", "https", "tcp", "tls", "udp", "kafka" },
-            description = "the upstream's protocol",
-        },
-        discovery_type = { description = "discovery type", type = "string" },
-        discovery_args = {
-            type = "object",
-            properties = {
-                namespace_id = { description = "namespace id", type = "string" },
-                group_name = { description = "group name", type = "string" },
-            },
-        },
-        pass_host = {
-            description = "how the Host header is passed",
-            type = "string",
-            enum = { "pass", "node", "rewrite" },
-            default = "pass",
-        },
-        upstream_host = host_def,
-        service_name = { type = "string", maxLength = 256, minLength = 1 },
-    },
-    oneOf = {
-        { required = { "nodes" } },
-        { required = { "service_name", "discovery_type" } },
-    },
+local HASH_SOURCES = { "vars", "header", "cookie", "consumer", "vars_combinations" }
+local UPSTREAM_SCHEMES = { "grpc", "grpcs", "http", "https", "tcp", "tls", "udp", "kafka" }
+
+local upstream = obj({
+    id = ident,
+    name = title,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
+
+    nodes = node_set,
+    retries = { type = "integer", minimum = 0 },
+    retry_timeout = num(0),
+    timeout = timeouts,
+    tls = upstream_tls,
+    keepalive_pool = obj({
+        size = { type = "integer", minimum = 1, default = 320 },
+        idle_timeout = num(0, 60),
+        requests = { type = "integer", minimum = 1, default = 1000 },
+    }),
+    type = note("load balancing algorithm", { type = "string", default = "roundrobin" }),
+    checks = defs.health_checker,
+    hash_on = one_of_strings(HASH_SOURCES, "vars"),
+    key = note("the chash key", { type = "string" }),
+    scheme = note("the upstream's protocol", { enum = UPSTREAM_SCHEMES, default = "http" }),
+    discovery_type = note("discovery type", { type = "string" }),
+    discovery_args = obj({
+        namespace_id = note("namespace id", { type = "string" }),
+        group_name = note("group name", { type = "string" }),
+    }),
+    pass_host = note("how the Host header is passed", one_of_strings({ "pass", "node", "rewrite" }, "pass")),
+    upstream_host = host,
+    service_name = str(1, 256),
+}, {
+    oneOf = { needs("nodes"), needs("service_name", "discovery_type") },
     additionalProperties = false,
-}
-_M.upstream = upstream_schema
+})
+defs.upstream = upstream
 
--- chash `key` forms for hash_on = vars / header / vars_combinations.
-_M.upstream_hash_vars_schema = {
+-- The chash `key` for hash_on = vars, header, vars_combinations.
+local HASH_VARS = {
+    "uri", "server_name", "server_addr", "request_uri", "remote_port",
+    "remote_addr", "query_string", "host", "hostname", "mqtt_client_id",
+}
+defs.upstream_hash_vars_schema = {
     type = "string",
-    pattern = [[^((uri|server_name|server_addr|request_uri|remote_port]]
-              .. [[|remote_addr|query_string|host|hostname|mqtt_client_id)]]
-              .. [[|arg_[0-9a-zA-z_-]+)$]],
+    pattern = "^((" .. table.concat(HASH_VARS, "|") .. ")|arg_[0-9a-zA-z_-]+)$",
 }
-_M.upstream_hash_header_schema = { type = "string", pattern = [[^[a-zA-Z0-9-_]+$]] }
-_M.upstream_hash_vars_combinations_schema = { type = "string" }
+defs.upstream_hash_header_schema = { type = "string", pattern = [[^[a-zA-Z0-9-_]+$]] }
+defs.upstream_hash_vars_combinations_schema = { type = "string" }
 
-local script_def = { type = "string", minLength = 10, maxLength = 102400 }
+------------------------------------------------------------------------------------------------
+-- Routes and services
 
-local hosts_def = { type = "array", items = host_def, minItems = 1, uniqueItems = true }
+local script_source = str(10, 102400)
+local host_list = list(host, { minItems = 1, uniqueItems = true })
+local websocket_flag = note("enable websocket for request", { type = "boolean" })
 
--- "exactly one of a and b, or neither"
-local function at_most_one_of(a, b)
-    return {
-        oneOf = {
-            { ["not"] = { anyOf = { { required = { a } }, { required = { b } } } } },
-            { required = { a } },
-            { required = { b } },
-        },
-    }
+-- Every combination of a matcher (uri/uris) with something to run.
+local route_targets = {}
+for _, matcher in ipairs({ "uri", "uris" }) do
+    for _, target in ipairs({ "plugins", "upstream", "upstream_id", "service_id" }) do
+        route_targets[#route_targets + 1] = needs(target, matcher)
+    end
 end
+route_targets[#route_targets + 1] = needs("script", "uri")
+route_targets[#route_targets + 1] = needs("script", "uris")
 
-_M.route = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        name = rule_name_def,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+defs.route = obj({
+    id = ident,
+    name = title,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
 
-        uri = { type = "string", minLength = 1, maxLength = 4096 },
-        uris = {
-            type = "array",
-            items = { description = "HTTP uri", type = "string" },
-            minItems = 1,
-            uniqueItems = true,
-        },
-        priority = { type = "integer", default = 0 },
-        methods = { type = "array", items = method_schema, uniqueItems = true },
-        host = host_def,
-        hosts = hosts_def,
-        remote_addr = remote_addr_def,
-        remote_addrs = {
-            type = "array",
-            items = remote_addr_def,
-            minItems = 1,
-            uniqueItems = true,
-        },
-        timeout = timeout_def,
-        vars = { type = "array" },
-        filter_func = { type = "string", minLength = 10, pattern = [[^function]] },
+    uri = str(1, 4096),
+    uris = list(note("HTTP uri", { type = "string" }), { minItems = 1, uniqueItems = true }),
+    priority = { type = "integer", default = 0 },
+    methods = list(http_method, { uniqueItems = true }),
+    host = host,
+    hosts = host_list,
+    remote_addr = client_addr,
+    remote_addrs = list(client_addr, { minItems = 1, uniqueItems = true }),
+    timeout = timeouts,
+    vars = { type = "array" },
+    filter_func = str(10, nil, { pattern = [[^function]] }),
 
-        script = script_def,
-        script_id = id_schema,
+    script = script_source,
+    script_id = ident,
 
-        plugins = plugins_schema,
-        plugin_config_id = id_schema,
-        upstream = upstream_schema,
-        service_id = id_schema,
-        upstream_id = id_schema,
+    plugins = opaque_plugins,
+    plugin_config_id = ident,
+    upstream = upstream,
+    service_id = ident,
+    upstream_id = ident,
 
-        enable_websocket = { description = "enable websocket for request", type = "boolean" },
-        status = {
-            description = "1 serves the route, 0 disables it",
-            type = "integer",
-            enum = { 1, 0 },
-            default = 1,
-        },
-    },
+    enable_websocket = websocket_flag,
+    status = note("1 serves the route, 0 disables it", { type = "integer", enum = { 1, 0 }, default = 1 }),
+}, {
     allOf = {
-        { oneOf = { { required = { "uri" } }, { required = { "uris" } } } },
-        at_most_one_of("host", "hosts"),
-        at_most_one_of("remote_addr", "remote_addrs"),
+        { oneOf = { needs("uri"), needs("uris") } },
+        exclusive("host", "hosts"),
+        exclusive("remote_addr", "remote_addrs"),
     },
-    anyOf = {
-        { required = { "plugins", "uri" } },
-        { required = { "upstream", "uri" } },
-        { required = { "upstream_id", "uri" } },
-        { required = { "service_id", "uri" } },
-        { required = { "plugins", "uris" } },
-        { required = { "upstream", "uris" } },
-        { required = { "upstream_id", "uris" } },
-        { required = { "service_id", "uris" } },
-        { required = { "script", "uri" } },
-        { required = { "script", "uris" } },
-    },
-    ["not"] = {
-        anyOf = {
-            { required = { "script", "plugins" } },
-            { required = { "script", "plugin_config_id" } },
-        },
-    },
+    anyOf = route_targets,
+    ["not"] = { anyOf = { needs("script", "plugins"), needs("script", "plugin_config_id") } },
     additionalProperties = false,
-}
+})
 
-_M.service = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        name = rule_name_def,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+defs.service = obj({
+    id = ident,
+    name = title,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
 
-        plugins = plugins_schema,
-        upstream = upstream_schema,
-        upstream_id = id_schema,
-        script = script_def,
-        enable_websocket = { description = "enable websocket for request", type = "boolean" },
-        hosts = hosts_def,
-    },
-    additionalProperties = false,
-}
+    plugins = opaque_plugins,
+    upstream = upstream,
+    upstream_id = ident,
+    script = script_source,
+    enable_websocket = websocket_flag,
+    hosts = host_list,
+}, { additionalProperties = false })
 
-_M.consumer = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        username = {
-            type = "string",
-            minLength = 1,
-            maxLength = rule_name_def.maxLength,
-            pattern = [[^[a-zA-Z0-9_\-]+$]],
-        },
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+------------------------------------------------------------------------------------------------
+-- Consumers and their credentials
 
-        group_id = id_schema,
-        plugins = plugins_schema,
-    },
-    required = { "username" },
-    additionalProperties = false,
-}
+defs.consumer = obj({
+    id = ident,
+    username = str(1, 256, { pattern = [[^[a-zA-Z0-9_\-]+$]] }),
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
 
--- A consumer's credential: one auth plugin's conf. Its id may be the full key path
--- `<consumer>/credentials/<id>`.
-_M.credential = {
-    type = "object",
-    properties = {
-        id = {
-            oneOf = {
-                id_schema,
-                {
-                    type = "string",
-                    minLength = 15,
-                    maxLength = 128,
-                    pattern = [[^[a-zA-Z0-9-_]+/credentials/[a-zA-Z0-9-_.]+$]],
-                },
-            },
-        },
-        name = rule_name_def,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+    group_id = ident,
+    plugins = opaque_plugins,
+}, { required = { "username" }, additionalProperties = false })
 
-        plugins = { type = "object", maxProperties = 1 },
-    },
-    additionalProperties = false,
-}
+-- One auth plugin's conf. The id may also be the full path `<consumer>/credentials/<id>`.
+local CREDENTIAL_PATH = [[^[a-zA-Z0-9-_]+/credentials/[a-zA-Z0-9-_.]+$]]
+defs.credential = obj({
+    id = { oneOf = { ident, str(15, 128, { pattern = CREDENTIAL_PATH }) } },
+    name = title,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
 
--- graphql-limit-count's per-field costs, owned by a service.
-_M.graphql_cost_decoration = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        service_id = id_schema,
-        field_path = {
-            type = "string",
-            pattern = [[^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$]],
-            description = "a GraphQL type, or type.field[.field...], whose cost this sets",
-        },
-        add_value = { type = "number", minimum = 0, default = 1, description = "own cost" },
-        add_arguments = { type = "array", items = { type = "string", minLength = 1 } },
-        mul_value = { type = "number", minimum = 0, default = 1, description = "children factor" },
-        mul_arguments = { type = "array", items = { type = "string", minLength = 1 } },
-        name = rule_name_def,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
-    },
-    required = { "field_path" },
-    additionalProperties = false,
-}
+    plugins = { type = "object", maxProperties = 1 },
+}, { additionalProperties = false })
 
-local sni_def = { type = "string", pattern = host_def_pat }
+defs.consumer_group = obj({
+    id = ident,
+    name = title,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
 
-_M.ssl = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+    plugins = opaque_plugins,
+}, { required = { "id", "plugins" }, additionalProperties = false })
 
-        type = {
-            description = "server: a certificate clients see; client: one presented to upstreams",
-            type = "string",
-            default = "server",
-            enum = { "server", "client" },
-        },
-        cert = certificate_scheme,
-        key = private_key_schema,
-        sni = sni_def,
-        snis = { type = "array", items = sni_def, minItems = 1 },
-        certs = { type = "array", items = certificate_scheme },
-        keys = { type = "array", items = private_key_schema },
-        client = {
-            type = "object",
-            properties = {
-                ca = certificate_scheme,
-                depth = { type = "integer", minimum = 0, default = 1 },
-                skip_mtls_uri_regex = {
-                    type = "array",
-                    minItems = 1,
-                    uniqueItems = true,
-                    items = { description = "uri regex exempt from mTLS", type = "string" },
-                },
-            },
-            required = { "ca" },
-        },
-        status = {
-            description = "1 serves the certificate, 0 disables it",
-            type = "integer",
-            enum = { 1, 0 },
-            default = 1,
-        },
-        ssl_protocols = {
-            description = "TLS versions offered",
-            type = "array",
-            maxItems = 3,
-            uniqueItems = true,
-            items = { enum = { "TLSv1.1", "TLSv1.2", "TLSv1.3" } },
-        },
-    },
+------------------------------------------------------------------------------------------------
+-- Other resources
+
+-- graphql-limit-count's cost of a type or field, owned by a service.
+local cost_args = list(str(1))
+defs.graphql_cost_decoration = obj({
+    id = ident,
+    service_id = ident,
+    field_path = note("a GraphQL type, or type.field[.field...], whose cost this sets", {
+        type = "string",
+        pattern = [[^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$]],
+    }),
+    add_value = note("own cost", num(0, 1)),
+    add_arguments = cost_args,
+    mul_value = note("children factor", num(0, 1)),
+    mul_arguments = cost_args,
+    name = title,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
+}, { required = { "field_path" }, additionalProperties = false })
+
+local server_name = { type = "string", pattern = HOST_PATTERN }
+
+defs.ssl = obj({
+    id = ident,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
+
+    type = note(
+        "server: a certificate clients see; client: one presented to upstreams",
+        one_of_strings({ "server", "client" }, "server")
+    ),
+    cert = pem_cert,
+    key = pem_key,
+    sni = server_name,
+    snis = list(server_name, { minItems = 1 }),
+    certs = list(pem_cert),
+    keys = list(pem_key),
+    client = obj({
+        ca = pem_cert,
+        depth = { type = "integer", minimum = 0, default = 1 },
+        skip_mtls_uri_regex = list(
+            note("uri regex exempt from mTLS", { type = "string" }),
+            { minItems = 1, uniqueItems = true }
+        ),
+    }, { required = { "ca" } }),
+    status = note("1 serves the certificate, 0 disables it", { type = "integer", enum = { 1, 0 }, default = 1 }),
+    ssl_protocols = note("TLS versions offered", list({ enum = { "TLSv1.1", "TLSv1.2", "TLSv1.3" } }, {
+        maxItems = 3,
+        uniqueItems = true,
+    })),
+}, {
+    -- A server certificate needs a name to be served for; a client one does not.
     ["if"] = { properties = { type = { enum = { "server" } } } },
-    ["then"] = {
-        oneOf = {
-            { required = { "sni", "key", "cert" } },
-            { required = { "snis", "key", "cert" } },
-        },
-    },
-    ["else"] = { required = { "key", "cert" } },
+    ["then"] = { oneOf = { needs("sni", "key", "cert"), needs("snis", "key", "cert") } },
+    ["else"] = needs("key", "cert"),
     additionalProperties = false,
-}
+})
 
-_M.proto = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        name = rule_name_def,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+defs.proto = obj({
+    id = ident,
+    name = title,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
 
-        content = { type = "string", minLength = 1, maxLength = 1024 * 1024 },
-    },
-    required = { "content" },
-    additionalProperties = false,
-}
+    content = str(1, 1048576),
+}, { required = { "content" }, additionalProperties = false })
 
-_M.global_rule = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+defs.global_rule = obj({
+    id = ident,
+    create_time = epoch,
+    update_time = epoch,
 
-        plugins = plugins_schema,
-    },
-    required = { "id", "plugins" },
-    additionalProperties = false,
-}
+    plugins = opaque_plugins,
+}, { required = { "id", "plugins" }, additionalProperties = false })
 
-local xrpc_protocol_schema = {
-    type = "object",
+defs.plugin_config = obj({
+    id = ident,
+    name = { type = "string" },
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
+
+    plugins = opaque_plugins,
+}, { required = { "id", "plugins" }, additionalProperties = false })
+
+-- xRPC protocol of a stream route, with its loggers.
+local xrpc_logger = {
     properties = {
         name = { type = "string" },
-        superior_id = id_schema,
-        conf = { description = "protocol-specific configuration", type = "object" },
-        logger = {
-            type = "array",
-            items = {
-                properties = {
-                    name = { type = "string" },
-                    filter = { description = "logger filter rules", type = "array" },
-                    conf = { description = "logger plugin configuration", type = "object" },
-                },
-                dependencies = { name = { "conf" } },
-                additionalProperties = false,
-            },
-        },
+        filter = note("logger filter rules", { type = "array" }),
+        conf = note("logger plugin configuration", { type = "object" }),
     },
-    required = { "name" },
-}
-
-_M.stream_route = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        name = rule_name_def,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
-
-        remote_addr = remote_addr_def,
-        server_addr = { description = "server IP", type = "string", anyOf = ip_def },
-        server_port = { description = "server port", type = "integer", minimum = 1,
-                        maximum = 65535 },
-        sni = { description = "server name indication", type = "string", pattern = host_def_pat },
-        upstream = upstream_schema,
-        upstream_id = id_schema,
-        service_id = id_schema,
-        plugins = plugins_schema,
-        protocol = xrpc_protocol_schema,
-    },
+    dependencies = { name = { "conf" } },
     additionalProperties = false,
 }
+local xrpc = obj({
+    name = { type = "string" },
+    superior_id = ident,
+    conf = note("protocol-specific configuration", { type = "object" }),
+    logger = list(xrpc_logger),
+}, { required = { "name" } })
 
--- The node's `plugins:` list as the Admin API's /plugins/reload reads it. As in APISIX,
--- `additionalProperties = false` sits among the properties (a property of that name that must
--- be absent), not beside them.
-_M.plugins = {
-    type = "array",
-    items = {
-        type = "object",
-        properties = {
-            name = { type = "string", minLength = 1 },
-            stream = { type = "boolean" },
-            additionalProperties = false,
-        },
-        required = { "name" },
-    },
-}
+defs.stream_route = obj({
+    id = ident,
+    name = title,
+    desc = blurb,
+    labels = label_map,
+    create_time = epoch,
+    update_time = epoch,
 
-_M.plugin_config = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        name = { type = "string" },
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+    remote_addr = client_addr,
+    server_addr = note("server IP", { type = "string", anyOf = addr_forms }),
+    server_port = note("server port", int(1, 65535)),
+    sni = note("server name indication", { type = "string", pattern = HOST_PATTERN }),
+    upstream = upstream,
+    upstream_id = ident,
+    service_id = ident,
+    plugins = opaque_plugins,
+    protocol = xrpc,
+}, { additionalProperties = false })
 
-        plugins = plugins_schema,
-    },
-    required = { "id", "plugins" },
+-- The node's `plugins:` list as /plugins/reload reads it. As in APISIX, `additionalProperties =
+-- false` is listed among the properties (so it names a property that must be absent), not next
+-- to them.
+defs.plugins = list(obj({
+    name = str(1),
+    stream = { type = "boolean" },
     additionalProperties = false,
-}
+}, { required = { "name" } }))
 
-_M.consumer_group = {
-    type = "object",
-    properties = {
-        id = id_schema,
-        name = rule_name_def,
-        desc = desc_def,
-        labels = labels_def,
-        create_time = timestamp_def,
-        update_time = timestamp_def,
+------------------------------------------------------------------------------------------------
+-- `_meta`: added by the loader to every plugin's schema as `properties._meta`. The `$comment`
+-- marks a schema that already got it (tools and plugins test for that mark).
 
-        plugins = plugins_schema,
-    },
-    required = { "id", "plugins" },
-    additionalProperties = false,
-}
-
--- What the loader adds to every plugin's schema as `properties._meta`; `$comment` marks a
--- schema that already has it (APISIX plugins and tools test that mark).
-_M.plugin_injected_schema = {
+defs.plugin_injected_schema = {
     ["$comment"] = "this is a mark for our injected plugin schema",
-    _meta = {
-        type = "object",
-        properties = {
-            disable = { type = "boolean" },
-            error_response = { oneOf = { { type = "string" }, { type = "object" } } },
-            priority = {
-                description = "runs the plugin at this priority on this resource",
-                type = "integer",
-            },
-            filter = {
-                description = "lua-resty-expr rules deciding whether the plugin runs",
-                type = "array",
-            },
-            pre_function = {
-                description = "Lua source of function(conf, ctx), run before each phase",
-                type = "string",
-            },
-        },
-        additionalProperties = false,
-    },
+    _meta = obj({
+        disable = { type = "boolean" },
+        error_response = { oneOf = { { type = "string" }, { type = "object" } } },
+        priority = note("runs the plugin at this priority on this resource", { type = "integer" }),
+        filter = note("lua-resty-expr rules deciding whether the plugin runs", { type = "array" }),
+        pre_function = note("Lua source of function(conf, ctx), run before each phase", { type = "string" }),
+    }, { additionalProperties = false }),
 }
 
-return _M
+return defs

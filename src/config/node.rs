@@ -53,6 +53,17 @@ pub struct AdminConfig {
     pub serve_on_data_port: bool,
 }
 
+/// `apisix.enable_control` and `apisix.control`: the control API's listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// `apisix.control.ip`/`port` (default `127.0.0.1:9090`); `None` when
+    /// `apisix.enable_control` is false.
+    pub listen: Option<std::net::SocketAddr>,
+    /// moongate's `apisix.control.serve_on_data_port`: `/v1/*` is also answered on
+    /// `node_listen`, as APISIX's test harness reaches the control API on port 1984.
+    pub serve_on_data_port: bool,
+}
+
 /// The resolved node configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -81,6 +92,8 @@ pub struct NodeConfig {
     pub admin: Option<AdminConfig>,
     /// The enabled plugin names (`plugins:`), when the file lists them.
     pub plugins: Option<Vec<String>>,
+    /// The control API (`/v1/*`, plugins' `control_api()`).
+    pub control: ControlConfig,
     /// `apisix.extra_lua_path`: `package.path` patterns searched before moongate's own.
     pub extra_lua_path: String,
     /// `lua_shared_dict` and `custom_lua_shared_dict`: (name, bytes), APISIX's defaults included.
@@ -197,6 +210,13 @@ const KNOWN: &[&str] = &[
     "moongate",
     "moongate.lua_memory_limit",
     "moongate.lua_phase_timeout",
+    // The control API (src/proxy/control.rs); `router` is read by apisix.control.router.
+    "apisix.enable_control",
+    "apisix.control",
+    "apisix.control.ip",
+    "apisix.control.port",
+    "apisix.control.router",
+    "apisix.control.serve_on_data_port",
 ];
 
 /// Known keys whose value is a map of names the user chooses.
@@ -575,6 +595,7 @@ impl NodeConfig {
                 ),
             }
         }
+        let control = parse_control(&mut r);
         let lua_memory_limit = r.size("moongate.lua_memory_limit", "1g");
         let lua_phase_timeout = r.time("moongate.lua_phase_timeout", "60s");
         if !r.errors.is_empty() {
@@ -602,6 +623,7 @@ impl NodeConfig {
                 provider,
                 admin,
                 plugins,
+                control,
                 extra_lua_path,
                 ssl_trusted_certificate,
                 shared_dicts,
@@ -678,6 +700,38 @@ fn parse_provider(
             );
             (yaml, None)
         }
+    }
+}
+
+/// `apisix.enable_control` (default true) and `apisix.control.{ip, port}` (default
+/// `127.0.0.1:9090`), as APISIX reads them.
+fn parse_control(r: &mut Reader<'_>) -> ControlConfig {
+    const PATH: &str = "apisix.control";
+    let serve_on_data_port = r.boolean("apisix.control.serve_on_data_port", false);
+    if !r.boolean("apisix.enable_control", true) {
+        return ControlConfig {
+            listen: None,
+            serve_on_data_port,
+        };
+    }
+    let ip = r.string(&format!("{PATH}.ip"), "127.0.0.1");
+    let port = r.number(&format!("{PATH}.port"), 9090);
+    let listen = match (
+        ip.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>(),
+        u16::try_from(port),
+    ) {
+        (Ok(ip), Ok(port)) if port > 0 => std::net::SocketAddr::new(ip, port),
+        _ => {
+            r.error(
+                PATH,
+                format!("expected {{ip, port}} with a valid address and port, got {ip}:{port}"),
+            );
+            std::net::SocketAddr::from(([127, 0, 0, 1], 9090))
+        }
+    };
+    ControlConfig {
+        listen: Some(listen),
+        serve_on_data_port,
     }
 }
 
@@ -794,6 +848,25 @@ mod tests {
                 path: PathBuf::from("/p/conf/apisix.yaml")
             }
         );
+    }
+
+    #[test]
+    fn the_control_api_follows_apisix_keys() {
+        let (c, _) = parse("").unwrap();
+        assert_eq!(
+            c.control.listen,
+            Some("127.0.0.1:9090".parse().unwrap()),
+            "enabled on 127.0.0.1:9090 by default, as APISIX"
+        );
+        assert!(!c.control.serve_on_data_port);
+        let (c, w) = parse("apisix:\n  control:\n    ip: 0.0.0.0\n    port: 9191\n    router: radixtree_uri_with_parameter\n    serve_on_data_port: true\n").unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.control.listen, Some("0.0.0.0:9191".parse().unwrap()));
+        assert!(c.control.serve_on_data_port);
+        let (c, _) = parse("apisix:\n  enable_control: false\n  control: {port: 9191}\n").unwrap();
+        assert_eq!(c.control.listen, None);
+        let errs = parse("apisix:\n  control: {ip: nowhere, port: 9191}\n").unwrap_err();
+        assert_eq!(errs[0].path, "apisix.control");
     }
 
     #[test]

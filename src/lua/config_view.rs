@@ -1,5 +1,6 @@
 //! The config snapshot as Lua reads it: `require("moongate.config")`, the source of
-//! `apisix.consumer` (consumers and credentials), consumer groups and plugin metadata.
+//! `apisix.consumer` (consumers and credentials), consumer groups and plugin metadata, and,
+//! through `configured(kind)`, of the routes, services and upstreams the control API dumps.
 //!
 //! Each worker remembers the newest snapshot a request on it started with; Lua asks for the
 //! resources as JSON once per snapshot version and caches the decoded tables itself, so
@@ -73,6 +74,46 @@ fn document(s: &Snapshot) -> String {
     Json::Object(m).to_string()
 }
 
+/// `routes`, `services` or `upstreams` as configured, as config items (one JSON array). Kept
+/// apart from [`document`]: only the control API reads them, and they can be many.
+fn configured(s: &Snapshot, kind: &str) -> Option<String> {
+    let c = &s.configured;
+    let values: Vec<(String, Json)> = match kind {
+        "routes" => c
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .collect(),
+        "services" => c
+            .services
+            .iter()
+            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .collect(),
+        "upstreams" => c
+            .upstreams
+            .iter()
+            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .collect(),
+        _ => return None,
+    };
+    let list: Vec<OpaqueResource> = values
+        .into_iter()
+        .map(|(id, mut value)| {
+            // An inline upstream has no id: serde writes it as null, APISIX leaves it out.
+            if let Some(up) = value.get_mut("upstream").and_then(Json::as_object_mut)
+                && up.get("id").is_some_and(Json::is_null)
+            {
+                up.remove("id");
+            }
+            OpaqueResource {
+                id: crate::config::resource::Id(id),
+                value,
+            }
+        })
+        .collect();
+    Some(items(kind, &list, s.version).to_string())
+}
+
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let m = lua.create_table()?;
     m.set(
@@ -87,6 +128,22 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
                 Value::Integer(s.version as i64),
                 Value::String(lua.create_string(document(&s))?),
             )),
+            None => Ok((Value::Nil, Value::Nil)),
+        })?,
+    )?;
+    // `(version, json)` of `routes`, `services` or `upstreams`; an error for other kinds.
+    m.set(
+        "configured",
+        lua.create_function(|lua, kind: String| match current() {
+            Some(s) => match configured(&s, &kind) {
+                Some(text) => Ok((
+                    Value::Integer(s.version as i64),
+                    Value::String(lua.create_string(text)?),
+                )),
+                None => Err(mlua::Error::runtime(format!(
+                    "moongate.config.configured: unknown kind {kind:?}"
+                ))),
+            },
             None => Ok((Value::Nil, Value::Nil)),
         })?,
     )?;

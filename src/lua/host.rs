@@ -108,7 +108,7 @@ pub struct LuaHost {
     /// an older snapshot gets its values made anew (it holds them itself).
     newest: Cell<u64>,
     /// Field names read from Rust, made once.
-    key_api_ctx: LuaString,
+    key_ctx: LuaString,
     key_consumer_name: LuaString,
     /// Longest time one phase may wait (on I/O, sleeps); past it the request fails.
     pub phase_timeout: Duration,
@@ -153,7 +153,7 @@ impl LuaHost {
             .set_name("=moongate/runner.lua")
             .call(mark)?;
         Ok(LuaHost {
-            key_api_ctx: lua.create_string("api_ctx")?,
+            key_ctx: lua.create_string("ctx")?,
             key_consumer_name: lua.create_string("consumer_name")?,
             vm,
             modules,
@@ -266,8 +266,8 @@ impl LuaHost {
     /// `ctx.consumer_name` of a request whose Lua state exists: what an auth plugin attached.
     pub fn consumer_name(&self, state: &ReqState) -> Option<String> {
         let st = state.borrow();
-        let api_ctx: Table = st.as_ref()?.table.raw_get(&self.key_api_ctx).ok()?;
-        api_ctx
+        let ctx: Table = st.as_ref()?.table.raw_get(&self.key_ctx).ok()?;
+        ctx
             .raw_get::<Option<String>>(&self.key_consumer_name)
             .ok()
             .flatten()

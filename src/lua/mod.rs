@@ -9,6 +9,7 @@ pub mod host;
 pub mod lib;
 pub mod ngx;
 pub mod plugin;
+pub mod plugin_set;
 pub mod raw;
 pub mod request;
 pub mod sched;

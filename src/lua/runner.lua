@@ -52,22 +52,22 @@ end
 
 -- APISIX's per-request `ctx`, made on the first plugin phase: the route fields, `ctx.var`
 -- (apisix.core.ctx), and `ngx.ctx.api_ctx` pointing at it.
-local function new_api_ctx(state)
+local function new_ctx(state)
     local route = state.route
     -- Sized for the fields the runner and core.ctx add, so none of them grows the table.
-    local api_ctx = new_tab(0, 16)
-    api_ctx.route_id = route.id
-    api_ctx.route_name = route.name
-    api_ctx.service_id = route.service_id
-    api_ctx.matched_route = route.matched_route
+    local actx = new_tab(0, 16)
+    actx.route_id = route.id
+    actx.route_name = route.name
+    actx.service_id = route.service_id
+    actx.matched_route = route.matched_route
     -- Router captures (uri_param_*) are not passed from the Rust router yet.
-    api_ctx.curr_req_matched = {}
+    actx.curr_req_matched = {}
     if not core_ctx then
         core_ctx = require("apisix.core.ctx")
     end
-    core_ctx.set_vars_meta(api_ctx)
-    state.api_ctx = api_ctx
-    return api_ctx
+    core_ctx.set_vars_meta(actx)
+    state.ctx = actx
+    return actx
 end
 
 -- What a chain gives `ctx` when it starts running: its owner's `conf_*` and, for the route's
@@ -75,23 +75,23 @@ end
 -- `{module, conf, ...}` list) and `ctx.matched_route` with the chain's confs as its plugins.
 -- Both are built once per chain and snapshot and shared by its requests, as APISIX shares
 -- route objects.
-local function attach(state, api_ctx, chain)
+local function attach(state, actx, chain)
     local ngx_ctx = state.ngx_ctx
     if ngx_ctx == nil then
         ngx_ctx = {}
         state.ngx_ctx = ngx_ctx
     end
-    if ngx_ctx.api_ctx ~= api_ctx then
-        ngx_ctx.api_ctx = api_ctx
-        api_ctx.ngx_ctx = ngx_ctx
+    if ngx_ctx.api_ctx ~= actx then
+        ngx_ctx.api_ctx = actx
+        actx.ngx_ctx = ngx_ctx
     end
-    if api_ctx._moongate_chain == chain then
+    if actx._moongate_chain == chain then
         return
     end
-    api_ctx._moongate_chain = chain
-    api_ctx.conf_type = chain.conf_type
-    api_ctx.conf_id = chain.conf_id
-    api_ctx.conf_version = chain.conf_version
+    actx._moongate_chain = chain
+    actx.conf_type = chain.conf_type
+    actx.conf_id = chain.conf_id
+    actx.conf_version = chain.conf_version
     if chain.global then
         return
     end
@@ -116,8 +116,8 @@ local function attach(state, api_ctx, chain)
         value.plugins = confs
         chain.matched_route = { key = base.key, modifiedIndex = base.modifiedIndex, value = value }
     end
-    api_ctx.plugins = flat
-    api_ctx.matched_route = chain.matched_route
+    actx.plugins = flat
+    actx.matched_route = chain.matched_route
 end
 
 local function answer(i, code, body)
@@ -134,16 +134,16 @@ local function answer(i, code, body)
 end
 
 local function run_phase(state, chain, phase_no, ...)
-    local api_ctx = state.api_ctx or new_api_ctx(state)
-    attach(state, api_ctx, chain)
+    local actx = state.ctx or new_ctx(state)
+    attach(state, actx, chain)
     local phase = PHASES[phase_no]
     local may_answer = phase_no <= ANSWERS
     for k = 1, select("#", ...) do
         local i = select(k, ...)
         local e = chain[i]
-        api_ctx._plugin_name = e.name
+        actx._plugin_name = e.name
         mark(i)
-        local ok, code, body = xpcall(e.mod[phase], on_error, e.conf, api_ctx)
+        local ok, code, body = xpcall(e.mod[phase], on_error, e.conf, actx)
         if not ok then
             return "error", i, code
         end

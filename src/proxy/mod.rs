@@ -7,6 +7,7 @@
 //! request half of a change.
 
 pub mod body;
+pub mod control;
 pub mod error_page;
 pub mod headers;
 pub mod phases;
@@ -61,6 +62,8 @@ pub struct Shared {
     /// `deployment.admin.serve_on_data_port`: `/apisix/admin/*` on this listener goes to the
     /// Admin API (on its own thread), as APISIX's test harness expects.
     pub admin: Option<crate::admin::server::AdminHandle>,
+    /// `apisix.control.serve_on_data_port`: `/v1/*` on this listener is the control API.
+    pub control_on_data_port: bool,
     pub settings: Settings,
     /// How workers make their Lua hosts; `None` runs no Lua at all.
     pub lua: Option<LuaSettings>,
@@ -79,7 +82,10 @@ impl LuaSettings {
         let mut vm = self.registry.vm_options().clone();
         vm.worker_id = worker;
         let catalog = self.registry.catalog();
-        crate::lua::host::LuaHost::new(&vm, catalog.lua_names(), self.phase_timeout)
+        let host = crate::lua::host::LuaHost::new(&vm, catalog.lua_names(), self.phase_timeout)?;
+        // What apisix.plugin, the API router and the control API read of this VM's plugins.
+        crate::lua::plugin_set::install(host.lua(), &catalog, &self.registry)?;
+        Ok(host)
     }
 }
 
@@ -144,6 +150,7 @@ impl WorkerCtx {
         if let Some((g, host)) = cur.as_ref()
             && *g != generation
         {
+            log::info!("start to hot reload plugins");
             match settings.make_host(self.id) {
                 Ok(new) => {
                     host.destroy_plugins();
@@ -166,6 +173,12 @@ impl WorkerCtx {
     pub fn tick(&self) {
         if let Some(w) = &self.access {
             w.borrow_mut().flush();
+        }
+        // After a plugin reload every worker switches to the new plugins now, not on its next
+        // request: the old plugins' destroy() and the new ones' init() (timers they start) run
+        // promptly, as APISIX's workers reload on the reload event.
+        if self.shared.lua.is_some() {
+            let _ = self.lua_host();
         }
         self.pool.sweep();
         self.pickers
@@ -195,6 +208,8 @@ pub struct ConnCtx {
     /// The client IP and local port as header values, made once per connection.
     pub remote_ip: HeaderValue,
     pub local_port: HeaderValue,
+    /// The listener's purpose: the proxy, or the control API only.
+    pub serves: crate::server::Serves,
 }
 
 impl ConnCtx {
@@ -214,6 +229,7 @@ impl ConnCtx {
             local,
             remote_ip,
             local_port: HeaderValue::from(local.port()),
+            serves: crate::server::Serves::Proxy,
         }
     }
 }
@@ -422,6 +438,14 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         };
     }
 
+    if cx.serves == crate::server::Serves::Control
+        || (cx.worker.shared.control_on_data_port && path.starts_with("/v1/"))
+    {
+        let path = path.into_owned();
+        let host = host.into_owned();
+        return Ok(control::serve(cx.clone(), parts, body, path, host, start).await);
+    }
+
     if let Some(admin) = &cx.worker.shared.admin
         && (path == "/apisix/admin" || path.starts_with("/apisix/admin/"))
     {
@@ -498,6 +522,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
                 host,
                 declared,
                 start,
+                internal: false,
             },
             log,
         )

@@ -46,6 +46,9 @@ pub(super) struct Incoming {
     pub host: String,
     pub declared: Option<u64>,
     pub start: Instant,
+    /// A request the gateway answers itself (the control API, `proxy::control`): no global
+    /// rules run and `ctx` names no route.
+    pub internal: bool,
 }
 
 /// How a run of phases ended.
@@ -415,10 +418,15 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         host,
         declared,
         start,
+        internal,
     } = inc;
     let settings = &cx.worker.shared.settings;
-    let chains: Vec<Arc<Chain>> = snapshot
-        .global_chains
+    let globals: &[Arc<Chain>] = if internal {
+        &[]
+    } else {
+        &snapshot.global_chains
+    };
+    let chains: Vec<Arc<Chain>> = globals
         .iter()
         .cloned()
         .chain(route.chain.iter().cloned())
@@ -453,9 +461,11 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     );
     ctx.start = start;
     ctx.request_length = declared.unwrap_or(0);
-    ctx.route_id = Some(route.id.0.clone());
-    ctx.route_name = route.name.clone();
-    ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+    if !internal {
+        ctx.route_id = Some(route.id.0.clone());
+        ctx.route_name = route.name.clone();
+        ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+    }
     let id = ctx.id;
     let req: SharedReq = Rc::new(RefCell::new(ctx));
     if uses_lua {

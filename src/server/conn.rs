@@ -33,7 +33,7 @@ where
 pub async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
-    http2: bool,
+    spec: super::ListenSpec,
     worker: Rc<WorkerCtx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -41,9 +41,11 @@ pub async fn serve(
     let local = stream.local_addr().unwrap_or(remote);
     let settings = &worker.shared.settings;
     let timeouts = settings.timeouts;
-    let is_h2 = http2 && sniff_h2(&stream, timeouts.first_byte).await;
+    let is_h2 = spec.http2 && sniff_h2(&stream, timeouts.first_byte).await;
     let state = ConnState::new((!is_h2).then(|| Framing::new(settings.max_line)));
-    let cx = Rc::new(ConnCtx::new(worker.clone(), state.clone(), remote, local));
+    let mut cx = ConnCtx::new(worker.clone(), state.clone(), remote, local);
+    cx.serves = spec.serves;
+    let cx = Rc::new(cx);
     let io = TokioIo::new(TimedIo::new(stream, state, timeouts));
     let service = service_fn(move |req| proxy::handle(req, cx.clone()));
 

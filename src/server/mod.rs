@@ -30,6 +30,17 @@ pub struct ListenSpec {
     pub addr: SocketAddr,
     /// Accept HTTP/2 with prior knowledge besides HTTP/1.1.
     pub http2: bool,
+    /// What its requests get.
+    pub serves: Serves,
+}
+
+/// What a listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// The gateway: routes, plugins, upstreams (`apisix.node_listen`).
+    Proxy,
+    /// The control API only (`apisix.control`), see `proxy::control`.
+    Control,
 }
 
 /// Why the server could not start.
@@ -77,7 +88,7 @@ impl Server {
                         source,
                     }
                 })?;
-                ls.push((l, s.http2));
+                ls.push((l, *s));
             }
             per_worker.push(ls);
         }
@@ -112,7 +123,7 @@ impl Server {
 
 fn worker_thread(
     id: usize,
-    listeners: Vec<(std::net::TcpListener, bool)>,
+    listeners: Vec<(std::net::TcpListener, ListenSpec)>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -134,7 +145,7 @@ fn worker_thread(
 
 async fn worker_main(
     id: usize,
-    listeners: Vec<(std::net::TcpListener, bool)>,
+    listeners: Vec<(std::net::TcpListener, ListenSpec)>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -147,7 +158,7 @@ async fn worker_main(
         }
     };
     let active = Rc::new(Cell::new(0usize));
-    for (l, http2) in listeners {
+    for (l, spec) in listeners {
         let listener = match TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
@@ -157,7 +168,7 @@ async fn worker_main(
         };
         tokio::task::spawn_local(accept_loop(
             listener,
-            http2,
+            spec,
             ctx.clone(),
             active.clone(),
             shutdown.clone(),
@@ -190,7 +201,7 @@ async fn worker_main(
 
 async fn accept_loop(
     listener: TcpListener,
-    http2: bool,
+    spec: ListenSpec,
     ctx: Rc<WorkerCtx>,
     active: Rc<Cell<usize>>,
     shutdown: watch::Receiver<bool>,
@@ -203,7 +214,7 @@ async fn accept_loop(
                     active.set(active.get() + 1);
                     let (ctx, active, shutdown) = (ctx.clone(), active.clone(), shutdown.clone());
                     tokio::task::spawn_local(async move {
-                        conn::serve(stream, peer, http2, ctx, shutdown).await;
+                        conn::serve(stream, peer, spec, ctx, shutdown).await;
                         active.set(active.get() - 1);
                     });
                 }

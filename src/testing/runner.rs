@@ -432,6 +432,17 @@ impl FileCtx<'_> {
                 set_path(&mut cfg, &["deployment", "admin"], a);
             }
         }
+        // APISIX's harness serves the control API under /v1/ on the test port; its own
+        // listener (127.0.0.1:9090) opens only when the block asks for it, so test runs do not
+        // hold that fixed port.
+        set_path(
+            &mut cfg,
+            &["apisix", "control", "serve_on_data_port"],
+            true.into(),
+        );
+        if get_path(&cfg, &["apisix", "enable_control"]).is_none() {
+            set_path(&mut cfg, &["apisix", "enable_control"], false.into());
+        }
         set_path(
             &mut cfg,
             &["nginx_config", "error_log"],
@@ -465,6 +476,7 @@ impl FileCtx<'_> {
             serde_norway::to_value(ports).unwrap_or(serde_norway::Value::Null),
         );
         set_path(&mut cfg, &["apisix", "enable_ipv6"], false.into());
+        set_path(&mut cfg, &["apisix", "enable_control"], false.into());
         set_path(
             &mut cfg,
             &["apisix", "extra_lua_path"],

@@ -1,336 +1,383 @@
--- The test upstream moongate's own `.t` suites proxy to (ports 1980-1982 under the test runner,
--- served by a `content_by_lua` handler that calls `require("lib.server").go()`).
+-- moongate's test upstream for its own `.t` suites: the runner serves it on ports 1980-1982
+-- through a `content_by_lua` handler that calls `require("lib.server").go()`. (With
+-- --apisix-root the runner uses APISIX's own t/lib/server.lua instead.)
 --
--- It answers the paths APISIX's test suites expect of their upstream, with the same bytes:
--- `go()` turns the request path into a function name (leading `/` dropped, then `/`, `.` and
--- `-` become `_`), copies every `resp-NAME: v` request header onto the response as `NAME: v`,
--- and calls the function; an unknown path is a 404 with a warning in the error log.
--- Written for moongate; APISIX's own file is used instead when the runner gets --apisix-root.
+-- It answers the paths APISIX-style test files expect of their upstream. The request path
+-- selects the handler: drop the leading `/`, turn every `/`, `.` and `-` into `_`; `/hello` is
+-- handler `hello`, `/print-uri-3` is `print_uri_3`. Before the handler runs, each request header
+-- `resp-NAME: v` becomes the response header `NAME: v`. An unknown path is a 404 and a [warn]
+-- line naming it.
 
-local json = require("cjson.safe")
+local cjson = require("cjson.safe")
 
 local ngx = ngx
 local pairs, ipairs, type, tonumber, tostring = pairs, ipairs, type, tonumber, tostring
-local sort, concat = table.sort, table.concat
 
-local _M = {}
+local handlers = {}
 
--- Headers the gateway adds on the way up; `/uri` leaves them out so expectations do not depend
--- on the client's address.
-local FORWARDING_HEADERS = {
-    ["x-forwarded-for"] = true,
-    ["x-forwarded-proto"] = true,
-    ["x-forwarded-host"] = true,
-    ["x-forwarded-port"] = true,
-}
+------------------------------------------------------------------------------------------------
+-- Helpers
 
-local function sorted_keys(t, skip)
-    local keys = {}
-    for k in pairs(t) do
-        if not (skip and skip[k]) then
-            keys[#keys + 1] = k
-        end
-    end
-    sort(keys)
-    return keys
+local function warn(...)
+    ngx.log(ngx.WARN, ...)
 end
 
--- One `name: value` line per request header, names sorted. A repeated header prints its
--- values run together, as `ngx.say` prints a list.
-local function say_headers(skip)
-    local headers = ngx.req.get_headers()
-    for _, name in ipairs(sorted_keys(headers, skip)) do
-        ngx.say(name, ": ", headers[name])
-    end
-end
-
-local function read_body()
+local function body_text()
     ngx.req.read_body()
     return ngx.req.get_body_data()
 end
 
--- Bodies with a fixed Content-Length, as nginx sends a short `ngx.say` without chunking.
-local function say_with_length(text)
-    ngx.header["Content-Length"] = #text + 1
-    ngx.say(text)
+local function req_headers()
+    return ngx.req.get_headers()
 end
 
-function _M.hello()
-    read_body()
-    say_with_length("hello world")
+local function query()
+    return ngx.req.get_uri_args()
 end
 
-function _M.hello1()
-    ngx.say("hello1 world")
-end
-
-function _M.hello_chunked()
-    for _, piece in ipairs({ "hell", "o w" }) do
-        ngx.print(piece)
-        ngx.flush(true)
+-- Keys of `t` in byte order, leaving out the ones `omit` marks.
+local function ordered_names(t, omit)
+    local names = {}
+    for name in pairs(t) do
+        if omit == nil or not omit[name] then
+            names[#names + 1] = name
+        end
     end
+    table.sort(names)
+    return names
+end
+
+-- Headers the gateway adds when proxying; some endpoints leave them out so that the
+-- expected output does not depend on the client's address.
+local added_by_proxy = {}
+for _, suffix in ipairs({ "for", "proto", "host", "port" }) do
+    added_by_proxy["x-forwarded-" .. suffix] = true
+end
+
+-- `name: value` for every request header, sorted by name. A repeated header prints its values
+-- run together (how ngx.say prints a list).
+local function print_headers(omit)
+    local h = req_headers()
+    for _, name in ipairs(ordered_names(h, omit)) do
+        ngx.say(name, ": ", h[name])
+    end
+end
+
+local function print_uri_line()
+    ngx.say("uri: ", ngx.var.uri)
+end
+
+-- A short body with an explicit Content-Length (what nginx does for a small ngx.say).
+local function say_sized(line)
+    ngx.header["Content-Length"] = #line + 1
+    ngx.say(line)
+end
+
+local function alias(names, fn)
+    for _, n in ipairs(names) do
+        handlers[n] = fn
+    end
+end
+
+------------------------------------------------------------------------------------------------
+-- Fixed answers
+
+local fixed_lines = {
+    hello1 = "hello1 world",
+    opentracing = "opentracing",
+    course_foo = "course foo",
+}
+for name, line in pairs(fixed_lines) do
+    handlers[name] = function()
+        ngx.say(line)
+    end
+end
+
+handlers.hello = function()
+    body_text()
+    say_sized("hello world")
+end
+
+handlers.plugin_proxy_rewrite_resp_header = function()
+    body_text()
+    say_sized("plugin_proxy_rewrite_resp_header")
+end
+
+-- Sent in separate flushed pieces, so the gateway sees a chunked body.
+handlers.hello_chunked = function()
+    ngx.print("hell")
+    ngx.flush(true)
+    ngx.print("o w")
+    ngx.flush(true)
     ngx.say("orld")
 end
 
-function _M.opentracing()
-    ngx.say("opentracing")
+handlers.with_header = function()
+    for _, word in ipairs({ "hello", "world", "!" }) do
+        ngx.say(word)
+    end
 end
 
-function _M.course_foo()
-    ngx.say("course foo")
+handlers.status = function()
+    warn("client request host: ", ngx.var.http_host)
+    ngx.say("ok")
 end
 
-function _M.with_header()
-    ngx.say("hello")
-    ngx.say("world")
-    ngx.say("!")
+handlers.bad_request = function()
+    ngx.status = 400
+    ngx.say("Bad Request")
 end
 
--- The port that answered, without a newline: balancing tests count these.
-function _M.server_port()
+handlers.internalservererror = function()
+    ngx.status = 500
+    ngx.say("Internal Server Error")
+end
+
+handlers.server_error = function()
+    error("500 Internal Server Error")
+end
+
+handlers.mock_compressed_upstream_response = function()
+    ngx.header["Content-Encoding"] = "gzip"
+    ngx.say("compressed_response")
+end
+
+------------------------------------------------------------------------------------------------
+-- Which server answered (load-balancing tests count ports)
+
+local function answer_port()
     ngx.print(ngx.var.server_port)
 end
-_M.server_port_route2 = _M.server_port
-_M.server_port_hello = _M.server_port
-_M.server_port_aa = _M.server_port
+alias({ "server_port", "server_port_route2", "server_port_hello", "server_port_aa" }, answer_port)
 
-function _M.ewma()
-    local port = ngx.var.server_port
-    ngx.sleep((port == "1981" or port == "1982") and 0.2 or 0.1)
-    ngx.print(port)
+-- 1981 and 1982 are slower than 1980, for latency-aware balancers.
+handlers.ewma = function()
+    local p = ngx.var.server_port
+    local slow = p == "1981" or p == "1982"
+    ngx.sleep(slow and 0.2 or 0.1)
+    ngx.print(p)
 end
 
-function _M.limit_conn()
+handlers.limit_conn = function()
     ngx.sleep(0.3)
     ngx.say("hello world")
 end
 
-function _M.uri()
-    ngx.say("uri: ", ngx.var.uri)
-    say_headers(FORWARDING_HEADERS)
-end
-_M.uri_plugin_proxy_rewrite = _M.uri
-_M.uri_plugin_proxy_rewrite_args = _M.uri
-
-function _M.old_uri()
-    ngx.say("uri: ", ngx.var.uri)
-    say_headers(nil)
-end
-
-function _M.plugin_proxy_rewrite()
-    ngx.say("uri: ", ngx.var.uri)
-    ngx.say("host: ", ngx.var.host)
-    ngx.say("scheme: ", ngx.var.scheme)
-    ngx.log(ngx.WARN, "plugin_proxy_rewrite get method: ", ngx.req.get_method())
-end
-
-function _M.plugin_proxy_rewrite_args()
-    ngx.say("uri: ", ngx.var.uri)
-    local args = ngx.req.get_uri_args()
-    for _, name in ipairs(sorted_keys(args)) do
-        local v = args[name]
-        ngx.say(name, ": ", type(v) == "table" and concat(v, ",") or v)
-    end
-end
-
--- Each value of a repeated header on its own line.
-function _M.plugin_proxy_rewrite_multi_header()
-    local headers = ngx.req.get_headers()
-    for _, name in ipairs(sorted_keys(headers, FORWARDING_HEADERS)) do
-        local v = headers[name]
-        if type(v) ~= "table" then
-            v = { v }
-        end
-        for _, item in ipairs(v) do
-            ngx.say(name, ": ", item)
-        end
-    end
-end
-
-function _M.plugin_proxy_rewrite_resp_header()
-    read_body()
-    say_with_length("plugin_proxy_rewrite_resp_header")
-end
-
-function _M.status()
-    ngx.log(ngx.WARN, "client request host: ", ngx.var.http_host)
-    ngx.say("ok")
-end
-
-function _M.specific_status()
-    local status = ngx.var.http_x_test_upstream_status
-    if status then
-        ngx.status = tonumber(status) or 500
-        ngx.say("upstream status: ", status)
-    end
-end
-
--- `/headers?k=v`: one response header per query argument.
-function _M.headers()
-    for name, value in pairs(ngx.req.get_uri_args()) do
-        ngx.header[name] = nil
-        ngx.header[name] = value
-    end
-    ngx.say("/headers")
-end
-
--- The request body back, with every request header set on the response.
-function _M.echo()
-    local body = read_body()
-    for name, value in pairs(ngx.req.get_headers()) do
-        ngx.header[name] = value
-    end
-    ngx.print(body or "")
-end
-_M.v1_responses = _M.echo
-
-function _M.api_breaker()
-    ngx.exit(tonumber(ngx.var.arg_code) or 500)
-end
-
-function _M.mysleep()
-    local seconds = tonumber(ngx.var.arg_seconds) or 0
-    ngx.sleep(seconds)
+handlers.mysleep = function()
+    ngx.sleep(tonumber(ngx.var.arg_seconds) or 0)
     if ngx.var.arg_abort then
         return ngx.exit(ngx.ERROR)
     end
     ngx.say(ngx.var.arg_seconds)
 end
 
-local function print_uri()
+------------------------------------------------------------------------------------------------
+-- Echoing the request
+
+alias({ "uri", "uri_plugin_proxy_rewrite", "uri_plugin_proxy_rewrite_args" }, function()
+    print_uri_line()
+    print_headers(added_by_proxy)
+end)
+
+handlers.old_uri = function()
+    print_uri_line()
+    print_headers(nil)
+end
+
+handlers.plugin_proxy_rewrite = function()
+    local v = ngx.var
+    print_uri_line()
+    ngx.say("host: ", v.host)
+    ngx.say("scheme: ", v.scheme)
+    warn("plugin_proxy_rewrite get method: ", ngx.req.get_method())
+end
+
+handlers.plugin_proxy_rewrite_args = function()
+    print_uri_line()
+    local args = query()
+    for _, name in ipairs(ordered_names(args)) do
+        local val = args[name]
+        if type(val) == "table" then
+            val = table.concat(val, ",")
+        end
+        ngx.say(name, ": ", val)
+    end
+end
+
+-- One line per value, so repeated headers are visible.
+handlers.plugin_proxy_rewrite_multi_header = function()
+    local h = req_headers()
+    for _, name in ipairs(ordered_names(h, added_by_proxy)) do
+        local vals = h[name]
+        for _, one in ipairs(type(vals) == "table" and vals or { vals }) do
+            ngx.say(name, ": ", one)
+        end
+    end
+end
+
+handlers.print_uri_detailed = function()
+    local v = ngx.var
+    ngx.say("ngx.var.uri: ", v.uri)
+    ngx.say("ngx.var.request_uri: ", v.request_uri)
+end
+
+handlers.print_request_received = function()
+    ngx.say("request_uri: ", ngx.var.request_uri)
+    print_headers(nil)
+end
+
+local function say_path()
     ngx.say(ngx.var.uri)
 end
 for i = 1, 100 do
-    _M["print_uri_" .. i] = print_uri
+    handlers["print_uri_" .. i] = say_path
 end
 
-function _M.print_uri_detailed()
-    ngx.say("ngx.var.uri: ", ngx.var.uri)
-    ngx.say("ngx.var.request_uri: ", ngx.var.request_uri)
+-- The body back, with every request header copied onto the response.
+alias({ "echo", "v1_responses" }, function()
+    local body = body_text()
+    for name, val in pairs(req_headers()) do
+        ngx.header[name] = val
+    end
+    ngx.print(body or "")
+end)
+
+-- `/headers?k=v`: each query argument becomes a response header.
+handlers.headers = function()
+    for name, val in pairs(query()) do
+        ngx.header[name] = nil
+        ngx.header[name] = val
+    end
+    ngx.say("/headers")
 end
 
-function _M.print_request_received()
-    ngx.say("request_uri: ", ngx.var.request_uri)
-    say_headers(nil)
+-- `X-Test-Upstream-Status: N` answers with status N.
+handlers.specific_status = function()
+    local wanted = ngx.var.http_x_test_upstream_status
+    if wanted == nil then
+        return
+    end
+    ngx.status = tonumber(wanted) or 500
+    ngx.say("upstream status: ", wanted)
 end
 
-function _M.server_error()
-    error("500 Internal Server Error")
+handlers.api_breaker = function()
+    ngx.exit(tonumber(ngx.var.arg_code) or 500)
 end
 
-function _M.bad_request()
-    ngx.status = 400
-    ngx.say("Bad Request")
-end
+------------------------------------------------------------------------------------------------
+-- Sinks of logger plugins: what arrives is written to the error log for tests to grep.
 
-function _M.internalservererror()
-    ngx.status = 500
-    ngx.say("Internal Server Error")
-end
-
--- Logger sinks: what they received goes to the error log, where tests grep for it.
-function _M.log()
-    local body = read_body()
+handlers.log = function()
+    local body = body_text()
+    -- JSON is re-encoded so the line does not depend on the sender's spacing.
     if body and ngx.var.content_type ~= "text/plain" then
-        -- Re-encoded so the logged line does not depend on the sender's spacing.
-        local doc = json.decode(body)
+        local doc = cjson.decode(body)
         if doc ~= nil then
-            body = json.encode(doc)
+            body = cjson.encode(doc)
         end
     end
-    ngx.log(ngx.WARN, "request log: ", body or "nil")
+    warn("request log: ", body or "nil")
 end
 
-function _M.log_request()
-    ngx.log(ngx.WARN, "uri: ", ngx.var.uri)
-    local headers = ngx.req.get_headers()
-    for _, name in ipairs(sorted_keys(headers)) do
-        ngx.log(ngx.WARN, name, ": ", headers[name])
+handlers.log_request = function()
+    warn("uri: ", ngx.var.uri)
+    local h = req_headers()
+    for _, name in ipairs(ordered_names(h)) do
+        warn(name, ": ", h[name])
     end
 end
 
-function _M.clickhouse_logger_server()
-    local body = read_body()
-    ngx.log(ngx.WARN, "clickhouse body: ", body)
-    for name, value in pairs(ngx.req.get_headers()) do
-        if type(value) == "table" then
-            value = concat(value, ", ")
-        end
-        ngx.log(ngx.WARN, "clickhouse headers: " .. name .. ":" .. value)
+handlers.clickhouse_logger_server = function()
+    warn("clickhouse body: ", body_text())
+    for name, val in pairs(req_headers()) do
+        local joined = type(val) == "table" and table.concat(val, ", ") or val
+        warn("clickhouse headers: " .. name .. ":" .. joined)
     end
     ngx.say("ok")
 end
 
-function _M.v3_auth_authenticate()
-    ngx.log(ngx.WARN, "etcd auth failed!")
+handlers.v3_auth_authenticate = function()
+    warn("etcd auth failed!")
 end
 
-function _M.mock_compressed_upstream_response()
-    ngx.header["Content-Encoding"] = "gzip"
-    ngx.say("compressed_response")
+-- A zipkin collector checking the spans it receives: 3 (request, proxy, response), or 5 with
+-- `?span_version=1`; each named `apisix…`, with a trace id, and a local endpoint of service
+-- APISIX on port 1984 (with `?server_addr=` as its ipv4 when given). Anything else is a 400
+-- and an [error] line saying what was wrong.
+local function span_problem(span, args)
+    local name = tostring(span.name)
+    if name:sub(1, 6) ~= "apisix" then
+        return "wrong prefix of name" .. name:sub(1, 6)
+    end
+    if span.traceId == nil then
+        return "missing trace id"
+    end
+    local ep = span.localEndpoint
+    if type(ep) ~= "table" then
+        return "missing local endpoint"
+    end
+    if ep.serviceName ~= "APISIX" and ep.serviceName ~= "apisix" then
+        return "wrong serviceName: " .. tostring(ep.serviceName)
+    end
+    if ep.port ~= 1984 then
+        return "wrong port: " .. tostring(ep.port)
+    end
+    if args.server_addr and ep.ipv4 ~= args.server_addr then
+        return "server_addr mismatched"
+    end
+    return nil
 end
 
--- A zipkin collector that checks the spans the zipkin plugin reports: 3 (request, proxy,
--- response) or 5 with `?span_version=1`, each named `apisix…`, with a trace id and a local
--- endpoint for service `APISIX` on port 1984 (and `?server_addr=` as its ipv4 when given).
-function _M.mock_zipkin()
-    local body = read_body()
+handlers.mock_zipkin = function()
+    local body = body_text()
     ngx.log(ngx.NOTICE, body)
-    local spans = json.decode(body or "")
-    local function reject(...)
-        ngx.log(ngx.ERR, ...)
+    local spans = cjson.decode(body or "")
+    local args = query()
+    local problem
+    if type(spans) ~= "table" then
+        problem = "spans are not a JSON array"
+    else
+        local expected = (args.span_version == "1") and 5 or 3
+        if #spans ~= expected then
+            problem = "wrong number of spans: " .. #spans
+        end
+        for _, span in ipairs(spans) do
+            problem = problem or span_problem(span, args)
+        end
+    end
+    if problem then
+        ngx.log(ngx.ERR, problem)
         return ngx.exit(400)
     end
-    if type(spans) ~= "table" then
-        return reject("spans are not a JSON array")
-    end
-    local args = ngx.req.get_uri_args()
-    local want = args.span_version == "1" and 5 or 3
-    if #spans ~= want then
-        return reject("wrong number of spans: ", #spans)
-    end
-    for _, span in ipairs(spans) do
-        local name = tostring(span.name)
-        if name:sub(1, 6) ~= "apisix" then
-            return reject("wrong prefix of name", name:sub(1, 6))
-        end
-        if not span.traceId then
-            return reject("missing trace id")
-        end
-        local ep = span.localEndpoint
-        if type(ep) ~= "table" then
-            return reject("missing local endpoint")
-        end
-        if ep.serviceName ~= "APISIX" and ep.serviceName ~= "apisix" then
-            return reject("wrong serviceName: ", ep.serviceName)
-        end
-        if ep.port ~= 1984 then
-            return reject("wrong port: ", ep.port)
-        end
-        if args.server_addr and ep.ipv4 ~= args.server_addr then
-            return reject("server_addr mismatched")
-        end
-    end
 end
 
--- Response headers named by `resp-NAME` request headers.
-local function copy_resp_headers()
-    for name, value in pairs(ngx.req.get_headers()) do
+------------------------------------------------------------------------------------------------
+-- Dispatch
+
+local function handler_name(path)
+    return (path:sub(2):gsub("[/%.%-]", "_"))
+end
+
+local function mirror_resp_headers()
+    for name, val in pairs(req_headers()) do
         if name:sub(1, 5) == "resp-" then
-            ngx.header[name:sub(6)] = value
+            ngx.header[name:sub(6)] = val
         end
     end
 end
 
-function _M.go()
-    local name = ngx.var.uri:sub(2):gsub("[/%.%-]", "_")
-    local handler = _M[name]
-    if name == "go" or type(handler) ~= "function" then
-        ngx.log(ngx.WARN, "undefined path in test server, uri: ", ngx.var.request_uri)
+local server = {}
+
+function server.go()
+    local fn = handlers[handler_name(ngx.var.uri)]
+    if fn == nil then
+        warn("undefined path in test server, uri: ", ngx.var.request_uri)
         return ngx.exit(404)
     end
-    copy_resp_headers()
-    return handler()
+    mirror_resp_headers()
+    return fn()
 end
 
-return _M
+-- Handlers stay reachable by name, as in APISIX's module (`require("lib.server").hello()`).
+return setmetatable(server, { __index = handlers })

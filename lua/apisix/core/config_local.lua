@@ -2,42 +2,67 @@
 -- defaults APISIX's plugins read without checking. The Rust config loader parsed the file at
 -- start; the table is built once per worker and shared, as APISIX caches it.
 
-local json = require("apisix.core.json")
-local type, pairs, getmetatable, tostring, require = type, pairs, getmetatable, tostring, require
+local cjson_shim = require("apisix.core.json")
+local type, pairs, ipairs, getmetatable, tostring, require =
+    type, pairs, ipairs, getmetatable, tostring, require
 
-local _M = {}
+local config_local = {}
 
--- Defaults of keys plugins read as if always present (APISIX's cli/config.lua has them).
+-- Keys plugins read as if always present, as dotted paths. APISIX's own default file has many
+-- more; these are the ones moongate's plugins and the shim need.
+local DEFAULTS = {
+    { "apisix.node_listen", { 9080 } },
+    { "apisix.enable_admin", true },
+    { "apisix.enable_ipv6", true },
+    { "apisix.enable_resolv_search_opt", true },
+    { "apisix.dns_resolver_valid", 30 },
+    { "apisix.resolver_timeout", 5 },
+    { "apisix.router", { http = "radixtree_host_uri", ssl = "radixtree_sni" } },
+    { "apisix.proxy_mode", "http" },
+    { "apisix.ssl", { enable = false } },
+    { "apisix.data_encryption.enable_encrypt_fields", true },
+    { "apisix.data_encryption.keyring", { "qeddd145sfvddff3", "edd1c9f0985e76a2" } },
+    { "nginx_config.error_log_level", "warn" },
+    { "nginx_config.worker_processes", "auto" },
+    { "nginx_config.http", { client_max_body_size = 0 } },
+    -- moongate's own default deployment (APISIX's is traditional with etcd).
+    { "deployment.role", "data_plane" },
+    { "deployment.role_data_plane", { config_provider = "yaml" } },
+    { "plugin_attr", {} },
+}
+
+local function copy(v)
+    if type(v) ~= "table" then
+        return v
+    end
+    local out = {}
+    for k, item in pairs(v) do
+        out[k] = copy(item)
+    end
+    return out
+end
+
+-- A fresh table of the defaults (callers may change the result).
 local function defaults()
-    return {
-        apisix = {
-            node_listen = { 9080 },
-            enable_admin = true,
-            enable_ipv6 = true,
-            enable_resolv_search_opt = true,
-            dns_resolver_valid = 30,
-            resolver_timeout = 5,
-            router = { http = "radixtree_host_uri", ssl = "radixtree_sni" },
-            proxy_mode = "http",
-            ssl = { enable = false },
-            data_encryption = { enable_encrypt_fields = true, keyring = { "qeddd145sfvddff3", "edd1c9f0985e76a2" } },
-        },
-        nginx_config = {
-            error_log_level = "warn",
-            worker_processes = "auto",
-            http = { client_max_body_size = 0 },
-        },
-        -- moongate's own default deployment (APISIX's is traditional + etcd).
-        deployment = {
-            role = "data_plane",
-            role_data_plane = { config_provider = "yaml" },
-        },
-        plugin_attr = {},
-    }
+    local root = {}
+    for _, entry in ipairs(DEFAULTS) do
+        local node = root
+        local path = entry[1]
+        local steps = {}
+        for step in path:gmatch("[^.]+") do
+            steps[#steps + 1] = step
+        end
+        for i = 1, #steps - 1 do
+            node[steps[i]] = node[steps[i]] or {}
+            node = node[steps[i]]
+        end
+        node[steps[#steps]] = copy(entry[2])
+    end
+    return root
 end
 
 local function is_list(t)
-    return getmetatable(t) == json.array_mt or t[1] ~= nil
+    return getmetatable(t) == cjson_shim.array_mt or t[1] ~= nil
 end
 
 -- `over` wins; tables merge key by key, lists replace.
@@ -53,23 +78,22 @@ local function overlay(base, over)
     return base
 end
 
-local cached
+-- Built once per worker from the text the gateway parsed at start.
+local built
 
-function _M.local_conf(force)
-    if cached and not force then
-        return cached
+function config_local.local_conf(force)
+    if built == nil or force then
+        local doc, why = cjson_shim.decode(require("moongate.node").config_json())
+        if type(doc) ~= "table" then
+            return nil, "failed to read config.yaml: " .. tostring(why or "not a mapping")
+        end
+        built = overlay(defaults(), doc)
     end
-    local text = require("moongate.node").config_json()
-    local file, err = json.decode(text)
-    if type(file) ~= "table" then
-        return nil, "failed to read config.yaml: " .. tostring(err or "not a mapping")
-    end
-    cached = overlay(defaults(), file)
-    return cached
+    return built
 end
 
-function _M.clear_cache()
-    cached = nil
+function config_local.clear_cache()
+    built = nil
 end
 
-return _M
+return config_local

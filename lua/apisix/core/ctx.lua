@@ -1,230 +1,220 @@
--- core.ctx: the `ctx.var` table APISIX plugins read variables from. A read looks, in order, at:
--- the per-request cache; `method`; `cookie` (a resty.cookie object); `cookie_NAME`; `arg_NAME`
--- (first value of the decoded query argument); `post_arg_NAME` (form bodies only);
--- `uri_param_NAME` (router captures in `ctx.curr_req_matched`); `http_NAME` (request header);
--- `graphql_*`; `post_arg.PATH` (a field of the parsed JSON or form body); the APISIX variables
--- kept on `ctx` (route_id, consumer_name, …) and those added with `register_var`; and last
--- `ngx.var`. Values found are cached for the request (except `args`/`is_args` and
--- `no_cacheable` registered ones). Writes go to the cache; for the names below that tell the
--- proxy what to do (`upstream_uri`, `upstream_host`, …) they also set `ngx.var`.
+-- core.ctx: the `ctx.var` table APISIX plugins read request variables from.
+--
+-- A read of `ctx.var.NAME` tries, in this order: the request's cache; `method`; `cookie` (a
+-- resty.cookie object); `cookie_NAME`; `arg_NAME` (first value of the decoded query argument);
+-- `post_arg_NAME` (form bodies only); `uri_param_NAME` (router captures in
+-- `ctx.curr_req_matched`); `http_NAME` (request header); `graphql_*`; `post_arg.PATH` (a field
+-- of the parsed JSON or form body); the APISIX variables kept on `ctx` (route_id,
+-- consumer_name, …) and the ones plugins add with `register_var`; last `ngx.var`. What is found
+-- is cached for the request, except `args`, `is_args` and variables registered `no_cacheable`.
+-- A write lands in the cache; for the variables through which plugins steer the proxy
+-- (`upstream_uri`, `upstream_host`, …) it also sets `ngx.var`.
 
-local request = require("apisix.core.request")
-local log = require("apisix.core.log")
-local tablepool = require("tablepool")
 local ngx = ngx
-local ngx_var = ngx.var
-local get_method = ngx.req.get_method
-local type, error, setmetatable, rawget, require = type, error, setmetatable, rawget, require
-local sub, lower, gsub, find = string.sub, string.lower, string.gsub, string.find
+local type, error, setmetatable, rawget, require, pcall, tostring =
+    type, error, setmetatable, rawget, require, pcall, tostring
+local ssub, slower, sgsub, sfind = string.sub, string.lower, string.gsub, string.find
 
-local _M = {}
+local creq = require("apisix.core.request")
+local clog = require("apisix.core.log")
+local pool = require("tablepool")
 
--- Cookie parsing for the `cookie` variable comes from resty.cookie, loaded on first use.
-local function cookie_object()
-    if not ngx_var.http_cookie then
-        return nil
+local POOL_NAME = "ctx_var"
+
+local ctxmod = {}
+
+local function name_set(words)
+    local set = {}
+    for w in words:gmatch("%S+") do
+        set[w] = true
     end
-    local ok, ck = pcall(require, "resty.cookie")
-    if not ok then
-        error("ctx.var.cookie needs resty.cookie, which failed to load: " .. tostring(ck), 3)
-    end
-    return ck:new()
+    return set
 end
 
-local computed = {
-    method = get_method,
-    cookie = cookie_object,
-}
+-- Variables that must be read afresh each time (set_uri_args changes `args`).
+local uncached = name_set("args is_args")
 
--- Reads that must see later changes (set_uri_args changes `args`).
-local not_cached = {
-    args = true,
-    is_args = true,
-}
+-- Writing one of these also writes the nginx variable: how plugins tell the proxy what to do.
+local steering = name_set([[
+    upstream_scheme upstream_host upstream_unresolved_host upstream_upgrade upstream_connection
+    upstream_uri request_line apisix_request_id request_type apisix_upstream_response_time
+    upstream_mirror_host upstream_mirror_uri upstream_mirror_grpc_path
+    upstream_cache_zone upstream_cache_zone_info upstream_no_cache upstream_cache_key
+    upstream_cache_bypass rate_limiting_info original_x_forwarded_for
+    request_llm_model llm_model llm_content_risk_level llm_time_to_first_token
+    llm_prompt_tokens llm_completion_tokens llm_total_tokens llm_stream llm_has_tool_calls
+    llm_tool_count llm_end_user_id llm_cache_read_input_tokens
+    llm_cache_creation_input_tokens llm_reasoning_tokens
+]])
 
--- Writes that also change the nginx variable: the plugin-to-proxy channel.
-local proxy_vars = {
-    upstream_scheme = true,
-    upstream_host = true,
-    upstream_unresolved_host = true,
-    upstream_upgrade = true,
-    upstream_connection = true,
-    upstream_uri = true,
-    request_line = true,
-    apisix_request_id = true,
-    request_type = true,
-    apisix_upstream_response_time = true,
-    llm_content_risk_level = true,
-    llm_time_to_first_token = true,
-    request_llm_model = true,
-    llm_model = true,
-    llm_prompt_tokens = true,
-    llm_completion_tokens = true,
-    llm_total_tokens = true,
-    llm_stream = true,
-    llm_has_tool_calls = true,
-    llm_tool_count = true,
-    llm_end_user_id = true,
-    llm_cache_read_input_tokens = true,
-    llm_cache_creation_input_tokens = true,
-    llm_reasoning_tokens = true,
-    upstream_mirror_host = true,
-    upstream_mirror_uri = true,
-    upstream_mirror_grpc_path = true,
-    upstream_cache_zone = true,
-    upstream_cache_zone_info = true,
-    upstream_no_cache = true,
-    upstream_cache_key = true,
-    upstream_cache_bypass = true,
-    rate_limiting_info = true,
-    original_x_forwarded_for = true,
-}
+-- APISIX variables answered from `ctx`: `true` reads `ctx[name]`, a function computes the
+-- value from ctx. register_var adds to this table.
+local from_ctx = name_set([[
+    balancer_ip balancer_port consumer_group_id consumer_name route_id route_name
+    service_id service_name upstream_unresolved_host
+]])
+from_ctx.resp_body = function(c)
+    return c.resp_body or ""
+end
 
--- APISIX variables held on `ctx` (true: `ctx[name]`) or computed by a getter.
-local ctx_vars = {
-    balancer_ip = true,
-    balancer_port = true,
-    consumer_group_id = true,
-    consumer_name = true,
-    resp_body = function(ctx)
-        return ctx.resp_body or ""
-    end,
-    route_id = true,
-    route_name = true,
-    service_id = true,
-    service_name = true,
-    upstream_unresolved_host = true,
-}
-
-local function first(v)
+local function first_value(v)
     if type(v) == "table" then
         return v[1]
     end
     return v
 end
 
-local function has_prefix(s, p)
-    return sub(s, 1, #p) == p
-end
-
--- `post_arg.a.b`: a field of the parsed body; JSONPath forms are not supported.
-local function body_field(ctx, path)
-    if find(path, "[%[%*]") or find(path, "..", 1, true) then
-        error("ctx.var.post_arg." .. path .. ": JSONPath expressions are not supported by moongate yet", 3)
-    end
-    local body, err = request.get_request_body_table(ctx, nil, nil)
-    if not body then
-        log.warn("failed to fetch post args value by key: ", path, " error: ", err)
+-- The `cookie` variable: a resty.cookie reader (loaded on first use), nil without a Cookie.
+local function cookie_reader()
+    if ngx.var.http_cookie == nil then
         return nil
     end
-    local cur = body
-    for part in (path .. "."):gmatch("(.-)%.") do
-        if type(cur) ~= "table" then
+    local loaded, lib = pcall(require, "resty.cookie")
+    if not loaded then
+        error("ctx.var.cookie needs resty.cookie, which failed to load: " .. tostring(lib), 4)
+    end
+    return lib:new()
+end
+
+-- `post_arg.a.b`: walks the parsed body. JSONPath syntax is refused rather than misread.
+local function body_path(c, path)
+    if sfind(path, "[%[%*]") or sfind(path, "..", 1, true) then
+        error("ctx.var.post_arg." .. path .. ": JSONPath expressions are not supported by moongate yet", 5)
+    end
+    local doc, why = creq.get_request_body_table(c, nil, nil)
+    if not doc then
+        clog.warn("failed to fetch post args value by key: ", path, " error: ", why)
+        return nil
+    end
+    local node = doc
+    for step in (path .. "."):gmatch("(.-)%.") do
+        if type(node) ~= "table" then
             return nil
         end
-        cur = cur[part]
+        node = node[step]
     end
-    return cur
+    return node
 end
 
-local function lookup(t, key)
-    local ctx = rawget(t, "_ctx")
-    local method = computed[key]
-    if method then
-        return method()
-    end
-    if has_prefix(key, "cookie_") then
-        return ngx_var[key]
-    end
-    if has_prefix(key, "arg_") then
-        return first(request.get_uri_args(ctx)[sub(key, 5)])
-    end
-    if has_prefix(key, "post_arg_") then
-        local ct = request.header(ctx, "Content-Type")
-        if ct and has_prefix(ct, "application/x-www-form-urlencoded") then
-            return first(request.get_post_args(ctx)[sub(key, 10)])
-        end
-        return nil
-    end
-    if has_prefix(key, "uri_param_") then
-        local m = ctx and ctx.curr_req_matched
-        return m and m[sub(key, 11)]
-    end
-    if has_prefix(key, "http_") then
-        return ngx_var[gsub(lower(key), "-", "_")]
-    end
-    if has_prefix(key, "graphql_") then
-        error("ctx.var." .. key .. ": GraphQL request parsing is not supported by moongate yet", 3)
-    end
-    if has_prefix(key, "post_arg.") then
-        return body_field(ctx, sub(key, 10))
-    end
-    local getter = ctx_vars[key]
-    if getter == true then
-        return ctx and ctx[key]
-    elseif getter then
-        return getter(ctx)
-    end
-    return ngx_var[key]
-end
-
-local var_mt = {
-    __index = function(t, key)
-        local cache = rawget(t, "_cache")
-        local v = cache[key]
-        if v ~= nil then
-            return v
-        end
-        if type(key) ~= "string" then
-            error("invalid argument, expect string value", 2)
-        end
-        v = lookup(t, key)
-        if v ~= nil and not not_cached[key] then
-            cache[key] = v
-        end
-        return v
+-- Whole names answered by a function of ctx.
+local exact = {
+    method = function()
+        return ngx.req.get_method()
     end,
-    __newindex = function(t, key, val)
-        if proxy_vars[key] then
-            ngx_var[key] = val
-        end
-        rawget(t, "_cache")[key] = val
-    end,
+    cookie = cookie_reader,
 }
 
--- `register_var(name, getter(ctx), {no_cacheable = true})`: a variable computed by a plugin.
-function _M.register_var(name, getter, opts)
+-- Prefix families, tried in order; each gets ctx, the full name and the part after the prefix.
+-- (Calls below are not tail calls, so the error levels above point at the plugin's line.)
+local families = {
+    { "cookie_", function(_, name)
+        return ngx.var[name]
+    end },
+    { "arg_", function(c, _, rest)
+        return first_value(creq.get_uri_args(c)[rest])
+    end },
+    { "post_arg_", function(c, _, rest)
+        local ctype = creq.header(c, "Content-Type")
+        if ctype and ssub(ctype, 1, 33) == "application/x-www-form-urlencoded" then
+            return first_value(creq.get_post_args(c)[rest])
+        end
+        return nil
+    end },
+    { "uri_param_", function(c, _, rest)
+        local captures = c and c.curr_req_matched
+        return captures and captures[rest]
+    end },
+    { "http_", function(_, name)
+        return ngx.var[sgsub(slower(name), "-", "_")]
+    end },
+    { "graphql_", function(_, name)
+        error("ctx.var." .. name .. ": GraphQL request parsing is not supported by moongate yet", 4)
+    end },
+    { "post_arg.", function(c, _, rest)
+        local field = body_path(c, rest)
+        return field
+    end },
+}
+
+local function resolve(c, name)
+    local direct = exact[name]
+    if direct then
+        local v = direct()
+        return v
+    end
+    for i = 1, #families do
+        local prefix = families[i][1]
+        if ssub(name, 1, #prefix) == prefix then
+            local v = families[i][2](c, name, ssub(name, #prefix + 1))
+            return v
+        end
+    end
+    local held = from_ctx[name]
+    if held == true then
+        return c and c[name]
+    end
+    if held then
+        return held(c)
+    end
+    return ngx.var[name]
+end
+
+local var_meta = {}
+
+function var_meta.__index(vars, name)
+    local cache = rawget(vars, "_cache")
+    local hit = cache[name]
+    if hit ~= nil then
+        return hit
+    end
+    if type(name) ~= "string" then
+        error("invalid argument, expect string value", 2)
+    end
+    local found = resolve(rawget(vars, "_ctx"), name)
+    if found ~= nil and not uncached[name] then
+        cache[name] = found
+    end
+    return found
+end
+
+function var_meta.__newindex(vars, name, value)
+    if steering[name] then
+        ngx.var[name] = value
+    end
+    rawget(vars, "_cache")[name] = value
+end
+
+-- `register_var(name, getter(ctx), {no_cacheable = true})`: a variable a plugin computes.
+function ctxmod.register_var(name, getter, opts)
     if type(getter) ~= "function" then
         error("the getter of registered var should be a function")
     end
-    ctx_vars[name] = getter
+    from_ctx[name] = getter
     if opts and opts.no_cacheable then
-        not_cached[name] = true
+        uncached[name] = true
     end
 end
 
--- Gives `ctx` its `var` table.
-function _M.set_vars_meta(ctx)
-    local var = tablepool.fetch("ctx_var", 0, 32)
-    if not rawget(var, "_cache") then
-        var._cache = {}
+-- Gives `ctx` its `var` table (taken from a pool; release_vars gives it back).
+function ctxmod.set_vars_meta(ctx)
+    local vars = pool.fetch(POOL_NAME, 0, 32)
+    if rawget(vars, "_cache") == nil then
+        vars._cache = {}
     end
-    var._ctx = ctx
-    setmetatable(var, var_mt)
-    ctx.var = var
+    vars._ctx = ctx
+    ctx.var = setmetatable(vars, var_meta)
 end
 
--- Returns `ctx.var` to the pool once the request is done with it.
-function _M.release_vars(ctx)
-    local var = ctx.var
-    if var == nil then
+function ctxmod.release_vars(ctx)
+    local vars = ctx.var
+    if vars == nil then
         return
     end
-    require("table.clear")(rawget(var, "_cache"))
-    var._ctx = nil
-    setmetatable(var, nil)
-    tablepool.release("ctx_var", var, true)
+    require("table.clear")(rawget(vars, "_cache"))
+    vars._ctx = nil
+    setmetatable(vars, nil)
+    pool.release(POOL_NAME, vars, true)
     ctx.var = nil
 end
 
-return _M
+return ctxmod

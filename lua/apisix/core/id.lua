@@ -2,17 +2,17 @@
 -- once (a random UUID) and written there, so it survives restarts; `gen_uuid_v4()`.
 
 local random_bytes = require("resty.random").bytes
-local config_local = require("apisix.core.config_local")
-local log = require("apisix.core.log")
+local node_conf = require("apisix.core.config_local")
+local clog = require("apisix.core.log")
 local format, byte, match, open = string.format, string.byte, string.match, io.open
-local bit = require("bit")
+local bor, band = bit.bor, bit.band
 
-local _M = { version = 0.1 }
+local id = { version = 0.1 }
 
-function _M.gen_uuid_v4()
+function id.gen_uuid_v4()
     local b = { byte(random_bytes(16), 1, 16) }
-    b[7] = bit.bor(bit.band(b[7], 0x0f), 0x40)
-    b[9] = bit.bor(bit.band(b[9], 0x3f), 0x80)
+    b[7] = bor(band(b[7], 0x0f), 0x40) -- version 4
+    b[9] = bor(band(b[9], 0x3f), 0x80) -- RFC 4122 variant
     return format(
         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
         b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8],
@@ -26,8 +26,8 @@ local function uid_path()
     return ngx.config.prefix() .. "conf/apisix.uid"
 end
 
-function _M.init()
-    local conf = config_local.local_conf()
+function id.init()
+    local conf = node_conf.local_conf()
     local configured = conf and conf.apisix and conf.apisix.id
     if configured then
         uid = configured
@@ -43,21 +43,21 @@ function _M.init()
             return
         end
     end
-    uid = _M.gen_uuid_v4()
+    uid = id.gen_uuid_v4()
     local w, err = open(path, "w")
     if not w then
-        log.error("failed to write the node id to ", path, ": ", err)
+        clog.error("failed to write the node id to ", path, ": ", err)
         return
     end
     w:write(uid)
     w:close()
 end
 
-function _M.get()
+function id.get()
     if not uid then
-        _M.init()
+        id.init()
     end
     return uid
 end
 
-return _M
+return id

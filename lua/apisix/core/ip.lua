@@ -1,41 +1,51 @@
--- core.ip: IP/CIDR lists, over resty.ipmatcher (loaded on first use).
+-- core.ip: lists of addresses and CIDR ranges, over resty.ipmatcher (required on first use so
+-- that loading apisix.core does not need it).
 
-local log = require("apisix.core.log")
-local json = require("apisix.core.json")
-local type, ipairs, tonumber, require = type, ipairs, tonumber, require
-local find, sub = string.find, string.sub
+local ipairs, tonumber, require = ipairs, tonumber, require
+local sfind, ssub = string.find, string.sub
+local clog = require("apisix.core.log")
+local cjson_shim = require("apisix.core.json")
 
-local _M = {}
+local ip = {}
 
--- A matcher (`:match(ip)`) for a list of IPs and CIDRs, or nil (logged) when one is invalid.
-function _M.create_ip_matcher(ip_list)
-    local matcher, err = require("resty.ipmatcher").new(ip_list)
-    if not matcher then
-        log.error("failed to create ip matcher: ", err, " ip list: ", json.delay_encode(ip_list))
-        return nil
-    end
-    return matcher
+local function matcher_lib()
+    return require("resty.ipmatcher")
 end
 
--- An IPv4/IPv6 address, or a CIDR with a prefix length valid for its family.
-function _M.validate_cidr_or_ip(ip)
-    local ipmatcher = require("resty.ipmatcher")
-    local mask = 0
-    local slash = find(ip, "/", 1, true)
+-- A matcher (`m:match(addr)`) for `list`; nil, with an [error] line, when an entry is invalid.
+function ip.create_ip_matcher(list)
+    local m, why = matcher_lib().new(list)
+    if m then
+        return m
+    end
+    clog.error("failed to create ip matcher: ", why, " ip list: ", cjson_shim.delay_encode(list))
+    return nil
+end
+
+-- Widest prefix length per address family, keyed by the parser that recognises it.
+local families = {
+    { parse = "parse_ipv4", widest = 32 },
+    { parse = "parse_ipv6", widest = 128 },
+}
+
+-- True for an IPv4/IPv6 address, or for one with "/bits" within its family's width.
+function ip.validate_cidr_or_ip(text)
+    local addr, bits = text, 0
+    local slash = sfind(text, "/", 1, true)
     if slash then
-        mask = tonumber(sub(ip, slash + 1))
-        ip = sub(ip, 1, slash - 1)
-        if not mask then
+        addr = ssub(text, 1, slash - 1)
+        bits = tonumber(ssub(text, slash + 1))
+        if bits == nil then
             return false
         end
     end
-    if ipmatcher.parse_ipv4(ip) then
-        return mask >= 0 and mask <= 32
-    end
-    if ipmatcher.parse_ipv6(ip) then
-        return mask >= 0 and mask <= 128
+    local lib = matcher_lib()
+    for _, fam in ipairs(families) do
+        if lib[fam.parse](addr) then
+            return bits >= 0 and bits <= fam.widest
+        end
     end
     return false
 end
 
-return _M
+return ip

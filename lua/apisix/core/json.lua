@@ -6,8 +6,8 @@
 -- equal text.
 
 local cjson_raw = require("cjson")
-local cjson = require("cjson.safe")
-local clear_tab = require("table.clear")
+local cjson = require("cjson.safe") -- the non-raising variant is what plugins get
+local wipe = require("table.clear")
 local ngx = ngx
 local type, pairs, ipairs, tostring, getmetatable, setmetatable =
     type, pairs, ipairs, tostring, getmetatable, setmetatable
@@ -36,36 +36,38 @@ patch(cjson)
 
 local json_encode, json_decode, null, array_mt = cjson.encode, cjson.decode, cjson.null, cjson.array_mt
 
-local _M = {
+local codec = {
     version = 0.1,
     array_mt = array_mt,
     null = null,
 }
 
-local function strip_nulls(t)
-    for k, v in pairs(t) do
-        if v == null then
-            t[k] = nil
-        elseif type(v) == "table" then
-            strip_nulls(v)
+-- Removes every JSON null, at any depth, in place.
+function codec.strip_nulls(doc)
+    for key, val in pairs(doc) do
+        local kind = type(val)
+        if val == null then
+            doc[key] = nil
+        elseif kind == "table" then
+            codec.strip_nulls(val)
         end
     end
-    return t
+    return doc
 end
-_M.strip_nulls = strip_nulls
 
--- `decode(str, {null_as_nil = true})` drops JSON nulls (a top-level null becomes nil).
-function _M.decode(str, opts)
-    local obj, err = json_decode(str)
-    if obj ~= nil and opts and opts.null_as_nil then
-        if obj == null then
-            return nil, err
-        end
-        if type(obj) == "table" then
-            strip_nulls(obj)
-        end
+-- `decode(text, {null_as_nil = true})` drops JSON nulls (a top-level null becomes nil).
+function codec.decode(text, opts)
+    local doc, why = json_decode(text)
+    if doc == nil or not (opts and opts.null_as_nil) then
+        return doc, why
     end
-    return obj, err
+    if doc == null then
+        return nil, why
+    end
+    if type(doc) == "table" then
+        codec.strip_nulls(doc)
+    end
+    return doc, why
 end
 
 -- `force`: values JSON cannot hold (functions, userdata, cdata) and tables met again (cycles)
@@ -83,39 +85,38 @@ end
 
 local seen = {}
 
-local function forced_copy(v)
-    if type(v) ~= "table" then
-        return printable(v)
+local function forced_copy(value)
+    if type(value) ~= "table" then
+        return printable(value)
     end
-    local out = {}
-    for k, val in pairs(v) do
-        local key = printable(k)
-        if type(val) == "table" then
-            if seen[val] then
-                out[key] = tostring(val)
-            else
-                seen[val] = true
-                out[key] = forced_copy(val)
-            end
+    local copy = {}
+    for k, member in pairs(value) do
+        local slot = printable(k)
+        if type(member) ~= "table" then
+            copy[slot] = printable(member)
+        elseif seen[member] then
+            copy[slot] = tostring(member)
         else
-            out[key] = printable(val)
+            seen[member] = true
+            copy[slot] = forced_copy(member)
         end
     end
-    return setmetatable(out, getmetatable(v) == array_mt and array_mt or nil)
+    return setmetatable(copy, getmetatable(value) == array_mt and array_mt or nil)
 end
 
-local function encode(data, force)
-    if force then
-        clear_tab(seen)
-        if type(data) == "table" then
-            seen[data] = true
-        end
-        data = forced_copy(data)
-        clear_tab(seen)
+local function encode(value, force)
+    if not force then
+        return json_encode(value)
     end
-    return json_encode(data)
+    wipe(seen)
+    if type(value) == "table" then
+        seen[value] = true
+    end
+    local printable_copy = forced_copy(value)
+    wipe(seen)
+    return json_encode(printable_copy)
 end
-_M.encode = encode
+codec.encode = encode
 
 -- Sorted-key encoding. `empty_as_array`: how an empty table without `array_mt` is written
 -- (`[]` for stably_encode, as the dkjson encoder APISIX uses there writes it; `{}` for
@@ -179,8 +180,8 @@ local function sorted_table(t, out, empty_as_array, depth)
     end
     sort(keys, key_less)
     out[#out + 1] = "{"
-    for i, k in ipairs(keys) do
-        if i > 1 then
+    for pos, k in ipairs(keys) do
+        if pos > 1 then
             out[#out + 1] = ","
         end
         out[#out + 1] = json_encode(tostring(k))
@@ -195,7 +196,8 @@ local function sorted_table(t, out, empty_as_array, depth)
 end
 
 sorted_value = function(v, out, empty_as_array, depth)
-    if type(v) == "table" then
+    local kind = type(v)
+    if kind == "table" then
         return sorted_table(v, out, empty_as_array, depth)
     end
     local s, err = json_encode(v)
@@ -217,34 +219,33 @@ end
 
 -- The same text for equal tables, whatever their insertion order (APISIX uses it to version
 -- confs). Differs from APISIX's dkjson-based one in number formatting (%.14g, as cjson).
-function _M.stably_encode(data)
+function codec.stably_encode(data)
     return sorted_encode(data, true)
 end
 
 -- Sorted keys, empty tables as objects unless marked with `array_mt`.
-function _M.canonical_encode(data)
-    return sorted_encode(data, false)
+function codec.canonical_encode(value)
+    return sorted_encode(value, false)
 end
 
 -- `delay_encode(data, force)`: a value whose `tostring` is the encoding, for log arguments, so
 -- nothing is encoded when the line is filtered out. A ring of 16 objects is reused, as in
 -- APISIX: keep the result only for the log call it is made for.
 local ring_size, ring_idx, ring = 16, 0, {}
-local delay_mt = {
-    __tostring = function(self)
-        local res, err = encode(self.data, self.force)
-        if not res then
-            ngx.log(ngx.WARN, "failed to encode: ", err, " force: ", self.force)
-            return ""
-        end
-        return res
-    end,
-}
+local function deferred_text(pending)
+    local text, why = encode(pending.data, pending.force)
+    if text then
+        return text
+    end
+    ngx.log(ngx.WARN, "failed to encode: ", why, " force: ", pending.force)
+    return ""
+end
+local delay_mt = { __tostring = deferred_text }
 for i = 1, ring_size do
     ring[i] = setmetatable({ data = "", force = false }, delay_mt)
 end
 
-function _M.delay_encode(data, force)
+function codec.delay_encode(data, force)
     ring_idx = ring_idx % ring_size + 1
     local d = ring[ring_idx]
     d.data = data
@@ -252,4 +253,4 @@ function _M.delay_encode(data, force)
     return d
 end
 
-return _M
+return codec

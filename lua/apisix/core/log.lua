@@ -6,8 +6,8 @@
 local ngx = ngx
 local ngx_log = ngx.log
 local select, setmetatable, tostring, unpack = select, setmetatable, tostring, unpack
-local clear_tab = require("table.clear")
-local errlog = require("ngx.errlog")
+local wipe = require("table.clear")
+local sys_filter_level = require("ngx.errlog").get_sys_filter_level
 
 local levels = {
     stderr = ngx.STDERR,
@@ -29,7 +29,7 @@ local function level_fn(name, prefix)
     if not lvl then
         return nil
     end
-    if lvl > errlog.get_sys_filter_level() then
+    if lvl > sys_filter_level() then
         return skip
     end
     if prefix then
@@ -42,7 +42,7 @@ local function level_fn(name, prefix)
     end
 end
 
-local _M = { version = 0.4 }
+local logger = { version = 0.4 }
 
 -- The level functions are made on first use and kept, as the error-log level is fixed for the
 -- life of a worker.
@@ -59,41 +59,42 @@ local function lazy_levels(self, prefix)
 end
 
 -- A logger whose lines all start with `prefix`.
-function _M.new(prefix)
-    return lazy_levels({ version = _M.version }, prefix)
+function logger.new(prefix)
+    return lazy_levels({ version = logger.version }, prefix)
 end
 
 -- `delay_exec(func, ...)`: a value that runs `func(...)` only if the line is written (its
 -- `__tostring` runs it), for costly debug output. One object is reused, as in APISIX: use it
 -- as an argument of one log call at a time.
 local delayed = { args = {}, n = 0 }
-setmetatable(delayed, {
-    __tostring = function(self)
-        -- A line may be formatted twice (length, then content); run the function once.
-        if self.res ~= nil then
-            local res = self.res
-            self.res = nil
-            return res
-        end
-        local res, err = self.func(unpack(self.args, 1, self.n))
-        if err then
-            ngx_log(ngx.WARN, "failed to exec: ", err)
-        end
-        clear_tab(self.args)
-        self.res = tostring(res)
-        return self.res
-    end,
-})
 
-function _M.delay_exec(func, ...)
-    delayed.func = func
-    clear_tab(delayed.args)
-    delayed.n = select("#", ...)
-    for i = 1, delayed.n do
-        delayed.args[i] = select(i, ...)
+local function run_delayed(d)
+    -- A line may be formatted twice (length, then content): the function runs once and the
+    -- second formatting gets the text kept from the first.
+    local kept = d.res
+    if kept ~= nil then
+        d.res = nil
+        return kept
     end
-    delayed.res = nil
+    local out, why = d.func(unpack(d.args, 1, d.n))
+    if why then
+        ngx_log(ngx.WARN, "failed to exec: ", why)
+    end
+    wipe(d.args)
+    local text = tostring(out)
+    d.res = text
+    return text
+end
+setmetatable(delayed, { __tostring = run_delayed })
+
+function logger.delay_exec(fn, ...)
+    local argc = select("#", ...)
+    wipe(delayed.args)
+    for i = 1, argc do
+        delayed.args[i] = (select(i, ...))
+    end
+    delayed.func, delayed.n, delayed.res = fn, argc, nil
     return delayed
 end
 
-return lazy_levels(_M, nil)
+return lazy_levels(logger, nil)

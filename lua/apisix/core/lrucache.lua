@@ -1,124 +1,148 @@
--- core.lrucache: per-worker caches of objects built from config (compiled matchers, clients,
--- parsed keys). `new(opts)` returns `cache(key, version, create, ...)`: the object stored
--- under `key` if it was made for `version`, else `create(...)` (stored when not nil). Plugins
--- key on their conf table (identity) with the conf's version, or use `plugin_ctx`, which keys
--- on `ctx.conf_type#ctx.conf_id[#extra]` at `ctx.conf_version`.
+-- core.lrucache: per-worker caches of objects derived from config (compiled matchers, clients,
+-- parsed keys). `new(opts)` returns a function `cache(key, version, create, ...)`: the object
+-- stored under `key` when it was made for `version`, otherwise `create(...)`, stored unless
+-- nil. Plugins key on their conf table (identity) with the conf's version, or go through
+-- `plugin_ctx`, which keys on `ctx.conf_type#ctx.conf_id[#extra]` at `ctx.conf_version`.
 
-local lrucache = require("resty.lrucache")
-local resty_lock = require("resty.lock")
-local log = require("apisix.core.log")
 local ngx = ngx
-local get_phase = ngx.get_phase
-local tostring = tostring
+local error, tostring, setmetatable = error, tostring, setmetatable
+local resty_lru = require("resty.lrucache")
+local lock_lib = require("resty.lock")
+local clog = require("apisix.core.log")
 
-local GLOBAL_ITEMS, GLOBAL_TTL = 1024, 60 * 60
-local PLUGIN_ITEMS, PLUGIN_TTL = 8, 5 * 60
-local LOCK_DICT = "lrucache-lock"
+-- Sizes and lifetimes by cache type: plugin caches are small and short-lived.
+local SIZING = {
+    plugin = { count = 8, ttl = 300 },
+    default = { count = 1024, ttl = 3600 },
+}
+local LOCK_ZONE = "lrucache-lock"
 
--- Only these phases may wait on a lock (serial_creating).
-local may_wait = { rewrite = true, access = true, content = true, timer = true }
+-- serial_creating waits on a lock, which only yielding phases can do.
+local can_block = { rewrite = true, access = true, content = true, timer = true }
 
--- Stale values kept past their TTL when `invalid_stale` is not set are returned (and their TTL
--- renewed) as long as their version still matches.
-local function cached(lru, invalid_stale, ttl, key, version)
-    local obj, stale = lru:get(key)
-    if obj and obj.ver == version then
-        return obj
+local Cache = {}
+Cache.__index = Cache
+
+-- The entry for `key` made for `version`. An expired one is revived (and its TTL renewed)
+-- unless the cache was made with `invalid_stale`.
+function Cache:lookup(key, version)
+    local live, expired = self.lru:get(key)
+    if live and live.ver == version then
+        return live
     end
-    if stale and stale.ver == version and not invalid_stale then
-        lru:set(key, stale, ttl)
-        return stale
+    if expired and expired.ver == version and not self.drop_stale then
+        self.lru:set(key, expired, self.ttl)
+        return expired
     end
     return nil
 end
 
-local function new_lru(opts)
-    local count, ttl
-    if opts and opts.type == "plugin" then
-        count, ttl = opts.count or PLUGIN_ITEMS, opts.ttl or PLUGIN_TTL
-    else
-        count, ttl = opts and opts.count or GLOBAL_ITEMS, opts and opts.ttl or GLOBAL_TTL
+-- A failure remembered by the negative cache (neg_ttl/neg_count), for this version.
+function Cache:remembered_failure(key, version)
+    local failures = self.failures
+    if not failures then
+        return nil
     end
-    local invalid_stale = opts and opts.invalid_stale
-    local serial = opts and opts.serial_creating
-    if opts and opts.refresh_stale then
+    local entry = failures:get(key)
+    if entry and entry.ver == version then
+        return entry
+    end
+    return nil
+end
+
+function Cache:build(key, version, create, ...)
+    local made, why = create(...)
+    if made ~= nil then
+        self.lru:set(key, { val = made, ver = version }, self.ttl)
+    elseif self.failures then
+        self.failures:set(key, { err = why, ver = version }, self.neg_ttl)
+    end
+    return made, why
+end
+
+-- Builds under a per-key lock so concurrent requests of this worker create the object once;
+-- the waiters find it made when they get the lock.
+function Cache:build_serially(key, version, create, ...)
+    local mutex, lock_err = lock_lib:new(LOCK_ZONE)
+    if not mutex then
+        return nil, "failed to create lock: " .. lock_err
+    end
+    local name = tostring(key)
+    clog.info("try to lock with key ", name)
+    local waited, wait_err = mutex:lock(name)
+    if not waited then
+        return nil, "failed to acquire the lock: " .. wait_err
+    end
+
+    local made, why
+    local entry = self:lookup(key, version)
+    if entry then
+        made = entry.val
+    else
+        made, why = self:build(key, version, create, ...)
+    end
+    mutex:unlock()
+    clog.info("unlock with key ", name)
+    return made, why
+end
+
+function Cache:fetch(key, version, create, ...)
+    local failure = self:remembered_failure(key, version)
+    if failure then
+        return nil, failure.err
+    end
+    local entry = self:lookup(key, version)
+    if entry then
+        return entry.val
+    end
+    if self.serial and can_block[ngx.get_phase()] then
+        return self:build_serially(key, version, create, ...)
+    end
+    return self:build(key, version, create, ...)
+end
+
+local function new(opts)
+    local o = opts or {}
+    if o.refresh_stale then
         error("core.lrucache.new: refresh_stale is not supported by moongate yet", 2)
     end
-    local lru = lrucache.new(count)
-    local neg_lru = opts and opts.neg_ttl and opts.neg_count and lrucache.new(opts.neg_count)
-
-    local function create(key, version, fn, ...)
-        local obj, err = fn(...)
-        if obj ~= nil then
-            lru:set(key, { val = obj, ver = version }, ttl)
-        elseif neg_lru then
-            neg_lru:set(key, { err = err, ver = version }, opts.neg_ttl)
-        end
-        return obj, err
+    local sizing = SIZING[o.type == "plugin" and "plugin" or "default"]
+    local self = setmetatable({
+        ttl = o.ttl or sizing.ttl,
+        drop_stale = o.invalid_stale,
+        serial = o.serial_creating,
+        neg_ttl = o.neg_ttl,
+    }, Cache)
+    self.lru = resty_lru.new(o.count or sizing.count)
+    if o.neg_ttl and o.neg_count then
+        self.failures = resty_lru.new(o.neg_count)
     end
-
-    return function(key, version, fn, ...)
-        if neg_lru then
-            local neg = neg_lru:get(key)
-            if neg and neg.ver == version then
-                return nil, neg.err
-            end
-        end
-        local hit = cached(lru, invalid_stale, ttl, key, version)
-        if hit then
-            return hit.val
-        end
-        if not serial or not may_wait[get_phase()] then
-            return create(key, version, fn, ...)
-        end
-        -- One creator per key across the worker's requests: the others wait and reuse it.
-        local lock, err = resty_lock:new(LOCK_DICT)
-        if not lock then
-            return nil, "failed to create lock: " .. err
-        end
-        local key_s = tostring(key)
-        log.info("try to lock with key ", key_s)
-        local elapsed, lerr = lock:lock(key_s)
-        if not elapsed then
-            return nil, "failed to acquire the lock: " .. lerr
-        end
-        hit = cached(lru, invalid_stale, ttl, key, version)
-        if hit then
-            lock:unlock()
-            log.info("unlock with key ", key_s)
-            return hit.val
-        end
-        local obj, cerr = create(key, version, fn, ...)
-        lock:unlock()
-        log.info("unlock with key ", key_s)
-        return obj, cerr
+    return function(key, version, create, ...)
+        return self:fetch(key, version, create, ...)
     end
 end
 
-local function ctx_key(ctx, extra)
-    local key = ctx.conf_type .. "#" .. ctx.conf_id
+-- `type#id[#extra]` of the conf owner running now, and its version.
+local function owner_key(ctx, extra)
+    local parts = { ctx.conf_type, ctx.conf_id }
     if extra then
-        key = key .. "#" .. extra
+        parts[3] = extra
     end
-    return key, ctx.conf_version
-end
-
--- `plugin_ctx(cache, ctx, extra, create, ...)`: the object of this conf owner (and version).
-local function plugin_ctx(cache, ctx, extra, fn, ...)
-    local key, ver = ctx_key(ctx, extra)
-    return cache(key, ver, fn, ...)
-end
-
--- The key `plugin_ctx` uses, with its version: `type#id[#extra]#version`.
-local function plugin_ctx_id(ctx, extra)
-    local key, ver = ctx_key(ctx, extra)
-    return key .. "#" .. ver
+    return table.concat(parts, "#"), ctx.conf_version
 end
 
 return {
     version = 0.1,
-    new = new_lru,
-    global = new_lru(),
-    plugin_ctx = plugin_ctx,
-    plugin_ctx_id = plugin_ctx_id,
+    new = new,
+    global = new(),
+    -- The object of the conf owner running now (its version included).
+    plugin_ctx = function(cache, ctx, extra, create, ...)
+        local key, ver = owner_key(ctx, extra)
+        return cache(key, ver, create, ...)
+    end,
+    -- The key plugin_ctx uses, with the version appended: `type#id[#extra]#version`.
+    plugin_ctx_id = function(ctx, extra)
+        local key, ver = owner_key(ctx, extra)
+        return key .. "#" .. ver
+    end,
 }

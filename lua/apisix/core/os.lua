@@ -1,54 +1,56 @@
--- core.os: process-level calls APISIX makes through the C library: `setenv`, `usleep`,
--- `waitpid`.
+-- core.os: the few process-level calls APISIX makes through the C library (`setenv`,
+-- `usleep`, `waitpid`), over LuaJIT's FFI.
 
 local ffi = require("ffi")
 local type, tostring, error = type, tostring, error
 
 ffi.cdef([[
-int setenv(const char *name, const char *value, int overwrite);
-int usleep(unsigned int usec);
-int waitpid(int pid, int *status, int options);
-char *strerror(int errnum);
+int setenv(const char *, const char *, int);
+int usleep(unsigned int);
+int waitpid(int, int *, int);
+char *strerror(int);
 ]])
 
-local C = ffi.C
-
-local _M = {}
-
-local function errmsg()
-    return ffi.string(C.strerror(ffi.errno()))
-end
-
--- Sets an environment variable of this process (seen by child processes it starts).
-function _M.setenv(name, value)
-    if type(name) ~= "string" or (type(value) ~= "string" and type(value) ~= "number") then
-        return false, "invalid argument"
-    end
-    if C.setenv(name, tostring(value), 1) ~= 0 then
-        return false, errmsg()
-    end
-    return true
-end
-
--- Blocks the whole worker thread for `us` microseconds: only for start-up code; requests must
--- use ngx.sleep.
-function _M.usleep(us)
-    C.usleep(us)
-end
-
+local libc = ffi.C
 local WNOHANG = 1
 
--- Reaps child `pid` without waiting; returns `true` when it has exited.
-function _M.waitpid(pid)
+local os_calls = {}
+
+-- The text of the last C library error.
+local function last_error()
+    return ffi.string(libc.strerror(ffi.errno()))
+end
+
+local settable_value = { string = true, number = true }
+
+-- Sets (overwriting) an environment variable of this process; child processes inherit it.
+function os_calls.setenv(name, value)
+    if type(name) ~= "string" or not settable_value[type(value)] then
+        return false, "invalid argument"
+    end
+    if libc.setenv(name, tostring(value), 1) == 0 then
+        return true
+    end
+    return false, last_error()
+end
+
+-- Blocks the whole worker thread: for start-up code only (requests use ngx.sleep).
+function os_calls.usleep(microseconds)
+    libc.usleep(microseconds)
+end
+
+-- Reaps child `pid` if it has exited, without waiting: `true, status` once it has, `false`
+-- while it runs, `nil, err` when there is no such child.
+function os_calls.waitpid(pid)
     if type(pid) ~= "number" then
         error("core.os.waitpid: pid must be a number", 2)
     end
     local status = ffi.new("int[1]")
-    local r = C.waitpid(pid, status, WNOHANG)
-    if r == -1 then
-        return nil, errmsg()
+    local reaped = libc.waitpid(pid, status, WNOHANG)
+    if reaped == -1 then
+        return nil, last_error()
     end
-    return r == pid, status[0]
+    return reaped == pid, status[0]
 end
 
-return _M
+return os_calls

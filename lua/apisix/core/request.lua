@@ -1,283 +1,330 @@
--- core.request: the client's request as plugins read and change it. Reads of headers and query
--- arguments are cached on the request's `ctx` (`ctx.headers`, `ctx.req_uri_args`,
--- `ctx.req_post_args`) and the setters keep those caches and `ctx.var.http_*` coherent.
--- Every function that takes `ctx` falls back to `ngx.ctx.api_ctx`.
+-- core.request: what a plugin reads from, and changes in, the client's request.
+--
+-- Parsed views of the request are kept on the request's `ctx` so each is built once:
+-- `ctx.headers` (all headers), `ctx.req_uri_args` (query), `ctx.req_post_args` (form body) and
+-- `ctx._request_body_table`/`_request_body_type` (parsed body). Setters drop the views they make
+-- stale, including the `ctx.var.http_*` entry the variable cache holds. A nil `ctx` means the
+-- current request's (`ngx.ctx.api_ctx`).
 
-local log = require("apisix.core.log")
-local json = require("apisix.core.json")
-local core_str = require("apisix.core.string")
 local ngx = ngx
-local type, tonumber, error, format, lower = type, tonumber, error, string.format, string.lower
-local get_headers = ngx.req.get_headers
-local set_req_header = ngx.req.set_header
-local clear_header = ngx.req.clear_header
-local read_body = ngx.req.read_body
-local get_body_data = ngx.req.get_body_data
-local get_body_file = ngx.req.get_body_file
-local get_post_args = ngx.req.get_post_args
-local get_uri_args = ngx.req.get_uri_args
-local set_uri_args = ngx.req.set_uri_args
+local req = ngx.req
+local type, tonumber, error, ipairs = type, tonumber, error, ipairs
+local str_lower, str_format, str_gsub = string.lower, string.format, string.gsub
 
-local JSON_TYPE = "application/json"
-local FORM_TYPE = "application/x-www-form-urlencoded"
-local MULTIPART_TYPE = "multipart/form-data"
+local clog = require("apisix.core.log")
+local cjson_shim = require("apisix.core.json")
+local cstr = require("apisix.core.string")
 
-local _M = {}
+local MIME_JSON = "application/json"
+local MIME_FORM = "application/x-www-form-urlencoded"
+local MIME_MULTIPART = "multipart/form-data"
 
-local function api_ctx(ctx)
-    return ctx or ngx.ctx.api_ctx
+local request = {}
+
+local function current(ctx)
+    if ctx == nil then
+        return ngx.ctx.api_ctx
+    end
+    return ctx
 end
 
--- All request headers (lower-case names, repeated ones as lists), read once per request.
-local function headers(ctx)
-    ctx = api_ctx(ctx)
+-- Memoises `build()` in `ctx[field]`; without a ctx nothing is kept.
+local function memo(ctx, field, build)
     if not ctx then
-        return get_headers(0)
+        return build()
     end
-    local h = ctx.headers
-    if not h then
-        h = get_headers(0)
-        ctx.headers = h
+    local held = ctx[field]
+    if held == nil then
+        held = build()
+        ctx[field] = held
     end
-    return h
-end
-_M.headers = headers
-
--- The first value of header `name` (any case).
-function _M.header(ctx, name)
-    local v = headers(ctx)[name]
-    if type(v) == "table" then
-        return v[1]
-    end
-    return v
+    return held
 end
 
-local function modify_header(ctx, name, value, override)
+local function fresh_headers()
+    return req.get_headers(0)
+end
+
+------------------------------------------------------------------------------------------------
+-- Headers
+
+function request.headers(ctx)
+    return memo(current(ctx), "headers", fresh_headers)
+end
+
+function request.header(ctx, name)
+    local found = request.headers(ctx)[name]
+    if type(found) ~= "table" then
+        return found
+    end
+    return found[1]
+end
+
+-- Forgets every cached view of header `lname` (lower-case).
+local function forget_header(ctx, lname)
+    if not ctx then
+        return
+    end
+    ctx.headers = nil
+    local vars = ctx.var
+    if vars then
+        vars["http_" .. str_gsub(lname, "-", "_")] = nil
+    end
+end
+
+-- The value list header `name` has once `extra` is appended to what the request carries now.
+local function appended(lname, extra)
+    local now = req.get_headers(0)[lname]
+    if now == nil then
+        return extra
+    end
+    if type(now) ~= "table" then
+        now = { now }
+    end
+    now[#now + 1] = extra
+    return now
+end
+
+local deprecation = {
+    set = "DEPRECATED: use set_header(ctx, header_name, header_value) instead",
+    add = "DEPRECATED: use add_header(ctx, header_name, header_value) instead",
+}
+
+local function change_header(mode, ctx, name, value)
+    -- APISIX once took (name, value) without ctx; it still works, with a warning.
     if type(ctx) == "string" then
-        -- The old (name, value) form.
-        name, value, ctx = ctx, name, nil
-        if override then
-            log.warn("DEPRECATED: use set_header(ctx, header_name, header_value) instead")
-        else
-            log.warn("DEPRECATED: use add_header(ctx, header_name, header_value) instead")
-        end
+        clog.warn(deprecation[mode])
+        ctx, name, value = nil, ctx, name
     end
     if type(name) ~= "string" then
-        error(format("invalid header name %q: got %s, expected string", name, type(name)))
+        error(str_format("invalid header name %q: got %s, expected string", name, type(name)))
     end
-    ctx = api_ctx(ctx)
-    local key = lower(name)
-    if override or value == nil then
-        set_req_header(name, value)
+
+    local lname = str_lower(name)
+    if mode == "add" and value ~= nil then
+        req.set_header(name, appended(lname, value))
     else
-        -- Append to the values the request has now.
-        local cur = get_headers(0)[key]
-        local list
-        if cur == nil then
-            list = value
-        elseif type(cur) == "table" then
-            list = cur
-            list[#list + 1] = value
-        else
-            list = { cur, value }
-        end
-        set_req_header(name, list)
+        req.set_header(name, value)
     end
-    if ctx then
-        if ctx.var then
-            ctx.var["http_" .. key:gsub("-", "_")] = nil
-        end
-        ctx.headers = nil
-    end
+    forget_header(current(ctx), lname)
 end
 
--- Replaces header `name` (nil removes it) for the upstream and later reads.
-function _M.set_header(ctx, name, value)
-    modify_header(ctx, name, value, true)
+function request.set_header(ctx, name, value)
+    change_header("set", ctx, name, value)
 end
 
--- Adds a value to header `name`, keeping the ones it has.
-function _M.add_header(ctx, name, value)
-    modify_header(ctx, name, value, false)
+function request.add_header(ctx, name, value)
+    change_header("add", ctx, name, value)
 end
 
-function _M.get_ip(ctx)
-    local var = api_ctx(ctx).var
-    return var.realip_remote_addr or var.remote_addr or ""
+------------------------------------------------------------------------------------------------
+-- Connection facts, all from ctx.var
+
+local function var_of(ctx)
+    return current(ctx).var
 end
 
-function _M.get_remote_client_ip(ctx)
-    return api_ctx(ctx).var.remote_addr or ""
+function request.get_ip(ctx)
+    local v = var_of(ctx)
+    return v.realip_remote_addr or v.remote_addr or ""
 end
 
-function _M.get_remote_client_port(ctx)
-    return tonumber(api_ctx(ctx).var.remote_port)
+function request.get_remote_client_ip(ctx)
+    return var_of(ctx).remote_addr or ""
 end
 
--- Query arguments, decoded, with no limit on their number; cached per request.
-function _M.get_uri_args(ctx)
-    ctx = api_ctx(ctx)
-    if not ctx then
-        return get_uri_args(0)
-    end
-    if not ctx.req_uri_args then
-        ctx.req_uri_args = get_uri_args(0)
-    end
-    return ctx.req_uri_args
+function request.get_remote_client_port(ctx)
+    return tonumber(var_of(ctx).remote_port)
 end
 
-function _M.set_uri_args(ctx, args)
-    ctx = api_ctx(ctx)
-    if ctx then
-        ctx.req_uri_args = nil
-    end
-    return set_uri_args(args)
+function request.get_scheme(ctx)
+    return var_of(ctx).scheme or ""
 end
 
--- Form arguments of the body (read here), cached per request.
-function _M.get_post_args(ctx)
-    ctx = api_ctx(ctx)
-    if ctx and ctx.req_post_args then
-        return ctx.req_post_args
-    end
-    read_body()
-    local args, err = get_post_args(0)
-    if not args then
-        log.error("the post form is too large: ", err)
-        args = {}
-    end
-    if ctx then
-        ctx.req_post_args = args
-    end
-    return args
+function request.get_host(ctx)
+    return var_of(ctx).host or ""
 end
 
-local function check_size(size, max_size)
-    if max_size and size > max_size then
-        return nil,
-            "request size " .. size .. " is greater than the maximum size " .. max_size .. " allowed"
-    end
-    return true
+function request.get_port(ctx)
+    return tonumber(var_of(ctx).server_port)
 end
 
--- The request body (nil when empty), refused with APISIX's message when its Content-Length or
--- its length is over `max_size`.
-function _M.get_body(max_size, ctx)
-    if max_size then
-        local var = ctx and ctx.var or ngx.var
-        local declared = tonumber(var.http_content_length)
-        if declared then
-            local ok, err = check_size(declared, max_size)
-            if not ok then
-                local expect = var.http_expect
-                if expect and lower(expect) == "100-continue" then
-                    clear_header("expect")
-                end
-                return nil, err
-            end
-        end
+request.get_method = req.get_method
+request.get_http_version = req.http_version
+
+------------------------------------------------------------------------------------------------
+-- Query and form arguments
+
+local function read_query()
+    return req.get_uri_args(0)
+end
+
+function request.get_uri_args(ctx)
+    return memo(current(ctx), "req_uri_args", read_query)
+end
+
+function request.set_uri_args(ctx, args)
+    local c = current(ctx)
+    if c then
+        c.req_uri_args = nil
     end
-    read_body()
-    local body = get_body_data()
-    if body then
-        local ok, err = check_size(#body, max_size)
-        if not ok then
-            return nil, err
-        end
-        return body
+    return req.set_uri_args(args)
+end
+
+local function read_form()
+    req.read_body()
+    local form, why = req.get_post_args(0)
+    if form then
+        return form
     end
-    -- moongate keeps bodies in memory; a body file exists only if a plugin set one.
-    local file = get_body_file()
-    if not file then
+    clog.error("the post form is too large: ", why)
+    return {}
+end
+
+function request.get_post_args(ctx)
+    return memo(current(ctx), "req_post_args", read_form)
+end
+
+------------------------------------------------------------------------------------------------
+-- The body
+
+-- nil when `n` bytes are within `limit`, else APISIX's refusal text.
+local function too_big(n, limit)
+    if limit == nil or n <= limit then
         return nil
     end
-    local f, err = io.open(file, "rb")
-    if not f then
-        return nil, err
+    return "request size " .. n .. " is greater than the maximum size " .. limit .. " allowed"
+end
+
+local function slurp(path)
+    local fh, open_err = io.open(path, "rb")
+    if not fh then
+        return nil, open_err
     end
-    local data = f:read("*a")
-    f:close()
-    local ok, size_err = check_size(#data, max_size)
-    if not ok then
-        return nil, size_err
+    local data = fh:read("*a")
+    fh:close()
+    return data
+end
+
+-- The request body, or nil when there is none. With `max_size`, a body announced (by
+-- Content-Length) or found to be larger is refused before or after reading it.
+function request.get_body(max_size, ctx)
+    if max_size then
+        local vars = (ctx and ctx.var) or ngx.var
+        local refusal = too_big(tonumber(vars.http_content_length) or 0, max_size)
+        if refusal then
+            -- Do not invite a client that waits for "100 Continue" to send the body.
+            local expect = vars.http_expect
+            if expect and str_lower(expect) == "100-continue" then
+                req.clear_header("expect")
+            end
+            return nil, refusal
+        end
+    end
+
+    req.read_body()
+    local data = req.get_body_data()
+    if data == nil then
+        -- moongate keeps bodies in memory; a file exists only when a plugin installed one.
+        local path = req.get_body_file()
+        if path == nil then
+            return nil
+        end
+        local read_err
+        data, read_err = slurp(path)
+        if data == nil then
+            return nil, read_err
+        end
+    end
+
+    local refusal = too_big(#data, max_size)
+    if refusal then
+        return nil, refusal
     end
     return data
 end
 
--- The path of the body's temporary file: always nil, moongate never spills bodies to disk.
-function _M.get_request_body_file()
-    return get_body_file()
+-- Always nil in moongate (bodies are never spilled to disk), unless a plugin set a file.
+function request.get_request_body_file()
+    return req.get_body_file()
 end
 
--- The body parsed by content type (JSON, form), cached per request.
-local function get_request_body_table(ctx, content_type, max_size)
-    ctx = api_ctx(ctx)
-    if ctx._request_body_table ~= nil then
-        if content_type and ctx._request_body_type ~= content_type then
+-- Parsers of the body by media type: each returns the table or nil and the reason.
+local body_parsers = {
+    {
+        mime = MIME_JSON,
+        parse = function(ctx, limit)
+            local text, why = request.get_body(limit, ctx)
+            if not text then
+                return nil, "could not get body: " .. (why or "request body is empty")
+            end
+            local doc, bad = cjson_shim.decode(text)
+            if not doc then
+                return nil, "could not parse JSON request body: " .. (bad or "invalid JSON")
+            end
+            return doc
+        end,
+    },
+    {
+        mime = MIME_FORM,
+        parse = function(ctx)
+            return request.get_post_args(ctx)
+        end,
+    },
+    {
+        mime = MIME_MULTIPART,
+        parse = function()
+            error(
+                "core.request.get_request_body_table: multipart/form-data bodies are not supported by moongate yet"
+            )
+        end,
+    },
+}
+
+function request.get_request_body_table(ctx, content_type, max_size)
+    ctx = current(ctx)
+    local held = ctx._request_body_table
+    if held ~= nil then
+        local held_type = ctx._request_body_type
+        if content_type and held_type ~= content_type then
             return nil,
                 "request body type mismatch: cached type is "
-                    .. (ctx._request_body_type or "unknown")
+                    .. (held_type or "unknown")
                     .. ", expected "
                     .. content_type
         end
-        return ctx._request_body_table
+        return held
     end
-    local ct = content_type or _M.header(ctx, "Content-Type") or ""
-    local result, err, kind
-    if core_str.find(ct, JSON_TYPE) then
-        local body, body_err = _M.get_body(max_size, ctx)
-        if not body then
-            return nil, "could not get body: " .. (body_err or "request body is empty")
+
+    local declared = content_type or request.header(ctx, "Content-Type") or ""
+    for _, p in ipairs(body_parsers) do
+        if cstr.find(declared, p.mime) then
+            local parsed, why = p.parse(ctx, max_size)
+            if parsed == nil then
+                return nil, why
+            end
+            ctx._request_body_table = parsed
+            ctx._request_body_type = p.mime
+            return parsed
         end
-        result, err = json.decode(body)
-        if not result then
-            return nil, "could not parse JSON request body: " .. (err or "invalid JSON")
-        end
-        kind = JSON_TYPE
-    elseif core_str.find(ct, FORM_TYPE) then
-        result = _M.get_post_args(ctx)
-        kind = FORM_TYPE
-    elseif core_str.find(ct, MULTIPART_TYPE) then
-        error("core.request.get_request_body_table: multipart/form-data bodies are not supported by moongate yet")
-    else
-        return nil,
-            "unsupported content-type: "
-                .. ct
-                .. ", supported types are: "
-                .. JSON_TYPE
-                .. ", "
-                .. FORM_TYPE
-                .. ", "
-                .. MULTIPART_TYPE
     end
-    ctx._request_body_table = result
-    ctx._request_body_type = kind
-    return result
+    return nil,
+        str_format(
+            "unsupported content-type: %s, supported types are: %s, %s, %s",
+            declared,
+            MIME_JSON,
+            MIME_FORM,
+            MIME_MULTIPART
+        )
 end
-_M.get_request_body_table = get_request_body_table
 
--- The JSON body as a table, or `nil, {message = err}`.
-function _M.get_json_request_body_table(max_size)
-    local body, err = get_request_body_table(ngx.ctx.api_ctx, JSON_TYPE, max_size)
-    if not body then
-        return nil, { message = err }
+-- The JSON body as a table, or nil and `{message = reason}`.
+function request.get_json_request_body_table(max_size)
+    local doc, why = request.get_request_body_table(ngx.ctx.api_ctx, MIME_JSON, max_size)
+    if doc == nil then
+        return nil, { message = why }
     end
-    return body
+    return doc
 end
 
-function _M.get_scheme(ctx)
-    return api_ctx(ctx).var.scheme or ""
-end
-
-function _M.get_host(ctx)
-    return api_ctx(ctx).var.host or ""
-end
-
-function _M.get_port(ctx)
-    return tonumber(api_ctx(ctx).var.server_port)
-end
-
-_M.get_http_version = ngx.req.http_version
-_M.get_method = ngx.req.get_method
-
-return _M
+return request

@@ -1,65 +1,77 @@
--- core.resolver: host names to addresses, through the host's resolver (`moongate.dns`, the
--- system resolver, as cosockets and upstream nodes resolve). IP literals come back as they
--- are. `parse_domain` returns one address (IPv4 preferred), `parse_domain_all` all of them,
--- sorted.
+-- core.resolver: names to addresses through the host's resolver (`moongate.dns`: the system
+-- resolver, which cosockets and upstream nodes use too), suspending only the calling request.
+-- Address literals are returned as given. `parse_domain` gives one address (IPv4 first),
+-- `parse_domain_all` every address, sorted.
 
-local log = require("apisix.core.log")
-local json = require("apisix.core.json")
-local dns = require("moongate.dns")
-local sort, find = table.sort, string.find
+local clog = require("apisix.core.log")
+local cjson_shim = require("apisix.core.json")
+local host_dns = require("moongate.dns")
+local error = error
 
-local _M = {}
+local resolver = {}
 
-local function is_ip(host)
-    return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or find(host, ":", 1, true) ~= nil
+local function is_literal(name)
+    return name:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or name:find(":", 1, true) ~= nil
 end
 
-local function lookup(host)
-    if is_ip(host) then
-        return { host }
+-- Every address of `name`, or nil and why.
+local function addresses(name)
+    if is_literal(name) then
+        return { name }
     end
-    local addrs, err = dns.resolve(host)
-    if not addrs or #addrs == 0 then
-        return nil, err or ("failed to resolve " .. host .. ": no address")
+    local found, why = host_dns.resolve(name)
+    if found and found[1] then
+        return found
     end
-    return addrs
+    return nil, why or ("failed to resolve " .. name .. ": no address")
 end
 
--- The record APISIX's utils.dns_parse returns: `{address = ip}`.
-function _M.parse_domain_record(host)
-    local addrs, err = lookup(host)
-    if not addrs then
-        return nil, err
+-- Resolves `name` and logs a failure the way APISIX does.
+local function resolve_logged(name)
+    local found, why = addresses(name)
+    if not found then
+        clog.error("failed to parse domain: ", name, ", error: ", why)
     end
-    return { address = addrs[1] }
+    return found, why
 end
 
-function _M.parse_domain(host)
-    local addrs, err = lookup(host)
-    if not addrs then
-        log.error("failed to parse domain: ", host, ", error: ", err)
-        return nil, err
+-- `{address = ip}`, the record core.utils.dns_parse returns.
+function resolver.parse_domain_record(name)
+    local found, why = addresses(name)
+    if found then
+        return { address = found[1] }
     end
-    log.info("dns resolver domain: ", host, " to ", addrs[1])
-    return addrs[1]
+    return nil, why
 end
 
-function _M.parse_domain_all(host)
-    local addrs, err = lookup(host)
-    if not addrs then
-        log.error("failed to parse domain: ", host, ", error: ", err)
-        return nil, err
+function resolver.parse_domain(name)
+    local found, why = resolve_logged(name)
+    if not found then
+        return nil, why
     end
-    sort(addrs)
-    log.info("dns resolve ", host, ", result: ", json.delay_encode(addrs))
-    return addrs
+    clog.info("dns resolver domain: ", name, " to ", found[1])
+    return found[1]
 end
 
-function _M.init_resolver(args)
-    if args and args.dns_resolver then
-        error("core.resolver.init_resolver: custom dns_resolver servers are not supported by moongate; "
-            .. "names resolve through the system resolver", 2)
+function resolver.parse_domain_all(name)
+    local found, why = resolve_logged(name)
+    if not found then
+        return nil, why
+    end
+    table.sort(found)
+    clog.info("dns resolve ", name, ", result: ", cjson_shim.delay_encode(found))
+    return found
+end
+
+-- Without servers of its own there is nothing to set up; custom servers are refused.
+function resolver.init_resolver(opts)
+    if opts and opts.dns_resolver then
+        error(
+            "core.resolver.init_resolver: custom dns_resolver servers are not supported by moongate; "
+                .. "names resolve through the system resolver",
+            2
+        )
     end
 end
 
-return _M
+return resolver

@@ -1,268 +1,285 @@
--- core.response: answering from a plugin and changing the response on its way out.
--- `exit(code, body...)` prints table bodies as JSON plus a newline and strings as they are,
--- then ends the request with `ngx.exit(code)`; `hold_body_chunk` collects a body_filter's
--- chunks per plugin and hands the whole body over at its end.
+-- core.response: a plugin answering the client itself, and changing the response on its way out.
+--
+-- `exit(code, body...)`: table bodies go out as JSON followed by a newline, strings as they are;
+-- the request then ends with `ngx.exit(code)`. Callbacks registered for the request
+-- (`exit_insert_callback`, used by exit-transformer) may rewrite code, body and headers first.
+-- `hold_body_chunk` gathers the chunks a body_filter sees, one buffer per plugin.
 
 local ngx = ngx
-local arg = ngx.arg
-local ngx_print, ngx_exit, ngx_header = ngx.print, ngx.exit, ngx.header
-local add_resp_header = ngx.resp.add_header
-local encode_json = require("cjson.safe").encode
-local clear_tab = require("table.clear")
-local core_table = require("apisix.core.table")
 local type, select, pairs, error, tonumber = type, select, pairs, error, tonumber
-local concat, sub = table.concat, string.sub
+local tconcat, ssub = table.concat, string.sub
 
-local _M = { version = 0.1 }
+local safe_json = require("cjson.safe")
+local wipe = require("table.clear")
+local ctab = require("apisix.core.table")
 
--- `exit_insert_callback(func, conf)`: `func(code, body, headers, conf)` may rewrite every
--- `exit` of this request (exit-transformer), returning `code, body, headers`.
-function _M.exit_insert_callback(func, conf)
-    local ngx_ctx = ngx.ctx
-    local list = ngx_ctx.apisix_exit_callback_funcs or {}
-    core_table.insert_tail(list, func, conf)
-    ngx_ctx.apisix_exit_callback_funcs = list
+local response = { version = 0.1 }
+
+------------------------------------------------------------------------------------------------
+-- Answering
+
+-- Adds `fn(code, body, headers, conf)` to the callbacks every later `exit` of this request runs.
+function response.exit_insert_callback(fn, conf)
+    local rctx = ngx.ctx
+    local chain = rctx.apisix_exit_callback_funcs
+    if chain == nil then
+        chain = {}
+        rctx.apisix_exit_callback_funcs = chain
+    end
+    ctab.insert_tail(chain, fn, conf)
 end
 
-local function mark_source()
-    local ctx = ngx.ctx.api_ctx
-    if ctx and not ctx._resp_source then
-        ctx._resp_source = "apisix"
+local function json_text(value)
+    local text, why = safe_json.encode(value)
+    if text == nil then
+        error("failed to encode data: " .. why, 0)
+    end
+    return text
+end
+
+-- A plugin answered: the response source is "apisix" unless something set it already.
+local function answered_by_gateway()
+    local actx = ngx.ctx.api_ctx
+    if actx and actx._resp_source == nil then
+        actx._resp_source = "apisix"
     end
 end
 
-local function print_body(body)
-    if type(body) == "table" then
-        local encoded, err = encode_json(body)
-        if not encoded then
-            error("failed to encode data: " .. err, -2)
-        end
-        ngx_print(encoded, "\n")
-    else
-        ngx_print(body)
+local function finish(code)
+    if code then
+        answered_by_gateway()
+        return ngx.exit(code)
     end
 end
 
-local parts = {}
+-- Reused between calls: exit is on the hot path of every plugin that refuses a request.
+local out = {}
 
-local function resp_exit(code, ...)
-    clear_tab(parts)
-    local n = 0
-    -- A first argument that is not a status is the start of the body.
-    if code ~= nil and type(code) ~= "number" then
-        n = 1
-        parts[1] = code
-        code = nil
+-- Appends one body argument to `out` (whose fill is `n`), returning the new fill.
+local function push_piece(n, piece)
+    if type(piece) == "table" then
+        out[n + 1] = json_text(piece)
+        out[n + 2] = "\n"
+        return n + 2
+    end
+    if piece ~= nil then
+        out[n + 1] = piece
+        return n + 1
+    end
+    return n
+end
+
+-- The exit path when callbacks are registered: they see one body (the first non-nil argument,
+-- else a body given in the status position) and may replace code, body and headers.
+local function exit_through_callbacks(chain, code, lead, ...)
+    local body
+    for i = 1, select("#", ...) do
+        local candidate = select(i, ...)
+        if candidate ~= nil then
+            body = candidate
+            break
+        end
+    end
+    if body == nil then
+        body = lead
     end
 
-    local callbacks = ngx.ctx.apisix_exit_callback_funcs
-    if callbacks then
-        -- Callbacks see the body as given (the first non-nil one).
-        local body
-        for i = 1, select("#", ...) do
-            local v = select(i, ...)
-            if v ~= nil then
-                body = v
-                break
-            end
-        end
-        if body == nil and n > 0 then
-            body = parts[1]
-        end
-        local headers = {}
-        for i = 1, #callbacks, 2 do
-            code, body, headers = callbacks[i](code, body, headers, callbacks[i + 1])
-        end
-        if code then
-            ngx.status = code
-        end
-        if headers then
-            for k, v in pairs(headers) do
-                ngx_header[k] = v
-            end
-        end
-        if body ~= nil then
-            print_body(body)
-        end
-        if code then
-            mark_source()
-            return ngx_exit(code)
-        end
-        return
+    local headers = {}
+    for i = 1, #chain, 2 do
+        code, body, headers = chain[i](code, body, headers, chain[i + 1])
     end
 
     if code then
         ngx.status = code
     end
+    for name, value in pairs(headers or {}) do
+        ngx.header[name] = value
+    end
+    if type(body) == "table" then
+        ngx.print(json_text(body), "\n")
+    elseif body ~= nil then
+        ngx.print(body)
+    end
+    return finish(code)
+end
+
+function response.exit(code, ...)
+    -- Anything but a number in the first place is already body.
+    local lead
+    if code ~= nil and type(code) ~= "number" then
+        lead, code = code, nil
+    end
+
+    local chain = ngx.ctx.apisix_exit_callback_funcs
+    if chain then
+        return exit_through_callbacks(chain, code, lead, ...)
+    end
+
+    if code then
+        ngx.status = code
+    end
+    wipe(out)
+    local n = push_piece(0, lead)
     for i = 1, select("#", ...) do
-        local v = select(i, ...)
-        if type(v) == "table" then
-            local encoded, err = encode_json(v)
-            if not encoded then
-                error("failed to encode data: " .. err, -2)
-            end
-            parts[n + 1] = encoded
-            parts[n + 2] = "\n"
-            n = n + 2
-        elseif v ~= nil then
-            n = n + 1
-            parts[n] = v
-        end
+        n = push_piece(n, (select(i, ...)))
     end
     if n > 0 then
-        ngx_print(parts)
+        ngx.print(out)
     end
-    if code then
-        mark_source()
-        return ngx_exit(code)
-    end
-end
-_M.exit = resp_exit
-
--- Prints a body without ending the request.
-function _M.say(...)
-    resp_exit(nil, ...)
+    return finish(code)
 end
 
-local function set_headers(append, ...)
+-- Prints body pieces as `exit` does, without a status and without ending the request.
+function response.say(...)
+    return response.exit(nil, ...)
+end
+
+------------------------------------------------------------------------------------------------
+-- Response headers
+
+local function put_header(name, value)
+    ngx.header[name] = value
+end
+
+local function append_header(name, value)
+    ngx.resp.add_header(name, value)
+end
+
+-- Accepts `(name, value, name2, value2, …)`, `({name = value, …})`, or `(name)` to remove one.
+local function write_headers(writer, ...)
     if ngx.headers_sent then
         error("headers have already been sent", 3)
     end
-    local count = select("#", ...)
-    if count == 1 then
-        local h = ...
-        if type(h) ~= "table" then
-            ngx_header[h] = nil
-            return
-        end
-        for k, v in pairs(h) do
-            if append then
-                add_resp_header(k, v)
-            else
-                ngx_header[k] = v
+    local argc = select("#", ...)
+    if argc == 1 then
+        local only = ...
+        if type(only) == "table" then
+            for name, value in pairs(only) do
+                writer(name, value)
             end
+        else
+            ngx.header[only] = nil
         end
         return
     end
-    for i = 1, count, 2 do
-        local k, v = select(i, ...)
-        if append then
-            add_resp_header(k, v)
-        else
-            ngx_header[k] = v
-        end
+    for i = 1, argc, 2 do
+        writer(select(i, ...))
     end
 end
 
--- `set_header(name, value, name2, value2, …)` or `set_header({name = value})`.
-function _M.set_header(...)
-    set_headers(false, ...)
+function response.set_header(...)
+    write_headers(put_header, ...)
 end
 
-function _M.add_header(...)
-    set_headers(true, ...)
+function response.add_header(...)
+    write_headers(append_header, ...)
 end
 
--- The last upstream status as a number ($upstream_status may list several attempts).
-function _M.get_upstream_status(ctx)
-    return tonumber(sub(ctx.var.upstream_status or "", -3))
+-- A plugin that rewrites the body drops the headers that described the old one.
+function response.clear_header_as_body_modified()
+    local h = ngx.header
+    h.content_length = nil
+    h.content_encoding = nil
+    h.last_modified = nil
+    h.etag = nil
 end
 
-function _M.set_response_source(ctx, source)
-    if ctx then
-        ctx._resp_source = source
-    end
+------------------------------------------------------------------------------------------------
+-- Where the response came from
+
+-- `$upstream_status` lists one status per attempt ("502, 200"); the last one is the answer.
+function response.get_upstream_status(ctx)
+    local statuses = ctx.var.upstream_status or ""
+    return tonumber(ssub(statuses, -3))
 end
 
-function _M.get_last_upstream_token(s)
-    if not s then
+function response.get_last_upstream_token(list)
+    if list == nil then
         return nil
     end
     local last
-    for token in s:gmatch("[^%s,]+") do
+    for token in list:gmatch("[^%s,]+") do
         last = token
     end
     return last
 end
 
--- Who produced the response: "apisix" (a plugin answered), "upstream", or "nginx" (the proxy
--- failed before the upstream answered).
-function _M.get_response_source(ctx)
-    if not ctx then
+function response.set_response_source(ctx, source)
+    if ctx then
+        ctx._resp_source = source
+    end
+end
+
+-- "apisix" (a plugin answered), "upstream" (a response head came back) or "nginx" (proxying
+-- failed before one did). Decided once per request.
+function response.get_response_source(ctx)
+    if ctx == nil then
         return "apisix"
     end
-    if ctx._resp_source then
-        return ctx._resp_source
+    local known = ctx._resp_source
+    if known then
+        return known
     end
-    if ngx.var.upstream_status then
-        local t = _M.get_last_upstream_token(ngx.var.upstream_header_time)
-        if t and t ~= "-" then
-            ctx._resp_source = "upstream"
-            return "upstream"
-        end
-        ctx._resp_source = "nginx"
-        return "nginx"
+    if ngx.var.upstream_status == nil then
+        return "apisix"
     end
-    return "apisix"
+    local head_time = response.get_last_upstream_token(ngx.var.upstream_header_time)
+    local source = (head_time and head_time ~= "-") and "upstream" or "nginx"
+    ctx._resp_source = source
+    return source
 end
 
--- A plugin that rewrites the body drops the headers that described the old one.
-function _M.clear_header_as_body_modified()
-    ngx_header.content_length = nil
-    ngx_header.content_encoding = nil
-    ngx_header.last_modified = nil
-    ngx_header.etag = nil
-end
+------------------------------------------------------------------------------------------------
+-- Buffering the body in body_filter
 
--- In body_filter: collects the chunks under `ctx._plugin_name` (or `buffer_key`) and returns
--- the whole body at the end of the body (nil before). Unless `hold_the_copy`, the chunks are
--- held back from the client meanwhile (`ngx.arg[1] = nil`). With `max_bytes`, the body is
--- returned, cut to that size, as soon as that many bytes arrived, and nothing more after it.
-function _M.hold_body_chunk(ctx, hold_the_copy, max_bytes, buffer_key)
-    local chunk, eof = arg[1], arg[2]
-    local key = buffer_key or ctx._plugin_name
-    local buffers = ctx._body_buffer
-    if not buffers then
-        buffers = {}
-        ctx._body_buffer = buffers
+-- Collects the body for one plugin (`ctx._plugin_name`, or `buffer_key`). Returns nil until the
+-- last chunk, then the whole body. Unless `hold_the_copy`, each chunk is withheld from the client
+-- (`ngx.arg[1] = nil`) while buffering. With `max_bytes`, the first `max_bytes` bytes are
+-- returned as soon as they arrived, and nil for every chunk after that.
+function response.hold_body_chunk(ctx, hold_the_copy, max_bytes, buffer_key)
+    local piece, last = ngx.arg[1], ngx.arg[2]
+    local slot = buffer_key or ctx._plugin_name
+
+    local piles = ctx._body_buffer
+    if piles == nil then
+        piles = {}
+        ctx._body_buffer = piles
     end
-    local buf
-    if type(chunk) == "string" and chunk ~= "" then
-        buf = buffers[key]
-        if buf and buf.done then
+
+    if type(piece) == "string" and #piece > 0 then
+        local pile = piles[slot]
+        if pile == nil then
+            pile = { n = 0, bytes = 0 }
+            piles[slot] = pile
+        elseif pile.done then
             return nil
         end
-        if not buf then
-            buf = { chunk, n = 1, bytes = #chunk }
-            buffers[key] = buf
-        else
-            buf.n = buf.n + 1
-            buf[buf.n] = chunk
-            buf.bytes = buf.bytes + #chunk
-        end
-        if max_bytes and buf.bytes >= max_bytes then
-            buf.done = true
-            return sub(concat(buf, "", 1, buf.n), 1, max_bytes)
+        pile.n = pile.n + 1
+        pile[pile.n] = piece
+        pile.bytes = pile.bytes + #piece
+        if max_bytes and pile.bytes >= max_bytes then
+            pile.done = true
+            return ssub(tconcat(pile, "", 1, pile.n), 1, max_bytes)
         end
     end
-    if eof then
-        buf = buffers[key]
-        if not buf then
-            if max_bytes and type(chunk) == "string" and #chunk >= max_bytes then
-                chunk = sub(chunk, 1, max_bytes)
-            end
-            return chunk
+
+    if last then
+        local pile = piles[slot]
+        if pile == nil then
+            -- Nothing was buffered: the (empty) last chunk is the body.
+            return piece
         end
-        if buf.done then
+        if pile.done then
             return nil
         end
-        buffers[key] = nil
-        return concat(buf, "", 1, buf.n)
+        piles[slot] = nil
+        return tconcat(pile, "", 1, pile.n)
     end
+
     if not hold_the_copy then
-        arg[1] = nil
+        ngx.arg[1] = nil
     end
     return nil
 end
 
-return _M
+return response

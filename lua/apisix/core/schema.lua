@@ -5,7 +5,7 @@
 -- apisix.schema_def's, readable through this module; the module itself is read-only.
 
 local jsonschema = require("moongate.jsonschema")
-local schema_def = require("apisix.schema_def")
+local resource_schemas = require("apisix.schema_def")
 local type = type
 local pcall = pcall
 local require = require
@@ -14,7 +14,7 @@ local sbyte = string.byte
 local sfind = string.find
 local upper = string.upper
 
-local _M = {
+local schema = {
     version = 0.3,
     -- the second argument plugins' check_schema(conf, schema_type) receives
     TYPE_CONSUMER = 1,
@@ -24,11 +24,12 @@ local _M = {
 -- A string that is a `$secret://` or `$env://` reference is not checked against a string schema:
 -- it is resolved to its value at run time. apisix.secret owns the rule when it is installed;
 -- this is the same rule for when it is not.
-local function is_secret_ref_here(value, schema)
+local function is_secret_ref_here(value, sub)
     if type(value) ~= "string" or sbyte(value, 1) ~= 36 then -- '$'
         return false
     end
-    if schema and schema.type and schema.type ~= "string" then
+    local declared = sub and sub.type
+    if declared and declared ~= "string" then
         return false
     end
     return sfind(value, "$secret://", 1, true) == 1 or sfind(upper(value), "$ENV://", 1, true) == 1
@@ -36,33 +37,33 @@ end
 
 local is_secret_ref
 local opts = {
-    skip_validation = function(value, schema)
+    skip_validation = function(value, sub)
         if not is_secret_ref then
             -- required late: apisix.secret needs apisix.core, which needs this module
             local ok, secret = pcall(require, "apisix.secret")
             is_secret_ref = ok and type(secret) == "table" and secret.is_secret_ref
                             or is_secret_ref_here
         end
-        return is_secret_ref(value, schema)
+        return is_secret_ref(value, sub)
     end,
 }
 
---- The compiled validator of `schema`: `validator` or `nil, err` (a schema that cannot compile).
-local function get_validator(schema)
-    return jsonschema.compile(schema, opts)
+--- The compiled validator of `s`: `validator` or `nil, err` (a schema that cannot compile).
+function schema.valid(s)
+    return jsonschema.compile(s, opts)
 end
-_M.valid = get_validator
 
---- Checks `conf` against `schema`, filling defaults into `conf`: `true` or `false, err`.
-function _M.check(schema, conf)
-    local validator, err = jsonschema.compile(schema, opts)
-    if not validator then
-        return false, err
+--- Checks `conf` against `s`, filling defaults into `conf`: `true` or `false, err`.
+function schema.check(s, conf)
+    local validator, why = jsonschema.compile(s, opts)
+    if validator == nil then
+        return false, why
     end
     return validator(conf)
 end
 
-return setmetatable(_M, {
-    __index = schema_def,
-    __newindex = function() error("no modification allowed") end,
-})
+local function read_only()
+    error("no modification allowed")
+end
+
+return setmetatable(schema, { __index = resource_schemas, __newindex = read_only })

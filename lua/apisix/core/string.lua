@@ -1,59 +1,66 @@
--- core.string: plain-text helpers, plus (through `__index`) Lua's `string` library, so
--- `core.string.format`/`sub`/`byte` are the standard functions.
+-- core.string: byte-string helpers plugins use. Anything else (`format`, `sub`, `byte`, …) is
+-- looked up in Lua's own `string` library.
 
-local type, error, setmetatable = type, error, setmetatable
-local find, sub, byte = string.find, string.sub, string.byte
 local ngx = ngx
-local re_gsub = ngx.re.gsub
+local type, error, setmetatable = type, error, setmetatable
+local sfind, ssub, sbyte, sformat = string.find, string.sub, string.byte, string.format
 
-local _M = { version = 0.1 }
-setmetatable(_M, { __index = string })
+local text = setmetatable({ version = 0.1 }, { __index = string })
 
--- Plain (non-pattern) find.
-function _M.find(haystack, needle, from)
-    return find(haystack, needle, from or 1, true)
+-- Searches `needle` literally (no Lua patterns), from position `init` (default 1).
+function text.find(haystack, needle, init)
+    return sfind(haystack, needle, init or 1, true)
 end
 
-function _M.has_prefix(s, prefix)
-    if type(s) ~= "string" or type(prefix) ~= "string" then
-        error("unexpected type: s:" .. type(s) .. ", prefix:" .. type(prefix))
+-- Both affix checks refuse non-strings with the message APISIX's callers may match on.
+local function want_strings(subject, affix, role)
+    if type(subject) == "string" and type(affix) == "string" then
+        return
     end
-    return #s >= #prefix and sub(s, 1, #prefix) == prefix
+    error(sformat("unexpected type: s:%s, %s:%s", type(subject), role, type(affix)), 2)
 end
 
-function _M.has_suffix(s, suffix)
-    if type(s) ~= "string" or type(suffix) ~= "string" then
-        error("unexpected type: s:" .. type(s) .. ", suffix:" .. type(suffix))
+function text.has_prefix(s, prefix)
+    want_strings(s, prefix, "prefix")
+    return ssub(s, 1, #prefix) == prefix
+end
+
+function text.has_suffix(s, suffix)
+    want_strings(s, suffix, "suffix")
+    local n = #suffix
+    if n == 0 then
+        return true
     end
-    return #s >= #suffix and (#suffix == 0 or sub(s, -#suffix) == suffix)
+    return #s >= n and ssub(s, -n) == suffix
 end
 
--- Position of the last byte `ch` at or before `idx` (default: the end), or nil.
-function _M.rfind_char(s, ch, idx)
-    local b = byte(ch)
-    for i = idx or #s, 1, -1 do
-        if byte(s, i) == b then
-            return i
+-- Index of the last byte equal to `ch` at or before `idx` (default: the last byte), or nil.
+function text.rfind_char(s, ch, idx)
+    local wanted = sbyte(ch)
+    local pos = idx or #s
+    while pos >= 1 do
+        if sbyte(s, pos) == wanted then
+            return pos
         end
+        pos = pos - 1
     end
     return nil
 end
 
--- A Redis Lua script without leading indentation and with no blanks after commas, so the
--- same script always has the same SHA.
-function _M.compress_script(s)
-    s = re_gsub(s, [[^\s+]], "", "mjo")
-    s = re_gsub(s, [[,\s+]], ",", "mjo")
-    return s
+-- Normalises a Redis Lua script (no indentation, no blanks after commas) so one script always
+-- hashes to the same SHA for EVALSHA.
+function text.compress_script(script)
+    local trimmed = ngx.re.gsub(script, [[^\s+]], "", "mjo")
+    return (ngx.re.gsub(trimmed, [[,\s+]], ",", "mjo"))
 end
 
--- No limit on the number of arguments (ngx.decode_args stops at 100 by default).
-function _M.decode_args(args)
-    return ngx.decode_args(args, 0)
+-- ngx.decode_args stops at 100 arguments unless told otherwise; plugins want them all.
+function text.decode_args(query)
+    return ngx.decode_args(query, 0)
 end
 
-function _M.encode_args(args)
+function text.encode_args(args)
     return ngx.encode_args(args)
 end
 
-return _M
+return text

@@ -1,217 +1,236 @@
--- core.table: small table helpers plugins use, plus (through `__index`) everything in Lua's
--- `table` library, so `core.table.concat`/`sort`/`remove` are the standard functions.
+-- core.table: the table helpers APISIX plugins use. Names not defined here (`unpack`, `maxn`, …)
+-- fall through to Lua's `table` library.
 
-local new_tab = require("table.new")
-local clear_tab = require("table.clear")
-local nkeys = require("table.nkeys")
-local isarray = require("table.isarray")
-local isempty = require("table.isempty")
-local clone = require("table.clone")
-local type, pairs, ipairs, select, tostring, getmetatable, setmetatable, newproxy =
-    type, pairs, ipairs, select, tostring, getmetatable, setmetatable, newproxy
-local sub, byte = string.sub, string.byte
-local ngx_null = ngx.null
+local ngx = ngx
+local type, pairs, ipairs, select, tostring = type, pairs, ipairs, select, tostring
+local getmetatable, setmetatable, newproxy = getmetatable, setmetatable, newproxy
+local ssub, sbyte = string.sub, string.byte
 
-local _M = {
+local lj_new = require("table.new")
+local lj_nkeys = require("table.nkeys")
+local lj_isarray = require("table.isarray")
+
+local tbl = setmetatable({
     version = 0.2,
-    new = new_tab,
-    clear = clear_tab,
-    nkeys = nkeys,
-    clone = clone,
-    isarray = isarray,
-    isempty = isempty,
+    -- LuaJIT's table extensions, under the names APISIX exports them.
+    new = lj_new,
+    clear = require("table.clear"),
+    nkeys = lj_nkeys,
+    clone = require("table.clone"),
+    isarray = lj_isarray,
+    isempty = require("table.isempty"),
+    -- Lua's own, listed so they are plain fields (no metatable lookup on hot paths).
     insert = table.insert,
     concat = table.concat,
     sort = table.sort,
     remove = table.remove,
-}
-setmetatable(_M, { __index = table })
+}, { __index = table })
 
--- Appends the arguments (nils included, as positions) after `#tab`; returns the new length.
-function _M.insert_tail(tab, ...)
-    local n = #tab
-    for i = 1, select("#", ...) do
-        n = n + 1
-        tab[n] = select(i, ...)
+------------------------------------------------------------------------------------------------
+-- Filling and reading
+
+-- Appends every argument after the current end (nil arguments keep their position); returns the
+-- new length.
+function tbl.insert_tail(list, ...)
+    local last = #list
+    local count = select("#", ...)
+    for i = 1, count do
+        list[last + i] = (select(i, ...))
     end
-    return n
+    return last + count
 end
 
--- Writes the arguments into tab[1..n].
-function _M.set(tab, ...)
-    for i = 1, select("#", ...) do
-        tab[i] = select(i, ...)
+-- list[1], list[2], … = the arguments.
+function tbl.set(list, ...)
+    local count = select("#", ...)
+    for i = 1, count do
+        list[i] = (select(i, ...))
     end
 end
 
--- `try_read_attr(t, "a", "b")` is t.a.b, or nil where a step is not a table.
-function _M.try_read_attr(tab, ...)
+-- Follows the keys given, one level each; nil as soon as a level is not a table.
+function tbl.try_read_attr(root, ...)
+    local node = root
     for i = 1, select("#", ...) do
-        if type(tab) ~= "table" then
+        if type(node) ~= "table" then
             return nil
         end
-        tab = tab[select(i, ...)]
+        node = node[(select(i, ...))]
     end
-    return tab
+    return node
 end
 
-local function array_find(array, val)
-    if type(array) ~= "table" then
-        return nil
-    end
-    for i, v in ipairs(array) do
-        if v == val then
-            return i
+-- The first index of `wanted` in the sequence `list` (nil for a non-table).
+local function index_of(list, wanted)
+    if type(list) == "table" then
+        for idx, item in ipairs(list) do
+            if item == wanted then
+                return idx
+            end
         end
     end
     return nil
 end
-_M.array_find = array_find
+tbl.array_find = index_of
 
--- Sets metatable `mt` on `t` and runs `mt.__gc(t)` when `t` is collected (LuaJIT tables have
--- no `__gc`: a proxy userdata stored in the table carries it).
-function _M.setmt__gc(t, mt)
-    local proxy = newproxy(true)
-    getmetatable(proxy).__gc = function()
+-- Returns only the members of `src` whose keys appear (as keys) in `wanted`.
+function tbl.pick(src, wanted)
+    local kept = {}
+    for key, val in pairs(src) do
+        if wanted[key] ~= nil then
+            kept[key] = val
+        end
+    end
+    return kept
+end
+
+-- LuaJIT calls no `__gc` on tables. A userdata anchored in the table carries the finaliser, so
+-- `mt.__gc(t)` runs when `t` is collected.
+function tbl.setmt__gc(t, mt)
+    local anchor = newproxy(true)
+    getmetatable(anchor).__gc = function()
         mt.__gc(t)
     end
-    t[proxy] = true
+    t[anchor] = true
     return setmetatable(t, mt)
 end
 
--- `path` is `prefix` or below it (the next character is a dot).
-local function under(path, prefix)
-    if sub(path, 1, #prefix) ~= prefix then
+------------------------------------------------------------------------------------------------
+-- Copying
+
+local DOT = sbyte(".")
+
+-- True when `path` equals `base` or names something inside it ("self.a" is inside "self").
+local function within(path, base)
+    local n = #base
+    if ssub(path, 1, n) ~= base then
         return false
     end
-    return #path == #prefix or byte(path, #prefix + 1) == 46
+    return #path == n or sbyte(path, n + 1) == DOT
 end
 
--- `deepcopy(t, opts)`: a copy sharing nothing with `t`, metatables kept, cycles preserved.
--- `opts.shallows` lists paths (`"self.a.b"`) whose values are shared instead of copied;
--- `opts.shallow_prefix` shares every member of tables at or below that path.
-local function copy_table(orig, copies, path, opts)
-    local copy = new_tab(#orig, 0)
-    copies[orig] = copy
-    for k, v in pairs(orig) do
-        local child = path .. "." .. tostring(k)
-        if
-            opts
-            and (
-                array_find(opts.shallows, child)
-                or (opts.shallow_prefix and under(path, opts.shallow_prefix))
-            )
-        then
-            copy[k] = v
-        elseif type(v) == "table" then
-            copy[k] = copies[v] or copy_table(v, copies, child, opts)
+-- Whether the member at `child_path` (inside `parent_path`) is shared rather than copied.
+local function shared_member(opts, parent_path, child_path)
+    if opts == nil then
+        return false
+    end
+    if index_of(opts.shallows, child_path) then
+        return true
+    end
+    local prefix = opts.shallow_prefix
+    return prefix ~= nil and within(parent_path, prefix)
+end
+
+local function duplicate(src, seen, path, opts)
+    local dst = lj_new(#src, 0)
+    seen[src] = dst
+    for key, val in pairs(src) do
+        local child_path = path .. "." .. tostring(key)
+        if type(val) ~= "table" or shared_member(opts, path, child_path) then
+            dst[key] = val
         else
-            copy[k] = v
+            dst[key] = seen[val] or duplicate(val, seen, child_path, opts)
         end
     end
-    local mt = getmetatable(orig)
-    if mt ~= nil then
-        setmetatable(copy, mt)
+    local meta = getmetatable(src)
+    if meta ~= nil then
+        setmetatable(dst, meta)
     end
-    return copy
+    return dst
 end
 
-function _M.deepcopy(orig, opts)
-    if type(orig) ~= "table" then
-        return orig
+-- A copy sharing no table with `value` (metatables kept, cycles reproduced). `opts.shallows`
+-- names paths such as "self.a.b" whose values are shared as they are; `opts.shallow_prefix`
+-- shares every member of the tables at or under that path.
+function tbl.deepcopy(value, opts)
+    if type(value) ~= "table" then
+        return value
     end
-    return copy_table(orig, {}, "self", opts)
+    return duplicate(value, {}, "self", opts)
 end
 
--- Recursive merge of `extend` into `origin` (arrays replace, `ngx.null` deletes), as the
--- Admin API's PATCH merges. Returns `origin`.
-local function merge(origin, extend)
-    for k, v in pairs(extend) do
-        if type(v) == "table" then
-            local cur = origin[k]
-            if type(cur) == "table" and not isarray(cur) and not isarray(v) then
-                merge(cur, v)
-            else
-                origin[k] = v
-            end
-        elseif v == ngx_null then
-            origin[k] = nil
+------------------------------------------------------------------------------------------------
+-- Merging and patching (the Admin API's PATCH semantics)
+
+-- Objects merge key by key; arrays and scalars replace; `ngx.null` deletes. Returns `dst`.
+local function merge_into(dst, src)
+    for key, val in pairs(src) do
+        local have = dst[key]
+        if val == ngx.null then
+            dst[key] = nil
+        elseif type(val) == "table" and type(have) == "table"
+            and not lj_isarray(have) and not lj_isarray(val) then
+            merge_into(have, val)
         else
-            origin[k] = v
+            dst[key] = val
         end
     end
-    return origin
+    return dst
 end
-_M.merge = merge
+tbl.merge = merge_into
 
--- `patch(value, "a/b", conf)` sets value.a.b = conf (an empty sub path replaces the whole
--- value). Returns `nil, nil, new_value`, or `400, "invalid sub-path: /…"`.
-function _M.patch(node_value, sub_path, conf)
-    local parts = {}
-    for part in (sub_path .. "/"):gmatch("(.-)/") do
-        parts[#parts + 1] = part
+-- Sets the member at `sub_path` ("a/b") of `doc` to `conf`; an empty path replaces `doc`.
+-- Returns nil, nil and the new document, or 400 and "invalid sub-path: /…".
+function tbl.patch(doc, sub_path, conf)
+    local steps = {}
+    for step in (sub_path .. "/"):gmatch("(.-)/") do
+        steps[#steps + 1] = step
     end
-    local cur = node_value
-    for i = 1, #parts - 1 do
-        local name = parts[i]
-        if cur[name] == nil then
-            cur[name] = {}
+
+    local node = doc
+    for i = 1, #steps - 1 do
+        local key = steps[i]
+        if node[key] == nil then
+            node[key] = {}
         end
-        cur = cur[name]
-        if type(cur) ~= "table" then
-            return 400, "invalid sub-path: /" .. table.concat(parts, "/", 1, i)
+        node = node[key]
+        if type(node) ~= "table" then
+            return 400, "invalid sub-path: /" .. table.concat(steps, "/", 1, i)
         end
     end
-    if type(cur) ~= "table" then
+    if type(node) ~= "table" then
         return 400, "invalid sub-path: /" .. sub_path
     end
-    local last = parts[#parts]
-    if last and last ~= "" then
-        cur[last] = conf
-    else
-        node_value = conf
+
+    local leaf = steps[#steps]
+    if leaf == nil or leaf == "" then
+        return nil, nil, conf
     end
-    return nil, nil, node_value
+    node[leaf] = conf
+    return nil, nil, doc
 end
 
--- Same set of keys.
-function _M.set_eq(a, b)
-    if nkeys(a) ~= nkeys(b) then
+------------------------------------------------------------------------------------------------
+-- Comparing
+
+-- Same keys (values not compared).
+function tbl.set_eq(left, right)
+    if lj_nkeys(left) ~= lj_nkeys(right) then
         return false
     end
-    for k in pairs(a) do
-        if b[k] == nil then
+    for key in pairs(left) do
+        if right[key] == nil then
             return false
         end
     end
     return true
 end
 
-local function deep_eq(a, b)
-    if type(a) ~= "table" or type(b) ~= "table" then
-        return a == b
+-- Structural equality of nested tables; anything else by `==`.
+local function same_shape(left, right)
+    if type(left) ~= "table" or type(right) ~= "table" then
+        return left == right
     end
-    if nkeys(a) ~= nkeys(b) then
+    if lj_nkeys(left) ~= lj_nkeys(right) then
         return false
     end
-    for k, v in pairs(a) do
-        if not deep_eq(v, b[k]) then
+    for key, val in pairs(left) do
+        if not same_shape(val, right[key]) then
             return false
         end
     end
     return true
 end
-_M.deep_eq = deep_eq
+tbl.deep_eq = same_shape
 
--- The members of `obj` whose keys are keys of `attrs`.
-function _M.pick(obj, attrs)
-    local out = {}
-    for k, v in pairs(obj) do
-        if attrs[k] ~= nil then
-            out[k] = v
-        end
-    end
-    return out
-end
-
-return _M
+return tbl

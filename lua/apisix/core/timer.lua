@@ -1,57 +1,74 @@
--- core.timer: a repeating background job (`new(name, callback, opts)`): `callback(premature)`
--- runs every `check_interval` seconds (default 1) in its own timer context, one run at a time,
--- until the worker exits; errors are logged with the timer's name.
+-- core.timer: a background job repeated until the worker exits. `new(name, fn, opts)` schedules
+-- `fn(premature)` at once, then again `opts.check_interval` seconds (default 1) after each run
+-- ends, so two runs of one job never overlap. A run that raises is logged with the job's name
+-- and the job goes on.
 
-local log = require("apisix.core.log")
 local ngx = ngx
-local timer_at = ngx.timer.at
-local xpcall, traceback, setmetatable = xpcall, debug.traceback, setmetatable
+local xpcall, setmetatable = xpcall, setmetatable
+local clog = require("apisix.core.log")
 
-local _M = { version = 0.1 }
-local mt = { __index = _M }
+local timer = { version = 0.1 }
+local Job = { __index = timer }
 
-local function run(premature, self)
-    if premature or self.stopped then
+local tick
+
+-- Arms the next run of `job` after `delay` seconds; returns the error text on failure.
+local function arm(job, delay)
+    local handle, why = ngx.timer.at(delay, tick, job)
+    if handle then
+        return nil
+    end
+    return why
+end
+
+tick = function(premature, job)
+    if premature or job.stopped then
         return
     end
-    local ok, err = xpcall(self.callback_fun, traceback, premature)
+    local ok, trace = xpcall(job.callback_fun, debug.traceback, premature)
     if not ok then
-        log.error("failed to run the timer: ", self.name, " err: ", err)
+        clog.error("failed to run the timer: ", job.name, " err: ", trace)
     end
-    if ngx.worker.exiting() or self.stopped then
+    if job.stopped or ngx.worker.exiting() then
         return
     end
-    local hdl, terr = timer_at(self.check_interval, run, self)
-    if not hdl then
-        log.error("failed to create the timer: ", self.name, " err: ", terr)
+    local why = arm(job, job.check_interval)
+    if why then
+        clog.error("failed to create the timer: ", job.name, " err: ", why)
     end
 end
 
-function _M.new(name, callback_fun, opts)
+local function missing(arg_name)
+    return nil, "missing argument: " .. arg_name
+end
+
+function timer.new(name, fn, opts)
     if not name then
-        return nil, "missing argument: name"
+        return missing("name")
     end
-    if not callback_fun then
-        return nil, "missing argument: callback_fun"
+    if not fn then
+        return missing("callback_fun")
     end
-    opts = opts or {}
-    local self = setmetatable({
+    local o = opts or {}
+    local job = setmetatable({
         name = name,
-        callback_fun = callback_fun,
-        check_interval = opts.check_interval or 1,
-        sleep_succ = opts.sleep_succ,
-        sleep_fail = opts.sleep_fail,
-    }, mt)
-    local hdl, err = timer_at(0, run, self)
-    if not hdl then
-        return nil, "failed to create the timer: " .. err
+        -- The field name is APISIX's: code that inspects a job may read it.
+        callback_fun = fn,
+        check_interval = o.check_interval or 1,
+        -- Accepted for APISIX's signature; runs are spaced by check_interval only.
+        sleep_succ = o.sleep_succ,
+        sleep_fail = o.sleep_fail,
+    }, Job)
+    local why = arm(job, 0)
+    if why then
+        return nil, "failed to create the timer: " .. why
     end
-    return self
+    return job
 end
 
--- Stops the job after its current run.
-function _M.stop(self)
-    self.stopped = true
+-- No further run starts once the current one (if any) has ended.
+function timer.stop(job)
+    job.stopped = true
 end
 
-return _M
+return timer

@@ -1,29 +1,29 @@
 -- core.utils: address parsing, variable templates, header checks, configuration warnings, the
 -- long-sleep helper and UUIDv7 — the grab bag plugins share.
 
-local core_str = require("apisix.core.string")
-local log = require("apisix.core.log")
 local ngx = ngx
-local ngx_re = require("ngx.re")
+local cstr = require("apisix.core.string")
+local clog = require("apisix.core.log")
+local resplit = require("ngx.re").split
 local re_gsub, re_match, re_gmatch = ngx.re.gsub, ngx.re.match, ngx.re.gmatch
-local bit = require("bit")
+local bitops = require("bit")
+local band, bor, rshift = bitops.band, bitops.bor, bitops.rshift
 local ffi = require("ffi")
 local type, tonumber, tostring, ipairs, require, error =
     type, tonumber, tostring, ipairs, require, error
 local byte, sub, format, gsub = string.byte, string.sub, string.format, string.gsub
 local floor, random = math.floor, math.random
-local rfind_char = core_str.rfind_char
 
-local _M = { version = 0.2 }
+local utils = { version = 0.2 }
 
 -- A seed for math.randomseed from /dev/urandom.
-function _M.get_seed_from_urandom()
-    local f, err = io.open("/dev/urandom", "rb")
-    if not f then
-        return nil, "failed to open /dev/urandom: " .. tostring(err)
+function utils.get_seed_from_urandom()
+    local src, why = io.open("/dev/urandom", "rb")
+    if not src then
+        return nil, "failed to open /dev/urandom: " .. tostring(why)
     end
-    local bytes = f:read(4)
-    f:close()
+    local bytes = src:read(4)
+    src:close()
     if not bytes or #bytes < 4 then
         return nil, "failed to read data from /dev/urandom"
     end
@@ -34,95 +34,108 @@ function _M.get_seed_from_urandom()
     return seed
 end
 
-function _M.split_uri(uri)
-    return ngx_re.split(uri, "/")
+-- "/a/b" → {"", "a", "b"}.
+function utils.split_uri(path)
+    return resplit(path, "/")
 end
 
-local function host_and_port(addr)
-    local pos = rfind_char(addr, ":", #addr - 1)
-    if not pos then
-        return addr, nil
+-- The colon that separates a port: the last one, not counting a colon in the last byte.
+local function port_colon(text)
+    return cstr.rfind_char(text, ":", #text - 1)
+end
+
+local function host_and_port(text)
+    local at = port_colon(text)
+    if at == nil then
+        return text, nil
     end
-    return sub(addr, 1, pos - 1), tonumber(sub(addr, pos + 1))
+    return sub(text, 1, at - 1), tonumber(sub(text, at + 1))
 end
 
 -- `"host:port"`, `"1.2.3.4:80"`, `"[::1]:80"`, `"::1"` → host, port (nil when absent). A bare
 -- IPv6 address keeps its colons; a bracketed one keeps its brackets.
-function _M.parse_addr(addr)
-    if byte(addr, 1) == 91 then -- "["
-        if byte(addr, #addr) == 93 then -- "]"
-            return addr, nil
+local OPEN_BRACKET, CLOSE_BRACKET, DOT, COLON = 91, 93, 46, 58
+
+function utils.parse_addr(text)
+    if byte(text, 1) == OPEN_BRACKET then
+        -- "[v6]" alone, or "[v6]:port".
+        local at = byte(text, -1) ~= CLOSE_BRACKET and port_colon(text)
+        if at and byte(text, at - 1) == CLOSE_BRACKET then
+            return host_and_port(text)
         end
-        local pos = rfind_char(addr, ":", #addr - 1)
-        if not pos or byte(addr, pos - 1) ~= 93 then
-            return addr, nil
-        end
-        return sub(addr, 1, pos - 1), tonumber(sub(addr, pos + 1))
+        return text, nil
     end
-    local colons = 0
-    for i = 1, #addr do
-        local c = byte(addr, i)
-        if c == 46 then -- "." first: IPv4 or a host name
-            return host_and_port(addr)
-        elseif c == 58 then
-            colons = colons + 1
-            if colons == 2 then
-                return addr, nil -- IPv6 without port
+    -- A dot before a second colon means IPv4 or a name; two colons first mean bare IPv6.
+    local seen_colon = false
+    for i = 1, #text do
+        local c = byte(text, i)
+        if c == DOT then
+            break
+        end
+        if c == COLON then
+            if seen_colon then
+                return text, nil
             end
+            seen_colon = true
         end
     end
-    return host_and_port(addr)
+    return host_and_port(text)
 end
 
 -- resty.ipmatcher's parsers, loaded when first used.
-function _M.parse_ipv4(ip)
+function utils.parse_ipv4(ip)
     return require("resty.ipmatcher").parse_ipv4(ip)
 end
 
-function _M.parse_ipv6(ip)
+function utils.parse_ipv6(ip)
     return require("resty.ipmatcher").parse_ipv6(ip)
 end
 
 -- Escapes what may not appear in a URI path (nginx's NGX_ESCAPE_URI set).
-function _M.uri_safe_encode(uri)
-    return ngx.escape_uri(uri, 0)
+function utils.uri_safe_encode(text)
+    return ngx.escape_uri(text, 0)
 end
 
-function _M.escape_uri_control_chars(uri)
-    return (gsub(uri, "[%z\1-\31\127]", function(c)
-        return format("%%%02X", byte(c))
-    end))
+local function percent_hex(ch)
+    return format("%%%02X", byte(ch))
 end
 
--- A header name is visible ASCII without ':'.
-function _M.validate_header_field(field)
-    for i = 1, #field do
-        local b = byte(field, i)
-        if b <= 32 or b >= 127 or b == 58 then
+function utils.escape_uri_control_chars(text)
+    return (gsub(text, "[%z\1-\31\127]", percent_hex))
+end
+
+-- True when every byte of `text` satisfies `ok(byte)`.
+local function all_bytes(text, ok)
+    for i = 1, #text do
+        if not ok(byte(text, i)) then
             return false
         end
     end
     return true
 end
 
--- A header value has no control characters (non-strings pass).
-function _M.validate_header_value(value)
-    if type(value) ~= "string" then
-        return true
-    end
-    for i = 1, #value do
-        local b = byte(value, i)
-        if b < 32 or b >= 127 then
-            return false
-        end
-    end
-    return true
+local function name_byte(b)
+    return b > 32 and b < 127 and b ~= COLON
+end
+
+local function value_byte(b)
+    return b >= 32 and b < 127
+end
+
+-- A header name: visible ASCII without ':'.
+function utils.validate_header_field(name)
+    return all_bytes(name, name_byte)
+end
+
+-- A header value: no control characters. Non-strings (numbers, lists) are let through.
+function utils.validate_header_value(val)
+    return type(val) ~= "string" or all_bytes(val, value_byte)
 end
 
 ffi.cdef([[int gethostname(char *name, size_t len);]])
 local hostname
 
-function _M.gethostname()
+function utils.gethostname()
     if hostname then
         return hostname
     end
@@ -131,38 +144,38 @@ function _M.gethostname()
         hostname = ffi.string(buf)
     else
         hostname = "unknown"
-        log.error("failed to call gethostname()")
+        clog.error("failed to call gethostname()")
     end
     return hostname
 end
 
 -- ngx.sleep in slices of at most 10 s, stopping early when the worker exits.
 local MAX_SLICE = 10
-local function sleep(sec)
-    while sec > MAX_SLICE do
+function utils.sleep(seconds)
+    local left = seconds
+    while left > MAX_SLICE do
         ngx.sleep(MAX_SLICE)
         if ngx.worker.exiting() then
             return
         end
-        sec = sec - MAX_SLICE
+        left = left - MAX_SLICE
     end
-    return ngx.sleep(sec)
+    return ngx.sleep(left)
 end
-_M.sleep = sleep
 
 -- `resolve_var(tpl, vars, escaper)`: replaces `$name`, `${name}` and `${name ?? default}`
 -- (not after a backslash) with `vars[name]` ("" when missing and no default), each passed
 -- through `escaper` if given. Returns `text, err, number_of_variables_resolved`.
 local VAR_RE = [[(?<!\\)\$(\{\s*([^}]+?)\s*\}|([\w\.]+))]]
 
-function _M.resolve_var(tpl, vars, escaper)
+function utils.resolve_var(tpl, vars, escaper)
     local n = 0
-    if not tpl or not core_str.find(tpl, "$") then
+    if not tpl or not cstr.find(tpl, "$") then
         return tpl, nil, n
     end
     local res, _, err = re_gsub(tpl, VAR_RE, function(m)
         local name = m[2] or m[3]
-        local parts = ngx_re.split(name, [[\s*\?\?\s*]])
+        local parts = resplit(name, [[\s*\?\?\s*]])
         local v = vars[parts[1]]
         if v == nil then
             if #parts == 1 then
@@ -186,13 +199,13 @@ end
 -- `$1`, `${1}` from a regex match's captures ("" when missing).
 local CAPTURE_RE = [[ (?<! \\) \$ \{? (\d+) \}? ]]
 
-function _M.resolve_var_with_captures(tpl, captures)
-    if not tpl or not core_str.find(tpl, "$") then
+function utils.resolve_var_with_captures(tpl, captures)
+    if not tpl or not cstr.find(tpl, "$") then
         return tpl, nil
     end
-    captures = captures or {}
+    local found = captures or {}
     local res, _, err = re_gsub(tpl, CAPTURE_RE, function(m)
-        return captures[tonumber(m[1])] or ""
+        return found[tonumber(m[1])] or ""
     end, "jox")
     if not res then
         return nil, err
@@ -214,63 +227,65 @@ local function holder(path, conf)
         end
         parts[#parts + 1] = m[0]
     end
+    local node = conf
     for i = 1, #parts - 1 do
-        conf = conf[parts[i]]
-        if type(conf) ~= "table" then
+        node = node[parts[i]]
+        if type(node) ~= "table" then
             return nil, nil
         end
     end
-    return conf, parts[#parts]
+    return node, parts[#parts]
 end
 
 local function warn_plain(field, plugin_name, value)
     local m, err = re_match(value, "^https")
     if not m and not err then
-        log.warn("Using ", plugin_name, " ", field, " with no TLS is a security risk")
+        clog.warn("Using ", plugin_name, " ", field, " with no TLS is a security risk")
     end
 end
 
 -- Warns for each of the conf's `fields` (dotted paths) that holds a non-https URL.
-function _M.check_https(fields, conf, plugin_name)
-    for _, field in ipairs(fields) do
-        local t, key = holder(field, conf)
-        local v = t and t[key]
-        if type(v) == "table" then
-            for _, item in ipairs(v) do
-                warn_plain(field, plugin_name, item)
+function utils.check_https(paths, conf, plugin_name)
+    for _, path in ipairs(paths) do
+        local parent, key = holder(path, conf)
+        local found = parent and parent[key]
+        if found then
+            for _, url in ipairs(type(found) == "table" and found or { found }) do
+                warn_plain(path, plugin_name, url)
             end
-        elseif v then
-            warn_plain(field, plugin_name, v)
         end
     end
 end
 
 -- Warns for each of the conf's boolean `fields` that is set and not true (ssl_verify = false).
-function _M.check_tls_bool(fields, conf, plugin_name)
-    for _, field in ipairs(fields) do
-        local t, key = holder(field, conf)
-        if not t then
+function utils.check_tls_bool(paths, conf, plugin_name)
+    for _, path in ipairs(paths) do
+        local parent, key = holder(path, conf)
+        if parent == nil then
+            -- As APISIX: a missing parent ends the checks.
             return
         end
-        local v = t[key]
-        if v ~= true and v ~= nil then
-            log.warn("Keeping ", field, " disabled in ", plugin_name, " configuration is a security risk")
+        local flag = parent[key]
+        if flag ~= nil and flag ~= true then
+            clog.warn("Keeping ", path, " disabled in ", plugin_name, " configuration is a security risk")
         end
     end
 end
 
-function _M.set_var_rate_limiting_info(ctx, key, limit, remaining, reset)
-    if not ctx then
-        return
+-- The JSON object logger plugins read back from `$rate_limiting_info`; written by hand so the
+-- member order is fixed.
+local RATE_INFO = table.concat({
+    '{"rate_limiting_key":"%s"',
+    '"rate_limiting_limit":%d',
+    '"rate_limiting_remaining":%d',
+    '"rate_limiting_reset":%d}',
+}, ",")
+
+function utils.set_var_rate_limiting_info(ctx, key, limit, remaining, reset)
+    if ctx then
+        ctx.var.rate_limiting_info =
+            format(RATE_INFO, key or "", limit or 0, tonumber(remaining) or 0, reset or 0)
     end
-    ctx.var.rate_limiting_info = format(
-        '{"rate_limiting_key":"%s","rate_limiting_limit":%d,'
-            .. '"rate_limiting_remaining":%d,"rate_limiting_reset":%d}',
-        key or "",
-        limit or 0,
-        tonumber(remaining) or 0,
-        reset or 0
-    )
 end
 
 -- UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then an 18-bit counter (12 bits after the
@@ -285,7 +300,7 @@ local function new_millisecond(ms)
     end
 end
 
-function _M.generate_uuid_v7()
+function utils.generate_uuid_v7()
     local ms = floor(ngx.now() * 1000)
     if ms > last_ms then
         new_millisecond(ms)
@@ -307,8 +322,8 @@ function _M.generate_uuid_v7()
         "%08x-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x",
         hi,
         lo,
-        bit.bor(0x7000, bit.rshift(seq, 6)),
-        bit.bor(0x80, bit.band(seq, 0x3f)),
+        bor(0x7000, rshift(seq, 6)),
+        bor(0x80, band(seq, 0x3f)),
         rand[1],
         rand[2],
         rand[3],
@@ -320,16 +335,16 @@ function _M.generate_uuid_v7()
 end
 
 -- DNS helpers over the host's resolver (see core.resolver).
-function _M.dns_parse(domain)
+function utils.dns_parse(domain)
     return require("apisix.core.resolver").parse_domain_record(domain)
 end
 
-function _M.set_resolver()
+function utils.set_resolver()
     error("core.utils.set_resolver is not supported by moongate: names resolve through the system resolver", 2)
 end
 
-function _M.get_resolver()
+function utils.get_resolver()
     error("core.utils.get_resolver is not supported by moongate: names resolve through the system resolver", 2)
 end
 
-return _M
+return utils

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::resource::{Id, PluginMap, RouteAction, Service, Timeout, Upstream};
+use super::resource::{Id, PluginMap, Route, RouteAction, Service, Timeout, Upstream};
 use super::standalone::{ConfigError, OtherResources, Resources};
 use crate::lua::host::HandlerSource;
 use crate::plugin::{Catalog, Chain, ConfOwner};
@@ -28,8 +28,19 @@ pub struct Snapshot {
     pub global_chains: Vec<Arc<Chain>>,
     /// Consumers by username, with the plugins they add to a route once identified.
     pub consumers: HashMap<String, Arc<ConsumerEntry>>,
+    /// The routes, services and upstreams as configured, for the control API's dumps.
+    pub configured: Configured,
     /// Source of every compiled upstream (by id, or `route#ID` for inline ones), for reuse.
     sources: HashMap<String, (Upstream, Arc<UpstreamDef>)>,
+}
+
+/// Every route (disabled ones too), service and upstream in config order, as the config
+/// source gave them: what the control API's `/v1/routes` and kin show.
+#[derive(Debug, Default)]
+pub struct Configured {
+    pub routes: Vec<Route>,
+    pub services: Vec<Service>,
+    pub upstreams: Vec<Upstream>,
 }
 
 /// A route merged with its service, ready to serve.
@@ -353,6 +364,11 @@ impl Snapshot {
             upstreams,
             services,
             others: res.others,
+            configured: Configured {
+                routes: res.routes,
+                services: res.services,
+                upstreams: res.upstreams,
+            },
             sources,
         })
     }

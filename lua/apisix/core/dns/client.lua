@@ -5,33 +5,33 @@
 local dns = require("moongate.dns")
 local random, setmetatable, error = math.random, setmetatable, error
 
-local _M = {
+local client = {
     RETURN_RANDOM = 1,
     RETURN_ALL = 2,
 }
-local mt = { __index = _M }
+local Client = { __index = client }
 
-function _M.new(opts)
+function client.new(opts)
     if opts and opts.nameservers and #opts.nameservers > 0 then
         error("core.dns_client.new: custom nameservers are not supported by moongate; "
             .. "names resolve through the system resolver", 2)
     end
-    return setmetatable({ opts = opts or {} }, mt)
+    return setmetatable({ opts = opts or {} }, Client)
 end
 
-function _M.resolve(self, domain, selector)
-    local addrs, err = dns.resolve(domain)
-    if not addrs or #addrs == 0 then
-        return nil, "failed to query the DNS server: " .. (err or "no address")
+function client:resolve(name, selector)
+    local found, why = dns.resolve(name)
+    if not (found and found[1]) then
+        return nil, "failed to query the DNS server: " .. (why or "no address")
     end
-    if selector == _M.RETURN_ALL then
-        local out = {}
-        for i, a in ipairs(addrs) do
-            out[i] = { address = a }
-        end
-        return out
+    if selector ~= client.RETURN_ALL then
+        return { address = found[random(#found)] }
     end
-    return { address = addrs[random(#addrs)] }
+    local records = {}
+    for i = 1, #found do
+        records[i] = { address = found[i] }
+    end
+    return records
 end
 
-return _M
+return client
