@@ -9,16 +9,17 @@
 //! The request path crosses from Rust into Lua once per phase that has Lua work, and creates no
 //! Lua value from Rust on the way: under the worker's heap limit every value mlua makes from Rust
 //! costs a protected call. What a request needs on the Lua side (its `ctx`, `ngx.ctx`) is made by
-//! the runner itself (`runner.lua`) on the request's first entry and handed back as the request's
-//! Lua state, which the proxy holds ([`ReqState`]) and passes to every later call; what is the
-//! same for many requests (chains, route objects, phase names) is made once per snapshot.
+//! the runner itself (`runner.lua`) on the request's first entry, kept in a registry slot that
+//! `lua::request` records for the request, and recycled by a later request once this one is
+//! unregistered (as APISIX pools `ctx` and `ctx.var`); what is the same for many requests
+//! (chains, route objects) is made once per snapshot.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Function, Lua, LuaString, MultiValue, RegistryKey, Table, Value};
+use mlua::{Function, Lua, MultiValue, Table, Value};
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
@@ -33,8 +34,9 @@ const RUNNER: &str = include_str!("runner.lua");
 /// What a phase run ended with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Every plugin ran; the request goes on.
-    Continue,
+    /// Every plugin ran; the request goes on. `consumer`: the `ctx.consumer_name` an auth
+    /// plugin attached (reported after rewrite runs).
+    Continue { consumer: Option<String> },
     /// Plugin `index` of the chain answered `return code, body`.
     Answer {
         index: usize,
@@ -53,17 +55,6 @@ pub struct HandlerSource {
     /// (phase directive, e.g. `access_by_lua`, Lua source).
     pub chunks: Vec<(String, String)>,
 }
-
-/// A request's Lua state: the table holding its APISIX `ctx` and its `ngx.ctx`, made on its
-/// first Lua entry, and the registry slot through which `ngx.ctx` finds it (released with
-/// it).
-pub struct LuaState {
-    table: Table,
-    _slot: RegistryKey,
-}
-
-/// A request's Lua state, `None` until its first Lua entry.
-pub type ReqState = RefCell<Option<LuaState>>;
 
 /// The matched route as plugins see it (`ctx.route_id`, `ctx.matched_route`).
 #[derive(Debug, Clone, Copy)]
@@ -96,8 +87,6 @@ pub struct LuaHost {
     runner: Function,
     /// `runner.lua`'s route object maker, called once per route per snapshot.
     make_route: Function,
-    /// `runner.lua`'s maker of a request's Lua state, called on its first Lua entry.
-    new_state: Function,
     /// Chain tables of the newest snapshot version, by chain key.
     chains: RefCell<FxHashMap<String, Table>>,
     /// Route objects of the newest snapshot version, by route id.
@@ -107,9 +96,6 @@ pub struct LuaHost {
     /// The newest snapshot version seen: the caches hold its values only. A request still on
     /// an older snapshot gets its values made anew (it holds them itself).
     newest: Cell<u64>,
-    /// Field names read from Rust, made once.
-    key_ctx: LuaString,
-    key_consumer_name: LuaString,
     /// Longest time one phase may wait (on I/O, sleeps); past it the request fails.
     pub phase_timeout: Duration,
     memory_limit: Option<usize>,
@@ -147,19 +133,18 @@ impl LuaHost {
                 Err(e) => log::error!("{e}"),
             }
         }
-        let mark = super::raw::function(lua, mark_plugin, ())?;
-        let (runner, make_route, new_state): (Function, Function, Function) = lua
-            .load(RUNNER)
-            .set_name("=moongate/runner.lua")
-            .call(mark)?;
+        let (runner, make_route): (Function, Function) =
+            lua.load(RUNNER).set_name("=moongate/runner.lua").call((
+                super::raw::function(lua, mark_plugin, ())?,
+                super::raw::function(lua, request::req_state, ())?,
+                super::raw::function(lua, request::adopt_state, ())?,
+                super::raw::function(lua, request::take_retired, ())?,
+            ))?;
         Ok(LuaHost {
-            key_ctx: lua.create_string("ctx")?,
-            key_consumer_name: lua.create_string("consumer_name")?,
             vm,
             modules,
             runner,
             make_route,
-            new_state,
             chains: RefCell::new(FxHashMap::default()),
             routes: RefCell::new(FxHashMap::default()),
             handlers: RefCell::new(FxHashMap::default()),
@@ -263,40 +248,6 @@ impl LuaHost {
         }
     }
 
-    /// `ctx.consumer_name` of a request whose Lua state exists: what an auth plugin attached.
-    pub fn consumer_name(&self, state: &ReqState) -> Option<String> {
-        let st = state.borrow();
-        let ctx: Table = st.as_ref()?.table.raw_get(&self.key_ctx).ok()?;
-        ctx
-            .raw_get::<Option<String>>(&self.key_consumer_name)
-            .ok()
-            .flatten()
-    }
-
-    /// The request's Lua state, made on its first Lua entry (before any of its Lua runs, so
-    /// that a run cut short by `ngx.exit` leaves it in place for the next phases).
-    fn state(
-        &self,
-        version: u64,
-        req: &SharedReq,
-        state: &ReqState,
-        route: &RouteInfo<'_>,
-    ) -> mlua::Result<Table> {
-        if let Some(st) = state.borrow().as_ref() {
-            return Ok(st.table.clone());
-        }
-        let t: Table = self.new_state.call(self.route_table(version, route)?)?;
-        // A registry slot (reused from finished requests): `ngx.ctx` reaches the state
-        // through it in one raw lookup.
-        let slot = self.lua().create_registry_value(t.clone())?;
-        request::set_state_slot(req.borrow().id, slot.id());
-        *state.borrow_mut() = Some(LuaState {
-            table: t.clone(),
-            _slot: slot,
-        });
-        Ok(t)
-    }
-
     /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order.
     #[allow(clippy::too_many_arguments)]
     pub async fn run_plugins(
@@ -306,7 +257,6 @@ impl LuaHost {
         phase: Phase,
         indices: &[usize],
         req: &SharedReq,
-        state: &ReqState,
         route: &RouteInfo<'_>,
     ) -> Step {
         let chain_t = match self.chain_table(version, chain) {
@@ -316,15 +266,15 @@ impl LuaHost {
                 return Step::Error;
             }
         };
-        let st = match self.state(version, req, state, route) {
+        let route_t = match self.route_table(version, route) {
             Ok(t) => t,
             Err(e) => {
-                log::error!("failed to prepare the request's Lua state: {e}");
+                log::error!("failed to prepare the route object of {}: {e}", route.id);
                 return Step::Error;
             }
         };
         let mut args = MultiValue::with_capacity(indices.len() + 3);
-        args.push_back(Value::Table(st));
+        args.push_back(Value::Table(route_t));
         args.push_back(Value::Table(chain_t));
         args.push_back(Value::Integer(phase_number(phase)));
         for i in indices {
@@ -363,7 +313,16 @@ impl LuaHost {
                 let mut it = vals.into_iter();
                 let kind = match it.next() {
                     Some(Value::String(s)) => s,
-                    _ => return Step::Continue,
+                    Some(Value::Boolean(true)) => {
+                        // The run went through; an auth plugin may have attached a consumer.
+                        return Step::Continue {
+                            consumer: match it.next() {
+                                Some(Value::String(s)) => Some(s.to_string_lossy()),
+                                _ => None,
+                            },
+                        };
+                    }
+                    _ => return Step::Continue { consumer: None },
                 };
                 let index = match it.next() {
                     Some(Value::Integer(i)) if i >= 1 => i as usize - 1,
@@ -409,7 +368,6 @@ impl LuaHost {
         src: &HandlerSource,
         directive: &str,
         req: &SharedReq,
-        state: &ReqState,
         route: &RouteInfo<'_>,
     ) -> Option<Step> {
         let f = match self.handler(version, route_key, src, directive)? {
@@ -419,19 +377,19 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
-        let st = match self.state(version, req, state, route) {
+        let route_t = match self.route_table(version, route) {
             Ok(t) => t,
             Err(e) => {
-                log::error!("failed to prepare the request's Lua state: {e}");
+                log::error!("failed to prepare the route object of {}: {e}", route.id);
                 return Some(Step::Error);
             }
         };
         let mut args = MultiValue::with_capacity(3);
-        args.push_back(Value::Table(st));
+        args.push_back(Value::Table(route_t));
         args.push_back(Value::Function(f));
         args.push_back(Value::Integer(0));
         Some(match self.drive(req, args).await {
-            Driven::Done(_) => Step::Continue,
+            Driven::Done(_) => Step::Continue { consumer: None },
             Driven::Exited => Step::Exit,
             Driven::TimedOut => {
                 log::error!("{directive} did not finish within {:?}", self.phase_timeout);

@@ -198,8 +198,6 @@ pub enum Ret {
     List(Vec<Vec<u8>>),
     /// The upvalue at this index, as is.
     Upvalue(c_int),
-    /// The value in this slot of the Lua registry.
-    Registry(c_int),
 }
 
 /// Name/value pairs in one buffer (two allocations however many pairs).
@@ -343,9 +341,6 @@ unsafe fn push(l: *mut ffi::lua_State, v: Ret) {
                 ffi::lua_pushlstring(l, s.as_ptr().cast(), s.len());
             }
             Ret::Upvalue(i) => ffi::lua_pushvalue(l, ffi::lua_upvalueindex(i)),
-            Ret::Registry(slot) => {
-                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
-            }
             Ret::List(items) => {
                 ffi::lua_createtable(l, items.len().min(1 << 16) as c_int, 0);
                 for (i, s) in items.iter().enumerate() {

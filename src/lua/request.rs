@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use mlua::ffi;
 use rustc_hash::FxHashMap;
 
 use super::sched::{self, CtxId};
@@ -14,15 +15,25 @@ use crate::plugin::RequestCtx;
 /// A request shared by the proxy and the Lua code working on it.
 pub type SharedReq = Rc<RefCell<RequestCtx>>;
 
+/// A registry slot of one VM (the VM told apart by its allocator's state, unique per VM).
+type Slot = (usize, std::ffi::c_int);
+
 struct Live {
     req: SharedReq,
-    /// The registry slot of the request's Lua state (`ngx.ctx` lives there), once made.
-    state: Option<std::ffi::c_int>,
+    /// The registry slot of the request's Lua state (its APISIX `ctx`, its `ngx.ctx`), once
+    /// the runner made it.
+    state: Option<Slot>,
 }
 
 thread_local! {
     static LIVE: RefCell<FxHashMap<CtxId, Live>> = RefCell::new(FxHashMap::default());
+    /// Slots of finished requests' Lua states, for the runner to recycle (`take_retired`).
+    static RETIRED: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
+
+/// At most this many finished states wait for recycling; past it the oldest are forgotten (a
+/// VM that stopped serving, after a plugin reload, leaves its slots behind).
+const MAX_RETIRED: usize = 1024;
 
 /// Makes `req` reachable from Lua while its context id is current.
 pub fn register(req: SharedReq) {
@@ -30,27 +41,105 @@ pub fn register(req: SharedReq) {
     LIVE.with(|l| l.borrow_mut().insert(id, Live { req, state: None }));
 }
 
-/// Records the registry slot of request `id`'s Lua state (see `lua::host::LuaState`).
-pub fn set_state_slot(id: CtxId, slot: std::ffi::c_int) {
-    LIVE.with(|l| {
-        if let Some(x) = l.borrow_mut().get_mut(&id) {
-            x.state = Some(slot);
-        }
-    });
-}
-
-/// The registry slot of the current request's Lua state, or the error `api` raises where
-/// there is no request (or no state yet).
-pub fn state_slot(api: &str) -> Result<std::ffi::c_int, String> {
-    sched::current()
-        .and_then(|id| LIVE.with(|l| l.borrow().get(&id).and_then(|x| x.state)))
-        .ok_or_else(|| no_request_message(api))
-}
-
-/// Forgets a finished request. (Its Lua state, `ngx.ctx` included, is held by the proxy and
-/// goes with it.)
+/// Forgets a finished request; its Lua state is handed to the runner for recycling.
 pub fn unregister(id: CtxId) {
-    LIVE.with(|l| l.borrow_mut().remove(&id));
+    if let Some(Live {
+        state: Some(slot), ..
+    }) = LIVE.with(|l| l.borrow_mut().remove(&id))
+    {
+        RETIRED.with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() >= MAX_RETIRED {
+                r.remove(0);
+            }
+            r.push(slot);
+        });
+    }
+}
+
+/// The VM a Lua state belongs to: the address of its allocator's state.
+///
+/// # Safety
+/// `l` is a live Lua state.
+unsafe fn vm_of(l: *mut ffi::lua_State) -> usize {
+    let mut ud = std::ptr::null_mut();
+    // SAFETY: reading the allocator of a live state.
+    unsafe { ffi::lua_getallocf(l, &mut ud) };
+    ud as usize
+}
+
+/// `req_state(strict)`: the current request's Lua state; before the runner made it (or where
+/// there is no request), `nil`, or with `strict` the error `ngx.ctx` raises there.
+pub unsafe extern "C-unwind" fn req_state(l: *mut ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called by Lua; the slot belongs to this VM (checked) and holds the state.
+    unsafe {
+        let strict = ffi::lua_toboolean(l, 1) != 0;
+        let vm = vm_of(l);
+        let slot = sched::current()
+            .and_then(|id| LIVE.with(|x| x.borrow().get(&id).and_then(|x| x.state)))
+            .filter(|(v, _)| *v == vm);
+        match slot {
+            Some((_, slot)) => {
+                ffi::lua_checkstack(l, 1);
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
+            }
+            None if strict => return super::raw::raise(l, no_request_message("ngx.ctx")),
+            None => ffi::lua_pushnil(l),
+        }
+    }
+    1
+}
+
+/// `adopt_state(state)`: the runner made the current request's Lua state; it is kept in a
+/// registry slot until the request is unregistered.
+pub unsafe extern "C-unwind" fn adopt_state(l: *mut ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called by Lua with the state as argument 1; `luaL_ref` pops it (and may raise
+    // "not enough memory" with nothing owned alive here).
+    unsafe {
+        ffi::lua_settop(l, 1);
+        let vm = vm_of(l);
+        let slot = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+        if slot < 0 {
+            return 0;
+        }
+        let kept = sched::current().is_some_and(|id| {
+            LIVE.with(|x| match x.borrow_mut().get_mut(&id) {
+                Some(live) => {
+                    live.state = Some((vm, slot));
+                    true
+                }
+                None => false,
+            })
+        });
+        if !kept {
+            // No live request to hold it (a timer): the slot is freed at once.
+            ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, slot);
+        }
+    }
+    0
+}
+
+/// `take_retired()`: the Lua state of a finished request of this VM, its slot freed; `nil`
+/// when there is none.
+pub unsafe extern "C-unwind" fn take_retired(l: *mut ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called by Lua; the slot belongs to this VM (checked) and was never freed.
+    unsafe {
+        let vm = vm_of(l);
+        let slot = RETIRED.with(|r| {
+            let mut r = r.borrow_mut();
+            let i = r.iter().rposition(|(v, _)| *v == vm)?;
+            Some(r.swap_remove(i).1)
+        });
+        match slot {
+            Some(slot) => {
+                ffi::lua_checkstack(l, 1);
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, slot);
+            }
+            None => ffi::lua_pushnil(l),
+        }
+    }
+    1
 }
 
 /// OpenResty's error for request APIs called where there is no request: in a timer, or

@@ -4,21 +4,25 @@
 -- A Lua error stops the run and is reported with its traceback; in the phases that may answer,
 -- a `return code, body` stops it and becomes the answer (a table body as JSON plus a newline).
 --
--- It also makes a request's Lua state (`new_state`, called from Rust on the request's first Lua
--- entry; `ctx` with `ctx.var` and `ngx.ctx` are made in it on first use), which the proxy holds
--- and passes to every call. Nothing here is made per
--- request that can be made once per snapshot: chains carry their owner's `conf_*`, their flat
--- plugin list and their `matched_route`, built on first use.
-local mark = ...
+-- It also makes a request's Lua state on the request's first entry: a table holding its APISIX
+-- `ctx` (with `ctx.var`) and its `ngx.ctx`, kept in a registry slot for the request
+-- (`adopt_state`, `req_state`). Once the request is over, a later request takes the state back
+-- (`take_retired`) and reuses its tables, as APISIX returns `ctx` and `ctx.var` to its table
+-- pools at the end of a request (`ngx.ctx` is never reused). Nothing is made per request that
+-- can be made once per snapshot: chains carry their owner's `conf_*`, their flat plugin list and
+-- their `matched_route`, built on first use.
+local mark, req_state, adopt_state, take_retired = ...
 
 local select, type, tostring = select, type, tostring
 local traceback = debug.traceback
 local raw = require("moongate.request")
 local xpcall, plain = raw.xpcall, raw.plain
-local new_tab = require("table.new")
+local new_tab, clear_tab = require("table.new"), require("table.clear")
 local json = require("cjson.safe").new()
 -- APISIX's core.json settings: "/" is not escaped, arrays stay arrays.
 json.encode_escape_forward_slash(false)
+-- apisix.core.ctx, loaded on the first plugin phase (a VM that only runs `*_by_lua` handlers
+-- never loads the APISIX shim, and keeps plain cjson settings).
 local core_ctx
 
 local PHASES = { "rewrite", "access", "before_proxy", "header_filter", "body_filter", "log" }
@@ -43,10 +47,61 @@ local function make_route(id, name, service_id, modified_index)
     }
 end
 
--- A request's Lua state, made on its first Lua entry (called from Rust).
-local function new_state(route)
-    local state = new_tab(0, 4)
+-- Tables of finished requests, ready for reuse.
+local POOL_MAX = 64
+local states, ctxs = { n = 0 }, { n = 0 }
+
+local function put(pool, t)
+    local n = pool.n
+    if n < POOL_MAX then
+        n = n + 1
+        pool[n] = t
+        pool.n = n
+    end
+end
+
+local function take(pool)
+    local n = pool.n
+    if n == 0 then
+        return nil
+    end
+    local t = pool[n]
+    pool[n] = nil
+    pool.n = n - 1
+    return t
+end
+
+-- A finished request's state goes back to the pools; its `ctx.var` to core.ctx's.
+local function recycle(state)
+    local actx = state.ctx
+    if actx then
+        core_ctx.release_vars(actx)
+        local matched = actx.curr_req_matched
+        clear_tab(actx)
+        if matched then
+            clear_tab(matched)
+            actx.curr_req_matched = matched
+        end
+        put(ctxs, actx)
+    end
+    clear_tab(state)
+    put(states, state)
+end
+
+-- The current request's state, made (from the pools when they have tables) on its first entry.
+local function state_of(route)
+    local state = req_state()
+    if state then
+        return state
+    end
+    local old = take_retired()
+    while old do
+        recycle(old)
+        old = take_retired()
+    end
+    state = take(states) or new_tab(0, 4)
     state.route = route
+    adopt_state(state)
     return state
 end
 
@@ -54,16 +109,18 @@ end
 -- (apisix.core.ctx), and `ngx.ctx.api_ctx` pointing at it.
 local function new_ctx(state)
     local route = state.route
+    if not core_ctx then
+        core_ctx = require("apisix.core.ctx")
+    end
     -- Sized for the fields the runner and core.ctx add, so none of them grows the table.
-    local actx = new_tab(0, 16)
+    local actx = take(ctxs) or new_tab(0, 16)
     actx.route_id = route.id
     actx.route_name = route.name
     actx.service_id = route.service_id
     actx.matched_route = route.matched_route
     -- Router captures (uri_param_*) are not passed from the Rust router yet.
-    actx.curr_req_matched = {}
-    if not core_ctx then
-        core_ctx = require("apisix.core.ctx")
+    if not actx.curr_req_matched then
+        actx.curr_req_matched = {}
     end
     core_ctx.set_vars_meta(actx)
     state.ctx = actx
@@ -142,6 +199,8 @@ local function run_phase(state, chain, phase_no, ...)
         local i = select(k, ...)
         local e = chain[i]
         actx._plugin_name = e.name
+        -- The time each plugin takes is accounted from here to the next mark (or the end of
+        -- the run, marked from Rust).
         mark(i)
         local ok, code, body = xpcall(e.mod[phase], on_error, e.conf, actx)
         if not ok then
@@ -151,13 +210,14 @@ local function run_phase(state, chain, phase_no, ...)
             return answer(i, code, body)
         end
     end
-    mark(0)
-    return nil
+    -- After rewrite: the consumer an auth plugin attached, for the consumer merge.
+    return true, phase_no == 1 and actx.consumer_name or nil
 end
 
--- The entry point: the request's state, then either a chain, a phase number and the plugin
+-- The entry point: the route object, then either a chain, a phase number and the plugin
 -- indices to run, or a `*_by_lua` handler function and 0. Returns what the run ended with.
-local function run(state, chain, phase_no, ...)
+local function run(route, chain, phase_no, ...)
+    local state = state_of(route)
     if phase_no == 0 then
         chain()
         return nil
@@ -165,4 +225,4 @@ local function run(state, chain, phase_no, ...)
     return run_phase(state, chain, phase_no, ...)
 end
 
-return run, make_route, new_state
+return run, make_route

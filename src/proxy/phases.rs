@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::body::{Body, BodyFilter, FilterFuture};
 use super::{ConnCtx, Forward, LogData, UpstreamDone, error_page, finish, upstream_headers};
 use crate::config::snapshot::{ConsumerEntry, RouteEntry, Snapshot};
-use crate::lua::host::{LuaHost, ReqState, RouteInfo, Step};
+use crate::lua::host::{LuaHost, RouteInfo, Step};
 use crate::lua::request::{self, SharedReq};
 use crate::lua::sched;
 use crate::plugin::ctx::ReqBody;
@@ -71,8 +71,8 @@ struct Run {
     consumer_pass: Cell<bool>,
     route: Arc<RouteEntry>,
     req: SharedReq,
-    /// The request's Lua state (its `ctx`, `ngx.ctx`), made by its first Lua run.
-    lua_state: ReqState,
+    /// The `ctx.consumer_name` an auth plugin attached during rewrite.
+    consumer: RefCell<Option<String>>,
     uses_lua: bool,
 }
 
@@ -191,12 +191,15 @@ impl Run {
                                 phase,
                                 &run,
                                 &self.req,
-                                &self.lua_state,
                                 &self.route_info(),
                             )
                             .await;
                         match step {
-                            Step::Continue => {}
+                            Step::Continue { consumer } => {
+                                if consumer.is_some() {
+                                    *self.consumer.borrow_mut() = consumer;
+                                }
+                            }
                             Step::Answer {
                                 index,
                                 status,
@@ -227,11 +230,7 @@ impl Run {
             return Flow::Continue;
         };
         let slot = self.chains.borrow().len() - 1;
-        let Some(name) = self
-            .host
-            .as_ref()
-            .and_then(|h| h.consumer_name(&self.lua_state))
-        else {
+        let Some(name) = self.consumer.borrow().clone() else {
             return Flow::Continue;
         };
         let Some(consumer) = self.snapshot.consumers.get(&name).cloned() else {
@@ -340,12 +339,11 @@ impl Run {
                 &src,
                 directive,
                 &self.req,
-                &self.lua_state,
                 &self.route_info(),
             )
             .await
         {
-            None | Some(Step::Continue) | Some(Step::Answer { .. }) => {
+            None | Some(Step::Continue { .. }) | Some(Step::Answer { .. }) => {
                 self.printed().unwrap_or(Flow::Continue)
             }
             Some(Step::Exit) => self.exited(),
@@ -482,7 +480,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         consumer_pass: Cell::new(false),
         route,
         req,
-        lua_state: RefCell::new(None),
+        consumer: RefCell::new(None),
         uses_lua,
     });
 

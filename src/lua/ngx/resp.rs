@@ -168,11 +168,15 @@ async fn stop_here(id: sched::CtxId) -> mlua::Result<()> {
     Ok(())
 }
 
-/// The metatable of `ngx`. `ngx.ctx` lives in the request's Lua state (made on the request's
-/// first Lua entry, see `lua::host`), which `current_state` finds.
+/// The metatable of `ngx`. `ngx.ctx` lives in the request's Lua state (made by the runner on
+/// the request's first Lua entry), which `req_state` finds.
 const NGX_MT: &str = r#"
-local state, get_status, set_status, headers_sent = ...
+local req_state, get_status, set_status, headers_sent = ...
 local type, rawset, error = type, rawset, error
+
+local function state()
+    return req_state(true)
+end
 
 return {
     __index = function(_, k)
@@ -205,10 +209,6 @@ return {
     end,
 }
 "#;
-
-crate::raw_fn!(current_state, |_| {
-    Ok(Ret::Registry(request::state_slot("ngx.ctx")?).into())
-});
 
 crate::raw_fn!(get_status, |_| {
     request::with_raw("ngx.status", |r| Ret::Num(r.status as f64).into())
@@ -246,7 +246,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     // ngx.status, ngx.ctx and ngx.headers_sent are fields with behaviour: served by the
     // metatable of `ngx` (NGX_MT), so they must never be raw fields of it.
     let mt: Table = lua.load(NGX_MT).set_name("=moongate/ngx_mt.lua").call((
-        raw::function(lua, current_state, ())?,
+        raw::function(lua, request::req_state, ())?,
         raw::function(lua, get_status, ())?,
         raw::function(lua, set_status, ())?,
         raw::function(lua, headers_sent, ())?,
