@@ -18,6 +18,7 @@ local ssub, slower, sgsub, sfind = string.sub, string.lower, string.gsub, string
 local creq = require("apisix.core.request")
 local clog = require("apisix.core.log")
 local pool = require("tablepool")
+local clear_tab = require("table.clear")
 
 local POOL_NAME = "ctx_var"
 
@@ -210,7 +211,7 @@ function ctxmod.release_vars(ctx)
     if vars == nil then
         return
     end
-    require("table.clear")(rawget(vars, "_cache"))
+    clear_tab(rawget(vars, "_cache"))
     vars._ctx = nil
     setmetatable(vars, nil)
     pool.release(POOL_NAME, vars, true)

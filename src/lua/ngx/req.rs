@@ -125,6 +125,16 @@ pub fn raw_header_values(
     let bad = |ty: Ty| format!("{api}: bad header value type: {}", ty.name());
     match args.ty(i) {
         Ty::Nil | Ty::None => Ok(None),
+        // Counters and lengths: integral numbers without going through text.
+        Ty::Number
+            if args
+                .number(i)
+                .is_some_and(|n| n.fract() == 0.0 && n.abs() < 1e15) =>
+        {
+            Ok(Some(vec![HeaderValue::from(
+                args.number(i).unwrap_or(0.0) as i64
+            )]))
+        }
         Ty::Table => {
             let items = args.text_list(i).map_err(bad)?;
             items

@@ -161,14 +161,18 @@ impl Store {
         self.head = i;
     }
 
-    /// `key` was used: it becomes the most recently used.
-    fn touch(&mut self, key: &[u8]) {
-        if let Some(&i) = self.index.get(key)
-            && self.head != i
-        {
+    /// Slot `i` was used: it becomes the most recently used.
+    fn touch_slot(&mut self, i: usize) {
+        if self.head != i {
             self.unlink(i);
             self.link_front(i);
         }
+    }
+
+    /// The slot of the live item under `key`.
+    fn live_slot(&self, key: &[u8], now: Instant) -> Option<usize> {
+        let i = *self.index.get(key)?;
+        self.slot(i).filter(|s| s.item.live(now)).map(|_| i)
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Item> {
@@ -314,13 +318,16 @@ impl Dict {
     fn incr(&self, key: &[u8], by: f64, init: Option<f64>, init_ttl: f64) -> Rets {
         let mut s = self.lock();
         let now = Instant::now();
-        match s.live(key, now).map(|it| &it.val) {
+        // One lookup for the common case: a live number, changed in place.
+        let slot = s.live_slot(key, now);
+        let current = slot.and_then(|i| s.slot_mut(i)).map(|sl| &mut sl.item.val);
+        match current {
             Some(Val::Num(n)) => {
-                let v = n + by;
-                if let Some(it) = s.get_mut(key) {
-                    it.val = Val::Num(v);
+                *n += by;
+                let v = *n;
+                if let Some(i) = slot {
+                    s.touch_slot(i);
                 }
-                s.touch(key);
                 // `forcible` is only returned when `init` was given.
                 if init.is_some() {
                     Rets::three(Ret::Num(v), Ret::Nil, Ret::Bool(false))
@@ -441,13 +448,20 @@ crate::raw_fn!(dict_get, |args| {
     keyed(args, |d, key| {
         let mut s = d.lock();
         let now = Instant::now();
-        let found = s
-            .live(key, now)
-            .map(|it| (matches!(it.val, Val::List(_)), to_ret(&it.val), it.flags));
+        let slot = s.live_slot(key, now);
+        let found = slot.and_then(|i| s.slot(i)).map(|sl| {
+            (
+                matches!(sl.item.val, Val::List(_)),
+                to_ret(&sl.item.val),
+                sl.item.flags,
+            )
+        });
         match found {
             Some((true, _, _)) => fail("value is a list"),
             Some((false, v, flags)) => {
-                s.touch(key);
+                if let Some(i) = slot {
+                    s.touch_slot(i);
+                }
                 if flags != 0 {
                     Rets::two(v, Ret::Num(flags as f64))
                 } else {
