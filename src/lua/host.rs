@@ -273,13 +273,23 @@ impl LuaHost {
                 return Step::Error;
             }
         };
-        let mut args = MultiValue::with_capacity(indices.len() + 3);
-        args.push_back(Value::Table(route_t));
-        args.push_back(Value::Table(chain_t));
-        args.push_back(Value::Integer(phase_number(phase)));
-        for i in indices {
-            args.push_back(Value::Integer(*i as i64 + 1));
-        }
+        let phase_no = phase_number(phase);
+        // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
+        let out = if indices.iter().all(|&i| i < 52) {
+            let mask = indices.iter().fold(0u64, |m, &i| m | 1 << i);
+            self.drive(req, (route_t, chain_t, phase_no, mask as f64))
+                .await
+        } else {
+            let mut args = MultiValue::with_capacity(indices.len() + 4);
+            args.push_back(Value::Table(route_t));
+            args.push_back(Value::Table(chain_t));
+            args.push_back(Value::Integer(phase_no));
+            args.push_back(Value::Integer(0));
+            for i in indices {
+                args.push_back(Value::Integer(*i as i64 + 1));
+            }
+            self.drive(req, args).await
+        };
         let describe = |i: usize| {
             chain
                 .entries
@@ -288,7 +298,6 @@ impl LuaHost {
                 .unwrap_or("?")
                 .to_string()
         };
-        let out = self.drive(req, args).await;
         req.borrow_mut().mark_plugin(0);
         match out {
             Driven::Exited => Step::Exit,
@@ -309,46 +318,45 @@ impl LuaHost {
                 );
                 Step::Error
             }
-            Driven::Done(vals) => {
-                let mut it = vals.into_iter();
-                let kind = match it.next() {
-                    Some(Value::String(s)) => s,
-                    Some(Value::Boolean(true)) => {
+            Driven::Done((kind, index, status, body)) => {
+                let kind = match kind {
+                    Value::String(s) => s,
+                    Value::Boolean(true) => {
                         // The run went through; an auth plugin may have attached a consumer.
                         return Step::Continue {
-                            consumer: match it.next() {
-                                Some(Value::String(s)) => Some(s.to_string_lossy()),
+                            consumer: match index {
+                                Value::String(s) => Some(s.to_string_lossy()),
                                 _ => None,
                             },
                         };
                     }
                     _ => return Step::Continue { consumer: None },
                 };
-                let index = match it.next() {
-                    Some(Value::Integer(i)) if i >= 1 => i as usize - 1,
+                let index = match index {
+                    Value::Integer(i) if i >= 1 => i as usize - 1,
                     _ => 0,
                 };
                 if &*kind.as_bytes() == b"error" {
-                    let msg = match it.next() {
-                        Some(Value::String(s)) => {
+                    let msg = match status {
+                        Value::String(s) => {
                             let s = s.to_string_lossy();
                             s.strip_prefix("runtime error: ")
                                 .map(str::to_string)
                                 .unwrap_or(s)
                         }
-                        Some(v) => format!("{v:?}"),
-                        None => "unknown error".into(),
+                        Value::Nil => "unknown error".into(),
+                        v => format!("{v:?}"),
                     };
                     log_plugin_error(&describe(index), phase, &msg, req);
                     return Step::Error;
                 }
-                let status = match it.next() {
-                    Some(Value::Integer(c)) => u16::try_from(c).ok(),
-                    Some(Value::Number(c)) => Some(c as u16),
+                let status = match status {
+                    Value::Integer(c) => u16::try_from(c).ok(),
+                    Value::Number(c) => Some(c as u16),
                     _ => None,
                 };
-                let body = match it.next() {
-                    Some(Value::String(s)) => Some(Bytes::copy_from_slice(&s.as_bytes())),
+                let body = match body {
+                    Value::String(s) => Some(Bytes::copy_from_slice(&s.as_bytes())),
                     _ => None,
                 };
                 Step::Answer {
@@ -384,11 +392,7 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
-        let mut args = MultiValue::with_capacity(3);
-        args.push_back(Value::Table(route_t));
-        args.push_back(Value::Function(f));
-        args.push_back(Value::Integer(0));
-        Some(match self.drive(req, args).await {
+        Some(match self.drive(req, (route_t, f, 0)).await {
             Driven::Done(_) => Step::Continue { consumer: None },
             Driven::Exited => Step::Exit,
             Driven::TimedOut => {
@@ -448,13 +452,10 @@ impl LuaHost {
 
     /// Drives `runner(args)` as the request's Lua thread until it returns, calls `ngx.exit`,
     /// fails, or waits past the phase timeout (armed only once the code first waits).
-    async fn drive(&self, req: &SharedReq, args: MultiValue) -> Driven {
+    async fn drive(&self, req: &SharedReq, args: impl mlua::IntoLuaMulti) -> Driven {
         let id = req.borrow().id;
         // `call_async` runs the call in a Lua thread taken from mlua's pool of finished ones.
-        let mut fut = std::pin::pin!(Exitable::new(
-            id,
-            self.runner.call_async::<MultiValue>(args)
-        ));
+        let mut fut = std::pin::pin!(Exitable::new(id, self.runner.call_async::<RunnerOut>(args)));
         // Most phases never wait: poll once before arming a timer.
         let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
             std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
@@ -505,8 +506,11 @@ impl LuaHost {
     }
 }
 
+/// What the runner returns: `(kind, index, code or message, body)`, fewer when it ends well.
+type RunnerOut = (Value, Value, Value, Value);
+
 enum Driven {
-    Done(MultiValue),
+    Done(RunnerOut),
     Exited,
     TimedOut,
     Failed(String),

@@ -190,39 +190,62 @@ local function answer(i, code, body)
     return "answer", i, code, body
 end
 
-local function run_phase(state, chain, phase_no, ...)
+local function run_one(actx, e, i, phase)
+    actx._plugin_name = e.name
+    -- The time each plugin takes is accounted from here to the next mark (or the end of the
+    -- run, marked from Rust).
+    mark(i)
+    return xpcall(e.mod[phase], on_error, e.conf, actx)
+end
+
+-- Runs `phase` of the chain's plugins given by `mask` (bit i-1 set: entry i runs, in index
+-- order) or, when `mask` is 0, by the indices that follow it.
+local function run_phase(state, chain, phase_no, mask, ...)
     local actx = state.ctx or new_ctx(state)
     attach(state, actx, chain)
     local phase = PHASES[phase_no]
     local may_answer = phase_no <= ANSWERS
-    for k = 1, select("#", ...) do
-        local i = select(k, ...)
-        local e = chain[i]
-        actx._plugin_name = e.name
-        -- The time each plugin takes is accounted from here to the next mark (or the end of
-        -- the run, marked from Rust).
-        mark(i)
-        local ok, code, body = xpcall(e.mod[phase], on_error, e.conf, actx)
-        if not ok then
-            return "error", i, code
+    if mask > 0 then
+        local i = 0
+        while mask > 0 do
+            i = i + 1
+            local bit = mask % 2
+            mask = (mask - bit) / 2
+            if bit == 1 then
+                local ok, code, body = run_one(actx, chain[i], i, phase)
+                if not ok then
+                    return "error", i, code
+                end
+                if may_answer and (code or body) then
+                    return answer(i, code, body)
+                end
+            end
         end
-        if may_answer and (code or body) then
-            return answer(i, code, body)
+    else
+        for k = 1, select("#", ...) do
+            local i = select(k, ...)
+            local ok, code, body = run_one(actx, chain[i], i, phase)
+            if not ok then
+                return "error", i, code
+            end
+            if may_answer and (code or body) then
+                return answer(i, code, body)
+            end
         end
     end
     -- After rewrite: the consumer an auth plugin attached, for the consumer merge.
     return true, phase_no == 1 and actx.consumer_name or nil
 end
 
--- The entry point: the route object, then either a chain, a phase number and the plugin
--- indices to run, or a `*_by_lua` handler function and 0. Returns what the run ended with.
-local function run(route, chain, phase_no, ...)
+-- The entry point: the route object, then either a chain, a phase number and the plugins to
+-- run (see run_phase), or a `*_by_lua` handler function and 0. Returns what the run ended with.
+local function run(route, chain, phase_no, mask, ...)
     local state = state_of(route)
     if phase_no == 0 then
         chain()
         return nil
     end
-    return run_phase(state, chain, phase_no, ...)
+    return run_phase(state, chain, phase_no, mask, ...)
 end
 
 return run, make_route
