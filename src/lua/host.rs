@@ -71,10 +71,11 @@ fn phase_number(p: Phase) -> i64 {
     match p {
         Phase::Rewrite => 1,
         Phase::Access => 2,
-        Phase::BeforeProxy => 3,
-        Phase::HeaderFilter => 4,
-        Phase::BodyFilter => 5,
-        Phase::Log => 6,
+        Phase::Balancer => 3,
+        Phase::BeforeProxy => 4,
+        Phase::HeaderFilter => 5,
+        Phase::BodyFilter => 6,
+        Phase::Log => 7,
     }
 }
 
@@ -139,6 +140,7 @@ impl LuaHost {
                 super::raw::function(lua, request::req_state, ())?,
                 super::raw::function(lua, request::adopt_state, ())?,
                 super::raw::function(lua, request::take_retired, ())?,
+                super::raw::function(lua, super::ngx::balancer::picked, ())?,
             ))?;
         Ok(LuaHost {
             vm,

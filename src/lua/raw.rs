@@ -410,6 +410,12 @@ pub fn function(
 /// module's contract.
 #[macro_export]
 macro_rules! raw_fn {
+    (pub $name:ident, $body:expr) => {
+        pub unsafe extern "C-unwind" fn $name(l: *mut ::mlua::ffi::lua_State) -> ::std::ffi::c_int {
+            // SAFETY: called by Lua as a C function.
+            unsafe { $crate::lua::raw::call(l, $body) }
+        }
+    };
     ($name:ident, $body:expr) => {
         unsafe extern "C-unwind" fn $name(l: *mut ::mlua::ffi::lua_State) -> ::std::ffi::c_int {
             // SAFETY: called by Lua as a C function.

@@ -11,7 +11,7 @@
 -- pools at the end of a request (`ngx.ctx` is never reused). Nothing is made per request that
 -- can be made once per snapshot: chains carry their owner's `conf_*`, their flat plugin list and
 -- their `matched_route`, built on first use.
-local mark, req_state, adopt_state, take_retired = ...
+local mark, req_state, adopt_state, take_retired, picked = ...
 
 local select, type, tostring = select, type, tostring
 local traceback = debug.traceback
@@ -25,9 +25,11 @@ json.encode_escape_forward_slash(false)
 -- never loads the APISIX shim, and keeps plain cjson settings).
 local core_ctx
 
-local PHASES = { "rewrite", "access", "before_proxy", "header_filter", "body_filter", "log" }
+local PHASES = { "rewrite", "access", "balancer", "before_proxy", "header_filter", "body_filter",
+    "log" }
 -- Phases whose `return code, body` answers the request.
-local ANSWERS = 3
+local ANSWERS = 4
+local BALANCER = 3
 
 local function on_error(err)
     return traceback(plain(err), 2)
@@ -203,6 +205,14 @@ end
 local function run_phase(state, chain, phase_no, mask, ...)
     local actx = state.ctx or new_ctx(state)
     attach(state, actx, chain)
+    if phase_no == BALANCER then
+        -- The node the proxy picked for this try, as APISIX's balancer leaves it on `ctx`.
+        local host, port, try_no = picked()
+        actx.balancer_ip = host
+        actx.balancer_port = port
+        actx.balancer_try_count = try_no
+        actx.picked_server = { host = host, port = port }
+    end
     local phase = PHASES[phase_no]
     local may_answer = phase_no <= ANSWERS
     if mask > 0 then

@@ -39,6 +39,25 @@ pub struct UpstreamInfo {
     pub response_time: Option<Duration>,
 }
 
+/// The node choice of the current upstream try, as the balancer phase reads and changes it
+/// (`ctx.balancer_ip`, `ngx.balancer`).
+#[derive(Debug, Clone)]
+pub struct BalancerCtx {
+    /// The picked node: its host as configured (an IP or a name) and port.
+    pub host: String,
+    pub port: u16,
+    /// 1 for the first try, then one more per retry.
+    pub try_no: u32,
+    /// How the previous try ended (`ngx.balancer.get_last_failure`): `("failed", 502)` …
+    pub last_failure: Option<(&'static str, u16)>,
+    /// `ngx.balancer.set_current_peer`: where this try goes instead of the node.
+    pub peer: Option<SocketAddr>,
+    /// `ngx.balancer.set_more_tries`: the retries allowed after this try.
+    pub more_tries: Option<u32>,
+    /// `ngx.balancer.set_timeouts`: connect, send and read timeouts of this try, in seconds.
+    pub timeouts: [Option<f64>; 3],
+}
+
 /// Variables nginx lets APISIX write (declared with `set` in APISIX's nginx.conf) plus any name a
 /// plugin writes; nginx would refuse undeclared names, moongate keeps them (a documented superset).
 pub type VarMap = HashMap<String, String>;
@@ -114,6 +133,8 @@ pub struct RequestCtx {
     pub head_signal: Option<tokio::sync::oneshot::Sender<()>>,
     /// `ngx.eof()` was called: no more output.
     pub eof: bool,
+    /// The node choice while the balancer phase runs.
+    pub balancer: Option<BalancerCtx>,
 }
 
 impl RequestCtx {
@@ -176,6 +197,7 @@ impl RequestCtx {
             stream: None,
             head_signal: None,
             eof: false,
+            balancer: None,
         }
     }
 

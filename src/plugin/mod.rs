@@ -25,6 +25,9 @@ pub use ctx::RequestCtx;
 pub enum Phase {
     Rewrite,
     Access,
+    /// Each time the proxy picks an upstream node (every try): `ctx.balancer_ip`/`port`, and
+    /// `ngx.balancer` to change the peer, the tries and the timeouts of this try.
+    Balancer,
     BeforeProxy,
     HeaderFilter,
     BodyFilter,
@@ -32,9 +35,10 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
         Phase::Rewrite,
         Phase::Access,
+        Phase::Balancer,
         Phase::BeforeProxy,
         Phase::HeaderFilter,
         Phase::BodyFilter,
@@ -46,6 +50,7 @@ impl Phase {
         match self {
             Phase::Rewrite => "rewrite",
             Phase::Access => "access",
+            Phase::Balancer => "balancer",
             Phase::BeforeProxy => "before_proxy",
             Phase::HeaderFilter => "header_filter",
             Phase::BodyFilter => "body_filter",
@@ -58,7 +63,7 @@ impl Phase {
     pub fn ngx_phase(self) -> &'static str {
         match self {
             Phase::Rewrite | Phase::Access => "access",
-            Phase::BeforeProxy => "balancer",
+            Phase::Balancer | Phase::BeforeProxy => "balancer",
             Phase::HeaderFilter => "header_filter",
             Phase::BodyFilter => "body_filter",
             Phase::Log => "log",
@@ -67,7 +72,10 @@ impl Phase {
 
     /// Phases whose `return code, body` ends the request.
     pub fn may_answer(self) -> bool {
-        matches!(self, Phase::Rewrite | Phase::Access | Phase::BeforeProxy)
+        matches!(
+            self,
+            Phase::Rewrite | Phase::Access | Phase::Balancer | Phase::BeforeProxy
+        )
     }
 
     fn bit(self) -> u8 {

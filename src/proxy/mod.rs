@@ -571,6 +571,8 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         start,
         host_override: None,
         req: None,
+        on_pick: None,
+        first: None,
     };
     Ok(match fwd.run(&mut log).await {
         Ok((resp, up)) => finish(resp, &cx, log, Some(up), None),
@@ -669,6 +671,33 @@ fn finish(
     Response::from_parts(parts, body.on_finish(done))
 }
 
+/// How the balancer phase of plugins (`phases`) left an upstream try: where it goes instead of
+/// the picked node, the retries allowed from here, and this try's timeouts in seconds
+/// (connect, send, read).
+#[derive(Debug, Default, Clone)]
+pub(super) struct PickChoice {
+    pub peer: Option<SocketAddr>,
+    pub more_tries: Option<u32>,
+    pub timeouts: [Option<f64>; 3],
+}
+
+/// A boxed future of the balancer phase's outcome: the try's choice, or the response the
+/// plugins ended the request with.
+pub(super) type PickFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PickChoice, Response<Body>>> + 'a>>;
+
+/// Runs each time the proxy picks a node for a try (the balancer phase of plugins).
+pub(super) trait OnPick {
+    /// `node` was picked for try `try_no` (1-based); `last_failure` is how the previous try
+    /// ended, as `ngx.balancer.get_last_failure` reports it.
+    fn picked<'a>(
+        &'a self,
+        node: &'a crate::upstream::NodeDef,
+        try_no: u32,
+        last_failure: Option<(&'static str, u16)>,
+    ) -> PickFuture<'a>;
+}
+
 /// One request on its way upstream, with everything needed to retry it.
 struct Forward<'a> {
     cx: &'a Rc<ConnCtx>,
@@ -686,6 +715,11 @@ struct Forward<'a> {
     host_override: Option<HeaderValue>,
     /// The plugin context, told the upstream's address, status and timings.
     req: Option<crate::lua::request::SharedReq>,
+    /// The balancer phase, run for every try after the first.
+    on_pick: Option<&'a dyn OnPick>,
+    /// The first try's node, picked (and passed through the balancer phase) before
+    /// before_proxy ran.
+    first: Option<(usize, PickChoice)>,
 }
 
 /// A response the gateway made after the upstream failed, and the upstream part for the log.
@@ -743,21 +777,53 @@ impl Forward<'_> {
         let retry_deadline = self.def.retry_timeout.map(|d| self.start + d);
         let mut last_status = StatusCode::BAD_GATEWAY;
 
+        let mut try_no = 0u32;
+        let mut last_failure: Option<(&'static str, u16)> = None;
         loop {
-            let picked = worker.with_picker(&self.def, |p| {
-                p.pick(&self.def, self.hash_key.as_deref(), &tried)
-            });
-            let Some(idx) = picked else {
-                if tried.is_empty() {
-                    log::error!(
-                        "failed to pick server: no valid upstream node, route: {}",
-                        self.route.id
-                    );
-                    return Err((error_page::page(StatusCode::SERVICE_UNAVAILABLE), None));
+            try_no += 1;
+            let (idx, choice) = match self.first.take() {
+                Some(first) => first,
+                None => {
+                    let mut picked = worker.with_picker(&self.def, |p| {
+                        p.pick(&self.def, self.hash_key.as_deref(), &tried)
+                    });
+                    if picked.is_none() && self.on_pick.is_some() && !tried.is_empty() {
+                        // Tries the balancer phase allowed beyond the nodes: start over.
+                        tried.clear();
+                        picked = worker.with_picker(&self.def, |p| {
+                            p.pick(&self.def, self.hash_key.as_deref(), &tried)
+                        });
+                    }
+                    let Some(idx) = picked else {
+                        if tried.is_empty() {
+                            log::error!(
+                                "failed to pick server: no valid upstream node, route: {}",
+                                self.route.id
+                            );
+                            return Err((error_page::page(StatusCode::SERVICE_UNAVAILABLE), None));
+                        }
+                        return Err((error_page::page(last_status), None));
+                    };
+                    let choice = match self.on_pick {
+                        Some(h) => match h.picked(&self.def.nodes[idx], try_no, last_failure).await
+                        {
+                            Ok(c) => c,
+                            Err(resp) => return Err((resp, None)),
+                        },
+                        None => PickChoice::default(),
+                    };
+                    (idx, choice)
                 }
-                return Err((error_page::page(last_status), None));
             };
-            let node = self.def.nodes[idx].clone();
+            if let Some(n) = choice.more_tries {
+                tries_left = n;
+            }
+            let connect_timeout = choice.timeouts[0].map_or(connect_timeout, secs);
+            let read_timeout = choice.timeouts[2].map_or(read_timeout, secs);
+            let mut node = self.def.nodes[idx].clone();
+            if let Some(peer) = choice.peer {
+                node.addr = peer;
+            }
             let feedback = self.def.needs_feedback();
             if feedback {
                 worker.with_picker(&self.def, |p| p.on_start(idx));
@@ -813,6 +879,7 @@ impl Forward<'_> {
                         ConnectError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                         _ => StatusCode::BAD_GATEWAY,
                     };
+                    last_failure = Some(("failed", last_status.as_u16()));
                     record.status = Some(last_status.as_u16());
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(record);
@@ -894,6 +961,7 @@ impl Forward<'_> {
                     }
                     tried.push(idx);
                     last_status = StatusCode::BAD_GATEWAY;
+                    last_failure = Some(("failed", last_status.as_u16()));
                     if self.can_retry(&mut tries_left, retry_deadline) {
                         continue;
                     }
@@ -911,6 +979,7 @@ impl Forward<'_> {
                     }
                     tried.push(idx);
                     last_status = StatusCode::GATEWAY_TIMEOUT;
+                    last_failure = Some(("failed", last_status.as_u16()));
                     match replay {
                         Some(h) if self.can_retry(&mut tries_left, retry_deadline) => {
                             self.headers = h;

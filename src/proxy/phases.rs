@@ -23,12 +23,15 @@ use http::{HeaderValue, Response, StatusCode, Uri, header};
 use tokio::time::Instant;
 
 use super::body::{Body, BodyFilter, FilterFuture};
-use super::{ConnCtx, Forward, LogData, UpstreamDone, error_page, finish, upstream_headers};
+use super::{
+    ConnCtx, Forward, LogData, OnPick, PickChoice, PickFuture, UpstreamDone, error_page, finish,
+    upstream_headers,
+};
 use crate::config::snapshot::{ConsumerEntry, RouteEntry, Snapshot};
 use crate::lua::host::{LuaHost, RouteInfo, Step};
 use crate::lua::request::{self, SharedReq};
 use crate::lua::sched;
-use crate::plugin::ctx::ReqBody;
+use crate::plugin::ctx::{BalancerCtx, ReqBody};
 use crate::plugin::native::Answer;
 use crate::plugin::{Chain, Impl, Phase, RequestCtx};
 
@@ -673,6 +676,23 @@ async fn forward(
 ) -> Result<(Response<Body>, UpstreamDone), (Response<Body>, Option<UpstreamDone>)> {
     let route = run.route.clone();
     let def = super::upstream_of(&route).map_err(|status| (error_page::page(status), None))?;
+    // The balancer phase runs when a node is picked: for the first try before before_proxy
+    // (APISIX's order), then on every retry inside the upstream exchange.
+    let balancer = any_phase(&run.chains.borrow(), Phase::Balancer)
+        .then(|| BalancerPhase { run: run.clone() });
+    let mut first = None;
+    if let Some(b) = &balancer {
+        let key = hash_key(&def, &run.req.borrow());
+        let picked = cx
+            .worker
+            .with_picker(&def, |p| p.pick(&def, key.as_deref(), &[]));
+        if let Some(idx) = picked {
+            match b.picked(&def.nodes[idx], 1, None).await {
+                Ok(choice) => first = Some((idx, choice)),
+                Err(resp) => return Err((resp, None)),
+            }
+        }
+    }
     if any_phase(&run.chains.borrow(), Phase::BeforeProxy)
         && let Flow::Answer(s) = run.phase(Phase::BeforeProxy).await
     {
@@ -681,22 +701,7 @@ async fn forward(
     let (fwd_parts, host, method) = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
-        let hash_key = match def.kind {
-            crate::config::resource::BalancerType::Chash => {
-                let view = super::request::View {
-                    method: r.method.as_str(),
-                    host: &r.host,
-                    path: &r.uri,
-                    query: &r.args,
-                    request_uri: &r.request_uri,
-                    remote: r.remote,
-                    server_port: r.local.port(),
-                    headers: &r.headers,
-                };
-                def.hash_key(&view, None)
-            }
-            _ => None,
-        };
+        let hash_key = hash_key(&def, &r);
         super::route_action::rewrite_path(&route.action, &mut r);
         let target = r.upstream_target().into_owned();
         let uri: Uri = match target.parse() {
@@ -748,9 +753,69 @@ async fn forward(
         start: run.req.borrow().start,
         host_override,
         req: Some(run.req.clone()),
+        on_pick: balancer.as_ref().map(|b| b as &dyn OnPick),
+        first,
     };
     // The access-log record is made from the plugin context in `respond`.
     fwd.run(&mut None).await
+}
+
+/// The `chash` key of the request as it is now.
+fn hash_key(def: &crate::upstream::UpstreamDef, r: &RequestCtx) -> Option<String> {
+    match def.kind {
+        crate::config::resource::BalancerType::Chash => {
+            let view = super::request::View {
+                method: r.method.as_str(),
+                host: &r.host,
+                path: &r.uri,
+                query: &r.args,
+                request_uri: &r.request_uri,
+                remote: r.remote,
+                server_port: r.local.port(),
+                headers: &r.headers,
+            };
+            def.hash_key(&view, None)
+        }
+        _ => None,
+    }
+}
+
+/// The balancer phase of the route's plugins, run for each node the proxy picks.
+struct BalancerPhase {
+    run: Rc<Run>,
+}
+
+impl OnPick for BalancerPhase {
+    fn picked<'a>(
+        &'a self,
+        node: &'a crate::upstream::NodeDef,
+        try_no: u32,
+        last_failure: Option<(&'static str, u16)>,
+    ) -> PickFuture<'a> {
+        Box::pin(async move {
+            self.run.req.borrow_mut().balancer = Some(BalancerCtx {
+                host: node.host.clone(),
+                port: node.port,
+                try_no,
+                last_failure,
+                peer: None,
+                more_tries: None,
+                timeouts: [None; 3],
+            });
+            let flow = self.run.phase(Phase::Balancer).await;
+            let choice = self.run.req.borrow_mut().balancer.take();
+            match flow {
+                Flow::Answer(s) => Err(self.run.early_response(s)),
+                Flow::Continue => Ok(choice
+                    .map(|b| PickChoice {
+                        peer: b.peer,
+                        more_tries: b.more_tries,
+                        timeouts: b.timeouts,
+                    })
+                    .unwrap_or_default()),
+            }
+        })
+    }
 }
 
 /// header_filter, the body filter, and the log phase once the response is sent.

@@ -1,5 +1,6 @@
 //! The `ngx` API, one file per `ngx.*` area, each registering its functions in one place.
 
+pub mod balancer;
 pub mod codec;
 pub mod config;
 pub mod consts;
@@ -39,5 +40,6 @@ pub fn register(
     socket::register_udp(lua, ngx)?;
     req::register(lua, ngx)?;
     resp::register(lua, ngx)?;
+    balancer::register(lua)?;
     Ok(())
 }
