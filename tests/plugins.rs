@@ -731,3 +731,29 @@ fn a_streaming_content_handler_runs_with_header_and_body_filters() {
         "{log}"
     );
 }
+
+#[test]
+fn a_handler_that_does_not_compile_fails_under_its_own_directive_name() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        r#"routes:
+  - id: half
+    uri: /half
+    lua_handlers:
+      content_by_lua: |
+        ngx.say("body from content")
+      header_filter_by_lua: |
+        this is not lua
+"#,
+    );
+    let r = gw.get("/half");
+    // The content handler compiled and ran; the header filter's chunk failed on its own.
+    assert_eq!(r.status, 500, "{r:?}");
+    let log = wait_log(&gw, "failed to load header_filter_by_lua of route half");
+    assert!(
+        !log.contains("failed to load content_by_lua"),
+        "the content handler is not blamed: {log}"
+    );
+}

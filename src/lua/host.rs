@@ -383,7 +383,8 @@ impl LuaHost {
         let f = match self.handler(version, route_key, src, directive)? {
             Ok(f) => f,
             Err(e) => {
-                log::error!("failed to load {directive} of route {route_key}: {e}");
+                let id = route_key.strip_prefix("route#").unwrap_or(route_key);
+                log::error!("failed to load {directive} of route {id}: {e}");
                 return Some(Step::Error);
             }
         };

@@ -1176,18 +1176,25 @@ fn resty_lock_serialises_contexts_and_times_out() {
             r#"
             events = {}
             local lock = require("resty.lock")
+            local semaphore = require("ngx.semaphore")
+            -- The two contexts hand over with semaphores, not sleeps: the holder keeps the
+            -- lock until the other context has seen it taken, whatever the machine's speed.
+            local held, tried = semaphore.new(0), semaphore.new(0)
             return function()
                 local l = lock:new("locks")
                 assert(l:lock("k"))
                 events[#events + 1] = "held"
-                ngx.sleep(0.05)
+                held:post(1)
+                assert(tried:wait(10))
                 events[#events + 1] = "release"
                 l:unlock()
             end, function()
-                ngx.sleep(0.01)
+                assert(held:wait(10))
                 local quick = lock:new("locks", { timeout = 0.01 })
                 local _, err = quick:lock("k")
                 events[#events + 1] = "quick:" .. tostring(err)
+                tried:post(1)
+                -- Still held (the holder runs only once this context waits): lock() waits.
                 local l = lock:new("locks")
                 local elapsed = l:lock("k")
                 events[#events + 1] = "got"
