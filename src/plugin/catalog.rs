@@ -42,6 +42,9 @@ pub struct Catalog {
     /// The names of the Lua plugins that loaded, for the workers to load in turn.
     lua_names: Vec<String>,
     checker: Option<Mutex<mpsc::Sender<CheckRequest>>>,
+    /// The plugin load this catalog came from (0 at start, one more per reload): chains built
+    /// against it carry it, so a worker runs them on a VM that loaded the same plugins.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -59,6 +62,7 @@ impl Catalog {
             plugins: HashMap::new(),
             lua_names: Vec::new(),
             checker: None,
+            generation: 0,
         }
     }
 
@@ -138,6 +142,7 @@ impl Catalog {
                 plugins,
                 lua_names,
                 checker: Some(Mutex::new(tx)),
+                generation: 0,
             },
             errors,
         ))
@@ -149,6 +154,17 @@ impl Catalog {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.plugins.keys().map(String::as_str)
+    }
+
+    /// The plugin load this catalog came from.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Marks the catalog as plugin load `generation` (the registry numbers its reloads).
+    pub fn with_generation(mut self, generation: u64) -> Catalog {
+        self.generation = generation;
+        self
     }
 
     pub fn lua_names(&self) -> &[String] {

@@ -171,6 +171,9 @@ pub struct Chain {
     pub phases: PhaseSet,
     /// Any entry is a Lua plugin: the request needs the VM.
     pub has_lua: bool,
+    /// The plugin load (`Catalog::generation`) the chain was built against: its Lua entries
+    /// run on a VM of that load.
+    pub generation: u64,
 }
 
 /// Why a resource's plugins cannot be used.
@@ -272,6 +275,7 @@ impl Chain {
             entries,
             phases,
             has_lua,
+            generation: catalog.generation(),
         })
     }
 
@@ -307,6 +311,7 @@ impl Chain {
             entries,
             phases,
             has_lua,
+            generation: self.generation,
         }
     }
 }

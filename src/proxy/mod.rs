@@ -102,6 +102,12 @@ pub struct WorkerCtx {
     /// The worker's Lua host and the plugin generation it was made for; made again after a
     /// plugin reload.
     lua: RefCell<Option<(u64, Rc<crate::lua::host::LuaHost>)>>,
+    /// The host of the plugin load before the last reload, kept while the configuration being
+    /// served is still built against that load (its rebuild with the reloaded plugins has not
+    /// come in, or failed): its chains run there, on the plugins they were checked against.
+    lua_prev: RefCell<Option<(u64, Rc<crate::lua::host::LuaHost>)>>,
+    /// The warning about `lua_prev` was logged.
+    lua_prev_noted: Cell<bool>,
 }
 
 impl WorkerCtx {
@@ -128,6 +134,8 @@ impl WorkerCtx {
         };
         Ok(WorkerCtx {
             lua: RefCell::new(lua),
+            lua_prev: RefCell::new(None),
+            lua_prev_noted: Cell::new(false),
             id,
             shared,
             pool: Pool::default(),
@@ -153,7 +161,12 @@ impl WorkerCtx {
             log::info!("start to hot reload plugins");
             match settings.make_host(self.id) {
                 Ok(new) => {
-                    host.destroy_plugins();
+                    // The old plugins stay loaded until the configuration is rebuilt against
+                    // the new ones (`settle_lua`).
+                    let old = (*g, host.clone());
+                    if let Some((_, older)) = self.lua_prev.borrow_mut().replace(old) {
+                        older.destroy_plugins();
+                    }
                     *cur = Some((generation, Rc::new(new)));
                 }
                 Err(e) => {
@@ -168,6 +181,46 @@ impl WorkerCtx {
         cur.as_ref().map(|(_, h)| h.clone())
     }
 
+    /// The host to run chains built against plugin load `generation` on: the current one, or
+    /// the previous one while the served configuration still comes from before the reload.
+    pub fn lua_host_for(&self, generation: Option<u64>) -> Option<Rc<crate::lua::host::LuaHost>> {
+        let cur = self.lua_host()?;
+        if let (Some(g), Some((pg, prev))) = (generation, self.lua_prev.borrow().as_ref())
+            && g == *pg
+        {
+            return Some(prev.clone());
+        }
+        Some(cur)
+    }
+
+    /// Drops the previous plugin load's host (running its plugins' `destroy()`) once the
+    /// served configuration is built against the current load; says once why it is kept
+    /// otherwise.
+    fn settle_lua(&self) {
+        let Some(prev_gen) = self.lua_prev.borrow().as_ref().map(|(g, _)| *g) else {
+            return;
+        };
+        let snapshot = self.shared.store.load();
+        let served = snapshot
+            .global_chains
+            .iter()
+            .chain(snapshot.routes.iter().filter_map(|r| r.chain.as_ref()))
+            .map(|c| c.generation)
+            .next();
+        if served == Some(prev_gen) {
+            if !self.lua_prev_noted.replace(true) {
+                log::warn!(
+                    "plugin reload: the configuration has not been rebuilt with the reloaded plugins yet (or it failed to): its routes keep running on the plugins they were checked against"
+                );
+            }
+            return;
+        }
+        self.lua_prev_noted.set(false);
+        if let Some((_, prev)) = self.lua_prev.borrow_mut().take() {
+            prev.destroy_plugins();
+        }
+    }
+
     /// Periodic per-worker housekeeping: flush logs, expire idle upstream connections, forget
     /// balancer state of upstreams that no longer exist.
     pub fn tick(&self) {
@@ -179,6 +232,7 @@ impl WorkerCtx {
         // promptly, as APISIX's workers reload on the reload event.
         if self.shared.lua.is_some() {
             let _ = self.lua_host();
+            self.settle_lua();
         }
         self.pool.sweep();
         self.pickers

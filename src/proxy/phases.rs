@@ -476,7 +476,14 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     // hyper drops this future when the client goes away mid-phase: forget the request then.
     let mut registered = Registered(uses_lua.then_some(id));
     let run = Rc::new(Run {
-        host: cx.worker.lua_host(),
+        host: if uses_lua {
+            // The chains' plugin load picks the VM (the previous one after a reload whose
+            // configuration rebuild has not come in).
+            cx.worker
+                .lua_host_for(chains.iter().map(|c| c.generation).next())
+        } else {
+            cx.worker.lua_host()
+        },
         version: snapshot.version,
         chains: RefCell::new(chains),
         snapshot: snapshot.clone(),
