@@ -13,7 +13,7 @@
 -- their `matched_route`, built on first use.
 local mark, req_state, adopt_state, take_retired, picked = ...
 
-local select, type, tostring = select, type, tostring
+local select, type, tostring, pairs = select, type, tostring, pairs
 local traceback = debug.traceback
 local raw = require("moongate.request")
 local xpcall, plain = raw.xpcall, raw.plain
@@ -73,20 +73,28 @@ local function take(pool)
     return t
 end
 
+-- Empties a table by setting its fields to nil: unlike table.clear, the keys keep their slots,
+-- so the next request setting the same fields inserts no new key.
+local function wipe(t)
+    for k in pairs(t) do
+        t[k] = nil
+    end
+end
+
 -- A finished request's state goes back to the pools; its `ctx.var` to core.ctx's.
 local function recycle(state)
     local actx = state.ctx
     if actx then
         core_ctx.release_vars(actx)
         local matched = actx.curr_req_matched
-        clear_tab(actx)
+        wipe(actx)
         if matched then
             clear_tab(matched)
             actx.curr_req_matched = matched
         end
         put(ctxs, actx)
     end
-    clear_tab(state)
+    wipe(state)
     put(states, state)
 end
 
@@ -137,7 +145,8 @@ end
 local function attach(state, actx, chain)
     local ngx_ctx = state.ngx_ctx
     if ngx_ctx == nil then
-        ngx_ctx = {}
+        -- ngx.ctx is never reused (a timer may hold it); sized for api_ctx and a few more.
+        ngx_ctx = new_tab(0, 4)
         state.ngx_ctx = ngx_ctx
     end
     if ngx_ctx.api_ctx ~= actx then
