@@ -86,6 +86,8 @@ pub struct LuaHost {
     vm: LuaVm,
     modules: HashMap<String, Table>,
     runner: Function,
+    /// `runner.lua`'s entry for several groups in one call (`run_groups`).
+    run_groups_fn: Function,
     /// `runner.lua`'s route object maker, called once per route per snapshot.
     make_route: Function,
     /// Chain tables of the newest snapshot version, by chain key.
@@ -113,6 +115,24 @@ crate::raw_fn!(mark_plugin, |args| {
     Ok(super::raw::Rets::none())
 });
 
+crate::raw_fn!(enter_group, |args| {
+    // The next group of a call of several starts: the phase and chain slot it runs in (for
+    // `ngx.get_phase()` and timings). `false` when output was printed: the request answers.
+    let phase = match args.number(1).unwrap_or(0.0) as i64 {
+        1 => Phase::Rewrite,
+        2 => Phase::Access,
+        _ => return Err("enter_group: only rewrite and access groups go in one call".into()),
+    };
+    let slot = args.number(2).unwrap_or(0.0).max(0.0) as u8;
+    request::with_raw("the phase runner", |r| {
+        r.mark_plugin(0);
+        r.phase = Some(phase);
+        r.ngx_phase = phase.ngx_phase();
+        r.timing = (slot, Some(phase));
+        super::raw::Ret::Bool(r.out.is_empty() || r.in_content).into()
+    })
+});
+
 impl LuaHost {
     /// Makes the worker's VM and loads `plugins` into it (running their `init()`). A plugin that
     /// fails here is logged and left out; the control thread reported it already at start.
@@ -134,18 +154,20 @@ impl LuaHost {
                 Err(e) => log::error!("{e}"),
             }
         }
-        let (runner, make_route): (Function, Function) =
+        let (runner, make_route, run_groups_fn): (Function, Function, Function) =
             lua.load(RUNNER).set_name("=moongate/runner.lua").call((
                 super::raw::function(lua, mark_plugin, ())?,
                 super::raw::function(lua, request::req_state, ())?,
                 super::raw::function(lua, request::adopt_state, ())?,
                 super::raw::function(lua, request::take_retired, ())?,
                 super::raw::function(lua, super::ngx::balancer::picked, ())?,
+                super::raw::function(lua, enter_group, ())?,
             ))?;
         Ok(LuaHost {
             vm,
             modules,
             runner,
+            run_groups_fn,
             make_route,
             chains: RefCell::new(FxHashMap::default()),
             routes: RefCell::new(FxHashMap::default()),
@@ -279,7 +301,7 @@ impl LuaHost {
         // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
         let out = if indices.iter().all(|&i| i < 52) {
             let mask = indices.iter().fold(0u64, |m, &i| m | 1 << i);
-            self.drive(req, (route_t, chain_t, phase_no, mask as f64))
+            self.drive(req, &self.runner, (route_t, chain_t, phase_no, mask as f64))
                 .await
         } else {
             let mut args = MultiValue::with_capacity(indices.len() + 4);
@@ -290,17 +312,19 @@ impl LuaHost {
             for i in indices {
                 args.push_back(Value::Integer(*i as i64 + 1));
             }
-            self.drive(req, args).await
-        };
-        let describe = |i: usize| {
-            chain
-                .entries
-                .get(i)
-                .map(|e| e.name.as_str())
-                .unwrap_or("?")
-                .to_string()
+            self.drive(req, &self.runner, args).await
         };
         req.borrow_mut().mark_plugin(0);
+        match out {
+            Driven::Done((kind, index, status, body)) => {
+                step_of(chain, phase, req, kind, index, status, body)
+            }
+            other => self.failed_run(other, chain, phase),
+        }
+    }
+
+    /// What a run that did not return ended with.
+    fn failed_run<R>(&self, out: Driven<R>, chain: &Chain, phase: Phase) -> Step {
         match out {
             Driven::Exited => Step::Exit,
             Driven::TimedOut => {
@@ -320,54 +344,138 @@ impl LuaHost {
                 );
                 Step::Error
             }
-            Driven::Done((kind, index, status, body)) => {
-                let kind = match kind {
-                    Value::String(s) => s,
-                    Value::Boolean(true) => {
-                        // The run went through; an auth plugin may have attached a consumer.
-                        return Step::Continue {
-                            consumer: match index {
-                                Value::String(s) => Some(s.to_string_lossy()),
-                                _ => None,
-                            },
-                        };
-                    }
-                    _ => return Step::Continue { consumer: None },
-                };
-                let index = match index {
-                    Value::Integer(i) if i >= 1 => i as usize - 1,
-                    _ => 0,
-                };
-                if &*kind.as_bytes() == b"error" {
-                    let msg = match status {
-                        Value::String(s) => {
-                            let s = s.to_string_lossy();
-                            s.strip_prefix("runtime error: ")
-                                .map(str::to_string)
-                                .unwrap_or(s)
-                        }
-                        Value::Nil => "unknown error".into(),
-                        v => format!("{v:?}"),
-                    };
-                    log_plugin_error(&describe(index), phase, &msg, req);
-                    return Step::Error;
-                }
-                let status = match status {
-                    Value::Integer(c) => u16::try_from(c).ok(),
-                    Value::Number(c) => Some(c as u16),
-                    _ => None,
-                };
-                let body = match body {
-                    Value::String(s) => Some(Bytes::copy_from_slice(&s.as_bytes())),
-                    _ => None,
-                };
-                Step::Answer {
-                    index,
-                    status,
-                    body,
+            Driven::Done(_) => Step::Continue { consumer: None },
+        }
+    }
+
+    /// Runs several groups of Lua plugins in one call into the VM, in order: the rewrite and
+    /// access phases of a request whose chains need no Rust between them (no native plugin, no
+    /// `_meta.filter` to evaluate at its time, no `*_by_lua` handler). It stops before the
+    /// first access group when an auth plugin attached a consumer (the merge is Rust's), and
+    /// before any group once output was printed. `None` when the groups cannot go in one call
+    /// (more than [`MAX_GROUPS`], or a plugin index past the bit mask).
+    pub async fn run_groups(
+        &self,
+        version: u64,
+        groups: &[Group<'_>],
+        req: &SharedReq,
+        route: &RouteInfo<'_>,
+    ) -> Option<GroupsOut> {
+        if groups.is_empty()
+            || groups.len() > MAX_GROUPS
+            || groups.iter().any(|g| g.indices.iter().any(|&i| i >= 52))
+        {
+            return None;
+        }
+        let mut tables = Vec::with_capacity(groups.len());
+        for g in groups {
+            match self.chain_table(version, g.chain) {
+                Ok(t) => tables.push(Value::Table(t)),
+                Err(e) => {
+                    log::error!("failed to prepare the plugins of {}: {e}", g.chain.key);
+                    return Some(GroupsOut::Ended {
+                        group: 0,
+                        step: Step::Error,
+                    });
                 }
             }
         }
+        let route_t = match self.route_table(version, route) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("failed to prepare the route object of {}: {e}", route.id);
+                return Some(GroupsOut::Ended {
+                    group: 0,
+                    step: Step::Error,
+                });
+            }
+        };
+        // Per group: its chain, phase number * 256 + chain slot, plugin bit mask.
+        let mut it = tables.into_iter();
+        let mut next = |k: usize| -> (Value, f64, f64) {
+            let g = &groups[k.min(groups.len() - 1)];
+            if k >= groups.len() {
+                return (Value::Nil, 0.0, 0.0);
+            }
+            let mask = g.indices.iter().fold(0u64, |m, &i| m | 1 << i);
+            (
+                it.next().unwrap_or(Value::Nil),
+                (phase_number(g.phase) * 256 + g.slot as i64) as f64,
+                mask as f64,
+            )
+        };
+        let (c1, p1, m1) = next(0);
+        let (c2, p2, m2) = next(1);
+        let (c3, p3, m3) = next(2);
+        let (c4, p4, m4) = next(3);
+        let out = self
+            .drive::<_, GroupsRet>(
+                req,
+                &self.run_groups_fn,
+                (
+                    route_t,
+                    groups.len() as i64,
+                    c1,
+                    p1,
+                    m1,
+                    c2,
+                    p2,
+                    m2,
+                    c3,
+                    p3,
+                    m3,
+                    c4,
+                    p4,
+                    m4,
+                ),
+            )
+            .await;
+        req.borrow_mut().mark_plugin(0);
+        let group_at = |v: &Value| match v {
+            Value::Integer(g) if *g >= 1 => (*g as usize - 1).min(groups.len() - 1),
+            Value::Number(g) if *g >= 1.0 => (*g as usize - 1).min(groups.len() - 1),
+            _ => 0,
+        };
+        Some(match out {
+            Driven::Done((kind, index, status, body, group)) => {
+                if matches!(kind, Value::Boolean(true)) {
+                    return Some(GroupsOut::Done {
+                        consumer: match index {
+                            Value::String(s) => Some(s.to_string_lossy()),
+                            _ => None,
+                        },
+                    });
+                }
+                if matches!(&kind, Value::String(s) if &*s.as_bytes() == b"stop") {
+                    return Some(GroupsOut::Stopped {
+                        next: group_at(&index),
+                        consumer: match status {
+                            Value::String(s) => Some(s.to_string_lossy()),
+                            _ => None,
+                        },
+                    });
+                }
+                let g = &groups[group_at(&group)];
+                GroupsOut::Ended {
+                    group: group_at(&group),
+                    step: step_of(g.chain, g.phase, req, kind, index, status, body),
+                }
+            }
+            other => {
+                // Exited, timed out or failed: blame the group that was running.
+                let g = {
+                    let r = req.borrow();
+                    groups
+                        .iter()
+                        .position(|g| r.timing.0 as usize == g.slot && r.timing.1 == Some(g.phase))
+                        .unwrap_or(0)
+                };
+                GroupsOut::Ended {
+                    group: g,
+                    step: self.failed_run(other, groups[g].chain, groups[g].phase),
+                }
+            }
+        })
     }
 
     /// Runs the route's `DIRECTIVE` handler (e.g. `content_by_lua`) if it has one.
@@ -395,27 +503,32 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
-        Some(match self.drive(req, (route_t, f, 0)).await {
-            Driven::Done(_) => Step::Continue { consumer: None },
-            Driven::Exited => Step::Exit,
-            Driven::TimedOut => {
-                log::error!("{directive} did not finish within {:?}", self.phase_timeout);
-                Step::Error
-            }
-            Driven::Failed(e) => {
-                let e = e.strip_prefix("runtime error: ").unwrap_or(&e);
-                let r = req.borrow();
-                log::error!(
-                    "lua entry thread aborted: runtime error: {e}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
-                    r.remote.ip(),
-                    r.method,
-                    r.request_uri,
-                    crate::plugin::ctx::protocol(r.version),
-                    r.host
-                );
-                Step::Error
-            }
-        })
+        Some(
+            match self
+                .drive::<_, RunnerOut>(req, &self.runner, (route_t, f, 0))
+                .await
+            {
+                Driven::Done(_) => Step::Continue { consumer: None },
+                Driven::Exited => Step::Exit,
+                Driven::TimedOut => {
+                    log::error!("{directive} did not finish within {:?}", self.phase_timeout);
+                    Step::Error
+                }
+                Driven::Failed(e) => {
+                    let e = e.strip_prefix("runtime error: ").unwrap_or(&e);
+                    let r = req.borrow();
+                    log::error!(
+                        "lua entry thread aborted: runtime error: {e}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
+                        r.remote.ip(),
+                        r.method,
+                        r.request_uri,
+                        crate::plugin::ctx::protocol(r.version),
+                        r.host
+                    );
+                    Step::Error
+                }
+            },
+        )
     }
 
     /// The compiled `directive` chunk of the route, if it has one. Each chunk is compiled on
@@ -455,10 +568,15 @@ impl LuaHost {
 
     /// Drives `runner(args)` as the request's Lua thread until it returns, calls `ngx.exit`,
     /// fails, or waits past the phase timeout (armed only once the code first waits).
-    async fn drive(&self, req: &SharedReq, args: impl mlua::IntoLuaMulti) -> Driven {
+    async fn drive<A: mlua::IntoLuaMulti, R: mlua::FromLuaMulti>(
+        &self,
+        req: &SharedReq,
+        f: &Function,
+        args: A,
+    ) -> Driven<R> {
         let id = req.borrow().id;
         // `call_async` runs the call in a Lua thread taken from mlua's pool of finished ones.
-        let mut fut = std::pin::pin!(Exitable::new(id, self.runner.call_async::<RunnerOut>(args)));
+        let mut fut = std::pin::pin!(Exitable::new(id, f.call_async::<R>(args)));
         // Most phases never wait: poll once before arming a timer.
         let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
             std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
@@ -512,8 +630,101 @@ impl LuaHost {
 /// What the runner returns: `(kind, index, code or message, body)`, fewer when it ends well.
 type RunnerOut = (Value, Value, Value, Value);
 
-enum Driven {
-    Done(RunnerOut),
+/// What the runner's group entry returns: [`RunnerOut`] and the group (1-based) it is about.
+type GroupsRet = (Value, Value, Value, Value, Value);
+
+/// At most this many groups go in one call (`LuaHost::run_groups`).
+pub const MAX_GROUPS: usize = 4;
+
+/// One run of Lua plugins: the plugins at `indices` (0-based) of `chain` in `phase`; `slot` is
+/// the chain's place among the request's chains (for timings).
+pub struct Group<'a> {
+    pub chain: &'a Chain,
+    pub slot: usize,
+    pub phase: Phase,
+    pub indices: &'a [usize],
+}
+
+/// How a call of several groups ended.
+pub enum GroupsOut {
+    /// Every group ran through; when they were all rewrite groups, the consumer an auth
+    /// plugin attached.
+    Done { consumer: Option<String> },
+    /// Stopped before group `next` (0-based): output was printed, or an auth plugin attached
+    /// `consumer` (its merge comes first).
+    Stopped {
+        next: usize,
+        consumer: Option<String>,
+    },
+    /// Group `group` answered, exited or failed.
+    Ended { group: usize, step: Step },
+}
+
+/// Reads what the runner returned for one run: its end, an answer, or an error (logged).
+fn step_of(
+    chain: &Chain,
+    phase: Phase,
+    req: &SharedReq,
+    kind: Value,
+    index: Value,
+    status: Value,
+    body: Value,
+) -> Step {
+    let kind = match kind {
+        Value::String(s) => s,
+        Value::Boolean(true) => {
+            // The run went through; an auth plugin may have attached a consumer.
+            return Step::Continue {
+                consumer: match index {
+                    Value::String(s) => Some(s.to_string_lossy()),
+                    _ => None,
+                },
+            };
+        }
+        _ => return Step::Continue { consumer: None },
+    };
+    let index = match index {
+        Value::Integer(i) if i >= 1 => i as usize - 1,
+        Value::Number(i) if i >= 1.0 => i as usize - 1,
+        _ => 0,
+    };
+    if &*kind.as_bytes() == b"error" {
+        let msg = match status {
+            Value::String(s) => {
+                let s = s.to_string_lossy();
+                s.strip_prefix("runtime error: ")
+                    .map(str::to_string)
+                    .unwrap_or(s)
+            }
+            Value::Nil => "unknown error".into(),
+            v => format!("{v:?}"),
+        };
+        let name = chain
+            .entries
+            .get(index)
+            .map(|e| e.name.as_str())
+            .unwrap_or("?");
+        log_plugin_error(name, phase, &msg, req);
+        return Step::Error;
+    }
+    let status = match status {
+        Value::Integer(c) => u16::try_from(c).ok(),
+        Value::Number(c) => Some(c as u16),
+        _ => None,
+    };
+    let body = match body {
+        Value::String(s) => Some(Bytes::copy_from_slice(&s.as_bytes())),
+        _ => None,
+    };
+    Step::Answer {
+        index,
+        status,
+        body,
+    }
+}
+
+enum Driven<R = RunnerOut> {
+    Done(R),
     Exited,
     TimedOut,
     Failed(String),

@@ -11,7 +11,7 @@
 -- pools at the end of a request (`ngx.ctx` is never reused). Nothing is made per request that
 -- can be made once per snapshot: chains carry their owner's `conf_*`, their flat plugin list and
 -- their `matched_route`, built on first use.
-local mark, req_state, adopt_state, take_retired, picked = ...
+local mark, req_state, adopt_state, take_retired, picked, enter_group = ...
 
 local select, type, tostring, pairs = select, type, tostring, pairs
 local traceback = debug.traceback
@@ -267,4 +267,38 @@ local function run(route, chain, phase_no, mask, ...)
     return run_phase(state, chain, phase_no, mask, ...)
 end
 
-return run, make_route
+-- Several runs in one call, `n` groups of (chain, phase number * 256 + chain slot, bit mask):
+-- the rewrite and access phases of a request when nothing between them needs Rust. Between
+-- the last rewrite and the first access group, a consumer an auth plugin attached stops the
+-- call (Rust merges its plugins first: `"stop", group, consumer`); so does output printed by a
+-- group (`enter_group` says so). Otherwise returns what ended a run, with its group number
+-- last, or `true` when all went through.
+local function run_groups(route, n, ...)
+    local state = state_of(route)
+    local prev_phase
+    for g = 1, n do
+        local chain, ps, mask = select(g * 3 - 2, ...)
+        local phase_no = (ps - ps % 256) / 256
+        if g > 1 then
+            if prev_phase == 1 and phase_no ~= 1 then
+                local actx = state.ctx
+                local consumer = actx and actx.consumer_name
+                if consumer then
+                    return "stop", g, consumer
+                end
+            end
+            if not enter_group(phase_no, ps % 256) then
+                return "stop", g
+            end
+        end
+        prev_phase = phase_no
+        local kind, i, code, body = run_phase(state, chain, phase_no, mask)
+        if kind ~= true then
+            return kind, i, code, body, g
+        end
+    end
+    -- Only rewrite groups ran: the consumer (if any) still needs its merge.
+    return true, prev_phase == 1 and state.ctx.consumer_name or nil
+end
+
+return run, make_route, run_groups

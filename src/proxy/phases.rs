@@ -28,7 +28,7 @@ use super::{
     upstream_headers,
 };
 use crate::config::snapshot::{ConsumerEntry, RouteEntry, Snapshot};
-use crate::lua::host::{LuaHost, RouteInfo, Step};
+use crate::lua::host::{Group, GroupsOut, LuaHost, RouteInfo, Step};
 use crate::lua::request::{self, SharedReq};
 use crate::lua::sched;
 use crate::plugin::ctx::{BalancerCtx, ReqBody};
@@ -222,6 +222,90 @@ impl Run {
             }
         }
         Flow::Continue
+    }
+
+    /// The rewrite and access phases in one call into the VM, when every plugin they run is a
+    /// Lua plugin without `_meta.filter` (evaluated when its phase comes) and the route has no
+    /// rewrite/access handler: one crossing instead of one per phase and chain. `None` when
+    /// that does not apply (the phases then run one by one); a consumer attached in rewrite
+    /// stops the call for the merge, and access then runs the usual way.
+    async fn rewrite_and_access_at_once(&self) -> Option<Flow> {
+        let host = self.host.clone()?;
+        if self.handler("rewrite_by_lua") || self.handler("access_by_lua") {
+            return None;
+        }
+        let chains = self.chains.borrow().clone();
+        let mut plan: Vec<(usize, Phase, Vec<usize>)> = Vec::new();
+        for phase in [Phase::Rewrite, Phase::Access] {
+            for (slot, chain) in chains.iter().enumerate() {
+                if !chain.phases.contains(phase) {
+                    continue;
+                }
+                let mut indices = Vec::new();
+                for (i, e) in chain.entries.iter().enumerate() {
+                    if !e.phases.contains(phase) {
+                        continue;
+                    }
+                    if !matches!(e.imp, Impl::Lua) || e.filter.is_some() {
+                        return None;
+                    }
+                    indices.push(i);
+                }
+                if !indices.is_empty() {
+                    plan.push((slot, phase, indices));
+                }
+            }
+        }
+        if plan.len() < 2 {
+            // One run or none: the usual path costs the same.
+            return None;
+        }
+        let groups: Vec<Group<'_>> = plan
+            .iter()
+            .map(|(slot, phase, indices)| Group {
+                chain: &chains[*slot],
+                slot: *slot,
+                phase: *phase,
+                indices,
+            })
+            .collect();
+        self.set_phase(groups[0].phase, groups[0].slot);
+        let out = host
+            .run_groups(self.version, &groups, &self.req, &self.route_info())
+            .await?;
+        Some(match out {
+            GroupsOut::Done { consumer: None } => self.printed().unwrap_or(Flow::Continue),
+            // A consumer was attached and access has not run (the call stopped before it, or
+            // the plan had no access group): the rest goes the usual way, merge then access.
+            // A stop without a consumer is printed output, which answers.
+            GroupsOut::Done { consumer } | GroupsOut::Stopped { consumer, .. } => {
+                if let Some(f) = self.printed() {
+                    return Some(f);
+                }
+                if consumer.is_none() {
+                    return Some(Flow::Continue);
+                }
+                *self.consumer.borrow_mut() = consumer;
+                if let Flow::Answer(s) = self.merge_consumer().await {
+                    return Some(Flow::Answer(s));
+                }
+                drop(groups);
+                self.phase(Phase::Access).await
+            }
+            GroupsOut::Ended { group, step } => {
+                let g = &groups[group];
+                match step {
+                    Step::Continue { .. } => self.printed().unwrap_or(Flow::Continue),
+                    Step::Answer {
+                        index,
+                        status,
+                        body,
+                    } => self.answer(g.chain, index, status, body),
+                    Step::Exit => self.exited(),
+                    Step::Error => Flow::Answer(500),
+                }
+            }
+        })
     }
 
     /// After rewrite: when an auth plugin attached a consumer (`ctx.consumer_name`) whose
@@ -589,6 +673,9 @@ async fn before_upstream(run: &Rc<Run>) -> Flow {
             run.route.id
         );
         return Flow::Answer(503);
+    }
+    if let Some(flow) = run.rewrite_and_access_at_once().await {
+        return flow;
     }
     for (phase, directive, ngx_phase) in [
         (Phase::Rewrite, "rewrite_by_lua", "rewrite"),

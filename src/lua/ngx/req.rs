@@ -173,12 +173,34 @@ pub fn raw_header_name(
     } else {
         &name
     };
-    HeaderName::from_bytes(bytes).map_err(|_| {
+    cached_header_name(bytes).ok_or_else(|| {
         format!(
             "{api}: invalid header name {:?}",
             String::from_utf8_lossy(bytes)
         )
     })
+}
+
+/// Header names plugins use, parsed once per worker: parsing a non-standard name lower-cases
+/// and copies it each time, and plugins set the same few names on every request.
+fn cached_header_name(bytes: &[u8]) -> Option<HeaderName> {
+    const MAX: usize = 512;
+    thread_local! {
+        static PARSED: std::cell::RefCell<rustc_hash::FxHashMap<Box<[u8]>, HeaderName>> =
+            std::cell::RefCell::new(Default::default());
+    }
+    if let Some(n) = PARSED.with(|c| c.borrow().get(bytes).cloned()) {
+        return Some(n);
+    }
+    let n = HeaderName::from_bytes(bytes).ok()?;
+    PARSED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX {
+            c.clear();
+        }
+        c.insert(bytes.into(), n.clone());
+    });
+    Some(n)
 }
 
 /// The method as a static string, for the common ones.
