@@ -17,7 +17,6 @@ pub mod route_action;
 pub mod upstream_io;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,7 +95,7 @@ pub struct WorkerCtx {
     pub pool: Pool,
     /// Balancer state per upstream, keyed by the address of its shared definition; the `Weak`
     /// tells a live entry from one whose upstream was replaced by a config change.
-    pickers: RefCell<HashMap<usize, (Weak<UpstreamDef>, Picker)>>,
+    pickers: RefCell<rustc_hash::FxHashMap<usize, (Weak<UpstreamDef>, Picker)>>,
     access: Option<RefCell<access::Writer>>,
     server_header: HeaderValue,
     /// The worker's Lua host and the plugin generation it was made for; made again after a
@@ -139,7 +138,7 @@ impl WorkerCtx {
             id,
             shared,
             pool: Pool::default(),
-            pickers: RefCell::new(HashMap::new()),
+            pickers: RefCell::new(Default::default()),
             access,
             server_header: HeaderValue::from_static(concat!(
                 "moongate/",
