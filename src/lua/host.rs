@@ -102,6 +102,14 @@ pub struct LuaHost {
     /// Longest time one phase may wait (on I/O, sleeps); past it the request fails.
     pub phase_timeout: Duration,
     memory_limit: Option<usize>,
+    /// The VM's identity for `lua::request`'s registry slots.
+    vm_id: usize,
+}
+
+impl Drop for LuaHost {
+    fn drop(&mut self) {
+        request::forget_vm(self.vm_id);
+    }
 }
 
 crate::raw_fn!(mark_plugin, |args| {
@@ -163,7 +171,11 @@ impl LuaHost {
                 super::raw::function(lua, super::ngx::balancer::picked, ())?,
                 super::raw::function(lua, enter_group, ())?,
             ))?;
+        let mut vm_id = 0;
+        // SAFETY: reads the allocator of the VM's main state, in a protected call.
+        unsafe { lua.exec_raw::<()>((), |l| vm_id = request::vm_of(l))? };
         Ok(LuaHost {
+            vm_id,
             vm,
             modules,
             runner,

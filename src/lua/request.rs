@@ -57,11 +57,17 @@ pub fn unregister(id: CtxId) {
     }
 }
 
+/// Forgets the finished states of a VM that is going away (its registry goes with it; a later
+/// VM may even get the same address).
+pub fn forget_vm(vm: usize) {
+    RETIRED.with(|r| r.borrow_mut().retain(|(v, _)| *v != vm));
+}
+
 /// The VM a Lua state belongs to: the address of its allocator's state.
 ///
 /// # Safety
 /// `l` is a live Lua state.
-unsafe fn vm_of(l: *mut ffi::lua_State) -> usize {
+pub unsafe fn vm_of(l: *mut ffi::lua_State) -> usize {
     let mut ud = std::ptr::null_mut();
     // SAFETY: reading the allocator of a live state.
     unsafe { ffi::lua_getallocf(l, &mut ud) };
