@@ -133,7 +133,6 @@ crate::raw_fn!(enter_group, |args| {
     };
     let slot = args.number(2).unwrap_or(0.0).max(0.0) as u8;
     request::with_raw("the phase runner", |r| {
-        r.mark_plugin(0);
         r.phase = Some(phase);
         r.ngx_phase = phase.ngx_phase();
         r.timing = (slot, Some(phase));

@@ -126,7 +126,8 @@ pub struct RequestCtx {
     pub timings: Vec<(u8, u32, Phase, Duration)>,
     /// The chain slot and phase being timed now, and the plugin run that started last.
     pub timing: (u8, Option<Phase>),
-    mark: Option<(u32, Instant)>,
+    /// The plugin run timed now: its index, the chain slot and phase it runs in, its start.
+    mark: Option<(u32, u8, Phase, Instant)>,
     /// Content output flushed early with `ngx.flush`: the head and these chunks go out at once.
     pub stream: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     /// Fired by the first `ngx.flush` of a content handler: the head may go out.
@@ -205,11 +206,16 @@ impl RequestCtx {
     /// One clock read per plugin run.
     pub fn mark_plugin(&mut self, index: usize) {
         let now = Instant::now();
-        if let (Some((i, t)), Some(phase)) = (self.mark.take(), self.timing.1) {
-            self.timings.push((self.timing.0, i - 1, phase, now - t));
+        if let Some((i, slot, phase, t)) = self.mark.take() {
+            if self.timings.is_empty() {
+                self.timings.reserve(8);
+            }
+            self.timings.push((slot, i - 1, phase, now - t));
         }
-        if index > 0 {
-            self.mark = Some((index as u32, now));
+        if index > 0
+            && let (slot, Some(phase)) = self.timing
+        {
+            self.mark = Some((index as u32, slot, phase, now));
         }
     }
 

@@ -174,6 +174,38 @@ pub struct Chain {
     /// The plugin load (`Catalog::generation`) the chain was built against: its Lua entries
     /// run on a VM of that load.
     pub generation: u64,
+    /// For rewrite and access: the entries that run in that phase when every one of them is a
+    /// Lua plugin without `_meta.filter` (so the phase can run in one call with others);
+    /// `None` otherwise.
+    pub lua_runs: [Option<Box<[usize]>>; 2],
+}
+
+/// [`Chain::lua_runs`] of `entries`.
+fn lua_runs(entries: &[ChainEntry]) -> [Option<Box<[usize]>>; 2] {
+    [Phase::Rewrite, Phase::Access].map(|phase| {
+        let mut run = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if !e.phases.contains(phase) {
+                continue;
+            }
+            if !matches!(e.imp, Impl::Lua) || e.filter.is_some() {
+                return None;
+            }
+            run.push(i);
+        }
+        Some(run.into_boxed_slice())
+    })
+}
+
+impl Chain {
+    /// [`Chain::lua_runs`] for rewrite or access.
+    pub fn lua_run(&self, phase: Phase) -> Option<&[usize]> {
+        match phase {
+            Phase::Rewrite => self.lua_runs[0].as_deref(),
+            Phase::Access => self.lua_runs[1].as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Why a resource's plugins cannot be used.
@@ -272,6 +304,7 @@ impl Chain {
         Ok(Chain {
             key,
             owner,
+            lua_runs: lua_runs(&entries),
             entries,
             phases,
             has_lua,
@@ -308,6 +341,7 @@ impl Chain {
         Chain {
             key: format!("{}&{}", self.key, consumer.key),
             owner,
+            lua_runs: lua_runs(&entries),
             entries,
             phases,
             has_lua,

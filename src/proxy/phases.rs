@@ -28,7 +28,7 @@ use super::{
     upstream_headers,
 };
 use crate::config::snapshot::{ConsumerEntry, RouteEntry, Snapshot};
-use crate::lua::host::{Group, GroupsOut, LuaHost, RouteInfo, Step};
+use crate::lua::host::{Group, GroupsOut, LuaHost, MAX_GROUPS, RouteInfo, Step};
 use crate::lua::request::{self, SharedReq};
 use crate::lua::sched;
 use crate::plugin::ctx::{BalancerCtx, ReqBody};
@@ -235,40 +235,24 @@ impl Run {
             return None;
         }
         let chains = self.chains.borrow().clone();
-        let mut plan: Vec<(usize, Phase, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<Group<'_>> = Vec::with_capacity(MAX_GROUPS);
         for phase in [Phase::Rewrite, Phase::Access] {
             for (slot, chain) in chains.iter().enumerate() {
-                if !chain.phases.contains(phase) {
-                    continue;
-                }
-                let mut indices = Vec::new();
-                for (i, e) in chain.entries.iter().enumerate() {
-                    if !e.phases.contains(phase) {
-                        continue;
-                    }
-                    if !matches!(e.imp, Impl::Lua) || e.filter.is_some() {
-                        return None;
-                    }
-                    indices.push(i);
-                }
+                let indices = chain.lua_run(phase)?;
                 if !indices.is_empty() {
-                    plan.push((slot, phase, indices));
+                    groups.push(Group {
+                        chain,
+                        slot,
+                        phase,
+                        indices,
+                    });
                 }
             }
         }
-        if plan.len() < 2 {
+        if groups.len() < 2 {
             // One run or none: the usual path costs the same.
             return None;
         }
-        let groups: Vec<Group<'_>> = plan
-            .iter()
-            .map(|(slot, phase, indices)| Group {
-                chain: &chains[*slot],
-                slot: *slot,
-                phase: *phase,
-                indices,
-            })
-            .collect();
         self.set_phase(groups[0].phase, groups[0].slot);
         let out = host
             .run_groups(self.version, &groups, &self.req, &self.route_info())
