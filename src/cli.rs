@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::node::{NodeConfig, Provider};
 use crate::config::provider::{envoy, yaml};
-use crate::config::snapshot::Snapshot;
+use crate::config::snapshot::{Builder, Snapshot};
 use crate::lua::ngx::shared::SharedDicts;
 use crate::lua::vm::VmOptions;
 use crate::observability::access::{Escape, Format};
@@ -95,8 +95,8 @@ fn load_catalog(opts: &VmOptions, node: &NodeConfig, quiet: bool) -> anyhow::Res
 fn initial_snapshot(
     path: &Path,
     resolver: &SystemResolver,
-    catalog: &Catalog,
-) -> anyhow::Result<Snapshot> {
+    catalog: &Arc<Catalog>,
+) -> anyhow::Result<(Snapshot, Builder)> {
     let resources = match yaml::load(path) {
         Ok(yaml::Loaded::Complete(r)) => r,
         Ok(yaml::Loaded::Incomplete) => {
@@ -113,7 +113,7 @@ fn initial_snapshot(
             bail!("{} error(s) in {}", errors.len(), path.display())
         }
     };
-    match Snapshot::build(resources, 1, None, resolver, catalog) {
+    match Snapshot::build_followed(resources, 1, resolver, catalog) {
         Ok(s) => Ok(s),
         Err(errors) => {
             for e in &errors {
@@ -135,9 +135,9 @@ enum ConfigSource {
 fn initial_envoy(
     path: &Path,
     resolver: &SystemResolver,
-    catalog: &Catalog,
+    catalog: &Arc<Catalog>,
     quiet: bool,
-) -> anyhow::Result<(Snapshot, envoy::EnvoyConfig)> {
+) -> anyhow::Result<(Snapshot, Builder, envoy::EnvoyConfig)> {
     let fail = |errors: &[crate::config::standalone::ConfigError]| {
         for e in errors {
             eprintln!("moongate: {}: {e}", path.display());
@@ -152,9 +152,9 @@ fn initial_envoy(
         }
     }
     let resources = cfg.resources.clone();
-    let snapshot = Snapshot::build(resources, 1, None, resolver, catalog)
+    let (snapshot, builder) = Snapshot::build_followed(resources, 1, resolver, catalog)
         .map_err(|e| fail(&envoy::locate(e, &cfg.located())))?;
-    Ok((snapshot, cfg))
+    Ok((snapshot, builder, cfg))
 }
 
 /// Where routes come from: the node config's provider, or `--envoy FILE`.
@@ -210,10 +210,11 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     let routes = match &provider {
         Provider::Yaml { path } | Provider::Envoy { path } => path.clone(),
         Provider::Embedded { seed, .. } => seed.clone(),
+        Provider::Etcd { .. } => PathBuf::new(),
     };
     let (store, config_source, specs) = match &provider {
         Provider::Yaml { path } => {
-            let snapshot = initial_snapshot(path, &resolver, &registry.catalog())?;
+            let (snapshot, builder) = initial_snapshot(path, &resolver, &registry.catalog())?;
             let store = Arc::new(ArcSwap::from_pointee(snapshot));
             let watcher = yaml::watch_source(
                 path.clone(),
@@ -221,13 +222,15 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
                 store.clone(),
                 resolver,
                 registry.clone(),
+                builder,
             );
             // A plugin reload recompiles the routes against the new catalog.
             registry.on_reload(Box::new(watcher.reloader()));
             (store, ConfigSource::File(watcher, "yaml"), node_specs)
         }
         Provider::Envoy { path } => {
-            let (snapshot, cfg) = initial_envoy(path, &resolver, &registry.catalog(), false)?;
+            let (snapshot, builder, cfg) =
+                initial_envoy(path, &resolver, &registry.catalog(), false)?;
             // The Envoy file's listeners are where its routes are served: they replace
             // apisix.node_listen.
             let specs = cfg
@@ -246,20 +249,13 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
                 store.clone(),
                 resolver,
                 registry.clone(),
+                builder,
             );
             registry.on_reload(Box::new(watcher.reloader()));
             (store, ConfigSource::File(watcher, "envoy"), specs)
         }
         Provider::Embedded { data_file, seed } => {
-            let empty = Snapshot::build(
-                Default::default(),
-                0,
-                None,
-                resolver.as_ref(),
-                &registry.catalog(),
-            )
-            .map_err(|_| anyhow::anyhow!("cannot build an empty snapshot"))?;
-            let published = Arc::new(ArcSwap::from_pointee(empty));
+            let published = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
             let plane = crate::admin::start::embedded(
                 data_file,
                 seed,
@@ -272,12 +268,35 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             .context("cannot start the config plane")?;
             (published, ConfigSource::Store(plane), node_specs)
         }
+        Provider::Etcd { etcd, last_good } => {
+            let published = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
+            let plane = crate::admin::start::etcd(
+                etcd,
+                node.role,
+                last_good,
+                node.admin.as_ref(),
+                prefix,
+                published.clone(),
+                resolver,
+                registry.clone(),
+            )
+            .context("cannot start the config plane")?;
+            // A control_plane node serves the Admin API only.
+            let specs = if node.role.serves_data() {
+                node_specs
+            } else {
+                Vec::new()
+            };
+            (published, ConfigSource::Store(plane), specs)
+        }
     };
 
     let specs = with_control_listener(specs, &node)?;
     let shared = Arc::new(Shared {
         admin: match &config_source {
-            ConfigSource::Store(p) if p.serve_on_data_port => Some(p.admin.handle.clone()),
+            ConfigSource::Store(p) if p.serve_on_data_port => {
+                p.admin.as_ref().map(|a| a.handle.clone())
+            }
             _ => None,
         },
         control_on_data_port: node.control.serve_on_data_port,
@@ -288,12 +307,17 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             phase_timeout: node.lua_phase_timeout,
         }),
     });
-    let server = Server::start(
-        &specs,
-        node.worker_processes,
-        shared,
-        node.worker_shutdown_timeout,
-    )?;
+    // A control_plane node has no proxy listener; it still serves the control API when on.
+    let server = if specs.is_empty() {
+        None
+    } else {
+        Some(Server::start(
+            &specs,
+            node.worker_processes,
+            shared,
+            node.worker_shutdown_timeout,
+        )?)
+    };
     let addrs: Vec<String> = specs
         .iter()
         .filter(|s| s.serves == Serves::Proxy)
@@ -309,11 +333,20 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
         }
         ConfigSource::Store(p) => p.describe(),
     };
+    let listening = if addrs.is_empty() {
+        "no data-plane listener".to_string()
+    } else {
+        format!(
+            "{} worker(s), listening on {}",
+            node.worker_processes,
+            addrs.join(", ")
+        )
+    };
     let banner = format!(
-        "moongate {} started: {} worker(s), listening on {}, {source}{control}",
+        "moongate {} started ({}, {} provider): {listening}, {source}{control}",
         env!("CARGO_PKG_VERSION"),
-        node.worker_processes,
-        addrs.join(", "),
+        node.role.name(),
+        provider.name(),
     );
     log::info!(target: "notice", "{banner}");
     eprintln!("{banner}");
@@ -324,7 +357,9 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     };
     signals.wait(watcher, &registry);
     log::info!(target: "notice", "shutting down: draining connections");
-    server.shutdown();
+    if let Some(server) = server {
+        server.shutdown();
+    }
     match config_source {
         ConfigSource::File(w, _) => w.stop(),
         ConfigSource::Store(p) => p.stop(),
@@ -433,14 +468,14 @@ pub fn check(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow:
     }
     settings(&node)?;
     let vm = vm_options(prefix, &node);
-    let catalog = load_catalog(&vm, &node, true)?;
+    let catalog = Arc::new(load_catalog(&vm, &node, true)?);
     let routes = match provider_of(&node, envoy_file) {
         Provider::Yaml { path } => {
             initial_snapshot(&path, &SystemResolver, &catalog)?;
             path
         }
         Provider::Envoy { path } => {
-            let (_, cfg) = initial_envoy(&path, &SystemResolver, &catalog, true)?;
+            let (_, _, cfg) = initial_envoy(&path, &SystemResolver, &catalog, true)?;
             for w in &cfg.warnings {
                 println!("warning: {w}");
             }
@@ -451,6 +486,17 @@ pub fn check(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow:
                 initial_snapshot(&seed, &SystemResolver, &catalog)?;
             }
             seed
+        }
+        Provider::Etcd { etcd, .. } => {
+            // Certificates and URLs are checked; etcd itself is only reached by `run`.
+            let store = crate::config::store::etcd::EtcdStore::new(&etcd)
+                .map_err(|e| anyhow::anyhow!("deployment.etcd: {e}"))?;
+            println!(
+                "configuration {} is valid; routes are read from {} when running",
+                prefix.join(config).display(),
+                crate::config::store::Store::describe(&store)
+            );
+            return Ok(());
         }
     };
     println!(

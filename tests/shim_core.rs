@@ -410,6 +410,21 @@ fn table_string_utils_and_small_modules() {
         "{etcd}"
     );
     assert!(etcd.contains("(core.etcd.get)"), "{etcd}");
+    // The module itself loads (APISIX test prologues require it); its members are refused.
+    let etcd_module = s["etcd_module"].as_str().unwrap_or("");
+    assert!(
+        etcd_module.contains("is not supported by moongate")
+            && etcd_module.contains("(core.etcd.watch)"),
+        "{etcd_module}"
+    );
+    assert_eq!(s["de_vector"], "77+NmbYqNfN+oLm0aX5akg==");
+    assert_eq!(
+        s["de_rotated"], "bar",
+        "an older keyring entry still decrypts"
+    );
+    assert_eq!(s["de_wrong_key"], "decrypt ssl key failed");
+    assert_eq!(s["de_not_base64"], "base64 decode failed");
+    assert_eq!(s["de_aes256"], "long key");
     let cfg_new = s["config_new"].as_str().unwrap_or("");
     assert!(
         cfg_new.contains("core.config.new(/protos) is not supported by moongate"),

@@ -39,12 +39,11 @@ local core = {
 }
 
 -- Members that exist in APISIX but need what moongate lacks (etcd client in Lua, pubsub over
--- websocket with protobuf, the data-encryption keyring): a clear error instead of `nil`.
+-- websocket with protobuf): a clear error instead of `nil`.
 local refused = {
     etcd = "core.etcd (the Lua etcd client) is not supported by moongate: "
         .. "the gateway's Rust config plane talks to etcd",
     pubsub = "core.pubsub is not supported by moongate",
-    data_encryption = "core.data_encryption is not supported by moongate yet",
 }
 
 local function refused_module(name, msg)
@@ -59,14 +58,21 @@ for name, msg in pairs(refused) do
     core[name] = refused_module(name, msg)
 end
 
+-- Members loaded on first use: the validator and schema_def only when a plugin validates, the
+-- keyring only when something encrypts.
+local on_demand = {
+    schema = "apisix.core.schema",
+    data_encryption = "apisix.core.data_encryption",
+}
+
 return setmetatable(core, {
-    __index = function(t, k)
-        if k == "schema" then
-            -- Lazy: the validator and schema_def load only when a plugin validates.
-            local schema = require("apisix.core.schema")
-            rawset(t, "schema", schema)
-            return schema
+    __index = function(members, name)
+        local module_name = on_demand[name]
+        if module_name == nil then
+            return nil
         end
-        return nil
+        local loaded = require(module_name)
+        rawset(members, name, loaded)
+        return loaded
     end,
 })

@@ -11,6 +11,11 @@ for pkg in nginx libnginx-mod-http-lua lua-cjson; do
     dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || need+=("$pkg")
 done
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+# The etcd client crate compiles etcd's gRPC definitions with protoc; tests/etcd.rs starts a real
+# etcd server and drives it with etcdctl.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 if [ ${#need[@]} -gt 0 ]; then
     echo "$(basename "$0"): installing ${need[*]}"
     SUDO=""

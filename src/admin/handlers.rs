@@ -9,6 +9,7 @@ use super::envelope::{self, Answer};
 use super::resources::{self, Kind};
 use crate::config::provider::store::key_ref;
 use crate::config::store::{Item, Precondition, Store, StoreError};
+use crate::lua::plugin::Seal;
 use crate::plugin::Catalog;
 
 /// What a resource URL names: the kind, its id (if any) and the rest of the path.
@@ -79,6 +80,52 @@ fn now() -> i64 {
 pub struct Handlers<'a> {
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
+}
+
+impl Handlers<'_> {
+    /// Encrypts (before a write) or decrypts (for display, and before a PATCH merges into
+    /// it) the plugins' `encrypt_fields` in a resource, as APISIX's `data_encryption` does:
+    /// consumer and credential plugins by their consumer schema, `plugin_metadata` by the
+    /// metadata schema, the `plugins` of routes, services, global rules, plugin configs and
+    /// consumer groups by the plugin schema. A plugin that cannot be transformed is left as
+    /// it is, with a warning.
+    fn seal_plugins(&self, kind: &str, id: &str, conf: &mut Value, seal: Seal) {
+        let schema_type = match kind {
+            "consumers" | "credentials" => Some(resources::TYPE_CONSUMER),
+            "routes" | "services" | "global_rules" | "plugin_configs" | "consumer_groups" => None,
+            "plugin_metadata" => {
+                match self
+                    .catalog
+                    .seal(id, conf, Some(resources::TYPE_METADATA), seal)
+                {
+                    Ok(Some(v)) => *conf = v,
+                    Ok(None) => {}
+                    Err(e) => log::warn!("cannot {seal:?} the metadata of plugin {id}: {e}"),
+                }
+                return;
+            }
+            _ => return,
+        };
+        let Some(plugins) = conf.get_mut("plugins").and_then(Value::as_object_mut) else {
+            return;
+        };
+        for (name, pconf) in plugins.iter_mut() {
+            match self.catalog.seal(name, pconf, schema_type, seal) {
+                Ok(Some(v)) => *pconf = v,
+                Ok(None) => {}
+                Err(e) => log::warn!("cannot {seal:?} the conf of plugin {name}: {e}"),
+            }
+        }
+    }
+}
+
+/// The id of a stored item: its value's `id`, else the last segment of its key (the plugin
+/// name of a `plugin_metadata` item).
+fn item_id(item: &Item, value: &Value) -> String {
+    value
+        .get("id")
+        .and_then(resources::id_text)
+        .unwrap_or_else(|| item.key.rsplit('/').next().unwrap_or_default().to_string())
 }
 
 fn query_args(query: &str) -> Vec<(String, String)> {
@@ -211,7 +258,8 @@ impl Handlers<'_> {
             };
             return match self.store.get(&self.key(t, &full)).await {
                 Ok(Some(item)) => {
-                    let v = hide_keys(envelope::value_of(&item), t.kind.name);
+                    let mut v = hide_keys(envelope::value_of(&item), t.kind.name);
+                    self.seal_plugins(t.kind.name, &item_id(&item, &v), &mut v, Seal::Decrypt);
                     Answer::json(200, envelope::node(&item, v))
                 }
                 Ok(None) => Answer::not_found(),
@@ -228,7 +276,8 @@ impl Handlers<'_> {
         let label = arg(&args, "label").filter(|s| !s.is_empty());
         let mut list: Vec<(i64, Value)> = Vec::new();
         for item in items.drain(..) {
-            let v = hide_keys(envelope::value_of(&item), t.kind.name);
+            let mut v = hide_keys(envelope::value_of(&item), t.kind.name);
+            self.seal_plugins(t.kind.name, &item_id(&item, &v), &mut v, Seal::Decrypt);
             if let Some(n) = name_re
                 && !v
                     .get("name")
@@ -447,6 +496,7 @@ impl Handlers<'_> {
                 Err(e) => return Answer::store(&e),
             }
         }
+        self.seal_plugins(t.kind.name, &id, &mut conf, Seal::Encrypt);
         self.write(t, &id, conf, false).await
     }
 
@@ -493,6 +543,7 @@ impl Handlers<'_> {
         if let Some(o) = conf.as_object_mut() {
             o.insert("id".into(), json!(id));
         }
+        self.seal_plugins(t.kind.name, &id, &mut conf, Seal::Encrypt);
         self.write(t, &id, conf, true).await
     }
 
@@ -520,6 +571,8 @@ impl Handlers<'_> {
             Err(e) => return Answer::store(&e),
         };
         let mut conf = envelope::value_of(&old);
+        // Merge into the clear values, then encrypt the result again.
+        self.seal_plugins(t.kind.name, &id, &mut conf, Seal::Decrypt);
         let keep_update_time = t.sub_path.is_empty() && patch.get("update_time").is_some();
         if t.sub_path.is_empty() {
             merge(&mut conf, patch);
@@ -540,6 +593,7 @@ impl Handlers<'_> {
         if let Err(a) = self.check_references(t.kind, &conf).await {
             return a;
         }
+        self.seal_plugins(t.kind.name, &id, &mut conf, Seal::Encrypt);
         let bytes = match serde_json::to_vec(&conf) {
             Ok(b) => b,
             Err(e) => return Answer::error(500, e.to_string()),

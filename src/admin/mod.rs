@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod handlers;
 pub mod resources;
 pub mod server;
+pub mod settle;
 pub mod start;
 
 use std::net::IpAddr;
@@ -46,6 +47,8 @@ pub struct AdminApi {
     /// The enabled plugins; `PUT /apisix/admin/plugins/reload` reloads them.
     pub plugins: Arc<PluginRegistry>,
     pub access: Access,
+    /// When set, a write is answered once this node's data plane applied it.
+    pub settle: Option<settle::Settle>,
 }
 
 impl AdminApi {
@@ -81,7 +84,14 @@ impl AdminApi {
         let body: Option<Value> = if req.body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            match serde_json::from_slice(&req.body) {
+            match serde_json::from_slice(&req.body).or_else(|e| {
+                // APISIX decodes with lua-cjson, which takes raw control characters (a
+                // newline in a serverless function's code) inside strings as they are.
+                match escape_raw_controls(&req.body) {
+                    Some(fixed) => serde_json::from_slice(&fixed).map_err(|_| e),
+                    None => Err(e),
+                }
+            }) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     return Answer::json(
@@ -96,6 +106,14 @@ impl AdminApi {
         };
         if let Some(p) = rest.strip_prefix("plugins") {
             return self.plugins(&req.method, p.trim_start_matches('/'), &req.query);
+        }
+        // `/apisix/admin/schema/plugins/NAME` is APISIX's other path to a plugin's schema.
+        if let Some(name) = rest.strip_prefix("schema/plugins/")
+            && !name.is_empty()
+            && !name.contains('/')
+            && req.method == http::Method::GET
+        {
+            return self.plugins(&req.method, name, &req.query);
         }
         if rest == "schema" || rest.starts_with("schema/") {
             return Answer::error(
@@ -127,14 +145,20 @@ impl AdminApi {
             store: self.store.as_ref(),
             catalog: &catalog,
         };
-        match req.method {
-            http::Method::GET => h.get(&target, &req.query).await,
+        let answer = match req.method {
+            http::Method::GET => return h.get(&target, &req.query).await,
             http::Method::PUT => h.put(&target, body).await,
             http::Method::POST => h.post(&target, body).await,
             http::Method::PATCH => h.patch(&target, body).await,
             http::Method::DELETE => h.delete(&target, &req.query).await,
-            _ => Answer::error(404, "not found"),
+            _ => return Answer::error(404, "not found"),
+        };
+        if answer.status < 300
+            && let Some(s) = &self.settle
+        {
+            s.wait().await;
         }
+        answer
     }
 
     /// `plugins/list`, `plugins/reload`, `plugins/{name}`.
@@ -185,5 +209,46 @@ impl AdminApi {
                 }
             },
         }
+    }
+}
+
+/// `body` with the raw control bytes inside JSON strings written as `\u00XX` escapes, or
+/// `None` when it has none.
+fn escape_raw_controls(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            } else if b < 0x20 {
+                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                changed = true;
+                continue;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+        out.push(b);
+    }
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::escape_raw_controls;
+
+    #[test]
+    fn raw_controls_inside_strings_become_escapes() {
+        let body = b"{\"f\": \"a\nb\tc\\\"\",\n \"g\": 1}";
+        let fixed = escape_raw_controls(body).expect("changed");
+        let v: serde_json::Value = serde_json::from_slice(&fixed).expect("valid JSON");
+        assert_eq!(v["f"], "a\nb\tc\"");
+        assert_eq!(v["g"], 1);
+        assert_eq!(escape_raw_controls(b"{\"a\":\n1}"), None);
     }
 }

@@ -65,8 +65,8 @@ pub fn find(name: &str) -> Option<&'static Kind> {
 
 /// `plugins` confs are checked as route confs, consumer confs or metadata, as
 /// `core.schema.TYPE_*` says.
-const TYPE_CONSUMER: i64 = 1;
-const TYPE_METADATA: i64 = 2;
+pub const TYPE_CONSUMER: i64 = 1;
+pub const TYPE_METADATA: i64 = 2;
 
 /// Turns serde's wording into APISIX's where the two describe the same problem.
 fn shape_message(field: &str, message: &str) -> String {
@@ -139,12 +139,28 @@ pub fn validate(kind: &Kind, conf: &Value, catalog: &Catalog) -> Result<(), Stri
         let Some(map) = plugins.as_object() else {
             return Err("invalid configuration: property \"plugins\" validation failed: wrong type: expected object".into());
         };
-        let schema_type = matches!(kind.name, "consumers" | "credentials").then_some(TYPE_CONSUMER);
-        for (name, pconf) in map {
-            if catalog.get(name).is_none() {
-                return Err(format!("unknown plugin [{name}]"));
+        let consumer_side = matches!(kind.name, "consumers" | "credentials");
+        let schema_type = consumer_side.then_some(TYPE_CONSUMER);
+        // APISIX words a consumer's or credential's plugin failure with this prefix.
+        let wrap = |e: String| {
+            if consumer_side {
+                format!("invalid plugins configuration: {e}")
+            } else {
+                e
             }
-            catalog.check(name, pconf, schema_type)?;
+        };
+        for (name, pconf) in map {
+            // APISIX checks the conf is a Lua table (a JSON object or array) before it looks
+            // the plugin up.
+            if !(pconf.is_object() || pconf.is_array()) {
+                return Err(wrap(format!(
+                    "invalid plugin conf {pconf} for plugin [{name}]"
+                )));
+            }
+            if catalog.get(name).is_none() {
+                return Err(wrap(format!("unknown plugin [{name}]")));
+            }
+            catalog.check(name, pconf, schema_type).map_err(wrap)?;
         }
     }
     Ok(())
@@ -313,6 +329,33 @@ mod tests {
         );
         let consumers = find("consumers").unwrap();
         assert!(validate(consumers, &json!({"username":"jack"}), &c).is_ok());
+        assert_eq!(
+            validate(
+                consumers,
+                &json!({"username":"jack","plugins":{"nope":{}}}),
+                &c
+            )
+            .unwrap_err(),
+            "invalid plugins configuration: unknown plugin [nope]"
+        );
+        assert_eq!(
+            validate(
+                consumers,
+                &json!({"username":"jack","plugins":{"key-auth":"blah"}}),
+                &c
+            )
+            .unwrap_err(),
+            "invalid plugins configuration: invalid plugin conf \"blah\" for plugin [key-auth]"
+        );
+        assert_eq!(
+            validate(
+                find("routes").unwrap(),
+                &json!({"id":"1","uri":"/a","plugins":{"nope":5}}),
+                &c
+            )
+            .unwrap_err(),
+            "invalid plugin conf 5 for plugin [nope]"
+        );
         assert!(validate(consumers, &json!({"username":"ja ck"}), &c).is_err());
         assert_eq!(
             forbidden_times(&json!({"uri":"/a","create_time":1})).unwrap(),

@@ -33,6 +33,82 @@ pub enum Provider {
     /// An Envoy v3 bootstrap file (`deployment.role_data_plane.envoy_file`, default
     /// `conf/envoy.yaml`), reloaded on change; its listeners replace `apisix.node_listen`.
     Envoy { path: PathBuf },
+    /// `config_provider: etcd`: the config lives in etcd (`deployment.etcd`), shared by every
+    /// node; `last_good` is where this node keeps its last good listing, served when etcd is
+    /// down at start.
+    Etcd {
+        etcd: EtcdConfig,
+        last_good: PathBuf,
+    },
+}
+
+impl Provider {
+    /// The provider's name as `config_provider` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Yaml { .. } => "yaml",
+            Provider::Embedded { .. } => "embedded",
+            Provider::Envoy { .. } => "envoy",
+            Provider::Etcd { .. } => "etcd",
+        }
+    }
+}
+
+/// `deployment.role`, APISIX's names: what a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Data plane and Admin API in one node.
+    Traditional,
+    /// Serves traffic from the config, never writes it (no Admin API).
+    DataPlane,
+    /// The Admin API only: no data-plane listener.
+    ControlPlane,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Traditional => "traditional",
+            Role::DataPlane => "data_plane",
+            Role::ControlPlane => "control_plane",
+        }
+    }
+
+    /// True when the node proxies traffic (every role but `control_plane`).
+    pub fn serves_data(self) -> bool {
+        self != Role::ControlPlane
+    }
+}
+
+/// `deployment.etcd`, as APISIX names its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// `host`: the cluster's endpoints, `http://` or `https://` URLs, tried in order.
+    pub hosts: Vec<String>,
+    /// `prefix`, default `/apisix`, without a trailing `/`.
+    pub prefix: String,
+    /// `timeout` (seconds, default 30): the longest one etcd request (connect included) may
+    /// take before the next endpoint is tried.
+    pub timeout: Duration,
+    /// `user` and `password`, for etcd's own authentication.
+    pub user: Option<(String, String)>,
+    /// `tls`: used for `https://` endpoints.
+    pub tls: EtcdTls,
+    /// `apisix.ssl.ssl_trusted_certificate`: CA certificates trusted besides the webpki roots
+    /// (APISIX verifies etcd against the same file).
+    pub trusted_ca: Option<PathBuf>,
+}
+
+/// `deployment.etcd.tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// `cert` and `key`: a client certificate (PEM files), for etcd's `--client-cert-auth`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// `verify` (default true): check etcd's certificate chain and name.
+    pub verify: bool,
+    /// `sni`: the name sent and checked; default the endpoint's host.
+    pub sni: Option<String>,
 }
 
 /// `deployment.admin`: the Admin API of a `traditional` node.
@@ -88,6 +164,8 @@ pub struct NodeConfig {
     pub connection_idle_timeout: Duration,
     pub http2_idle_timeout: Duration,
     pub provider: Provider,
+    /// `deployment.role`.
+    pub role: Role,
     /// The Admin API, `None` for a node without one (`data_plane`).
     pub admin: Option<AdminConfig>,
     /// The enabled plugin names (`plugins:`), when the file lists them.
@@ -200,6 +278,19 @@ const KNOWN: &[&str] = &[
     "deployment.admin.enable_admin_cors",
     "deployment.admin.admin_api_version",
     "deployment.role_data_plane.envoy_file",
+    "deployment.role_control_plane",
+    "deployment.role_control_plane.config_provider",
+    "deployment.etcd",
+    "deployment.etcd.host",
+    "deployment.etcd.prefix",
+    "deployment.etcd.timeout",
+    "deployment.etcd.user",
+    "deployment.etcd.password",
+    "deployment.etcd.tls",
+    "deployment.etcd.tls.cert",
+    "deployment.etcd.tls.key",
+    "deployment.etcd.tls.verify",
+    "deployment.etcd.tls.sni",
     "plugins",
     // Read by Lua plugins through core.config.local_conf() / plugin.plugin_attr().
     "plugin_attr",
@@ -532,11 +623,17 @@ impl NodeConfig {
         let connection_idle_timeout = r.time("nginx_config.http.connection_idle_timeout", "60s");
         let http2_idle_timeout = r.time("nginx_config.http.http2_idle_timeout", "180s");
 
-        let role = r.string("deployment.role", "data_plane");
-        let (provider, admin) = parse_provider(&mut r, prefix, &role);
+        let role_name = r.string("deployment.role", "data_plane");
+        let (role, provider, admin) = parse_provider(&mut r, prefix, &role_name);
         if admin.is_none() && r.get("deployment.admin").is_some() {
             warnings.push(format!(
-                "deployment.admin: ignored: a {role} node serves no Admin API (use role: traditional)"
+                "deployment.admin: ignored: a {role_name} node serves no Admin API (use role: traditional)"
+            ));
+        }
+        if !matches!(provider, Provider::Etcd { .. }) && r.get("deployment.etcd").is_some() {
+            warnings.push(format!(
+                "deployment.etcd: ignored: this node's config provider is not etcd ({})",
+                provider.name()
             ));
         }
         let plugins = match r.get("plugins") {
@@ -621,6 +718,7 @@ impl NodeConfig {
                 connection_idle_timeout,
                 http2_idle_timeout,
                 provider,
+                role,
                 admin,
                 plugins,
                 control,
@@ -636,70 +734,177 @@ impl NodeConfig {
     }
 }
 
-/// `deployment.role` and its provider, and the Admin API a `traditional` node serves.
+/// `deployment.role` and its provider, and the Admin API a `traditional` or `control_plane`
+/// node serves.
 fn parse_provider(
     r: &mut Reader<'_>,
     prefix: &Path,
     role: &str,
-) -> (Provider, Option<AdminConfig>) {
+) -> (Role, Provider, Option<AdminConfig>) {
     let yaml = Provider::Yaml {
         path: prefix.join("conf/apisix.yaml"),
     };
+    let etcd = |r: &mut Reader<'_>| Provider::Etcd {
+        etcd: parse_etcd(r, prefix),
+        last_good: prefix.join("data/etcd-last-good.json"),
+    };
     match role {
         "data_plane" => {
-            let name = r.string("deployment.role_data_plane.config_provider", "yaml");
-            match name.as_str() {
-                "yaml" => (yaml, None),
-                "envoy" => (
-                    Provider::Envoy {
-                        path: prefix.join(
-                            r.string("deployment.role_data_plane.envoy_file", "conf/envoy.yaml"),
-                        ),
-                    },
-                    None,
-                ),
+            const KEY: &str = "deployment.role_data_plane.config_provider";
+            let name = r.string(KEY, "yaml");
+            let provider = match name.as_str() {
+                "yaml" => yaml,
+                "etcd" => etcd(r),
+                "envoy" => Provider::Envoy {
+                    path: prefix
+                        .join(r.string("deployment.role_data_plane.envoy_file", "conf/envoy.yaml")),
+                },
                 other => {
                     r.error(
-                        "deployment.role_data_plane.config_provider",
+                        KEY,
                         format!(
-                            "config provider {other:?} is not supported yet (\"yaml\" or \"envoy\")"
+                            "config provider {other:?} is not supported yet (\"yaml\", \"etcd\" or \"envoy\")"
                         ),
                     );
-                    (yaml, None)
+                    yaml
                 }
-            }
+            };
+            (Role::DataPlane, provider, None)
         }
         "traditional" => {
-            let name = r.string("deployment.role_traditional.config_provider", "embedded");
+            const KEY: &str = "deployment.role_traditional.config_provider";
+            let name = r.string(KEY, "embedded");
             let provider = match name.as_str() {
                 "embedded" => Provider::Embedded {
                     data_file: prefix.join("data/store.json"),
                     seed: prefix.join("conf/apisix.yaml"),
                 },
-                "etcd" => {
-                    r.error(
-                        "deployment.role_traditional.config_provider",
-                        "etcd provider not built in this branch",
-                    );
-                    yaml
-                }
+                "etcd" => etcd(r),
                 other => {
                     r.error(
-                        "deployment.role_traditional.config_provider",
+                        KEY,
                         format!("unknown config provider {other:?} (embedded or etcd)"),
                     );
                     yaml
                 }
             };
-            (provider, Some(parse_admin(r)))
+            (Role::Traditional, provider, Some(parse_admin(r)))
+        }
+        "control_plane" => {
+            const KEY: &str = "deployment.role_control_plane.config_provider";
+            let name = r.string(KEY, "etcd");
+            let provider = if name == "etcd" {
+                etcd(r)
+            } else {
+                r.error(
+                    KEY,
+                    format!("config provider {name:?}: a control_plane node works on etcd only"),
+                );
+                yaml
+            };
+            (Role::ControlPlane, provider, Some(parse_admin(r)))
         }
         other => {
             r.error(
                 "deployment.role",
-                format!("role {other:?} is not supported yet (\"traditional\" or \"data_plane\")"),
+                format!(
+                    "unknown role {other:?} (\"traditional\", \"data_plane\" or \"control_plane\")"
+                ),
             );
-            (yaml, None)
+            (Role::DataPlane, yaml, None)
         }
+    }
+}
+
+/// `deployment.etcd`, with APISIX's defaults.
+fn parse_etcd(r: &mut Reader<'_>, prefix: &Path) -> EtcdConfig {
+    const HOST: &str = "deployment.etcd.host";
+    let hosts: Vec<String> = match r.get(HOST) {
+        None => vec!["http://127.0.0.1:2379".to_string()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.trim_end_matches('/').to_string(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(Value::String(s)) => vec![s.trim_end_matches('/').to_string()],
+        Some(other) => {
+            r.error(HOST, format!("expected a list of URLs, got {other}"));
+            Vec::new()
+        }
+    };
+    if r.get(HOST).is_some() && hosts.is_empty() {
+        r.error(HOST, "expected at least one etcd URL");
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        let ok = ["http://", "https://"]
+            .iter()
+            .any(|s| h.strip_prefix(s).is_some_and(|rest| !rest.is_empty()))
+            && h.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+        if !ok {
+            r.error(
+                &format!("{HOST}[{i}]"),
+                format!(
+                    "expected an http:// or https:// URL like \"http://127.0.0.1:2379\", got {h:?}"
+                ),
+            );
+        }
+    }
+    let etcd_prefix = r.string("deployment.etcd.prefix", "/apisix");
+    let etcd_prefix = etcd_prefix.trim_end_matches('/').to_string();
+    if etcd_prefix.is_empty() {
+        r.error(
+            "deployment.etcd.prefix",
+            "expected a key prefix like \"/apisix\"",
+        );
+    }
+    let timeout = match r.number("deployment.etcd.timeout", 30) {
+        0 => {
+            r.error("deployment.etcd.timeout", "expected at least 1 (seconds)");
+            30
+        }
+        n => n,
+    };
+    let user = r.get("deployment.etcd.user").is_some().then(|| {
+        (
+            r.string("deployment.etcd.user", ""),
+            r.string("deployment.etcd.password", ""),
+        )
+    });
+    if user.is_none() && r.get("deployment.etcd.password").is_some() {
+        r.error(
+            "deployment.etcd.password",
+            "a password needs deployment.etcd.user too",
+        );
+    }
+    let path = |r: &mut Reader<'_>, key: &str| {
+        let s = r.string(key, "");
+        (!s.is_empty()).then(|| prefix.join(s))
+    };
+    let tls = EtcdTls {
+        cert: path(r, "deployment.etcd.tls.cert"),
+        key: path(r, "deployment.etcd.tls.key"),
+        verify: r.boolean("deployment.etcd.tls.verify", true),
+        sni: Some(r.string("deployment.etcd.tls.sni", "")).filter(|s| !s.is_empty()),
+    };
+    if tls.cert.is_some() != tls.key.is_some() {
+        r.error(
+            "deployment.etcd.tls",
+            "cert and key go together: give both or neither",
+        );
+    }
+    let trusted_ca = match r.string("apisix.ssl.ssl_trusted_certificate", "") {
+        s if s.is_empty() || s == "system" => None,
+        s => Some(prefix.join(s)),
+    };
+    EtcdConfig {
+        hosts,
+        prefix: etcd_prefix,
+        timeout: Duration::from_secs(timeout),
+        user,
+        tls,
+        trusted_ca,
     }
 }
 
@@ -940,14 +1145,77 @@ mod tests {
         assert_eq!(a.listen.port(), 9181);
         assert_eq!(a.keys, vec![("v".into(), "abc".into(), "viewer".into())]);
         assert_eq!(a.allow, vec!["10.0.0.0/8".to_string()]);
-        let errs = parse(
-            "deployment:\n  role: traditional\n  role_traditional:\n    config_provider: etcd\n",
-        )
-        .unwrap_err();
-        assert_eq!(errs[0].message, "etcd provider not built in this branch");
         let (c, w) = parse("deployment:\n  admin:\n    admin_key_required: false\n").unwrap();
         assert!(c.admin.is_none());
         assert!(w[0].starts_with("deployment.admin: ignored"), "{w:?}");
+    }
+
+    #[test]
+    fn etcd_roles_and_deployment_etcd_use_apisix_names_and_defaults() {
+        let (c, w) = parse(
+            "deployment:\n  role: traditional\n  role_traditional:\n    config_provider: etcd\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.role, Role::Traditional);
+        assert!(c.admin.is_some());
+        let Provider::Etcd { etcd, last_good } = c.provider else {
+            panic!("etcd provider expected")
+        };
+        assert_eq!(etcd.hosts, vec!["http://127.0.0.1:2379".to_string()]);
+        assert_eq!(etcd.prefix, "/apisix");
+        assert_eq!(etcd.timeout, Duration::from_secs(30));
+        assert_eq!(etcd.user, None);
+        assert!(etcd.tls.verify);
+        assert_eq!(last_good, PathBuf::from("/p/data/etcd-last-good.json"));
+
+        let (c, w) = parse("apisix:\n  ssl:\n    ssl_trusted_certificate: conf/ca.pem\ndeployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n  etcd:\n    host:\n      - https://10.0.0.1:2379\n      - \"https://10.0.0.2:2379/\"\n    prefix: /gw/\n    timeout: 5\n    watch_timeout: 50\n    user: root\n    password: secret\n    tls:\n      cert: conf/c.pem\n      key: conf/k.pem\n      verify: false\n      sni: etcd.internal\n").unwrap();
+        assert_eq!(c.role, Role::DataPlane);
+        assert!(c.admin.is_none());
+        assert_eq!(
+            w,
+            vec!["deployment.etcd.watch_timeout: not supported by moongate yet; ignored"]
+        );
+        let Provider::Etcd { etcd, .. } = c.provider else {
+            panic!("etcd provider expected")
+        };
+        assert_eq!(
+            etcd.hosts,
+            vec!["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
+        );
+        assert_eq!(etcd.prefix, "/gw");
+        assert_eq!(etcd.timeout, Duration::from_secs(5));
+        assert_eq!(etcd.user, Some(("root".into(), "secret".into())));
+        assert_eq!(etcd.tls.cert, Some(PathBuf::from("/p/conf/c.pem")));
+        assert_eq!(etcd.tls.key, Some(PathBuf::from("/p/conf/k.pem")));
+        assert!(!etcd.tls.verify);
+        assert_eq!(etcd.tls.sni.as_deref(), Some("etcd.internal"));
+        assert_eq!(etcd.trusted_ca, Some(PathBuf::from("/p/conf/ca.pem")));
+
+        let (c, _) = parse("deployment:\n  role: control_plane\n").unwrap();
+        assert_eq!(c.role, Role::ControlPlane);
+        assert!(!c.role.serves_data());
+        assert!(matches!(c.provider, Provider::Etcd { .. }));
+        assert!(c.admin.is_some());
+
+        let errs = parse("deployment:\n  role: control_plane\n  role_control_plane:\n    config_provider: yaml\n  etcd:\n    host: [127.0.0.1:2379]\n    timeout: 0\n    tls: {cert: c.pem}\n").unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["deployment.role_control_plane.config_provider",]
+        );
+        let errs = parse("deployment:\n  role: traditional\n  role_traditional:\n    config_provider: etcd\n  etcd:\n    host: [127.0.0.1:2379]\n    timeout: 0\n    tls: {cert: c.pem}\n").unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "deployment.etcd.host[0]",
+                "deployment.etcd.timeout",
+                "deployment.etcd.tls",
+            ]
+        );
+        let (_, w) = parse("deployment:\n  etcd:\n    host: [http://127.0.0.1:2379]\n").unwrap();
+        assert!(w[0].starts_with("deployment.etcd: ignored"), "{w:?}");
     }
 
     #[test]

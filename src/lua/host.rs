@@ -2,9 +2,10 @@
 //! per resource per snapshot, and the calls that run a phase of a chain for a request.
 //!
 //! Conf identity matters: APISIX plugins cache on their conf table (`core.lrucache.plugin_ctx`,
-//! tables keyed by conf), so each (snapshot version, chain) gets its conf tables made once, by
-//! the plugin's own `check_schema` filling defaults, and every request of that snapshot gets the
-//! very same tables. A new snapshot makes new tables, as a new config version does in APISIX.
+//! tables keyed by conf), so each compiled chain gets its conf tables made once, by the plugin's
+//! own `check_schema` filling defaults, and every request running that chain gets the very same
+//! tables — across snapshots too: a config change recompiles only the chains of the resources
+//! it touched, so only those get new tables, as a new `conf_version` does in APISIX.
 //!
 //! The request path crosses from Rust into Lua once per phase that has Lua work, and creates no
 //! Lua value from Rust on the way: under the worker's heap limit every value mlua makes from Rust
@@ -30,13 +31,22 @@ use super::vm::{LuaVm, VmOptions};
 use crate::plugin::{Chain, Impl, Phase};
 
 const RUNNER: &str = include_str!("runner.lua");
+/// The fewest chain-table entries at which dead chains are swept.
+const SWEEP_MIN: usize = 256;
+
+/// One chain's table, with the tokens that tell whether the chain is alive.
+type ChainTable = (Vec<std::sync::Weak<()>>, Table);
 
 /// What a phase run ended with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Every plugin ran; the request goes on. `consumer`: the `ctx.consumer_name` an auth
-    /// plugin attached (reported after rewrite runs).
-    Continue { consumer: Option<String> },
+    /// plugin attached (reported after rewrite runs); `upstream_id`: `ctx.upstream_id` as a
+    /// plugin left it (reported after rewrite and access runs).
+    Continue {
+        consumer: Option<String>,
+        upstream_id: Option<String>,
+    },
     /// Plugin `index` of the chain answered `return code, body`.
     Answer {
         index: usize,
@@ -90,8 +100,11 @@ pub struct LuaHost {
     run_groups_fn: Function,
     /// `runner.lua`'s route object maker, called once per route per snapshot.
     make_route: Function,
-    /// Chain tables of the newest snapshot version, by chain key.
-    chains: RefCell<FxHashMap<String, Table>>,
+    /// Chain tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
+    /// whether the chain is still alive.
+    chains: RefCell<FxHashMap<(u64, u64), ChainTable>>,
+    /// `chains` is swept of dead chains when it grows to this many entries.
+    sweep_at: Cell<usize>,
     /// Route objects of the newest snapshot version, by route id.
     routes: RefCell<FxHashMap<String, Table>>,
     /// Compiled handlers of the newest snapshot version, by (route key, directive).
@@ -140,6 +153,42 @@ crate::raw_fn!(enter_group, |args| {
     })
 });
 
+// `upstream_peer()`: the address the upstream answered from (ip, port), or nothing yet.
+crate::raw_fn!(upstream_peer, |_| {
+    request::with_raw("the phase runner", |r| match r.upstream.addr {
+        Some(a) => super::raw::Rets::two(
+            super::raw::Ret::Str(a.ip().to_string().into_bytes()),
+            super::raw::Ret::Num(a.port() as f64),
+        ),
+        None => super::raw::Rets::none(),
+    })
+});
+
+/// `route_match(t)`: fills `t` (the request's `ctx.curr_req_matched`) with what the router
+/// matched: `_path` (the route uri) and the uri's parameters.
+unsafe extern "C-unwind" fn route_match(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    let pairs = request::with_raw("the phase runner", |r| {
+        let mut p = super::raw::Pairs::with_capacity(r.uri_params.len() + 1);
+        if let Some(u) = &r.matched_uri {
+            p.push(b"_path", u.as_bytes());
+        }
+        for (k, v) in &r.uri_params {
+            p.push(k.as_bytes(), v.as_bytes());
+        }
+        p
+    });
+    // SAFETY: called by Lua with a table as argument 1; only pushes and raw sets follow,
+    // with `pairs` the one owned value (leaked at worst if a push runs out of memory).
+    unsafe {
+        if let Ok(pairs) = pairs
+            && mlua::ffi::lua_type(l, 1) == mlua::ffi::LUA_TTABLE
+        {
+            super::raw::set_pairs(l, 1, &pairs);
+        }
+    }
+    0
+}
+
 impl LuaHost {
     /// Makes the worker's VM and loads `plugins` into it (running their `init()`). A plugin that
     /// fails here is logged and left out; the control thread reported it already at start.
@@ -169,6 +218,8 @@ impl LuaHost {
                 super::raw::function(lua, request::take_retired, ())?,
                 super::raw::function(lua, super::ngx::balancer::picked, ())?,
                 super::raw::function(lua, enter_group, ())?,
+                super::raw::function(lua, route_match, ())?,
+                super::raw::function(lua, upstream_peer, ())?,
             ))?;
         let mut vm_id = 0;
         // SAFETY: reads the allocator of the VM's main state, in a protected call.
@@ -181,6 +232,7 @@ impl LuaHost {
             run_groups_fn,
             make_route,
             chains: RefCell::new(FxHashMap::default()),
+            sweep_at: Cell::new(SWEEP_MIN),
             routes: RefCell::new(FxHashMap::default()),
             handlers: RefCell::new(FxHashMap::default()),
             newest: Cell::new(0),
@@ -203,7 +255,6 @@ impl LuaHost {
     fn cacheable(&self, version: u64) -> bool {
         if version > self.newest.get() {
             self.newest.set(version);
-            self.chains.borrow_mut().clear();
             self.routes.borrow_mut().clear();
             self.handlers.borrow_mut().clear();
         }
@@ -212,10 +263,10 @@ impl LuaHost {
 
     /// The chain as Lua sees it: `{name, mod, conf}` per Lua plugin (`false` for native
     /// ones, so indices line up) and the owner's `conf_type`, `conf_id`, `conf_version`, made
-    /// once per snapshot version.
-    fn chain_table(&self, version: u64, chain: &Chain) -> Result<Table, String> {
-        let cache = self.cacheable(version);
-        if cache && let Some(t) = self.chains.borrow().get(chain.key.as_str()) {
+    /// once per compiled chain.
+    fn chain_table(&self, chain: &Chain) -> Result<Table, String> {
+        let key = chain.id.key();
+        if let Some((_, t)) = self.chains.borrow().get(&key) {
             return Ok(t.clone());
         }
         let lua = self.lua();
@@ -232,6 +283,8 @@ impl LuaHost {
                         .get(&e.name)
                         .ok_or_else(|| format!("plugin {} is not loaded on this worker", e.name))?;
                     let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
+                    // Checked as stored (APISIX checks before decrypting), then opened.
+                    plugin::seal_table(&self.vm, &e.name, &conf, None, plugin::Seal::Decrypt)?;
                     let entry = lua.create_table().map_err(err)?;
                     entry.set("name", e.name.as_str()).map_err(err)?;
                     entry.set("mod", module.clone()).map_err(err)?;
@@ -247,11 +300,14 @@ impl LuaHost {
         t.set("conf_version", o.conf_version.as_str())
             .map_err(err)?;
         t.set("global", o.conf_type == "global_rule").map_err(err)?;
-        if cache {
-            self.chains
-                .borrow_mut()
-                .insert(chain.key.clone(), t.clone());
+        let mut chains = self.chains.borrow_mut();
+        // Tables of chains no snapshot holds any more are dropped in one sweep once the map
+        // doubled since the last one: amortised O(1) per new chain, never a scan per change.
+        if chains.len() >= self.sweep_at.get() {
+            chains.retain(|_, (alive, _)| crate::plugin::ChainId::alive(alive));
+            self.sweep_at.set((chains.len() * 2).max(SWEEP_MIN));
         }
+        chains.insert(key, (chain.id.watch(), t.clone()));
         Ok(t)
     }
 
@@ -294,7 +350,7 @@ impl LuaHost {
         req: &SharedReq,
         route: &RouteInfo<'_>,
     ) -> Step {
-        let chain_t = match self.chain_table(version, chain) {
+        let chain_t = match self.chain_table(chain) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the plugins of {}: {e}", chain.key);
@@ -355,7 +411,10 @@ impl LuaHost {
                 );
                 Step::Error
             }
-            Driven::Done(_) => Step::Continue { consumer: None },
+            Driven::Done(_) => Step::Continue {
+                consumer: None,
+                upstream_id: None,
+            },
         }
     }
 
@@ -380,7 +439,7 @@ impl LuaHost {
         }
         let mut tables = Vec::with_capacity(groups.len());
         for g in groups {
-            match self.chain_table(version, g.chain) {
+            match self.chain_table(g.chain) {
                 Ok(t) => tables.push(Value::Table(t)),
                 Err(e) => {
                     log::error!("failed to prepare the plugins of {}: {e}", g.chain.key);
@@ -451,10 +510,8 @@ impl LuaHost {
             Driven::Done((kind, index, status, body, group)) => {
                 if matches!(kind, Value::Boolean(true)) {
                     return Some(GroupsOut::Done {
-                        consumer: match index {
-                            Value::String(s) => Some(s.to_string_lossy()),
-                            _ => None,
-                        },
+                        consumer: text_of(&index),
+                        upstream_id: text_of(&status),
                     });
                 }
                 if matches!(&kind, Value::String(s) if &*s.as_bytes() == b"stop") {
@@ -519,7 +576,10 @@ impl LuaHost {
                 .drive::<_, RunnerOut>(req, &self.runner, (route_t, f, 0))
                 .await
             {
-                Driven::Done(_) => Step::Continue { consumer: None },
+                Driven::Done(_) => Step::Continue {
+                    consumer: None,
+                    upstream_id: None,
+                },
                 Driven::Exited => Step::Exit,
                 Driven::TimedOut => {
                     log::error!("{directive} did not finish within {:?}", self.phase_timeout);
@@ -659,8 +719,11 @@ pub struct Group<'a> {
 /// How a call of several groups ended.
 pub enum GroupsOut {
     /// Every group ran through; when they were all rewrite groups, the consumer an auth
-    /// plugin attached.
-    Done { consumer: Option<String> },
+    /// plugin attached; `ctx.upstream_id` as the plugins left it.
+    Done {
+        consumer: Option<String>,
+        upstream_id: Option<String>,
+    },
     /// Stopped before group `next` (0-based): output was printed, or an auth plugin attached
     /// `consumer` (its merge comes first).
     Stopped {
@@ -669,6 +732,16 @@ pub enum GroupsOut {
     },
     /// Group `group` answered, exited or failed.
     Ended { group: usize, step: Step },
+}
+
+/// A string (or number, as `tostring` writes it) the runner returned; `None` for nil.
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_string_lossy()),
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Number(n) => Some(super::raw::number_text(*n)),
+        _ => None,
+    }
 }
 
 /// Reads what the runner returned for one run: its end, an answer, or an error (logged).
@@ -686,13 +759,16 @@ fn step_of(
         Value::Boolean(true) => {
             // The run went through; an auth plugin may have attached a consumer.
             return Step::Continue {
-                consumer: match index {
-                    Value::String(s) => Some(s.to_string_lossy()),
-                    _ => None,
-                },
+                consumer: text_of(&index),
+                upstream_id: text_of(&status),
             };
         }
-        _ => return Step::Continue { consumer: None },
+        _ => {
+            return Step::Continue {
+                consumer: None,
+                upstream_id: None,
+            };
+        }
     };
     let index = match index {
         Value::Integer(i) if i >= 1 => i as usize - 1,

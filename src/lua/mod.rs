@@ -13,4 +13,5 @@ pub mod plugin_set;
 pub mod raw;
 pub mod request;
 pub mod sched;
+pub mod upstream_choice;
 pub mod vm;

@@ -389,6 +389,21 @@ unsafe fn push(l: *mut ffi::lua_State, v: Ret) {
     }
 }
 
+/// Sets `t[name] = value` for every pair into the table at stack index `t` (raw sets).
+///
+/// # Safety
+/// `l` is the running call's state and `t` a valid absolute index of a table.
+pub unsafe fn set_pairs(l: *mut ffi::lua_State, t: c_int, pairs: &Pairs) {
+    unsafe {
+        ffi::lua_checkstack(l, 3);
+        for (k, v) in pairs.iter() {
+            ffi::lua_pushlstring(l, k.as_ptr().cast(), k.len());
+            ffi::lua_pushlstring(l, v.as_ptr().cast(), v.len());
+            ffi::lua_rawset(l, t);
+        }
+    }
+}
+
 /// Makes a Lua function of the C function `f` with `upvalues` (values of the VM, e.g. a
 /// metatable the function hands out).
 pub fn function(

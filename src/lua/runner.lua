@@ -11,7 +11,8 @@
 -- pools at the end of a request (`ngx.ctx` is never reused). Nothing is made per request that
 -- can be made once per snapshot: chains carry their owner's `conf_*`, their flat plugin list and
 -- their `matched_route`, built on first use.
-local mark, req_state, adopt_state, take_retired, picked, enter_group = ...
+local mark, req_state, adopt_state, take_retired, picked, enter_group, route_match,
+    upstream_peer = ...
 
 local select, type, tostring, pairs = select, type, tostring, pairs
 local traceback = debug.traceback
@@ -21,6 +22,66 @@ local new_tab, clear_tab = require("table.new"), require("table.clear")
 local json = require("cjson.safe").new()
 -- APISIX's core.json settings: "/" is not escaped, arrays stay arrays.
 json.encode_escape_forward_slash(false)
+-- `$env://` / `$secret://` references in a conf: phase functions get a copy with the values
+-- in place (as APISIX's plugin filter gives them), made again only when a value changed. A
+-- conf with no string starting with `$` is used as it is, without loading apisix.secret.
+local setmetatable, require, byte = setmetatable, require, string.byte
+local plain_confs = setmetatable({}, { __mode = "k" })
+local resolved = setmetatable({}, { __mode = "k" })
+local secret
+
+local function may_hold_ref(t, seen)
+    seen[t] = true
+    for _, v in pairs(t) do
+        local tv = type(v)
+        if tv == "string" then
+            if byte(v, 1) == 36 then
+                return true
+            end
+        elseif tv == "table" and not seen[v] and may_hold_ref(v, seen) then
+            return true
+        end
+    end
+    return false
+end
+
+local function same_values(a, b)
+    for k, v in pairs(a) do
+        if b[k] ~= v then
+            return false
+        end
+    end
+    for k in pairs(b) do
+        if a[k] == nil then
+            return false
+        end
+    end
+    return true
+end
+
+local function conf_of(conf)
+    if plain_confs[conf] or type(conf) ~= "table" then
+        return conf
+    end
+    if not may_hold_ref(conf, {}) then
+        plain_confs[conf] = true
+        return conf
+    end
+    secret = secret or require("apisix.secret")
+    if secret.has_secret_ref(conf) == false then
+        plain_confs[conf] = true
+        return conf
+    end
+    local vals = secret.collect_secret_values(conf, true)
+    local hit = resolved[conf]
+    if hit and same_values(hit.vals, vals) then
+        return hit.conf
+    end
+    local copy = secret.fetch_secrets(conf, true)
+    resolved[conf] = { vals = vals, conf = copy }
+    return copy
+end
+
 -- apisix.core.ctx, loaded on the first plugin phase (a VM that only runs `*_by_lua` handlers
 -- never loads the APISIX shim, and keeps plain cjson settings).
 local core_ctx
@@ -128,10 +189,13 @@ local function new_ctx(state)
     actx.route_name = route.name
     actx.service_id = route.service_id
     actx.matched_route = route.matched_route
-    -- Router captures (uri_param_*) are not passed from the Rust router yet.
-    if not actx.curr_req_matched then
-        actx.curr_req_matched = {}
+    -- What the router matched: the route uri (`_path`) and its parameters (`uri_param_NAME`).
+    local matched = actx.curr_req_matched
+    if not matched then
+        matched = new_tab(0, 2)
+        actx.curr_req_matched = matched
     end
+    route_match(matched)
     core_ctx.set_vars_meta(actx)
     state.ctx = actx
     return actx
@@ -164,25 +228,36 @@ local function attach(state, actx, chain)
         return
     end
     local flat = chain.flat
-    if flat == nil then
+    if flat == nil or chain.flat_per_request then
         local confs = {}
         flat = {}
+        local per_request = false
         for i = 1, #chain do
             local e = chain[i]
             if e then
+                local conf = conf_of(e.conf)
+                -- A conf with secret references resolves per request: no list to share.
+                per_request = per_request or conf ~= e.conf
                 flat[#flat + 1] = e.mod
-                flat[#flat + 1] = e.conf
+                flat[#flat + 1] = conf
                 confs[e.name] = e.conf
             end
         end
         chain.flat = flat
-        local base = state.route.matched_route
+        chain.flat_per_request = per_request
+        chain.confs = confs
+    end
+    -- The route object with the chain's confs, remade when the route object changed (a new
+    -- snapshot keeps an unchanged chain's tables).
+    local base = state.route.matched_route
+    if chain.matched_for ~= base then
         local value = {}
         for k, v in pairs(base.value) do
             value[k] = v
         end
-        value.plugins = confs
+        value.plugins = chain.confs
         chain.matched_route = { key = base.key, modifiedIndex = base.modifiedIndex, value = value }
+        chain.matched_for = base
     end
     actx.plugins = flat
     actx.matched_route = chain.matched_route
@@ -202,11 +277,16 @@ local function answer(i, code, body)
 end
 
 local function run_one(actx, e, i, phase)
+    -- apisix.plugin.skip_plugin(ctx, name) leaves a plugin out for the rest of the request.
+    local skip = actx._skip_plugins
+    if skip and skip[e.name] then
+        return true
+    end
     actx._plugin_name = e.name
     -- The time each plugin takes is accounted from here to the next mark (or the end of the
     -- run, marked from Rust).
     mark(i)
-    return xpcall(e.mod[phase], on_error, e.conf, actx)
+    return xpcall(e.mod[phase], on_error, conf_of(e.conf), actx)
 end
 
 -- Runs `phase` of the chain's plugins given by `mask` (bit i-1 set: entry i runs, in index
@@ -221,6 +301,10 @@ local function run_phase(state, chain, phase_no, mask, ...)
         actx.balancer_port = port
         actx.balancer_try_count = try_no
         actx.picked_server = { host = host, port = port }
+    end
+    if phase_no > ANSWERS and actx.balancer_ip == nil then
+        -- After the upstream answered: the node it went to, as APISIX's variables read it.
+        actx.balancer_ip, actx.balancer_port = upstream_peer()
     end
     local phase = PHASES[phase_no]
     local may_answer = phase_no <= ANSWERS
@@ -252,8 +336,12 @@ local function run_phase(state, chain, phase_no, mask, ...)
             end
         end
     end
-    -- After rewrite: the consumer an auth plugin attached, for the consumer merge.
-    return true, phase_no == 1 and actx.consumer_name or nil
+    -- After rewrite: the consumer an auth plugin attached, for the consumer merge; after
+    -- rewrite and access, the upstream a plugin named (traffic-split's ctx.upstream_id).
+    if phase_no > 2 then
+        return true
+    end
+    return true, phase_no == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
 -- The entry point: the route object, then either a chain, a phase number and the plugins to
@@ -298,7 +386,8 @@ local function run_groups(route, n, ...)
         end
     end
     -- Only rewrite groups ran: the consumer (if any) still needs its merge.
-    return true, prev_phase == 1 and state.ctx.consumer_name or nil
+    local actx = state.ctx
+    return true, prev_phase == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
 return run, make_route, run_groups

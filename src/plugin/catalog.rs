@@ -26,13 +26,22 @@ pub struct PluginInfo {
     pub is_auth: bool,
 }
 
-/// What the control VM is asked: a conf check, or (`conf` = `Value::Null`, marked by
-/// `want_schema`) a schema as JSON text.
+/// What the control VM is asked about one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// Check a conf (the answer is empty text).
+    Check,
+    /// The schema as JSON text.
+    Schema,
+    /// The conf with its `encrypt_fields` transformed, as JSON text; empty when unchanged.
+    Seal(crate::lua::plugin::Seal),
+}
+
 struct CheckRequest {
     name: String,
     conf: Value,
     schema_type: Option<i64>,
-    want_schema: bool,
+    ask: Ask,
     reply: mpsc::Sender<Result<String, String>>,
 }
 
@@ -75,8 +84,13 @@ impl Catalog {
         opts: &VmOptions,
         enabled: Option<&[String]>,
     ) -> std::io::Result<(Catalog, Vec<String>)> {
+        let node: serde_json::Value =
+            serde_json::from_str(&opts.node_config_json).unwrap_or(serde_json::Value::Null);
         let natives: HashMap<&'static str, Arc<dyn NativePlugin>> =
-            native::all().into_iter().map(|p| (p.name(), p)).collect();
+            native::all(&node["plugin_attr"])
+                .into_iter()
+                .map(|p| (p.name(), p))
+                .collect();
         // A Lua file in the plugin directories wins over the native plugin of the same name,
         // so a user can run APISIX's own implementation instead of ours.
         let lua_files = discover(&opts.plugin_dirs);
@@ -175,12 +189,15 @@ impl Catalog {
     pub fn check(&self, name: &str, conf: &Value, schema_type: Option<i64>) -> Result<(), String> {
         match self.plugins.get(name).map(|p| &p.imp) {
             None => Err(format!("unknown plugin [{name}]")),
-            Some(Impl::Native(p)) => p.check_conf(conf),
+            // Worded as APISIX wraps a plugin's own check_schema error.
+            Some(Impl::Native(p)) => p.check_conf(conf).map_err(|e| {
+                format!("failed to check the configuration of plugin {name} err: {e}")
+            }),
             Some(Impl::Lua) => {
                 let Some(checker) = &self.checker else {
                     return Err(format!("unknown plugin [{name}]"));
                 };
-                self.ask(checker, name, conf.clone(), schema_type, false)
+                self.ask(checker, name, conf.clone(), schema_type, Ask::Check)
                     .map(|_| ())
             }
         }
@@ -198,10 +215,35 @@ impl Catalog {
                 let Some(checker) = &self.checker else {
                     return Err(format!("unknown plugin [{name}]"));
                 };
-                let text = self.ask(checker, name, Value::Null, schema_type, true)?;
+                let text = self.ask(checker, name, Value::Null, schema_type, Ask::Schema)?;
                 serde_json::from_str(&text).map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// `conf` with the plugin's `encrypt_fields` encrypted or decrypted (APISIX's
+    /// `data_encryption`), or `None` when nothing changed: encryption is off on this node, the
+    /// plugin lists no field, or it is native.
+    pub fn seal(
+        &self,
+        name: &str,
+        conf: &Value,
+        schema_type: Option<i64>,
+        seal: crate::lua::plugin::Seal,
+    ) -> Result<Option<Value>, String> {
+        if !matches!(self.plugins.get(name).map(|p| &p.imp), Some(Impl::Lua)) {
+            return Ok(None);
+        }
+        let Some(checker) = &self.checker else {
+            return Ok(None);
+        };
+        let text = self.ask(checker, name, conf.clone(), schema_type, Ask::Seal(seal))?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     fn ask(
@@ -210,7 +252,7 @@ impl Catalog {
         name: &str,
         conf: Value,
         schema_type: Option<i64>,
-        want_schema: bool,
+        ask: Ask,
     ) -> Result<String, String> {
         let (reply_tx, reply_rx) = mpsc::channel();
         let sent = checker
@@ -220,7 +262,7 @@ impl Catalog {
                 name: name.to_string(),
                 conf,
                 schema_type,
-                want_schema,
+                ask,
                 reply: reply_tx,
             });
         if sent.is_err() {
@@ -298,11 +340,16 @@ fn control_thread(
         // The thread blocks between checks, so timers a plugin starts at load time here do not
         // fire on this VM; they do on the workers', where plugins run for real.
         while let Ok(req) = rx.recv() {
-            let r = if req.want_schema {
-                crate::lua::plugin::schema_json(&vm, &req.name, req.schema_type)
-            } else {
-                crate::lua::plugin::check_conf(&vm, &req.name, &req.conf, req.schema_type)
-                    .map(|_| String::new())
+            let r = match req.ask {
+                Ask::Schema => crate::lua::plugin::schema_json(&vm, &req.name, req.schema_type),
+                Ask::Check => {
+                    crate::lua::plugin::check_conf(&vm, &req.name, &req.conf, req.schema_type)
+                        .map(|_| String::new())
+                }
+                Ask::Seal(seal) => {
+                    crate::lua::plugin::seal_conf(&vm, &req.name, &req.conf, req.schema_type, seal)
+                        .map(Option::unwrap_or_default)
+                }
             };
             let _ = req.reply.send(r);
         }

@@ -97,6 +97,13 @@ pub struct RequestCtx {
     pub route_id: Option<String>,
     pub route_name: Option<String>,
     pub service_id: Option<String>,
+    /// The route uri the router matched (APISIX's `curr_req_matched._path`) and the
+    /// parameters it captured (`uri_param_NAME`).
+    pub matched_uri: Option<String>,
+    pub uri_params: Vec<(String, String)>,
+    /// The upstream a plugin chose for this request (`apisix.upstream.set`), instead of the
+    /// route's.
+    pub upstream_choice: Option<std::sync::Arc<crate::upstream::UpstreamDef>>,
     // The response side.
     /// `ngx.status`: 0 until someone sets it or a response arrives.
     pub status: u16,
@@ -180,6 +187,9 @@ impl RequestCtx {
             route_id: None,
             route_name: None,
             service_id: None,
+            matched_uri: None,
+            uri_params: Vec::new(),
+            upstream_choice: None,
             status: 0,
             resp_headers: HeaderMap::new(),
             headers_sent: false,
@@ -273,7 +283,9 @@ impl RequestCtx {
         let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
         Some(match name {
             "uri" | "document_uri" => Cow::Borrowed(&self.uri),
-            "request_uri" => Cow::Borrowed(&self.request_uri),
+            // APISIX keeps the request target as sent in `$real_request_uri` (its own
+            // `request_uri` is rebuilt from the normalised path).
+            "request_uri" | "real_request_uri" => Cow::Borrowed(&self.request_uri),
             "args" | "query_string" => {
                 if self.args.is_empty() {
                     return None;

@@ -91,6 +91,14 @@ impl Body {
         Body::with(Kind::Full(Some(data.into())))
     }
 
+    /// The length of a body the gateway holds whole (`None` for streamed ones).
+    pub fn full_len(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Full(d) => Some(d.as_ref().map_or(0, |d| d.len() as u64)),
+            _ => None,
+        }
+    }
+
     fn with(kind: Kind) -> Body {
         Body {
             kind,

@@ -72,6 +72,8 @@ pub(super) async fn serve(
             host,
             declared,
             start,
+            matched_uri: None,
+            uri_params: Vec::new(),
             internal: true,
         },
         // As APISIX's control server: no access log.

@@ -564,9 +564,12 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     if route.has_phases() || !snapshot.global_chains.is_empty() {
         let path = path.into_owned();
         let host = host.into_owned();
+        let matched_uri = matched.uri.as_deref().map(str::to_string);
         return Ok(phases::serve(
             phases::Incoming {
                 cx: cx.clone(),
+                matched_uri,
+                uri_params: matched.params,
                 snapshot,
                 route,
                 parts,

@@ -49,6 +49,9 @@ pub(super) struct Incoming {
     pub host: String,
     pub declared: Option<u64>,
     pub start: Instant,
+    /// The route uri that matched and the parameters it captured.
+    pub matched_uri: Option<String>,
+    pub uri_params: Vec<(String, String)>,
     /// A request the gateway answers itself (the control API, `proxy::control`): no global
     /// rules run and `ctx` names no route.
     pub internal: bool,
@@ -76,6 +79,8 @@ struct Run {
     req: SharedReq,
     /// The `ctx.consumer_name` an auth plugin attached during rewrite.
     consumer: RefCell<Option<String>>,
+    /// `ctx.upstream_id` as the rewrite and access plugins left it (traffic-split sets it).
+    upstream_id: RefCell<Option<String>>,
     uses_lua: bool,
 }
 
@@ -198,9 +203,15 @@ impl Run {
                             )
                             .await;
                         match step {
-                            Step::Continue { consumer } => {
+                            Step::Continue {
+                                consumer,
+                                upstream_id,
+                            } => {
                                 if consumer.is_some() {
                                     *self.consumer.borrow_mut() = consumer;
+                                }
+                                if matches!(phase, Phase::Rewrite | Phase::Access) {
+                                    *self.upstream_id.borrow_mut() = upstream_id;
                                 }
                             }
                             Step::Answer {
@@ -258,11 +269,17 @@ impl Run {
             .run_groups(self.version, &groups, &self.req, &self.route_info())
             .await?;
         Some(match out {
-            GroupsOut::Done { consumer: None } => self.printed().unwrap_or(Flow::Continue),
+            GroupsOut::Done {
+                consumer: None,
+                upstream_id,
+            } => {
+                *self.upstream_id.borrow_mut() = upstream_id;
+                self.printed().unwrap_or(Flow::Continue)
+            }
             // A consumer was attached and access has not run (the call stopped before it, or
             // the plan had no access group): the rest goes the usual way, merge then access.
             // A stop without a consumer is printed output, which answers.
-            GroupsOut::Done { consumer } | GroupsOut::Stopped { consumer, .. } => {
+            GroupsOut::Done { consumer, .. } | GroupsOut::Stopped { consumer, .. } => {
                 if let Some(f) = self.printed() {
                     return Some(f);
                 }
@@ -305,12 +322,19 @@ impl Run {
             return Flow::Continue;
         };
         let Some(consumer) = self.snapshot.consumers.get(&name).cloned() else {
+            log::info!("find consumer {name}, config changed: false");
             return Flow::Continue;
         };
         if let Some(g) = &consumer.missing_group {
             log::error!("failed to fetch consumer group config by id: {g}");
             return Flow::Answer(503);
         }
+        // APISIX's line after its consumer merge, which tests and operators look for.
+        log::info!(
+            "find consumer {}, config changed: {}",
+            consumer.username,
+            consumer.chain.is_some()
+        );
         let Some(cchain) = consumer.chain.clone() else {
             return Flow::Continue;
         };
@@ -360,6 +384,30 @@ impl Run {
             r.out.push(b);
         }
         Flow::Answer(status)
+    }
+
+    /// The upstream this request goes to: the one a plugin chose with `apisix.upstream.set`,
+    /// else the upstream `ctx.upstream_id` names (traffic-split sets it), else the route's.
+    /// As in APISIX, a `ctx.upstream_id` that names no upstream answers 502.
+    fn chosen_upstream(&self) -> Result<Arc<crate::upstream::UpstreamDef>, StatusCode> {
+        if let Some(def) = self.req.borrow().upstream_choice.clone() {
+            return Ok(def);
+        }
+        let id = self.upstream_id.borrow().clone();
+        match id {
+            Some(id) => match self
+                .snapshot
+                .upstreams
+                .get(&crate::config::resource::Id(id.clone()))
+            {
+                Some(def) => Ok(def.clone()),
+                None => {
+                    log::error!("failed to find upstream by id: {id}");
+                    Err(StatusCode::BAD_GATEWAY)
+                }
+            },
+            None => super::upstream_of(&self.route),
+        }
     }
 
     /// After `ngx.exit(code)`.
@@ -487,6 +535,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         host,
         declared,
         start,
+        matched_uri,
+        uri_params,
         internal,
     } = inc;
     let settings = &cx.worker.shared.settings;
@@ -534,6 +584,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         ctx.route_id = Some(route.id.0.clone());
         ctx.route_name = route.name.clone();
         ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+        ctx.matched_uri = matched_uri;
+        ctx.uri_params = uri_params;
     }
     let id = ctx.id;
     let req: SharedReq = Rc::new(RefCell::new(ctx));
@@ -559,6 +611,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         route,
         req,
         consumer: RefCell::new(None),
+        upstream_id: RefCell::new(None),
         uses_lua,
     });
 
@@ -617,21 +670,27 @@ fn merged_chain(
     })
 }
 
-/// `ctx.conf_type`/`conf_id`/`conf_version` as APISIX sets them after the merge.
-/// The consumer's and group's versions are the snapshot's, as every resource's here.
-fn merged_owner(version: u64, route: &Chain, consumer: &ConsumerEntry) -> crate::plugin::ConfOwner {
+/// `ctx.conf_type`/`conf_id`/`conf_version` as APISIX sets them after the merge: the
+/// consumer's and its group's versions are their own revisions (see `ConsumerEntry`).
+fn merged_owner(
+    _version: u64,
+    route: &Chain,
+    consumer: &ConsumerEntry,
+) -> crate::plugin::ConfOwner {
     let o = &route.owner;
     let mut owner = crate::plugin::ConfOwner {
         conf_type: format!("{}&consumer", o.conf_type),
         conf_id: format!("{}&{}", o.conf_id, consumer.username),
-        conf_version: format!("{}&{version}", o.conf_version),
+        conf_version: format!("{}&{}", o.conf_version, consumer.conf_version),
     };
     if let Some(g) = &consumer.group_id {
         owner.conf_type.push_str("&consumer_group");
         owner.conf_id.push('&');
         owner.conf_id.push_str(g);
         owner.conf_version.push('&');
-        owner.conf_version.push_str(&version.to_string());
+        owner
+            .conf_version
+            .push_str(consumer.group_version.as_deref().unwrap_or(""));
     }
     owner
 }
@@ -753,7 +812,9 @@ async fn forward(
     body_error: Rc<Cell<Option<super::body::ClientBodyError>>>,
 ) -> Result<(Response<Body>, UpstreamDone), (Response<Body>, Option<UpstreamDone>)> {
     let route = run.route.clone();
-    let def = super::upstream_of(&route).map_err(|status| (error_page::page(status), None))?;
+    let def = run
+        .chosen_upstream()
+        .map_err(|status| (error_page::page(status), None))?;
     // The balancer phase runs when a node is picked: for the first try before before_proxy
     // (APISIX's order), then on every retry inside the upstream exchange.
     let balancer = any_phase(&run.chains.borrow(), Phase::Balancer)
@@ -974,6 +1035,18 @@ async fn respond(
             if filtering {
                 // The filter may change the length: the body goes out chunked.
                 parts.headers.remove(header::CONTENT_LENGTH);
+            } else if let Some(len) = body.full_len()
+                && r.method != http::Method::HEAD
+                && parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != len.to_string().as_bytes())
+            {
+                // A `Content-Length` Lua set that is not the length of the body it printed
+                // would break the connection: the body's own length is sent.
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             }
             drop(r);
             if filtering {

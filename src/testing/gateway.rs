@@ -63,6 +63,8 @@ pub struct Process {
     port: u16,
     /// The config.yaml text this process was started with.
     pub config: String,
+    /// Environment variables set for it (`--- main_config` `env NAME=VALUE;`).
+    pub env: Vec<(String, String)>,
     pub ports: Vec<u16>,
     /// Routes go in through the Admin API on the data port (the embedded store), not the
     /// route file; the ids written so far, to delete the ones a later block drops.
@@ -82,6 +84,13 @@ fn tail(path: &Path, max: usize) -> String {
     text[start..].to_string()
 }
 
+/// What a process is started with: its `config.yaml` text and extra environment variables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Setup {
+    pub config: String,
+    pub env: Vec<(String, String)>,
+}
+
 impl Process {
     /// Writes the files and starts `bin run -p prefix` in `cwd`, waiting until every port
     /// accepts connections.
@@ -90,10 +99,11 @@ impl Process {
         bin: &Path,
         prefix: &Path,
         cwd: &Path,
-        config: String,
+        setup: Setup,
         routes: &str,
         ports: Vec<u16>,
     ) -> Result<Process, GatewayError> {
+        let Setup { config, env } = setup;
         for &p in &ports {
             // The previous process of this runner may still be releasing the port.
             let end = Instant::now() + Duration::from_secs(3);
@@ -118,6 +128,7 @@ impl Process {
             .arg("-p")
             .arg(prefix)
             .current_dir(cwd)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -132,6 +143,7 @@ impl Process {
             prefix: prefix.to_path_buf(),
             port: ports.first().copied().unwrap_or(0),
             config,
+            env,
             ports,
             admin: None,
         };

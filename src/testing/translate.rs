@@ -413,6 +413,27 @@ pub fn http_config(snippet: &str) -> Result<HttpConfig, Unsupported> {
 }
 
 /// Deep-merges YAML mappings: `over` wins, mappings merge key by key.
+/// `--- main_config`: the environment nginx's `env` directive gives the workers.
+/// `env NAME=VALUE;` sets `NAME`; `env NAME;` keeps the runner's own `NAME` (moongate's
+/// workers keep the process environment, so that one needs nothing). Any other main-context
+/// directive has no moongate meaning.
+pub fn main_config(snippet: &str) -> Result<Vec<(String, String)>, Unsupported> {
+    let dirs = nginx::parse(snippet).map_err(|e| Unsupported(format!("--- main_config: {e}")))?;
+    let mut env = Vec::new();
+    for d in &dirs {
+        if d.name != "env" || d.children.is_some() || d.args.len() != 1 {
+            return unsupported(format!(
+                "main_config: nginx directive `{}` has no moongate translation",
+                d.name
+            ));
+        }
+        if let Some((name, value)) = d.args[0].split_once('=') {
+            env.push((name.to_string(), value.to_string()));
+        }
+    }
+    Ok(env)
+}
+
 pub fn merge_yaml(base: &mut serde_norway::Value, over: serde_norway::Value) {
     use serde_norway::Value as Y;
     match (base, over) {
@@ -433,6 +454,18 @@ pub fn merge_yaml(base: &mut serde_norway::Value, over: serde_norway::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn main_config_env_directives_become_the_gateways_environment() {
+        assert_eq!(
+            main_config("env test_auth=authone;\nenv HOME;\n").unwrap(),
+            vec![("test_auth".to_string(), "authone".to_string())]
+        );
+        assert_eq!(
+            main_config("worker_rlimit_nofile 100;").unwrap_err().0,
+            "main_config: nginx directive `worker_rlimit_nofile` has no moongate translation"
+        );
+    }
 
     #[test]
     fn a_prefix_location_becomes_a_prefix_route_running_its_lua() {

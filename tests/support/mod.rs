@@ -91,6 +91,314 @@ pub fn embedded_config_yaml(port: u16, admin_port: u16, extra_admin: &str) -> St
     )
 }
 
+/// `config.yaml` for a node on etcd; see [`Gateway::start_etcd`].
+pub fn etcd_config_yaml(
+    port: u16,
+    admin_port: u16,
+    role: &str,
+    hosts: &[String],
+    etcd_extra: &str,
+    top_extra: &str,
+) -> String {
+    let hosts: String = hosts.iter().map(|h| format!("      - \"{h}\"\n")).collect();
+    // An `apisix:` section in `top_extra` joins the one written here (YAML keeps one of two).
+    let (apisix_extra, top_extra) = match top_extra.strip_prefix("apisix:\n") {
+        Some(rest) => {
+            let end = rest
+                .find(|c: char| c != ' ')
+                .and(rest.lines().position(|l| !l.starts_with(' ')))
+                .map_or(rest.len(), |n| {
+                    rest.lines().take(n).map(|l| l.len() + 1).sum::<usize>()
+                });
+            (&rest[..end], &rest[end..])
+        }
+        None => ("", top_extra),
+    };
+    let admin = if role == "data_plane" {
+        String::new()
+    } else {
+        format!(
+            "  admin:\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n    admin_key:\n      - name: admin\n        key: {ADMIN_KEY}\n        role: admin\n"
+        )
+    };
+    format!(
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n{apisix_extra}nginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{top_extra}deployment:\n  role: {role}\n  role_{role}:\n    config_provider: etcd\n{admin}  etcd:\n    host:\n{hosts}    timeout: 5\n{etcd_extra}"
+    )
+}
+
+/// One Admin API call with the admin key.
+pub fn admin_call(port: u16, method: &str, path: &str, body: Option<&serde_json::Value>) -> Resp {
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    request(
+        port,
+        method,
+        path,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-API-KEY", ADMIN_KEY),
+        ],
+        bytes.as_bytes(),
+    )
+}
+
+/// A real etcd server (Debian's `etcd-server`) on free loopback ports with its own data
+/// directory, killed on drop. Its data survives [`Etcd::kill`] and [`Etcd::restart`].
+pub struct Etcd {
+    child: Option<Child>,
+    pub port: u16,
+    peer_port: u16,
+    pub dir: TempDir,
+    /// Set by [`Etcd::start_tls`]: the certificates etcd and its clients use.
+    pub certs: Option<EtcdCerts>,
+    /// `user:password` for etcdctl once authentication is enabled.
+    user: Option<String>,
+}
+
+/// PEM texts for a TLS etcd: a CA, etcd's certificate (for the name `etcd.test` only, so a
+/// client must send that name) and a client certificate.
+pub struct EtcdCerts {
+    pub ca: String,
+    pub server: String,
+    pub server_key: String,
+    pub client: String,
+    pub client_key: String,
+}
+
+impl EtcdCerts {
+    pub fn generate() -> EtcdCerts {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "moongate etcd test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
+            let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server, server_key) = leaf("etcd.test", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client, client_key) = leaf("moongate", ExtendedKeyUsagePurpose::ClientAuth);
+        EtcdCerts {
+            ca: ca.pem(),
+            server,
+            server_key,
+            client,
+            client_key,
+        }
+    }
+}
+
+/// Fails the test (never skips it) when a binary the etcd tests need is missing.
+fn need_binary(name: &str, package: &str) {
+    match Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => {}
+        Err(e) => panic!(
+            "the etcd tests need the `{name}` binary ({e}): install Debian's {package} package (scripts/lib/deps.sh installs it)"
+        ),
+    }
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers.
+    pub fn start() -> Etcd {
+        Etcd::launch(None)
+    }
+
+    /// Starts etcd on `https://` with [`EtcdCerts`], requiring client certificates, with
+    /// etcd's authentication on and one user `root` whose password is `password`.
+    pub fn start_tls(password: &str) -> Etcd {
+        let mut e = Etcd::launch(Some(EtcdCerts::generate()));
+        e.ctl(&["user", "add", &format!("root:{password}")]);
+        e.ctl(&["auth", "enable"]);
+        e.user = Some(format!("root:{password}"));
+        e
+    }
+
+    fn launch(certs: Option<EtcdCerts>) -> Etcd {
+        need_binary("etcd", "etcd-server");
+        need_binary("etcdctl", "etcd-client");
+        let mut e = Etcd {
+            child: None,
+            port: free_port(),
+            peer_port: free_port(),
+            dir: TempDir::new("etcd"),
+            certs,
+            user: None,
+        };
+        if let Some(c) = &e.certs {
+            for (name, text) in [
+                ("ca.pem", &c.ca),
+                ("server.pem", &c.server),
+                ("server-key.pem", &c.server_key),
+                ("client.pem", &c.client),
+                ("client-key.pem", &c.client_key),
+            ] {
+                std::fs::write(e.dir.0.join(name), text).unwrap();
+            }
+        }
+        e.spawn();
+        e
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// etcdctl's connection flags (TLS files, user) for this etcd.
+    fn ctl_command(&self) -> Command {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3").args(["--endpoints", &self.url()]);
+        if self.certs.is_some() {
+            let f = |n: &str| self.dir.0.join(n).display().to_string();
+            c.args(["--cacert", &f("ca.pem")])
+                .args(["--cert", &f("client.pem")])
+                .args(["--key", &f("client-key.pem")])
+                .arg("--insecure-skip-tls-verify");
+        }
+        if let Some(u) = &self.user {
+            c.args(["--user", u]);
+        }
+        c
+    }
+
+    fn spawn(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("etcd.log"))
+            .unwrap();
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
+            .arg("test")
+            .arg("--data-dir")
+            .arg(self.dir.0.join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")]);
+        if self.certs.is_some() {
+            cmd.arg("--cert-file")
+                .arg(self.dir.0.join("server.pem"))
+                .arg("--key-file")
+                .arg(self.dir.0.join("server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(self.dir.0.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start etcd: {e}"));
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = self
+                .ctl_command()
+                .args(["--dial-timeout", "1s", "get", "/moongate-test-ready"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("etcd exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < end, "etcd did not answer: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("etcd.log")).unwrap_or_default()
+    }
+
+    /// Kills etcd (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs `etcdctl` against this etcd; panics when it fails. Returns its stdout.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = self
+            .ctl_command()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run etcdctl: {e}"));
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The cluster's current revision.
+    pub fn revision(&self) -> i64 {
+        let out = self.ctl(&["get", "/moongate-test-revision", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["header"]["revision"].as_i64().unwrap()
+    }
+
+    /// Writes many keys quickly, 100 per transaction, with the etcd client library (etcdctl
+    /// would take one process per key).
+    pub fn put_many(&self, kvs: &[(String, String)]) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = etcd_client::Client::connect([self.url()], None)
+                .await
+                .unwrap();
+            for chunk in kvs.chunks(100) {
+                let ops: Vec<etcd_client::TxnOp> = chunk
+                    .iter()
+                    .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
+                    .collect();
+                c.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+            }
+        });
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 pub const ADMIN_KEY: &str = "edd1c9f034335f136f87ad84b625c8f1";
 pub const VIEWER_KEY: &str = "4054f7cf07e344346cd3f287985e76a2";
 
@@ -149,7 +457,50 @@ impl Gateway {
         Gateway::spawn_in(dir, port)
     }
 
+    /// Starts a node on etcd (`deployment.role` `role`, `config_provider: etcd`) with its
+    /// data port, an Admin API port (used by `traditional` and `control_plane`), `hosts` as
+    /// `deployment.etcd.host`, `etcd_extra` lines under `deployment.etcd` (indented 4 spaces),
+    /// `top_extra` top-level YAML (`plugins:` …; an `apisix:` section first in it is merged
+    /// into the node's) and `files` under the prefix. Waits for the
+    /// data port, or the Admin API port on a `control_plane` node (it has no data port).
+    pub fn start_etcd(
+        role: &str,
+        hosts: &[String],
+        etcd_extra: &str,
+        top_extra: &str,
+        files: &[(&str, &str)],
+    ) -> (Gateway, u16) {
+        let port = free_port();
+        let admin_port = free_port();
+        let config = etcd_config_yaml(port, admin_port, role, hosts, etcd_extra, top_extra);
+        let dir = TempDir::new("gw");
+        for (rel, text) in files {
+            let p = dir.0.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        std::fs::write(dir.0.join("conf/config.yaml"), config).unwrap();
+        let wait = if role == "control_plane" {
+            admin_port
+        } else {
+            port
+        };
+        let gw = Gateway::spawn_waiting(dir, port, wait);
+        if role != "data_plane" {
+            wait_until("admin port", Duration::from_secs(10), || {
+                port_open(admin_port)
+            });
+        }
+        (gw, admin_port)
+    }
+
     fn spawn_in(dir: TempDir, port: u16) -> Gateway {
+        Gateway::spawn_waiting(dir, port, port)
+    }
+
+    /// Spawns the binary in `dir`; the gateway's port is `port`, and start-up is done when
+    /// `wait_port` accepts connections.
+    fn spawn_waiting(dir: TempDir, port: u16, wait_port: u16) -> Gateway {
         let child = Command::new(BIN)
             .args(["run", "-p"])
             .arg(&dir.0)
@@ -169,13 +520,13 @@ impl Gateway {
             dir,
         };
         let end = Instant::now() + Duration::from_secs(15);
-        while !port_open(port) {
+        while !port_open(wait_port) {
             if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("moongate exited with {status}: {}", gw.stderr());
             }
             if Instant::now() > end {
                 panic!(
-                    "moongate did not open port {port}: {}\n{}",
+                    "moongate did not open port {wait_port}: {}\n{}",
                     gw.stderr(),
                     gw.error_log()
                 );
@@ -203,6 +554,17 @@ impl Gateway {
         routes: &str,
         files: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_with_files_env(config, port, routes, files, &[])
+    }
+
+    /// [`Gateway::start_with_files`] with extra environment variables for the gateway.
+    pub fn start_with_files_env(
+        config: &str,
+        port: u16,
+        routes: &str,
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = TempDir::new("gw");
         for (rel, text) in files {
             let p = dir.0.join(rel);
@@ -214,6 +576,7 @@ impl Gateway {
         let child = Command::new(BIN)
             .args(["run", "-p"])
             .arg(&dir.0)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.0.join("stderr.log")).unwrap(),

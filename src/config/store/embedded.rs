@@ -2,10 +2,14 @@
 //!
 //! Keys and values live in memory (a sorted map, so listings come out in key order as etcd's
 //! do), with an etcd-style revision counter: every put or delete that changes something takes
-//! the next revision. Every change is persisted before it is acknowledged, by writing the whole
-//! store to a temporary file beside the data file, syncing it, renaming it over the data file
-//! and syncing the directory — so after a crash (even `kill -9` mid-write) the file holds either
-//! the state before the write or the state after it, never a mix.
+//! the next revision. Every change is persisted before it is acknowledged, by appending it as
+//! one line to a log beside the data file (`store.json.log`) and syncing it: a write costs the
+//! size of the change, not of the store, which matters with tens of thousands of routes. When
+//! the log holds more entries than the store has items, the whole store is written to a
+//! temporary file, synced, renamed over the data file (the directory synced too) and the log
+//! emptied. Opening reads the data file, then replays the log entries newer than it. A crash
+//! (even `kill -9` mid-write) leaves either the state before the write or the state after it:
+//! a torn last log line is dropped, and entries the data file already holds are skipped.
 //!
 //! Watches are served from a bounded in-memory log of recent events; a watcher asking for a
 //! revision older than the log holds gets [`StoreError::Compacted`] and lists again, exactly as
@@ -24,6 +28,9 @@ use super::{Event, Item, Listing, Precondition, Store, StoreError, WatchStream};
 
 /// How many recent events a watcher may catch up on before it must list again.
 const EVENT_LOG: usize = 4096;
+/// The log is folded into the data file once it holds more entries than this, or than the
+/// store has items, whichever is more: amortised, each write costs O(1) file bytes.
+const COMPACT_MIN: usize = 1024;
 /// Batches queued per watcher; a watcher that falls further behind is dropped (its stream
 /// ends) and re-watches from its last revision.
 const WATCH_QUEUE: usize = 1024;
@@ -33,6 +40,17 @@ const WATCH_QUEUE: usize = 1024;
 struct DataFile {
     revision: i64,
     items: Vec<StoredItem>,
+}
+
+/// One line of the log: a put (`value` set) or a delete, at revision `rev`.
+#[derive(Serialize, Deserialize)]
+struct LogEntry {
+    rev: i64,
+    key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(default)]
+    create_revision: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -51,6 +69,11 @@ struct State {
     /// Every event with a revision above this is in `log`.
     log_floor: i64,
     watchers: Vec<mpsc::Sender<Result<Vec<Event>, StoreError>>>,
+    /// The log, opened on the first write.
+    wal: Option<std::fs::File>,
+    /// Entries and bytes in the log.
+    wal_entries: usize,
+    wal_len: u64,
 }
 
 /// The embedded store, persisted to one JSON file.
@@ -87,22 +110,54 @@ impl EmbeddedStore {
                 },
             );
         }
+        let mut revision = data.revision;
+        let (wal_entries, wal_len) = replay(&log_path(path), &mut items, &mut revision)?;
         Ok(EmbeddedStore {
             prefix: prefix.trim_end_matches('/').to_string(),
             path: path.to_path_buf(),
             state: Mutex::new(State {
                 items,
-                revision: data.revision,
+                revision,
                 log: VecDeque::new(),
-                log_floor: data.revision,
+                log_floor: revision,
                 watchers: Vec::new(),
+                wal: None,
+                wal_entries,
+                wal_len,
             }),
         })
     }
 
-    /// True when the data file exists (a store that was never written has none).
+    /// Writes many items at once (seeding a new store): one revision each, one file write.
+    pub fn put_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<usize, StoreError> {
+        let mut state = self.lock()?;
+        let n = items.len();
+        for (key, value) in items {
+            if std::str::from_utf8(&value).is_err() {
+                return Err(StoreError::Failed(format!(
+                    "value of {key} is not UTF-8 text; the embedded store keeps JSON text"
+                )));
+            }
+            let rev = state.revision + 1;
+            let create_revision = state.items.get(&key).map_or(rev, |i| i.create_revision);
+            let item = Item {
+                key: key.clone(),
+                value,
+                create_revision,
+                mod_revision: rev,
+            };
+            state.items.insert(key, item.clone());
+            state.revision = rev;
+            Self::publish(&mut state, Event::Put(item));
+        }
+        self.compact(&mut state)?;
+        Ok(n)
+    }
+
+    /// True when the store exists: its data file or its log (a store that was never written
+    /// has neither).
     pub fn file_exists(path: &Path) -> bool {
-        path.is_file()
+        path.is_file() || log_path(path).is_file()
     }
 
     pub fn path(&self) -> &Path {
@@ -132,19 +187,63 @@ impl EmbeddedStore {
         };
         let bytes = serde_json::to_vec(&data)
             .map_err(|e| failed("cannot encode the store for", &self.path, e))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| failed("cannot create", dir, e))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| failed("cannot create", &tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| failed("cannot write", &tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| failed("cannot replace", &self.path, e))?;
-        // The rename is only durable once the directory entry is.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+        super::write_atomically(&self.path, &bytes)
+            .map_err(|e| failed("cannot write", &self.path, e))
+    }
+
+    /// Appends `entry` to the log and syncs it; folds the log into the data file when it grew
+    /// past the store. On failure nothing of the entry is left in the log.
+    fn append(&self, state: &mut State, entry: &LogEntry) -> Result<(), StoreError> {
+        let log = log_path(&self.path);
+        if state.wal.is_none() {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir).map_err(|e| failed("cannot create", dir, e))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .map_err(|e| failed("cannot open", &log, e))?;
+            state.wal = Some(f);
         }
+        let mut line = serde_json::to_vec(entry).map_err(|e| failed("cannot encode", &log, e))?;
+        line.push(b'\n');
+        let before = state.wal_len;
+        let Some(f) = state.wal.as_mut() else {
+            return Err(failed("cannot open", &log, "no file"));
+        };
+        if let Err(e) = f.write_all(&line).and_then(|_| f.sync_data()) {
+            // A partial line would hide every later entry from the replay: cut it off.
+            let _ = f.set_len(before);
+            return Err(failed("cannot write", &log, e));
+        }
+        state.wal_len += line.len() as u64;
+        state.wal_entries += 1;
+        if state.wal_entries > state.items.len().max(COMPACT_MIN)
+            && let Err(e) = self.compact(state)
+        {
+            // The entry is durable in the log; folding it in can wait for the next write.
+            log::warn!("{e}; the store log keeps growing until this succeeds");
+        }
+        Ok(())
+    }
+
+    /// Writes the whole store to the data file, then empties the log.
+    fn compact(&self, state: &mut State) -> Result<(), StoreError> {
+        self.persist(state)?;
+        let log = log_path(&self.path);
+        match &state.wal {
+            Some(f) => f.set_len(0).and_then(|_| f.sync_data()),
+            // The log may exist from before this process: entries at or below the data
+            // file's revision are skipped on replay, but an empty log is tidier.
+            None => match std::fs::OpenOptions::new().write(true).open(&log) {
+                Ok(f) => f.set_len(0).and_then(|_| f.sync_data()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(|e| failed("cannot empty", &log, e))?;
+        state.wal_entries = 0;
+        state.wal_len = 0;
         Ok(())
     }
 
@@ -163,6 +262,71 @@ impl EmbeddedStore {
             .watchers
             .retain(|w| w.try_send(Ok(vec![event.clone()])).is_ok());
     }
+}
+
+/// The log beside the data file.
+fn log_path(data: &Path) -> PathBuf {
+    data.with_extension("json.log")
+}
+
+/// Applies the log's entries newer than `revision` to `items`. A last line cut short by a
+/// crash is dropped (and cut off the file, so later appends follow a whole line). Returns the
+/// entries and bytes left in the log.
+fn replay(
+    log: &Path,
+    items: &mut BTreeMap<String, Item>,
+    revision: &mut i64,
+) -> Result<(usize, u64), StoreError> {
+    let bytes = match std::fs::read(log) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(failed("cannot read", log, e)),
+    };
+    let mut good = 0usize;
+    let mut entries = 0usize;
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        let Some(body) = line.strip_suffix(b"\n") else {
+            break;
+        };
+        let Ok(e) = serde_json::from_slice::<LogEntry>(body) else {
+            break;
+        };
+        good += line.len();
+        entries += 1;
+        if e.rev <= *revision {
+            continue;
+        }
+        *revision = e.rev;
+        match e.value {
+            Some(v) => {
+                items.insert(
+                    e.key.clone(),
+                    Item {
+                        key: e.key,
+                        value: v.into_bytes(),
+                        create_revision: e.create_revision,
+                        mod_revision: e.rev,
+                    },
+                );
+            }
+            None => {
+                items.remove(&e.key);
+            }
+        }
+    }
+    if good < bytes.len() {
+        log::warn!(
+            "{}: dropping {} byte(s) of a write cut short (the state before it is kept)",
+            log.display(),
+            bytes.len() - good
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(log)
+            .and_then(|f| f.set_len(good as u64).and_then(|_| f.sync_data()))
+            .map_err(|e| failed("cannot repair", log, e))?;
+    }
+    Ok((entries, good as u64))
 }
 
 fn check(pre: Precondition, key: &str, current: Option<&Item>) -> Result<(), StoreError> {
@@ -224,7 +388,13 @@ impl Store for EmbeddedStore {
         };
         let previous = state.items.insert(key.to_string(), item.clone());
         state.revision = rev;
-        if let Err(e) = self.persist(&state) {
+        let entry = LogEntry {
+            rev,
+            key: key.to_string(),
+            value: Some(String::from_utf8_lossy(&item.value).into_owned()),
+            create_revision,
+        };
+        if let Err(e) = self.append(&mut state, &entry) {
             // Not durable, so not done: undo the change in memory too.
             match previous {
                 Some(p) => state.items.insert(key.to_string(), p),
@@ -245,7 +415,13 @@ impl Store for EmbeddedStore {
         };
         let rev = state.revision + 1;
         state.revision = rev;
-        if let Err(e) = self.persist(&state) {
+        let entry = LogEntry {
+            rev,
+            key: key.to_string(),
+            value: None,
+            create_revision: 0,
+        };
+        if let Err(e) = self.append(&mut state, &entry) {
             state.items.insert(key.to_string(), previous);
             state.revision = rev - 1;
             return Err(e);
@@ -440,6 +616,65 @@ mod tests {
         rt().block_on(async {
             let s = EmbeddedStore::open("/apisix", &path).unwrap();
             assert_eq!(s.list().await.unwrap().revision, 1);
+        });
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn the_log_replays_drops_a_torn_line_and_folds_into_the_data_file() {
+        let path = temp("wal");
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            s.put_many(vec![("/apisix/routes/0".into(), b"{}".to_vec())])
+                .unwrap();
+            for i in 1..=3 {
+                s.put(
+                    &format!("/apisix/routes/{i}"),
+                    format!("{{\"n\":{i}}}").into_bytes(),
+                    Precondition::None,
+                )
+                .await
+                .unwrap();
+            }
+            s.delete("/apisix/routes/2", Precondition::None)
+                .await
+                .unwrap();
+        });
+        // A write cut short by a crash: half a line at the end of the log.
+        let log = log_path(&path);
+        let mut text = std::fs::read(&log).unwrap();
+        let whole = text.len();
+        text.extend_from_slice(b"{\"rev\":6,\"key\":\"/apisix/ro");
+        std::fs::write(&log, &text).unwrap();
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            let l = s.list().await.unwrap();
+            assert_eq!(l.revision, 5);
+            let keys: Vec<&str> = l.items.iter().map(|i| i.key.as_str()).collect();
+            assert_eq!(
+                keys,
+                ["/apisix/routes/0", "/apisix/routes/1", "/apisix/routes/3"]
+            );
+            assert_eq!(std::fs::metadata(&log).unwrap().len() as usize, whole);
+            // Writes after the repair are replayed too; enough of them fold the log in.
+            for i in 0..(COMPACT_MIN + 1) {
+                s.put(
+                    "/apisix/routes/9",
+                    format!("{i}").into_bytes(),
+                    Precondition::None,
+                )
+                .await
+                .unwrap();
+            }
+            assert!(std::fs::metadata(&log).unwrap().len() < whole as u64 * 4);
+        });
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            let l = s.list().await.unwrap();
+            assert_eq!(l.revision, 5 + COMPACT_MIN as i64 + 1);
+            assert_eq!(l.items.len(), 4);
+            let nine = s.get("/apisix/routes/9").await.unwrap().unwrap();
+            assert_eq!(nine.value, format!("{COMPACT_MIN}").into_bytes());
         });
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }

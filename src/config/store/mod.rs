@@ -9,6 +9,11 @@
 //! so both providers behave the same to everything above them.
 
 pub mod embedded;
+pub mod etcd;
+pub mod last_good;
+
+use std::io::Write;
+use std::path::Path;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -93,4 +98,27 @@ pub trait Store: Send + Sync {
     /// Changes after revision `after` (exclusive). A compacted start revision yields
     /// `Err(StoreError::Compacted)` either here or as the stream's first item.
     async fn watch(&self, after: i64) -> Result<WatchStream, StoreError>;
+}
+
+/// Writes `bytes` to `path` so that a crash at any point leaves either the old file or the new
+/// one, never a mix: a temporary file beside it (`NAME.tmp`), synced, renamed over `path`, and
+/// the directory synced so the rename itself is durable.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }

@@ -3,5 +3,6 @@
 pub mod cjson;
 pub mod crypto;
 pub mod dns;
+pub mod inflate;
 pub mod node;
 pub mod resty;

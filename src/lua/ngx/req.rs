@@ -253,7 +253,12 @@ crate::raw_fn!(req_get_method, |_| {
 
 crate::raw_fn!(req_set_header, |args| {
     let n = raw_header_name(args, 1, "ngx.req.set_header", false)?;
-    let vals = raw_header_values(args, 2, "ngx.req.set_header")?;
+    let mut vals = raw_header_values(args, 2, "ngx.req.set_header")?;
+    // As nginx's header helper: a single empty value removes the header, it does not send an
+    // empty one.
+    if args.str(2).is_some_and(|v| v.is_empty()) {
+        vals = None;
+    }
     request::with_raw("ngx.req.set_header", |r| {
         r.headers.remove(&n);
         for v in vals.into_iter().flatten() {

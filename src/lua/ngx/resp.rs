@@ -139,7 +139,11 @@ crate::raw_fn!(header_index, |args| {
 
 crate::raw_fn!(header_newindex, |args| {
     let name = raw_header_name(args, 2, "ngx.header", true)?;
-    let vals = raw_header_values(args, 3, "ngx.header")?;
+    let mut vals = raw_header_values(args, 3, "ngx.header")?;
+    // As nginx's header helper: a single empty value removes the header.
+    if args.str(3).is_some_and(|v| v.is_empty()) {
+        vals = None;
+    }
     request::with_raw("ngx.header", |r| {
         if r.headers_sent || r.output_started {
             log::error!("attempt to set ngx.header.HEADER after sending out response headers");

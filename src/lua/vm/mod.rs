@@ -105,9 +105,11 @@ impl LuaVm {
         super::lib::cjson::register(&lua)?;
         super::lib::resty::register(&lua)?;
         super::config_view::register(&lua)?;
+        super::upstream_choice::register(&lua)?;
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
         super::lib::node::register(&lua, opts.node_config_json.clone())?;
         super::lib::dns::register(&lua)?;
+        super::lib::inflate::register(&lua)?;
         super::lib::crypto::register(&lua)?;
         lua.globals().set("ngx", ngx)?;
         Ok(LuaVm { lua })
