@@ -53,14 +53,6 @@ impl Ty {
 }
 
 impl Args {
-    pub fn len(&self) -> usize {
-        self.n.max(0) as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.n <= 0
-    }
-
     pub fn ty(&self, i: c_int) -> Ty {
         if i < 1 || i > self.n {
             return Ty::None;
@@ -196,8 +188,6 @@ pub enum Ret {
     Headers(Pairs, Option<c_int>),
     /// A list of strings.
     List(Vec<Vec<u8>>),
-    /// The upvalue at this index, as is.
-    Upvalue(c_int),
 }
 
 /// Name/value pairs in one buffer (two allocations however many pairs).
@@ -340,7 +330,6 @@ unsafe fn push(l: *mut ffi::lua_State, v: Ret) {
             Ret::Static(s) => {
                 ffi::lua_pushlstring(l, s.as_ptr().cast(), s.len());
             }
-            Ret::Upvalue(i) => ffi::lua_pushvalue(l, ffi::lua_upvalueindex(i)),
             Ret::List(items) => {
                 ffi::lua_createtable(l, items.len().min(1 << 16) as c_int, 0);
                 for (i, s) in items.iter().enumerate() {
@@ -426,15 +415,19 @@ pub fn function(
 #[macro_export]
 macro_rules! raw_fn {
     (pub $name:ident, $body:expr) => {
+        /// # Safety
+        /// Called by Lua as a C function with a valid state.
         pub unsafe extern "C-unwind" fn $name(l: *mut ::mlua::ffi::lua_State) -> ::std::ffi::c_int {
+            let body: $crate::lua::raw::Body = $body;
             // SAFETY: called by Lua as a C function.
-            unsafe { $crate::lua::raw::call(l, $body) }
+            unsafe { $crate::lua::raw::call(l, body) }
         }
     };
     ($name:ident, $body:expr) => {
         unsafe extern "C-unwind" fn $name(l: *mut ::mlua::ffi::lua_State) -> ::std::ffi::c_int {
+            let body: $crate::lua::raw::Body = $body;
             // SAFETY: called by Lua as a C function.
-            unsafe { $crate::lua::raw::call(l, $body) }
+            unsafe { $crate::lua::raw::call(l, body) }
         }
     };
 }

@@ -76,6 +76,9 @@ pub unsafe fn vm_of(l: *mut ffi::lua_State) -> usize {
 
 /// `req_state(strict)`: the current request's Lua state; before the runner made it (or where
 /// there is no request), `nil`, or with `strict` the error `ngx.ctx` raises there.
+///
+/// # Safety
+/// Called by Lua as a C function with a valid state.
 pub unsafe extern "C-unwind" fn req_state(l: *mut ffi::lua_State) -> std::ffi::c_int {
     // SAFETY: called by Lua; the slot belongs to this VM (checked) and holds the state.
     unsafe {
@@ -98,6 +101,9 @@ pub unsafe extern "C-unwind" fn req_state(l: *mut ffi::lua_State) -> std::ffi::c
 
 /// `adopt_state(state)`: the runner made the current request's Lua state; it is kept in a
 /// registry slot until the request is unregistered.
+///
+/// # Safety
+/// Called by Lua as a C function with a valid state.
 pub unsafe extern "C-unwind" fn adopt_state(l: *mut ffi::lua_State) -> std::ffi::c_int {
     // SAFETY: called by Lua with the state as argument 1; `luaL_ref` pops it (and may raise
     // "not enough memory" with nothing owned alive here).
@@ -127,6 +133,9 @@ pub unsafe extern "C-unwind" fn adopt_state(l: *mut ffi::lua_State) -> std::ffi:
 
 /// `take_retired()`: the Lua state of a finished request of this VM, its slot freed; `nil`
 /// when there is none.
+///
+/// # Safety
+/// Called by Lua as a C function with a valid state.
 pub unsafe extern "C-unwind" fn take_retired(l: *mut ffi::lua_State) -> std::ffi::c_int {
     // SAFETY: called by Lua; the slot belongs to this VM (checked) and was never freed.
     unsafe {
