@@ -10,6 +10,7 @@ pub mod lib;
 pub mod ngx;
 pub mod plugin;
 pub mod plugin_set;
+pub mod raw;
 pub mod request;
 pub mod sched;
 pub mod upstream_choice;

@@ -16,9 +16,10 @@ use mlua::{Function, Lua, Table, Value};
 use super::vm::LuaVm;
 
 /// The phases APISIX calls, in request order.
-pub const PHASES: [&str; 8] = [
+pub const PHASES: [&str; 9] = [
     "rewrite",
     "access",
+    "balancer",
     "before_proxy",
     "header_filter",
     "body_filter",

@@ -51,6 +51,9 @@ pub struct Catalog {
     /// The names of the Lua plugins that loaded, for the workers to load in turn.
     lua_names: Vec<String>,
     checker: Option<Mutex<mpsc::Sender<CheckRequest>>>,
+    /// The plugin load this catalog came from (0 at start, one more per reload): chains built
+    /// against it carry it, so a worker runs them on a VM that loaded the same plugins.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -68,6 +71,7 @@ impl Catalog {
             plugins: HashMap::new(),
             lua_names: Vec::new(),
             checker: None,
+            generation: 0,
         }
     }
 
@@ -152,6 +156,7 @@ impl Catalog {
                 plugins,
                 lua_names,
                 checker: Some(Mutex::new(tx)),
+                generation: 0,
             },
             errors,
         ))
@@ -163,6 +168,17 @@ impl Catalog {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.plugins.keys().map(String::as_str)
+    }
+
+    /// The plugin load this catalog came from.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Marks the catalog as plugin load `generation` (the registry numbers its reloads).
+    pub fn with_generation(mut self, generation: u64) -> Catalog {
+        self.generation = generation;
+        self
     }
 
     pub fn lua_names(&self) -> &[String] {
