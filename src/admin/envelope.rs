@@ -12,11 +12,11 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// A JSON answer, followed by a newline as APISIX's `core.response.exit` writes one.
     pub fn json(status: u16, v: Value) -> Answer {
-        Answer {
-            status,
-            body: v.to_string(),
-        }
+        let mut body = v.to_string();
+        body.push('\n');
+        Answer { status, body }
     }
 
     /// `{"error_msg": msg}`.

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod envelope;
 pub mod handlers;
+pub mod index;
 pub mod resources;
 pub mod server;
 pub mod start;
@@ -46,6 +47,8 @@ pub struct AdminApi {
     /// The enabled plugins; `PUT /apisix/admin/plugins/reload` reloads them.
     pub plugins: Arc<PluginRegistry>,
     pub access: Access,
+    /// The mirror of the store lists and delete checks read; `None` to read the store.
+    pub index: Option<Arc<index::Index>>,
 }
 
 impl AdminApi {
@@ -109,12 +112,6 @@ impl AdminApi {
                 "the /apisix/admin/configs endpoints (API-driven standalone mode) are not supported by moongate",
             );
         }
-        if auth::query_arg(&req.query, "ttl").is_some() {
-            return Answer::error(
-                501,
-                "?ttl (keys with a lease) is not supported by moongate yet",
-            );
-        }
         let target = match handlers::target(rest) {
             Ok(t) => t,
             Err(a) => return a,
@@ -126,12 +123,13 @@ impl AdminApi {
         let h = Handlers {
             store: self.store.as_ref(),
             catalog: &catalog,
+            index: self.index.as_deref(),
         };
         match req.method {
             http::Method::GET => h.get(&target, &req.query).await,
-            http::Method::PUT => h.put(&target, body).await,
-            http::Method::POST => h.post(&target, body).await,
-            http::Method::PATCH => h.patch(&target, body).await,
+            http::Method::PUT => h.put(&target, body, &req.query).await,
+            http::Method::POST => h.post(&target, body, &req.query).await,
+            http::Method::PATCH => h.patch(&target, body, &req.query).await,
             http::Method::DELETE => h.delete(&target, &req.query).await,
             _ => Answer::error(404, "not found"),
         }

@@ -110,6 +110,10 @@ impl AdminServer {
             .name("moongate-admin".into())
             .spawn(move || {
                 rt.block_on(async move {
+                    // The mirror follows the store for as long as this runtime runs.
+                    if let Some(ix) = api.index.clone() {
+                        tokio::spawn(ix.follow(api.store.clone()));
+                    }
                     let listener = match std_listener.map(tokio::net::TcpListener::from_std) {
                         Some(Ok(l)) => Some(l),
                         Some(Err(e)) => {

@@ -70,6 +70,10 @@ impl ConfigPlane {
 /// `conf/admin_key` under the prefix so it survives restarts; its path is printed.
 pub fn resolve_keys(admin: &AdminConfig, prefix: &Path) -> Result<Vec<AdminKey>, StartError> {
     if !admin.key_required {
+        // APISIX's words, which its test suites look for.
+        log::warn!(
+            "Admin key is bypassed! If you are deploying moongate in a production environment, please enable `admin_key_required` and set a secure admin key!"
+        );
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
@@ -290,8 +294,10 @@ fn start_admin(
         .iter()
         .map(|c| Cidr::parse(c).map_err(StartError))
         .collect::<Result<Vec<_>, _>>()?;
+    let index = super::index::Index::new(store.prefix());
     let api = Arc::new(AdminApi {
         store,
+        index: Some(index),
         plugins,
         access: Access {
             allow: Some(allow),

@@ -347,6 +347,18 @@ impl<'a> Reader<'a> {
         (!v.is_null()).then_some(v)
     }
 
+    /// True when `path` is present and explicitly `null` (`admin_key: ~`).
+    fn is_null(&self, path: &str) -> bool {
+        let mut v = self.root;
+        for part in path.split('.') {
+            match v.as_object().and_then(|o| o.get(part)) {
+                Some(x) => v = x,
+                None => return false,
+            }
+        }
+        v.is_null()
+    }
+
     fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(ConfigError {
             path: path.to_string(),
@@ -959,7 +971,11 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
     };
     const KEYS: &str = "deployment.admin.admin_key";
     let mut keys = Vec::new();
+    // `admin_key: null` is APISIX's way to run without keys (its test harness does); absent
+    // means one admin key, generated at start.
+    let no_keys = r.is_null(KEYS);
     match r.get(KEYS) {
+        None if no_keys => {}
         None => keys.push(("admin".to_string(), String::new(), "admin".to_string())),
         Some(Value::Array(list)) => {
             for (i, k) in list.iter().enumerate() {
@@ -999,6 +1015,14 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
         if let Err(e) = crate::router::ip::Cidr::parse(c) {
             r.error(ALLOW, e);
         }
+    }
+    // As APISIX's CLI: no key at all is only accepted while the API is reachable from
+    // loopback alone.
+    if no_keys && allow != ["127.0.0.0/24"] {
+        r.error(
+            KEYS,
+            "null (no Admin API key) is only allowed when deployment.admin.allow_admin is [127.0.0.0/24]; set a key",
+        );
     }
     AdminConfig {
         listen,

@@ -192,6 +192,29 @@ pub fn check_conf(
     }
 }
 
+/// Runs `moongate.admin_checks.check(kind, stage, conf, id)` on a decoded copy of `conf`:
+/// `Ok(None)` when it passes, `Ok(Some(message))` with the Admin API's error when it does not,
+/// `Err` when the check itself could not run.
+pub fn check_resource(
+    vm: &LuaVm,
+    kind: &str,
+    stage: &str,
+    id: &str,
+    conf: &serde_json::Value,
+) -> Result<Option<String>, String> {
+    let lua = vm.lua();
+    let text = serde_json::to_string(conf).map_err(|e| e.to_string())?;
+    let decoded = decode_json(lua, &text).map_err(|e| e.to_string())?;
+    let require: Function = lua.globals().get("require").map_err(|e| e.to_string())?;
+    let module: Table = require
+        .call("moongate.admin_checks")
+        .map_err(|e| format!("moongate.admin_checks: {e}"))?;
+    let check: Function = module.get("check").map_err(|e| e.to_string())?;
+    check
+        .call::<Option<String>>((kind, stage, decoded, id))
+        .map_err(|e| format!("moongate.admin_checks: {e}"))
+}
+
 /// `conf._meta.disable == true`.
 fn meta_disabled(conf: &Table) -> bool {
     match conf.get::<Value>("_meta") {

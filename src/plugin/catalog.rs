@@ -26,13 +26,22 @@ pub struct PluginInfo {
     pub is_auth: bool,
 }
 
-/// What the control VM is asked: a conf check, or (`conf` = `Value::Null`, marked by
-/// `want_schema`) a schema as JSON text.
+/// What the control VM is asked about one plugin, or about one Admin API resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// Check a conf (the answer is empty text).
+    Check,
+    /// The schema as JSON text.
+    Schema,
+    /// Check a resource body (`name` is its kind) at this stage of `moongate.admin_checks`.
+    Resource(&'static str),
+}
+
 struct CheckRequest {
     name: String,
     conf: Value,
     schema_type: Option<i64>,
-    want_schema: bool,
+    ask: Ask,
     reply: mpsc::Sender<Result<String, String>>,
 }
 
@@ -164,7 +173,7 @@ impl Catalog {
                 let Some(checker) = &self.checker else {
                     return Err(format!("unknown plugin [{name}]"));
                 };
-                self.ask(checker, name, conf.clone(), schema_type, false)
+                self.ask(checker, name, conf.clone(), schema_type, Ask::Check)
                     .map(|_| ())
             }
         }
@@ -182,10 +191,34 @@ impl Catalog {
                 let Some(checker) = &self.checker else {
                     return Err(format!("unknown plugin [{name}]"));
                 };
-                let text = self.ask(checker, name, Value::Null, schema_type, true)?;
+                let text = self.ask(checker, name, Value::Null, schema_type, Ask::Schema)?;
                 serde_json::from_str(&text).map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// Runs `moongate.admin_checks` on `conf` as a `kind` resource at `stage` (`shape` or
+    /// `code`): `Err` is the Admin API's error message. A catalog without a VM (no plugins
+    /// loaded at all) has nothing to check with and accepts.
+    pub fn check_resource(
+        &self,
+        kind: &str,
+        stage: &'static str,
+        id: &str,
+        conf: &Value,
+    ) -> Result<(), String> {
+        let Some(checker) = &self.checker else {
+            return Ok(());
+        };
+        // The id travels with the body: `[kind, id]` as the name, split again on the VM side.
+        let text = self.ask(
+            checker,
+            &format!("{kind}\n{id}"),
+            conf.clone(),
+            None,
+            Ask::Resource(stage),
+        )?;
+        if text.is_empty() { Ok(()) } else { Err(text) }
     }
 
     fn ask(
@@ -194,7 +227,7 @@ impl Catalog {
         name: &str,
         conf: Value,
         schema_type: Option<i64>,
-        want_schema: bool,
+        ask: Ask,
     ) -> Result<String, String> {
         let (reply_tx, reply_rx) = mpsc::channel();
         let sent = checker
@@ -204,7 +237,7 @@ impl Catalog {
                 name: name.to_string(),
                 conf,
                 schema_type,
-                want_schema,
+                ask,
                 reply: reply_tx,
             });
         if sent.is_err() {
@@ -282,11 +315,17 @@ fn control_thread(
         // The thread blocks between checks, so timers a plugin starts at load time here do not
         // fire on this VM; they do on the workers', where plugins run for real.
         while let Ok(req) = rx.recv() {
-            let r = if req.want_schema {
-                crate::lua::plugin::schema_json(&vm, &req.name, req.schema_type)
-            } else {
-                crate::lua::plugin::check_conf(&vm, &req.name, &req.conf, req.schema_type)
-                    .map(|_| String::new())
+            let r = match req.ask {
+                Ask::Schema => crate::lua::plugin::schema_json(&vm, &req.name, req.schema_type),
+                Ask::Check => {
+                    crate::lua::plugin::check_conf(&vm, &req.name, &req.conf, req.schema_type)
+                        .map(|_| String::new())
+                }
+                Ask::Resource(stage) => {
+                    let (kind, id) = req.name.split_once('\n').unwrap_or((&req.name, ""));
+                    crate::lua::plugin::check_resource(&vm, kind, stage, id, &req.conf)
+                        .map(|failure| failure.unwrap_or_default())
+                }
             };
             let _ = req.reply.send(r);
         }

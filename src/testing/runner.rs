@@ -382,6 +382,10 @@ impl FileCtx<'_> {
         }
         set_path(&mut cfg, &["apisix", "extra_lua_path"], lua_path.into());
         let admin = get_path(&cfg, &["deployment", "admin"]).cloned();
+        // t::APISIX puts `deployment: {admin: {admin_key: null}}` in front of a config that
+        // has no `deployment` of its own: no key is needed then. A block that writes its own
+        // `deployment` gets APISIX's defaults (one admin key, generated when empty).
+        let own_deployment = get_path(&cfg, &["deployment"]).is_some();
         set_path(&mut cfg, &["deployment"], ymap());
         if self.admin_mode() {
             // APISIX's suites drive routes through the Admin API on the test port (with etcd
@@ -393,9 +397,6 @@ impl FileCtx<'_> {
                 &["deployment", "role_traditional", "config_provider"],
                 "embedded".into(),
             );
-            let keyed = admin
-                .as_ref()
-                .is_some_and(|a| get_path(a, &["admin_key"]).is_some());
             if let Some(a) = admin {
                 set_path(&mut cfg, &["deployment", "admin"], a);
             }
@@ -404,11 +405,11 @@ impl FileCtx<'_> {
                 &["deployment", "admin", "serve_on_data_port"],
                 true.into(),
             );
-            if !keyed {
+            if !own_deployment {
                 set_path(
                     &mut cfg,
-                    &["deployment", "admin", "admin_key_required"],
-                    false.into(),
+                    &["deployment", "admin", "admin_key"],
+                    serde_norway::Value::Null,
                 );
             }
             set_path(

@@ -92,6 +92,22 @@ pub trait Store: Send + Sync {
     /// Writes `value` at `key` if `pre` holds; returns the item as stored.
     async fn put(&self, key: &str, value: Vec<u8>, pre: Precondition) -> Result<Item, StoreError>;
 
+    /// Writes like [`Store::put`], and the store deletes the key `ttl` later unless it is
+    /// written again meanwhile (etcd: a lease; APISIX's `?ttl=`).
+    async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        pre: Precondition,
+        ttl: std::time::Duration,
+    ) -> Result<Item, StoreError> {
+        let _ = (key, value, pre, ttl);
+        Err(StoreError::Failed(format!(
+            "the {} store cannot expire keys (ttl)",
+            self.describe()
+        )))
+    }
+
     /// Deletes `key` if `pre` holds; returns the deleted item, `None` when there was none.
     async fn delete(&self, key: &str, pre: Precondition) -> Result<Option<Item>, StoreError>;
 
