@@ -1,8 +1,8 @@
 -- apisix.core: the table every APISIX plugin starts from (`local core = require("apisix.core")`).
 -- Each member is one of our own sub-modules under apisix/core/, named as APISIX names them so
 -- plugin authors find them where they expect. `core.schema` is loaded on first use (its
--- validator is heavy and many call sites never touch it); members that need nginx or etcd
--- internals moongate does not have raise an error naming themselves when touched.
+-- validator is heavy and many call sites never touch it), and so is `core.etcd`; members that
+-- need nginx internals moongate does not have raise an error naming themselves when touched.
 
 local require, error, setmetatable, rawset = require, error, setmetatable, rawset
 
@@ -38,11 +38,9 @@ local core = {
     empty_tab = {},
 }
 
--- Members that exist in APISIX but need what moongate lacks (etcd client in Lua, pubsub over
--- websocket with protobuf, the data-encryption keyring): a clear error instead of `nil`.
+-- Members that exist in APISIX but need what moongate lacks (pubsub over websocket with
+-- protobuf, the data-encryption keyring): a clear error instead of `nil`.
 local refused = {
-    etcd = "core.etcd (the Lua etcd client) is not supported by moongate: "
-        .. "the gateway's Rust config plane talks to etcd",
     pubsub = "core.pubsub is not supported by moongate",
     data_encryption = "core.data_encryption is not supported by moongate yet",
 }
@@ -66,6 +64,12 @@ return setmetatable(core, {
             local schema = require("apisix.core.schema")
             rawset(t, "schema", schema)
             return schema
+        end
+        if k == "etcd" then
+            -- Lazy too: only code that reads or writes the config store needs it.
+            local etcd = require("apisix.core.etcd")
+            rawset(t, "etcd", etcd)
+            return etcd
         end
         return nil
     end,

@@ -84,7 +84,7 @@ fn now() -> i64 {
 pub struct Handlers<'a> {
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
-    /// The mirror, when this node keeps one.
+    /// The mirror, when this node keeps one; `store` then tells it about every write.
     pub index: Option<&'a Index>,
 }
 
@@ -610,9 +610,6 @@ impl Handlers<'_> {
             };
             match stored {
                 Ok(item) => {
-                    if let Some(ix) = self.index {
-                        ix.wrote(&item);
-                    }
                     let status = if previous.is_some() { 200 } else { 201 };
                     return Answer::json(status, envelope::written(&item, conf));
                 }
@@ -857,12 +854,7 @@ impl Handlers<'_> {
             None => self.store.put(&key, bytes, pre).await,
         };
         match stored {
-            Ok(item) => {
-                if let Some(ix) = self.index {
-                    ix.wrote(&item);
-                }
-                Answer::json(200, envelope::written(&item, conf))
-            }
+            Ok(item) => Answer::json(200, envelope::written(&item, conf)),
             Err(e) => Answer::store(&e),
         }
     }
@@ -930,24 +922,13 @@ impl Handlers<'_> {
                 Err(e) => return Answer::store(&e),
             };
             for c in creds {
-                match self.store.delete(&c.key, Precondition::None).await {
-                    Ok(Some(prev)) => {
-                        if let Some(ix) = self.index {
-                            ix.deleted(&prev);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Answer::store(&e),
+                if let Err(e) = self.store.delete(&c.key, Precondition::None).await {
+                    return Answer::store(&e);
                 }
             }
         }
         match self.store.delete(&key, Precondition::None).await {
-            Ok(Some(prev)) => {
-                if let Some(ix) = self.index {
-                    ix.deleted(&prev);
-                }
-                Answer::json(200, json!({"deleted": "1", "key": key}))
-            }
+            Ok(Some(_)) => Answer::json(200, json!({"deleted": "1", "key": key})),
             Ok(None) => Answer::not_found(),
             Err(e) => Answer::store(&e),
         }

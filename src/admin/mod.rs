@@ -10,6 +10,7 @@ pub mod auth;
 pub mod envelope;
 pub mod handlers;
 pub mod index;
+pub mod mirrored;
 pub mod resources;
 pub mod server;
 pub mod start;

@@ -235,6 +235,8 @@ pub fn etcd(
     } else {
         None
     };
+    // A data plane reads etcd but never writes it (APISIX's rule for `core.etcd` too).
+    crate::config::store::shared::set(store.clone(), false);
     let server = match (role, admin) {
         (NodeRole::DataPlane, _) | (_, None) => None,
         (_, Some(admin)) => Some(start_admin(store.clone(), admin, prefix, plugins)?),
@@ -295,6 +297,9 @@ fn start_admin(
         .map(|c| Cidr::parse(c).map_err(StartError))
         .collect::<Result<Vec<_>, _>>()?;
     let index = super::index::Index::new(store.prefix());
+    let store: Arc<dyn Store> = Arc::new(super::mirrored::Mirrored::new(store, index.clone()));
+    // Lua's `apisix.core.etcd` writes through the same mirror.
+    crate::config::store::shared::set(store.clone(), true);
     let api = Arc::new(AdminApi {
         store,
         index: Some(index),

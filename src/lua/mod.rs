@@ -12,4 +12,5 @@ pub mod plugin;
 pub mod plugin_set;
 pub mod request;
 pub mod sched;
+pub mod store_api;
 pub mod vm;

@@ -127,6 +127,10 @@ impl Shared {
                 c = self.lock();
             }
             if c.stop {
+                // A change that came in while the copy was being written is written too.
+                if c.dirty {
+                    continue;
+                }
                 return;
             }
             let until = Instant::now() + WRITE_EVERY;

@@ -138,3 +138,32 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The config store of this process, for code that cannot be handed one: Lua's
+/// `apisix.core.etcd` (APISIX's tests and a few plugins read and write etcd directly).
+pub mod shared {
+    use std::sync::{Arc, RwLock};
+
+    use super::Store;
+
+    /// The store, and whether this node may write to it (a `data_plane` node may not).
+    #[derive(Clone)]
+    pub struct Shared {
+        pub store: Arc<dyn Store>,
+        pub writable: bool,
+    }
+
+    static SHARED: RwLock<Option<Shared>> = RwLock::new(None);
+
+    /// Makes `store` the process's store (the config plane calls this when it starts).
+    pub fn set(store: Arc<dyn Store>, writable: bool) {
+        if let Ok(mut s) = SHARED.write() {
+            *s = Some(Shared { store, writable });
+        }
+    }
+
+    /// The process's store; `None` for a node whose config is a file (the yaml provider).
+    pub fn get() -> Option<Shared> {
+        SHARED.read().ok().and_then(|s| s.clone())
+    }
+}

@@ -105,6 +105,7 @@ impl LuaVm {
         super::lib::cjson::register(&lua)?;
         super::lib::resty::register(&lua)?;
         super::config_view::register(&lua)?;
+        super::store_api::register(&lua)?;
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
         super::lib::node::register(&lua, opts.node_config_json.clone())?;
         super::lib::dns::register(&lua)?;
