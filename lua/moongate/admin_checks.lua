@@ -11,6 +11,7 @@
 -- ids a body names are checked by the caller, which owns the store.
 
 local core_schema = require("apisix.core.schema")
+local json = require("apisix.core.json")
 local defs = require("apisix.schema_def")
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local pcall, require = pcall, require
@@ -83,10 +84,19 @@ local key_schema_by_source = {
     vars_combinations = "upstream_hash_vars_combinations_schema",
 }
 
+-- A bare IPv6 address: hex digits, dots (an embedded IPv4) and at least two colons.
+local function bare_ipv6(host)
+    if byte(host, 1) == 91 or not host:find("^[%x:%.]+$") then
+        return false
+    end
+    local _, colons = host:gsub(":", "")
+    return colons >= 2
+end
+
 local function upstream_failure(up)
     for _, node in ipairs(type(up.nodes) == "table" and up.nodes or {}) do
         local host = type(node) == "table" and node.host
-        if type(host) == "string" and byte(host, 1) ~= 91 and find(host, ":", 1, true) then
+        if type(host) == "string" and bare_ipv6(host) then
             return "IPv6 address must be enclosed with '[' and ']'"
         end
     end
@@ -246,6 +256,49 @@ function _M.check(kind, stage, conf, id)
         return code(kind, conf)
     end
     return "unknown check stage " .. tostring(stage)
+end
+
+--- `GET /apisix/admin/schema/{name}`: the JSON text of `core.schema[name]`.
+function _M.resource_schema(name)
+    local s = core_schema[name]
+    if type(s) ~= "table" then
+        return nil, "not found schema: " .. tostring(name)
+    end
+    return json.encode(s)
+end
+
+--- `POST /apisix/admin/schema/validate/{kind}`: "" when `conf` fits the kind's schema, else
+--- the validator's message as it is.
+function _M.validate(kind, conf)
+    local name = schema_of[kind]
+    if not name then
+        return nil, "no schema to validate a " .. tostring(kind) .. " with"
+    end
+    local ok, err = core_schema.check(defs[name], conf)
+    if ok then
+        return ""
+    end
+    return nil, tostring(err)
+end
+
+local PLUGIN_FIELDS = { "version", "priority", "schema", "metadata_schema", "consumer_schema",
+                        "type", "scope" }
+
+--- `GET /apisix/admin/plugins?all=true`: name → what the plugin module declares, for the
+--- plugins named in `names` (one per line).
+function _M.plugins_info(names)
+    local out = {}
+    for name in tostring(names):gmatch("[^\n]+") do
+        local ok, plugin = pcall(require, "apisix.plugins." .. name)
+        local info = {}
+        if ok and type(plugin) == "table" then
+            for _, field in ipairs(PLUGIN_FIELDS) do
+                info[field] = plugin[field]
+            end
+        end
+        out[name] = info
+    end
+    return json.encode(out)
 end
 
 return _M

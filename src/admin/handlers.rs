@@ -12,7 +12,6 @@ use serde_json::{Map, Value, json};
 use super::envelope::{self, Answer};
 use super::index::{Entry, Index};
 use super::resources::{self, Kind};
-use crate::config::provider::store::key_ref;
 use crate::config::store::{Item, Precondition, Store, StoreError};
 use crate::plugin::Catalog;
 
@@ -326,7 +325,7 @@ fn list_answer(total: usize, entries: &[Arc<Entry>]) -> Answer {
         body.push_str(&node_text(e));
     }
     body.push_str("]}\n");
-    Answer { status: 200, body }
+    Answer::text(200, body)
 }
 
 /// `?page=&page_size=`: `Some((page, size))` when both are numbers.
@@ -336,10 +335,7 @@ fn paging(args: &[(String, String)]) -> Result<Option<(usize, usize)>, Answer> {
         return Ok(None);
     };
     if !(10.0..=500.0).contains(&size) {
-        return Err(Answer {
-            status: 400,
-            body: "page_size must be between 10 and 500".into(),
-        });
+        return Err(Answer::text(400, "page_size must be between 10 and 500"));
     }
     let page = if page < 1.0 { 1 } else { page as usize };
     Ok(Some((page, size as usize)))
@@ -379,7 +375,7 @@ impl Handlers<'_> {
             .into_iter()
             .filter(|i| i.key.starts_with(dir))
             .filter_map(|i| {
-                let r = key_ref(&prefix, &i.key)?;
+                let r = super::index::kind_of(&prefix, &i.key)?;
                 let parsed: Option<Value> = serde_json::from_slice(&i.value).ok();
                 let facts = parsed
                     .as_ref()
@@ -536,6 +532,70 @@ impl Handlers<'_> {
         Ok(())
     }
 
+    /// A consumer's or credential's auth key must not be another consumer's (or another
+    /// credential's). `consumer` and `credential` name the item being written.
+    async fn duplicate_key(
+        &self,
+        conf: &Value,
+        consumer: &str,
+        credential: Option<&str>,
+    ) -> Result<(), Answer> {
+        let Some(plugins) = conf.get("plugins") else {
+            return Ok(());
+        };
+        for (plugin, value) in super::index::auth_keys(plugins) {
+            let owners = match self.index.and_then(|ix| ix.owners(&plugin, &value)) {
+                Some(o) => o,
+                None => {
+                    let dir = format!("{}/consumers/", self.store.prefix());
+                    let mut all = self
+                        .entries("consumers", &dir)
+                        .await
+                        .map_err(|e| Answer::store(&e))?;
+                    all.extend(
+                        self.entries("credentials", &dir)
+                            .await
+                            .map_err(|e| Answer::store(&e))?,
+                    );
+                    all.retain(|e| {
+                        e.facts
+                            .auth_keys
+                            .iter()
+                            .any(|(p, v)| *p == plugin && *v == value)
+                    });
+                    all
+                }
+            };
+            for owner in owners {
+                // consumers/{name} or consumers/{name}/credentials/{id}
+                let (name, cred) = match owner.key_id.split_once("/credentials/") {
+                    Some((n, c)) => (n.to_string(), Some(c.to_string())),
+                    None => (owner.key_id.clone(), None),
+                };
+                let own = match credential {
+                    Some(c) => name == consumer && cred.as_deref() == Some(c),
+                    None => name == consumer,
+                };
+                if own {
+                    continue;
+                }
+                let field = super::index::AUTH_KEY_FIELDS
+                    .iter()
+                    .find(|(p, _)| *p == plugin)
+                    .map_or("key", |(_, f)| *f);
+                let whose = match cred {
+                    Some(c) => format!("credential: {c} of consumer: {name}"),
+                    None => format!("consumer: {name}"),
+                };
+                return Err(Answer::error(
+                    400,
+                    format!("duplicate {field} of plugin {plugin} found with {whose}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Every check a body passes before it is stored, in APISIX's order.
     async fn check(&self, t: &Target, id: &str, conf: &Value) -> Result<(), Answer> {
         let bad = |e: String| Answer::error(400, e);
@@ -559,6 +619,14 @@ impl Handlers<'_> {
             self.check_references(t.kind, conf).await?;
         }
         resources::check_plugins(t.kind, conf, self.catalog).map_err(bad)?;
+        match (t.kind.name, &t.parent) {
+            ("consumers", _) => self.duplicate_key(conf, id, None).await?,
+            ("credentials", Some(consumer)) => {
+                let own = id.rsplit('/').next().unwrap_or(id);
+                self.duplicate_key(conf, consumer, Some(own)).await?
+            }
+            _ => {}
+        }
         if consumer_side {
             self.check_references(t.kind, conf).await?;
         }
@@ -875,7 +943,7 @@ impl Handlers<'_> {
             .items
             .into_iter()
             .filter_map(|i| {
-                let r = key_ref(&prefix, &i.key)?;
+                let r = super::index::kind_of(&prefix, &i.key)?;
                 let v: Value = serde_json::from_slice(&i.value).ok()?;
                 let facts = super::index::facts(r.kind, &r.id, &v);
                 facts
@@ -937,7 +1005,7 @@ impl Handlers<'_> {
 
 /// An [`Item`] as its list entry, for callers outside this module (tests).
 pub fn entry_of(prefix: &str, item: Item) -> Option<Entry> {
-    let r = key_ref(prefix, &item.key)?;
+    let r = super::index::kind_of(prefix, &item.key)?;
     let parsed: Option<Value> = serde_json::from_slice(&item.value).ok();
     Some(Entry {
         facts: parsed

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::resources::id_text;
-use crate::config::provider::store::key_ref;
+use crate::config::provider::store::{KeyRef, LOCATIONS_DIR, key_ref};
 use crate::config::store::{Event, Item, Listing, Store, StoreError};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -54,6 +54,37 @@ pub struct Facts {
     /// Top-level string/number fields the `filter` argument may test (`service_id`).
     pub scalars: Vec<(String, String)>,
     pub refs: Vec<Ref>,
+    /// A consumer's or credential's auth plugins' unique keys: (plugin, value).
+    pub auth_keys: Vec<(String, String)>,
+}
+
+/// The field of each auth plugin that must be unique across consumers and credentials.
+pub const AUTH_KEY_FIELDS: &[(&str, &str)] = &[
+    ("key-auth", "key"),
+    ("basic-auth", "username"),
+    ("jwt-auth", "key"),
+    ("hmac-auth", "key_id"),
+    ("ldap-auth", "user_dn"),
+    ("ldap-auth-advanced", "user_dn"),
+];
+
+/// The unique keys of the auth plugins in `plugins`; secret references (`$secret://`,
+/// `$env://`) are not known before they are resolved and are left out.
+pub fn auth_keys(plugins: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (plugin, field) in AUTH_KEY_FIELDS {
+        if let Some(v) = plugins
+            .get(*plugin)
+            .and_then(|c| c.get(*field))
+            .and_then(Value::as_str)
+        {
+            let upper = v.to_ascii_uppercase();
+            if !v.starts_with("$secret://") && !upper.starts_with("$ENV://") {
+                out.push((plugin.to_string(), v.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// One stored item as the mirror keeps it.
@@ -80,6 +111,16 @@ impl Entry {
             mod_revision: self.mod_revision,
         }
     }
+}
+
+/// What a store key holds, as the Admin API names it: [`key_ref`], except that moongate's
+/// locations are their own kind here (the data plane serves them as routes).
+pub fn kind_of(prefix: &str, key: &str) -> Option<KeyRef> {
+    let mut r = key_ref(prefix, key)?;
+    if key[prefix.len()..].starts_with(&format!("/{LOCATIONS_DIR}")) {
+        r.kind = "moongate_locations";
+    }
+    Some(r)
 }
 
 fn text_of(v: &Value) -> Option<String> {
@@ -162,6 +203,9 @@ pub fn facts(kind: &str, key_id: &str, v: &Value) -> Facts {
         _ => {}
     }
     if let Some(plugins) = v.get("plugins") {
+        if matches!(kind, "consumers" | "credentials") {
+            f.auth_keys = auth_keys(plugins);
+        }
         split_upstreams(plugins, &mut refs);
         if matches!(kind, "routes" | "services")
             && let Some(id) = plugins
@@ -197,6 +241,8 @@ struct State {
     by_create: HashMap<&'static str, BTreeSet<(i64, String)>>,
     /// (kind, id) → keys of the items referring to it.
     referrers: HashMap<(&'static str, String), BTreeSet<String>>,
+    /// (auth plugin, unique key) → keys of the consumers and credentials carrying it.
+    owners: HashMap<(String, String), BTreeSet<String>>,
     /// key → the revision it was last seen deleted at; an older put of it is stale.
     tombstones: HashMap<String, i64>,
     /// The highest revision the listing or the watch has delivered.
@@ -219,6 +265,14 @@ impl State {
                 }
             }
         }
+        for k in &e.facts.auth_keys {
+            if let Some(set) = self.owners.get_mut(k) {
+                set.remove(&e.key);
+                if set.is_empty() {
+                    self.owners.remove(k);
+                }
+            }
+        }
     }
 
     fn link(&mut self, e: &Entry) {
@@ -229,6 +283,12 @@ impl State {
         for r in &e.facts.refs {
             self.referrers
                 .entry((r.kind, r.id.clone()))
+                .or_default()
+                .insert(e.key.clone());
+        }
+        for k in &e.facts.auth_keys {
+            self.owners
+                .entry(k.clone())
                 .or_default()
                 .insert(e.key.clone());
         }
@@ -247,7 +307,7 @@ impl State {
         {
             return;
         }
-        let Some(r) = key_ref(prefix, &item.key) else {
+        let Some(r) = kind_of(prefix, &item.key) else {
             return;
         };
         let parsed: Option<Value> = serde_json::from_slice(&item.value).ok();
@@ -490,6 +550,23 @@ impl Index {
             total += 1;
         }
         Some((total, out))
+    }
+
+    /// The consumers and credentials whose `plugin` has the unique key `value`, in key order;
+    /// `None` when not ready.
+    pub fn owners(&self, plugin: &str, value: &str) -> Option<Vec<Arc<Entry>>> {
+        let s = self.lock();
+        if !s.ready {
+            return None;
+        }
+        let Some(keys) = s.owners.get(&(plugin.to_string(), value.to_string())) else {
+            return Some(Vec::new());
+        };
+        Some(
+            keys.iter()
+                .filter_map(|k| s.items.get(k).cloned())
+                .collect(),
+        )
     }
 
     /// The items referring to `target`, in key order; `None` when not ready.

@@ -60,6 +60,9 @@ pub const KINDS: &[Kind] = &[
     kind("protos", "proto", true, false),
     kind("secrets", "secret", false, true),
     kind("stream_routes", "stream route", true, true),
+    // moongate's: routes that are not listed among `routes` (`moongate test` writes its
+    // translation of nginx `location` blocks there, as nginx locations are no APISIX routes).
+    kind("moongate_locations", "location", false, false),
 ];
 
 pub fn find(name: &str) -> Option<&'static Kind> {
@@ -94,6 +97,7 @@ fn shape_message(field: &str, message: &str) -> String {
 fn shape_kind(kind: &Kind) -> Option<&'static str> {
     match kind.name {
         "credentials" | "plugin_metadata" | "secrets" => None,
+        "moongate_locations" => Some("routes"),
         other => crate::config::standalone::KINDS
             .iter()
             .copied()

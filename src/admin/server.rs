@@ -35,17 +35,16 @@ impl AdminHandle {
     }
 }
 
-/// The headers every Admin API answer carries.
-pub fn headers(resp: &mut http::HeaderMap) {
+/// The headers of an Admin API answer: `Content-Type: application/json` and the ones the
+/// answer adds (`X-API-VERSION`, CORS).
+pub fn headers(resp: &mut http::HeaderMap, answer: &Answer) {
     resp.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    resp.insert("x-api-version", HeaderValue::from_static("v3"));
-    resp.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    for (name, value) in &answer.headers {
+        resp.insert(*name, HeaderValue::from_static(value));
+    }
 }
 
 /// A running Admin API.
@@ -77,10 +76,10 @@ async fn serve_one(
         }
         Err(e) => Answer::error(400, format!("invalid request body: {e}")),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(answer.body)));
+    let mut resp = Response::new(Full::new(Bytes::from(answer.body.clone())));
     *resp.status_mut() = http::StatusCode::from_u16(answer.status)
         .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    headers(resp.headers_mut());
+    headers(resp.headers_mut(), &answer);
     Ok(resp)
 }
 

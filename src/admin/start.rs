@@ -280,6 +280,8 @@ fn default_admin() -> AdminConfig {
         allow: vec!["127.0.0.0/24".into()],
         key_in_query: false,
         serve_on_data_port: false,
+        cors: true,
+        v2: false,
     }
 }
 
@@ -303,6 +305,8 @@ fn start_admin(
     let api = Arc::new(AdminApi {
         store,
         index: Some(index),
+        cors: admin.cors,
+        v2: admin.v2,
         plugins,
         access: Access {
             allow: Some(allow),

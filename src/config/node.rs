@@ -127,6 +127,10 @@ pub struct AdminConfig {
     /// `serve_on_data_port`: `/apisix/admin/*` is also answered on `node_listen`, as APISIX's
     /// test harness reaches it on port 1984.
     pub serve_on_data_port: bool,
+    /// `enable_admin_cors` (default true): answers carry `Access-Control-Allow-Origin: *`.
+    pub cors: bool,
+    /// `admin_api_version`: `v3` (the default) or APISIX 2's envelopes (`default`, `v2`).
+    pub v2: bool,
 }
 
 /// `apisix.enable_control` and `apisix.control`: the control API's listener.
@@ -275,6 +279,8 @@ const KNOWN: &[&str] = &[
     "deployment.admin.allow_admin",
     "deployment.admin.allow_key_in_query",
     "deployment.admin.serve_on_data_port",
+    "deployment.admin.enable_admin_cors",
+    "deployment.admin.admin_api_version",
     "deployment.admin.enable_admin_cors",
     "deployment.admin.admin_api_version",
     "deployment.role_data_plane.envoy_file",
@@ -1031,6 +1037,21 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
         allow,
         key_in_query: r.boolean("deployment.admin.allow_key_in_query", false),
         serve_on_data_port: r.boolean("deployment.admin.serve_on_data_port", false),
+        cors: r.boolean("deployment.admin.enable_admin_cors", true),
+        v2: match r
+            .string("deployment.admin.admin_api_version", "v3")
+            .as_str()
+        {
+            "v3" => false,
+            "default" | "v2" => true,
+            other => {
+                r.error(
+                    "deployment.admin.admin_api_version",
+                    format!("expected v3 or default, got {other:?}"),
+                );
+                false
+            }
+        },
     }
 }
 

@@ -215,6 +215,32 @@ pub fn check_resource(
         .map_err(|e| format!("moongate.admin_checks: {e}"))
 }
 
+/// Calls `moongate.admin_checks[op](name, conf)`: `Ok(text)` or `Err(message)`.
+pub fn admin_call(
+    vm: &LuaVm,
+    op: &str,
+    name: &str,
+    conf: &serde_json::Value,
+) -> Result<String, String> {
+    let lua = vm.lua();
+    let text = serde_json::to_string(conf).map_err(|e| e.to_string())?;
+    let decoded = decode_json(lua, &text).map_err(|e| e.to_string())?;
+    let require: Function = lua.globals().get("require").map_err(|e| e.to_string())?;
+    let module: Table = require
+        .call("moongate.admin_checks")
+        .map_err(|e| format!("moongate.admin_checks: {e}"))?;
+    let f: Function = module
+        .get(op)
+        .map_err(|e| format!("moongate.admin_checks.{op}: {e}"))?;
+    let (out, err): (Option<String>, Option<String>) = f
+        .call((name, decoded))
+        .map_err(|e| format!("moongate.admin_checks.{op}: {e}"))?;
+    match (out, err) {
+        (Some(t), _) => Ok(t),
+        (None, e) => Err(e.unwrap_or_else(|| format!("moongate.admin_checks.{op} failed"))),
+    }
+}
+
 /// `conf._meta.disable == true`.
 fn meta_disabled(conf: &Table) -> bool {
     match conf.get::<Value>("_meta") {

@@ -35,6 +35,8 @@ enum Ask {
     Schema,
     /// Check a resource body (`name` is its kind) at this stage of `moongate.admin_checks`.
     Resource(&'static str),
+    /// Call `moongate.admin_checks[op](name, conf)`, which answers text or an error.
+    AdminCall(&'static str),
 }
 
 struct CheckRequest {
@@ -221,6 +223,15 @@ impl Catalog {
         if text.is_empty() { Ok(()) } else { Err(text) }
     }
 
+    /// Calls `moongate.admin_checks[op](name, conf)` on the plugin VM: the Admin API's schema
+    /// endpoints and plugin listings, which need the loaded plugins and the schemas.
+    pub fn admin_call(&self, op: &'static str, name: &str, conf: &Value) -> Result<String, String> {
+        let Some(checker) = &self.checker else {
+            return Err("no plugin VM on this node".into());
+        };
+        self.ask(checker, name, conf.clone(), None, Ask::AdminCall(op))
+    }
+
     fn ask(
         &self,
         checker: &Mutex<mpsc::Sender<CheckRequest>>,
@@ -321,6 +332,7 @@ fn control_thread(
                     crate::lua::plugin::check_conf(&vm, &req.name, &req.conf, req.schema_type)
                         .map(|_| String::new())
                 }
+                Ask::AdminCall(op) => crate::lua::plugin::admin_call(&vm, op, &req.name, &req.conf),
                 Ask::Resource(stage) => {
                     let (kind, id) = req.name.split_once('\n').unwrap_or((&req.name, ""));
                     crate::lua::plugin::check_resource(&vm, kind, stage, id, &req.conf)

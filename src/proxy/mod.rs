@@ -346,10 +346,10 @@ async fn admin_on_data_port(
         }
         Err(e) => crate::admin::envelope::Answer::error(400, format!("invalid request body: {e}")),
     };
-    let mut resp = Response::new(Body::full(answer.body));
+    let mut resp = Response::new(Body::full(answer.body.clone()));
     *resp.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    crate::admin::server::headers(resp.headers_mut());
+    crate::admin::server::headers(resp.headers_mut(), &answer);
     resp
 }
 

@@ -228,7 +228,14 @@ impl Process {
                     Some(v) => v.to_string(),
                     None => continue,
                 };
-                let path = format!("/apisix/admin/{kind}/{id}");
+                // The runner's routes are nginx locations, not APISIX routes: they are kept
+                // where the Admin API does not list them among `routes`.
+                let dir = if kind == "routes" {
+                    "moongate_locations"
+                } else {
+                    kind
+                };
+                let path = format!("/apisix/admin/{dir}/{id}");
                 let status = self
                     .admin_call("PUT", &path, &item.to_string())
                     .map_err(failed)?;

@@ -594,17 +594,20 @@ impl FileCtx<'_> {
         }
         self.prepare_prefix(&prefix)
             .map_err(|e| format!("cannot prepare {}: {e}", prefix.display()))?;
+        // With the Admin API, routes go in through it: the route file stays empty so the new
+        // embedded store is not seeded with them (where the Admin API would list them).
+        let admin = !upstream && self.admin_mode();
         let mut p = Process::start(
             role,
             &self.opts.binary,
             &prefix,
             &self.cwd,
             config,
-            &text,
+            if admin { "#END\n" } else { &text },
             ports,
         )
         .map_err(|e| e.to_string())?;
-        if !upstream && self.admin_mode() {
+        if admin {
             p.use_admin_api();
         }
         p.load_routes(&text, generation)
