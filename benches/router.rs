@@ -1,12 +1,16 @@
 //! Route matching and router building with 10,000 and 50,000 routes (mixed exact, prefix,
-//! parameter, exact-host, wildcard-host and `vars` routes). Run with `cargo bench --bench router`.
+//! parameter, exact-host, wildcard-host and `vars` routes), and what one config change costs:
+//! the router's remove + insert of one route, and the whole incremental snapshot step (one
+//! route changed through the snapshot builder, the new snapshot made). Run with
+//! `cargo bench --bench router`.
 
 use std::borrow::Cow;
 use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use moongate::router::{RequestVars, RouteSpec, Router};
+use moongate::config::snapshot::{Builder, Change, Item};
+use moongate::router::{RequestVars, RouteRule, RouteSpec, Router};
 
 struct Req {
     host: String,
@@ -95,6 +99,63 @@ fn bench(c: &mut Criterion) {
         };
         c.bench_function(&format!("miss/{n}"), |b| {
             b.iter(|| black_box(router.find(black_box(&miss))))
+        });
+
+        // One change on a router other snapshots still hold: remove a route, insert its new
+        // version (a new uri), on a clone, as the snapshot builder does.
+        let rules: Vec<RouteRule> = (0..n)
+            .map(|i| RouteRule::compile(&spec(i), i).expect("valid"))
+            .collect();
+        let changed: Vec<RouteRule> = (0..n)
+            .map(|i| {
+                let mut s = spec(i);
+                s.uris = vec![format!("/changed/{i}")];
+                RouteRule::compile(&s, i).expect("valid")
+            })
+            .collect();
+        let mut k = 0;
+        c.bench_function(&format!("change/{n}"), |b| {
+            b.iter(|| {
+                k = (k + 7919) % n;
+                let mut next = router.clone();
+                next.remove(&rules[k]);
+                next.insert(&changed[k]);
+                black_box(next)
+            })
+        });
+
+        // The whole incremental step: one route (with its own upstream) changed through the
+        // snapshot builder holding n routes, and the next snapshot made.
+        let route = |i: usize, v: usize| {
+            Item::parse(
+                "routes",
+                &serde_json::json!({
+                    "id": format!("r{i}"),
+                    "uri": format!("/r/{i}/{v}"),
+                    "upstream": {"nodes": {"127.0.0.1:1980": 1}},
+                }),
+            )
+            .expect("valid route")
+        };
+        let catalog = std::sync::Arc::new(moongate::plugin::Catalog::empty());
+        let resolver = moongate::upstream::SystemResolver;
+        let mut builder = Builder::new();
+        let all = (0..n).map(|i| Change::Put(route(i, 0), 1)).collect();
+        builder.apply(all, 1, &resolver, &catalog);
+        let mut version = 1u64;
+        c.bench_function(&format!("snapshot_change/{n}"), |b| {
+            b.iter(|| {
+                version += 1;
+                let i = (version as usize * 7919) % n;
+                let applied = builder.apply(
+                    vec![Change::Put(route(i, version as usize), version)],
+                    version,
+                    &resolver,
+                    &catalog,
+                );
+                assert_eq!(applied.routes_compiled, 1);
+                black_box(builder.snapshot(version))
+            })
         });
     }
 }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::node::{NodeConfig, Provider};
 use crate::config::provider::{envoy, yaml};
-use crate::config::snapshot::Snapshot;
+use crate::config::snapshot::{Builder, Snapshot};
 use crate::lua::ngx::shared::SharedDicts;
 use crate::lua::vm::VmOptions;
 use crate::observability::access::{Escape, Format};
@@ -95,8 +95,8 @@ fn load_catalog(opts: &VmOptions, node: &NodeConfig, quiet: bool) -> anyhow::Res
 fn initial_snapshot(
     path: &Path,
     resolver: &SystemResolver,
-    catalog: &Catalog,
-) -> anyhow::Result<Snapshot> {
+    catalog: &Arc<Catalog>,
+) -> anyhow::Result<(Snapshot, Builder)> {
     let resources = match yaml::load(path) {
         Ok(yaml::Loaded::Complete(r)) => r,
         Ok(yaml::Loaded::Incomplete) => {
@@ -113,7 +113,7 @@ fn initial_snapshot(
             bail!("{} error(s) in {}", errors.len(), path.display())
         }
     };
-    match Snapshot::build(resources, 1, None, resolver, catalog) {
+    match Snapshot::build_followed(resources, 1, resolver, catalog) {
         Ok(s) => Ok(s),
         Err(errors) => {
             for e in &errors {
@@ -135,9 +135,9 @@ enum ConfigSource {
 fn initial_envoy(
     path: &Path,
     resolver: &SystemResolver,
-    catalog: &Catalog,
+    catalog: &Arc<Catalog>,
     quiet: bool,
-) -> anyhow::Result<(Snapshot, envoy::EnvoyConfig)> {
+) -> anyhow::Result<(Snapshot, Builder, envoy::EnvoyConfig)> {
     let fail = |errors: &[crate::config::standalone::ConfigError]| {
         for e in errors {
             eprintln!("moongate: {}: {e}", path.display());
@@ -152,24 +152,9 @@ fn initial_envoy(
         }
     }
     let resources = cfg.resources.clone();
-    let snapshot = Snapshot::build(resources, 1, None, resolver, catalog)
+    let (snapshot, builder) = Snapshot::build_followed(resources, 1, resolver, catalog)
         .map_err(|e| fail(&envoy::locate(e, &cfg.located())))?;
-    Ok((snapshot, cfg))
-}
-
-/// The snapshot a store-backed node serves until its first listing is compiled.
-fn empty_snapshot(
-    resolver: &Arc<SystemResolver>,
-    registry: &PluginRegistry,
-) -> anyhow::Result<Snapshot> {
-    Snapshot::build(
-        Default::default(),
-        0,
-        None,
-        resolver.as_ref(),
-        &registry.catalog(),
-    )
-    .map_err(|_| anyhow::anyhow!("cannot build an empty snapshot"))
+    Ok((snapshot, builder, cfg))
 }
 
 /// Where routes come from: the node config's provider, or `--envoy FILE`.
@@ -229,7 +214,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     };
     let (store, config_source, specs) = match &provider {
         Provider::Yaml { path } => {
-            let snapshot = initial_snapshot(path, &resolver, &registry.catalog())?;
+            let (snapshot, builder) = initial_snapshot(path, &resolver, &registry.catalog())?;
             let store = Arc::new(ArcSwap::from_pointee(snapshot));
             let watcher = yaml::watch_source(
                 path.clone(),
@@ -237,13 +222,15 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
                 store.clone(),
                 resolver,
                 registry.clone(),
+                builder,
             );
             // A plugin reload recompiles the routes against the new catalog.
             registry.on_reload(Box::new(watcher.reloader()));
             (store, ConfigSource::File(watcher, "yaml"), node_specs)
         }
         Provider::Envoy { path } => {
-            let (snapshot, cfg) = initial_envoy(path, &resolver, &registry.catalog(), false)?;
+            let (snapshot, builder, cfg) =
+                initial_envoy(path, &resolver, &registry.catalog(), false)?;
             // The Envoy file's listeners are where its routes are served: they replace
             // apisix.node_listen.
             let specs = cfg
@@ -262,12 +249,13 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
                 store.clone(),
                 resolver,
                 registry.clone(),
+                builder,
             );
             registry.on_reload(Box::new(watcher.reloader()));
             (store, ConfigSource::File(watcher, "envoy"), specs)
         }
         Provider::Embedded { data_file, seed } => {
-            let published = Arc::new(ArcSwap::from_pointee(empty_snapshot(&resolver, &registry)?));
+            let published = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
             let plane = crate::admin::start::embedded(
                 data_file,
                 seed,
@@ -281,7 +269,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             (published, ConfigSource::Store(plane), node_specs)
         }
         Provider::Etcd { etcd, last_good } => {
-            let published = Arc::new(ArcSwap::from_pointee(empty_snapshot(&resolver, &registry)?));
+            let published = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
             let plane = crate::admin::start::etcd(
                 etcd,
                 node.role,
@@ -480,14 +468,14 @@ pub fn check(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow:
     }
     settings(&node)?;
     let vm = vm_options(prefix, &node);
-    let catalog = load_catalog(&vm, &node, true)?;
+    let catalog = Arc::new(load_catalog(&vm, &node, true)?);
     let routes = match provider_of(&node, envoy_file) {
         Provider::Yaml { path } => {
             initial_snapshot(&path, &SystemResolver, &catalog)?;
             path
         }
         Provider::Envoy { path } => {
-            let (_, cfg) = initial_envoy(&path, &SystemResolver, &catalog, true)?;
+            let (_, _, cfg) = initial_envoy(&path, &SystemResolver, &catalog, true)?;
             for w in &cfg.warnings {
                 println!("warning: {w}");
             }

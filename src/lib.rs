@@ -12,6 +12,7 @@ pub mod echo;
 pub mod lua;
 pub mod observability;
 pub mod plugin;
+pub mod pmap;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -11,7 +11,7 @@ use super::AdminApi;
 use super::auth::{Access, AdminKey, Role, generate_key};
 use super::server::AdminServer;
 use crate::config::node::{AdminConfig, EtcdConfig, Role as NodeRole};
-use crate::config::provider::store::{StoreSync, seed as seed_store};
+use crate::config::provider::store::{StoreSync, seed_items};
 use crate::config::snapshot::Snapshot;
 use crate::config::store::Store;
 use crate::config::store::embedded::EmbeddedStore;
@@ -145,16 +145,12 @@ pub fn embedded(
 ) -> Result<ConfigPlane, StartError> {
     let fresh = !EmbeddedStore::file_exists(data_file);
     let store = EmbeddedStore::open("/apisix", data_file).map_err(|e| StartError(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
     if fresh && seed.is_file() {
         let text = std::fs::read_to_string(seed)
             .map_err(|e| StartError(format!("cannot read {}: {e}", seed.display())))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StartError(e.to_string()))?;
-        let n = rt
-            .block_on(seed_store(store.as_ref(), &text))
+        // In one write: a file of 50,000 routes seeds as fast as one of 5.
+        let n = seed_items(store.prefix(), &text)
+            .and_then(|items| store.put_many(items).map_err(|e| e.to_string()))
             .map_err(|e| {
                 StartError(format!(
                     "cannot seed the embedded store from {}: {e}",
@@ -168,6 +164,7 @@ pub fn embedded(
             seed.display()
         );
     }
+    let store: Arc<dyn Store> = Arc::new(store);
     plane(store, admin, prefix, published, resolver, plugins, true)
 }
 

@@ -3,8 +3,9 @@
 //! through `configured(kind)`, of the routes, services and upstreams the control API dumps.
 //!
 //! Each worker remembers the newest snapshot a request on it started with; Lua asks for the
-//! resources as JSON once per snapshot version and caches the decoded tables itself, so
-//! nothing is converted on the request path after the first request of a version.
+//! resources as JSON once per version of them (`Snapshot::lua_view_version`, which route
+//! changes leave alone) and caches the decoded tables itself, so nothing is converted on the
+//! request path after the first request of a version.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -58,18 +59,16 @@ fn items(kind: &str, list: &[OpaqueResource], version: u64) -> Json {
 fn document(s: &Snapshot) -> String {
     let o = &s.others;
     let mut m = Map::new();
-    m.insert("version".into(), json!(s.version));
-    m.insert(
-        "consumers".into(),
-        items("consumers", &o.consumers, s.version),
-    );
+    let v = s.lua_view_version;
+    m.insert("version".into(), json!(v));
+    m.insert("consumers".into(), items("consumers", &o.consumers, v));
     m.insert(
         "consumer_groups".into(),
-        items("consumer_groups", &o.consumer_groups, s.version),
+        items("consumer_groups", &o.consumer_groups, v),
     );
     m.insert(
         "plugin_metadata".into(),
-        items("plugin_metadata", &o.plugin_metadata, s.version),
+        items("plugin_metadata", &o.plugin_metadata, v),
     );
     Json::Object(m).to_string()
 }
@@ -80,18 +79,18 @@ fn configured(s: &Snapshot, kind: &str) -> Option<String> {
     let c = &s.configured;
     let values: Vec<(String, Json)> = match kind {
         "routes" => c
-            .routes
-            .iter()
+            .routes()
+            .into_iter()
             .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
             .collect(),
         "services" => c
-            .services
-            .iter()
+            .services()
+            .into_iter()
             .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
             .collect(),
         "upstreams" => c
-            .upstreams
-            .iter()
+            .upstreams()
+            .into_iter()
             .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
             .collect(),
         _ => return None,
@@ -118,6 +117,11 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     let m = lua.create_table()?;
     m.set(
         "version",
+        lua.create_function(|_, ()| Ok(current().map(|s| s.lua_view_version)))?,
+    )?;
+    // The snapshot's own version, which every change moves (what `configured` is as of).
+    m.set(
+        "snapshot_version",
         lua.create_function(|_, ()| Ok(current().map(|s| s.version)))?,
     )?;
     // `(version, json)`, or nothing before the first request with a snapshot.
@@ -125,7 +129,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
         "document",
         lua.create_function(|lua, ()| match current() {
             Some(s) => Ok((
-                Value::Integer(s.version as i64),
+                Value::Integer(s.lua_view_version as i64),
                 Value::String(lua.create_string(document(&s))?),
             )),
             None => Ok((Value::Nil, Value::Nil)),

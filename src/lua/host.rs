@@ -2,9 +2,10 @@
 //! per resource per snapshot, and the calls that run a phase of a chain for a request.
 //!
 //! Conf identity matters: APISIX plugins cache on their conf table (`core.lrucache.plugin_ctx`,
-//! tables keyed by conf), so each (snapshot version, chain) gets its conf tables made once, by
-//! the plugin's own `check_schema` filling defaults, and every request of that snapshot gets the
-//! very same tables. A new snapshot makes new tables, as a new config version does in APISIX.
+//! tables keyed by conf), so each compiled chain gets its conf tables made once, by the plugin's
+//! own `check_schema` filling defaults, and every request running that chain gets the very same
+//! tables — across snapshots too: a config change recompiles only the chains of the resources
+//! it touched, so only those get new tables, as a new `conf_version` does in APISIX.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ use super::vm::{LuaVm, VmOptions};
 use crate::plugin::{Chain, Impl, Phase};
 
 const RUNNER: &str = include_str!("runner.lua");
+/// The fewest conf-table entries at which dead chains are swept.
+const SWEEP_MIN: usize = 256;
 
 /// What a phase run ended with.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,12 +50,18 @@ pub struct HandlerSource {
     pub chunks: Vec<(String, String)>,
 }
 
+/// One chain's conf tables, with the tokens that tell whether the chain is alive.
+type ConfTables = (Vec<std::sync::Weak<()>>, Rc<RegistryKey>);
+
 pub struct LuaHost {
     vm: LuaVm,
     modules: HashMap<String, RegistryKey>,
     runner: Function,
-    /// Conf tables per (snapshot version, chain key).
-    chains: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
+    /// Conf tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
+    /// whether the chain is still alive.
+    chains: RefCell<HashMap<(u64, u64), ConfTables>>,
+    /// `chains` is swept of dead chains when it grows to this many entries.
+    sweep_at: Cell<usize>,
     handlers: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
     /// The newest snapshot version seen; older entries are dropped when it changes.
     newest: Cell<u64>,
@@ -98,6 +107,7 @@ impl LuaHost {
             modules,
             runner,
             chains: RefCell::new(HashMap::new()),
+            sweep_at: Cell::new(SWEEP_MIN),
             handlers: RefCell::new(HashMap::new()),
             newest: Cell::new(0),
             phase_timeout,
@@ -113,18 +123,16 @@ impl LuaHost {
         if version > self.newest.get() {
             self.newest.set(version);
             // Requests still on the previous snapshot keep their tables alive through `Rc`.
-            self.chains.borrow_mut().retain(|(v, _), _| *v >= version);
             self.handlers.borrow_mut().retain(|(v, _), _| *v >= version);
         }
     }
 
     /// The chain's entries as Lua sees them: `{name, mod, conf}` per Lua plugin (`false` for
-    /// native ones, so indices line up), made once per snapshot version.
-    fn chain_table(&self, version: u64, chain: &Chain) -> Result<Table, String> {
-        self.forget_old(version);
+    /// native ones, so indices line up), made once per compiled chain.
+    fn chain_table(&self, chain: &Chain) -> Result<Table, String> {
         let lua = self.lua();
-        let key = (version, chain.key.clone());
-        if let Some(k) = self.chains.borrow().get(&key) {
+        let key = chain.id.key();
+        if let Some((_, k)) = self.chains.borrow().get(&key) {
             return lua.registry_value(k).map_err(|e| e.to_string());
         }
         let t = lua
@@ -154,7 +162,14 @@ impl LuaHost {
         let k = lua
             .create_registry_value(t.clone())
             .map_err(|e| e.to_string())?;
-        self.chains.borrow_mut().insert(key, Rc::new(k));
+        let mut chains = self.chains.borrow_mut();
+        // Tables of chains no snapshot holds any more are dropped in one sweep once the map
+        // doubled since the last one: amortised O(1) per new chain, never a scan per change.
+        if chains.len() >= self.sweep_at.get() {
+            chains.retain(|_, (alive, _)| crate::plugin::ChainId::alive(alive));
+            self.sweep_at.set((chains.len() * 2).max(SWEEP_MIN));
+        }
+        chains.insert(key, (chain.id.watch(), Rc::new(k)));
         Ok(t)
     }
 
@@ -217,17 +232,19 @@ impl LuaHost {
         api_ctx.set("conf_version", owner.conf_version.as_str())
     }
 
-    /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order.
+    /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order. (The snapshot
+    /// version is not needed any more: conf tables belong to the chain, whatever snapshot it
+    /// came with.)
     pub async fn run_plugins(
         &self,
-        version: u64,
+        _version: u64,
         chain: &Chain,
         phase: Phase,
         indices: &[usize],
         req: &SharedReq,
         api_ctx: &Table,
     ) -> Step {
-        let chain_t = match self.chain_table(version, chain) {
+        let chain_t = match self.chain_table(chain) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the plugins of {}: {e}", chain.key);

@@ -5,14 +5,20 @@
 //! A chain is compiled once per config snapshot, off the request path: each entry knows its
 //! plugin's priority (after `_meta.priority`), whether `_meta.disable` is set, its compiled
 //! `_meta.filter` and its `_meta.error_response`. Lua entries carry the conf as JSON; each
-//! worker turns it into one checked Lua table per snapshot (see `lua::host`).
+//! worker turns it into one checked Lua table per compiled chain (see `lua::host`).
+//!
+//! A compiled chain is shared, as one `Arc`, by every snapshot in which its resource did not
+//! change, and carries a [`ChainId`]: the key under which workers keep its conf tables. So a
+//! change to one route leaves the conf tables of every other route — the tables APISIX plugins
+//! key their caches on — the very same objects.
 
 pub mod catalog;
 pub mod ctx;
 pub mod native;
 pub mod registry;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 
@@ -151,12 +157,50 @@ pub struct ConfOwner {
     pub conf_version: String,
 }
 
+/// The identity of one compiled chain, for per-worker caches that outlive snapshots (the Lua
+/// conf tables): a key, and tokens that die with the chain (and, for a route chain merged
+/// with a consumer's, with either of the two), so a cache can drop what no snapshot uses.
+#[derive(Debug, Clone)]
+pub struct ChainId {
+    key: (u64, u64),
+    alive: Vec<Arc<()>>,
+}
+
+static NEXT_CHAIN: AtomicU64 = AtomicU64::new(1);
+
+impl ChainId {
+    /// A new identity: every compiled chain is distinct from every other.
+    fn fresh() -> ChainId {
+        ChainId {
+            key: (NEXT_CHAIN.fetch_add(1, Ordering::Relaxed), 0),
+            alive: vec![Arc::new(())],
+        }
+    }
+
+    /// Unique among live chains; equal only for the same chain (or the same merge of two).
+    pub fn key(&self) -> (u64, u64) {
+        self.key
+    }
+
+    /// Tokens a cache keeps to tell whether the chain is still alive.
+    pub fn watch(&self) -> Vec<Weak<()>> {
+        self.alive.iter().map(Arc::downgrade).collect()
+    }
+
+    /// True while every token of `watched` is alive.
+    pub fn alive(watched: &[Weak<()>]) -> bool {
+        watched.iter().all(|w| w.strong_count() > 0)
+    }
+}
+
 /// The plugins one resource runs, sorted by descending priority (ties keep the plugin name
 /// order, which is the order of the conf object's keys in our maps).
 #[derive(Debug, Clone)]
 pub struct Chain {
-    /// Unique within a snapshot (`route#1`, `global_rule#g`), to key per-worker conf tables.
+    /// Names the resource in logs (`route#1`, `global_rule#g`); unique within a snapshot.
     pub key: String,
+    /// Keys the per-worker conf tables: unique to this compiled chain, kept across snapshots.
+    pub id: ChainId,
     pub owner: ConfOwner,
     pub entries: Vec<ChainEntry>,
     /// The union of the phases the entries implement.
@@ -260,6 +304,7 @@ impl Chain {
         let has_lua = entries.iter().any(|e| matches!(e.imp, Impl::Lua));
         Ok(Chain {
             key,
+            id: ChainId::fresh(),
             owner,
             entries,
             phases,
@@ -293,8 +338,16 @@ impl Chain {
             .iter()
             .fold(PhaseSet::default(), |s, e| s.union(e.phases));
         let has_lua = entries.iter().any(|e| matches!(e.imp, Impl::Lua));
+        // The same route chain merged with the same consumer chain is the same chain: its conf
+        // tables live as long as both parts do.
+        let mut alive = self.id.alive.clone();
+        alive.extend(consumer.id.alive.iter().cloned());
         Chain {
             key: format!("{}&{}", self.key, consumer.key),
+            id: ChainId {
+                key: (self.id.key.0, consumer.id.key.0),
+                alive,
+            },
             owner,
             entries,
             phases,

@@ -542,21 +542,27 @@ fn merged_chain(
     })
 }
 
-/// `ctx.conf_type`/`conf_id`/`conf_version` as APISIX sets them after the merge.
-/// The consumer's and group's versions are the snapshot's, as every resource's here.
-fn merged_owner(version: u64, route: &Chain, consumer: &ConsumerEntry) -> crate::plugin::ConfOwner {
+/// `ctx.conf_type`/`conf_id`/`conf_version` as APISIX sets them after the merge: the
+/// consumer's and its group's versions are their own revisions (see `ConsumerEntry`).
+fn merged_owner(
+    _version: u64,
+    route: &Chain,
+    consumer: &ConsumerEntry,
+) -> crate::plugin::ConfOwner {
     let o = &route.owner;
     let mut owner = crate::plugin::ConfOwner {
         conf_type: format!("{}&consumer", o.conf_type),
         conf_id: format!("{}&{}", o.conf_id, consumer.username),
-        conf_version: format!("{}&{version}", o.conf_version),
+        conf_version: format!("{}&{}", o.conf_version, consumer.conf_version),
     };
     if let Some(g) = &consumer.group_id {
         owner.conf_type.push_str("&consumer_group");
         owner.conf_id.push('&');
         owner.conf_id.push_str(g);
         owner.conf_version.push('&');
-        owner.conf_version.push_str(&version.to_string());
+        owner
+            .conf_version
+            .push_str(consumer.group_version.as_deref().unwrap_or(""));
     }
     owner
 }

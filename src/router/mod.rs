@@ -8,18 +8,25 @@
 //! of the configured uri (longer first, as radixtree does), then by position in the route table. A candidate whose filters (`methods`, `remote_addrs`, `vars`) fail falls through to
 //! the next one. This module never does I/O and never allocates on the match path beyond the captured
 //! `:param` values.
+//!
+//! The router is persistent: [`Router::insert`] and [`Router::remove`] change one route and copy
+//! only the index nodes on that route's paths, everything else is shared with the router it was
+//! cloned from. A config change thus updates the router of the next snapshot without a rebuild,
+//! however many routes there are, and requests on the previous snapshot are never disturbed.
 
 pub mod expr;
 pub mod ip;
 mod path;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use expr::Expr;
 use ip::IpSet;
 use path::{Cand, PathIndex, UriKind};
+
+use crate::pmap::PMap;
 
 use serde_json::Value;
 
@@ -86,7 +93,8 @@ fn method_bit(m: &str) -> Option<u16> {
 
 /// What a route checks once its path matched.
 #[derive(Debug)]
-struct Filters {
+pub struct Filters {
+    /// The route's slot in the snapshot's route table.
     index: usize,
     /// Allowed methods as bits; 0 = any.
     methods: u16,
@@ -94,17 +102,145 @@ struct Filters {
     vars: Option<Expr>,
 }
 
+/// One route compiled for the router: checked, ready to be inserted into and later removed
+/// from a [`Router`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    filters: Arc<Filters>,
+    /// Each configured uri, classified.
+    uris: Arc<[(UriKind, usize)]>,
+    /// Lower-cased, without duplicates; empty = any host.
+    hosts: Arc<[String]>,
+    priority: i64,
+    order: usize,
+}
+
+impl RouteRule {
+    /// Checks and compiles `spec`; `order` is its position in the config, the last
+    /// tie-breaker between candidates of one path. Every problem is reported.
+    pub fn compile(spec: &RouteSpec, order: usize) -> Result<RouteRule, Vec<RouterError>> {
+        let mut errors = Vec::new();
+        let err = |field: &'static str, message: String| RouterError {
+            id: spec.id.clone(),
+            field,
+            message,
+        };
+        let mut methods = 0u16;
+        for m in &spec.methods {
+            match method_bit(m) {
+                Some(b) => methods |= b,
+                None => errors.push(err(
+                    "methods",
+                    format!(
+                        "unknown method {m:?} (expected one of {})",
+                        METHODS.join(", ")
+                    ),
+                )),
+            }
+        }
+        let remote_addrs = IpSet::parse(&spec.remote_addrs).unwrap_or_else(|e| {
+            errors.push(err("remote_addrs", e));
+            IpSet::default()
+        });
+        let vars = match &spec.vars {
+            None => None,
+            Some(v) => match Expr::compile(v) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    errors.push(err(
+                        "vars",
+                        format!("failed to validate the 'vars' expression: {e}"),
+                    ));
+                    None
+                }
+            },
+        };
+        if spec.uris.is_empty() {
+            errors.push(err("uri", "a route needs `uri` or `uris`".into()));
+        }
+        let mut uris = Vec::with_capacity(spec.uris.len());
+        for u in &spec.uris {
+            match path::classify(u) {
+                Ok(k) => uris.push((k, u.len())),
+                Err(e) => errors.push(err("uri", e)),
+            }
+        }
+        let mut hosts: Vec<String> = Vec::with_capacity(spec.hosts.len());
+        for h in &spec.hosts {
+            let h = h.to_ascii_lowercase();
+            if !valid_host(&h) {
+                errors.push(err("hosts", format!("invalid host {h:?}")));
+            } else if !hosts.contains(&h) {
+                hosts.push(h);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(RouteRule {
+            filters: Arc::new(Filters {
+                index: spec.index,
+                methods,
+                remote_addrs,
+                vars,
+            }),
+            uris: uris.into(),
+            hosts: hosts.into(),
+            priority: spec.priority,
+            order,
+        })
+    }
+
+    /// The route-table slot the rule answers with.
+    pub fn index(&self) -> usize {
+        self.filters.index
+    }
+
+    fn insert_into(&self, idx: &mut PathIndex) {
+        for (kind, uri_len) in self.uris.iter() {
+            let base = Cand {
+                filters: self.filters.clone(),
+                priority: self.priority,
+                uri_len: *uri_len,
+                order: self.order,
+                pattern: None,
+            };
+            match kind {
+                UriKind::Exact(p) => idx.insert_exact(p, base),
+                UriKind::Prefix(p) => idx.insert_prefix(p.as_bytes(), base),
+                UriKind::Param { prefix, pattern } => idx.insert_prefix(
+                    prefix.as_bytes(),
+                    Cand {
+                        pattern: Some(Arc::new(pattern.clone())),
+                        ..base
+                    },
+                ),
+            }
+        }
+    }
+
+    fn remove_from(&self, idx: &mut PathIndex) {
+        for (kind, _) in self.uris.iter() {
+            match kind {
+                UriKind::Exact(p) => idx.remove_exact(p, &self.filters),
+                UriKind::Prefix(p) | UriKind::Param { prefix: p, .. } => {
+                    idx.remove_prefix(p.as_bytes(), &self.filters)
+                }
+            }
+        }
+    }
+}
+
 /// The compiled router for one snapshot.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Router {
-    routes: Vec<Filters>,
-    by_host: HashMap<String, PathIndex>,
+    by_host: PMap<String, PathIndex>,
     /// `*suffix` hosts, keyed by the suffix (`.example.com` for `*.example.com`; the empty suffix
     /// for `*`, which takes any host). APISIX stores these as prefixes of the reversed host, so
     /// `*example.com` (no dot) also takes `example.com` itself; probing by length does the same.
-    by_wildcard: HashMap<String, PathIndex>,
-    /// Distinct wildcard suffix lengths, longest first.
-    wildcard_lens: Vec<usize>,
+    by_wildcard: PMap<String, PathIndex>,
+    /// Distinct wildcard suffix lengths, longest first, each with how many suffixes have it.
+    wildcard_lens: Arc<Vec<(usize, usize)>>,
     any_host: PathIndex,
 }
 
@@ -121,138 +257,99 @@ fn valid_host(h: &str) -> bool {
         })
 }
 
+/// The index of `key` in `map`, made when missing.
+fn index_of<'a>(map: &'a mut PMap<String, PathIndex>, key: &str) -> (&'a mut PathIndex, bool) {
+    let made = !map.contains_key(key);
+    if made {
+        map.insert(key.to_string(), PathIndex::default());
+    }
+    match map.get_mut(key) {
+        Some(i) => (i, made),
+        None => unreachable!("inserted just above"),
+    }
+}
+
 impl Router {
-    /// Compiles the routes. Every invalid route is reported, not just the first.
+    /// Compiles the routes (their order is their `index`). Every invalid route is reported,
+    /// not just the first.
     pub fn build(specs: Vec<RouteSpec>) -> Result<Router, Vec<RouterError>> {
         let mut errors = Vec::new();
-        let mut r = Router::default();
-        for spec in specs {
-            let err = |field: &'static str, message: String| RouterError {
-                id: spec.id.clone(),
-                field,
-                message,
-            };
-            let mut ok = true;
-            let mut methods = 0u16;
-            for m in &spec.methods {
-                match method_bit(m) {
-                    Some(b) => methods |= b,
-                    None => {
-                        errors.push(err(
-                            "methods",
-                            format!(
-                                "unknown method {m:?} (expected one of {})",
-                                METHODS.join(", ")
-                            ),
-                        ));
-                        ok = false;
-                    }
-                }
-            }
-            let remote_addrs = IpSet::parse(&spec.remote_addrs).unwrap_or_else(|e| {
-                errors.push(err("remote_addrs", e));
-                ok = false;
-                IpSet::default()
-            });
-            let vars = match &spec.vars {
-                None => None,
-                Some(v) => match Expr::compile(v) {
-                    Ok(e) => Some(e),
-                    Err(e) => {
-                        errors.push(err(
-                            "vars",
-                            format!("failed to validate the 'vars' expression: {e}"),
-                        ));
-                        ok = false;
-                        None
-                    }
-                },
-            };
-            if spec.uris.is_empty() {
-                errors.push(err("uri", "a route needs `uri` or `uris`".into()));
-                ok = false;
-            }
-            let mut kinds = Vec::with_capacity(spec.uris.len());
-            for u in &spec.uris {
-                match path::classify(u) {
-                    Ok(k) => kinds.push(k),
-                    Err(e) => {
-                        errors.push(err("uri", e));
-                        ok = false;
-                    }
-                }
-            }
-            let hosts: Vec<String> = spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
-            for h in &hosts {
-                if !valid_host(h) {
-                    errors.push(err("hosts", format!("invalid host {h:?}")));
-                    ok = false;
-                }
-            }
-            if !ok {
-                continue;
-            }
-            let slot = r.routes.len() as u32;
-            r.routes.push(Filters {
-                index: spec.index,
-                methods,
-                remote_addrs,
-                vars,
-            });
-            let insert_all = |idx: &mut PathIndex| {
-                for (k, uri) in kinds.iter().zip(&spec.uris) {
-                    let base = Cand {
-                        route: slot,
-                        priority: spec.priority,
-                        uri_len: uri.len(),
-                        order: spec.index,
-                        pattern: None,
-                    };
-                    match k {
-                        UriKind::Exact(p) => idx.insert_exact(p, base),
-                        UriKind::Prefix(p) => idx.insert_prefix(p.as_bytes(), base),
-                        UriKind::Param { prefix, pattern } => idx.insert_prefix(
-                            prefix.as_bytes(),
-                            Cand {
-                                pattern: Some(Box::new(pattern.clone())),
-                                ..base
-                            },
-                        ),
-                    }
-                }
-            };
-            if hosts.is_empty() {
-                insert_all(&mut r.any_host);
-            }
-            let mut seen: Vec<&str> = Vec::with_capacity(hosts.len());
-            for h in &hosts {
-                if seen.contains(&h.as_str()) {
-                    continue;
-                }
-                seen.push(h);
-                match h.strip_prefix('*') {
-                    Some(suffix) => {
-                        insert_all(r.by_wildcard.entry(suffix.to_string()).or_default())
-                    }
-                    None => insert_all(r.by_host.entry(h.clone()).or_default()),
-                }
+        let mut rules = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            match RouteRule::compile(spec, spec.index) {
+                Ok(r) => rules.push(r),
+                Err(e) => errors.extend(e),
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        r.any_host.finish();
-        for v in r.by_host.values_mut() {
-            v.finish();
+        let mut r = Router::default();
+        for rule in &rules {
+            r.insert(rule);
         }
-        for v in r.by_wildcard.values_mut() {
-            v.finish();
-        }
-        let mut lens: Vec<usize> = r.by_wildcard.keys().map(String::len).collect();
-        lens.sort_unstable_by(|a, b| b.cmp(a));
-        lens.dedup();
-        r.wildcard_lens = lens;
         Ok(r)
+    }
+
+    /// Adds a route.
+    pub fn insert(&mut self, rule: &RouteRule) {
+        if rule.hosts.is_empty() {
+            rule.insert_into(&mut self.any_host);
+        }
+        for h in rule.hosts.iter() {
+            match h.strip_prefix('*') {
+                Some(suffix) => {
+                    let (idx, made) = index_of(&mut self.by_wildcard, suffix);
+                    rule.insert_into(idx);
+                    if made {
+                        self.count_wildcard(suffix.len(), 1);
+                    }
+                }
+                None => rule.insert_into(index_of(&mut self.by_host, h).0),
+            }
+        }
+    }
+
+    /// Removes a route added with [`Router::insert`] (the same rule, or a clone of it).
+    pub fn remove(&mut self, rule: &RouteRule) {
+        if rule.hosts.is_empty() {
+            rule.remove_from(&mut self.any_host);
+        }
+        for h in rule.hosts.iter() {
+            let (map, key) = match h.strip_prefix('*') {
+                Some(suffix) => (&mut self.by_wildcard, suffix),
+                None => (&mut self.by_host, h.as_str()),
+            };
+            let Some(idx) = map.get_mut(key) else {
+                continue;
+            };
+            rule.remove_from(idx);
+            if idx.is_empty() {
+                map.remove(key);
+                if h.starts_with('*') {
+                    self.count_wildcard(key.len(), -1);
+                }
+            }
+        }
+    }
+
+    fn count_wildcard(&mut self, len: usize, delta: isize) {
+        let lens = Arc::make_mut(&mut self.wildcard_lens);
+        match lens.iter().position(|(l, _)| *l == len) {
+            Some(i) => {
+                let n = lens[i].1 as isize + delta;
+                if n <= 0 {
+                    lens.remove(i);
+                } else {
+                    lens[i].1 = n as usize;
+                }
+            }
+            None if delta > 0 => {
+                let at = lens.partition_point(|(l, _)| *l > len);
+                lens.insert(at, (len, delta as usize));
+            }
+            None => {}
+        }
     }
 
     /// The first route that matches, in APISIX's precedence.
@@ -265,7 +362,7 @@ impl Router {
         {
             return Some(m);
         }
-        for &len in &self.wildcard_lens {
+        for &(len, _) in self.wildcard_lens.iter() {
             if len > host.len() || !host.is_char_boundary(host.len() - len) {
                 continue;
             }
@@ -305,7 +402,7 @@ impl Router {
             {
                 continue;
             }
-            let f = &self.routes[c.route as usize];
+            let f = &*c.filters;
             if f.methods != 0 && method_bit(req.method()).is_none_or(|b| f.methods & b == 0) {
                 continue;
             }

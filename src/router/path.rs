@@ -4,22 +4,53 @@
 //! Parameter paths (`/user/:id`, `/files/*rest`) are stored under their literal prefix (the part
 //! before the first `:` or `*`), so they take part in the longest-prefix order by that prefix, as
 //! lua-resty-radixtree stores them, and then must match the whole path.
+//!
+//! Both halves are persistent: a clone shares everything, and inserting or removing one route
+//! copies only the nodes on that route's paths ([`PMap`] for exact paths, `Arc` nodes with
+//! path copying for the tree). A config change therefore updates the router of a new snapshot
+//! in time proportional to the route's paths, not to the number of routes, while requests keep
+//! matching against the previous snapshot's router untouched.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use super::Filters;
+use crate::pmap::PMap;
 
 /// One way a path can be matched by a route.
 #[derive(Debug, Clone)]
 pub struct Cand {
-    /// Slot of the route in the router's table.
-    pub route: u32,
+    /// The route's filters (and its slot in the route table).
+    pub filters: Arc<Filters>,
     pub priority: i64,
     /// Length of the uri as configured: among equal priorities the longer uri is tried first, as
     /// lua-resty-radixtree orders a node's routes (`/user/:id/books/:book` before `/user/:id`).
     pub uri_len: usize,
-    /// Route-table position, the last tie-breaker.
+    /// The route's position in the config (load order), the last tie-breaker.
     pub order: usize,
     /// Segments to check for parameter paths.
-    pub pattern: Option<Box<Pattern>>,
+    pub pattern: Option<Arc<Pattern>>,
+}
+
+impl Cand {
+    /// Candidates of one path are tried by priority (high first), then configured uri length
+    /// (long first), then config order.
+    fn precedence(&self, b: &Cand) -> Ordering {
+        b.priority
+            .cmp(&self.priority)
+            .then(b.uri_len.cmp(&self.uri_len))
+            .then(self.order.cmp(&b.order))
+    }
+
+    fn same_route(&self, filters: &Arc<Filters>) -> bool {
+        Arc::ptr_eq(&self.filters, filters)
+    }
+}
+
+/// Inserts `c` after every candidate that goes before or ties with it.
+fn insert_sorted(list: &mut Vec<Cand>, c: Cand) {
+    let at = list.partition_point(|x| x.precedence(&c) != Ordering::Greater);
+    list.insert(at, c);
 }
 
 /// A path with `:name` segments and/or a trailing `*name`.
@@ -147,100 +178,89 @@ impl Pattern {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Node {
-    label: Vec<u8>,
+    label: Box<[u8]>,
     /// First byte of each child's label, sorted, parallel to `children`.
     first: Vec<u8>,
-    children: Vec<u32>,
+    children: Vec<Arc<Node>>,
     cands: Vec<Cand>,
 }
 
-/// Exact paths and a prefix radix tree.
-#[derive(Debug)]
-pub struct PathIndex {
-    exact: HashMap<Box<str>, Vec<Cand>>,
-    nodes: Vec<Node>,
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.cands.is_empty() && self.children.is_empty()
+    }
 }
 
-impl Default for PathIndex {
-    fn default() -> Self {
-        PathIndex {
-            exact: HashMap::new(),
-            nodes: vec![Node::default()],
-        }
-    }
+/// Exact paths and a prefix radix tree.
+#[derive(Debug, Clone, Default)]
+pub struct PathIndex {
+    exact: PMap<Box<str>, Vec<Cand>>,
+    root: Arc<Node>,
 }
 
 impl PathIndex {
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.root.is_empty()
+    }
+
     pub fn insert_exact(&mut self, path: &str, c: Cand) {
-        self.exact.entry(path.into()).or_default().push(c);
+        match self.exact.get_mut(path) {
+            Some(list) => insert_sorted(list, c),
+            None => {
+                self.exact.insert(path.into(), vec![c]);
+            }
+        }
+    }
+
+    /// Removes the candidates of the route with `filters` stored at `path`.
+    pub fn remove_exact(&mut self, path: &str, filters: &Arc<Filters>) {
+        let Some(list) = self.exact.get(path) else {
+            return;
+        };
+        if !list.iter().any(|c| c.same_route(filters)) {
+            return;
+        }
+        let left: Vec<Cand> = list
+            .iter()
+            .filter(|c| !c.same_route(filters))
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            self.exact.remove(path);
+        } else {
+            self.exact.insert(path.into(), left);
+        }
     }
 
     pub fn insert_prefix(&mut self, key: &[u8], c: Cand) {
-        let mut n = 0usize;
-        let mut rest = key;
-        loop {
-            if rest.is_empty() {
-                self.nodes[n].cands.push(c);
-                return;
-            }
-            let slot = self.nodes[n].first.binary_search(&rest[0]);
-            match slot {
-                Err(pos) => {
-                    let id = self.nodes.len() as u32;
-                    self.nodes.push(Node {
-                        label: rest.to_vec(),
-                        cands: vec![c],
-                        ..Node::default()
-                    });
-                    self.nodes[n].first.insert(pos, rest[0]);
-                    self.nodes[n].children.insert(pos, id);
-                    return;
-                }
-                Ok(pos) => {
-                    let child = self.nodes[n].children[pos] as usize;
-                    let label = &self.nodes[child].label;
-                    let common = label.iter().zip(rest).take_while(|(a, b)| a == b).count();
-                    if common == label.len() {
-                        n = child;
-                        rest = &rest[common..];
-                        continue;
-                    }
-                    // Split the child's edge at `common`.
-                    let mid = self.nodes.len() as u32;
-                    let tail = self.nodes[child].label.split_off(common);
-                    let head = std::mem::replace(&mut self.nodes[child].label, tail);
-                    let child_first = self.nodes[child].label[0];
-                    self.nodes.push(Node {
-                        label: head,
-                        first: vec![child_first],
-                        children: vec![child as u32],
-                        cands: Vec::new(),
-                    });
-                    self.nodes[n].children[pos] = mid;
-                    n = mid as usize;
-                    rest = &rest[common..];
-                }
-            }
+        insert_prefix(&mut self.root, key, c);
+    }
+
+    /// Removes the candidates of the route with `filters` stored at prefix `key`.
+    pub fn remove_prefix(&mut self, key: &[u8], filters: &Arc<Filters>) {
+        if self.holds_prefix(key, filters) {
+            remove_prefix(&mut self.root, key, filters);
         }
     }
 
-    /// Orders every candidate list by priority (high first), then configured uri length (long
-    /// first), then route-table order.
-    pub fn finish(&mut self) {
-        let order = |a: &Cand, b: &Cand| {
-            b.priority
-                .cmp(&a.priority)
-                .then(b.uri_len.cmp(&a.uri_len))
-                .then(a.order.cmp(&b.order))
-        };
-        for v in self.exact.values_mut() {
-            v.sort_by(order);
+    /// The route is stored at exactly `key` (checked before a removal copies any node).
+    fn holds_prefix(&self, key: &[u8], filters: &Arc<Filters>) -> bool {
+        let mut n: &Node = &self.root;
+        let mut rest = key;
+        while !rest.is_empty() {
+            let Ok(i) = n.first.binary_search(&rest[0]) else {
+                return false;
+            };
+            let child = &n.children[i];
+            if !rest.starts_with(&child.label) {
+                return false;
+            }
+            rest = &rest[child.label.len()..];
+            n = child;
         }
-        for n in &mut self.nodes {
-            n.cands.sort_by(order);
-        }
+        n.cands.iter().any(|c| c.same_route(filters))
     }
 
     pub fn exact(&self, path: &str) -> Option<&[Cand]> {
@@ -252,49 +272,114 @@ impl PathIndex {
     pub fn prefixes<T>(&self, path: &str, mut f: impl FnMut(&[Cand]) -> Option<T>) -> Option<T> {
         let p = path.as_bytes();
         // Paths deeper than this many stored prefixes are rare; the fallback allocates.
-        let mut stack = [0u32; 32];
+        let mut stack: [Option<&Node>; 32] = [None; 32];
         let mut depth = 0usize;
-        let mut spill: Vec<u32> = Vec::new();
-        let mut push = |id: u32, depth: &mut usize| {
-            if *depth < stack.len() {
-                stack[*depth] = id;
-            } else {
-                spill.push(id);
-            }
-            *depth += 1;
-        };
-        if !self.nodes[0].cands.is_empty() {
-            push(0, &mut depth);
+        let mut spill: Vec<&Node> = Vec::new();
+        let mut n: &Node = &self.root;
+        if !n.cands.is_empty() {
+            stack[0] = Some(n);
+            depth = 1;
         }
-        let mut n = 0usize;
         let mut pos = 0usize;
         while pos < p.len() {
-            let node = &self.nodes[n];
-            let Ok(i) = node.first.binary_search(&p[pos]) else {
+            let Ok(i) = n.first.binary_search(&p[pos]) else {
                 break;
             };
-            let child = node.children[i] as usize;
-            let label = &self.nodes[child].label;
-            if p.len() - pos < label.len() || &p[pos..pos + label.len()] != label.as_slice() {
+            let child: &Node = &n.children[i];
+            let label = &child.label;
+            if !p[pos..].starts_with(label) {
                 break;
             }
             pos += label.len();
             n = child;
-            if !self.nodes[n].cands.is_empty() {
-                push(n as u32, &mut depth);
+            if !n.cands.is_empty() {
+                if depth < stack.len() {
+                    stack[depth] = Some(n);
+                } else {
+                    spill.push(n);
+                }
+                depth += 1;
             }
         }
         for k in (0..depth).rev() {
-            let id = if k < stack.len() {
+            let node = if k < stack.len() {
                 stack[k]
             } else {
-                spill[k - stack.len()]
+                spill.get(k - stack.len()).copied()
             };
-            if let Some(t) = f(&self.nodes[id as usize].cands) {
+            if let Some(node) = node
+                && let Some(t) = f(&node.cands)
+            {
                 return Some(t);
             }
         }
         None
+    }
+}
+
+fn insert_prefix(node: &mut Arc<Node>, rest: &[u8], c: Cand) {
+    let n = Arc::make_mut(node);
+    if rest.is_empty() {
+        insert_sorted(&mut n.cands, c);
+        return;
+    }
+    let pos = match n.first.binary_search(&rest[0]) {
+        Err(pos) => {
+            n.first.insert(pos, rest[0]);
+            n.children.insert(
+                pos,
+                Arc::new(Node {
+                    label: rest.into(),
+                    cands: vec![c],
+                    ..Node::default()
+                }),
+            );
+            return;
+        }
+        Ok(pos) => pos,
+    };
+    let label = &n.children[pos].label;
+    let common = label.iter().zip(rest).take_while(|(a, b)| a == b).count();
+    if common < label.len() {
+        // Split the child's edge at `common`: a new node holds the shared part.
+        let mut child = n.children[pos].clone();
+        let tail: Box<[u8]> = child.label[common..].into();
+        let head: Box<[u8]> = child.label[..common].into();
+        Arc::make_mut(&mut child).label = tail;
+        let child_first = child.label[0];
+        n.children[pos] = Arc::new(Node {
+            label: head,
+            first: vec![child_first],
+            children: vec![child],
+            cands: Vec::new(),
+        });
+    }
+    insert_prefix(&mut n.children[pos], &rest[common..], c);
+}
+
+fn remove_prefix(node: &mut Arc<Node>, rest: &[u8], filters: &Arc<Filters>) {
+    let n = Arc::make_mut(node);
+    if rest.is_empty() {
+        n.cands.retain(|c| !c.same_route(filters));
+        return;
+    }
+    let Ok(pos) = n.first.binary_search(&rest[0]) else {
+        return;
+    };
+    let len = n.children[pos].label.len();
+    remove_prefix(&mut n.children[pos], &rest[len..], filters);
+    let child = &n.children[pos];
+    if child.is_empty() {
+        n.first.remove(pos);
+        n.children.remove(pos);
+    } else if child.cands.is_empty() && child.children.len() == 1 {
+        // A node left with no routes and one child merges with it, as a fresh build has it.
+        let grand = child.children[0].clone();
+        let mut label = child.label.to_vec();
+        label.extend_from_slice(&grand.label);
+        let mut merged = grand;
+        Arc::make_mut(&mut merged).label = label.into();
+        n.children[pos] = merged;
     }
 }
 
@@ -304,7 +389,12 @@ mod tests {
 
     fn cand(route: u32) -> Cand {
         Cand {
-            route,
+            filters: Arc::new(Filters {
+                index: route as usize,
+                methods: 0,
+                remote_addrs: Default::default(),
+                vars: None,
+            }),
             priority: 0,
             uri_len: 0,
             order: route as usize,
@@ -318,16 +408,15 @@ mod tests {
         for (i, k) in ["/", "/a", "/ab", "/abc/d", "/b"].iter().enumerate() {
             idx.insert_prefix(k.as_bytes(), cand(i as u32));
         }
-        idx.finish();
         let mut seen = Vec::new();
         let _: Option<()> = idx.prefixes("/abc/def", |c| {
-            seen.push(c[0].route);
+            seen.push(c[0].filters.index);
             None
         });
         assert_eq!(seen, vec![3, 2, 1, 0]);
         seen.clear();
         let _: Option<()> = idx.prefixes("/x", |c| {
-            seen.push(c[0].route);
+            seen.push(c[0].filters.index);
             None
         });
         assert_eq!(seen, vec![0]);

@@ -555,3 +555,92 @@ fn every_bad_field_of_every_route_is_reported() {
     assert!(text[3].contains("\"relative\""), "{}", text[3]);
     assert!(text[4].contains("last segment"), "{}", text[4]);
 }
+
+/// Routes drawn from a small pool of paths and hosts, so that they share exact paths, tree
+/// nodes and host indexes, and with methods so that candidates of one path fall through.
+fn pooled_spec(rng: &mut fastrand::Rng, index: usize) -> RouteSpec {
+    const URIS: &[&str] = &[
+        "/a", "/a/b", "/a*", "/a/b*", "/ab*", "/abc/:id", "/*", "/x/:p/y", "/x/*rest", "/a/b/c",
+    ];
+    const HOSTS: &[&str] = &["h1.test", "h2.test", "*.test", "*.h1.test", "*"];
+    let mut uris = vec![URIS[rng.usize(..URIS.len())].to_string()];
+    if rng.u8(..4) == 0 {
+        uris.push(URIS[rng.usize(..URIS.len())].to_string());
+    }
+    let hosts = match rng.u8(..3) {
+        0 => vec![],
+        1 => vec![HOSTS[rng.usize(..HOSTS.len())].to_string()],
+        _ => vec![
+            HOSTS[rng.usize(..HOSTS.len())].to_string(),
+            HOSTS[rng.usize(..HOSTS.len())].to_string(),
+        ],
+    };
+    RouteSpec {
+        index,
+        id: index.to_string(),
+        uris,
+        hosts,
+        methods: if rng.bool() {
+            vec!["POST".into()]
+        } else {
+            vec![]
+        },
+        priority: rng.i64(0..3),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn inserting_and_removing_routes_matches_like_a_fresh_build() {
+    let probes: Vec<Req> = [
+        ("h1.test", "/a"),
+        ("h1.test", "/a/b"),
+        ("h1.test", "/abc/7"),
+        ("x.h1.test", "/a/b/c"),
+        ("h2.test", "/x/1/y"),
+        ("other.test", "/x/q/r"),
+        ("none", "/ab/z"),
+        ("none", "/q"),
+        ("h2.test", "/a/b/c/d"),
+    ]
+    .iter()
+    .flat_map(|(h, p)| {
+        ["GET", "POST"].into_iter().map(|m| Req {
+            method: m,
+            ..get(h, p)
+        })
+    })
+    .collect();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut live: Vec<(RouteSpec, RouteRule)> = Vec::new();
+    let mut r = Router::default();
+    let mut kept: Vec<(Router, Vec<Option<usize>>)> = Vec::new();
+    for step in 0..1_500 {
+        if !live.is_empty() && rng.u8(..3) == 0 {
+            let (_, rule) = live.remove(rng.usize(..live.len()));
+            r.remove(&rule);
+        } else {
+            let spec = pooled_spec(&mut rng, step);
+            let rule = RouteRule::compile(&spec, spec.index).unwrap();
+            r.insert(&rule);
+            live.push((spec, rule));
+        }
+        let fresh = router(live.iter().map(|(s, _)| s.clone()).collect());
+        let want: Vec<Option<usize>> = probes.iter().map(|p| hit(&fresh, p)).collect();
+        let got: Vec<Option<usize>> = probes.iter().map(|p| hit(&r, p)).collect();
+        assert_eq!(got, want, "step {step}");
+        if step % 100 == 0 {
+            kept.push((r.clone(), want));
+        }
+    }
+    // Routers cloned earlier still answer as they did: later changes copied what they touched.
+    for (old, want) in &kept {
+        let got: Vec<Option<usize>> = probes.iter().map(|p| hit(old, p)).collect();
+        assert_eq!(&got, want);
+    }
+    for (_, rule) in live.drain(..) {
+        r.remove(&rule);
+    }
+    assert!(r.any_host.is_empty() && r.by_host.is_empty() && r.by_wildcard.is_empty());
+    assert!(r.wildcard_lens.is_empty());
+}

@@ -119,7 +119,7 @@ end
 local cache = {}
 
 local function configured(kind)
-    local version = config.version()
+    local version = config.snapshot_version()
     if version == nil then
         return {}
     end

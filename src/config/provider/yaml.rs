@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::config::snapshot::Snapshot;
+use crate::config::snapshot::{Builder, Item, Snapshot};
 use crate::config::standalone::{self, ConfigError, Parsed, Resources};
 use crate::upstream::Resolve;
 
@@ -114,17 +114,28 @@ pub fn watch(
     store: Arc<ArcSwap<Snapshot>>,
     resolver: Arc<dyn Resolve + Send + Sync>,
     plugins: Arc<crate::plugin::registry::PluginRegistry>,
+    builder: Builder,
 ) -> YamlWatcher {
-    watch_source(path, Box::new(Standalone), store, resolver, plugins)
+    watch_source(
+        path,
+        Box::new(Standalone),
+        store,
+        resolver,
+        plugins,
+        builder,
+    )
 }
 
 /// Starts watching `path`, read by `source`, publishing new snapshots into `store`.
+/// `builder` holds what `store` serves now (see [`Snapshot::build_followed`]): each new
+/// version of the file is applied to it as the difference to the previous one.
 pub fn watch_source(
     path: PathBuf,
     mut source: Box<dyn Source>,
     store: Arc<ArcSwap<Snapshot>>,
     resolver: Arc<dyn Resolve + Send + Sync>,
     plugins: Arc<crate::plugin::registry::PluginRegistry>,
+    mut builder: Builder,
 ) -> YamlWatcher {
     let stop = Arc::new(AtomicBool::new(false));
     let now = Arc::new(AtomicBool::new(false));
@@ -156,6 +167,7 @@ pub fn watch_source(
                     &text,
                     source.as_mut(),
                     &store,
+                    &mut builder,
                     resolver.as_ref(),
                     &plugins.catalog(),
                 );
@@ -165,34 +177,46 @@ pub fn watch_source(
     YamlWatcher { stop, now, thread }
 }
 
-/// Parses `text` and publishes it, or logs why not.
+/// Parses `text` and publishes it, or logs why not. The file is all or nothing: when any
+/// resource in it cannot be used, the builder is put back as it was and nothing changes.
 fn apply(
     path: &Path,
     text: &str,
     source: &mut dyn Source,
     store: &ArcSwap<Snapshot>,
+    builder: &mut Builder,
     resolver: &dyn Resolve,
-    catalog: &crate::plugin::Catalog,
+    catalog: &Arc<crate::plugin::Catalog>,
 ) {
     let resources = match source.parse(path, text) {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(errors) => return report(path, &errors),
     };
-    let previous = store.load_full();
-    match Snapshot::build(
-        resources,
-        previous.version + 1,
-        Some(&previous),
-        resolver,
-        catalog,
-    ) {
-        Ok(s) => {
-            let (v, n) = (s.version, s.routes.len());
-            store.store(Arc::new(s));
-            log::info!(target: "notice", "loaded {} (config version {v}, {n} routes)", path.display());
+    let version = store.load().version + 1;
+    // Every item carries this version; the builder keeps the revision of items that did not
+    // change, so their `conf_version` (and the plugin caches keyed on it) stays.
+    let items = Item::all(resources)
+        .into_iter()
+        .map(|i| (i, version))
+        .collect();
+    let applied = builder.sync(items, version, resolver, catalog);
+    if !applied.errors.is_empty() {
+        if applied.full {
+            // Chains compiled against another catalog cannot be put back one by one: the
+            // next version of the file is compiled from scratch.
+            *builder = Builder::new();
+        } else {
+            builder.apply(applied.undo, version, resolver, catalog);
         }
-        Err(errors) => report(path, &source.locate(errors)),
+        let errors: Vec<ConfigError> = applied.errors.into_iter().map(|e| e.error).collect();
+        return report(path, &source.locate(errors));
+    }
+    if applied.changed {
+        let s = builder.snapshot(version);
+        let n = s.routes.len();
+        store.store(Arc::new(s));
+        log::info!(target: "notice", "loaded {} (config version {version}, {n} routes; {} compiled)", path.display(), applied.routes_compiled);
     }
 }
 

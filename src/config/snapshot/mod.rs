@@ -1,46 +1,76 @@
 //! The config snapshot: every resource compiled (router, upstreams, merged routes) into one
 //! immutable value that workers read through `ArcSwap`.
 //!
-//! A snapshot is built off the request path from parsed [`Resources`]. Upstream definitions that
-//! did not change since the previous snapshot are reused (the same `Arc`), so each worker's
-//! balancer state for them survives unrelated config changes.
+//! Snapshots are built off the request path by a [`Builder`], which keeps what it compiled and
+//! recompiles only what a change touches: routes, their plugin chains and upstream definitions
+//! that did not change are the same `Arc`s in the next snapshot, so each worker's balancer
+//! state and Lua conf tables for them survive unrelated config changes.
 
-use std::collections::HashMap;
+mod builder;
+mod table;
+
 use std::sync::Arc;
 
 use super::resource::{Id, PluginMap, Route, RouteAction, Service, Timeout, Upstream};
 use super::standalone::{ConfigError, OtherResources, Resources};
 use crate::lua::host::HandlerSource;
-use crate::plugin::{Catalog, Chain, ConfOwner};
-use crate::router::{RouteSpec, Router};
+use crate::plugin::{Catalog, Chain};
+use crate::pmap::PMap;
+use crate::router::Router;
 use crate::upstream::{Resolve, UpstreamDef};
+pub use builder::{Applied, Builder, Change, Item, ItemError};
+pub use table::RouteTable;
 
-/// One immutable version of the whole configuration.
+/// One immutable version of the whole configuration. Every part is persistent or shared by
+/// `Arc`, so the next snapshot (see [`Builder`]) costs what changed, not what there is.
 pub struct Snapshot {
     pub version: u64,
-    /// Enabled routes, in file order; `RouteSpec::index` points here.
-    pub routes: Vec<Arc<RouteEntry>>,
+    /// Enabled routes by slot; [`Router::find`] answers with the slot.
+    pub routes: RouteTable,
     pub router: Router,
-    pub upstreams: HashMap<Id, Arc<UpstreamDef>>,
-    pub services: HashMap<Id, Service>,
-    pub others: OtherResources,
+    /// Compiled `upstreams` resources by id.
+    pub upstreams: PMap<Id, Arc<UpstreamDef>>,
+    pub others: Arc<OtherResources>,
+    /// The config version at which consumers, credentials, consumer groups or plugin
+    /// metadata (what Lua reads through `moongate.config`) last changed.
+    pub lua_view_version: u64,
     /// One chain per global rule, in id order: they run before the route's plugins.
     pub global_chains: Vec<Arc<Chain>>,
     /// Consumers by username, with the plugins they add to a route once identified.
-    pub consumers: HashMap<String, Arc<ConsumerEntry>>,
+    pub consumers: PMap<String, Arc<ConsumerEntry>>,
     /// The routes, services and upstreams as configured, for the control API's dumps.
     pub configured: Configured,
-    /// Source of every compiled upstream (by id, or `route#ID` for inline ones), for reuse.
-    sources: HashMap<String, (Upstream, Arc<UpstreamDef>)>,
 }
 
-/// Every route (disabled ones too), service and upstream in config order, as the config
-/// source gave them: what the control API's `/v1/routes` and kin show.
-#[derive(Debug, Default)]
+/// Every route (disabled ones too), service and upstream as the config source gave them, each
+/// with its load order: what the control API's `/v1/routes` and kin show. Persistent like the
+/// rest of the snapshot, so a change does not copy every route.
+#[derive(Debug, Default, Clone)]
 pub struct Configured {
-    pub routes: Vec<Route>,
-    pub services: Vec<Service>,
-    pub upstreams: Vec<Upstream>,
+    pub routes: PMap<Id, (usize, Arc<Route>)>,
+    pub services: PMap<Id, (usize, Arc<Service>)>,
+    pub upstreams: PMap<Id, (usize, Arc<Upstream>)>,
+}
+
+/// The values of `map` in load order.
+fn in_order<T>(map: &PMap<Id, (usize, Arc<T>)>) -> Vec<&T> {
+    let mut v: Vec<(usize, &T)> = map.values().map(|(o, t)| (*o, &**t)).collect();
+    v.sort_by_key(|(o, _)| *o);
+    v.into_iter().map(|(_, t)| t).collect()
+}
+
+impl Configured {
+    pub fn routes(&self) -> Vec<&Route> {
+        in_order(&self.routes)
+    }
+
+    pub fn services(&self) -> Vec<&Service> {
+        in_order(&self.services)
+    }
+
+    pub fn upstreams(&self) -> Vec<&Upstream> {
+        in_order(&self.upstreams)
+    }
 }
 
 /// A route merged with its service, ready to serve.
@@ -86,6 +116,12 @@ pub struct ConsumerEntry {
     pub chain: Option<Arc<Chain>>,
     /// `group_id` names a consumer group that does not exist: APISIX answers 503.
     pub missing_group: Option<String>,
+    /// The merged plugins `chain` was compiled from.
+    pub plugins: PluginMap,
+    /// The consumer's `conf_version` (its revision), which APISIX appends to the route's once
+    /// the consumer is merged in; and its group's.
+    pub conf_version: String,
+    pub group_version: Option<String>,
 }
 
 /// Where a route sends requests, or why it cannot.
@@ -101,388 +137,48 @@ pub enum RouteUpstream {
 }
 
 impl Snapshot {
-    /// Compiles `res`. Every problem is reported, not just the first.
+    /// Compiles `res` in one go (a file provider's first load, `moongate check`): every
+    /// problem is reported, not just the first, and any problem refuses the whole set.
+    /// Providers that follow changes keep a [`Builder`] instead.
     pub fn build(
         res: Resources,
         version: u64,
-        previous: Option<&Snapshot>,
         resolver: &dyn Resolve,
         catalog: &Catalog,
     ) -> Result<Snapshot, Vec<ConfigError>> {
-        let mut errors = Vec::new();
-        let mut sources: HashMap<String, (Upstream, Arc<UpstreamDef>)> = HashMap::new();
-        let mut compile = |key: String,
-                           label: String,
-                           up: &Upstream,
-                           errors: &mut Vec<ConfigError>|
-         -> Option<Arc<UpstreamDef>> {
-            if let Some((src, def)) = previous.and_then(|p| p.sources.get(&key))
-                && src == up
-            {
-                sources.insert(key, (up.clone(), def.clone()));
-                return Some(def.clone());
-            }
-            match UpstreamDef::compile(up, resolver) {
-                Ok(def) => {
-                    let def = Arc::new(def);
-                    sources.insert(key, (up.clone(), def.clone()));
-                    Some(def)
-                }
-                Err(e) => {
-                    errors.push(ConfigError::new(label, e.field, e.message));
-                    None
-                }
-            }
-        };
-
-        let mut upstreams = HashMap::new();
-        for u in &res.upstreams {
-            let Some(id) = &u.id else { continue };
-            if let Some(def) = compile(
-                format!("upstream#{id}"),
-                format!("upstreams[id={id}]"),
-                u,
-                &mut errors,
-            ) {
-                upstreams.insert(id.clone(), def);
-            }
+        let mut b = Builder::new();
+        let changes = Item::all(res)
+            .into_iter()
+            .map(|i| Change::Put(i, version))
+            .collect();
+        let applied = b.apply_all(changes, version, resolver, catalog);
+        if !applied.errors.is_empty() {
+            return Err(applied.errors.into_iter().map(|e| e.error).collect());
         }
-        let mut services = HashMap::new();
-        let mut service_upstreams: HashMap<Id, Arc<UpstreamDef>> = HashMap::new();
-        for s in &res.services {
-            let Some(id) = &s.id else { continue };
-            if let Some(u) = &s.upstream
-                && let Some(def) = compile(
-                    format!("service#{id}"),
-                    format!("services[id={id}]"),
-                    u,
-                    &mut errors,
-                )
-            {
-                service_upstreams.insert(id.clone(), def);
-            }
-            services.insert(id.clone(), s.clone());
-        }
-
-        let mut routes = Vec::new();
-        let mut specs = Vec::new();
-        for r in &res.routes {
-            if r.status == 0 {
-                continue;
-            }
-            let Some(id) = r.id.clone() else { continue };
-            let label = format!("routes[id={id}]");
-            if r.filter_func.is_some() {
-                errors.push(ConfigError::new(
-                    &label,
-                    "filter_func",
-                    "not supported yet (needs the Lua host)",
-                ));
-            }
-            if r.script.is_some() {
-                errors.push(ConfigError::new(
-                    &label,
-                    "script",
-                    "not supported yet (needs the Lua host)",
-                ));
-            }
-            let service = r.service_id.as_ref().and_then(|sid| services.get(sid));
-            // APISIX's merge: the service's plugins, overlaid by the plugin config's, overlaid
-            // by the route's own.
-            let mut plugins = service.map(|s| s.plugins.clone()).unwrap_or_default();
-            let mut missing_plugin_config = None;
-            if let Some(pcid) = &r.plugin_config_id {
-                match res.others.plugin_configs.iter().find(|p| &p.id == pcid) {
-                    Some(pc) => {
-                        if let Some(m) = pc.value.get("plugins").and_then(|v| v.as_object()) {
-                            plugins.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
-                        }
-                    }
-                    None => {
-                        log::warn!(
-                            "{label}: plugin_config_id {pcid} names no plugin config; requests will get 503"
-                        );
-                        missing_plugin_config = Some(pcid.clone());
-                    }
-                }
-            }
-            plugins.extend(r.plugins.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let owner = match &r.service_id {
-                Some(sid) if service.is_some() => ConfOwner {
-                    conf_type: "route&service".into(),
-                    conf_id: format!("{id}&{sid}"),
-                    conf_version: format!("{version}&{version}"),
-                },
-                _ => ConfOwner {
-                    conf_type: "route".into(),
-                    conf_id: id.0.clone(),
-                    conf_version: version.to_string(),
-                },
-            };
-            let chain = if plugins.is_empty() {
-                None
-            } else {
-                match Chain::build(format!("route#{id}"), owner, &plugins, catalog) {
-                    Ok(c) => Some(Arc::new(c)),
-                    Err(errs) => {
-                        for e in errs {
-                            errors.push(ConfigError::new(&label, e.field, e.message));
-                        }
-                        continue;
-                    }
-                }
-            };
-            let mut handlers = HandlerSource::default();
-            for (directive, code) in &r.lua_handlers {
-                if !crate::config::resource::LUA_HANDLERS.contains(&directive.as_str()) {
-                    errors.push(ConfigError::new(
-                        &label,
-                        format!("lua_handlers.{directive}"),
-                        format!(
-                            "unknown directive; expected one of {}",
-                            crate::config::resource::LUA_HANDLERS.join(", ")
-                        ),
-                    ));
-                }
-                handlers.chunks.push((directive.clone(), code.clone()));
-            }
-            let handlers = (!handlers.chunks.is_empty()).then(|| Arc::new(handlers));
-
-            let upstream = if let Some(u) = &r.upstream {
-                match compile(format!("route#{id}"), label.clone(), u, &mut errors) {
-                    Some(def) => RouteUpstream::Ready(def),
-                    None => continue,
-                }
-            } else if let Some(uid) = &r.upstream_id {
-                match upstreams.get(uid) {
-                    Some(def) => RouteUpstream::Ready(def.clone()),
-                    None if res.upstreams.iter().any(|u| u.id.as_ref() == Some(uid)) => continue,
-                    None => {
-                        log::warn!(
-                            "{label}: upstream_id {uid} names no upstream; requests will get 502"
-                        );
-                        RouteUpstream::MissingUpstream(uid.clone())
-                    }
-                }
-            } else if let Some(sid) = &r.service_id {
-                match (service, service_upstreams.get(sid)) {
-                    (None, _) => {
-                        log::warn!(
-                            "{label}: service_id {sid} names no service; requests will get 404"
-                        );
-                        RouteUpstream::MissingService(sid.clone())
-                    }
-                    (Some(_), Some(def)) => RouteUpstream::Ready(def.clone()),
-                    (Some(s), None) => match &s.upstream_id {
-                        Some(uid) => match upstreams.get(uid) {
-                            Some(def) => RouteUpstream::Ready(def.clone()),
-                            None => {
-                                log::warn!(
-                                    "{label}: service {sid} names upstream {uid}, which does not exist; requests will get 502"
-                                );
-                                RouteUpstream::MissingUpstream(uid.clone())
-                            }
-                        },
-                        None => RouteUpstream::NoUpstream,
-                    },
-                }
-            } else {
-                RouteUpstream::NoUpstream
-            };
-
-            let up_timeout = match &upstream {
-                RouteUpstream::Ready(def) => def.timeout,
-                _ => None,
-            };
-            let mut uris = r.uris.clone();
-            if uris.is_empty()
-                && let Some(u) = &r.uri
-            {
-                uris.push(u.clone());
-            }
-            let mut hosts = r.hosts.clone();
-            if let Some(h) = &r.host {
-                hosts.push(h.clone());
-            }
-            if hosts.is_empty()
-                && let Some(s) = service
-            {
-                hosts = s.hosts.clone();
-            }
-            let mut remote_addrs = r.remote_addrs.clone();
-            if let Some(a) = &r.remote_addr {
-                remote_addrs.push(a.clone());
-            }
-            specs.push(RouteSpec {
-                index: routes.len(),
-                id: id.0.clone(),
-                uris,
-                hosts,
-                methods: r.methods.clone(),
-                remote_addrs,
-                vars: r.vars.clone(),
-                priority: r.priority,
-            });
-            routes.push(Arc::new(RouteEntry {
-                id,
-                name: r.name.clone(),
-                service_id: r.service_id.clone(),
-                upstream,
-                plugins,
-                timeout: r.timeout.or(up_timeout),
-                enable_websocket: r
-                    .enable_websocket
-                    .or(service.and_then(|s| s.enable_websocket))
-                    .unwrap_or(false),
-                chain,
-                handlers,
-                missing_plugin_config,
-                action: r.action.clone(),
-            }));
-        }
-        let router =
-            match Router::build(specs) {
-                Ok(r) => r,
-                Err(errs) => {
-                    errors.extend(errs.into_iter().map(|e| {
-                        ConfigError::new(format!("routes[id={}]", e.id), e.field, e.message)
-                    }));
-                    Router::default()
-                }
-            };
-        let global_chains = global_chains(&res.others.global_rules, version, catalog, &mut errors);
-        let consumers = consumer_entries(&res.others, version, catalog, &mut errors);
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Snapshot {
-            global_chains,
-            consumers,
-            version,
-            routes,
-            router,
-            upstreams,
-            services,
-            others: res.others,
-            configured: Configured {
-                routes: res.routes,
-                services: res.services,
-                upstreams: res.upstreams,
-            },
-            sources,
-        })
+        Ok(b.snapshot(version))
     }
-}
 
-/// Consumers (credentials, `NAME/credentials/ID`, carry auth confs only and are left to the
-/// Lua side) with their merged group and consumer plugins.
-fn consumer_entries(
-    others: &OtherResources,
-    version: u64,
-    catalog: &Catalog,
-    errors: &mut Vec<ConfigError>,
-) -> HashMap<String, Arc<ConsumerEntry>> {
-    let plugins_of = |v: &serde_json::Value| -> PluginMap {
-        v.get("plugins")
-            .and_then(|p| p.as_object())
-            .map(|m| {
-                m.iter()
-                    .filter(|(name, _)| !catalog.get(name).is_some_and(|i| i.is_auth))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut out = HashMap::new();
-    for c in &others.consumers {
-        let username = c.id.0.clone();
-        if username.contains("/credentials/") {
-            continue;
+    /// [`Snapshot::build`] for a provider that goes on following its source: also returns the
+    /// builder holding the result, to apply the next versions to.
+    pub fn build_followed(
+        res: Resources,
+        version: u64,
+        resolver: &dyn Resolve,
+        catalog: &Arc<Catalog>,
+    ) -> Result<(Snapshot, Builder), Vec<ConfigError>> {
+        let mut b = Builder::new();
+        let items = Item::all(res).into_iter().map(|i| (i, version)).collect();
+        let applied = b.sync(items, version, resolver, catalog);
+        if !applied.errors.is_empty() {
+            return Err(applied.errors.into_iter().map(|e| e.error).collect());
         }
-        let group_id = c.value.get("group_id").and_then(|g| match g {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
-        let mut merged = PluginMap::default();
-        let mut missing_group = None;
-        if let Some(gid) = &group_id {
-            match others.consumer_groups.iter().find(|g| &g.id.0 == gid) {
-                Some(g) => merged.extend(plugins_of(&g.value)),
-                None => missing_group = Some(gid.clone()),
-            }
-        }
-        for (k, v) in plugins_of(&c.value) {
-            merged.insert(k, v);
-        }
-        let label = format!("consumers[username={username}]");
-        let chain = if merged.is_empty() {
-            None
-        } else {
-            let owner = ConfOwner {
-                conf_type: "consumer".into(),
-                conf_id: username.clone(),
-                conf_version: version.to_string(),
-            };
-            match Chain::build(format!("consumer#{username}"), owner, &merged, catalog) {
-                Ok(c) if !c.entries.is_empty() => Some(Arc::new(c)),
-                Ok(_) => None,
-                Err(errs) => {
-                    for e in errs {
-                        errors.push(ConfigError::new(&label, e.field, e.message));
-                    }
-                    continue;
-                }
-            }
-        };
-        out.insert(
-            username.clone(),
-            Arc::new(ConsumerEntry {
-                username,
-                group_id,
-                chain,
-                missing_group,
-            }),
-        );
+        Ok((b.snapshot(version), b))
     }
-    out
-}
 
-/// One chain per global rule, in id order.
-fn global_chains(
-    rules: &[crate::config::resource::OpaqueResource],
-    version: u64,
-    catalog: &Catalog,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<Arc<Chain>> {
-    let mut rules: Vec<_> = rules.iter().collect();
-    rules.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut out = Vec::new();
-    for g in rules {
-        let label = format!("global_rules[id={}]", g.id);
-        let plugins: PluginMap = match g.value.get("plugins").and_then(|v| v.as_object()) {
-            Some(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            None => {
-                errors.push(ConfigError::new(&label, "plugins", "is required"));
-                continue;
-            }
-        };
-        let owner = ConfOwner {
-            conf_type: "global_rule".into(),
-            conf_id: g.id.0.clone(),
-            conf_version: version.to_string(),
-        };
-        match Chain::build(format!("global_rule#{}", g.id), owner, &plugins, catalog) {
-            Ok(c) if !c.entries.is_empty() => out.push(Arc::new(c)),
-            Ok(_) => {}
-            Err(errs) => {
-                for e in errs {
-                    errors.push(ConfigError::new(&label, e.field, e.message));
-                }
-            }
-        }
+    /// A snapshot with nothing in it.
+    pub fn empty() -> Snapshot {
+        Builder::new().snapshot(0)
     }
-    out
 }
 
 #[cfg(test)]

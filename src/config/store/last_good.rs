@@ -127,7 +127,7 @@ impl Shared {
                 c = self.lock();
             }
             if c.stop {
-                // A change that came in while the copy was being written is written too.
+                // A change applied while the last write ran is still pending: save it first.
                 if c.dirty {
                     continue;
                 }

@@ -234,11 +234,15 @@ pub fn virtual_hosts(
             if let Some(rule) = d.rule() {
                 common.push(rule);
             }
-            let suffix = if many {
+            let mut suffix = if many {
                 format!("@{}", d.label())
             } else {
                 String::new()
             };
+            // Route ids are unique across listeners too (the snapshot keys routes by id).
+            if let Some(port) = listener_port {
+                suffix.push_str(&format!(":{port}"));
+            }
             for (i, p) in parsed.iter().enumerate() {
                 let base = p.name.clone().unwrap_or_else(|| format!("{vname}#{i}"));
                 let id = format!("{base}{suffix}");
