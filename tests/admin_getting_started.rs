@@ -7,7 +7,7 @@
 //! and limit-count are APISIX plugins; here two fixture plugins of ours with the same names and
 //! confs (`t/fixtures/getting-started/`). Every answer is checked as APISIX gives it: status,
 //! envelope, and what the data plane then serves. Between a write and the request that should
-//! see it, the test waits until the control API (`/v1/routes/{id}`) shows the change served,
+//! see it, the test waits until the control API (`/v1/route/{id}`) shows the change served,
 //! so that counted requests all run on the new config.
 
 mod support;
@@ -60,7 +60,7 @@ fn server(r: &Resp) -> String {
 /// Waits until the data plane serves route `id` with `pred` true of its value.
 fn served(gw: &Gateway, id: &str, what: &str, pred: impl Fn(&Value) -> bool) {
     wait_until(what, Duration::from_secs(10), || {
-        let r = gw.get(&format!("/v1/routes/{id}"));
+        let r = gw.get(&format!("/v1/route/{id}"));
         r.status == 200 && pred(&r.json()["value"])
     });
 }
