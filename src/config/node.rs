@@ -281,8 +281,6 @@ const KNOWN: &[&str] = &[
     "deployment.admin.serve_on_data_port",
     "deployment.admin.enable_admin_cors",
     "deployment.admin.admin_api_version",
-    "deployment.admin.enable_admin_cors",
-    "deployment.admin.admin_api_version",
     "deployment.role_data_plane.envoy_file",
     "deployment.role_control_plane",
     "deployment.role_control_plane.config_provider",
