@@ -22,15 +22,6 @@ fn admin(port: u16, method: &str, path: &str, body: Option<Value>) -> Resp {
     call(port, method, path, Some(ADMIN_KEY), body)
 }
 
-/// Text shaped like a PEM block of `len` body bytes (the Admin API checks lengths, as
-/// APISIX's schema does; nothing here is parsed).
-fn fake_pem(label: &str, len: usize) -> String {
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        "A".repeat(len)
-    )
-}
-
 fn route_to(port: u16, uri: &str) -> Value {
     json!({"uri": uri, "upstream": {"type": "roundrobin", "nodes": {format!("127.0.0.1:{port}"): 1}}})
 }
@@ -152,6 +143,7 @@ fn post_generates_twenty_digit_ids_and_refuses_a_given_id() {
 #[test]
 fn every_resource_kind_is_stored_listed_and_deleted() {
     let (_gw, ap) = Gateway::start_embedded("", None);
+    let certs = EtcdCerts::generate();
     let cases: Vec<(&str, &str, Value)> = vec![
         (
             "/apisix/admin/services/s1",
@@ -181,7 +173,7 @@ fn every_resource_kind_is_stored_listed_and_deleted() {
         (
             "/apisix/admin/ssls/t1",
             "/apisix/ssls/t1",
-            json!({"cert": fake_pem("CERTIFICATE", 200), "key": fake_pem("PRIVATE KEY", 100), "snis": ["a.test"]}),
+            json!({"cert": certs.server, "key": certs.server_key, "snis": ["a.test"]}),
         ),
         (
             "/apisix/admin/global_rules/1",
@@ -222,7 +214,22 @@ fn every_resource_kind_is_stored_listed_and_deleted() {
         ssl["value"].get("key").is_none(),
         "private keys are never shown: {ssl}"
     );
-    assert_eq!(ssl["value"]["cert"], fake_pem("CERTIFICATE", 200));
+    assert_eq!(ssl["value"]["cert"], certs.server);
+    // A certificate cut short is refused, in APISIX's words.
+    let cut = certs.server[..certs.server.len() / 2].to_string() + "\n-----END CERTIFICATE-----\n";
+    let r = admin(
+        ap,
+        "PUT",
+        "/apisix/admin/ssls/t2",
+        Some(json!({"cert": cut, "key": certs.server_key, "snis": ["b.test"]})),
+    );
+    assert_eq!(
+        (r.status, r.json()["error_msg"].as_str()),
+        (
+            400,
+            Some("failed to parse cert: PEM_read_bio_X509_AUX() failed")
+        )
+    );
     let consumers = admin(ap, "GET", "/apisix/admin/consumers", None).json();
     assert_eq!(
         consumers["total"], 1,

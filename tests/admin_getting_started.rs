@@ -135,7 +135,10 @@ fn walk(store: &str) {
     for _ in 0..100 {
         let r = gw.get("/headers");
         assert_eq!(r.status, 200, "{}", r.body);
-        let host = r.json()["headers"]["host"].as_str().unwrap_or_default().to_string();
+        let host = r.json()["headers"]["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(host.starts_with("127.0.0.1:"), "pass_host node: {host}");
         *seen.entry(server(&r)).or_insert(0) += 1;
     }
@@ -194,7 +197,9 @@ fn walk(store: &str) {
         ap,
         "PATCH",
         "/apisix/admin/routes/getting-started-ip",
-        Some(json!({"plugins": {"limit-count": {"count": 2, "time_window": 60, "rejected_code": 503}}})),
+        Some(
+            json!({"plugins": {"limit-count": {"count": 2, "time_window": 60, "rejected_code": 503}}}),
+        ),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     served(&gw, "getting-started-ip", "limit-count served", |v| {
@@ -264,7 +269,12 @@ fn walk(store: &str) {
         r.json()["error_msg"],
         "can not delete this upstream, route [getting-started-headers] is still using it now"
     );
-    let r = curl(ap, "DELETE", "/apisix/admin/routes/getting-started-headers", None);
+    let r = curl(
+        ap,
+        "DELETE",
+        "/apisix/admin/routes/getting-started-headers",
+        None,
+    );
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
@@ -272,7 +282,12 @@ fn walk(store: &str) {
     );
     let r = curl(ap, "DELETE", &format!("/apisix/admin/upstreams/{up}"), None);
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = curl(ap, "GET", "/apisix/admin/routes/getting-started-headers", None);
+    let r = curl(
+        ap,
+        "GET",
+        "/apisix/admin/routes/getting-started-headers",
+        None,
+    );
     assert_eq!(r.status, 404);
     assert_eq!(r.json(), json!({"message": "Key not found"}));
     wait_until("/headers gone", Duration::from_secs(10), || {

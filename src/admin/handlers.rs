@@ -614,6 +614,9 @@ impl Handlers<'_> {
         self.catalog
             .check_resource(t.kind.name, "shape", id, conf)
             .map_err(bad)?;
+        if t.kind.name == "ssls" {
+            super::tls_material::check(conf).map_err(bad)?;
+        }
         let consumer_side = matches!(t.kind.name, "consumers" | "credentials");
         if !consumer_side {
             self.check_references(t.kind, conf).await?;

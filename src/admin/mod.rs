@@ -14,6 +14,7 @@ pub mod mirrored;
 pub mod resources;
 pub mod server;
 pub mod start;
+pub mod tls_material;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -91,12 +92,19 @@ impl AdminApi {
             return Answer::text(status, body);
         }
         if req.body.len() > MAX_BODY {
-            return Answer::error(400, "invalid request body: request body is too large");
+            return too_large(Some(req.body.len() as u64));
         }
         let body: Option<Value> = if req.body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            match serde_json::from_slice(&req.body) {
+            match serde_json::from_slice(&req.body).or_else(|e| {
+                // APISIX decodes with lua-cjson, which takes raw control characters (a
+                // newline in a serverless function's code) inside strings as they are.
+                match escape_raw_controls(&req.body) {
+                    Some(fixed) => serde_json::from_slice(&fixed).map_err(|_| e),
+                    None => Err(e),
+                }
+            }) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     log::error!(
@@ -288,5 +296,57 @@ impl AdminApi {
                 }
             }
         }
+    }
+}
+
+/// `body` with the raw control bytes inside JSON strings written as `\u00XX` escapes, or
+/// `None` when it has none.
+fn escape_raw_controls(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            } else if b < 0x20 {
+                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                changed = true;
+                continue;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+        out.push(b);
+    }
+    changed.then_some(out)
+}
+
+/// The answer to a body over [`MAX_BODY`], in APISIX's words (logged as APISIX logs it);
+/// `size` is the declared `Content-Length`, when there was one.
+pub fn too_large(size: Option<u64>) -> Answer {
+    let why = match size {
+        Some(n) => format!("request size {n} is greater than the maximum size {MAX_BODY} allowed"),
+        None => format!("request body is greater than the maximum size {MAX_BODY} allowed"),
+    };
+    log::error!("failed to read request body: {why}");
+    Answer::error(400, format!("invalid request body: {why}"))
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::escape_raw_controls;
+
+    #[test]
+    fn raw_controls_inside_strings_become_escapes() {
+        let body = b"{\"f\": \"a\nb\tc\\\"\",\n \"g\": 1}";
+        let fixed = escape_raw_controls(body).expect("changed");
+        let v: serde_json::Value = serde_json::from_slice(&fixed).expect("valid JSON");
+        assert_eq!(v["f"], "a\nb\tc\"");
+        assert_eq!(v["g"], 1);
+        assert_eq!(escape_raw_controls(b"{\"a\":\n1}"), None);
     }
 }

@@ -35,6 +35,12 @@ impl AdminHandle {
     }
 }
 
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// The headers of an Admin API answer: `Content-Type: application/json` and the ones the
 /// answer adds (`X-API-VERSION`, CORS).
 pub fn headers(resp: &mut http::HeaderMap, answer: &Answer) {
@@ -74,7 +80,7 @@ async fn serve_one(
             })
             .await
         }
-        Err(e) => Answer::error(400, format!("invalid request body: {e}")),
+        Err(_) => super::too_large(content_length(&parts.headers)),
     };
     let mut resp = Response::new(Full::new(Bytes::from(answer.body.clone())));
     *resp.status_mut() = http::StatusCode::from_u16(answer.status)
