@@ -596,8 +596,118 @@ impl Handlers<'_> {
         Ok(())
     }
 
+    /// `POST /apisix/admin/configs/validate`: every item of a whole standalone config (the
+    /// `conf/apisix.yaml` shape, JSON or YAML) checked as its Admin API write would be, but
+    /// for what needs the store (references, conflicts with stored items). Nothing is
+    /// stored. `200 {}`, or `400` with every error found.
+    pub async fn validate_configs(&self, body: &[u8], yaml: bool) -> Answer {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Answer::error(400, "invalid request body: empty request body");
+        }
+        let doc: Result<Value, String> = if yaml {
+            serde_norway::from_slice(body).map_err(|_| "invalid yaml request body".to_string())
+        } else {
+            serde_json::from_slice(body).map_err(|e| e.to_string())
+        };
+        let doc = match doc {
+            Ok(d) if d.is_object() => d,
+            Ok(_) => return Answer::error(400, "invalid request body: not an object"),
+            Err(e) => return Answer::error(400, format!("invalid request body: {e}")),
+        };
+        let mut errors = Vec::new();
+        for kind in resources::KINDS {
+            let name = kind.name;
+            if matches!(name, "credentials" | "moongate_locations") {
+                continue;
+            }
+            let version_key = format!("{name}_conf_version");
+            if let Some(v) = doc.get(&version_key)
+                && !v.is_number()
+            {
+                errors.push(json!({
+                    "resource_type": name,
+                    "error": format!("{version_key} must be a number, got {}", resources::lua_type(v)),
+                }));
+            }
+            let Some(items) = doc.get(name).and_then(Value::as_array) else {
+                continue;
+            };
+            let mut seen = std::collections::HashSet::new();
+            for (index, item) in items.iter().enumerate() {
+                let id_v = item.get("id").or(if name == "consumers" {
+                    item.get("username")
+                } else {
+                    None
+                });
+                let id = id_v.and_then(resources::id_text).unwrap_or_default();
+                let fail = |e: String| {
+                    json!({"resource_type": name, "resource_id": id, "index": index, "error": e})
+                };
+                if !id.is_empty() && !seen.insert(id.clone()) {
+                    let what = match (name, item.get("id").is_some()) {
+                        ("consumers", true) => "credential id",
+                        ("consumers", false) => "username",
+                        _ => "id",
+                    };
+                    errors.push(fail(format!("found duplicate {what} {id} in {name}")));
+                    continue;
+                }
+                let (t, check_id) = if name == "consumers" && id.contains("/credentials/") {
+                    let (consumer, cred) = id.split_once("/credentials/").unwrap_or(("", ""));
+                    let kind = resources::find("credentials").unwrap_or(kind);
+                    let t = Target {
+                        kind,
+                        id: Some(cred.to_string()),
+                        parent: Some(consumer.to_string()),
+                        sub_path: String::new(),
+                    };
+                    (t, id.clone())
+                } else {
+                    let t = Target {
+                        kind,
+                        id: Some(id.clone()),
+                        parent: None,
+                        sub_path: String::new(),
+                    };
+                    (t, id.clone())
+                };
+                if name == "secrets" && !id.contains('/') {
+                    errors.push(fail(format!("invalid secret id: {id}")));
+                    continue;
+                }
+                if let Err(a) = self.check_item(&t, &check_id, item, false).await {
+                    let msg = serde_json::from_str::<Value>(&a.body)
+                        .ok()
+                        .and_then(|v| v["error_msg"].as_str().map(str::to_string))
+                        .unwrap_or(a.body);
+                    errors.push(fail(msg));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Answer::json(200, json!({}))
+        } else {
+            Answer::json(
+                400,
+                json!({"error_msg": "Configuration validation failed", "errors": errors}),
+            )
+        }
+    }
+
     /// Every check a body passes before it is stored, in APISIX's order.
     async fn check(&self, t: &Target, id: &str, conf: &Value) -> Result<(), Answer> {
+        self.check_item(t, id, conf, true).await
+    }
+
+    /// [`Handlers::check`]; `with_store`: also the checks that read the store (references,
+    /// duplicate auth keys, global rule conflicts).
+    async fn check_item(
+        &self,
+        t: &Target,
+        id: &str,
+        conf: &Value,
+        with_store: bool,
+    ) -> Result<(), Answer> {
         let bad = |e: String| Answer::error(400, e);
         match t.kind.name {
             "plugin_metadata" => {
@@ -618,26 +728,28 @@ impl Handlers<'_> {
             super::tls_material::check(conf).map_err(bad)?;
         }
         let consumer_side = matches!(t.kind.name, "consumers" | "credentials");
-        if !consumer_side {
+        if !consumer_side && with_store {
             self.check_references(t.kind, conf).await?;
         }
         resources::check_plugins(t.kind, conf, self.catalog).map_err(bad)?;
-        match (t.kind.name, &t.parent) {
-            ("consumers", _) => self.duplicate_key(conf, id, None).await?,
-            ("credentials", Some(consumer)) => {
-                let own = id.rsplit('/').next().unwrap_or(id);
-                self.duplicate_key(conf, consumer, Some(own)).await?
+        if with_store {
+            match (t.kind.name, &t.parent) {
+                ("consumers", _) => self.duplicate_key(conf, id, None).await?,
+                ("credentials", Some(consumer)) => {
+                    let own = id.rsplit('/').next().unwrap_or(id);
+                    self.duplicate_key(conf, consumer, Some(own)).await?
+                }
+                _ => {}
             }
-            _ => {}
         }
-        if consumer_side {
+        if consumer_side && with_store {
             self.check_references(t.kind, conf).await?;
         }
         resources::check_vars(t.kind, conf).map_err(bad)?;
         self.catalog
             .check_resource(t.kind.name, "code", id, conf)
             .map_err(bad)?;
-        if t.kind.name == "global_rules" {
+        if t.kind.name == "global_rules" && with_store {
             self.global_rule_conflict(id, conf).await?;
         }
         resources::servable(t.kind, conf).map_err(bad)

@@ -94,6 +94,23 @@ impl AdminApi {
         if req.body.len() > MAX_BODY {
             return too_large(Some(req.body.len() as u64));
         }
+        if rest == "configs/validate" {
+            if req.method != http::Method::POST {
+                return Answer::error(404, "not found");
+            }
+            let yaml = req
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/yaml"));
+            let catalog = self.plugins.catalog();
+            let h = Handlers {
+                store: self.store.as_ref(),
+                catalog: &catalog,
+                index: self.index.as_deref(),
+            };
+            return h.validate_configs(&req.body, yaml).await;
+        }
         let body: Option<Value> = if req.body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
@@ -131,7 +148,7 @@ impl AdminApi {
         if rest == "configs" || rest.starts_with("configs/") {
             return Answer::error(
                 501,
-                "the /apisix/admin/configs endpoints (API-driven standalone mode) are not supported by moongate",
+                "the /apisix/admin/configs endpoint (API-driven standalone mode) is not supported by moongate",
             );
         }
         let target = match handlers::target(rest) {
