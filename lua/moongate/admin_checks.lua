@@ -97,7 +97,7 @@ local function upstream_failure(up)
     for _, node in ipairs(type(up.nodes) == "table" and up.nodes or {}) do
         local host = type(node) == "table" and node.host
         if type(host) == "string" and bare_ipv6(host) then
-            return "IPv6 address must be enclosed with '[' and ']'"
+            return "invalid configuration: IPv6 address must be enclosed with '[' and ']'"
         end
     end
     local err = schema_failure(defs.upstream, up)
