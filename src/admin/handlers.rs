@@ -429,12 +429,11 @@ impl Handlers<'_> {
         if let (Some((page, size)), Some(ix)) = (paging, self.index)
             && t.parent.is_none()
             && t.kind.name != "secrets"
-            && let Some((total, list)) = ix.page(
-                t.kind.name,
-                &|e: &Entry| filters.keeps(e),
-                (page - 1) * size,
-                size,
-            )
+            && let Some((total, list)) = {
+                let keep = |e: &Entry| filters.keeps(e);
+                let keep: Option<&dyn Fn(&Entry) -> bool> = (!filters.none()).then_some(&keep);
+                ix.page(t.kind.name, keep, (page - 1) * size, size)
+            }
         {
             return list_answer(total, &list);
         }
@@ -640,9 +639,7 @@ impl Handlers<'_> {
                     None
                 });
                 let id = id_v.and_then(resources::id_text).unwrap_or_default();
-                let fail = |e: String| {
-                    json!({"resource_type": name, "resource_id": id, "index": index, "error": e})
-                };
+                let fail = |e: String| json!({"resource_type": name, "resource_id": id, "index": index, "error": e});
                 if !id.is_empty() && !seen.insert(id.clone()) {
                     let what = match (name, item.get("id").is_some()) {
                         ("consumers", true) => "credential id",

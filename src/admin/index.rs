@@ -524,22 +524,37 @@ impl Index {
     }
 
     /// The entries of `kind` in creation order (the order paged lists use), each kept when
-    /// `keep` says so, and how many were kept; only entries `skip`..`skip + take` of the kept
-    /// ones are returned. `None` when not ready.
+    /// `keep` says so (all when `None`), and how many were kept; only entries
+    /// `skip`..`skip + take` of the kept ones are returned. `None` when not ready.
     pub fn page(
         &self,
         kind: &'static str,
-        keep: &dyn Fn(&Entry) -> bool,
+        keep: Option<&dyn Fn(&Entry) -> bool>,
         skip: usize,
         take: usize,
     ) -> Option<(usize, Vec<Arc<Entry>>)> {
+        let unfiltered = keep.is_none();
+        let keep = keep.unwrap_or(&|_| true);
         let s = self.lock();
         if !s.ready {
             return None;
         }
+        let order = s.by_create.get(kind);
+        if unfiltered {
+            // The total is the set's size: only the page itself is looked at.
+            let total = order.map_or(0, BTreeSet::len);
+            let out = order
+                .into_iter()
+                .flatten()
+                .skip(skip)
+                .take(take)
+                .filter_map(|(_, key)| s.items.get(key).cloned())
+                .collect();
+            return Some((total, out));
+        }
         let mut total = 0;
         let mut out = Vec::new();
-        for (_, key) in s.by_create.get(kind).into_iter().flatten() {
+        for (_, key) in order.into_iter().flatten() {
             let Some(e) = s.items.get(key) else { continue };
             if !keep(e) {
                 continue;
@@ -569,8 +584,10 @@ impl Index {
         )
     }
 
-    /// The items referring to `target`, in key order; `None` when not ready.
+    /// The first item (in key order) of each store directory that refers to `target`: what
+    /// a delete check needs, however many items refer to it. `None` when not ready.
     pub fn referrers(&self, target: Target<'_>) -> Option<Vec<Arc<Entry>>> {
+        use std::ops::Bound;
         let s = self.lock();
         if !s.ready {
             return None;
@@ -578,11 +595,21 @@ impl Index {
         let Some(keys) = s.referrers.get(&(target.0, target.1.to_string())) else {
             return Some(Vec::new());
         };
-        Some(
-            keys.iter()
-                .filter_map(|k| s.items.get(k).cloned())
-                .collect(),
-        )
+        let mut out = Vec::new();
+        let mut from = Bound::Unbounded;
+        while let Some(key) = keys.range::<String, _>((from, Bound::Unbounded)).next() {
+            if let Some(e) = s.items.get(key) {
+                out.push(e.clone());
+            }
+            // Past every key of this directory: `{prefix}/routes/` → `{prefix}/routes0`.
+            let rest = key[self.prefix.len()..].trim_start_matches('/');
+            let dir_end = match rest.split_once('/') {
+                Some((dir, _)) => format!("{}/{dir}0", self.prefix),
+                None => format!("{key}\0"),
+            };
+            from = Bound::Included(dir_end);
+        }
+        Some(out)
     }
 }
 
@@ -688,7 +715,10 @@ mod tests {
                 c,
             ));
         }
-        let (total, page) = ix.page("routes", &|_| true, 1, 2).unwrap();
+        let (total, page) = ix.page("routes", None, 1, 2).unwrap();
+        let not_11 = |e: &Entry| e.key_id != "11";
+        let (kept_total, kept) = ix.page("routes", Some(&not_11), 0, 10).unwrap();
+        assert_eq!((kept_total, kept.len()), (3, 3));
         assert_eq!(total, 4);
         let ids: Vec<&str> = page.iter().map(|e| e.key_id.as_str()).collect();
         assert_eq!(ids, ["11", "12"]);
