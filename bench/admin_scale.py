@@ -16,7 +16,7 @@ For each store and route count the script seeds the store the way bench/propagat
   refused delete           DELETE /apisix/admin/upstreams/u (every route uses it: 400)
 
 --rounds times each (default 20), after a few untimed calls, and reports the median and the
-90th percentile in milliseconds. Every answer is checked (status, total, page length); a
+90th percentile in milliseconds, and moongate's resident memory after the calls. Every answer is checked (status, total, page length); a
 wrong answer stops the run.
 
 Usage: bench/admin_scale.py [--routes N ...] [--store embedded|etcd ...] [--rounds 20]
@@ -110,7 +110,7 @@ def run(binary, store, n, rounds, tmp):
                                             expect(200), rounds, before=put_spare),
             "refused delete": timed(admin_port, "DELETE", "/apisix/admin/upstreams/u", expect(400), rounds),
         }
-        return out
+        return out, p.rss_mib(mg.proc.pid)
     finally:
         mg.stop()
         if etcd:
@@ -129,9 +129,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="moongate-admin-scale-") as tmp:
         for store in args.store:
             for n in args.routes:
-                r = run(args.moongate, store, n, args.rounds, tmp)
-                results["runs"].append({"store": store, "routes": n, "calls": r})
-                print(f"{store} {n} routes:")
+                r, rss = run(args.moongate, store, n, args.rounds, tmp)
+                results["runs"].append({"store": store, "routes": n, "calls": r, "rss_mib": rss})
+                print(f"{store} {n} routes (moongate RSS {rss} MiB after the calls):")
                 for name, v in r.items():
                     print(f"  {name:24} median {v['median_ms']:9.2f} ms   p90 {v['p90_ms']:9.2f} ms")
                 sys.stdout.flush()
