@@ -64,6 +64,20 @@ fn settings(node: &NodeConfig) -> anyhow::Result<Settings> {
         max_line: node.large_client_header_buffers.1,
         keepalive_requests: node.keepalive_requests,
         access_log,
+        real_ip: crate::proxy::realip::RealIp::new(
+            &node.real_ip_header,
+            node.real_ip_recursive,
+            &node.real_ip_from,
+        )
+        .map_err(|e| anyhow::anyhow!("nginx_config.http.real_ip_from: {e}"))?,
+        trusted_addresses: if node.trusted_addresses.is_empty() {
+            None
+        } else {
+            Some(
+                crate::router::ip::IpSet::parse(&node.trusted_addresses)
+                    .map_err(|e| anyhow::anyhow!("apisix.trusted_addresses: {e}"))?,
+            )
+        },
     })
 }
 

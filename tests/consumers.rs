@@ -132,3 +132,69 @@ fn auth_plugins_find_consumers_and_credentials_and_consumer_plugins_merge_into_t
     let r = request(gw.port, "GET", "/tagged", &[("apikey", "k-rose")], b"");
     assert_eq!(seen(&r, "x-access-tag").as_deref(), Some("group"));
 }
+
+#[test]
+fn the_consumer_merge_is_logged_as_apisix_logs_it() {
+    let echo = Echo::start("e");
+    let gw = gateway(&echo, CONSUMERS);
+    let r = request(gw.port, "GET", "/plain", &[("apikey", "k-jack")], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = request(gw.port, "GET", "/plain", &[("apikey", "k-rose")], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let log = gw.error_log();
+    // jack brings a plugin of his own, rose only her group's: both change the route's chain.
+    assert!(
+        log.contains("[info]") && log.contains("find consumer jack, config changed: true"),
+        "{log}"
+    );
+    assert!(
+        log.contains("find consumer rose, config changed: true"),
+        "{log}"
+    );
+}
+
+/// Consumers whose credentials are `$env://` references: cargo gives the test binary (and so
+/// the gateway it starts) `CARGO_PKG_NAME`; the other variable is set nowhere.
+const REF_CONSUMERS: &str = r#"
+consumers:
+  - username: envy
+    plugins:
+      fixture-keyauth: { key: "$env://CARGO_PKG_NAME" }
+  - username: ghost
+    plugins:
+      fixture-keyauth: { key: "$env://MOONGATE_TEST_NEVER_SET_VARIABLE" }
+routes:
+  - id: plain
+    uri: /plain
+    upstream_id: e
+    plugins:
+      fixture-keyauth: {}
+"#;
+
+#[test]
+fn consumer_credentials_match_on_resolved_references_and_unresolved_ones_fail_closed() {
+    let echo = Echo::start("e");
+    let gw = gateway(&echo, REF_CONSUMERS);
+    let pkg = env!("CARGO_PKG_NAME");
+
+    let r = request(gw.port, "GET", "/plain", &[("apikey", pkg)], b"");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    assert_eq!(seen(&r, "x-consumer-username").as_deref(), Some("envy"));
+
+    // Neither reference text is ever a credential.
+    for literal in [
+        "$env://CARGO_PKG_NAME",
+        "$env://MOONGATE_TEST_NEVER_SET_VARIABLE",
+    ] {
+        let r = request(gw.port, "GET", "/plain", &[("apikey", literal)], b"");
+        assert_eq!(r.status, 401, "{literal}: {r:?}");
+    }
+    let log = gw.error_log();
+    assert!(
+        log.contains(
+            "failed to resolve secret reference in consumer auth credential, skipping consumer: ghost"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("skipping consumer: envy"), "{log}");
+}

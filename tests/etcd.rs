@@ -45,6 +45,10 @@ fn a_write_on_one_node_is_served_by_the_others_on_the_same_etcd() {
 
     // Every node says where its config comes from.
     for (gw, admin) in [(&a, Some(a_admin)), (&b, None), (&c, Some(c_admin))] {
+        // The start-up line may land just after the port opens.
+        wait_until("the start-up line", Duration::from_secs(10), || {
+            gw.stderr().contains("etcd provider")
+        });
         let banner = gw.stderr();
         assert!(banner.contains("etcd provider"), "{banner}");
         assert!(banner.contains(&etcd.url()), "{banner}");

@@ -140,6 +140,26 @@ fn redirect_builds_the_location_from_variables_regexes_and_the_query() {
 }
 
 #[test]
+fn redirect_to_https_takes_the_port_from_plugin_attr() {
+    let echo = Echo::start("e");
+    let port = free_port();
+    let config = format!(
+        "{}plugin_attr:\n  redirect:\n    https_port: 8443\n",
+        config_yaml(port, "")
+    );
+    let yaml = format!(
+        "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nroutes:\n  - id: tls\n    uri: /tls\n    upstream_id: e\n    plugins:\n      redirect:\n        http_to_https: true\n#END\n",
+        echo.port
+    );
+    let gw = Gateway::start_with_files(&config, port, &yaml, &[]);
+    let r = get(&gw, "/tls?z=1", &[("Host", "secure.test")]);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (301, Some("https://secure.test:8443/tls?z=1"))
+    );
+}
+
+#[test]
 fn a_bad_conf_refuses_the_route_file_in_apisix_words() {
     let echo = Echo::start("e");
     let gw = gateway(

@@ -410,6 +410,14 @@ fn table_string_utils_and_small_modules() {
         etcd.contains("keeps its config in a file: there is no etcd to talk to"),
         "{etcd}"
     );
+    assert_eq!(s["de_vector"], "77+NmbYqNfN+oLm0aX5akg==");
+    assert_eq!(
+        s["de_rotated"], "bar",
+        "an older keyring entry still decrypts"
+    );
+    assert_eq!(s["de_wrong_key"], "decrypt ssl key failed");
+    assert_eq!(s["de_not_base64"], "base64 decode failed");
+    assert_eq!(s["de_aes256"], "long key");
     let cfg_new = s["config_new"].as_str().unwrap_or("");
     assert!(
         cfg_new.contains("core.config.new(/protos) is not supported by moongate"),

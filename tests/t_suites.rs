@@ -36,13 +36,21 @@ fn own_suites_pass_through_the_runner() {
         "t/runner/apisix-prologue.t",
         "t/runner/servers.t",
         "t/runner/skip-all.t",
+        "t/runner/init-worker.t",
         "t/ngx",
+        "t/libs",
     ]);
     assert!(ok, "moongate test failed:\n{out}");
     assert!(lines_starting(&out, "not ok").is_empty(), "{out}");
     // The skips are the ones the files ask for, each with its reason.
     let skips = lines_starting(&out, "skip - ");
-    assert_eq!(skips.len(), 4, "{out}");
+    assert_eq!(skips.len(), 5, "{out}");
+    assert!(
+        out.contains(
+            "main_config: nginx directive `worker_rlimit_nofile` has no moongate translation"
+        ),
+        "{out}"
+    );
     assert!(
         out.contains("section --- stream_request is not supported"),
         "{out}"
@@ -59,7 +67,7 @@ fn own_suites_pass_through_the_runner() {
     // LAST stops the file: its TEST 5 is never reported.
     assert!(!out.contains("apisix-prologue.t TEST 5"), "{out}");
     let closing = out.lines().last().unwrap_or_default();
-    assert!(closing.ends_with("0 failed, 4 skipped"), "{closing}");
+    assert!(closing.ends_with("0 failed, 5 skipped"), "{closing}");
 }
 
 #[test]
@@ -68,7 +76,7 @@ fn blocks_that_must_fail_are_reported_as_failures() {
     let (ok, out) = moongate_test(&["t/runner/must-fail.t", "t/runner/must-fail-apisix.t"]);
     assert!(!ok, "a run with failures must exit non-zero:\n{out}");
     assert!(lines_starting(&out, "ok - ").is_empty(), "{out}");
-    assert_eq!(lines_starting(&out, "not ok - ").len(), 9, "{out}");
+    assert_eq!(lines_starting(&out, "not ok - ").len(), 10, "{out}");
     for reason in [
         "response_body differs",
         "error_code: expected 200, got 404",
@@ -78,11 +86,12 @@ fn blocks_that_must_fail_are_reported_as_failures() {
         "request 2: response_body differs",
         "an error nobody asked about",
         "access_log: \"GET /never-requested\" not found in the access log",
+        "error_code_like: status 404 does not match /^2\\d\\d$/",
     ] {
         assert!(out.contains(reason), "missing {reason:?} in:\n{out}");
     }
     assert!(
-        out.trim_end().ends_with("0 passed, 9 failed, 0 skipped"),
+        out.trim_end().ends_with("0 passed, 10 failed, 0 skipped"),
         "{out}"
     );
 }

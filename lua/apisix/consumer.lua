@@ -10,8 +10,7 @@ local config = require("moongate.config")
 local safe_json = require("cjson.safe")
 
 local pairs, ipairs, type, tostring = pairs, ipairs, type, tostring
-local sub, find, match = string.sub, string.find, string.match
-local os_getenv = os.getenv
+local find, match = string.find, string.match
 
 -- core.schema.TYPE_CONSUMER: the schema type auth plugins check consumer confs with.
 local TYPE_CONSUMER = 1
@@ -114,6 +113,9 @@ local function build_plugin_nodes(st, plugin_name)
                 ngx.log(ngx.ERR, "failed to check the configuration of plugin ", plugin_name,
                         " for consumer ", tostring(item.key), ": ", err)
             else
+                -- Fields kept encrypted at rest are opened once the conf passed its check.
+                require("moongate.encrypt_fields").apply(plugin_name, conf, TYPE_CONSUMER,
+                    "decrypt")
                 local node, nerr = consumer_node(st, item, plugin_name, conf)
                 if not node then
                     ngx.log(ngx.ERR, "failed to construct consumer data for plugin ",
@@ -145,24 +147,19 @@ end
 
 consumers.consumers_conf = consumers.plugin
 
--- `$env://NAME` references resolve from the environment; `$secret://` needs a secret
--- manager, which moongate does not have yet: such a consumer is skipped, never matched by
--- the literal reference text.
-local function resolve_ref(given)
-    if type(given) == "string" then
-        if sub(given, 1, 7) == "$env://" then
-            local var = match(sub(given, 8), "^[^/]*")
-            local found = os_getenv(var)
-            return found, found ~= nil
-        end
-        if sub(given, 1, 10) == "$secret://" then
-            return nil, false
-        end
-    end
-    return given, true
+-- A consumer as the auth plugin sees it: a copy whose `auth_conf` has its `$env://` and
+-- `$secret://` references replaced (apisix.secret). Loaded on first use: apisix.secret needs
+-- apisix.core, which plugins have loaded by then.
+local function with_secrets(consumer)
+    local secret = require("apisix.secret")
+    local copy = shallow_copy(consumer)
+    copy.auth_conf = secret.fetch_secrets(consumer.auth_conf, false)
+    return copy, secret.has_secret_ref(copy.auth_conf)
 end
 
--- key value -> consumer for one auth plugin's key attribute.
+-- key value -> consumer for one auth plugin's key attribute. A consumer whose key is missing,
+-- or whose auth conf keeps a reference that did not resolve, is left out (fail closed: the
+-- literal reference text never matches).
 function consumers.consumers_kv(plugin_name, plugin_set, key_attr)
     local st = current()
     if not st or not plugin_set then
@@ -174,11 +171,15 @@ function consumers.consumers_kv(plugin_name, plugin_set, key_attr)
         return kv
     end
     kv = {}
-    for _, consumer in ipairs(plugin_set.nodes) do
-        local value, ok = resolve_ref(consumer.auth_conf[key_attr])
-        if value == nil or not ok then
-            ngx.log(ngx.ERR, "missing or unresolved consumer auth credential '", key_attr,
+    for _, node in ipairs(plugin_set.nodes) do
+        local consumer, unresolved = with_secrets(node)
+        local value = consumer.auth_conf[key_attr]
+        if value == nil then
+            ngx.log(ngx.ERR, "missing consumer auth credential '", key_attr,
                     "', skipping consumer: ", tostring(consumer.consumer_name))
+        elseif unresolved then
+            ngx.log(ngx.ERR, "failed to resolve secret reference in consumer auth ",
+                    "credential, skipping consumer: ", tostring(consumer.consumer_name))
         else
             kv[value] = consumer
         end

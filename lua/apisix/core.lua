@@ -39,10 +39,9 @@ local core = {
 }
 
 -- Members that exist in APISIX but need what moongate lacks (pubsub over websocket with
--- protobuf, the data-encryption keyring): a clear error instead of `nil`.
+-- protobuf): a clear error instead of `nil`.
 local refused = {
     pubsub = "core.pubsub is not supported by moongate",
-    data_encryption = "core.data_encryption is not supported by moongate yet",
 }
 
 local function refused_module(name, msg)
@@ -57,20 +56,23 @@ for name, msg in pairs(refused) do
     core[name] = refused_module(name, msg)
 end
 
+-- Members loaded on first use: the validator and schema_def only when a plugin validates, the
+-- keyring only when something encrypts, the config store's helpers only when something reads or
+-- writes it.
+local on_demand = {
+    schema = "apisix.core.schema",
+    data_encryption = "apisix.core.data_encryption",
+    etcd = "apisix.core.etcd",
+}
+
 return setmetatable(core, {
-    __index = function(t, k)
-        if k == "schema" then
-            -- Lazy: the validator and schema_def load only when a plugin validates.
-            local schema = require("apisix.core.schema")
-            rawset(t, "schema", schema)
-            return schema
+    __index = function(members, name)
+        local module_name = on_demand[name]
+        if module_name == nil then
+            return nil
         end
-        if k == "etcd" then
-            -- Lazy too: only code that reads or writes the config store needs it.
-            local etcd = require("apisix.core.etcd")
-            rawset(t, "etcd", etcd)
-            return etcd
-        end
-        return nil
+        local loaded = require(module_name)
+        rawset(members, name, loaded)
+        return loaded
     end,
 })

@@ -1,8 +1,8 @@
 -- apisix.plugin, the read side plugins use: `get(name)` (a loaded plugin module),
 -- `plugin_attr(name)` (config.yaml `plugin_attr.NAME`), `conf_version(conf)` (a version string
 -- for a conf table's content, cached on it), `plugins`/`plugins_hash`/`load_times` (what this
--- worker loaded), `get_all(attrs)` and `plugin_metadata(name)`. What needs the runner's own
--- state (skipping, response filters) raises an error naming it until the host provides it.
+-- worker loaded), `get_all(attrs)`, `plugin_metadata(name)` and `skip_plugin(ctx, name)`. What
+-- needs the runner's own state (response filters) raises an error naming it.
 
 local core = require("apisix.core")
 local ngx = ngx
@@ -109,7 +109,17 @@ function _M.plugin_metadata(plugin_name)
     return metadata.items[plugin_name]
 end
 _M.lua_response_filter = not_yet("lua_response_filter")
-_M.skip_plugin = not_yet("skip_plugin")
+
+-- Leaves `name` out of the rest of this request's phases (workflow runs a plugin as its
+-- action and then skips it in the normal chain); the phase runner honours it.
+function _M.skip_plugin(ctx, name)
+    local skip = ctx._skip_plugins
+    if not skip then
+        skip = {}
+        ctx._skip_plugins = skip
+    end
+    skip[name] = true
+end
 
 -- the plugins the host loaded, when it loaded them before this module was first required
 require("moongate.plugin_set").fill(_M)

@@ -569,8 +569,12 @@ defs.plugin_injected_schema = {
     _meta = obj({
         disable = { type = "boolean" },
         error_response = { oneOf = { { type = "string" }, { type = "object" } } },
-        priority = note("runs the plugin at this priority on this resource", { type = "integer" }),
-        filter = note("lua-resty-expr rules deciding whether the plugin runs", { type = "array" }),
+        -- These two descriptions are APISIX's words: the schema API shows them and tools
+        -- compare them.
+        priority = note("priority of plugins by customized order", { type = "integer" }),
+        filter = note("filter determines whether the plugin needs to be executed at runtime", {
+            type = "array",
+        }),
         pre_function = note("Lua source of function(conf, ctx), run before each phase", { type = "string" }),
     }, { additionalProperties = false }),
 }

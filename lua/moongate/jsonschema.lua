@@ -352,6 +352,23 @@ local function add_type(checks, schema, null)
     end
 end
 
+-- Keywords whose value must be a list or a map: a schema that gives anything else cannot be
+-- compiled (the reference validator fails iterating it, with Lua's "table expected" words,
+-- which APISIX passes on and its users match).
+local TABLE_KEYWORDS = {
+    "required", "properties", "patternProperties", "dependencies", "enum",
+    "allOf", "anyOf", "oneOf", "definitions",
+}
+
+local function check_keyword_shapes(node)
+    for _, k in ipairs(TABLE_KEYWORDS) do
+        local v = node[k]
+        if v ~= nil and type(v) ~= "table" then
+            error(sformat("invalid schema keyword %q: table expected, got %s", k, type(v)))
+        end
+    end
+end
+
 local function is_default_kind(d)
     local td = type(d)
     return td == "number" or td == "string" or td == "boolean" or td == "table"
@@ -883,6 +900,7 @@ compile_node = function(state, schema)
         return function(v) return state.compiled[node](v) end
     end
     state.compiling[node] = true
+    check_keyword_shapes(node)
     local checks = {}
     add_type(checks, node, state.null)
     add_object(state, checks, node)

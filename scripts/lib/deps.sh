@@ -11,6 +11,9 @@ for pkg in nginx libnginx-mod-http-lua lua-cjson; do
     dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || need+=("$pkg")
 done
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+# tests/lua_redis.rs, tests/rate_limits.rs start their own redis-server (the Redis clients
+# and the limit-* Redis policies run against a real Redis).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # The etcd client crate compiles etcd's gRPC definitions with protoc; tests/etcd.rs starts a real
 # etcd server and drives it with etcdctl.
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)

@@ -13,6 +13,7 @@ use super::envelope::{self, Answer};
 use super::index::{Entry, Index};
 use super::resources::{self, Kind};
 use crate::config::store::{Item, Precondition, Store, StoreError};
+use crate::lua::plugin::Seal;
 use crate::plugin::Catalog;
 
 /// What a resource URL names: the kind, its id (if any) and the rest of the path.
@@ -85,6 +86,88 @@ pub struct Handlers<'a> {
     pub catalog: &'a Catalog,
     /// The mirror, when this node keeps one; `store` then tells it about every write.
     pub index: Option<&'a Index>,
+}
+
+impl Handlers<'_> {
+    /// Encrypts (before a write) or decrypts (for display, and before a PATCH merges into
+    /// it) the plugins' `encrypt_fields` in a resource, as APISIX's `data_encryption` does:
+    /// consumer and credential plugins by their consumer schema, `plugin_metadata` by the
+    /// metadata schema, the `plugins` of routes, services, global rules, plugin configs and
+    /// consumer groups by the plugin schema. A plugin that cannot be transformed is left as
+    /// it is, with a warning.
+    fn seal_plugins(&self, kind: &str, id: &str, conf: &mut Value, seal: Seal) {
+        let schema_type = match kind {
+            "consumers" | "credentials" => Some(resources::TYPE_CONSUMER),
+            "routes" | "services" | "global_rules" | "plugin_configs" | "consumer_groups" => None,
+            "plugin_metadata" => {
+                match self
+                    .catalog
+                    .seal(id, conf, Some(resources::TYPE_METADATA), seal)
+                {
+                    Ok(Some(v)) => *conf = v,
+                    Ok(None) => {}
+                    Err(e) => log::warn!("cannot {seal:?} the metadata of plugin {id}: {e}"),
+                }
+                return;
+            }
+            _ => return,
+        };
+        let Some(plugins) = conf.get_mut("plugins").and_then(Value::as_object_mut) else {
+            return;
+        };
+        for (name, pconf) in plugins.iter_mut() {
+            match self.catalog.seal(name, pconf, schema_type, seal) {
+                Ok(Some(v)) => *pconf = v,
+                Ok(None) => {}
+                Err(e) => log::warn!("cannot {seal:?} the conf of plugin {name}: {e}"),
+            }
+        }
+    }
+
+    /// A stored item's value as an answer shows it: private keys taken out, encrypted fields
+    /// decrypted.
+    fn shown(&self, kind: &str, item: &Item) -> Value {
+        let mut v = envelope::value_of(item);
+        hide_keys(kind, &mut v);
+        let id = match kind {
+            "plugin_metadata" => item.key.rsplit('/').next().unwrap_or_default().to_string(),
+            _ => v.get("id").and_then(resources::id_text).unwrap_or_default(),
+        };
+        self.seal_plugins(kind, &id, &mut v, Seal::Decrypt);
+        v
+    }
+
+    /// One list entry as JSON text. The stored bytes are copied as they are unless something
+    /// must change in them (private keys, encrypted plugin fields).
+    fn node_text(&self, e: &Entry) -> String {
+        if e.json && e.kind != "ssls" && e.kind != "plugin_metadata" && !e.facts.has_plugins {
+            let value = String::from_utf8_lossy(&e.value);
+            return format!(
+                "{{\"key\":{},\"value\":{},\"createdIndex\":{},\"modifiedIndex\":{}}}",
+                Value::String(e.key.clone()),
+                value,
+                e.create_revision,
+                e.mod_revision
+            );
+        }
+        let item = e.item();
+        envelope::node(&item, self.shown(e.kind, &item)).to_string()
+    }
+
+    fn list_answer(&self, total: usize, entries: &[Arc<Entry>]) -> Answer {
+        let mut body = String::with_capacity(64 + entries.len() * 256);
+        body.push_str("{\"total\":");
+        body.push_str(&total.to_string());
+        body.push_str(",\"list\":[");
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&self.node_text(e));
+        }
+        body.push_str("]}\n");
+        Answer::text(200, body)
+    }
 }
 
 /// The query string's arguments, decoded as `ngx.req.get_uri_args` decodes them.
@@ -293,41 +376,6 @@ impl Filters {
     }
 }
 
-/// One list entry as JSON text; the stored bytes are copied as they are unless something must
-/// be taken out of them.
-fn node_text(e: &Entry) -> String {
-    if e.json && e.kind != "ssls" {
-        let value = String::from_utf8_lossy(&e.value);
-        format!(
-            "{{\"key\":{},\"value\":{},\"createdIndex\":{},\"modifiedIndex\":{}}}",
-            Value::String(e.key.clone()),
-            value,
-            e.create_revision,
-            e.mod_revision
-        )
-    } else {
-        let item = e.item();
-        let mut v = envelope::value_of(&item);
-        hide_keys(e.kind, &mut v);
-        envelope::node(&item, v).to_string()
-    }
-}
-
-fn list_answer(total: usize, entries: &[Arc<Entry>]) -> Answer {
-    let mut body = String::with_capacity(64 + entries.len() * 256);
-    body.push_str("{\"total\":");
-    body.push_str(&total.to_string());
-    body.push_str(",\"list\":[");
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&node_text(e));
-    }
-    body.push_str("]}\n");
-    Answer::text(200, body)
-}
-
 /// `?page=&page_size=`: `Some((page, size))` when both are numbers.
 fn paging(args: &[(String, String)]) -> Result<Option<(usize, usize)>, Answer> {
     let num = |n: &str| arg(args, n).and_then(|v| v.trim().parse::<f64>().ok());
@@ -409,8 +457,7 @@ impl Handlers<'_> {
             };
             return match self.store.get(&self.key(t, &full)).await {
                 Ok(Some(item)) => {
-                    let mut v = envelope::value_of(&item);
-                    hide_keys(t.kind.name, &mut v);
+                    let v = self.shown(t.kind.name, &item);
                     Answer::json(200, envelope::node(&item, v))
                 }
                 Ok(None) => Answer::not_found(),
@@ -435,7 +482,7 @@ impl Handlers<'_> {
                 ix.page(t.kind.name, keep, (page - 1) * size, size)
             }
         {
-            return list_answer(total, &list);
+            return self.list_answer(total, &list);
         }
         let mut list = match self.entries(t.kind.name, &dir).await {
             Ok(l) => l,
@@ -453,7 +500,7 @@ impl Handlers<'_> {
                 .take(size)
                 .collect();
         }
-        list_answer(total, &list)
+        self.list_answer(total, &list)
     }
 
     /// Checks the ids `conf` names (`upstream_id` …) exist.
@@ -542,7 +589,28 @@ impl Handlers<'_> {
         let Some(plugins) = conf.get("plugins") else {
             return Ok(());
         };
-        for (plugin, value) in super::index::auth_keys(plugins) {
+        // Stored keys may be encrypted (`encrypt_fields`); the encryption is deterministic, so
+        // the key is looked for in clear and as it would be stored.
+        let mut sealed = conf.clone();
+        self.seal_plugins(
+            if credential.is_some() {
+                "credentials"
+            } else {
+                "consumers"
+            },
+            consumer,
+            &mut sealed,
+            Seal::Encrypt,
+        );
+        let mut keys = super::index::auth_keys(plugins);
+        if let Some(p) = sealed.get("plugins") {
+            for k in super::index::auth_keys(p) {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        for (plugin, value) in keys {
             let owners = match self.index.and_then(|ix| ix.owners(&plugin, &value)) {
                 Some(o) => o,
                 None => {
@@ -920,6 +988,7 @@ impl Handlers<'_> {
                 Err(e) => return Answer::store(&e),
             }
         }
+        self.seal_plugins(t.kind.name, &id, &mut conf, Seal::Encrypt);
         self.write(t, &id, conf, false, ttl).await
     }
 
@@ -972,6 +1041,7 @@ impl Handlers<'_> {
         if let Some(o) = conf.as_object_mut() {
             o.insert("id".into(), json!(id));
         }
+        self.seal_plugins(t.kind.name, &id, &mut conf, Seal::Encrypt);
         self.write(t, &id, conf, true, ttl).await
     }
 
@@ -1003,6 +1073,8 @@ impl Handlers<'_> {
             Err(e) => return Answer::store(&e),
         };
         let mut conf = envelope::value_of(&old);
+        // Merge into the clear values, then encrypt the result again.
+        self.seal_plugins(t.kind.name, &id, &mut conf, Seal::Decrypt);
         let keep_update_time = t.sub_path.is_empty() && patch.get("update_time").is_some();
         if t.sub_path.is_empty() {
             merge(&mut conf, patch);
@@ -1024,6 +1096,7 @@ impl Handlers<'_> {
         if let Err(a) = self.check(t, &id, &conf).await {
             return a;
         }
+        self.seal_plugins(t.kind.name, &id, &mut conf, Seal::Encrypt);
         let bytes = match serde_json::to_vec(&conf) {
             Ok(b) => b,
             Err(e) => return Answer::error(500, e.to_string()),

@@ -56,6 +56,8 @@ pub struct Facts {
     pub refs: Vec<Ref>,
     /// A consumer's or credential's auth plugins' unique keys: (plugin, value).
     pub auth_keys: Vec<(String, String)>,
+    /// The value has `plugins` (whose encrypted fields an answer shows decrypted).
+    pub has_plugins: bool,
 }
 
 /// The field of each auth plugin that must be unique across consumers and credentials.
@@ -203,6 +205,7 @@ pub fn facts(kind: &str, key_id: &str, v: &Value) -> Facts {
         _ => {}
     }
     if let Some(plugins) = v.get("plugins") {
+        f.has_plugins = true;
         if matches!(kind, "consumers" | "credentials") {
             f.auth_keys = auth_keys(plugins);
         }

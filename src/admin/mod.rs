@@ -13,6 +13,7 @@ pub mod index;
 pub mod mirrored;
 pub mod resources;
 pub mod server;
+pub mod settle;
 pub mod start;
 pub mod tls_material;
 
@@ -55,6 +56,8 @@ pub struct AdminApi {
     pub cors: bool,
     /// `admin_api_version: default`: APISIX 2's envelopes.
     pub v2: bool,
+    /// When set, a write is answered once this node's data plane applied it.
+    pub settle: Option<settle::Settle>,
 }
 
 impl AdminApi {
@@ -124,6 +127,7 @@ impl AdminApi {
             }) {
                 Ok(v) => Some(v),
                 Err(e) => {
+                    // APISIX logs the refused body too; tests grep for this line.
                     log::error!(
                         "invalid request body: {} err: {e}",
                         String::from_utf8_lossy(&req.body)
@@ -172,6 +176,13 @@ impl AdminApi {
             http::Method::DELETE => h.delete(&target, &req.query).await,
             _ => return Answer::error(404, "not found"),
         };
+        // Read-your-writes: a write is answered once this node's data plane serves it.
+        if req.method != http::Method::GET
+            && answer.status < 300
+            && let Some(s) = &self.settle
+        {
+            s.wait().await;
+        }
         // Only resource answers say which envelope they use, as in APISIX.
         let mut answer = if self.v2 {
             let dir = format!("{}/{}", self.store.prefix(), target.kind.name);

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use arc_swap::ArcSwap;
 
@@ -189,7 +190,9 @@ pub fn plane(
     )?;
     let default_admin = default_admin();
     let admin = admin.unwrap_or(&default_admin);
-    let server = start_admin(store.clone(), admin, prefix, plugins)?;
+    // The store is local: finding the revision of a delete (a listing) is cheap.
+    let settle = Some((sync.applied.clone(), true));
+    let server = start_admin(store.clone(), admin, prefix, plugins, settle)?;
     Ok(ConfigPlane {
         admin: Some(server),
         sync: Some(sync),
@@ -234,9 +237,12 @@ pub fn etcd(
     };
     // A data plane reads etcd but never writes it (APISIX's rule for `core.etcd` too).
     crate::config::store::shared::set(store.clone(), false);
+    // A node that serves what it writes answers a write once it serves it; etcd is remote, so
+    // a delete is waited for by a lower bound of its revision rather than a full listing.
+    let settle = sync.as_ref().map(|s| (s.applied.clone(), false));
     let server = match (role, admin) {
         (NodeRole::DataPlane, _) | (_, None) => None,
-        (_, Some(admin)) => Some(start_admin(store.clone(), admin, prefix, plugins)?),
+        (_, Some(admin)) => Some(start_admin(store.clone(), admin, prefix, plugins, settle)?),
     };
     Ok(ConfigPlane {
         serve_on_data_port: server.is_some() && admin.is_some_and(|a| a.serve_on_data_port),
@@ -282,12 +288,14 @@ fn default_admin() -> AdminConfig {
     }
 }
 
-/// Starts the Admin API over `store`.
+/// Starts the Admin API over `store`. `settle`: the revision this node's sync applied, and
+/// whether a delete's revision may be found by listing the store (see `settle::Tracked`).
 fn start_admin(
     store: Arc<dyn Store>,
     admin: &AdminConfig,
     prefix: &Path,
     plugins: Arc<PluginRegistry>,
+    settle: Option<(Arc<AtomicI64>, bool)>,
 ) -> Result<AdminServer, StartError> {
     let keys = resolve_keys(admin, prefix)?;
     let allow = admin
@@ -295,12 +303,25 @@ fn start_admin(
         .iter()
         .map(|c| Cidr::parse(c).map_err(StartError))
         .collect::<Result<Vec<_>, _>>()?;
+    let (store, settle): (Arc<dyn Store>, _) = match settle {
+        Some((applied, exact_deletes)) => {
+            let tracked = Arc::new(super::settle::Tracked::new(store, exact_deletes));
+            let settle = super::settle::Settle {
+                store: tracked.clone(),
+                applied,
+            };
+            (tracked, Some(settle))
+        }
+        None => (store, None),
+    };
+    // The mirror of the store that lists and delete checks read; every write made through
+    // the Admin API (or Lua's `apisix.core.etcd`, which shares this store) reaches it at once.
     let index = super::index::Index::new(store.prefix());
     let store: Arc<dyn Store> = Arc::new(super::mirrored::Mirrored::new(store, index.clone()));
-    // Lua's `apisix.core.etcd` writes through the same mirror.
     crate::config::store::shared::set(store.clone(), true);
     let api = Arc::new(AdminApi {
         store,
+        settle,
         index: Some(index),
         cors: admin.cors,
         v2: admin.v2,

@@ -167,6 +167,14 @@ pub struct NodeConfig {
     /// A new connection that sends nothing is closed after this (moongate's own setting).
     pub connection_idle_timeout: Duration,
     pub http2_idle_timeout: Duration,
+    /// `real_ip_header` (default `X-Real-IP`), `real_ip_recursive` (default off) and
+    /// `real_ip_from` (default `127.0.0.1`, `unix:`): whose header names the client address.
+    pub real_ip_header: String,
+    pub real_ip_recursive: bool,
+    pub real_ip_from: Vec<String>,
+    /// `apisix.trusted_addresses`: peers whose `X-Forwarded-For` is kept; when set, an
+    /// untrusted peer's is dropped before plugins run. Empty = not configured.
+    pub trusted_addresses: Vec<String>,
     pub provider: Provider,
     /// `deployment.role`.
     pub role: Role,
@@ -198,6 +206,10 @@ const DEFAULT_SHARED_DICTS: &[(&str, &str)] = &[
     ("internal-status", "10m"),
     ("plugin-limit-req", "10m"),
     ("plugin-limit-count", "10m"),
+    // limit-count's reset times (sized as plugin-limit-count, as APISIX's template does) and
+    // the lock its delayed Redis sync takes.
+    ("plugin-limit-count-reset-header", "10m"),
+    ("plugin-limit-count-lock", "10m"),
     ("prometheus-metrics", "10m"),
     ("plugin-limit-conn", "10m"),
     ("upstream-healthcheck", "10m"),
@@ -209,6 +221,8 @@ const DEFAULT_SHARED_DICTS: &[(&str, &str)] = &[
     ("plugin-limit-req-redis-cluster-slot-lock", "1m"),
     ("plugin-limit-count-redis-cluster-slot-lock", "1m"),
     ("plugin-limit-conn-redis-cluster-slot-lock", "1m"),
+    ("plugin-graphql-limit-count", "10m"),
+    ("plugin-graphql-limit-count-reset-header", "10m"),
     ("plugin-ai-rate-limiting", "10m"),
     ("plugin-ai-rate-limiting-reset-header", "10m"),
     ("tracing_buffer", "10m"),
@@ -241,6 +255,7 @@ const KNOWN: &[&str] = &[
     "apisix",
     "apisix.node_listen",
     "apisix.enable_ipv6",
+    "apisix.trusted_addresses",
     "apisix.ssl",
     "apisix.ssl.enable",
     "apisix.ssl.listen",
@@ -264,6 +279,9 @@ const KNOWN: &[&str] = &[
     "nginx_config.http.keepalive_requests",
     "nginx_config.http.connection_idle_timeout",
     "nginx_config.http.http2_idle_timeout",
+    "nginx_config.http.real_ip_header",
+    "nginx_config.http.real_ip_recursive",
+    "nginx_config.http.real_ip_from",
     "deployment",
     "deployment.role",
     "deployment.role_data_plane",
@@ -638,6 +656,70 @@ impl NodeConfig {
             .max(1);
         let connection_idle_timeout = r.time("nginx_config.http.connection_idle_timeout", "60s");
         let http2_idle_timeout = r.time("nginx_config.http.http2_idle_timeout", "180s");
+        let real_ip_header = r.string("nginx_config.http.real_ip_header", "X-Real-IP");
+        if real_ip_header.eq_ignore_ascii_case("proxy_protocol") {
+            r.error(
+                "nginx_config.http.real_ip_header",
+                "proxy_protocol is not supported (moongate listeners do not speak the PROXY protocol); name a header",
+            );
+        }
+        let real_ip_recursive = match r.get("nginx_config.http.real_ip_recursive") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s == "on" => true,
+            Some(Value::String(s)) if s == "off" => false,
+            Some(other) => {
+                r.error(
+                    "nginx_config.http.real_ip_recursive",
+                    format!("expected \"on\" or \"off\", got {other}"),
+                );
+                false
+            }
+        };
+        let real_ip_from: Vec<String> = match r.get("nginx_config.http.real_ip_from") {
+            None => vec!["127.0.0.1".into(), "unix:".into()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(other) => {
+                r.error(
+                    "nginx_config.http.real_ip_from",
+                    format!("expected a list of addresses or CIDRs, got {other}"),
+                );
+                Vec::new()
+            }
+        };
+        let trusted_addresses: Vec<String> = match r.get("apisix.trusted_addresses") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect(),
+            Some(other) => {
+                r.error(
+                    "apisix.trusted_addresses",
+                    format!("expected a list of addresses or CIDRs, got {other}"),
+                );
+                Vec::new()
+            }
+        };
+        if let Err(e) = crate::router::ip::IpSet::parse(&trusted_addresses) {
+            r.error("apisix.trusted_addresses", e);
+        }
+        if let Err(e) =
+            crate::proxy::realip::RealIp::new(&real_ip_header, real_ip_recursive, &real_ip_from)
+        {
+            r.error("nginx_config.http.real_ip_from", e);
+        }
 
         let role_name = r.string("deployment.role", "data_plane");
         let (role, provider, admin) = parse_provider(&mut r, prefix, &role_name);
@@ -733,6 +815,10 @@ impl NodeConfig {
                 keepalive_requests,
                 connection_idle_timeout,
                 http2_idle_timeout,
+                real_ip_header,
+                real_ip_recursive,
+                real_ip_from,
+                trusted_addresses,
                 provider,
                 role,
                 admin,
@@ -1141,7 +1227,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_warn_once_each_and_never_fail() {
-        let (c, w) = parse("apisix:\n  node_listen: 9080\n  proxy_mode: http\nnginx_config:\n  http:\n    lua_shared_dict: {my-dict: 1m}\n    real_ip_header: X-Real-IP\nfoo: 1\n").unwrap();
+        let (c, w) = parse("apisix:\n  node_listen: 9080\n  proxy_mode: http\nnginx_config:\n  http:\n    lua_shared_dict: {my-dict: 1m}\n    charset: utf-8\nfoo: 1\n").unwrap();
         assert!(c.shared_dicts.contains(&("my-dict".to_string(), 1 << 20)));
         assert_eq!(w.len(), 3, "{w:?}");
         assert!(
@@ -1150,9 +1236,34 @@ mod tests {
         );
         assert!(
             w.iter()
-                .any(|x| x.starts_with("nginx_config.http.real_ip_header: not supported"))
+                .any(|x| x.starts_with("nginx_config.http.charset: not supported"))
         );
         assert!(w.iter().any(|x| x.starts_with("foo: unknown key")));
+    }
+
+    #[test]
+    fn real_ip_settings_default_to_apisix_and_are_checked() {
+        let (c, _) = parse("").unwrap();
+        assert_eq!(c.real_ip_header, "X-Real-IP");
+        assert!(!c.real_ip_recursive);
+        assert_eq!(c.real_ip_from, vec!["127.0.0.1", "unix:"]);
+        let (c, w) = parse("nginx_config:\n  http:\n    real_ip_header: X-Forwarded-For\n    real_ip_recursive: \"on\"\n    real_ip_from: [10.0.0.0/8]\n").unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.real_ip_header, "X-Forwarded-For");
+        assert!(c.real_ip_recursive);
+        assert_eq!(c.real_ip_from, vec!["10.0.0.0/8"]);
+        let errs = parse(
+            "nginx_config:\n  http:\n    real_ip_recursive: maybe\n    real_ip_from: [not-an-ip]\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "nginx_config.http.real_ip_recursive",
+                "nginx_config.http.real_ip_from"
+            ]
+        );
     }
 
     #[test]

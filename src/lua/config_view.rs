@@ -1,6 +1,8 @@
 //! The config snapshot as Lua reads it: `require("moongate.config")`, the source of
-//! `apisix.consumer` (consumers and credentials), consumer groups and plugin metadata, and,
-//! through `configured(kind)`, of the routes, services and upstreams the control API dumps.
+//! `apisix.consumer` (consumers and credentials), consumer groups, plugin metadata, global
+//! rules, SSLs and secret configs (`apisix.secret`, `apisix.global_rules`, `apisix.router`),
+//! and, through `configured(kind)`, of the routes, services and upstreams the control API dumps
+//! and `apisix.upstream`, `apisix.http.service` and `apisix.router` read.
 //!
 //! Each worker remembers the newest snapshot a request on it started with; Lua asks for the
 //! resources as JSON once per version of them (`Snapshot::lua_view_version`, which route
@@ -70,6 +72,12 @@ fn document(s: &Snapshot) -> String {
         "plugin_metadata".into(),
         items("plugin_metadata", &o.plugin_metadata, v),
     );
+    m.insert(
+        "global_rules".into(),
+        items("global_rules", &o.global_rules, s.version),
+    );
+    m.insert("ssls".into(), items("ssls", &o.ssls, s.version));
+    m.insert("secrets".into(), items("secrets", &o.secrets, s.version));
     Json::Object(m).to_string()
 }
 

@@ -57,6 +57,8 @@ pub struct LuaHost {
     vm: LuaVm,
     modules: HashMap<String, RegistryKey>,
     runner: Function,
+    /// Gives a conf table its `_meta.parent` (see [`SET_PARENT`]).
+    set_parent: Function,
     /// Conf tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
     /// whether the chain is still alive.
     chains: RefCell<HashMap<(u64, u64), ConfTables>>,
@@ -102,10 +104,15 @@ impl LuaHost {
             .load(RUNNER)
             .set_name("=moongate/runner.lua")
             .call(mark)?;
+        let set_parent: Function = lua
+            .load(SET_PARENT)
+            .set_name("=moongate/set_parent")
+            .call(())?;
         Ok(LuaHost {
             vm,
             modules,
             runner,
+            set_parent,
             chains: RefCell::new(HashMap::new()),
             sweep_at: Cell::new(SWEEP_MIN),
             handlers: RefCell::new(HashMap::new()),
@@ -148,6 +155,11 @@ impl LuaHost {
                         .ok_or_else(|| format!("plugin {} is not loaded on this worker", e.name))?;
                     let module: Table = lua.registry_value(m).map_err(|x| x.to_string())?;
                     let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
+                    // Checked as stored (APISIX checks before decrypting), then opened.
+                    plugin::seal_table(&self.vm, &e.name, &conf, None, plugin::Seal::Decrypt)?;
+                    self.set_parent
+                        .call::<()>((&conf, e.parent.as_str(), chain.owner.conf_version.as_str()))
+                        .map_err(|x| x.to_string())?;
                     let entry = lua.create_table().map_err(|x| x.to_string())?;
                     entry
                         .set("name", e.name.as_str())
@@ -207,12 +219,30 @@ impl LuaHost {
         // One call that builds the whole table Lua-side: each field set from Rust would be a
         // protected call of its own.
         // The request is not borrowed across the call: core.ctx may read it.
-        let (route_id, route_name, service_id) = {
+        let (route_id, route_name, service_id, matched_uri, params, real_request_uri, request_uri) = {
             let r = req.borrow();
+            let params = if r.uri_params.is_empty() {
+                None
+            } else {
+                let t = lua.create_table_with_capacity(0, r.uri_params.len())?;
+                for (k, v) in &r.uri_params {
+                    t.raw_set(k.as_str(), v.as_str())?;
+                }
+                Some(t)
+            };
+            let normalised = if r.args.is_empty() {
+                r.uri.clone()
+            } else {
+                format!("{}?{}", r.uri, r.args)
+            };
             (
                 r.route_id.clone(),
                 r.route_name.clone(),
                 r.service_id.clone(),
+                r.matched_uri.clone(),
+                params,
+                r.request_uri.clone(),
+                normalised,
             )
         };
         init.call((
@@ -222,6 +252,10 @@ impl LuaHost {
             route_id,
             route_name,
             service_id,
+            matched_uri,
+            params,
+            real_request_uri,
+            request_uri,
         ))
     }
 
@@ -495,15 +529,48 @@ fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
     );
 }
 
+/// APISIX's `set_plugins_meta_parent`: `conf._meta.parent = {resource_key, resource_version}`
+/// behind a metatable, so it is readable but never part of the conf's JSON (nor of
+/// `conf_version`, which hashes that JSON).
+const SET_PARENT: &str = r#"
+local type, getmetatable, setmetatable = type, getmetatable, setmetatable
+return function(conf, resource_key, resource_version)
+    local meta = conf._meta
+    if meta == nil then
+        meta = {}
+        conf._meta = meta
+    end
+    if type(meta) ~= "table" or meta.parent ~= nil then
+        return
+    end
+    local parent = { resource_key = resource_key, resource_version = resource_version }
+    local mt = getmetatable(meta)
+    if mt == nil then
+        setmetatable(meta, { __index = { parent = parent } })
+    elseif type(mt.__index) == "table" then
+        mt.__index.parent = parent
+    else
+        mt.__index = { parent = parent }
+    end
+end
+"#;
+
 /// Completes a new `api_ctx` on the Lua side (see `new_api_ctx`).
 const API_CTX: &str = r#"
 local core_ctx = require("apisix.core.ctx")
-return function(conf_type, conf_id, conf_version, route_id, route_name, service_id)
+return function(conf_type, conf_id, conf_version, route_id, route_name, service_id,
+                matched_uri, params, real_request_uri, request_uri)
     local api_ctx = {
         conf_type = conf_type, conf_id = conf_id, conf_version = conf_version,
         route_id = route_id, route_name = route_name, service_id = service_id,
     }
     core_ctx.set_vars_meta(api_ctx)
+    -- As APISIX's access phase does: plugins see `request_uri` rebuilt from the normalised
+    -- uri (so `/./a` cannot slip past a check on `/a`), the client's text in
+    -- `real_request_uri`.
+    local var = api_ctx.var
+    var.real_request_uri = real_request_uri
+    var.request_uri = request_uri
     local route_id = api_ctx.route_id
     if route_id then
         -- What plugins read of the matched route; `plugins` is filled by the runner.
@@ -514,8 +581,10 @@ return function(conf_type, conf_id, conf_version, route_id, route_name, service_
             value = { id = route_id, name = api_ctx.route_name, service_id = api_ctx.service_id },
         }
     end
-    -- Router captures (uri_param_*) are not passed from the Rust router yet.
-    api_ctx.curr_req_matched = {}
+    -- What the router matched: the route uri (`_path`) and its parameters (`uri_param_NAME`).
+    local matched = params or {}
+    matched._path = matched_uri
+    api_ctx.curr_req_matched = matched
     return api_ctx
 end
 "#;

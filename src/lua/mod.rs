@@ -13,4 +13,5 @@ pub mod plugin_set;
 pub mod request;
 pub mod sched;
 pub mod store_api;
+pub mod upstream_choice;
 pub mod vm;

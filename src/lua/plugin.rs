@@ -241,6 +241,72 @@ pub fn admin_call(
     }
 }
 
+/// Which way [`seal_conf`] transforms a plugin's `encrypt_fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seal {
+    Encrypt,
+    Decrypt,
+}
+
+impl Seal {
+    fn op(self) -> &'static str {
+        match self {
+            Seal::Encrypt => "encrypt",
+            Seal::Decrypt => "decrypt",
+        }
+    }
+}
+
+/// Encrypts or decrypts the `encrypt_fields` of plugin `name` in the Lua table `conf`, in
+/// place (`moongate.encrypt_fields`: nothing happens when the node keeps confs in clear).
+/// Returns whether a value changed.
+pub fn seal_table(
+    vm: &LuaVm,
+    name: &str,
+    conf: &Table,
+    schema_type: Option<i64>,
+    seal: Seal,
+) -> Result<bool, String> {
+    let lua = vm.lua();
+    let apply: Function = lua
+        .load("return require('moongate.encrypt_fields').apply")
+        .eval()
+        .map_err(|e| e.to_string())?;
+    apply
+        .call((name, conf.clone(), schema_type, seal.op()))
+        .map_err(|e| e.to_string())
+}
+
+/// [`seal_table`] over a JSON conf: the transformed conf as JSON text, or `None` when nothing
+/// changed (the caller keeps its own value, untouched by a round trip through Lua).
+pub fn seal_conf(
+    vm: &LuaVm,
+    name: &str,
+    conf: &serde_json::Value,
+    schema_type: Option<i64>,
+    seal: Seal,
+) -> Result<Option<String>, String> {
+    let lua = vm.lua();
+    let text = serde_json::to_string(conf).map_err(|e| e.to_string())?;
+    let Value::Table(t) = decode_json(lua, &text).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    if !seal_table(vm, name, &t, schema_type, seal)? {
+        return Ok(None);
+    }
+    let encode: Function = lua
+        .load("local cjson = require('cjson.safe').new() cjson.encode_escape_forward_slash(false) return cjson.encode")
+        .eval()
+        .map_err(|e| e.to_string())?;
+    let (out, err): (Option<String>, Option<String>) = encode.call(t).map_err(|e| e.to_string())?;
+    out.map(Some).ok_or_else(|| {
+        format!(
+            "cannot encode the conf of plugin {name}: {}",
+            err.unwrap_or_default()
+        )
+    })
+}
+
 /// `conf._meta.disable == true`.
 fn meta_disabled(conf: &Table) -> bool {
     match conf.get::<Value>("_meta") {

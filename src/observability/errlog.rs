@@ -62,7 +62,11 @@ impl NginxLevel {
     /// The level of a `log` record. `log` has no notice/crit/alert/emerg, so those are carried
     /// in the record's target (`log::info!(target: "notice", …)`).
     fn of(record: &Record<'_>) -> NginxLevel {
-        match (record.level(), record.target()) {
+        NginxLevel::of_meta(record.metadata())
+    }
+
+    fn of_meta(meta: &Metadata<'_>) -> NginxLevel {
+        match (meta.level(), meta.target()) {
             (_, "emerg") => NginxLevel::Emerg,
             (_, "alert") => NginxLevel::Alert,
             (_, "crit") => NginxLevel::Crit,
@@ -101,8 +105,8 @@ static LOGGER: ErrorLog = ErrorLog {
 };
 
 impl Log for ErrorLog {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        NginxLevel::of_meta(meta) as usize <= self.level.load(Ordering::Relaxed)
     }
 
     fn log(&self, record: &Record<'_>) {

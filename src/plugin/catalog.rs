@@ -37,6 +37,8 @@ enum Ask {
     Resource(&'static str),
     /// Call `moongate.admin_checks[op](name, conf)`, which answers text or an error.
     AdminCall(&'static str),
+    /// The conf with its `encrypt_fields` transformed, as JSON text; empty when unchanged.
+    Seal(crate::lua::plugin::Seal),
 }
 
 struct CheckRequest {
@@ -82,8 +84,13 @@ impl Catalog {
         opts: &VmOptions,
         enabled: Option<&[String]>,
     ) -> std::io::Result<(Catalog, Vec<String>)> {
+        let node: serde_json::Value =
+            serde_json::from_str(&opts.node_config_json).unwrap_or(serde_json::Value::Null);
         let natives: HashMap<&'static str, Arc<dyn NativePlugin>> =
-            native::all().into_iter().map(|p| (p.name(), p)).collect();
+            native::all(&node["plugin_attr"])
+                .into_iter()
+                .map(|p| (p.name(), p))
+                .collect();
         // A Lua file in the plugin directories wins over the native plugin of the same name,
         // so a user can run APISIX's own implementation instead of ours.
         let lua_files = discover(&opts.plugin_dirs);
@@ -170,7 +177,10 @@ impl Catalog {
     pub fn check(&self, name: &str, conf: &Value, schema_type: Option<i64>) -> Result<(), String> {
         match self.plugins.get(name).map(|p| &p.imp) {
             None => Err(format!("unknown plugin [{name}]")),
-            Some(Impl::Native(p)) => p.check_conf(conf),
+            // Worded as APISIX wraps a plugin's own check_schema error.
+            Some(Impl::Native(p)) => p.check_conf(conf).map_err(|e| {
+                format!("failed to check the configuration of plugin {name} err: {e}")
+            }),
             Some(Impl::Lua) => {
                 let Some(checker) = &self.checker else {
                     return Err(format!("unknown plugin [{name}]"));
@@ -230,6 +240,31 @@ impl Catalog {
             return Err("no plugin VM on this node".into());
         };
         self.ask(checker, name, conf.clone(), None, Ask::AdminCall(op))
+    }
+
+    /// `conf` with the plugin's `encrypt_fields` encrypted or decrypted (APISIX's
+    /// `data_encryption`), or `None` when nothing changed: encryption is off on this node, the
+    /// plugin lists no field, or it is native.
+    pub fn seal(
+        &self,
+        name: &str,
+        conf: &Value,
+        schema_type: Option<i64>,
+        seal: crate::lua::plugin::Seal,
+    ) -> Result<Option<Value>, String> {
+        if !matches!(self.plugins.get(name).map(|p| &p.imp), Some(Impl::Lua)) {
+            return Ok(None);
+        }
+        let Some(checker) = &self.checker else {
+            return Ok(None);
+        };
+        let text = self.ask(checker, name, conf.clone(), schema_type, Ask::Seal(seal))?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     fn ask(
@@ -337,6 +372,10 @@ fn control_thread(
                     let (kind, id) = req.name.split_once('\n').unwrap_or((&req.name, ""));
                     crate::lua::plugin::check_resource(&vm, kind, stage, id, &req.conf)
                         .map(|failure| failure.unwrap_or_default())
+                }
+                Ask::Seal(seal) => {
+                    crate::lua::plugin::seal_conf(&vm, &req.name, &req.conf, req.schema_type, seal)
+                        .map(Option::unwrap_or_default)
                 }
             };
             let _ = req.reply.send(r);

@@ -69,7 +69,19 @@ pub struct RequestCtx {
     /// `$host`.
     pub host: String,
     pub headers: HeaderMap,
+    /// A request header was set, added or cleared since `resty.apisix.request`'s
+    /// `clear_request_header()` (APISIX drops its header cache on it).
+    pub req_headers_set: bool,
+    /// `resty.apisix.response.set_gzip`: compress the response body (level 1–9).
+    pub gzip: Option<u32>,
+    /// The client body's size limit (0 = none), shared with the body as it streams, for
+    /// `resty.apisix.client.set_client_max_body_size`.
+    pub body_limit: Option<std::rc::Rc<std::cell::Cell<u64>>>,
+    /// The client (`$remote_addr`, `$remote_port`): the connection's peer unless realip or
+    /// `resty.apisix.client.set_real_ip` named another.
     pub remote: SocketAddr,
+    /// The connection's peer (`$realip_remote_addr`, `$realip_remote_port`).
+    pub peer: SocketAddr,
     pub local: SocketAddr,
     pub scheme: &'static str,
     pub body: ReqBody,
@@ -78,6 +90,13 @@ pub struct RequestCtx {
     pub route_id: Option<String>,
     pub route_name: Option<String>,
     pub service_id: Option<String>,
+    /// The route uri the router matched (APISIX's `curr_req_matched._path`) and the
+    /// parameters it captured (`uri_param_NAME`).
+    pub matched_uri: Option<String>,
+    pub uri_params: Vec<(String, String)>,
+    /// The upstream a plugin chose for this request (`apisix.upstream.set`), instead of the
+    /// route's.
+    pub upstream_choice: Option<std::sync::Arc<crate::upstream::UpstreamDef>>,
     // The response side.
     /// `ngx.status`: 0 until someone sets it or a response arrives.
     pub status: u16,
@@ -129,6 +148,7 @@ impl RequestCtx {
         host: String,
         headers: HeaderMap,
         remote: SocketAddr,
+        peer: SocketAddr,
         local: SocketAddr,
         body: ReqBody,
     ) -> RequestCtx {
@@ -149,7 +169,11 @@ impl RequestCtx {
             args_changed: false,
             host,
             headers,
+            req_headers_set: false,
+            gzip: None,
+            body_limit: None,
             remote,
+            peer,
             local,
             scheme: "http",
             body,
@@ -158,6 +182,9 @@ impl RequestCtx {
             route_id: None,
             route_name: None,
             service_id: None,
+            matched_uri: None,
+            uri_params: Vec::new(),
+            upstream_choice: None,
             status: 0,
             resp_headers: HeaderMap::new(),
             headers_sent: false,
@@ -245,7 +272,9 @@ impl RequestCtx {
         let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
         Some(match name {
             "uri" | "document_uri" => Cow::Borrowed(&self.uri),
-            "request_uri" => Cow::Borrowed(&self.request_uri),
+            // APISIX keeps the request target as sent in `$real_request_uri` (its own
+            // `request_uri` is rebuilt from the normalised path).
+            "request_uri" | "real_request_uri" => Cow::Borrowed(&self.request_uri),
             "args" | "query_string" => {
                 if self.args.is_empty() {
                     return None;
@@ -255,10 +284,14 @@ impl RequestCtx {
             "is_args" => Cow::Borrowed(if self.args.is_empty() { "" } else { "?" }),
             "host" => Cow::Borrowed(&self.host),
             "hostname" => Cow::Owned(hostname()),
-            "remote_addr" | "realip_remote_addr" | "binary_remote_addr_text" => {
+            "remote_addr" | "binary_remote_addr_text" => {
                 Cow::Owned(crate::router::ip::canonical(self.remote.ip()).to_string())
             }
-            "remote_port" | "realip_remote_port" => Cow::Owned(self.remote.port().to_string()),
+            "remote_port" => Cow::Owned(self.remote.port().to_string()),
+            "realip_remote_addr" => {
+                Cow::Owned(crate::router::ip::canonical(self.peer.ip()).to_string())
+            }
+            "realip_remote_port" => Cow::Owned(self.peer.port().to_string()),
             "server_addr" => Cow::Owned(crate::router::ip::canonical(self.local.ip()).to_string()),
             "server_port" => Cow::Owned(self.local.port().to_string()),
             "scheme" => Cow::Borrowed(self.scheme),

@@ -145,6 +145,10 @@ pub struct ChainEntry {
     pub from_consumer: bool,
     /// A native plugin's conf, checked and compiled once for this snapshot.
     pub prepared: Option<native::Prepared>,
+    /// The resource the conf was written in (`/apisix/routes/1`, `/apisix/services/2` …):
+    /// APISIX's `conf._meta.parent.resource_key`, which rate limiters put in their keys so
+    /// that each resource counts on its own.
+    pub parent: String,
 }
 
 /// Which resource a chain's confs belong to, as APISIX tells plugins through `ctx.conf_type`,
@@ -217,7 +221,31 @@ pub struct ChainError {
     pub message: String,
 }
 
+/// The resource key of a chain's own confs, from the chain key (`route#1` ->
+/// `/apisix/routes/1`); confs merged in from elsewhere get theirs with [`Chain::set_parent`].
+fn default_parent(chain_key: &str) -> String {
+    let (kind, id) = chain_key.split_once('#').unwrap_or((chain_key, ""));
+    let dir = match kind {
+        "route" => "routes",
+        "service" => "services",
+        "consumer" => "consumers",
+        "consumer_group" => "consumer_groups",
+        "global_rule" => "global_rules",
+        "plugin_config" => "plugin_configs",
+        other => other,
+    };
+    format!("/apisix/{dir}/{id}")
+}
+
 impl Chain {
+    /// Records that plugin `name`'s conf came from the resource `resource_key` (a service's
+    /// or plugin config's plugin merged into a route, a consumer group's into a consumer).
+    pub fn set_parent(&mut self, name: &str, resource_key: &str) {
+        for e in self.entries.iter_mut().filter(|e| e.name == name) {
+            e.parent = resource_key.to_string();
+        }
+    }
+
     /// Compiles `plugins: {name: conf}`: every name must be an enabled plugin, every conf must
     /// pass that plugin's schema check, and `_meta` must be well-formed. All problems are
     /// reported.
@@ -291,6 +319,7 @@ impl Chain {
                 error_response: meta.and_then(|m| m.get("error_response")).cloned(),
                 from_consumer: false,
                 prepared,
+                parent: default_parent(&key),
             });
         }
         if !errors.is_empty() {

@@ -91,6 +91,14 @@ impl Body {
         Body::with(Kind::Full(Some(data.into())))
     }
 
+    /// The length of a body the gateway holds whole (`None` for streamed ones).
+    pub fn full_len(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Full(d) => Some(d.as_ref().map_or(0, |d| d.len() as u64)),
+            _ => None,
+        }
+    }
+
     fn with(kind: Kind) -> Body {
         Body {
             kind,
@@ -100,16 +108,20 @@ impl Body {
         }
     }
 
-    /// The client's request body, to be forwarded upstream.
+    /// The client's request body, to be forwarded upstream. `limit` (0 = none) is read as the
+    /// body arrives, so a plugin may still change it (`set_client_max_body_size`); `chunked`
+    /// only words the error line as nginx does.
     pub fn client(
         inner: Incoming,
-        limit: u64,
+        limit: Rc<Cell<u64>>,
+        chunked: bool,
         timeout: Duration,
         error: Rc<Cell<Option<ClientBodyError>>>,
     ) -> Body {
         Body::with(Kind::Client(ClientBody {
             inner,
             limit,
+            chunked,
             received: 0,
             timeout,
             timer: None,
@@ -275,7 +287,8 @@ impl Filtered {
 
 struct ClientBody {
     inner: Incoming,
-    limit: u64,
+    limit: Rc<Cell<u64>>,
+    chunked: bool,
     received: u64,
     timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
@@ -298,7 +311,19 @@ impl ClientBody {
                 self.timer = None;
                 if let Some(d) = frame.data_ref() {
                     self.received += d.len() as u64;
-                    if self.limit > 0 && self.received > self.limit {
+                    let limit = self.limit.get();
+                    if limit > 0 && self.received > limit {
+                        if self.chunked {
+                            log::error!(
+                                "client intended to send too large chunked body: {}+ bytes",
+                                self.received
+                            );
+                        } else {
+                            log::error!(
+                                "client intended to send too large body: {} bytes",
+                                self.received
+                            );
+                        }
                         return self.fail(ClientBodyError::TooLarge);
                     }
                 }

@@ -61,6 +61,8 @@ pub(super) async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let snapshot = cx.worker.shared.store.load_full();
+    // The control port trusts no proxy header: the peer is the client.
+    let client = cx.remote;
     phases::serve(
         phases::Incoming {
             cx,
@@ -72,6 +74,9 @@ pub(super) async fn serve(
             host,
             declared,
             start,
+            matched_uri: None,
+            uri_params: Vec::new(),
+            client,
             internal: true,
         },
         // As APISIX's control server: no access log.

@@ -9,9 +9,11 @@
 pub mod body;
 pub mod control;
 pub mod error_page;
+pub mod gzip;
 pub mod headers;
 pub mod phases;
 pub mod pool;
+pub mod realip;
 pub mod request;
 pub mod route_action;
 pub mod upstream_io;
@@ -54,6 +56,11 @@ pub struct Settings {
     pub keepalive_requests: u64,
     /// Access log path and format; `None` = off.
     pub access_log: Option<(PathBuf, Format)>,
+    /// Whose header names the client address (`real_ip_*`); `None` = nobody is trusted.
+    pub real_ip: Option<realip::RealIp>,
+    /// `apisix.trusted_addresses`: when set, the `X-Forwarded-For` of any other peer is
+    /// dropped before plugins see the request.
+    pub trusted_addresses: Option<crate::router::ip::IpSet>,
 }
 
 /// What every worker shares.
@@ -210,6 +217,10 @@ pub struct ConnCtx {
     pub local_port: HeaderValue,
     /// The listener's purpose: the proxy, or the control API only.
     pub serves: crate::server::Serves,
+    /// HTTP/1: resolves when the previous request's log phase is over. nginx runs the log
+    /// phase before it reads the next request of a connection, and plugins count on it
+    /// (limit-conn's `leaving` must come before the next pipelined request's `incoming`).
+    pub log_barrier: std::cell::RefCell<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl ConnCtx {
@@ -230,12 +241,16 @@ impl ConnCtx {
             remote_ip,
             local_port: HeaderValue::from(local.port()),
             serves: crate::server::Serves::Proxy,
+            log_barrier: Default::default(),
         }
     }
 }
 
 /// What the access log needs about one request, captured before the request is forwarded.
 struct LogData {
+    /// The client address (`$remote_addr`): the connection's, or what realip or a plugin's
+    /// `set_real_ip` made it.
+    remote: SocketAddr,
     start: Instant,
     method: String,
     request_uri: String,
@@ -258,8 +273,12 @@ struct Done {
     tail: Option<Tail>,
 }
 
-/// Work that runs once the response is sent: `tail(body bytes sent)`.
-pub(crate) type Tail = Box<dyn FnOnce(u64)>;
+/// Work that runs once the response is sent: `tail(body bytes sent, done)`; dropping `done`
+/// when the work is over lets the connection's next request start (see `ConnCtx::log_barrier`).
+pub(crate) type Tail = Box<dyn FnOnce(u64, LogDone)>;
+
+/// Held by a request's log phase until it ends.
+pub(crate) type LogDone = Option<tokio::sync::oneshot::Sender<()>>;
 
 struct UpstreamDone {
     def: Arc<UpstreamDef>,
@@ -293,7 +312,7 @@ impl Finish for Done {
         ) {
             let (uri, args) = log.uri.split_once('?').unwrap_or((&log.uri, ""));
             let record = access::Record {
-                remote: cx.remote,
+                remote: log.remote,
                 server_port: cx.local.port(),
                 method: &log.method,
                 request_uri: &log.request_uri,
@@ -316,7 +335,15 @@ impl Finish for Done {
         }
         cx.state.end();
         if let Some(t) = tail {
-            t(bytes);
+            // Only HTTP/1 serves a connection's requests one after another.
+            let done = if cx.state.framing.borrow().is_some() {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                *cx.log_barrier.borrow_mut() = Some(rx);
+                Some(tx)
+            } else {
+                None
+            };
+            t(bytes, done);
         }
     }
 }
@@ -371,6 +398,12 @@ fn protocol_name(v: Version) -> &'static str {
 
 /// Handles one request. Never fails: every problem becomes the response nginx/APISIX would give.
 pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+    // The previous request's log phase first (it is bounded by the Lua phase timeout; the
+    // channel also resolves if that work is dropped).
+    let previous = cx.log_barrier.borrow_mut().take();
+    if let Some(rx) = previous {
+        let _ = rx.await;
+    }
     cx.state.begin();
     let start = Instant::now();
     let verdict = match cx.state.framing.borrow_mut().as_mut() {
@@ -378,7 +411,19 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         None => Verdict::Ok,
     };
     let settings = &cx.worker.shared.settings;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // nginx's realip runs before anything else looks at the client.
+    let client = match &settings.real_ip {
+        Some(r) => r.client(cx.remote, &parts.headers),
+        None => cx.remote,
+    };
+    // With a trust boundary, a peer outside it cannot forge the chain of addresses (APISIX's
+    // access phase drops its X-Forwarded-For; the upstream gets only the peer's address).
+    if let Some(trusted) = &settings.trusted_addresses
+        && !trusted.contains(cx.remote.ip())
+    {
+        parts.headers.remove("x-forwarded-for");
+    }
 
     let mut log = settings.access_log.as_ref().map(|(_, format)| {
         let request_uri = parts
@@ -387,6 +432,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| parts.uri.to_string());
         Box::new(LogData {
+            remote: client,
             start,
             method: parts.method.as_str().to_string(),
             uri: request_uri.clone(),
@@ -410,7 +456,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     ) {
         log::info!(
             "{reason} while reading client request headers, client: {}",
-            cx.remote.ip()
+            client.ip()
         );
         let mut resp = error_page::page(status);
         resp.headers_mut()
@@ -467,7 +513,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         path: &path,
         query,
         request_uri,
-        remote: cx.remote,
+        remote: client,
         server_port: cx.local.port(),
         headers: &parts.headers,
     };
@@ -501,7 +547,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         log::error!(
             "client intended to send too large body: {} bytes, client: {}, request: \"{} {}\"",
             declared.unwrap_or(0),
-            cx.remote.ip(),
+            client.ip(),
             parts.method,
             request_uri
         );
@@ -517,9 +563,12 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     if route.has_phases() || !snapshot.global_chains.is_empty() {
         let path = path.into_owned();
         let host = host.into_owned();
+        let matched_uri = matched.uri.as_deref().map(str::to_string);
         return Ok(phases::serve(
             phases::Incoming {
                 cx: cx.clone(),
+                matched_uri,
+                uri_params: matched.params,
                 snapshot,
                 route,
                 parts,
@@ -528,6 +577,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
                 host,
                 declared,
                 start,
+                client,
                 internal: false,
             },
             log,
@@ -548,10 +598,18 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         None => Uri::from_static("/"),
     };
     let body_error = Rc::new(Cell::new(None));
+    let body_limit = Rc::new(Cell::new(limit));
     let has_body = !(declared == Some(0)
         || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
-    let client_body =
-        has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+    let client_body = has_body.then(|| {
+        Body::client(
+            body,
+            body_limit.clone(),
+            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            settings.timeouts.body,
+            body_error.clone(),
+        )
+    });
 
     // `$host` is only needed when there is no Host header; owning it costs an allocation.
     let fallback_host = (!parts.headers.contains_key(header::HOST)).then(|| host.to_string());
@@ -561,6 +619,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         &parts.uri,
         fallback_host.as_deref().unwrap_or(""),
         &cx,
+        client,
     );
 
     let fwd = Forward {
@@ -617,6 +676,7 @@ fn upstream_headers(
     uri: &Uri,
     host: &str,
     cx: &ConnCtx,
+    client: SocketAddr,
 ) -> Option<HeaderValue> {
     // HTTP/2 carries the host in `:authority` instead of `Host`.
     let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
@@ -641,7 +701,13 @@ fn upstream_headers(
     // `100-continue` is answered to the client by this hop (hyper does it when the body is
     // first read); the upstream gets the body without being asked, as nginx sends it.
     headers.remove(header::EXPECT);
-    headers::set_forwarding(headers, &cx.remote_ip, "http", fwd_host, fwd_port);
+    let client_ip = if client == cx.remote {
+        cx.remote_ip.clone()
+    } else {
+        HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
+            .unwrap_or_else(|_| cx.remote_ip.clone())
+    };
+    headers::set_forwarding(headers, &client_ip, "http", fwd_host, fwd_port);
     client_host
 }
 

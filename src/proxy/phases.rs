@@ -47,6 +47,11 @@ pub(super) struct Incoming {
     pub host: String,
     pub declared: Option<u64>,
     pub start: Instant,
+    /// The route uri that matched and the parameters it captured.
+    pub matched_uri: Option<String>,
+    pub uri_params: Vec<(String, String)>,
+    /// The client address after realip.
+    pub client: std::net::SocketAddr,
     /// A request the gateway answers itself (the control API, `proxy::control`): no global
     /// rules run and `ctx` names no route.
     pub internal: bool,
@@ -241,12 +246,19 @@ impl Run {
             return Flow::Continue;
         };
         let Some(consumer) = self.snapshot.consumers.get(&name).cloned() else {
+            log::info!("find consumer {name}, config changed: false");
             return Flow::Continue;
         };
         if let Some(g) = &consumer.missing_group {
             log::error!("failed to fetch consumer group config by id: {g}");
             return Flow::Answer(503);
         }
+        // APISIX's line after its consumer merge, which tests and operators look for.
+        log::info!(
+            "find consumer {}, config changed: {}",
+            consumer.username,
+            consumer.chain.is_some()
+        );
         let Some(cchain) = consumer.chain.clone() else {
             return Flow::Continue;
         };
@@ -298,6 +310,49 @@ impl Run {
             r.out.push(b);
         }
         Flow::Answer(status)
+    }
+
+    /// The upstream this request goes to: the one a plugin chose with `apisix.upstream.set`,
+    /// else the upstream `ctx.upstream_id` names (traffic-split sets it), else the route's.
+    /// As in APISIX, a `ctx.upstream_id` that names no upstream answers 502.
+    fn chosen_upstream(&self) -> Result<Arc<crate::upstream::UpstreamDef>, StatusCode> {
+        if let Some(def) = self.req.borrow().upstream_choice.clone() {
+            return Ok(def);
+        }
+        let id = self.api_ctx.borrow().as_ref().and_then(|t| {
+            match t.raw_get::<mlua::Value>("upstream_id").ok()? {
+                mlua::Value::String(s) => Some(s.to_string_lossy()),
+                mlua::Value::Integer(i) => Some(i.to_string()),
+                mlua::Value::Number(n) => Some(crate::lua::lib::cjson::fmt_g(n, 14)),
+                _ => None,
+            }
+        });
+        match id {
+            Some(id) => match self
+                .snapshot
+                .upstreams
+                .get(&crate::config::resource::Id(id.clone()))
+            {
+                Some(def) => Ok(def.clone()),
+                None => {
+                    log::error!("failed to find upstream by id: {id}");
+                    Err(StatusCode::BAD_GATEWAY)
+                }
+            },
+            None => super::upstream_of(&self.route),
+        }
+    }
+
+    /// `ctx.balancer_ip` and `ctx.balancer_port` (APISIX's variables of the same names read
+    /// them): the node the request went to, once there is one.
+    fn record_balancer(&self) {
+        let Some(addr) = self.req.borrow().upstream.addr else {
+            return;
+        };
+        if let Some(t) = self.api_ctx.borrow().as_ref() {
+            let _ = t.raw_set("balancer_ip", addr.ip().to_string());
+            let _ = t.raw_set("balancer_port", addr.port());
+        }
     }
 
     /// After `ngx.exit(code)`.
@@ -418,6 +473,9 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         host,
         declared,
         start,
+        matched_uri,
+        uri_params,
+        client,
         internal,
     } = inc;
     let settings = &cx.worker.shared.settings;
@@ -436,9 +494,18 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     let body_error = Rc::new(Cell::new(None));
     let has_body = !(declared == Some(0)
         || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
-    let limit = settings.client_max_body_size;
-    let client_body =
-        has_body.then(|| Body::client(body, limit, settings.timeouts.body, body_error.clone()));
+    // Shared with the request context: `set_client_max_body_size` changes it until the body
+    // has been read.
+    let body_limit = Rc::new(Cell::new(settings.client_max_body_size));
+    let client_body = has_body.then(|| {
+        Body::client(
+            body,
+            body_limit.clone(),
+            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            settings.timeouts.body,
+            body_error.clone(),
+        )
+    });
     let request_uri = parts
         .uri
         .path_and_query()
@@ -455,16 +522,20 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         request_uri,
         host,
         parts.headers,
+        client,
         cx.remote,
         cx.local,
         ReqBody::Unread(client_body),
     );
     ctx.start = start;
+    ctx.body_limit = Some(body_limit);
     ctx.request_length = declared.unwrap_or(0);
     if !internal {
         ctx.route_id = Some(route.id.0.clone());
         ctx.route_name = route.name.clone();
         ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+        ctx.matched_uri = matched_uri;
+        ctx.uri_params = uri_params;
     }
     let id = ctx.id;
     let req: SharedReq = Rc::new(RefCell::new(ctx));
@@ -681,13 +752,15 @@ async fn forward(
     body_error: Rc<Cell<Option<super::body::ClientBodyError>>>,
 ) -> Result<(Response<Body>, UpstreamDone), (Response<Body>, Option<UpstreamDone>)> {
     let route = run.route.clone();
-    let def = super::upstream_of(&route).map_err(|status| (error_page::page(status), None))?;
+    let def = run
+        .chosen_upstream()
+        .map_err(|status| (error_page::page(status), None))?;
     if any_phase(&run.chains.borrow(), Phase::BeforeProxy)
         && let Flow::Answer(s) = run.phase(Phase::BeforeProxy).await
     {
         return Err((run.early_response(s), None));
     }
-    let (fwd_parts, host, method) = {
+    let (fwd_parts, host, method, client) = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
         let hash_key = match def.kind {
@@ -739,10 +812,16 @@ async fn forward(
             .or_else(|| super::route_action::host_rewrite(&route.action));
         let host = r.host.clone();
         let method = r.method.clone();
-        ((hash_key, uri, headers, body, host_override), host, method)
+        let client = r.remote;
+        (
+            (hash_key, uri, headers, body, host_override),
+            host,
+            method,
+            client,
+        )
     };
     let (hash_key, uri, mut headers, body, host_override) = fwd_parts;
-    let client_host = upstream_headers(&mut headers, client_uri, &host, cx);
+    let client_host = upstream_headers(&mut headers, client_uri, &host, cx, client);
     let fwd = Forward {
         cx,
         route: &route,
@@ -772,6 +851,7 @@ async fn respond(
     id: sched::CtxId,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
+    run.record_balancer();
     {
         let mut r = run.req.borrow_mut();
         r.in_content = false;
@@ -835,17 +915,42 @@ async fn respond(
             if filtering {
                 // The filter may change the length: the body goes out chunked.
                 parts.headers.remove(header::CONTENT_LENGTH);
+            } else if let Some(len) = body.full_len()
+                && r.method != http::Method::HEAD
+                && parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != len.to_string().as_bytes())
+            {
+                // A `Content-Length` Lua set that is not the length of the body it printed
+                // would break the connection: the body's own length is sent.
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+            let gzip = r.gzip.filter(|_| {
+                super::gzip::applies(&r.method, &r.headers, parts.status, &parts.headers)
+            });
+            if gzip.is_some() {
+                super::gzip::prepare_headers(&mut parts.headers);
             }
             drop(r);
-            if filtering {
+            let body = if filtering {
                 Body::filtered(body, Box::new(LuaBodyFilter { run: run.clone() }))
             } else {
                 body
+            };
+            // After the Lua body filters, as nginx's gzip filter comes after lua-nginx-module's.
+            match gzip {
+                Some(level) => Body::filtered(body, Box::new(super::gzip::GzipFilter::new(level))),
+                None => body,
             }
         }
     };
     if let Some(l) = log.as_mut() {
         let r = run.req.borrow();
+        // A plugin's `set_real_ip` is what the access log reports, as `$remote_addr` does.
+        l.remote = r.remote;
         if let (Some(addr), Some(status)) = (r.upstream.addr, r.upstream.status) {
             l.upstream = Some(crate::observability::access::UpstreamRecord {
                 addr,
@@ -861,7 +966,7 @@ async fn respond(
     let needs_log_phase = any_phase(&run.chains.borrow(), Phase::Log) || run.handler("log_by_lua");
     let tail: Option<super::Tail> = if needs_log_phase || run.uses_lua {
         let run = run.clone();
-        Some(Box::new(move |bytes: u64| {
+        Some(Box::new(move |bytes: u64, done: super::LogDone| {
             tokio::task::spawn_local(async move {
                 run.req.borrow_mut().bytes_sent = bytes;
                 if needs_log_phase {
@@ -871,6 +976,7 @@ async fn respond(
                 if run.uses_lua {
                     request::unregister(id);
                 }
+                drop(done);
             });
         }))
     } else {

@@ -71,6 +71,9 @@ pub trait RequestVars {
 pub struct RouteMatch {
     pub index: usize,
     pub params: Vec<(String, String)>,
+    /// The uri (as configured) through which the route matched: APISIX's
+    /// `ctx.curr_req_matched._path`.
+    pub uri: Option<Arc<str>>,
 }
 
 /// A route that cannot be compiled, naming the route id and field.
@@ -100,6 +103,8 @@ pub struct Filters {
     methods: u16,
     remote_addrs: IpSet,
     vars: Option<Expr>,
+    /// The route's uris as configured.
+    uris: Box<[Arc<str>]>,
 }
 
 /// One route compiled for the router: checked, ready to be inserted into and later removed
@@ -183,6 +188,7 @@ impl RouteRule {
                 methods,
                 remote_addrs,
                 vars,
+                uris: spec.uris.iter().map(|u| Arc::from(u.as_str())).collect(),
             }),
             uris: uris.into(),
             hosts: hosts.into(),
@@ -197,12 +203,13 @@ impl RouteRule {
     }
 
     fn insert_into(&self, idx: &mut PathIndex) {
-        for (kind, uri_len) in self.uris.iter() {
+        for (pos, (kind, uri_len)) in self.uris.iter().enumerate() {
             let base = Cand {
                 filters: self.filters.clone(),
                 priority: self.priority,
                 uri_len: *uri_len,
                 order: self.order,
+                uri_pos: u16::try_from(pos).unwrap_or(u16::MAX),
                 pattern: None,
             };
             match kind {
@@ -421,6 +428,7 @@ impl Router {
             return Some(RouteMatch {
                 index: f.index,
                 params,
+                uri: f.uris.get(c.uri_pos as usize).cloned(),
             });
         }
         None

@@ -28,6 +28,8 @@ pub struct Cand {
     pub uri_len: usize,
     /// The route's position in the config (load order), the last tie-breaker.
     pub order: usize,
+    /// Which of the route's `uris` this candidate is (APISIX's `curr_req_matched._path`).
+    pub uri_pos: u16,
     /// Segments to check for parameter paths.
     pub pattern: Option<Arc<Pattern>>,
 }
@@ -394,10 +396,12 @@ mod tests {
                 methods: 0,
                 remote_addrs: Default::default(),
                 vars: None,
+                uris: Box::default(),
             }),
             priority: 0,
             uri_len: 0,
             order: route as usize,
+            uri_pos: 0,
             pattern: None,
         }
     }

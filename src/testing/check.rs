@@ -88,6 +88,23 @@ pub fn status(expected: &Value, resp: &Response) -> Result<(), String> {
     Ok(())
 }
 
+/// `--- error_code_like`: a pattern the status (as decimal text) must match.
+pub fn status_like(expected: &Value, resp: &Response) -> Result<(), String> {
+    let (pattern, flags) = match expected {
+        Value::Text(p) => (p.trim().to_string(), String::new()),
+        Value::Regex { pattern, flags } => (pattern.clone(), flags.clone()),
+        _ => return Err("error_code_like: unusable expectation".into()),
+    };
+    let re = compile(&pattern, &flags)?;
+    let got = resp.status.to_string();
+    if is_match(&re, &got) {
+        return Ok(());
+    }
+    Err(format!(
+        "error_code_like: status {got} does not match /{pattern}/{flags}"
+    ))
+}
+
 /// `--- response_body`: exact text, or a `qr//` item that must match.
 pub fn body(expected: &Value, got: &str) -> Result<(), String> {
     match expected {

@@ -63,9 +63,8 @@ impl Request {
             .ok_or_else(|| format!("request line {first:?} has no URI"))?
             .to_string();
         let version = parts.next().unwrap_or("HTTP/1.1").to_string();
-        // Test::Nginx sends the lines after the request line as the body, without the last
-        // line's newline.
-        let body = body.strip_suffix('\n').unwrap_or(body);
+        // The lines after the request line are the body; `encode` decides how much of it
+        // goes out, as Test::Nginx does.
         Ok(Request {
             method,
             uri,
@@ -92,15 +91,25 @@ impl Request {
         for (k, v) in more_headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
-        if (!self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH"))
+        let chunked = more_headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
+        // Test::Nginx sends a chunked body, or one with a given Content-Length, byte for byte;
+        // otherwise it trims white space at both ends and counts what is left.
+        let body: &[u8] = if chunked || has("content-length") {
+            &self.body
+        } else {
+            self.body.trim_ascii()
+        };
+        if (!body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH"))
             && !has("content-length")
             && !has("transfer-encoding")
         {
-            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+            out.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        bytes.extend_from_slice(body);
         bytes
     }
 }
@@ -304,14 +313,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_section_is_a_line_then_a_body_without_its_last_newline() {
-        let r = Request::parse("POST /t\n{\"a\":1}\n").unwrap();
+    fn a_request_section_is_a_line_then_a_body_trimmed_as_test_nginx_does() {
+        let r = Request::parse("POST /t\n {\"a\":1}\n").unwrap();
         assert_eq!((r.method.as_str(), r.uri.as_str()), ("POST", "/t"));
-        assert_eq!(r.body, b"{\"a\":1}");
         let wire = String::from_utf8(r.encode(&[], true)).unwrap();
         assert!(wire.contains("Host: localhost\r\n"));
         assert!(wire.contains("Content-Length: 7\r\n"));
         assert!(wire.contains("Connection: close\r\n"));
+        assert!(wire.ends_with("\r\n\r\n{\"a\":1}"), "{wire:?}");
+    }
+
+    #[test]
+    fn a_chunked_body_goes_out_byte_for_byte() {
+        let r = Request::parse("POST /t\n6\r\nHello \r\n0\r\n\r\n").unwrap();
+        let h = parse_headers("Transfer-Encoding: chunked");
+        let wire = String::from_utf8(r.encode(&h, true)).unwrap();
+        assert!(!wire.contains("Content-Length"), "{wire:?}");
+        assert!(
+            wire.ends_with("\r\n\r\n6\r\nHello \r\n0\r\n\r\n"),
+            "{wire:?}"
+        );
     }
 
     #[test]

@@ -54,6 +54,38 @@ pub fn probe_route(generation: u64) -> serde_json::Value {
     })
 }
 
+/// Where the block's `extra_init_worker_by_lua` code is served, to be run before the block.
+pub const INIT_WORKER_URI: &str = "/__moongate_test_init_worker";
+
+/// A route whose content handler is the block's `extra_init_worker_by_lua` code.
+pub fn init_worker_route(code: &str) -> serde_json::Value {
+    json!({
+        "id": "moongate-test-init-worker",
+        "uri": INIT_WORKER_URI,
+        "priority": LOCATION_PRIORITY + 1,
+        "lua_handlers": {"content_by_lua": code},
+    })
+}
+
+/// Runs the block's `extra_init_worker_by_lua` code in the gateway (its one worker, as the
+/// runner starts it unless `workers()` asks for more) and reports a failure of it.
+pub fn run_init_worker(port: u16) -> Result<(), String> {
+    let fail = |e: String| format!("extra_init_worker_by_lua: {e}");
+    let mut c = Conn::open(port, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
+    let req = Request::parse(&format!("GET {INIT_WORKER_URI}")).map_err(fail)?;
+    c.send(&req.encode(&[], true))
+        .map_err(|e| fail(e.to_string()))?;
+    let r = c.read_response(false).map_err(|e| fail(e.to_string()))?;
+    if r.status != 200 {
+        return Err(fail(format!(
+            "the code failed (status {}): {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        )));
+    }
+    Ok(())
+}
+
 pub struct Process {
     /// `gateway` or `test upstream`, for messages.
     role: String,
@@ -63,6 +95,8 @@ pub struct Process {
     port: u16,
     /// The config.yaml text this process was started with.
     pub config: String,
+    /// Environment variables set for it (`--- main_config` `env NAME=VALUE;`).
+    pub env: Vec<(String, String)>,
     pub ports: Vec<u16>,
     /// Routes go in through the Admin API on the data port (the embedded store), not the
     /// route file; the ids written so far, to delete the ones a later block drops.
@@ -82,6 +116,13 @@ fn tail(path: &Path, max: usize) -> String {
     text[start..].to_string()
 }
 
+/// What a process is started with: its `config.yaml` text and extra environment variables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Setup {
+    pub config: String,
+    pub env: Vec<(String, String)>,
+}
+
 impl Process {
     /// Writes the files and starts `bin run -p prefix` in `cwd`, waiting until every port
     /// accepts connections.
@@ -90,10 +131,11 @@ impl Process {
         bin: &Path,
         prefix: &Path,
         cwd: &Path,
-        config: String,
+        setup: Setup,
         routes: &str,
         ports: Vec<u16>,
     ) -> Result<Process, GatewayError> {
+        let Setup { config, env } = setup;
         for &p in &ports {
             // The previous process of this runner may still be releasing the port.
             let end = Instant::now() + Duration::from_secs(3);
@@ -118,6 +160,7 @@ impl Process {
             .arg("-p")
             .arg(prefix)
             .current_dir(cwd)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -132,6 +175,7 @@ impl Process {
             prefix: prefix.to_path_buf(),
             port: ports.first().copied().unwrap_or(0),
             config,
+            env,
             ports,
             admin: None,
         };

@@ -43,7 +43,21 @@ pub enum PerlError {
     Install(PathBuf, std::io::Error),
 }
 
-/// Writes the stand-in modules under `dir` (the `-I` directory).
+/// What `$TEST_NGINX_BINARY -V` prints (files probe it for modules). moongate stands in for
+/// APISIX-Runtime's nginx: the `resty.apisix.*` API of apisix-nginx-module is moongate's (see
+/// docs/lua-api.md), so the module is reported, and files that need it run instead of skipping.
+const NGINX_V: &str = "#!/bin/sh
+# moongate test's stand-in for `nginx -V`: only answers what the binary was built with.
+echo 'nginx version: openresty/1.27.1.2 (moongate)' >&2
+echo 'configure arguments: --with-moongate --add-module=../apisix-nginx-module --add-module=../apisix-nginx-module/src/stream --add-module=../apisix-nginx-module/src/meta' >&2
+";
+
+/// The stand-in `nginx` (`$TEST_NGINX_BINARY`) under the `-I` directory.
+fn nginx_stand_in(inc: &Path) -> std::path::PathBuf {
+    inc.join("bin/nginx")
+}
+
+/// Writes the stand-in modules under `dir` (the `-I` directory), and the stand-in `nginx`.
 pub fn install(dir: &Path) -> Result<(), PerlError> {
     for (rel, text) in MODULES {
         let path = dir.join(rel);
@@ -52,6 +66,14 @@ pub fn install(dir: &Path) -> Result<(), PerlError> {
         }
         std::fs::write(&path, text).map_err(|e| PerlError::Install(path.clone(), e))?;
     }
+    let nginx = nginx_stand_in(dir);
+    if let Some(parent) = nginx.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| PerlError::Install(nginx.clone(), e))?;
+    }
+    std::fs::write(&nginx, NGINX_V).map_err(|e| PerlError::Install(nginx.clone(), e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&nginx, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| PerlError::Install(nginx.clone(), e))?;
     Ok(())
 }
 
@@ -72,6 +94,7 @@ pub fn load(
         .arg(file)
         .current_dir(cwd)
         .env("MOONGATE_TEST_JSON", &json)
+        .env("TEST_NGINX_BINARY", nginx_stand_in(inc))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .map_err(PerlError::Spawn)?;

@@ -340,6 +340,9 @@ pub struct HttpConfig {
     pub ports: Vec<u16>,
     pub routes: Vec<Json>,
     pub shared_dicts: Vec<(String, String)>,
+    /// The realip directives (`set_real_ip_from`, `real_ip_header`, `real_ip_recursive`), as
+    /// `nginx_config.http` keys of the gateway's config.yaml (APISIX renders them from there).
+    pub real_ip: Vec<(&'static str, Json)>,
 }
 
 pub fn http_config(snippet: &str) -> Result<HttpConfig, Unsupported> {
@@ -402,6 +405,28 @@ pub fn http_config(snippet: &str) -> Result<HttpConfig, Unsupported> {
                 _ => return unsupported("http_config: lua_shared_dict NAME SIZE"),
             },
             "server_tokens" | "lua_socket_log_errors" => {}
+            "set_real_ip_from" => match d.args.as_slice() {
+                [addr] => {
+                    let from = out
+                        .real_ip
+                        .iter_mut()
+                        .find(|(k, _)| *k == "real_ip_from")
+                        .map(|(_, v)| v);
+                    match from {
+                        Some(Json::Array(list)) => list.push(json!(addr)),
+                        _ => out.real_ip.push(("real_ip_from", json!([addr]))),
+                    }
+                }
+                _ => return unsupported("http_config: set_real_ip_from ADDRESS"),
+            },
+            "real_ip_header" => match d.args.as_slice() {
+                [h] => out.real_ip.push(("real_ip_header", json!(h))),
+                _ => return unsupported("http_config: real_ip_header NAME"),
+            },
+            "real_ip_recursive" => match d.args.as_slice() {
+                [v] if v == "on" || v == "off" => out.real_ip.push(("real_ip_recursive", json!(v))),
+                _ => return unsupported("http_config: real_ip_recursive on|off"),
+            },
             other => {
                 return unsupported(format!(
                     "http_config: directive `{other}` has no moongate translation"
@@ -413,6 +438,27 @@ pub fn http_config(snippet: &str) -> Result<HttpConfig, Unsupported> {
 }
 
 /// Deep-merges YAML mappings: `over` wins, mappings merge key by key.
+/// `--- main_config`: the environment nginx's `env` directive gives the workers.
+/// `env NAME=VALUE;` sets `NAME`; `env NAME;` keeps the runner's own `NAME` (moongate's
+/// workers keep the process environment, so that one needs nothing). Any other main-context
+/// directive has no moongate meaning.
+pub fn main_config(snippet: &str) -> Result<Vec<(String, String)>, Unsupported> {
+    let dirs = nginx::parse(snippet).map_err(|e| Unsupported(format!("--- main_config: {e}")))?;
+    let mut env = Vec::new();
+    for d in &dirs {
+        if d.name != "env" || d.children.is_some() || d.args.len() != 1 {
+            return unsupported(format!(
+                "main_config: nginx directive `{}` has no moongate translation",
+                d.name
+            ));
+        }
+        if let Some((name, value)) = d.args[0].split_once('=') {
+            env.push((name.to_string(), value.to_string()));
+        }
+    }
+    Ok(env)
+}
+
 pub fn merge_yaml(base: &mut serde_norway::Value, over: serde_norway::Value) {
     use serde_norway::Value as Y;
     match (base, over) {
@@ -433,6 +479,18 @@ pub fn merge_yaml(base: &mut serde_norway::Value, over: serde_norway::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn main_config_env_directives_become_the_gateways_environment() {
+        assert_eq!(
+            main_config("env test_auth=authone;\nenv HOME;\n").unwrap(),
+            vec![("test_auth".to_string(), "authone".to_string())]
+        );
+        assert_eq!(
+            main_config("worker_rlimit_nofile 100;").unwrap_err().0,
+            "main_config: nginx directive `worker_rlimit_nofile` has no moongate translation"
+        );
+    }
 
     #[test]
     fn a_prefix_location_becomes_a_prefix_route_running_its_lua() {
@@ -470,6 +528,22 @@ mod tests {
         .unwrap();
         assert_eq!(h.ports, [1970]);
         assert_eq!(h.routes[0]["vars"][0][2][0], "1970");
+    }
+
+    #[test]
+    fn realip_directives_become_node_config_keys() {
+        let h = http_config(
+            "set_real_ip_from 127.0.0.1;\nset_real_ip_from ::1;\nreal_ip_header X-Forwarded-For;\nreal_ip_recursive on;",
+        )
+        .unwrap();
+        assert_eq!(
+            h.real_ip,
+            vec![
+                ("real_ip_from", json!(["127.0.0.1", "::1"])),
+                ("real_ip_header", json!("X-Forwarded-For")),
+                ("real_ip_recursive", json!("on")),
+            ]
+        );
     }
 
     #[test]

@@ -163,7 +163,7 @@ GET /t?from=access-log-test HTTP/1.1
 
 
 
-=== TEST 10: an unknown section skips the block, naming it
+=== TEST 10: a harness section the runner does not honour skips the block, naming it
 --- stream_request
 hello
 --- response_body
@@ -183,6 +183,49 @@ hello
 
 === TEST 12: SKIP skips
 --- SKIP
+--- config
+    location /t { return 200 "x"; }
+--- response_body
+y
+
+
+
+=== TEST 13: error_code_like: the status matches a pattern
+--- config
+    location /t {
+        content_by_lua_block { ngx.exit(201) }
+    }
+--- error_code_like: ^20[01]$
+
+
+
+=== TEST 14: main_config env sets the gateway's environment
+--- main_config
+env MOONGATE_RUNNER_ENV_PROBE=from-main-config;
+--- config
+    location /t {
+        content_by_lua_block { ngx.say(os.getenv("MOONGATE_RUNNER_ENV_PROBE")) }
+    }
+--- response_body
+from-main-config
+
+
+
+=== TEST 15: a section no harness reads is ignored, as Test::Nginx ignores it
+--- response_args
+auth: never read
+--- config
+    location /t {
+        content_by_lua_block { ngx.say(os.getenv("MOONGATE_RUNNER_ENV_PROBE") or "unset") }
+    }
+--- response_body
+unset
+
+
+
+=== TEST 16: a main_config directive other than env skips the block, naming it
+--- main_config
+worker_rlimit_nofile 20480;
 --- config
     location /t { return 200 "x"; }
 --- response_body

@@ -111,3 +111,14 @@ GET /t
 ok
 --- access_log
 GET /never-requested
+
+
+
+=== TEST 9: a status outside the error_code_like pattern
+--- config
+    location /t {
+        content_by_lua_block { ngx.exit(404) }
+    }
+--- request
+GET /t
+--- error_code_like: ^2\d\d$

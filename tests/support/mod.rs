@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod redis;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_moongate");
 
 /// A port nothing listens on right now.
@@ -554,6 +556,17 @@ impl Gateway {
         routes: &str,
         files: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_with_files_env(config, port, routes, files, &[])
+    }
+
+    /// [`Gateway::start_with_files`] with extra environment variables for the gateway.
+    pub fn start_with_files_env(
+        config: &str,
+        port: u16,
+        routes: &str,
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = TempDir::new("gw");
         for (rel, text) in files {
             let p = dir.0.join(rel);
@@ -565,6 +578,7 @@ impl Gateway {
         let child = Command::new(BIN)
             .args(["run", "-p"])
             .arg(&dir.0)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.0.join("stderr.log")).unwrap(),

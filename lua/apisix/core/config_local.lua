@@ -83,7 +83,10 @@ local built
 
 function config_local.local_conf(force)
     if built == nil or force then
-        local doc, why = cjson_shim.decode(require("moongate.node").config_json())
+        -- A key written as `null` in the YAML is as good as absent (APISIX's YAML reader gives
+        -- plugins nothing to index there either).
+        local doc, why = cjson_shim.decode(require("moongate.node").config_json(),
+                                           { null_as_nil = true })
         if type(doc) ~= "table" then
             return nil, "failed to read config.yaml: " .. tostring(why or "not a mapping")
         end

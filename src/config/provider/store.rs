@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -275,6 +276,9 @@ fn builder_kind(kind: &'static str) -> &'static str {
 pub struct StoreSync {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// The highest store revision the sync has taken in (published, or found to change
+    /// nothing served): a writer waits for its write's revision here to read its own writes.
+    pub applied: Arc<AtomicI64>,
 }
 
 impl StoreSync {
@@ -293,6 +297,8 @@ impl StoreSync {
         let r = reload.clone();
         plugins.on_reload(Box::new(move || r.notify_one()));
         let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let applied = Arc::new(AtomicI64::new(0));
+        let applied_w = applied.clone();
         let thread = std::thread::Builder::new()
             .name("moongate-config-sync".into())
             .spawn(move || {
@@ -308,6 +314,7 @@ impl StoreSync {
                 };
                 let compiler = Compiler::new(store.prefix(), resolver, plugins);
                 let mut sync = Follower {
+                    applied: applied_w,
                     reload,
                     store,
                     published,
@@ -330,6 +337,7 @@ impl StoreSync {
             StoreSync {
                 stop: Some(stop_tx),
                 thread: Some(thread),
+                applied,
             },
             first,
         ))
@@ -356,6 +364,7 @@ impl Drop for StoreSync {
 }
 
 struct Follower {
+    applied: Arc<AtomicI64>,
     /// Notified by a plugin reload.
     reload: Arc<tokio::sync::Notify>,
     store: Arc<dyn Store>,
@@ -434,6 +443,7 @@ impl Follower {
             let version = self.next_version();
             let next = self.compiler.relist(listing.items, version);
             self.publish(next);
+            self.applied.store(self.revision, Ordering::Release);
             loop {
                 let mut stream = match self.store.watch(self.revision).await {
                     Ok(s) => s,
@@ -488,6 +498,7 @@ impl Follower {
                             let version = self.next_version();
                             let next = self.compiler.apply(events, version);
                             self.publish(next);
+                            self.applied.store(self.revision, Ordering::Release);
                         }
                     }
                 }

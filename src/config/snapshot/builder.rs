@@ -531,8 +531,12 @@ impl Builder {
                 dirty.lua_view = true;
                 dirty.groups.insert(id.0.clone());
             }
-            "plugin_metadata" => dirty.lua_view = true,
-            "global_rules" => dirty.globals = true,
+            // Lua reads these through `moongate.config.document()`, cached per view version.
+            "plugin_metadata" | "ssls" | "secrets" => dirty.lua_view = true,
+            "global_rules" => {
+                dirty.globals = true;
+                dirty.lua_view = true;
+            }
             _ => {}
         }
     }
@@ -709,12 +713,15 @@ impl Builder {
             .unwrap_or_default();
         let mut missing_plugin_config = None;
         let mut route_version = src.revision.to_string();
+        // The plugins the plugin config gave, for their `_meta.parent`.
+        let mut from_plugin_config: Vec<String> = Vec::new();
         if let Some(pcid) = &r.plugin_config_id {
             deps.push(Dep::PluginConfig(pcid.clone()));
             match self.others_of("plugin_configs").get(pcid) {
                 Some(pc) => {
                     if let Some(m) = pc.value.value.get("plugins").and_then(|v| v.as_object()) {
                         plugins.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        from_plugin_config.extend(m.keys().cloned());
                     }
                     route_version = format!("{route_version}#{}", pc.revision);
                 }
@@ -749,7 +756,21 @@ impl Builder {
             Some(c.clone())
         } else {
             match Chain::build(format!("route#{id}"), owner, &plugins, catalog) {
-                Ok(c) => Some(Arc::new(c)),
+                Ok(mut c) => {
+                    // Confs the route did not write itself keep the key of the resource they
+                    // came from, as APISIX's merge keeps their `_meta.parent`.
+                    for name in plugins.keys().filter(|n| !r.plugins.contains_key(*n)) {
+                        let origin = match (&r.plugin_config_id, &r.service_id) {
+                            (Some(pcid), _) if from_plugin_config.contains(name) => {
+                                format!("/apisix/plugin_configs/{pcid}")
+                            }
+                            (_, Some(sid)) => format!("/apisix/services/{sid}"),
+                            _ => continue,
+                        };
+                        c.set_parent(name, &origin);
+                    }
+                    Some(Arc::new(c))
+                }
                 Err(errs) => {
                     errors.extend(
                         errs.into_iter()
@@ -961,7 +982,16 @@ impl Builder {
             Some(c)
         } else {
             match Chain::build(format!("consumer#{name}"), owner, &merged, catalog) {
-                Ok(c) if !c.entries.is_empty() => Some(Arc::new(c)),
+                Ok(mut c) if !c.entries.is_empty() => {
+                    // The group's confs the consumer does not override belong to the group.
+                    if let Some(gid) = &group_id {
+                        let own = plugins_of(&src.value.value);
+                        for plugin in merged.keys().filter(|n| !own.contains_key(*n)) {
+                            c.set_parent(plugin, &format!("/apisix/consumer_groups/{gid}"));
+                        }
+                    }
+                    Some(Arc::new(c))
+                }
                 Ok(_) => None,
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| ItemError {

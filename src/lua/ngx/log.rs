@@ -119,7 +119,29 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     Ok(())
 }
 
-/// Writes `msg` to the error log at `l` (shared by `ngx.log` and `ngx.errlog.raw_log`).
+/// nginx's tail of an error-log line written while a request runs:
+/// `, client: ADDR, server: NAME, request: "LINE", host: "HOST"`. Tests and log tooling match
+/// on it (APISIX's suites expect the `,` right after a plugin's message).
+fn request_context() -> Option<String> {
+    let req = crate::lua::request::try_current()?;
+    let r = req.try_borrow().ok()?;
+    let mut tail = format!(
+        ", client: {}, server: _, request: \"{} {} {}\"",
+        crate::router::ip::canonical(r.remote.ip()),
+        r.method,
+        r.request_uri,
+        crate::plugin::ctx::protocol(r.version)
+    );
+    if let Some(h) = r.headers.get(http::header::HOST) {
+        tail.push_str(", host: \"");
+        tail.push_str(&String::from_utf8_lossy(h.as_bytes()));
+        tail.push('"');
+    }
+    Some(tail)
+}
+
+/// Writes `msg` to the error log at `l` (shared by `ngx.log` and `ngx.errlog.raw_log`), with
+/// the request's context when one is running.
 pub(super) fn write(l: NginxLevel, msg: &str) {
     let target = match l {
         NginxLevel::Emerg => "emerg",
@@ -136,5 +158,11 @@ pub(super) fn write(l: NginxLevel, msg: &str) {
         NginxLevel::Notice | NginxLevel::Info => log::Level::Info,
         NginxLevel::Debug => log::Level::Debug,
     };
-    log::log!(target: target, level, "{msg}");
+    if !log::log_enabled!(target: target, level) {
+        return;
+    }
+    match request_context() {
+        Some(tail) => log::log!(target: target, level, "{msg}{tail}"),
+        None => log::log!(target: target, level, "{msg}"),
+    }
 }

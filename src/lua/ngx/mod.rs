@@ -3,6 +3,7 @@
 pub mod codec;
 pub mod config;
 pub mod consts;
+pub mod location;
 pub mod log;
 pub mod re;
 pub mod req;
@@ -39,5 +40,6 @@ pub fn register(
     socket::register_udp(lua, ngx)?;
     req::register(lua, ngx)?;
     resp::register(lua, ngx)?;
+    location::register(lua, ngx)?;
     Ok(())
 }

@@ -15,6 +15,18 @@ use std::rc::Rc;
 use mlua::{Function, IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 use pcre2::bytes::{CaptureLocations, Regex, RegexBuilder};
 
+/// OpenResty links PCRE1, and tests compare its compile errors: PCRE2's messages that PCRE1
+/// words differently are translated back; the others are the same text in both.
+fn pcre1_wording(pcre2: &str) -> &str {
+    match pcre2 {
+        "missing closing parenthesis" => "missing )",
+        "quantifier does not follow a repeatable item" => "nothing to repeat",
+        "unmatched closing parenthesis" => "unmatched parentheses",
+        "missing ) after (?# comment" => "missing ) after comment",
+        other => other,
+    }
+}
+
 /// lua-nginx-module's default `lua_regex_cache_max_entries`.
 const CACHE_MAX: usize = 1024;
 
@@ -92,9 +104,11 @@ fn compile(pattern: &[u8], opts: &str) -> Result<Rc<Compiled>, String> {
         format!("{prefix}{text}")
     };
     let re = b.build(&full).map_err(|e| {
+        let msg = e.to_string();
+        let reason = msg.rsplit(": ").next().unwrap_or("");
         format!(
             "pcre_compile() failed: {} in \"{text}\"",
-            e.to_string().rsplit(": ").next().unwrap_or("")
+            pcre1_wording(reason)
         )
     })?;
     let names = re.capture_names().to_vec();
@@ -189,8 +203,11 @@ enum Piece {
     Group(usize),
 }
 
-/// Parses a `sub`/`gsub` template: `$0`..`$99`, `${n}`, `$$`.
-fn parse_template(t: &[u8]) -> Option<Vec<Piece>> {
+/// Parses a `sub`/`gsub` template: `$0`..`$99`, `${n}`, `$$`. A bad template is refused with
+/// the reason nginx's template compiler logs (the caller gets only a generic error back, as
+/// from OpenResty).
+fn parse_template(t: &[u8]) -> Result<Vec<Piece>, String> {
+    let whole = || String::from_utf8_lossy(t).into_owned();
     let mut out = Vec::new();
     let mut lit = Vec::new();
     let mut i = 0;
@@ -201,32 +218,41 @@ fn parse_template(t: &[u8]) -> Option<Vec<Piece>> {
             continue;
         }
         i += 1;
-        match t.get(i) {
-            Some(b'$') => {
-                lit.push(b'$');
-                i += 1;
-            }
-            Some(b'{') => {
-                let end = t[i..].iter().position(|b| *b == b'}')? + i;
-                let n: usize = std::str::from_utf8(&t[i + 1..end]).ok()?.parse().ok()?;
-                out.push(Piece::Lit(std::mem::take(&mut lit)));
-                out.push(Piece::Group(n));
-                i = end + 1;
-            }
-            Some(d) if d.is_ascii_digit() => {
-                let mut n = 0usize;
-                while let Some(d) = t.get(i).filter(|d| d.is_ascii_digit()) {
-                    n = n * 10 + (d - b'0') as usize;
-                    i += 1;
-                }
-                out.push(Piece::Lit(std::mem::take(&mut lit)));
-                out.push(Piece::Group(n));
-            }
-            _ => return None,
+        if t.get(i) == Some(&b'$') {
+            lit.push(b'$');
+            i += 1;
+            continue;
         }
+        let braced = t.get(i) == Some(&b'{');
+        if braced {
+            i += 1;
+        }
+        let start = i;
+        let mut n = 0usize;
+        while let Some(d) = t.get(i).filter(|d| d.is_ascii_digit()) {
+            n = n.saturating_mul(10).saturating_add((d - b'0') as usize);
+            i += 1;
+        }
+        if i == start {
+            return Err(format!(
+                "invalid capturing variable name found in \"{}\"",
+                whole()
+            ));
+        }
+        if braced {
+            if t.get(i) != Some(&b'}') {
+                return Err(format!(
+                    "the closing bracket in \"{}\" variable is missing",
+                    whole()
+                ));
+            }
+            i += 1;
+        }
+        out.push(Piece::Lit(std::mem::take(&mut lit)));
+        out.push(Piece::Group(n));
     }
     out.push(Piece::Lit(lit));
-    Some(out)
+    Ok(out)
 }
 
 enum Replacement {
@@ -250,8 +276,9 @@ fn substitute(
     let repl = match repl {
         Value::Function(f) => Replacement::Func(f),
         Value::String(s) => match parse_template(&s.as_bytes()) {
-            Some(p) => Replacement::Template(p),
-            None => {
+            Ok(p) => Replacement::Template(p),
+            Err(reason) => {
+                log::error!("{reason}");
                 return (
                     Value::Nil,
                     Value::Nil,
@@ -561,5 +588,30 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
     loaded.set("ngx.re", module)?;
+
+    // `require("resty.core.regex")`: the one member plugins call, `re_match_compile(re, opts)`,
+    // which they use to check a pattern when a conf is validated. Bad flags raise (as
+    // lua-resty-core's option parser does); a pattern that does not compile gives `nil, err`.
+    let core_regex = lua.create_table()?;
+    core_regex.set(
+        "re_match_compile",
+        lua.create_function(|lua, (regex, opts): (LuaString, Option<String>)| {
+            let opts = opts.unwrap_or_default();
+            match compile(&regex_bytes(&regex), &opts) {
+                Ok(c) => {
+                    let t = lua.create_table()?;
+                    t.set("regex", regex)?;
+                    t.set("options", opts)?;
+                    t.set("ncaptures", c.re.captures_len().saturating_sub(1))?;
+                    t.into_lua_multi(lua)
+                }
+                Err(e) if e.starts_with("unknown flag") || e.starts_with("regex option") => {
+                    Err(mlua::Error::runtime(e))
+                }
+                Err(e) => (Value::Nil, e).into_lua_multi(lua),
+            }
+        })?,
+    )?;
+    loaded.set("resty.core.regex", core_regex)?;
     Ok(())
 }

@@ -278,8 +278,14 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "set_header",
         lua.create_function(|_, (name, value): (LuaString, Value)| {
             let n = header_name(&name, "ngx.req.set_header")?;
-            let vals = header_values(&value, "ngx.req.set_header")?;
+            let mut vals = header_values(&value, "ngx.req.set_header")?;
+            // As nginx's header helper: a single empty value removes the header, it does not
+            // send an empty one.
+            if matches!(&value, Value::String(s) if s.as_bytes().is_empty()) {
+                vals = None;
+            }
             request::with("ngx.req.set_header", |r| {
+                r.req_headers_set = true;
                 r.headers.remove(&n);
                 for v in vals.into_iter().flatten() {
                     r.headers.append(n.clone(), v);
@@ -298,6 +304,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         let n = header_name(&name, "ngx.req.add_header")?;
         let vals = header_values(&value, "ngx.req.add_header")?;
         request::with("ngx.req.add_header", |r| {
+            r.req_headers_set = true;
             for v in vals.into_iter().flatten() {
                 r.headers.append(n.clone(), v);
             }
@@ -315,6 +322,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         lua.create_function(|_, name: LuaString| {
             let n = header_name(&name, "ngx.req.clear_header")?;
             request::with("ngx.req.clear_header", |r| {
+                r.req_headers_set = true;
                 r.headers.remove(&n);
             })
         })?,

@@ -223,7 +223,11 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "__newindex",
         lua.create_function(|_, (_, k, v): (Value, LuaString, Value)| {
             let name = resp_header_name(&k)?;
-            let vals = header_values(&v, "ngx.header")?;
+            let mut vals = header_values(&v, "ngx.header")?;
+            // As nginx's header helper: a single empty value removes the header.
+            if matches!(&v, Value::String(s) if s.as_bytes().is_empty()) {
+                vals = None;
+            }
             request::with("ngx.header", |r| {
                 if r.headers_sent || r.output_started {
                     log::error!(

@@ -104,13 +104,19 @@ impl LuaVm {
         )?;
         super::lib::cjson::register(&lua)?;
         super::lib::resty::register(&lua)?;
+        super::lib::apisix_runtime::register(&lua)?;
         super::config_view::register(&lua)?;
         super::store_api::register(&lua)?;
+        super::upstream_choice::register(&lua)?;
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
         super::lib::node::register(&lua, opts.node_config_json.clone())?;
         super::lib::dns::register(&lua)?;
+        super::lib::inflate::register(&lua)?;
         super::lib::crypto::register(&lua)?;
-        lua.globals().set("ngx", ngx)?;
+        lua.globals().set("ngx", ngx.clone())?;
+        // OpenResty code may also `require("ngx")` (the same table).
+        let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;
+        loaded.set("ngx", ngx)?;
         Ok(LuaVm { lua })
     }
 

@@ -478,6 +478,32 @@ nil nil failed to compile the replacement template";
     );
 }
 
+#[test]
+fn resty_core_regex_checks_patterns_as_plugins_use_it() {
+    let vm = vm();
+    let out: String = vm
+        .lua()
+        .load(
+            r##"
+            local compile = require("resty.core.regex").re_match_compile
+            local out = {}
+            local c = compile("^(a)(?<b>b)$", "jo")
+            out[#out+1] = type(c) .. " " .. c.ncaptures .. " " .. c.options
+            local v, err = compile("(", "j")
+            out[#out+1] = tostring(v) .. " " .. tostring(err:find("pcre_compile() failed: ", 1, true) == 1)
+            local ok, raised = pcall(compile, "a", "jq")
+            out[#out+1] = tostring(ok) .. " " .. tostring(raised):gsub("^.-: ", "")
+            return table.concat(out, "\n")
+            "##,
+        )
+        .eval()
+        .unwrap();
+    assert_eq!(
+        out,
+        "table 2 jo\nnil true\nfalse unknown flag \"q\" (flags \"jq\")"
+    );
+}
+
 fn vm_with_dicts(dicts: &crate::lua::ngx::shared::SharedDicts) -> LuaVm {
     let mut opts = VmOptions::for_prefix(&PathBuf::from("/nonexistent"));
     opts.shared_dicts = dicts.clone();

@@ -61,14 +61,15 @@ pub fn prepared<'a, T: 'static>(conf: &'a Prepared, plugin: &str) -> Result<&'a 
         .ok_or_else(|| format!("{plugin}: the prepared conf has the wrong type"))
 }
 
-/// Every native plugin moongate has.
-pub fn all() -> Vec<Arc<dyn NativePlugin>> {
+/// Every native plugin moongate has, with the node's `plugin_attr` settings (config.yaml's
+/// `plugin_attr`, `Value::Null` when there are none) for those that read them.
+pub fn all(plugin_attr: &Value) -> Vec<Arc<dyn NativePlugin>> {
     vec![
         Arc::new(request_id::RequestId),
         Arc::new(ip_restriction::IpRestriction),
         Arc::new(referer_restriction::RefererRestriction),
         Arc::new(uri_blocker::UriBlocker),
-        Arc::new(redirect::Redirect),
+        Arc::new(redirect::Redirect::new(&plugin_attr["redirect"])),
     ]
 }
 

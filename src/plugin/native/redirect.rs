@@ -21,7 +21,21 @@ use super::regex::{self, Template};
 use super::{Answer, NativePlugin, Prepared, phases, prepared, schema};
 use crate::plugin::{Phase, PhaseSet, RequestCtx};
 
-pub struct Redirect;
+pub struct Redirect {
+    /// `plugin_attr.redirect.https_port`: the port `http_to_https` sends clients to (443 or
+    /// none: no port in the URL).
+    https_port: Option<u16>,
+}
+
+impl Redirect {
+    pub fn new(attr: &Value) -> Redirect {
+        let https_port = attr["https_port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0 && *p != 443);
+        Redirect { https_port }
+    }
+}
 
 /// One piece of a `uri` template.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,8 +211,12 @@ impl NativePlugin for Redirect {
             } else {
                 308
             };
-            // No https listener port is configured in moongate yet: the default port.
-            Some(format!("https://{}{}", req.host, req.request_uri))
+            // The port from plugin_attr; moongate has no https listener whose port it could
+            // take instead (APISIX falls back to apisix.ssl.listen).
+            Some(match self.https_port {
+                Some(port) => format!("https://{}:{port}{}", req.host, req.request_uri),
+                None => format!("https://{}{}", req.host, req.request_uri),
+            })
         } else {
             match &c.target {
                 Target::Uri(segs) => Some(render(segs, req)),
@@ -257,7 +275,7 @@ mod tests {
 
     #[test]
     fn conf_errors_are_worded_as_apisix_words_them() {
-        let p = Redirect;
+        let p = Redirect::new(&Value::Null);
         let err = |v: Value| p.check_conf(&v).err().unwrap_or_default();
         assert_eq!(
             err(serde_json::json!({})),
