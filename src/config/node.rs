@@ -127,6 +127,10 @@ pub struct AdminConfig {
     /// `serve_on_data_port`: `/apisix/admin/*` is also answered on `node_listen`, as APISIX's
     /// test harness reaches it on port 1984.
     pub serve_on_data_port: bool,
+    /// `enable_admin_cors` (default true): answers carry `Access-Control-Allow-Origin: *`.
+    pub cors: bool,
+    /// `admin_api_version`: `v3` (the default) or APISIX 2's envelopes (`default`, `v2`).
+    pub v2: bool,
 }
 
 /// `apisix.enable_control` and `apisix.control`: the control API's listener.
@@ -363,6 +367,18 @@ impl<'a> Reader<'a> {
             v = v.as_object()?.get(part)?;
         }
         (!v.is_null()).then_some(v)
+    }
+
+    /// True when `path` is present and explicitly `null` (`admin_key: ~`).
+    fn is_null(&self, path: &str) -> bool {
+        let mut v = self.root;
+        for part in path.split('.') {
+            match v.as_object().and_then(|o| o.get(part)) {
+                Some(x) => v = x,
+                None => return false,
+            }
+        }
+        v.is_null()
     }
 
     fn error(&mut self, path: &str, message: impl Into<String>) {
@@ -1045,7 +1061,11 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
     };
     const KEYS: &str = "deployment.admin.admin_key";
     let mut keys = Vec::new();
+    // `admin_key: null` is APISIX's way to run without keys (its test harness does); absent
+    // means one admin key, generated at start.
+    let no_keys = r.is_null(KEYS);
     match r.get(KEYS) {
+        None if no_keys => {}
         None => keys.push(("admin".to_string(), String::new(), "admin".to_string())),
         Some(Value::Array(list)) => {
             for (i, k) in list.iter().enumerate() {
@@ -1086,6 +1106,14 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
             r.error(ALLOW, e);
         }
     }
+    // As APISIX's CLI: no key at all is only accepted while the API is reachable from
+    // loopback alone.
+    if no_keys && allow != ["127.0.0.0/24"] {
+        r.error(
+            KEYS,
+            "null (no Admin API key) is only allowed when deployment.admin.allow_admin is [127.0.0.0/24]; set a key",
+        );
+    }
     AdminConfig {
         listen,
         keys,
@@ -1093,6 +1121,21 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
         allow,
         key_in_query: r.boolean("deployment.admin.allow_key_in_query", false),
         serve_on_data_port: r.boolean("deployment.admin.serve_on_data_port", false),
+        cors: r.boolean("deployment.admin.enable_admin_cors", true),
+        v2: match r
+            .string("deployment.admin.admin_api_version", "v3")
+            .as_str()
+        {
+            "v3" => false,
+            "default" | "v2" => true,
+            other => {
+                r.error(
+                    "deployment.admin.admin_api_version",
+                    format!("expected v3 or default, got {other:?}"),
+                );
+                false
+            }
+        },
     }
 }
 

@@ -13,5 +13,6 @@ pub mod plugin_set;
 pub mod raw;
 pub mod request;
 pub mod sched;
+pub mod store_api;
 pub mod upstream_choice;
 pub mod vm;

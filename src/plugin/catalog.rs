@@ -26,13 +26,17 @@ pub struct PluginInfo {
     pub is_auth: bool,
 }
 
-/// What the control VM is asked about one plugin.
+/// What the control VM is asked about one plugin, or about one Admin API resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
     /// Check a conf (the answer is empty text).
     Check,
     /// The schema as JSON text.
     Schema,
+    /// Check a resource body (`name` is its kind) at this stage of `moongate.admin_checks`.
+    Resource(&'static str),
+    /// Call `moongate.admin_checks[op](name, conf)`, which answers text or an error.
+    AdminCall(&'static str),
     /// The conf with its `encrypt_fields` transformed, as JSON text; empty when unchanged.
     Seal(crate::lua::plugin::Seal),
 }
@@ -221,6 +225,39 @@ impl Catalog {
         }
     }
 
+    /// Runs `moongate.admin_checks` on `conf` as a `kind` resource at `stage` (`shape` or
+    /// `code`): `Err` is the Admin API's error message. A catalog without a VM (no plugins
+    /// loaded at all) has nothing to check with and accepts.
+    pub fn check_resource(
+        &self,
+        kind: &str,
+        stage: &'static str,
+        id: &str,
+        conf: &Value,
+    ) -> Result<(), String> {
+        let Some(checker) = &self.checker else {
+            return Ok(());
+        };
+        // The id travels with the body: `[kind, id]` as the name, split again on the VM side.
+        let text = self.ask(
+            checker,
+            &format!("{kind}\n{id}"),
+            conf.clone(),
+            None,
+            Ask::Resource(stage),
+        )?;
+        if text.is_empty() { Ok(()) } else { Err(text) }
+    }
+
+    /// Calls `moongate.admin_checks[op](name, conf)` on the plugin VM: the Admin API's schema
+    /// endpoints and plugin listings, which need the loaded plugins and the schemas.
+    pub fn admin_call(&self, op: &'static str, name: &str, conf: &Value) -> Result<String, String> {
+        let Some(checker) = &self.checker else {
+            return Err("no plugin VM on this node".into());
+        };
+        self.ask(checker, name, conf.clone(), None, Ask::AdminCall(op))
+    }
+
     /// `conf` with the plugin's `encrypt_fields` encrypted or decrypted (APISIX's
     /// `data_encryption`), or `None` when nothing changed: encryption is off on this node, the
     /// plugin lists no field, or it is native.
@@ -345,6 +382,12 @@ fn control_thread(
                 Ask::Check => {
                     crate::lua::plugin::check_conf(&vm, &req.name, &req.conf, req.schema_type)
                         .map(|_| String::new())
+                }
+                Ask::AdminCall(op) => crate::lua::plugin::admin_call(&vm, op, &req.name, &req.conf),
+                Ask::Resource(stage) => {
+                    let (kind, id) = req.name.split_once('\n').unwrap_or((&req.name, ""));
+                    crate::lua::plugin::check_resource(&vm, kind, stage, id, &req.conf)
+                        .map(|failure| failure.unwrap_or_default())
                 }
                 Ask::Seal(seal) => {
                     crate::lua::plugin::seal_conf(&vm, &req.name, &req.conf, req.schema_type, seal)

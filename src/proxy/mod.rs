@@ -424,12 +424,18 @@ async fn admin_on_data_port(
                 })
                 .await
         }
-        Err(e) => crate::admin::envelope::Answer::error(400, format!("invalid request body: {e}")),
+        Err(_) => crate::admin::too_large(
+            parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        ),
     };
-    let mut resp = Response::new(Body::full(answer.body));
+    let mut resp = Response::new(Body::full(answer.body.clone()));
     *resp.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    crate::admin::server::headers(resp.headers_mut());
+    crate::admin::server::headers(resp.headers_mut(), &answer);
     resp
 }
 
