@@ -652,13 +652,13 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     };
     let body_error = Rc::new(Cell::new(None));
     let body_limit = Rc::new(Cell::new(limit));
-    let has_body = !(declared == Some(0)
-        || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let has_body = !(declared == Some(0) || (declared.is_none() && !chunked));
     let client_body = has_body.then(|| {
         Body::client(
             body,
             body_limit.clone(),
-            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            chunked,
             settings.timeouts.body,
             body_error.clone(),
         )
