@@ -351,9 +351,13 @@ impl Finish for Done {
         } = *self;
         let worker = &cx.worker;
         if let Some(u) = upstream {
-            worker.with_picker(&u.def, |p| {
-                p.on_finish(u.node, u.started.elapsed(), !complete)
-            });
+            // Only the balancers that count requests in flight or time them were told of the
+            // start (`Forward::run`); the others need no clock read and no map lookup here.
+            if u.def.needs_feedback() {
+                worker.with_picker(&u.def, |p| {
+                    p.on_finish(u.node, u.started.elapsed(), !complete)
+                });
+            }
             if complete {
                 worker.pool.checkin(u.addr, u.conn, &u.def.keepalive_pool);
             }
@@ -953,10 +957,13 @@ impl Forward<'_> {
             if feedback {
                 worker.with_picker(&self.def, |p| p.on_start(idx));
             }
-            let try_start = Instant::now();
-            let upstream_host = self.upstream_host(&node);
             // The log's copy of what was sent, only when there is a log to write it to.
             let logging = log.is_some();
+            // The try's timings are read by the access log, the plugins (`$upstream_*`) and
+            // the balancers that time requests; without any of them no clock is read.
+            let timed = logging || self.req.is_some() || feedback;
+            let try_start = if timed { Instant::now() } else { self.start };
+            let upstream_host = self.upstream_host(&node);
             let mut record = UpstreamRecord {
                 addr: node.addr,
                 status: None,
@@ -986,7 +993,7 @@ impl Forward<'_> {
                 Some(c) => Ok(c),
                 None => Pool::connect(node.addr, connect_timeout).await,
             };
-            record.connect_time = Some(try_start.elapsed());
+            record.connect_time = timed.then(|| try_start.elapsed());
             let mut conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
@@ -1024,7 +1031,7 @@ impl Forward<'_> {
             conn.uses += 1;
             match sent {
                 Ok(resp) => {
-                    record.header_time = Some(try_start.elapsed());
+                    record.header_time = timed.then(|| try_start.elapsed());
                     record.status = Some(resp.status().as_u16());
                     let (mut parts, body) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
