@@ -36,9 +36,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            // The hop-by-hop names themselves go below, once.
-            .filter(|n| !HOP_BY_HOP.contains(n))
+            .map(str::trim)
+            // The hop-by-hop names themselves (an upstream's `keep-alive`) go below, once:
+            // told apart on the bytes, before the cost of parsing a header name.
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|n| n.as_str().eq_ignore_ascii_case(t))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             h.remove(n);
