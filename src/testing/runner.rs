@@ -749,12 +749,20 @@ impl FileCtx<'_> {
             reuse
         };
         if slot_alive {
+            let fresh = !upstream && self.admin_mode();
             let slot = if upstream {
                 &mut self.upstream
             } else {
                 &mut self.gateway
             };
             if let Some(p) = slot.as_mut() {
+                // Test::Nginx starts nginx again (or reloads it) for every block, so each
+                // block's requests meet fresh workers: plugins' `init()` run again, conf tables
+                // and module state start over. The same process is kept (its store outlives
+                // blocks as etcd does), with fresh plugin VMs.
+                if fresh {
+                    p.fresh_workers().map_err(|e| e.to_string())?;
+                }
                 return p.load_routes(&text, generation).map_err(|e| e.to_string());
             }
         }
