@@ -316,6 +316,9 @@ struct FileCtx<'a> {
     gateway: Option<Process>,
     upstream: Option<Process>,
     generation: u64,
+    /// Variables the file's Perl prologue set or changed, given to the gateway as nginx would
+    /// have inherited them.
+    prologue_env: Vec<(String, String)>,
 }
 
 fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
@@ -378,6 +381,17 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
     if lua_roots.is_empty() && Path::new("lua").is_dir() {
         lua_roots.push(absolute(Path::new("lua")));
     }
+    let prologue_env: Vec<(String, String)> = file
+        .env
+        .iter()
+        .filter(|(k, v)| {
+            !k.starts_with("MOONGATE_")
+                && k.as_str() != "TEST_NGINX_BINARY"
+                && !env.iter().any(|(ek, _)| ek == *k)
+                && std::env::var(k.as_str()).ok().as_deref() != Some(v.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut ctx = FileCtx {
         opts,
         dir: dir.to_path_buf(),
@@ -389,6 +403,7 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         gateway: None,
         upstream: None,
         generation: 0,
+        prologue_env,
     };
     let selected: Vec<Block> = ctx.file.selected().into_iter().cloned().collect();
     let file_name = path
@@ -959,10 +974,11 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     if let Some(code) = init_worker {
         locations.push(gateway::init_worker_route(code));
     }
-    let main_env = match block.text("main_config").map(translate::main_config) {
-        Some(Ok(e)) => e,
+    let mut main_env = ctx.prologue_env.clone();
+    match block.text("main_config").map(translate::main_config) {
+        Some(Ok(e)) => main_env.extend(e),
         Some(Err(Unsupported(u))) => return Outcome::Skip(u),
-        None => Vec::new(),
+        None => {}
     };
     let mut mock = match block.text("http_config").map(translate::http_config) {
         Some(Ok(h)) => h,
