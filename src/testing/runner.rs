@@ -319,6 +319,9 @@ struct FileCtx<'a> {
     /// Variables the file's Perl prologue set or changed, given to the gateway as nginx would
     /// have inherited them.
     prologue_env: Vec<(String, String)>,
+    /// The running block gives its routes as `apisix_yaml`/`apisix_json`: t::APISIX runs such
+    /// a block on a yaml data plane, without the Admin API.
+    block_standalone: bool,
 }
 
 fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
@@ -404,6 +407,7 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         upstream: None,
         generation: 0,
         prologue_env,
+        block_standalone: false,
     };
     let selected: Vec<Block> = ctx.file.selected().into_iter().cloned().collect();
     let file_name = path
@@ -642,9 +646,10 @@ impl FileCtx<'_> {
         serde_norway::to_string(&cfg).map_err(|e| e.to_string())
     }
 
-    /// APISIX suites (`--apisix-root`) run against the Admin API and the embedded store.
+    /// APISIX suites (`--apisix-root`) run against the Admin API and the embedded store, but
+    /// for blocks that bring their own `apisix_yaml` (a yaml data plane, as t::APISIX runs them).
     fn admin_mode(&self) -> bool {
-        self.opts.apisix_root.is_some()
+        self.opts.apisix_root.is_some() && !self.block_standalone
     }
 
     fn upstream_config(&self, block: &Block, ports: &[u16], dicts: &[(String, String)]) -> String {
@@ -1011,6 +1016,7 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         ));
     }
 
+    ctx.block_standalone = block.has("apisix_yaml") || block.has("apisix_json");
     let user_routes = if let Some(y) = block.text("apisix_yaml") {
         match serde_norway::from_str::<serde_norway::Value>(y) {
             Ok(v) => v,
