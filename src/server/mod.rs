@@ -213,7 +213,9 @@ async fn accept_loop(
                 Ok((stream, peer)) => {
                     active.set(active.get() + 1);
                     let (ctx, active, shutdown) = (ctx.clone(), active.clone(), shutdown.clone());
+                    let counted = crate::observability::metrics::conn::ConnGuard::open();
                     tokio::task::spawn_local(async move {
+                        let _counted = counted;
                         conn::serve(stream, peer, spec, ctx, shutdown).await;
                         active.set(active.get() - 1);
                     });
