@@ -207,6 +207,8 @@ const DEFAULT_SHARED_DICTS: &[(&str, &str)] = &[
     ("plugin-limit-count-reset-header", "10m"),
     ("plugin-limit-count-lock", "10m"),
     ("prometheus-metrics", "10m"),
+    // The prometheus exporter keeps its rendered scrape text here between refreshes.
+    ("prometheus-cache", "10m"),
     ("plugin-limit-conn", "10m"),
     ("upstream-healthcheck", "10m"),
     ("worker-events", "10m"),
