@@ -23,7 +23,7 @@ local ffi = require("ffi")
 local native = require("moongate.metrics")
 
 local ngx = ngx
-local type, tostring, setmetatable, error = type, tostring, setmetatable, error
+local type, tostring, tonumber, setmetatable, error = type, tostring, tonumber, setmetatable, error
 local ipairs = ipairs
 
 local WRITE = "int (*)(const void *, double)"
@@ -176,21 +176,26 @@ local function write(metric, fn, value, values)
     end
 end
 
+-- The value as a number: numeric strings are taken (callers pass `ngx.var.bytes_sent` and
+-- the like, which nginx gives as strings); anything else is reported and gives nil.
 local function number_or_report(metric, value, what)
-    if type(value) ~= "number" then
+    local n = tonumber(value)
+    if n == nil then
         report(metric.registry, what, " of ", metric.name, " must be a number, got ",
-               type(value))
-        return false
+               type(value) == "string" and ("\"" .. value .. "\"") or type(value))
     end
-    return true
+    return n
 end
 
 -- counter:inc(value = 1, label_values); gauge:inc(value = 1, label_values)
 function Metric:inc(value, label_values)
     if value == nil then
         value = 1
-    elseif not number_or_report(self, value, "The increment") then
-        return
+    else
+        value = number_or_report(self, value, "The increment")
+        if value == nil then
+            return
+        end
     end
     if self.kind == "counter" and value < 0 then
         report(self.registry, "Counter increment should not be negative")
@@ -213,7 +218,8 @@ function Metric:set(value, label_values)
         report(self.registry, "No value passed for ", self.name)
         return
     end
-    if not number_or_report(self, value, "The value") then
+    value = number_or_report(self, value, "The value")
+    if value == nil then
         return
     end
     write(self, set_fn, value, label_values)
@@ -229,7 +235,8 @@ function Metric:observe(value, label_values)
         report(self.registry, "No value passed for ", self.name)
         return
     end
-    if not number_or_report(self, value, "The value") then
+    value = number_or_report(self, value, "The value")
+    if value == nil then
         return
     end
     write(self, observe_fn, value, label_values)

@@ -316,6 +316,21 @@ impl RequestCtx {
             "upstream_connect_time" => Cow::Owned(secs(self.upstream.connect_time?)),
             "upstream_header_time" => Cow::Owned(secs(self.upstream.header_time?)),
             "upstream_scheme" => Cow::Borrowed("http"),
+            // The values APISIX's nginx.conf `set`s for every request, until a plugin writes
+            // them (the prometheus exporter labels every request with them).
+            "request_type" => Cow::Borrowed("traditional_http"),
+            "request_llm_model" | "llm_model" | "llm_content_risk_level" | "llm_end_user_id" => {
+                Cow::Borrowed("")
+            }
+            "llm_time_to_first_token"
+            | "llm_prompt_tokens"
+            | "llm_completion_tokens"
+            | "llm_total_tokens"
+            | "llm_tool_count"
+            | "llm_cache_read_input_tokens"
+            | "llm_cache_creation_input_tokens"
+            | "llm_reasoning_tokens" => Cow::Borrowed("0"),
+            "llm_stream" | "llm_has_tool_calls" => Cow::Borrowed("false"),
             "time_iso8601" => {
                 let mut s = String::new();
                 crate::observability::clock::push_time_iso8601(&mut s);

@@ -18,7 +18,9 @@ use mlua::{IntoLuaMulti, LightUserData, Lua, MultiValue, Table, UserData, UserDa
 use crate::observability::metrics::{self, Family, FamilyDef, Kind, Namespace, Series, text};
 
 /// Keeps a series alive for the pointer handed to Lua.
-struct SeriesRef(Arc<Series>);
+struct SeriesRef {
+    _keep: Arc<Series>,
+}
 impl UserData for SeriesRef {}
 
 struct NamespaceRef(Arc<Namespace>);
@@ -124,7 +126,7 @@ impl UserData for FamilyRef {
             match this.0.series(&values) {
                 Ok(s) => {
                     let ptr = LightUserData(Arc::as_ptr(&s) as *mut std::ffi::c_void);
-                    (SeriesRef(s), ptr).into_lua_multi(lua)
+                    (SeriesRef { _keep: s }, ptr).into_lua_multi(lua)
                 }
                 Err(e) => fail(lua, e),
             }
