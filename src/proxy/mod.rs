@@ -551,7 +551,8 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         return Ok(finish(resp, &cx, log, None, None));
     }
     if let Some(l) = log.as_mut() {
-        l.request_length = declared.unwrap_or(0);
+        l.request_length =
+            declared.unwrap_or(0) + request::head_length(&parts.method, &parts.uri, &parts.headers);
     }
 
     if route.has_phases() || !snapshot.global_chains.is_empty() {

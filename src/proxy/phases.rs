@@ -110,6 +110,9 @@ impl Run {
             None => match host.new_api_ctx(&self.req, &chain.owner) {
                 Ok(t) => {
                     self.owner_slot.set(slot);
+                    // A context first made after the upstream answered (a chain with only a
+                    // log phase) still sees the node the request went to.
+                    self.balancer_fields(&t);
                     *cur = Some(t.clone());
                     Some(t)
                 }
@@ -346,13 +349,17 @@ impl Run {
     /// `ctx.balancer_ip` and `ctx.balancer_port` (APISIX's variables of the same names read
     /// them): the node the request went to, once there is one.
     fn record_balancer(&self) {
+        if let Some(t) = self.api_ctx.borrow().as_ref() {
+            self.balancer_fields(t);
+        }
+    }
+
+    fn balancer_fields(&self, t: &Table) {
         let Some(addr) = self.req.borrow().upstream.addr else {
             return;
         };
-        if let Some(t) = self.api_ctx.borrow().as_ref() {
-            let _ = t.raw_set("balancer_ip", addr.ip().to_string());
-            let _ = t.raw_set("balancer_port", addr.port());
-        }
+        let _ = t.raw_set("balancer_ip", addr.ip().to_string());
+        let _ = t.raw_set("balancer_port", addr.port());
     }
 
     /// After `ngx.exit(code)`.
@@ -513,6 +520,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         .unwrap_or_else(|| "/".into());
     let args = parts.uri.query().unwrap_or("").to_string();
     let client_uri = parts.uri.clone();
+    let head_length = super::request::head_length(&parts.method, &parts.uri, &parts.headers);
     let mut ctx = RequestCtx::new(
         sched::next_ctx_id(),
         parts.method,
@@ -529,7 +537,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     );
     ctx.start = start;
     ctx.body_limit = Some(body_limit);
-    ctx.request_length = declared.unwrap_or(0);
+    ctx.request_length = declared.unwrap_or(0) + head_length;
     if !internal {
         ctx.route_id = Some(route.id.0.clone());
         ctx.route_name = route.name.clone();
