@@ -219,7 +219,16 @@ impl LuaHost {
         // One call that builds the whole table Lua-side: each field set from Rust would be a
         // protected call of its own.
         // The request is not borrowed across the call: core.ctx may read it.
-        let (route_id, route_name, service_id, matched_uri, params, real_request_uri, request_uri) = {
+        let (
+            route_id,
+            route_name,
+            service_id,
+            matched_uri,
+            matched_host,
+            params,
+            real_request_uri,
+            request_uri,
+        ) = {
             let r = req.borrow();
             let params = if r.uri_params.is_empty() {
                 None
@@ -240,6 +249,7 @@ impl LuaHost {
                 r.route_name.clone(),
                 r.service_id.clone(),
                 r.matched_uri.clone(),
+                r.matched_host.clone(),
                 params,
                 r.request_uri.clone(),
                 normalised,
@@ -256,6 +266,7 @@ impl LuaHost {
             params,
             real_request_uri,
             request_uri,
+            matched_host,
         ))
     }
 
@@ -559,7 +570,7 @@ end
 const API_CTX: &str = r#"
 local core_ctx = require("apisix.core.ctx")
 return function(conf_type, conf_id, conf_version, route_id, route_name, service_id,
-                matched_uri, params, real_request_uri, request_uri)
+                matched_uri, params, real_request_uri, request_uri, matched_host)
     local api_ctx = {
         conf_type = conf_type, conf_id = conf_id, conf_version = conf_version,
         route_id = route_id, route_name = route_name, service_id = service_id,
@@ -581,9 +592,11 @@ return function(conf_type, conf_id, conf_version, route_id, route_name, service_
             value = { id = route_id, name = api_ctx.route_name, service_id = api_ctx.service_id },
         }
     end
-    -- What the router matched: the route uri (`_path`) and its parameters (`uri_param_NAME`).
+    -- What the router matched: the route uri (`_path`), the route host (`_host`, nil for a
+    -- route without hosts) and the uri's parameters (`uri_param_NAME`).
     local matched = params or {}
     matched._path = matched_uri
+    matched._host = matched_host
     api_ctx.curr_req_matched = matched
     return api_ctx
 end

@@ -93,6 +93,8 @@ pub struct RequestCtx {
     /// The route uri the router matched (APISIX's `curr_req_matched._path`) and the
     /// parameters it captured (`uri_param_NAME`).
     pub matched_uri: Option<String>,
+    /// The route host that matched (`foo.com`, `*.foo.com`), for `curr_req_matched._host`.
+    pub matched_host: Option<String>,
     pub uri_params: Vec<(String, String)>,
     /// The upstream a plugin chose for this request (`apisix.upstream.set`), instead of the
     /// route's.
@@ -183,6 +185,7 @@ impl RequestCtx {
             route_name: None,
             service_id: None,
             matched_uri: None,
+            matched_host: None,
             uri_params: Vec::new(),
             upstream_choice: None,
             status: 0,

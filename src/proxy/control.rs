@@ -75,9 +75,11 @@ pub(super) async fn serve(
             declared,
             start,
             matched_uri: None,
+            matched_host: None,
             uri_params: Vec::new(),
             client,
             internal: true,
+            unrouted: false,
         },
         // As APISIX's control server: no access log.
         None,

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod realip;
 pub mod request;
 pub mod route_action;
+mod unrouted;
 pub mod upstream_io;
 
 use std::cell::{Cell, RefCell};
@@ -511,10 +512,27 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         server_port: cx.local.port(),
         headers: &parts.headers,
     };
-    let Some(matched) = snapshot.router.find(&view) else {
-        return Ok(finish(error_page::route_not_found(), &cx, log, None, None));
+    // A request no route matched still runs the global rules, as in APISIX (their plugins may
+    // answer, and their log phase sees the 404); without global rules it is answered here.
+    let (matched, unrouted) = match snapshot.router.find(&view) {
+        Some(m) => (m, false),
+        None if !snapshot.global_chains.is_empty() => (
+            crate::router::RouteMatch {
+                index: usize::MAX,
+                params: Vec::new(),
+                uri: None,
+                host: crate::router::MatchedHost::Any,
+            },
+            true,
+        ),
+        None => return Ok(finish(error_page::route_not_found(), &cx, log, None, None)),
     };
-    let Some(route) = snapshot.routes.get(matched.index).cloned() else {
+    let found = if unrouted {
+        Some(unrouted::ROUTE.clone())
+    } else {
+        snapshot.routes.get(matched.index).cloned()
+    };
+    let Some(route) = found else {
         log::error!(
             "router returned route index {} outside the route table",
             matched.index
@@ -527,7 +545,9 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             None,
         ));
     };
-    if let Some(l) = log.as_mut() {
+    if let Some(l) = log.as_mut()
+        && !unrouted
+    {
         l.route_id = Some(route.id.0.clone());
     }
     // The client's declared body size is refused before anything reaches the upstream.
@@ -559,10 +579,12 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         let path = path.into_owned();
         let host = host.into_owned();
         let matched_uri = matched.uri.as_deref().map(str::to_string);
+        let matched_host = matched.host.pattern(&host);
         return Ok(phases::serve(
             phases::Incoming {
                 cx: cx.clone(),
                 matched_uri,
+                matched_host,
                 uri_params: matched.params,
                 snapshot,
                 route,
@@ -574,6 +596,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
                 start,
                 client,
                 internal: false,
+                unrouted,
             },
             log,
         )

@@ -49,12 +49,17 @@ pub(super) struct Incoming {
     pub start: Instant,
     /// The route uri that matched and the parameters it captured.
     pub matched_uri: Option<String>,
+    /// The route host that matched, as `MatchedHost::pattern` spells it.
+    pub matched_host: Option<String>,
     pub uri_params: Vec<(String, String)>,
     /// The client address after realip.
     pub client: std::net::SocketAddr,
     /// A request the gateway answers itself (the control API, `proxy::control`): no global
     /// rules run and `ctx` names no route.
     pub internal: bool,
+    /// A request no route matched, run for the global rules only (`proxy::unrouted`): `ctx`
+    /// names no route.
+    pub unrouted: bool,
 }
 
 /// How a run of phases ended.
@@ -481,9 +486,11 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         declared,
         start,
         matched_uri,
+        matched_host,
         uri_params,
         client,
         internal,
+        unrouted,
     } = inc;
     let settings = &cx.worker.shared.settings;
     let globals: &[Arc<Chain>] = if internal {
@@ -538,11 +545,12 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     ctx.start = start;
     ctx.body_limit = Some(body_limit);
     ctx.request_length = declared.unwrap_or(0) + head_length;
-    if !internal {
+    if !internal && !unrouted {
         ctx.route_id = Some(route.id.0.clone());
         ctx.route_name = route.name.clone();
         ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
         ctx.matched_uri = matched_uri;
+        ctx.matched_host = matched_host;
         ctx.uri_params = uri_params;
     }
     let id = ctx.id;
