@@ -306,6 +306,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     };
 
     let specs = with_control_listener(specs, &node)?;
+    let specs = with_prometheus_export(specs, &node, &registry.catalog())?;
     let shared = Arc::new(Shared {
         admin: match &config_source {
             ConfigSource::Store(p) if p.serve_on_data_port => {
@@ -409,6 +410,47 @@ fn with_control_listener(
         addr,
         http2: false,
         serves: Serves::Control,
+    });
+    Ok(specs)
+}
+
+/// Adds the prometheus plugin's export listener (`plugin_attr.prometheus.export_addr`) when
+/// the plugin is loaded and this node proxies, refusing a port another listener has.
+fn with_prometheus_export(
+    mut specs: Vec<ListenSpec>,
+    node: &NodeConfig,
+    catalog: &crate::plugin::Catalog,
+) -> anyhow::Result<Vec<ListenSpec>> {
+    let Some(addr) = node.prometheus_export else {
+        return Ok(specs);
+    };
+    let loaded = catalog.lua_names().iter().any(|n| n == "prometheus");
+    if !loaded || !specs.iter().any(|s| s.serves == Serves::Proxy) {
+        return Ok(specs);
+    }
+    if let Some(s) = specs.iter().find(|s| s.addr.port() == addr.port()) {
+        bail!(
+            "plugin_attr.prometheus.export_addr: prometheus port {} conflicts with {}",
+            addr.port(),
+            if s.serves == Serves::Control {
+                "the control API's port"
+            } else {
+                "node_listen"
+            }
+        );
+    }
+    if let Some(a) = &node.admin
+        && a.listen.port() == addr.port()
+    {
+        bail!(
+            "plugin_attr.prometheus.export_addr: prometheus port {} conflicts with the Admin API's port",
+            addr.port()
+        );
+    }
+    specs.push(ListenSpec {
+        addr,
+        http2: false,
+        serves: Serves::PrometheusExport,
     });
     Ok(specs)
 }

@@ -11,6 +11,7 @@ pub mod control;
 pub mod error_page;
 pub mod gzip;
 pub mod headers;
+mod metrics_export;
 pub mod phases;
 pub mod pool;
 pub mod realip;
@@ -485,6 +486,11 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         };
     }
 
+    if cx.serves == crate::server::Serves::PrometheusExport {
+        let path = path.into_owned();
+        let host = host.into_owned();
+        return Ok(metrics_export::serve(cx.clone(), parts, body, path, host, start).await);
+    }
     if cx.serves == crate::server::Serves::Control
         || (cx.worker.shared.control_on_data_port && path.starts_with("/v1/"))
     {

@@ -41,6 +41,9 @@ pub enum Serves {
     Proxy,
     /// The control API only (`apisix.control`), see `proxy::control`.
     Control,
+    /// The prometheus plugin's metrics only (`plugin_attr.prometheus.export_addr`), see
+    /// `proxy::metrics_export`.
+    PrometheusExport,
 }
 
 /// Why the server could not start.

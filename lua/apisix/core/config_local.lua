@@ -29,6 +29,13 @@ local DEFAULTS = {
     { "deployment.role", "data_plane" },
     { "deployment.role_data_plane", { config_provider = "yaml" } },
     { "plugin_attr", {} },
+    -- The prometheus plugin's attributes (its exporter indexes them unchecked); the Rust side
+    -- reads the same keys with the same defaults for the export listener (config/node.rs).
+    { "plugin_attr.prometheus.export_uri", "/apisix/prometheus/metrics" },
+    { "plugin_attr.prometheus.metric_prefix", "apisix_" },
+    { "plugin_attr.prometheus.enable_export_server", true },
+    { "plugin_attr.prometheus.export_addr", { ip = "127.0.0.1", port = 9091 } },
+    { "plugin_attr.prometheus.refresh_interval", 15 },
 }
 
 local function copy(v)
