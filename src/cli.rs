@@ -63,6 +63,8 @@ fn settings(node: &NodeConfig) -> anyhow::Result<Settings> {
         client_max_body_size: node.client_max_body_size,
         max_line: node.large_client_header_buffers.1,
         keepalive_requests: node.keepalive_requests,
+        prometheus_export_uri: node.prometheus_export_uri.clone(),
+        prometheus_prefix: node.prometheus_prefix.clone(),
         access_log,
         real_ip: crate::proxy::realip::RealIp::new(
             &node.real_ip_header,
@@ -424,7 +426,8 @@ fn with_prometheus_export(
     let Some(addr) = node.prometheus_export else {
         return Ok(specs);
     };
-    let loaded = catalog.lua_names().iter().any(|n| n == "prometheus");
+    // APISIX's Lua plugin or the native one: either serves the metrics.
+    let loaded = catalog.get("prometheus").is_some();
     if !loaded || !specs.iter().any(|s| s.serves == Serves::Proxy) {
         return Ok(specs);
     }

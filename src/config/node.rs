@@ -185,6 +185,10 @@ pub struct NodeConfig {
     /// `plugin_attr.prometheus.enable_export_server: false` (then the data port serves them
     /// through `public-api`).
     pub prometheus_export: Option<std::net::SocketAddr>,
+    /// `plugin_attr.prometheus.export_uri` (default `/apisix/prometheus/metrics`) and
+    /// `metric_prefix` (default `apisix_`), for the native plugin's export.
+    pub prometheus_export_uri: String,
+    pub prometheus_prefix: String,
     /// `apisix.extra_lua_path`: `package.path` patterns searched before moongate's own.
     pub extra_lua_path: String,
     /// `lua_shared_dict` and `custom_lua_shared_dict`: (name, bytes), APISIX's defaults included.
@@ -783,6 +787,11 @@ impl NodeConfig {
         }
         let control = parse_control(&mut r);
         let prometheus_export = parse_prometheus_export(&mut r);
+        let prometheus_export_uri = r.string(
+            "plugin_attr.prometheus.export_uri",
+            "/apisix/prometheus/metrics",
+        );
+        let prometheus_prefix = r.string("plugin_attr.prometheus.metric_prefix", "apisix_");
         let lua_memory_limit = r.size("moongate.lua_memory_limit", "1g");
         let lua_phase_timeout = r.time("moongate.lua_phase_timeout", "60s");
         if !r.errors.is_empty() {
@@ -817,6 +826,8 @@ impl NodeConfig {
                 plugins,
                 control,
                 prometheus_export,
+                prometheus_export_uri,
+                prometheus_prefix,
                 extra_lua_path,
                 ssl_trusted_certificate,
                 shared_dicts,

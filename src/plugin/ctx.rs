@@ -447,7 +447,7 @@ fn request_id(id: CtxId, start: SystemTime) -> u128 {
     x ^ (x >> 61)
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

@@ -63,6 +63,10 @@ pub struct Settings {
     /// `apisix.trusted_addresses`: when set, the `X-Forwarded-For` of any other peer is
     /// dropped before plugins see the request.
     pub trusted_addresses: Option<crate::router::ip::IpSet>,
+    /// `plugin_attr.prometheus.export_uri` and `metric_prefix`, for the native plugin's
+    /// export (`proxy::metrics_export`).
+    pub prometheus_export_uri: String,
+    pub prometheus_prefix: String,
 }
 
 /// What every worker shares.
