@@ -7,6 +7,9 @@ Scenarios (--scenario, default all):
          the `apikey` header, a shared-dict incr in access setting X-Hits): nginx with
          lua-nginx-module running the same plugin files from access_by_lua_block against moongate
          running them as APISIX route plugins.
+  prometheus
+         what the native `prometheus` plugin costs: moongate with a plugin-less route against the
+         same binary with `prometheus: {}` on the route (export listener off); not part of `all`.
 
 Starts a backend nginx pinned to CPU 0, then each contender pinned to CPU 1, and drives each with
 wrk (pinned to CPU 0) in interleaved rounds. Reports per contender: requests/s, p99 latency,
@@ -14,7 +17,7 @@ non-2xx answers, and the proxy's CPU microseconds per request ((utime + stime) o
 process over the run, divided by the requests served). A run with any non-2xx answer or socket
 error is refused: a fast error is not a result.
 
-Usage: bench/bench.py [--scenario proxy|lua|all] [--rounds N] [--duration SECONDS] [--connections N]
+Usage: bench/bench.py [--scenario proxy|lua|prometheus|all] [--rounds N] [--duration SECONDS] [--connections N]
                       [--moongate PATH]
 """
 
@@ -117,7 +120,7 @@ http {{
 
 
 class Moongate:
-    def __init__(self, name, binary, tmp, cpu, port, routes_yaml, http_extra="", plugins_dir=None):
+    def __init__(self, name, binary, tmp, cpu, port, routes_yaml, http_extra="", plugins_dir=None, extra=""):
         self.name = name
         self.prefix = os.path.join(tmp, name)
         os.makedirs(os.path.join(self.prefix, "conf"), exist_ok=True)
@@ -139,7 +142,7 @@ nginx_config:
   role: data_plane
   role_data_plane:
     config_provider: yaml
-"""
+{extra}"""
             )
         with open(os.path.join(self.prefix, "conf", "apisix.yaml"), "w") as f:
             f.write(routes_yaml)
@@ -255,7 +258,7 @@ def run_scenario(title, contenders, path, headers, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=("proxy", "lua", "all"), default="all")
+    ap.add_argument("--scenario", choices=("proxy", "lua", "prometheus", "all"), default="all")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
@@ -264,6 +267,7 @@ def main():
     args = ap.parse_args()
     want_proxy = args.scenario in ("proxy", "all")
     want_lua = args.scenario in ("lua", "all")
+    want_prometheus = args.scenario == "prometheus"
 
     for tool in ("wrk", "taskset", NGINX):
         if not shutil.which(tool) and not os.path.exists(tool):
@@ -392,6 +396,23 @@ def main():
             scenarios.append(
                 ("lua", [("nginx+lua", nginx_lua, nginx_lua_port), ("moongate-lua", mg_lua, moongate_lua_port)], "/lua", (f"apikey: {API_KEY}",))
             )
+        if want_prometheus:
+            plain_port, prom_port = free_port(), free_port()
+            routes = """routes:
+  - id: hello
+    uri: /hello
+    {plugins}{upstream}
+#END
+"""
+            plain = Moongate("moongate", args.moongate, tmp, 1, plain_port,
+                             routes.format(plugins="", upstream=upstream))
+            running.append(plain)
+            prom = Moongate("moongate+prom", args.moongate, tmp, 1, prom_port,
+                            routes.format(plugins="plugins:\n      prometheus: {}\n    ", upstream=upstream),
+                            extra="plugin_attr:\n  prometheus:\n    enable_export_server: false\n")
+            running.append(prom)
+            ports += [plain_port, prom_port]
+            scenarios.append(("prometheus", [("moongate", plain, plain_port), ("moongate+prom", prom, prom_port)], "/hello", ()))
         for p in ports:
             wait_port(p)
         if want_lua:

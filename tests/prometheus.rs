@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use support::*;
 
@@ -50,8 +51,55 @@ routes:
         \"127.0.0.1:SILENT\": 1
 ";
 
+/// A Lua plugin writing through the `prometheus` library into the namespace the native plugin
+/// uses: the family both declare (`apisix_http_status`, same labels) and one of its own.
+const FIXTURE: &str = r#"
+local prometheus = require("prometheus")
+local metrics
+local function declare()
+    if metrics then
+        return
+    end
+    local p = prometheus.init("prometheus-metrics", "apisix_")
+    metrics = {
+        status = p:counter("http_status", "HTTP status codes per service in APISIX",
+            {"code", "route", "matched_uri", "matched_host", "service", "consumer", "node",
+             "request_type", "request_llm_model", "llm_model", "response_source"}),
+        hits = p:counter("fixture_hits_total", "Requests the fixture logged", {"route"}),
+    }
+end
+return {
+    version = 0.1,
+    priority = 400,
+    name = "fixture-prom",
+    schema = {type = "object"},
+    init = declare,
+    log = function(_, ctx)
+        declare()
+        metrics.status:inc(1, {ngx.var.status, ctx.route_id, "/both", "", "", "",
+            "127.0.0.1", "traditional_http", "", "", "upstream"})
+        metrics.hits:inc(1, {ctx.route_id})
+    end,
+}
+"#;
+
+const SHARED_ROUTES: &str = "routes:
+  - id: r5
+    uri: /both
+    plugins:
+      prometheus: {}
+      fixture-prom: {}
+    upstream:
+      nodes:
+        \"127.0.0.1:ECHO\": 1
+";
+
 impl Node {
     fn start(workers: u32, extra: &str) -> Node {
+        Node::start_with(workers, extra, ROUTES, &[])
+    }
+
+    fn start_with(workers: u32, extra: &str, routes: &str, files: &[(&str, &str)]) -> Node {
         let echo = Echo::start("metrics-backend");
         let port = free_port();
         let export = free_port();
@@ -62,15 +110,26 @@ impl Node {
         let config = format!(
             "{config}plugin_attr:\n  prometheus:\n    export_addr:\n      ip: 127.0.0.1\n      port: {export}\n{extra}"
         );
-        let routes = ROUTES
+        let routes = routes
             .replace("ECHO", &echo.port.to_string())
             .replace("SILENT", &free_port().to_string());
-        let gw = Gateway::start_with_config(&config, port, &routes_file(&routes));
+        let gw = Gateway::start_with_files(&config, port, &routes_file(&routes), files);
         Node {
             gw,
             export,
             _echo: echo,
         }
+    }
+
+    /// A scrape once `ready` holds: the log phase runs after the response went out (as in
+    /// nginx), so the last requests' writes may land just after the client saw the answers.
+    fn scrape_when(&self, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+        wait_until(
+            "the metrics of the requests made",
+            Duration::from_secs(10),
+            || ready(&self.scrape()),
+        );
+        self.scrape()
     }
 
     fn scrape(&self) -> Scrape {
@@ -192,7 +251,13 @@ fn counters_move_by_exactly_the_requests_made_with_apisix_names_and_labels() {
     // r4's node refuses connections: the gateway's 502 is counted too.
     assert_eq!(get(port, "/gone", None).status, 502);
 
-    let s = node.scrape();
+    let s = node.scrape_when(|s| {
+        s.get(&status_series(200, "r1", "/a", "", "", "upstream")) == Some(3.0)
+            && s.get(&status_series(
+                200, "r2", "/b*", "foo.com", "s1", "upstream",
+            )) == Some(2.0)
+            && s.matching("apisix_http_status", &["route=\"r4\""]).len() == 1
+    });
     assert_eq!(s.types["apisix_http_status"], "counter");
     assert_eq!(s.types["apisix_http_latency"], "histogram");
     assert_eq!(s.types["apisix_bandwidth"], "counter");
@@ -277,7 +342,8 @@ fn counters_move_by_exactly_the_requests_made_with_apisix_names_and_labels() {
     for _ in 0..4 {
         assert_eq!(get(port, "/a", None).status, 200);
     }
-    let t = node.scrape();
+    let t = node
+        .scrape_when(|t| t.get(&status_series(200, "r1", "/a", "", "", "upstream")) == Some(7.0));
     assert_eq!(
         t.value(&status_series(200, "r1", "/a", "", "", "upstream")),
         7.0
@@ -306,7 +372,9 @@ fn two_workers_write_one_total() {
     for _ in 0..n {
         assert_eq!(get(port, "/a", None).status, 200);
     }
-    let s = node.scrape();
+    let s = node.scrape_when(|s| {
+        s.get(&status_series(200, "r1", "/a", "", "", "upstream")) == Some(n as f64)
+    });
     assert_eq!(
         s.value(&status_series(200, "r1", "/a", "", "", "upstream")),
         n as f64
@@ -339,5 +407,38 @@ fn export_listener_serves_only_the_export_uri_and_can_be_switched_off() {
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", off.export)).is_err(),
         "the export port must stay closed"
+    );
+}
+
+#[test]
+fn the_lua_library_and_the_native_plugin_share_one_registry() {
+    let node = Node::start_with(
+        2,
+        "",
+        SHARED_ROUTES,
+        &[("lua/plugins/fixture-prom.lua", FIXTURE)],
+    );
+    for _ in 0..3 {
+        let r = get(node.gw.port, "/both", None);
+        assert_eq!(r.status, 200, "{r:?}\n{}", node.gw.error_log());
+    }
+    // `Scrape::parse` refuses a series listed twice: one family, one series, both writers.
+    let s = node.scrape_when(|s| {
+        s.get("apisix_fixture_hits_total{route=\"r5\"}") == Some(3.0)
+            && s.get(&status_series(200, "r5", "/both", "", "", "upstream")) == Some(6.0)
+    });
+    assert_eq!(
+        s.value(&status_series(200, "r5", "/both", "", "", "upstream")),
+        6.0,
+        "3 requests, each counted by the native plugin and by the Lua one"
+    );
+    assert_eq!(s.value("apisix_fixture_hits_total{route=\"r5\"}"), 3.0);
+    assert_eq!(s.value("apisix_nginx_metric_errors_total"), 0.0);
+    assert!(
+        s.matching("apisix_http_latency_count", &["route=\"r5\""])
+            .iter()
+            .all(|(_, v)| *v == 3.0),
+        "{}",
+        s.text
     );
 }

@@ -248,25 +248,6 @@ impl NativePlugin for Prometheus {
             (Some(_), Some(_)) => "upstream",
             (Some(_), None) => "nginx",
         };
-        write(
-            &f.status,
-            &[
-                &code,
-                route,
-                req.matched_uri.as_deref().unwrap_or(""),
-                req.matched_host.as_deref().unwrap_or(""),
-                service,
-                &consumer,
-                &node,
-                &request_type,
-                &req_model,
-                &model,
-                source,
-            ],
-            1.0,
-            false,
-        );
-
         let total_ms = req.start.elapsed().as_secs_f64() * 1000.0;
         let common = [
             route,
@@ -299,6 +280,26 @@ impl NativePlugin for Prometheus {
             false,
         );
         write(&f.bandwidth, &with("egress"), req.bytes_sent as f64, false);
+        // The status last: a reader that sees a request in `http_status` sees all of it.
+        write(
+            &f.status,
+            &[
+                &code,
+                route,
+                req.matched_uri.as_deref().unwrap_or(""),
+                req.matched_host.as_deref().unwrap_or(""),
+                service,
+                &consumer,
+                &node,
+                &request_type,
+                &req_model,
+                &model,
+                source,
+            ],
+            1.0,
+            false,
+        );
+
         Ok(None)
     }
 }
