@@ -442,3 +442,59 @@ fn the_lua_library_and_the_native_plugin_share_one_registry() {
         s.text
     );
 }
+
+/// Reports what `core.config.new()` tells APISIX's exporter about the config server.
+const PROBE: &str = r#"
+local core = require("apisix.core")
+return {
+    version = 0.1,
+    priority = 100,
+    name = "fixture-etcd-probe",
+    schema = {type = "object"},
+    access = function()
+        local c = core.config.new()
+        local v, err = c:server_version()
+        local res, gerr = c:getkey("/phantomkey")
+        return 200, {type = c.type, etcdserver = v and v.etcdserver, err = err,
+                     index = res and res.headers["X-Etcd-Index"], gerr = gerr}
+    end,
+}
+"#;
+
+#[test]
+fn core_config_probes_the_etcd_the_node_uses_as_the_exporter_reads_it() {
+    let etcd = Etcd::start();
+    let (gw, admin) = Gateway::start_etcd(
+        "traditional",
+        &[etcd.url()],
+        "",
+        "",
+        &[("lua/plugins/fixture-etcd-probe.lua", PROBE)],
+    );
+    let put = admin_call(
+        admin,
+        "PUT",
+        "/apisix/admin/routes/probe",
+        Some(&serde_json::json!({"uri": "/probe", "plugins": {"fixture-etcd-probe": {}}})),
+    );
+    assert!(put.status < 300, "{put:?}");
+    let written = etcd.revision();
+    wait_until("the probe route", Duration::from_secs(10), || {
+        get(gw.port, "/probe", None).status == 200
+    });
+    let body = get(gw.port, "/probe", None).json();
+    assert_eq!(body["type"], "etcd", "{body}");
+    assert!(
+        body["etcdserver"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('3')),
+        "{body}\n{}",
+        gw.error_log()
+    );
+    // etcd's revision at the read: at least the route's write, at most now.
+    let index = body["index"].as_i64().unwrap_or(-1);
+    assert!(
+        index >= written && index <= etcd.revision(),
+        "{body} (written at {written})"
+    );
+}
