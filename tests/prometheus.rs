@@ -248,7 +248,7 @@ fn counters_move_by_exactly_the_requests_made_with_apisix_names_and_labels() {
     }
     // r3 has no prometheus plugin: not counted.
     assert_eq!(get(port, "/c", None).status, 200);
-    // r4's node refuses connections: the gateway's 502 is counted too.
+    // r4's node refuses connections: the gateway's 502 is counted, with the node it tried.
     assert_eq!(get(port, "/gone", None).status, 502);
 
     let s = node.scrape_when(|s| {
@@ -278,7 +278,10 @@ fn counters_move_by_exactly_the_requests_made_with_apisix_names_and_labels() {
         "{}",
         s.text
     );
-    let gone = s.matching("apisix_http_status", &["code=\"502\"", "route=\"r4\""]);
+    let gone = s.matching(
+        "apisix_http_status",
+        &["code=\"502\"", "route=\"r4\"", "node=\"127.0.0.1\""],
+    );
     assert_eq!(gone.len(), 1, "{}", s.text);
     assert_eq!(gone[0].1, 1.0);
 

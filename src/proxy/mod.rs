@@ -883,6 +883,11 @@ impl Forward<'_> {
                 },
             };
 
+            // The node this try goes to, as nginx's `$upstream_addr` names it even when the
+            // connection fails (APISIX's `ctx.balancer_ip` is set before connecting too).
+            if let Some(req) = &self.req {
+                req.borrow_mut().upstream.addr = Some(node.addr);
+            }
             // A pooled connection first; the peer may have closed it, then a fresh one.
             let mut conn = None;
             while let Some(mut c) = worker.pool.checkout(node.addr) {
