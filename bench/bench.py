@@ -142,6 +142,9 @@ nginx_config:
   role: data_plane
   role_data_plane:
     config_provider: yaml
+plugin_attr:
+  prometheus:
+    enable_export_server: false
 {extra}"""
             )
         with open(os.path.join(self.prefix, "conf", "apisix.yaml"), "w") as f:
@@ -408,8 +411,7 @@ def main():
                              routes.format(plugins="", upstream=upstream))
             running.append(plain)
             prom = Moongate("moongate+prom", args.moongate, tmp, 1, prom_port,
-                            routes.format(plugins="plugins:\n      prometheus: {}\n    ", upstream=upstream),
-                            extra="plugin_attr:\n  prometheus:\n    enable_export_server: false\n")
+                            routes.format(plugins="plugins:\n      prometheus: {}\n    ", upstream=upstream))
             running.append(prom)
             ports += [plain_port, prom_port]
             scenarios.append(("prometheus", [("moongate", plain, plain_port), ("moongate+prom", prom, prom_port)], "/hello", ()))

@@ -340,10 +340,16 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
         .filter(|s| s.serves == Serves::Proxy)
         .map(|s| s.addr.to_string())
         .collect();
-    let control = match node.control.listen {
+    let mut control = match node.control.listen {
         Some(a) => format!(", control API on http://{a}/v1"),
         None => String::new(),
     };
+    if let Some(s) = specs.iter().find(|s| s.serves == Serves::PrometheusExport) {
+        control.push_str(&format!(
+            ", prometheus metrics on http://{}{}",
+            s.addr, node.prometheus_export_uri
+        ));
+    }
     let source = match &config_source {
         ConfigSource::File(_, kind) => {
             format!("routes from {} ({kind} provider)", routes.display())

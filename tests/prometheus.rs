@@ -107,8 +107,12 @@ impl Node {
             "worker_processes: 1",
             &format!("worker_processes: {workers}"),
         );
-        let config = format!(
-            "{config}plugin_attr:\n  prometheus:\n    export_addr:\n      ip: 127.0.0.1\n      port: {export}\n{extra}"
+        // The helpers turn the export listener off; this node has it, on a free port.
+        let config = config.replace(
+            NO_EXPORT,
+            &format!(
+                "plugin_attr:\n  prometheus:\n    export_addr:\n      ip: 127.0.0.1\n      port: {export}\n{extra}"
+            ),
         );
         let routes = routes
             .replace("ECHO", &echo.port.to_string())
