@@ -505,3 +505,47 @@ fn core_config_probes_the_etcd_the_node_uses_as_the_exporter_reads_it() {
         "{body} (written at {written})"
     );
 }
+
+/// An auth plugin that takes every request as consumer `jack`.
+const AUTH: &str = r#"
+return {
+    version = 0.1,
+    priority = 2500,
+    type = "auth",
+    name = "fixture-auth",
+    schema = {type = "object"},
+    rewrite = function(_, ctx)
+        ctx.consumer_name = "jack"
+    end,
+}
+"#;
+
+const AUTH_ROUTES: &str = "consumers:
+  - username: jack
+routes:
+  - id: r6
+    uri: /who
+    plugins:
+      fixture-auth: {}
+      prometheus: {}
+    upstream:
+      nodes:
+        \"127.0.0.1:ECHO\": 1
+";
+
+#[test]
+fn the_consumer_an_auth_plugin_identified_is_a_label() {
+    let node = Node::start_with(
+        1,
+        "",
+        AUTH_ROUTES,
+        &[("lua/plugins/fixture-auth.lua", AUTH)],
+    );
+    for _ in 0..2 {
+        let r = get(node.gw.port, "/who", None);
+        assert_eq!(r.status, 200, "{r:?}\n{}", node.gw.error_log());
+    }
+    let series = "apisix_http_status{code=\"200\",route=\"r6\",matched_uri=\"/who\",matched_host=\"\",service=\"\",consumer=\"jack\",node=\"127.0.0.1\",request_type=\"traditional_http\",request_llm_model=\"\",llm_model=\"\",response_source=\"upstream\"}";
+    let s = node.scrape_when(|s| s.get(series) == Some(2.0));
+    assert_eq!(s.value(series), 2.0);
+}

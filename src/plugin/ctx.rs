@@ -114,6 +114,9 @@ pub struct RequestCtx {
     pub matched_uri: Option<String>,
     /// The route host that matched (`foo.com`, `*.foo.com`), for `curr_req_matched._host`.
     pub matched_host: Option<String>,
+    /// `ctx.consumer_name`: the consumer an auth plugin identified, handed to the native
+    /// plugins of the log phase.
+    pub consumer_name: Option<String>,
     pub uri_params: Vec<(String, String)>,
     /// The upstream a plugin chose for this request (`apisix.upstream.set`), instead of the
     /// route's.
@@ -208,6 +211,7 @@ impl RequestCtx {
             service_id: None,
             matched_uri: None,
             matched_host: None,
+            consumer_name: None,
             uri_params: Vec::new(),
             upstream_choice: None,
             status: 0,

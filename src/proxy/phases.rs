@@ -161,6 +161,11 @@ impl Run {
                         let res = match &entries[i].prepared {
                             Some(conf) => {
                                 let mut r = self.req.borrow_mut();
+                                if phase == Phase::Log && r.consumer_name.is_none() {
+                                    // The consumer an auth plugin identified (the
+                                    // prometheus plugin's `consumer` label).
+                                    r.consumer_name = self.consumer.borrow().clone();
+                                }
                                 p.run(phase, conf, &mut r)
                             }
                             None => Err("the conf was never prepared".to_string()),

@@ -238,7 +238,7 @@ impl NativePlugin for Prometheus {
                 .cloned()
                 .unwrap_or_else(|| default.to_string())
         };
-        let consumer = var("consumer_name", "");
+        let consumer = req.consumer_name.clone().unwrap_or_default();
         let request_type = var("request_type", "traditional_http");
         let req_model = var("request_llm_model", "");
         let model = var("llm_model", "");
