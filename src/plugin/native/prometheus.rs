@@ -153,10 +153,12 @@ impl Prometheus {
     }
 }
 
+/// One family's series a worker already wrote, by label key.
+type SeriesCache = HashMap<Box<str>, Arc<Series>>;
+
 thread_local! {
-    /// This worker's series, per family (by address), by label key.
-    static SERIES: RefCell<HashMap<usize, HashMap<Box<str>, Arc<Series>>>> =
-        RefCell::new(HashMap::new());
+    /// This worker's series, per family (by address).
+    static SERIES: RefCell<HashMap<usize, SeriesCache>> = RefCell::new(HashMap::new());
 }
 
 /// Writes `v` into the series of `values` in `family` through the worker's cache.
