@@ -618,6 +618,15 @@ impl FileCtx<'_> {
             &["apisix", "control", "serve_on_data_port"],
             true.into(),
         );
+        // As t::APISIX's default config: the prometheus metrics are reached through
+        // public-api on the test port, and no run holds the fixed export port 9091.
+        if get_path(&cfg, &["plugin_attr", "prometheus", "enable_export_server"]).is_none() {
+            set_path(
+                &mut cfg,
+                &["plugin_attr", "prometheus", "enable_export_server"],
+                false.into(),
+            );
+        }
         if get_path(&cfg, &["apisix", "enable_control"]).is_none() {
             set_path(&mut cfg, &["apisix", "enable_control"], false.into());
         }
