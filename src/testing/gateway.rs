@@ -278,8 +278,10 @@ impl Process {
         let failed = |msg: String| {
             GatewayError::Write(self.prefix.join("(admin api)"), std::io::Error::other(msg))
         };
-        let doc: serde_json::Value = serde_norway::from_str(routes.trim_end_matches("#END\n"))
+        let mut doc: serde_json::Value = serde_norway::from_str(routes.trim_end_matches("#END\n"))
             .map_err(|e| failed(e.to_string()))?;
+        // Unnamed items are `arr_N` in the file the gateway was seeded from: the same here.
+        crate::config::standalone::name_unnamed_items(&mut doc);
         let mut now = std::collections::BTreeSet::new();
         for kind in [
             "upstreams",
