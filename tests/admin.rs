@@ -716,8 +716,27 @@ fn the_data_port_serves_the_admin_api_for_test_harnesses() {
 fn lua_plugins_are_checked_shown_and_served_without_storing_defaults() {
     let gate = include_str!("../t/fixtures/plugins/fixture-gate.lua");
     let echo = Echo::start("lua");
-    let (gw, ap) =
-        Gateway::start_embedded_with_files("", None, &[("lua/plugins/fixture-gate.lua", gate)]);
+    let ctl = include_str!("../t/fixtures/plugins/fixture-ctl.lua");
+    let (gw, ap) = Gateway::start_embedded_with_files(
+        "",
+        None,
+        &[
+            ("lua/plugins/fixture-gate.lua", gate),
+            ("lua/plugins/fixture-ctl.lua", ctl),
+        ],
+    );
+    // Plugin metadata its plugin's check_schema rejects: APISIX's wording for metadata.
+    let r = admin(
+        ap,
+        "PUT",
+        "/apisix/admin/plugin_metadata/fixture-ctl",
+        Some(json!({"level": "high"})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error_msg"],
+        "invalid configuration: property \"level\" validation failed: wrong type: expected integer, got string"
+    );
     let r = admin(ap, "GET", "/apisix/admin/plugins/fixture-gate", None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["properties"]["mode"]["type"], "string");

@@ -175,7 +175,18 @@ pub fn validate_metadata(plugin: &str, conf: &Value, catalog: &Catalog) -> Resul
     if let Some(o) = copy.as_object_mut() {
         o.remove("id");
     }
-    catalog.check(plugin, &copy, Some(TYPE_METADATA))
+    // APISIX answers a metadata body its plugin rejects with `invalid configuration: ERR`
+    // (ERR as the plugin's check_schema gave it), not with the plugin-conf wording.
+    catalog
+        .check(plugin, &copy, Some(TYPE_METADATA))
+        .map_err(|e| {
+            let conf_wording =
+                format!("failed to check the configuration of plugin {plugin} err: ");
+            format!(
+                "invalid configuration: {}",
+                e.strip_prefix(&conf_wording).unwrap_or(&e)
+            )
+        })
 }
 
 /// `create_time`/`update_time` are the server's to set on `PUT`/`POST`.
