@@ -15,6 +15,7 @@
 -- with no job it has nothing to do).
 
 local core = require("apisix.core")
+local log = core.log
 local ngx = ngx
 local pairs, next, unpack = pairs, next, unpack
 
@@ -31,16 +32,16 @@ local function run_round()
     end
     local running = {}
     for name, fn in pairs(jobs) do
-        core.log.info("run timer[", name, "]")
+        log.info("run timer[", name, "]")
         local th, err = ngx.thread.spawn(fn)
         if th then
             running[#running + 1] = th
         else
-            core.log.error("failed to spawn thread for timer [", name, "]: ", err)
+            log.error("failed to spawn thread for timer [", name, "]: ", err)
         end
     end
     if #running > 0 and not ngx.thread.wait(unpack(running)) then
-        core.log.error("failed to wait threads")
+        log.error("failed to wait threads")
     end
 end
 
@@ -52,11 +53,11 @@ function _M.init_worker()
     local job, err = core.timer.new("background", run_round,
         { check_interval = CHECK_INTERVAL, each_ttl = 0, sleep_succ = 0 })
     if not job then
-        core.log.error("failed to create background timer: ", err)
+        log.error("failed to create background timer: ", err)
         return
     end
     background = job
-    core.log.notice("succeed to create background timer")
+    log.notice("succeed to create background timer")
 end
 
 -- Whether this worker stands in for APISIX's privileged agent.

@@ -18,8 +18,9 @@
 -- at most says how many.
 
 local core = require("apisix.core")
+local log = core.log
 local plugin = require("apisix.plugin")
-local batch_processor = require("apisix.utils.batch-processor")
+local processor_class = require("apisix.utils.batch-processor")
 local ngx = ngx
 local pairs, setmetatable = pairs, setmetatable
 
@@ -59,7 +60,7 @@ end
 -- `name` defaulting to the manager's name.
 function _M:wrap_schema(schema)
     local own = schema.properties
-    for field, def in pairs(batch_processor.schema.properties) do
+    for field, def in pairs(processor_class.schema.properties) do
         if own[field] == nil then
             own[field] = core.table.deepcopy(def)
         end
@@ -70,7 +71,8 @@ end
 
 -- Every batch-processor logger shares the backlog limit in its plugin metadata.
 function _M:wrap_metadata_schema(schema)
-    schema.properties.max_pending_entries = {
+    local own = schema.properties
+    own.max_pending_entries = {
         type = "integer",
         minimum = 1,
         default = DEFAULT_MAX_PENDING,
@@ -90,7 +92,7 @@ local function sweep(premature, m)
     end
     for version, p in pairs(m.processors) do
         if p:idle() then
-            core.log.info("removing batch processor stale object, conf: ",
+            log.info("removing batch processor stale object, conf: ",
                 core.json.delay_encode(version))
             m.forgotten_settled = m.forgotten_settled + p.settled
             m.processors[version] = nil
@@ -135,7 +137,7 @@ local function discard(m, limit)
     if t - d.reported_at < DISCARD_REPORT_EVERY then
         return
     end
-    core.log.error("max pending entries limit exceeded. discarding entry. total_pushed_entries: ",
+    log.error("max pending entries limit exceeded. discarding entry. total_pushed_entries: ",
         m.total_pushed_entries, " total_processed_entries: ", m.settled_seen,
         " max_pending_entries: ", limit, " discarded_entries: ", d.count)
     d.reported_at = t
@@ -174,12 +176,12 @@ function _M:add_entry_to_new_processor(conf, entry, ctx, func)
     arm_sweeper(self)
 
     local config = { route_id = ctx.var.route_id, server_addr = ctx.var.server_addr }
-    for field in pairs(batch_processor.schema.properties) do
+    for field in pairs(processor_class.schema.properties) do
         config[field] = conf[field]
     end
-    local p, err = batch_processor:new(func, config)
+    local p, err = processor_class:new(func, config)
     if not p then
-        core.log.error("error when creating the batch processor: ", err)
+        log.error("error when creating the batch processor: ", err)
         return false
     end
     self.processors[plugin.conf_version(conf)] = p

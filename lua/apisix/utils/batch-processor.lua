@@ -14,12 +14,13 @@
 -- Log lines and error strings are APISIX's: its tests and users' alerts grep for them.
 
 local core = require("apisix.core")
+local log = core.log
 local ngx = ngx
 local setmetatable, type, ipairs, pairs = setmetatable, type, ipairs, pairs
 
 -- Every line about a processor starts with `Batch Processor[NAME] `.
 local function note(level, p, ...)
-    core.log[level]("Batch Processor[", p.name, "] ", ...)
+    log[level]("Batch Processor[", p.name, "] ", ...)
 end
 
 -- The batch fields, with APISIX's names, bounds and defaults (the manager copies them into
@@ -83,12 +84,12 @@ local function schedule(p, batch, delay)
         return
     end
     if err ~= "process exiting" then
-        core.log.error("failed to create process timer: ", err)
+        log.error("failed to create process timer: ", err)
         return
     end
     ok, err = ngx.timer.at(0, deliver, p, batch)
     if not ok then
-        core.log.error("failed to create fallback process timer while exiting: ", err)
+        log.error("failed to create fallback process timer while exiting: ", err)
     end
 end
 
@@ -160,7 +161,7 @@ watch = function(p)
     if not ok and err == "process exiting" then
         ok = ngx.timer.at(0, on_watch, p)
     elseif not ok then
-        core.log.error("failed to create buffer timer: ", err)
+        log.error("failed to create buffer timer: ", err)
         return
     end
     p.watching = ok and true or false
@@ -181,7 +182,7 @@ function _M.new(_, func, config)
     if type(func) ~= "function" then
         return nil, "Invalid argument, arg #1 must be a function"
     end
-    core.log.debug("creating new batch processor with config: ",
+    log.debug("creating new batch processor with config: ",
         core.json.delay_encode(config, true))
 
     local p = {
@@ -231,7 +232,7 @@ end
 function Processor:process_buffer()
     local count = #self.open
     if count > 0 then
-        core.log.debug("transferring buffer entries to processing pipe line, buffercount[",
+        log.debug("transferring buffer entries to processing pipe line, buffercount[",
             count, "]")
         self.closed[#self.closed + 1] = batch_of(self.open)
         self.open = {}
