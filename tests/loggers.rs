@@ -55,9 +55,12 @@ fn udp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, seen)
 }
 
+/// The requests an HTTP log server got: (request line, body).
+type Posts = Arc<Mutex<Vec<(String, String)>>>;
+
 /// An HTTP log server: answers every request `200 ok` once it has read it whole (head and
 /// `Content-Length` body), and keeps the requests' bodies by path.
-fn http_sink() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+fn http_sink() -> (u16, Posts) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));

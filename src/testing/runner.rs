@@ -1077,10 +1077,10 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         if let Err(e) = hook.run(port) {
             return Outcome::Fail(vec![e, log_tail(ctx, before)]);
         }
-        if hook == InitHook::Init {
-            if let Some(p) = ctx.gateway.as_mut() {
-                p.init_ran = Some(code.to_string());
-            }
+        if hook == InitHook::Init
+            && let Some(p) = ctx.gateway.as_mut()
+        {
+            p.init_ran = Some(code.to_string());
         }
     }
 
