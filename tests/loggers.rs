@@ -270,3 +270,57 @@ fn a_dead_log_server_is_retried_then_the_entries_are_dropped() {
     assert_eq!(failures, 3, "one try and two retries:\n{log}");
     assert!(log.contains("failed to connect the log server"), "{log}");
 }
+
+#[test]
+fn the_module_wide_logger_ships_over_a_unix_socket() {
+    let dir = TempDir::new("unix-log");
+    let path = dir.0.join("log.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    let port = free_port();
+    let lua = format!(
+        r#"local logger = require("resty.logger.socket")
+        ngx.say("initted before: ", tostring(logger.initted()))
+        ngx.say("log before init: ", select(2, logger.log("x")))
+        local ok, err = logger.init({{ path = "{}", flush_limit = 1024, drop_limit = 10 }})
+        ngx.say("init: ", tostring(ok), " ", tostring(err), ", initted: ", tostring(logger.initted()))
+        ngx.say("log: ", logger.log("first|"))
+        ngx.say("over drop_limit: ", select(2, logger.log("much too long")))
+        ngx.say("flush: ", (logger.flush()))
+        ngx.say("bad init: ", select(2, logger.init({{ flush_limit = 1 }})))
+"#,
+        path.display()
+    );
+    let indented: String = lua
+        .lines()
+        .map(|l| format!("        {}\n", l.trim_start()))
+        .collect();
+    let routes = format!(
+        "routes:\n  - id: u\n    uri: /unix\n    lua_handlers:\n      content_by_lua: |\n{indented}#END\n"
+    );
+    let gw = Gateway::start_with_config(&config_yaml(port, ""), port, &routes);
+    let r = gw.get("/unix");
+    assert_eq!(r.status, 200, "{}\n{}", r.body, gw.error_log());
+    assert_eq!(
+        r.body,
+        "initted before: false\nlog before init: not initialized\ninit: true nil, initted: true\nlog: 6\nover drop_limit: logger buffer is full, this log message will be dropped\nflush: 6\nbad init: no logging server configured. \"host\"/\"port\" or \"path\" is required.\n"
+    );
+    wait_until(
+        "the line on the unix socket",
+        Duration::from_secs(10),
+        || seen.lock().unwrap().as_slice() == b"first|",
+    );
+}
