@@ -41,7 +41,7 @@ local Manager_mt = { __index = _M }
 function _M.new(name, plugin_name)
     local m = {
         name = name,
-        metadata_of = plugin_name or name,
+        plugin_name = plugin_name or name, -- read by APISIX's tests under this name
         processors = {},         -- conf_version -> processor
         total_pushed_entries = 0, -- read by APISIX's tests under this name
         forgotten_settled = 0,   -- entries settled by processors the stale check dropped
@@ -110,7 +110,7 @@ end
 -- The backlog limit.
 
 local function pending_limit(m)
-    local item = plugin.plugin_metadata(m.metadata_of)
+    local item = plugin.plugin_metadata(m.plugin_name)
     local conf = item and item.value
     return conf and conf.max_pending_entries or DEFAULT_MAX_PENDING
 end
