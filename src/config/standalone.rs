@@ -293,7 +293,7 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
     if !has_end_marker(text) {
         return Ok(Parsed::Incomplete);
     }
-    let mut root: Value = serde_norway::from_str(text)
+    let mut root: Value = super::yaml_doc::parse(text)
         .map_err(|e| vec![ConfigError::new("apisix.yaml", "(file)", e.to_string())])?;
     name_unnamed_items(&mut root);
     let root = match root {
