@@ -736,8 +736,27 @@ fn the_data_port_serves_the_admin_api_for_test_harnesses() {
 fn lua_plugins_are_checked_shown_and_served_without_storing_defaults() {
     let gate = include_str!("../t/fixtures/plugins/fixture-gate.lua");
     let echo = Echo::start("lua");
-    let (gw, ap) =
-        Gateway::start_embedded_with_files("", None, &[("lua/plugins/fixture-gate.lua", gate)]);
+    let ctl = include_str!("../t/fixtures/plugins/fixture-ctl.lua");
+    let (gw, ap) = Gateway::start_embedded_with_files(
+        "",
+        None,
+        &[
+            ("lua/plugins/fixture-gate.lua", gate),
+            ("lua/plugins/fixture-ctl.lua", ctl),
+        ],
+    );
+    // Plugin metadata its plugin's check_schema rejects: APISIX's wording for metadata.
+    let r = admin(
+        ap,
+        "PUT",
+        "/apisix/admin/plugin_metadata/fixture-ctl",
+        Some(json!({"level": "high"})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error_msg"],
+        "invalid configuration: property \"level\" validation failed: wrong type: expected integer, got string"
+    );
     let r = admin(ap, "GET", "/apisix/admin/plugins/fixture-gate", None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["properties"]["mode"]["type"], "string");
@@ -913,4 +932,67 @@ fn encrypt_fields_are_stored_encrypted_shown_in_clear_and_served() {
     );
     let r = request(gw.port, "GET", "/team", &[("x-team", "k-secret")], b"");
     assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+}
+
+/// A plugin whose check reads its plugin metadata (as APISIX's file-logger takes `path` from
+/// it when the conf has none).
+const METADATA_READER: &str = r#"
+local core = require("apisix.core")
+local plugin = require("apisix.plugin")
+local schema = { type = "object", properties = { path = { type = "string" } } }
+local metadata_schema = { type = "object", properties = { path = { type = "string" } } }
+local _M = { version = 0.1, priority = 1, name = "fixture-metadata-reader", schema = schema,
+             metadata_schema = metadata_schema }
+function _M.check_schema(conf, schema_type)
+    if schema_type == core.schema.TYPE_METADATA then
+        return core.schema.check(metadata_schema, conf)
+    end
+    local ok, err = core.schema.check(schema, conf)
+    if not ok then
+        return false, err
+    end
+    local md = plugin.plugin_metadata("fixture-metadata-reader")
+    if conf.path or (md and md.value.path) then
+        return true
+    end
+    return false, "no path in the conf or the metadata"
+end
+return _M
+"#;
+
+#[test]
+fn plugin_checks_read_the_published_plugin_metadata() {
+    let (gw, ap) = Gateway::start_embedded_with_files(
+        "",
+        None,
+        &[("lua/plugins/fixture-metadata-reader.lua", METADATA_READER)],
+    );
+    let mut body = route_to(1980, "/m");
+    body["plugins"] = json!({"fixture-metadata-reader": {}});
+    let r = admin(ap, "PUT", "/apisix/admin/routes/m", Some(body.clone()));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("no path in the conf or the metadata"),
+        "{}",
+        r.body
+    );
+
+    let r = admin(
+        ap,
+        "PUT",
+        "/apisix/admin/plugin_metadata/fixture-metadata-reader",
+        Some(json!({"path": "from-metadata.log"})),
+    );
+    assert!(r.status < 300, "{}", r.body);
+    // Once the metadata is published, the check finds it.
+    wait_until(
+        "the check sees the metadata",
+        Duration::from_secs(10),
+        || admin(ap, "PUT", "/apisix/admin/routes/m", Some(body.clone())).status < 300,
+    );
+    assert!(
+        !gw.error_log().contains("unknown plugin"),
+        "{}",
+        gw.error_log()
+    );
 }

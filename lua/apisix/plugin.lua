@@ -97,16 +97,24 @@ local function load_metadata(version)
     metadata = { version = version, items = items }
 end
 
--- The `plugin_metadata/NAME` config item (`{key, value = {id = NAME, ...}, ...}`), or nil.
+-- `plugin_metadatas:get(NAME)`: the `plugin_metadata/NAME` config item (`{key, value = {id =
+-- NAME, ...}, ...}`), or nil. A field of the module, as APISIX has it, so code (and APISIX's
+-- tests) that put another source in its place are asked by `plugin_metadata`.
+_M.plugin_metadatas = {
+    get = function(_, plugin_name)
+        local version = config_doc.version()
+        if version == nil then
+            return nil
+        end
+        if metadata.version ~= version then
+            load_metadata(version)
+        end
+        return metadata.items[plugin_name]
+    end,
+}
+
 function _M.plugin_metadata(plugin_name)
-    local version = config_doc.version()
-    if version == nil then
-        return nil
-    end
-    if metadata.version ~= version then
-        load_metadata(version)
-    end
-    return metadata.items[plugin_name]
+    return _M.plugin_metadatas:get(plugin_name)
 end
 _M.lua_response_filter = not_yet("lua_response_filter")
 

@@ -260,6 +260,8 @@ fn start_sync(
     plugins: Arc<PluginRegistry>,
     need_first_list: bool,
 ) -> Result<StoreSync, StartError> {
+    // Plugins' checks (Admin API writes) read the config this sync publishes.
+    crate::lua::config_view::serve_checks_from(published.clone());
     let (sync, first) = StoreSync::start(store.clone(), published, resolver, plugins)
         .map_err(|e| StartError(format!("cannot start the config sync: {e}")))?;
     if let Err(e) = first {

@@ -261,13 +261,41 @@ fn opaque(
     }
 }
 
+/// Gives every list item of the file that has no `id` (nor, for a consumer, a `username`) the
+/// id `arr_N`, N its 1-based position in its list, as APISIX's standalone mode names them:
+/// files written for APISIX (its test files among them) leave routes unnamed.
+pub fn name_unnamed_items(root: &mut Value) {
+    let Some(map) = root.as_object_mut() else {
+        return;
+    };
+    for (kind, list) in map.iter_mut() {
+        if !KINDS.contains(&kind.as_str()) {
+            continue;
+        }
+        let Some(items) = list.as_array_mut() else {
+            continue;
+        };
+        for (i, item) in items.iter_mut().enumerate() {
+            let Some(obj) = item.as_object_mut() else {
+                continue;
+            };
+            let named = obj.get("id").is_some_and(|v| !v.is_null())
+                || (kind == "consumers" && obj.contains_key("username"));
+            if !named {
+                obj.insert("id".into(), Value::String(format!("arr_{}", i + 1)));
+            }
+        }
+    }
+}
+
 /// Parses the file text. Every problem found is reported.
 pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
     if !has_end_marker(text) {
         return Ok(Parsed::Incomplete);
     }
-    let root: Value = super::yaml_doc::parse(text)
+    let mut root: Value = super::yaml_doc::parse(text)
         .map_err(|e| vec![ConfigError::new("apisix.yaml", "(file)", e.to_string())])?;
+    name_unnamed_items(&mut root);
     let root = match root {
         Value::Null => return Ok(Parsed::Complete(Resources::default())),
         Value::Object(m) => m,
@@ -326,6 +354,20 @@ mod tests {
     }
 
     #[test]
+    fn unnamed_items_get_apisix_positional_ids() {
+        let text = "routes:\n  - uri: /a\n    upstream_id: 1\n  - id: r2\n    uri: /b\n    upstream_id: 1\n  - uri: /c\n    upstream_id: 1\nconsumers:\n  - username: jack\n#END\n";
+        let Ok(Parsed::Complete(res)) = parse(text) else {
+            panic!("{:?}", parse(text));
+        };
+        let ids: Vec<String> = res
+            .routes
+            .iter()
+            .filter_map(|r| r.id.as_ref().map(|i| i.0.clone()))
+            .collect();
+        assert_eq!(ids, ["arr_1", "r2", "arr_3"]);
+    }
+
+    #[test]
     fn every_resource_kind_loads() {
         let text = "routes:\n  - id: 1\n    uri: /a\n    upstream_id: u1\nservices:\n  - id: s1\n    hosts: [a.test]\nupstreams:\n  - id: u1\n    nodes:\n      \"127.0.0.1:1980\": 1\nconsumers:\n  - username: jack\nglobal_rules:\n  - id: g1\n    plugins: {}\nplugin_configs:\n  - id: pc1\n    plugins: {}\nplugin_metadata:\n  - id: http-logger\nssls:\n  - id: c1\n#END\n";
         let Ok(Parsed::Complete(r)) = parse(text) else {
@@ -354,7 +396,7 @@ mod tests {
             vec![
                 ("routes[id=3]".into(), "upstream.nodes".into()),
                 ("routes[id=4]".into(), "uri".into()),
-                ("routes[2]".into(), "id".into()),
+                // routes[2] has no id: it is `arr_3`, as in APISIX, not an error
                 ("routes[id=3]".into(), "id".into()),
                 ("upstreams[id=u]".into(), "type".into()),
             ]

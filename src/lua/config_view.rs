@@ -36,6 +36,30 @@ fn current() -> Option<Arc<Snapshot>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// The config plane's published snapshot, for the thread that runs plugins' `check_schema` for
+/// the Admin API: no request ever runs there, yet a check may read the config (file-logger
+/// takes its `path` from its plugin metadata when the conf has none).
+static CHECKS_SEE: std::sync::RwLock<Option<Arc<arc_swap::ArcSwap<Snapshot>>>> =
+    std::sync::RwLock::new(None);
+
+/// Makes the checks see `published` (called when the config plane starts).
+pub fn serve_checks_from(published: Arc<arc_swap::ArcSwap<Snapshot>>) {
+    if let Ok(mut w) = CHECKS_SEE.write() {
+        *w = Some(published);
+    }
+}
+
+/// Before a check: the check thread's view becomes the newest published snapshot.
+pub fn refresh_for_check() {
+    let latest = CHECKS_SEE
+        .read()
+        .ok()
+        .and_then(|r| r.as_ref().map(|p| p.load_full()));
+    if let Some(s) = latest {
+        set_current(&s);
+    }
+}
+
 /// APISIX's config item shape: `{key, value, modifiedIndex, createdIndex}`.
 fn items(kind: &str, list: &[OpaqueResource], version: u64) -> Json {
     Json::Array(

@@ -310,6 +310,17 @@ impl Catalog {
     }
 }
 
+/// Hands the loaded plugin names to the checker VM's `moongate.plugin_set`, as the workers'
+/// hosts do (first load).
+fn publish_to_checks(vm: &LuaVm, names: &[String]) -> mlua::Result<()> {
+    let lua = vm.lua();
+    let require: mlua::Function = lua.globals().get("require")?;
+    let set: mlua::Table = require.call("moongate.plugin_set")?;
+    let publish: mlua::Function = set.get("publish")?;
+    let list = lua.create_sequence_from(names.iter().map(String::as_str))?;
+    publish.call::<()>((list, 1))
+}
+
 /// Every `NAME.lua` and `NAME/init.lua` in the plugin directories, sorted.
 fn discover(dirs: &[std::path::PathBuf]) -> Vec<String> {
     let mut names = Vec::new();
@@ -371,11 +382,18 @@ fn control_thread(
                 Err(e) => errors.push(e),
             }
         }
+        // apisix.plugin's `plugins_hash` here too: a check that reads plugin metadata
+        // (`plugin.plugin_metadata`) finds only the metadata of plugins listed there.
+        let names: Vec<String> = loaded.iter().map(|p| p.name.clone()).collect();
+        if let Err(e) = publish_to_checks(&vm, &names) {
+            errors.push(format!("plugin checker: {e}"));
+        }
         let _ = loaded_tx.send((loaded, errors));
         // Checks are rare (config changes): serve them one at a time, off the worker threads.
         // The thread blocks between checks, so timers a plugin starts at load time here do not
         // fire on this VM; they do on the workers', where plugins run for real.
         while let Ok(req) = rx.recv() {
+            crate::lua::config_view::refresh_for_check();
             let r = match req.ask {
                 Ask::Schema => crate::lua::plugin::schema_json(&vm, &req.name, req.schema_type),
                 Ask::Check => {

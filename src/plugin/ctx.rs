@@ -317,6 +317,8 @@ impl RequestCtx {
             "is_args" => Cow::Borrowed(if self.args.is_empty() { "" } else { "?" }),
             "host" => Cow::Borrowed(&self.host),
             "hostname" => Cow::Owned(hostname()),
+            // nginx's `$pid` is its worker's; moongate's workers share one process.
+            "pid" => Cow::Owned(std::process::id().to_string()),
             "remote_addr" | "binary_remote_addr_text" => {
                 Cow::Owned(crate::router::ip::canonical(self.remote.ip()).to_string())
             }
@@ -423,6 +425,7 @@ impl RequestCtx {
             | "time_iso8601"
             | "time_local"
             | "hostname"
+            | "pid"
             | "request_id"
             | "document_uri"
             | "realip_remote_addr"

@@ -56,34 +56,60 @@ pub fn probe_route(generation: u64) -> serde_json::Value {
 
 /// Where the block's `extra_init_worker_by_lua` code is served, to be run before the block.
 pub const INIT_WORKER_URI: &str = "/__moongate_test_init_worker";
+/// Where the block's `extra_init_by_lua` code is served, to be run once per gateway process.
+pub const INIT_URI: &str = "/__moongate_test_init";
 
-/// A route whose content handler is the block's `extra_init_worker_by_lua` code.
-pub fn init_worker_route(code: &str) -> serde_json::Value {
-    json!({
-        "id": "moongate-test-init-worker",
-        "uri": INIT_WORKER_URI,
-        "priority": LOCATION_PRIORITY + 1,
-        "lua_handlers": {"content_by_lua": code},
-    })
+/// What a block asks to run in the gateway before its requests: `extra_init_by_lua`
+/// (nginx's `init_by_lua`, once per start of nginx) or `extra_init_worker_by_lua`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InitHook {
+    Init,
+    InitWorker,
 }
 
-/// Runs the block's `extra_init_worker_by_lua` code in the gateway (its one worker, as the
-/// runner starts it unless `workers()` asks for more) and reports a failure of it.
-pub fn run_init_worker(port: u16) -> Result<(), String> {
-    let fail = |e: String| format!("extra_init_worker_by_lua: {e}");
-    let mut c = Conn::open(port, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
-    let req = Request::parse(&format!("GET {INIT_WORKER_URI}")).map_err(fail)?;
-    c.send(&req.encode(&[], true))
-        .map_err(|e| fail(e.to_string()))?;
-    let r = c.read_response(false).map_err(|e| fail(e.to_string()))?;
-    if r.status != 200 {
-        return Err(fail(format!(
-            "the code failed (status {}): {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        )));
+impl InitHook {
+    pub fn section(self) -> &'static str {
+        match self {
+            InitHook::Init => "extra_init_by_lua",
+            InitHook::InitWorker => "extra_init_worker_by_lua",
+        }
     }
-    Ok(())
+
+    fn uri(self) -> &'static str {
+        match self {
+            InitHook::Init => INIT_URI,
+            InitHook::InitWorker => INIT_WORKER_URI,
+        }
+    }
+
+    /// A route whose content handler is the hook's code.
+    pub fn route(self, code: &str) -> serde_json::Value {
+        json!({
+            "id": format!("moongate-test-{}", self.section().replace('_', "-")),
+            "uri": self.uri(),
+            "priority": LOCATION_PRIORITY + 1,
+            "lua_handlers": {"content_by_lua": code},
+        })
+    }
+
+    /// Runs the hook's code in the gateway (its one worker, as the runner starts it unless
+    /// `workers()` asks for more) and reports a failure of it.
+    pub fn run(self, port: u16) -> Result<(), String> {
+        let fail = |e: String| format!("{}: {e}", self.section());
+        let mut c = Conn::open(port, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
+        let req = Request::parse(&format!("GET {}", self.uri())).map_err(fail)?;
+        c.send(&req.encode(&[], true))
+            .map_err(|e| fail(e.to_string()))?;
+        let r = c.read_response(false).map_err(|e| fail(e.to_string()))?;
+        if r.status != 200 {
+            return Err(fail(format!(
+                "the code failed (status {}): {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub struct Process {
@@ -101,6 +127,9 @@ pub struct Process {
     /// Routes go in through the Admin API on the data port (the embedded store), not the
     /// route file; the ids written so far, to delete the ones a later block drops.
     admin: Option<std::collections::BTreeSet<String>>,
+    /// The `extra_init_by_lua` code this process ran, if any: nginx runs `init_by_lua` once
+    /// per start, so the runner runs a block's code only when it differs from this.
+    pub init_ran: Option<String>,
 }
 
 fn port_busy(port: u16) -> bool {
@@ -178,6 +207,7 @@ impl Process {
             env,
             ports,
             admin: None,
+            init_ran: None,
         };
         let secs = 20;
         let end = Instant::now() + Duration::from_secs(secs);
@@ -248,8 +278,10 @@ impl Process {
         let failed = |msg: String| {
             GatewayError::Write(self.prefix.join("(admin api)"), std::io::Error::other(msg))
         };
-        let doc: serde_json::Value = serde_norway::from_str(routes.trim_end_matches("#END\n"))
+        let mut doc: serde_json::Value = serde_norway::from_str(routes.trim_end_matches("#END\n"))
             .map_err(|e| failed(e.to_string()))?;
+        // Unnamed items are `arr_N` in the file the gateway was seeded from: the same here.
+        crate::config::standalone::name_unnamed_items(&mut doc);
         let mut now = std::collections::BTreeSet::new();
         for kind in [
             "upstreams",
@@ -334,7 +366,9 @@ impl Process {
     /// Gives the gateway's workers fresh plugin VMs (`PUT /apisix/admin/plugins/reload`): what
     /// a restart of nginx between two blocks gives their Lua code. Shared dictionaries are
     /// process-wide and stay, as over a HUP reload.
-    pub fn fresh_workers(&self) -> Result<(), GatewayError> {
+    pub fn fresh_workers(&mut self) -> Result<(), GatewayError> {
+        // What `extra_init_by_lua` did lived in the old VMs: it runs again in the new ones.
+        self.init_ran = None;
         let failed = |msg: String| {
             GatewayError::Write(self.prefix.join("(admin api)"), std::io::Error::other(msg))
         };

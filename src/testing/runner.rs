@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use super::block::{Block, File};
 use super::check;
 use super::client::{self, Conn, Request, Response};
-use super::gateway::{self, Process};
+use super::gateway::{self, InitHook, Process};
 use super::perl;
 use super::report::{FileReport, Outcome, Summary};
 use super::translate::{self, Unsupported};
@@ -56,6 +56,7 @@ const KNOWN: &[&str] = &[
     "response_headers_like",
     "error_log",
     "no_error_log",
+    "extra_init_by_lua",
     "extra_init_worker_by_lua",
     "access_log",
     "grep_error_log",
@@ -984,9 +985,13 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         None => Vec::new(),
     };
     let mut locations = locations;
+    let init = block.text("extra_init_by_lua");
+    if let Some(code) = init {
+        locations.push(InitHook::Init.route(code));
+    }
     let init_worker = block.text("extra_init_worker_by_lua");
     if let Some(code) = init_worker {
-        locations.push(gateway::init_worker_route(code));
+        locations.push(InitHook::InitWorker.route(code));
     }
     let mut main_env = ctx.prologue_env.clone();
     match block.text("main_config").map(translate::main_config) {
@@ -1049,8 +1054,10 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     let mut up_ports = Vec::new();
     if let Some(server) = &ctx.server_lua {
         up_ports.extend(UPSTREAM_PORTS);
+        // `s.go()` as a plain call, as APISIX's harness calls it: a tail call would drop the
+        // name (`go(): `) nginx puts before the lines that server.lua's handlers log.
         let code = format!(
-            "local s = package.loaded['moongate.test_server']\nif not s then s = dofile({}) package.loaded['moongate.test_server'] = s end\nreturn s.go()",
+            "local s = package.loaded['moongate.test_server']\nif not s then s = dofile({}) package.loaded['moongate.test_server'] = s end\ns.go()",
             translate::lua_str(&server.display().to_string())
         );
         up_routes.push(serde_json::json!({
@@ -1074,6 +1081,17 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         ctx.upstream = None;
     }
     let port = ctx.opts.port;
+    // What init_by_lua did lives in the VM: a block whose `extra_init_by_lua` is not the one
+    // the running gateway ran (or that has none, after one that had) gets a fresh gateway,
+    // as nginx restarts between blocks. (APISIX files get fresh VMs before every block, which
+    // forgets the code run, so it runs again there.)
+    if ctx
+        .gateway
+        .as_ref()
+        .is_some_and(|p| p.init_ran.as_deref() != init)
+    {
+        ctx.gateway = None;
+    }
     if let Err(e) = ctx.ensure(
         false,
         gw_config,
@@ -1084,16 +1102,29 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     ) {
         return Outcome::Fail(vec![e]);
     }
-    // nginx runs init_worker_by_lua again at every reload, i.e. before each block under
-    // TEST_NGINX_USE_HUP (APISIX's suites use it to flush Redis between blocks). Its lines
-    // land before the block's part of the log, as there.
-    if init_worker.is_some() {
+    // nginx runs init_by_lua when it starts (t::APISIX puts `extra_init_by_lua` there, after
+    // APISIX's own init): once per gateway process here. init_worker_by_lua runs again at
+    // every reload, i.e. before each block under TEST_NGINX_USE_HUP (APISIX's suites use it
+    // to flush Redis between blocks). Their lines land before the block's part of the log,
+    // as there.
+    let fresh = ctx.gateway.as_ref().is_some_and(|p| p.init_ran.is_none());
+    let hooks = [
+        (InitHook::Init, init.filter(|_| fresh)),
+        (InitHook::InitWorker, init_worker),
+    ];
+    for (hook, code) in hooks {
+        let Some(code) = code else { continue };
         let before = (
             ctx.gateway.as_ref().map(|p| p.log_offset()).unwrap_or(0),
             ctx.upstream.as_ref().map(|p| p.log_offset()).unwrap_or(0),
         );
-        if let Err(e) = gateway::run_init_worker(port) {
+        if let Err(e) = hook.run(port) {
             return Outcome::Fail(vec![e, log_tail(ctx, before)]);
+        }
+        if hook == InitHook::Init
+            && let Some(p) = ctx.gateway.as_mut()
+        {
+            p.init_ran = Some(code.to_string());
         }
     }
 

@@ -68,3 +68,43 @@ set by init
     }
 --- response_body
 function
+
+
+
+=== TEST 5: extra_init_by_lua runs once per gateway, before the block's requests
+--- extra_init_by_lua
+    package.loaded["moongate.init_marker"] = (package.loaded["moongate.init_marker"] or 0) + 1
+--- config
+    location /t {
+        content_by_lua_block {
+            ngx.say("init ran: ", package.loaded["moongate.init_marker"])
+        }
+    }
+--- response_body
+init ran: 1
+
+
+
+=== TEST 6: the same code in the next block is not run again (nginx did not restart)
+--- extra_init_by_lua
+    package.loaded["moongate.init_marker"] = (package.loaded["moongate.init_marker"] or 0) + 1
+--- config
+    location /t {
+        content_by_lua_block {
+            ngx.say("init ran: ", package.loaded["moongate.init_marker"])
+        }
+    }
+--- response_body
+init ran: 1
+
+
+
+=== TEST 7: a block without it gets a gateway where it never ran
+--- config
+    location /t {
+        content_by_lua_block {
+            ngx.say("init ran: ", tostring(package.loaded["moongate.init_marker"]))
+        }
+    }
+--- response_body
+init ran: nil

@@ -534,7 +534,8 @@ pub fn seed_items(prefix: &str, text: &str) -> Result<Vec<(String, Vec<u8>)>, St
             return Err(list.join("; "));
         }
     }
-    let root: Value = crate::config::yaml_doc::parse(text).map_err(|e| e.to_string())?;
+    let mut root: Value = crate::config::yaml_doc::parse(text).map_err(|e| e.to_string())?;
+    crate::config::standalone::name_unnamed_items(&mut root);
     let Some(map) = root.as_object() else {
         return Ok(Vec::new());
     };
