@@ -208,6 +208,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             )
         })?;
     }
+    install_tls(&node)?;
     let vm = vm_options(prefix, &node);
     let catalog = load_catalog(&vm, &node, false)?;
     let registry = Arc::new(PluginRegistry::new(catalog, vm, node.plugins.clone()));
@@ -218,7 +219,14 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             addr: SocketAddr::new(l.ip, l.port),
             http2: l.http2,
             serves: Serves::Proxy,
+            tls: false,
         })
+        .chain(node.ssl.listen.iter().map(|l| ListenSpec {
+            addr: SocketAddr::new(l.ip, l.port),
+            http2: l.http2,
+            serves: Serves::Proxy,
+            tls: true,
+        }))
         .collect();
     let provider = provider_of(&node, envoy_file);
     let routes = match &provider {
@@ -254,6 +262,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
                     addr: l.addr,
                     http2: l.http2,
                     serves: Serves::Proxy,
+                    tls: false,
                 })
                 .collect();
             let store = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -335,7 +344,13 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     let addrs: Vec<String> = specs
         .iter()
         .filter(|s| s.serves == Serves::Proxy)
-        .map(|s| s.addr.to_string())
+        .map(|s| {
+            if s.tls {
+                format!("{} (tls)", s.addr)
+            } else {
+                s.addr.to_string()
+            }
+        })
         .collect();
     let control = match node.control.listen {
         Some(a) => format!(", control API on http://{a}/v1"),
@@ -382,6 +397,25 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     Ok(())
 }
 
+/// Installs the node's keyring and TLS listener settings before any `ssls` item is compiled
+/// (the first snapshot compiles them).
+fn install_tls(node: &NodeConfig) -> anyhow::Result<()> {
+    use crate::server::tls::settings;
+    let ring = crate::config::keyring::Keyring::new(&node.ssl.keyring, &node.ssl.key_encrypt_salt)
+        .context("apisix.data_encryption.keyring")?;
+    crate::config::keyring::install(ring);
+    let (versions, _) = settings::parse_protocols(node.ssl.protocols.iter().map(String::as_str));
+    let (suites, _) = settings::parse_ciphers(&node.ssl.ciphers);
+    settings::install(settings::Settings {
+        versions,
+        provider: settings::provider_with(&suites),
+        session_tickets: node.ssl.session_tickets,
+        fallback_sni: node.ssl.fallback_sni.clone(),
+        http2: node.ssl.http2,
+    });
+    Ok(())
+}
+
 /// Adds the control API's listener (`apisix.control`) to the proxy's, refusing a port another
 /// listener of this node already has, as APISIX refuses it.
 fn with_control_listener(
@@ -409,6 +443,7 @@ fn with_control_listener(
         addr,
         http2: false,
         serves: Serves::Control,
+        tls: false,
     });
     Ok(specs)
 }

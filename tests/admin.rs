@@ -143,6 +143,8 @@ fn post_generates_twenty_digit_ids_and_refuses_a_given_id() {
 #[test]
 fn every_resource_kind_is_stored_listed_and_deleted() {
     let (_gw, ap) = Gateway::start_embedded("", None);
+    // ssls items are checked as APISIX checks them: a real certificate and its key.
+    let test_cert = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
     let cases: Vec<(&str, &str, Value)> = vec![
         (
             "/apisix/admin/services/s1",
@@ -172,7 +174,7 @@ fn every_resource_kind_is_stored_listed_and_deleted() {
         (
             "/apisix/admin/ssls/t1",
             "/apisix/ssls/t1",
-            json!({"cert": "CERT", "key": "KEY", "snis": ["a.test"]}),
+            json!({"cert": test_cert.cert.pem(), "key": test_cert.signing_key.serialize_pem(), "snis": ["a.test"]}),
         ),
         (
             "/apisix/admin/global_rules/1",
@@ -218,7 +220,7 @@ fn every_resource_kind_is_stored_listed_and_deleted() {
         ssl["value"].get("key").is_none(),
         "private keys are never shown: {ssl}"
     );
-    assert_eq!(ssl["value"]["cert"], "CERT");
+    assert_eq!(ssl["value"]["cert"], test_cert.cert.pem());
     let consumers = admin(ap, "GET", "/apisix/admin/consumers", None).json();
     assert_eq!(
         consumers["total"], 1,

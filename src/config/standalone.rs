@@ -68,6 +68,11 @@ impl ConfigError {
 }
 
 /// The resource kinds, as top-level keys of the file and directories of the store.
+/// The `field` of a [`ConfigError`] for an `ssls` item whose certificate or key failed APISIX's
+/// `check_ssl_conf` (not its schema): the Admin API shows such messages without the
+/// `invalid configuration: ` prefix, as APISIX does.
+pub const SSL_CHECK_FIELD: &str = "(certificate)";
+
 pub const KINDS: &[&str] = &[
     "routes",
     "services",
@@ -131,7 +136,19 @@ impl Resources {
                     ));
                 };
                 if let Some(o) = opaque(other, position, item, &mut errors) {
-                    list.push(o);
+                    // Certificates are checked as APISIX checks them before they are stored.
+                    if other == "ssls"
+                        && let Err(e) = super::ssl::check(item)
+                    {
+                        let field = match (e.schema, e.field.is_empty()) {
+                            (false, _) => SSL_CHECK_FIELD.to_string(),
+                            (true, true) => "(item)".to_string(),
+                            (true, false) => e.field,
+                        };
+                        errors.push(ConfigError::new(l, field, e.message));
+                    } else {
+                        list.push(o);
+                    }
                 }
             }
         }

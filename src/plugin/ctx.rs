@@ -84,6 +84,8 @@ pub struct RequestCtx {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub scheme: &'static str,
+    /// The connection's handshake, on TLS listeners (`$ssl_*`).
+    pub tls: Option<std::rc::Rc<crate::server::tls::TlsInfo>>,
     pub body: ReqBody,
     pub request_length: u64,
     pub vars: VarMap,
@@ -176,6 +178,7 @@ impl RequestCtx {
             peer,
             local,
             scheme: "http",
+            tls: None,
             body,
             request_length: 0,
             vars: VarMap::new(),
@@ -337,6 +340,7 @@ impl RequestCtx {
             "route_id" => return self.route_id.as_deref().map(Cow::Borrowed),
             "route_name" => return self.route_name.as_deref().map(Cow::Borrowed),
             "service_id" => return self.service_id.as_deref().map(Cow::Borrowed),
+            n if n.starts_with("ssl_") => Cow::Owned(self.tls.as_ref()?.var(n)?),
             _ => return None,
         })
     }

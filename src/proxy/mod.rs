@@ -221,9 +221,16 @@ pub struct ConnCtx {
     /// phase before it reads the next request of a connection, and plugins count on it
     /// (limit-conn's `leaving` must come before the next pipelined request's `incoming`).
     pub log_barrier: std::cell::RefCell<Option<tokio::sync::oneshot::Receiver<()>>>,
+    /// The handshake, on TLS listeners (`$scheme` is `https`, `$ssl_*` come from it).
+    pub tls: Option<Rc<crate::server::tls::TlsInfo>>,
 }
 
 impl ConnCtx {
+    /// `$scheme`: `https` on TLS listeners.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     pub fn new(
         worker: Rc<WorkerCtx>,
         state: Rc<ConnState>,
@@ -242,6 +249,7 @@ impl ConnCtx {
             local_port: HeaderValue::from(local.port()),
             serves: crate::server::Serves::Proxy,
             log_barrier: Default::default(),
+            tls: None,
         }
     }
 }
@@ -468,6 +476,26 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             None,
         ));
     };
+    // An `ssls` item with `client.skip_mtls_uri_regex` let a client without a certificate
+    // through the handshake: only the URIs it lists may be served to it.
+    if let Some(tls) = &cx.tls
+        && let Some(entry) = &tls.entry
+        && entry.wants_client_cert()
+        && tls.client.is_none()
+        && !entry.skips_mtls(&path)
+    {
+        log::error!(
+            "client certificate verification is not passed: NONE, client: {}",
+            client.ip()
+        );
+        return Ok(finish(
+            error_page::page(StatusCode::BAD_REQUEST),
+            &cx,
+            log,
+            None,
+            None,
+        ));
+    }
     let host = request::host_of(&parts.uri, &parts.headers);
     let query = parts.uri.query().unwrap_or("");
     let request_uri = parts
@@ -510,6 +538,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         remote: client,
         server_port: cx.local.port(),
         headers: &parts.headers,
+        tls: cx.tls.as_deref(),
     };
     let Some(matched) = snapshot.router.find(&view) else {
         return Ok(finish(error_page::route_not_found(), &cx, log, None, None));
@@ -701,7 +730,7 @@ fn upstream_headers(
         HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
             .unwrap_or_else(|_| cx.remote_ip.clone())
     };
-    headers::set_forwarding(headers, &client_ip, "http", fwd_host, fwd_port);
+    headers::set_forwarding(headers, &client_ip, cx.scheme(), fwd_host, fwd_port);
     client_host
 }
 

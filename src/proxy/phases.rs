@@ -528,6 +528,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         ReqBody::Unread(client_body),
     );
     ctx.start = start;
+    ctx.scheme = cx.scheme();
+    ctx.tls = cx.tls.clone();
     ctx.body_limit = Some(body_limit);
     ctx.request_length = declared.unwrap_or(0);
     if !internal {
@@ -774,6 +776,7 @@ async fn forward(
                     remote: r.remote,
                     server_port: r.local.port(),
                     headers: &r.headers,
+                    tls: r.tls.as_deref(),
                 };
                 def.hash_key(&view, None)
             }

@@ -532,6 +532,19 @@ impl FileCtx<'_> {
                 serde_norway::Value::from(self.opts.port),
             );
         }
+        // t::APISIX's nginx serves TLS on 1994 (the test port + 10) with the `ssls` of the
+        // config, while plugins read the ports of `apisix.ssl.listen` (9443 by default):
+        // `moongate.tls_listen` binds the first and leaves the second as the block says.
+        if get_path(&cfg, &["moongate", "tls_listen"]).is_none() {
+            set_path(
+                &mut cfg,
+                &["moongate", "tls_listen"],
+                serde_norway::to_value(
+                    serde_json::json!([{"ip": "127.0.0.1", "port": self.opts.port + 10}]),
+                )
+                .unwrap_or(serde_norway::Value::Null),
+            );
+        }
         let mut lua_path = self.lua_path();
         if let Some(serde_norway::Value::String(user)) =
             get_path(&cfg, &["apisix", "extra_lua_path"])
@@ -640,6 +653,7 @@ impl FileCtx<'_> {
         );
         set_path(&mut cfg, &["apisix", "enable_ipv6"], false.into());
         set_path(&mut cfg, &["apisix", "enable_control"], false.into());
+        set_path(&mut cfg, &["apisix", "ssl", "enable"], false.into());
         set_path(
             &mut cfg,
             &["apisix", "extra_lua_path"],
