@@ -37,6 +37,8 @@ pub struct UpstreamInfo {
     pub connect_time: Option<Duration>,
     pub header_time: Option<Duration>,
     pub response_time: Option<Duration>,
+    /// `https` for `scheme: https` upstreams.
+    pub scheme: Option<&'static str>,
 }
 
 /// Variables nginx lets APISIX write (declared with `set` in APISIX's nginx.conf) plus any name a
@@ -318,7 +320,7 @@ impl RequestCtx {
             "upstream_response_time" => Cow::Owned(secs(self.upstream.response_time?)),
             "upstream_connect_time" => Cow::Owned(secs(self.upstream.connect_time?)),
             "upstream_header_time" => Cow::Owned(secs(self.upstream.header_time?)),
-            "upstream_scheme" => Cow::Borrowed("http"),
+            "upstream_scheme" => Cow::Borrowed(self.upstream.scheme.unwrap_or("http")),
             "time_iso8601" => {
                 let mut s = String::new();
                 crate::observability::clock::push_time_iso8601(&mut s);

@@ -17,6 +17,7 @@ pub mod realip;
 pub mod request;
 pub mod route_action;
 pub mod upstream_io;
+pub mod upstream_tls;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -39,7 +40,7 @@ use crate::server::framing::Verdict;
 use crate::server::timed_io::{ClientTimeouts, ConnState};
 use crate::upstream::{Picker, UpstreamDef};
 use body::{Body, ClientBodyError, Finish};
-use pool::{Conn, ConnectError, Pool};
+use pool::{Conn, ConnectError, Pool, PoolKey};
 
 /// nginx's defaults for `proxy_connect_timeout`, `proxy_send_timeout`, `proxy_read_timeout`.
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -291,7 +292,7 @@ pub(crate) type LogDone = Option<tokio::sync::oneshot::Sender<()>>;
 struct UpstreamDone {
     def: Arc<UpstreamDef>,
     node: usize,
-    addr: SocketAddr,
+    key: PoolKey,
     started: Instant,
     conn: Conn,
 }
@@ -310,7 +311,7 @@ impl Finish for Done {
                 p.on_finish(u.node, u.started.elapsed(), !complete)
             });
             if complete {
-                worker.pool.checkin(u.addr, u.conn, &u.def.keepalive_pool);
+                worker.pool.checkin(u.key, u.conn, &u.def.keepalive_pool);
             }
         }
         if let (Some(log), Some(writer), Some((_, format))) = (
@@ -810,11 +811,16 @@ impl Forward<'_> {
 
     fn describe(&self, addr: SocketAddr) -> String {
         format!(
-            "client: {}, server: {}, request: \"{} {}\", upstream: \"http://{}{}\", host: \"{}\"",
+            "client: {}, server: {}, request: \"{} {}\", upstream: \"{}://{}{}\", host: \"{}\"",
             self.cx.remote.ip(),
             self.cx.local,
             self.method,
             self.uri,
+            if self.def.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             addr,
             self.uri,
             self.client_host
@@ -861,7 +867,13 @@ impl Forward<'_> {
             let upstream_host = self.upstream_host(&node);
             // The log's copy of what was sent, only when there is a log to write it to.
             let logging = log.is_some();
+            let scheme = if self.def.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let mut record = UpstreamRecord {
+                scheme,
                 addr: node.addr,
                 status: None,
                 connect_time: None,
@@ -878,9 +890,23 @@ impl Forward<'_> {
                 },
             };
 
+            let tls = match &self.def.tls {
+                Some(t) => match upstream_tls::Plan::new(t, upstream_host.as_ref(), &worker) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        log::error!("{e}, {}", self.describe(node.addr));
+                        return Err((error_page::page(StatusCode::BAD_GATEWAY), None));
+                    }
+                },
+                None => None,
+            };
+            let key = PoolKey {
+                addr: node.addr,
+                tls: tls.as_ref().map(upstream_tls::Plan::pool_key),
+            };
             // A pooled connection first; the peer may have closed it, then a fresh one.
             let mut conn = None;
-            while let Some(mut c) = worker.pool.checkout(node.addr) {
+            while let Some(mut c) = worker.pool.checkout(&key) {
                 if c.sender.ready().await.is_ok() {
                     conn = Some(c);
                     break;
@@ -888,7 +914,10 @@ impl Forward<'_> {
             }
             let conn = match conn {
                 Some(c) => Ok(c),
-                None => Pool::connect(node.addr, connect_timeout).await,
+                None => match tls.map(upstream_tls::Plan::connect).transpose() {
+                    Ok(tls) => Pool::connect(node.addr, connect_timeout, tls).await,
+                    Err(e) => Err(e),
+                },
             };
             record.connect_time = Some(try_start.elapsed());
             let mut conn = match conn {
@@ -935,13 +964,14 @@ impl Forward<'_> {
                     let done = UpstreamDone {
                         def: self.def.clone(),
                         node: idx,
-                        addr: node.addr,
+                        key,
                         started: try_start,
                         conn,
                     };
                     if let Some(req) = &self.req {
                         let mut r = req.borrow_mut();
                         r.upstream.addr = Some(node.addr);
+                        r.upstream.scheme = Some(scheme);
                         r.upstream.status = record.status;
                         r.upstream.connect_time = record.connect_time;
                         r.upstream.header_time = record.header_time;

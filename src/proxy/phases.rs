@@ -963,6 +963,7 @@ async fn respond(
                 response_time: r.upstream.response_time,
                 host: String::new(),
                 uri: r.upstream_target().into_owned(),
+                scheme: r.upstream.scheme.unwrap_or("http"),
             });
         }
     }
