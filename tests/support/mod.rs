@@ -447,7 +447,9 @@ impl Gateway {
         Gateway::spawn_in(dir, port)
     }
 
-    fn start_in(
+    /// Starts with `config` as `conf/config.yaml` in `dir`, `routes` as `conf/apisix.yaml` and
+    /// `files` under the prefix.
+    pub fn start_in(
         dir: TempDir,
         config: &str,
         port: u16,

@@ -5,15 +5,11 @@
 //! added or changed through the Admin API or a config file serves the next handshake, and
 //! connections already open keep the one they started with, as nginx does.
 //!
-//! A hello whose name no item serves (nor `fallback_sni`, when it sends none) fails with a
-//! `handshake_failure` alert, as nginx fails it when APISIX's certificate phase finds nothing;
-//! it is logged once per connection.
+//! A hello whose name no item serves (nor `fallback_sni`, when it sends none) fails with an
+//! `internal_error` alert, as nginx fails it when APISIX's certificate phase finds nothing; it
+//! is logged once per connection.
 
-use std::sync::{Arc, OnceLock};
-
-use rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, server::WantsServerCert};
+use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -78,35 +74,15 @@ where
     Ok((stream, info))
 }
 
-/// Finishes a hello with a configuration that has no certificate: rustls answers with a
-/// `handshake_failure` alert, which is what clients see from nginx in the same case.
+/// Answers a hello no certificate serves with a fatal `internal_error` alert and closes: what
+/// nginx's OpenSSL sends when APISIX's certificate phase fails, so clients report the same
+/// ("tlsv1 alert internal error").
 async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(start: tokio_rustls::StartHandshake<S>) {
-    let _ = start.into_stream(refusing_config()).await;
-}
-
-fn refusing_config() -> Arc<ServerConfig> {
-    static CONFIG: OnceLock<Arc<ServerConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let s = settings::current();
-            let builder: rustls::ConfigBuilder<ServerConfig, WantsServerCert> =
-                match ServerConfig::builder_with_provider(s.provider.clone())
-                    .with_protocol_versions(rustls::ALL_VERSIONS)
-                {
-                    Ok(b) => b.with_no_client_auth(),
-                    // The ring provider always offers TLS 1.2 and 1.3.
-                    Err(_) => ServerConfig::builder().with_no_client_auth(),
-                };
-            Arc::new(builder.with_cert_resolver(Arc::new(NoCertificate)))
-        })
-        .clone()
-}
-
-#[derive(Debug)]
-struct NoCertificate;
-
-impl ResolvesServerCert for NoCertificate {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        None
-    }
+    use tokio::io::AsyncWriteExt;
+    // A plaintext alert record: type 21, TLS 1.2 record version, length 2, fatal (2),
+    // internal_error (80). It precedes any ServerHello, so TLS 1.3 clients read it as is.
+    const ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 80];
+    let mut io = start.io;
+    let _ = io.write_all(&ALERT).await;
+    let _ = io.shutdown().await;
 }
