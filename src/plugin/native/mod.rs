@@ -61,15 +61,19 @@ pub fn prepared<'a, T: 'static>(conf: &'a Prepared, plugin: &str) -> Result<&'a 
         .ok_or_else(|| format!("{plugin}: the prepared conf has the wrong type"))
 }
 
-/// Every native plugin moongate has, with the node's `plugin_attr` settings (config.yaml's
-/// `plugin_attr`, `Value::Null` when there are none) for those that read them.
-pub fn all(plugin_attr: &Value) -> Vec<Arc<dyn NativePlugin>> {
+/// Every native plugin moongate has, with the node's settings (config.yaml as JSON,
+/// `Value::Null` when there is none) for those that read them (`plugin_attr`, `apisix.ssl`).
+pub fn all(node_config: &Value) -> Vec<Arc<dyn NativePlugin>> {
+    let plugin_attr = &node_config["plugin_attr"];
     vec![
         Arc::new(request_id::RequestId),
         Arc::new(ip_restriction::IpRestriction),
         Arc::new(referer_restriction::RefererRestriction),
         Arc::new(uri_blocker::UriBlocker),
-        Arc::new(redirect::Redirect::new(&plugin_attr["redirect"])),
+        Arc::new(redirect::Redirect::new(
+            &plugin_attr["redirect"],
+            &node_config["apisix"]["ssl"],
+        )),
     ]
 }
 
