@@ -516,6 +516,8 @@ pub fn check(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow:
         println!("warning: {w}");
     }
     settings(&node)?;
+    // `ssls` keys are decrypted with the node's keyring while the file is checked.
+    install_tls(&node)?;
     let vm = vm_options(prefix, &node);
     let catalog = Arc::new(load_catalog(&vm, &node, true)?);
     let routes = match provider_of(&node, envoy_file) {

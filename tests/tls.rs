@@ -212,13 +212,15 @@ fn self_signed(names: &[&str]) -> (String, String) {
     (ck.cert.pem(), ck.signing_key.serialize_pem())
 }
 
-/// `key` encrypted as APISIX stores it with its default keyring's first entry: AES-128-CBC,
-/// the entry as key and IV, base64 (made by the openssl CLI).
+/// `key` encrypted as APISIX stores it with its default keyring's first entry.
 fn apisix_encrypted(key: &str) -> String {
-    let hex: String = b"qeddd145sfvddff3"
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    encrypted_with(key, "qeddd145sfvddff3")
+}
+
+/// `key` encrypted with keyring entry `entry`: AES-128-CBC, the entry as key and IV, base64
+/// (made by the openssl CLI).
+fn encrypted_with(key: &str, entry: &str) -> String {
+    let hex: String = entry.bytes().map(|b| format!("{b:02x}")).collect();
     let mut child = Command::new("openssl")
         .args([
             "enc",
@@ -602,4 +604,41 @@ fn upstream_tls_sends_the_upstream_host_verifies_on_request_and_presents_client_
     // Pooled connections are not shared between names: a second name makes its own.
     assert_eq!(get("/plain", "one.test").body, "sni=one.test client=-");
     assert_eq!(get("/plain", "two.test").body, "sni=two.test client=-");
+}
+
+#[test]
+fn a_standalone_file_serves_its_ssls_with_their_protocols_and_a_custom_keyring() {
+    let port = free_port();
+    let tls = free_port();
+    let config = config_yaml(port, "").replace(
+        "  ssl:\n    enable: false\n",
+        &format!(
+            "  ssl:\n    listen:\n      - ip: 127.0.0.1\n        port: {tls}\n  data_encryption:\n    keyring:\n      - 0123456789abcdef\n"
+        ),
+    );
+    let (cert12, key12) = self_signed(&["old.test"]);
+    let (cert, key) = self_signed(&["new.test"]);
+    // `key` encrypted with the custom keyring's entry, as APISIX would store it.
+    let sealed = encrypted_with(&key, "0123456789abcdef");
+    let routes = format!(
+        "ssls:\n  - id: old\n    sni: old.test\n    ssl_protocols: [TLSv1.2]\n    cert: {}\n    key: {}\n  - id: new\n    sni: new.test\n    cert: {}\n    key: {}\nroutes:\n  - id: v\n    uri: /v\n    lua_handlers:\n      content_by_lua: ngx.say(ngx.var.ssl_protocol, ' ', ngx.var.ssl_cipher)\n#END\n",
+        serde_json::to_string(&cert12).unwrap(),
+        serde_json::to_string(&key12).unwrap(),
+        serde_json::to_string(&cert).unwrap(),
+        serde_json::to_string(sealed.trim()).unwrap(),
+    );
+    let gw = Gateway::start_with_config(&config, port, &routes);
+    wait_for_cert(tls, Some("new.test"), &cert);
+    let s = exchange(tls, Some("new.test"), &[], None, Some("/v")).unwrap();
+    assert!(
+        s.resp.unwrap().body.starts_with("TLSv1.3 TLS_"),
+        "{}",
+        gw.error_log()
+    );
+    // The item's own ssl_protocols: TLS 1.2 only, whatever the client offers.
+    let s = exchange(tls, Some("old.test"), &[], None, Some("/v")).unwrap();
+    assert_eq!(
+        s.resp.unwrap().body.trim(),
+        "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256"
+    );
 }
