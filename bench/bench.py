@@ -1,21 +1,34 @@
 #!/usr/bin/env python3
-"""CPU cost per proxied request: moongate against nginx, measured in one run on this machine.
+"""Cost per proxied request: moongate against nginx, measured in one run on this machine.
 
 Scenarios (--scenario, default all):
-  proxy  plain reverse proxying: nginx against moongate with one plugin-less route;
-  lua    two small Lua plugins on the route (bench/lua/plugins/: a key check in rewrite reading
-         the `apikey` header, a shared-dict incr in access setting X-Hits): nginx with
-         lua-nginx-module running the same plugin files from access_by_lua_block against moongate
-         running them as APISIX route plugins.
+  proxy     plain reverse proxying: nginx against moongate with one plugin-less route;
+  lua       two small Lua plugins on the route (bench/lua/plugins/: a key check in rewrite reading
+            the `apikey` header, a shared-dict incr in access setting X-Hits): nginx with
+            lua-nginx-module running the same plugin files from access_by_lua_block against
+            moongate running them as APISIX route plugins;
+  key-auth  APISIX's own key-auth plugin, unmodified, on a route with one consumer (copied at run
+            time from --apisix-root; never part of this repository) against nginx with
+            lua-nginx-module doing the same key check in access_by_lua_block
+            (bench/lua/nginx/key_check.lua). Skipped when --apisix-root is not given.
 
-Starts a backend nginx pinned to CPU 0, then each contender pinned to CPU 1, and drives each with
-wrk (pinned to CPU 0) in interleaved rounds. Reports per contender: requests/s, p99 latency,
-non-2xx answers, and the proxy's CPU microseconds per request ((utime + stime) of the proxy
-process over the run, divided by the requests served). A run with any non-2xx answer or socket
-error is refused: a fast error is not a result.
+Two ways to measure (both refuse a run with any non-2xx answer or socket error: a fast error is
+not a result):
 
-Usage: bench/bench.py [--scenario proxy|lua|all] [--rounds N] [--duration SECONDS] [--connections N]
-                      [--moongate PATH]
+  CPU time (default): a backend nginx pinned to CPU 0, each contender pinned to CPU 1, driven by
+  wrk (pinned to CPU 0) in interleaved rounds. Reports requests/s, p99 latency, non-2xx answers
+  and the contender's CPU microseconds per request ((utime + stime) of its process over the
+  round, divided by the requests served), user and system time apart.
+
+  --instructions: each contender runs under valgrind's callgrind; after a warm-up its counters
+  are zeroed, a fixed number of requests is sent (--requests over --connections keep-alive
+  connections) and the user-space instructions it executed are divided by that number. Counts
+  do not depend on what else runs on the machine, so they are the figure to optimise against
+  on a shared machine; they leave out kernel time (the socket system calls both contenders make).
+
+Usage: bench/bench.py [--scenario proxy|lua|key-auth|all] [--apisix-root DIR]
+                      [--rounds N] [--duration SECONDS] [--connections N] [--moongate PATH]
+                      [--instructions [--requests N]]
 """
 
 import argparse
@@ -29,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,8 +53,13 @@ LUA_MODULES = [
     "/usr/lib/nginx/modules/ndk_http_module.so",
     "/usr/lib/nginx/modules/ngx_http_lua_module.so",
 ]
-PLUGINS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lua", "plugins")
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+PLUGINS_DIR = os.path.join(BENCH_DIR, "lua", "plugins")
+NGINX_LUA_DIR = os.path.join(BENCH_DIR, "lua", "nginx")
 API_KEY = "bench-secret"
+# LuaJIT writes machine code at run time: valgrind must notice code it has already translated
+# being rewritten, or it runs stale translations.
+VALGRIND = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", "--dump-instr=no"]
 
 
 def free_port():
@@ -61,10 +80,11 @@ def wait_port(port, timeout=10.0):
 
 
 def cpu_ticks(pid):
+    """(utime, stime) of a process, in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[11], fields[12] are utime and stime (stat fields 14 and 15).
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
 
 
 def children(pid):
@@ -76,16 +96,21 @@ def children(pid):
 
 
 class Nginx:
-    def __init__(self, name, tmp, cpu, body, modules=()):
+    """An nginx with one worker. Under callgrind it runs without a master process, so the one
+    process measured is the one serving."""
+
+    def __init__(self, name, tmp, cpu, body, modules=(), instrument=False):
         self.name = name
+        self.instrument = instrument
         self.prefix = os.path.join(tmp, name)
         os.makedirs(os.path.join(self.prefix, "logs"), exist_ok=True)
         conf = os.path.join(self.prefix, "nginx.conf")
         loads = "".join(f"load_module {m};\n" for m in modules)
+        master = "off" if instrument else "on"
         with open(conf, "w") as f:
             f.write(
                 f"""{loads}daemon off;
-master_process on;
+master_process {master};
 worker_processes 1;
 worker_cpu_affinity {1 << cpu:b};
 error_log {self.prefix}/logs/error.log warn;
@@ -98,9 +123,14 @@ http {{
 }}
 """
             )
-        self.proc = subprocess.Popen([NGINX, "-p", self.prefix, "-c", conf], stderr=subprocess.DEVNULL)
+        cmd = [NGINX, "-p", self.prefix, "-c", conf]
+        if instrument:
+            cmd = VALGRIND + [f"--callgrind-out-file={self.prefix}/callgrind.%p"] + cmd
+        self.proc = subprocess.Popen(cmd, stderr=open(os.path.join(self.prefix, "stderr.log"), "w"))
 
     def worker_pid(self):
+        if self.instrument:
+            return self.proc.pid
         for _ in range(100):
             kids = children(self.proc.pid)
             if kids:
@@ -111,18 +141,21 @@ http {{
     def stop(self):
         self.proc.send_signal(signal.SIGQUIT)
         try:
-            self.proc.wait(5)
+            self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
 
 class Moongate:
-    def __init__(self, name, binary, tmp, cpu, port, routes_yaml, http_extra="", plugins_dir=None):
+    def __init__(self, name, binary, tmp, cpu, port, routes_yaml, http_extra="", plugin_files=(), instrument=False):
         self.name = name
+        self.instrument = instrument
         self.prefix = os.path.join(tmp, name)
         os.makedirs(os.path.join(self.prefix, "conf"), exist_ok=True)
-        if plugins_dir:
-            shutil.copytree(plugins_dir, os.path.join(self.prefix, "lua", "plugins"))
+        plugins = os.path.join(self.prefix, "lua", "plugins")
+        os.makedirs(plugins, exist_ok=True)
+        for f in plugin_files:
+            shutil.copy(f, plugins)
         with open(os.path.join(self.prefix, "conf", "config.yaml"), "w") as f:
             f.write(
                 f"""apisix:
@@ -145,8 +178,12 @@ nginx_config:
             )
         with open(os.path.join(self.prefix, "conf", "apisix.yaml"), "w") as f:
             f.write(routes_yaml)
+        if instrument:
+            cmd = VALGRIND + [f"--callgrind-out-file={self.prefix}/callgrind.%p"]
+        else:
+            cmd = ["taskset", "-c", str(cpu)]
         self.proc = subprocess.Popen(
-            ["taskset", "-c", str(cpu), binary, "run", "-p", self.prefix],
+            cmd + [binary, "run", "-p", self.prefix],
             stderr=open(os.path.join(self.prefix, "stderr.log"), "w"),
         )
 
@@ -156,7 +193,7 @@ nginx_config:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(10)
+            self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
@@ -183,14 +220,82 @@ def run_wrk(port, path, duration, conns, headers=()):
 
 def measure(contender, port, path, duration, conns, headers=()):
     pid = contender.worker_pid()
-    before = cpu_ticks(pid)
+    u0, s0 = cpu_ticks(pid)
     t0 = time.time()
     r = run_wrk(port, path, duration, conns, headers)
     elapsed = time.time() - t0
-    used = cpu_ticks(pid) - before
+    u1, s1 = cpu_ticks(pid)
+    n = max(r["requests"], 1)
     r["rps"] = r["requests"] / elapsed
-    r["cpu_us_per_req"] = used / CLK_TCK * 1e6 / max(r["requests"], 1)
+    r["user_us"] = (u1 - u0) / CLK_TCK * 1e6 / n
+    r["sys_us"] = (s1 - s0) / CLK_TCK * 1e6 / n
+    r["cpu_us_per_req"] = r["user_us"] + r["sys_us"]
     return r
+
+
+def fixed_requests(port, path, headers, total, conns):
+    """Sends `total` GET requests over `conns` keep-alive connections (one thread each, one
+    request in flight per connection, as wrk does). Returns the statuses that were not 2xx and
+    the errors met."""
+    bad, errors = [], []
+    head = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode()
+
+    def one_connection(n):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+                f = s.makefile("rb")
+                for _ in range(n):
+                    s.sendall(head)
+                    status = int(f.readline().split()[1])
+                    length, chunked = None, False
+                    while True:
+                        line = f.readline()
+                        if line in (b"\r\n", b""):
+                            break
+                        k, _, v = line.decode("latin-1").partition(":")
+                        k = k.strip().lower()
+                        if k == "content-length":
+                            length = int(v)
+                        elif k == "transfer-encoding" and "chunked" in v.lower():
+                            chunked = True
+                    if chunked:
+                        while True:
+                            size = int(f.readline().split(b";")[0], 16)
+                            f.read(size + 2)
+                            if size == 0:
+                                break
+                    elif length:
+                        f.read(length)
+                    if status // 100 != 2:
+                        bad.append(status)
+        except (OSError, ValueError, IndexError) as e:
+            errors.append(repr(e))
+
+    per = [total // conns + (1 if i < total % conns else 0) for i in range(conns)]
+    threads = [threading.Thread(target=one_connection, args=(n,)) for n in per]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return bad, errors
+
+
+def callgrind_total(pid, prefix):
+    """Dumps the counters of the callgrind process `pid` and returns the instructions counted
+    since they were last zeroed."""
+    before = set(os.listdir(prefix))
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+    for _ in range(200):
+        new = [f for f in set(os.listdir(prefix)) - before if f.startswith("callgrind.")]
+        if new:
+            path = os.path.join(prefix, new[0])
+            # The file is complete once its totals line is written.
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("totals:") or line.startswith("summary:"):
+                        return int(line.split()[1])
+        time.sleep(0.1)
+    raise RuntimeError(f"no callgrind dump from pid {pid} in {prefix}")
 
 
 def machine():
@@ -207,20 +312,58 @@ def machine():
     return f"{os.cpu_count()} CPUs, {cpu}, Linux {platform.release()}, {ver}"
 
 
-def check_lua(name, port):
-    """One request with the key (200 and an integer X-Hits) and one without (401): the plugins
-    really run on this contender before it is measured."""
-    url = f"http://127.0.0.1:{port}/lua"
-    with urllib.request.urlopen(urllib.request.Request(url, headers={"apikey": API_KEY}), timeout=5) as r:
-        hits = r.headers.get("X-Hits")
-        if r.status != 200 or hits is None or not hits.isdigit():
-            sys.exit(f"bench: {name}: /lua answered {r.status} with X-Hits {hits!r}, expected 200 and a count")
+def expect(name, url, headers, status, check=None):
+    """One request that must answer `status` (and pass `check(response headers)`)."""
     try:
-        urllib.request.urlopen(urllib.request.Request(url, headers={"apikey": "wrong"}), timeout=5)
-        sys.exit(f"bench: {name}: /lua with a wrong key was not refused")
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
+            got, hdrs = r.status, r.headers
     except urllib.error.HTTPError as e:
-        if e.code != 401:
-            sys.exit(f"bench: {name}: /lua with a wrong key answered {e.code}, expected 401")
+        got, hdrs = e.code, e.headers
+    if got != status:
+        raise AssertionError(f"{name}: {url} with {headers} answered {got}, expected {status}")
+    if check:
+        problem = check(hdrs)
+        if problem:
+            raise AssertionError(f"{name}: {url}: {problem}")
+
+
+def check_lua(name, port):
+    """The plugins really run on this contender before it is measured: 200 and an integer
+    X-Hits with the key, 401 with a wrong one."""
+    url = f"http://127.0.0.1:{port}/lua"
+
+    def hits(h):
+        v = h.get("X-Hits")
+        return None if v and v.isdigit() else f"X-Hits is {v!r}, expected a count"
+
+    expect(name, url, {"apikey": API_KEY}, 200, hits)
+    expect(name, url, {"apikey": "wrong"}, 401)
+
+
+def check_key_auth(name, port):
+    """200 with the consumer's key, 401 (with a WWW-Authenticate challenge) without it and
+    with a wrong one."""
+    url = f"http://127.0.0.1:{port}/auth"
+
+    def challenge(h):
+        return None if h.get("WWW-Authenticate") else "no WWW-Authenticate header on the 401"
+
+    expect(name, url, {"apikey": API_KEY}, 200)
+    expect(name, url, {"apikey": "wrong"}, 401, challenge)
+    expect(name, url, {}, 401, challenge)
+
+
+def ready(name, port, check, timeout):
+    """wait_port only proves the listener: retry the functional check until the config is in."""
+    end = time.time() + timeout
+    while True:
+        try:
+            check(name, port)
+            return
+        except (AssertionError, urllib.error.URLError, OSError) as e:
+            if time.time() > end:
+                sys.exit(f"bench: {name}: the route check failed: {e}")
+            time.sleep(0.2)
 
 
 def run_scenario(title, contenders, path, headers, args):
@@ -235,15 +378,20 @@ def run_scenario(title, contenders, path, headers, args):
             if r["non2xx"] or r["errors"]:
                 sys.exit(f"bench: refusing the run: {name} answered {r['non2xx']} non-2xx and had {r['errors']} socket errors\n{r['raw']}")
             results[name].append(r)
-            print(f"round {rnd + 1} {name:12s} {r['rps']:9.0f} req/s  p99 {r['p99_ms']:6.2f} ms  {r['cpu_us_per_req']:6.2f} CPU-us/req", flush=True)
-    print(f"{'contender':12s} {'req/s':>9s} {'p99 ms':>8s} {'non-2xx':>8s} {'CPU-us/req':>11s}")
+            print(
+                f"round {rnd + 1} {name:14s} {r['rps']:9.0f} req/s  p99 {r['p99_ms']:6.2f} ms  "
+                f"{r['cpu_us_per_req']:6.2f} CPU-us/req (user {r['user_us']:.2f}, sys {r['sys_us']:.2f})",
+                flush=True,
+            )
+    print(f"{'contender':14s} {'req/s':>9s} {'p99 ms':>8s} {'non-2xx':>8s} {'CPU-us/req':>11s} {'user':>7s} {'sys':>7s}")
     med = {}
     for name, _, _ in contenders:
         rs = results[name]
         med[name] = statistics.median(r["cpu_us_per_req"] for r in rs)
         print(
-            f"{name:12s} {statistics.median(r['rps'] for r in rs):9.0f} {statistics.median(r['p99_ms'] for r in rs):8.2f} "
-            f"{sum(r['non2xx'] for r in rs):8d} {med[name]:11.2f}"
+            f"{name:14s} {statistics.median(r['rps'] for r in rs):9.0f} {statistics.median(r['p99_ms'] for r in rs):8.2f} "
+            f"{sum(r['non2xx'] for r in rs):8d} {med[name]:11.2f} {statistics.median(r['user_us'] for r in rs):7.2f} "
+            f"{statistics.median(r['sys_us'] for r in rs):7.2f}"
         )
     (ref, _, _), (mine, _, _) = contenders
     print(f"ratio {mine}/{ref} (CPU per request, medians): {med[mine] / med[ref]:.3f}")
@@ -255,28 +403,66 @@ def run_scenario(title, contenders, path, headers, args):
     return med
 
 
+def count_scenario(title, contenders, path, headers, args):
+    """Instructions per request of each contender under callgrind."""
+    print(f"== {title}: {path}" + "".join(f" -H '{h}'" for h in headers), flush=True)
+    counts = {}
+    for name, c, port in contenders:
+        pid = c.worker_pid()
+        bad, errors = fixed_requests(port, path, headers, args.requests // 4, args.connections)
+        subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+        bad2, errors2 = fixed_requests(port, path, headers, args.requests, args.connections)
+        total = callgrind_total(pid, c.prefix)
+        if bad or bad2 or errors or errors2:
+            sys.exit(f"bench: refusing the run: {name} answered {len(bad + bad2)} non-2xx ({sorted(set(bad + bad2))}) and had errors {errors + errors2}")
+        counts[name] = total / args.requests
+        print(f"{name:14s} {counts[name]:10.0f} instructions/request ({total} over {args.requests} requests)", flush=True)
+    (ref, _, _), (mine, _, _) = contenders
+    print(f"ratio {mine}/{ref} (instructions per request): {counts[mine] / counts[ref]:.3f}")
+    print(flush=True)
+    return counts
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=("proxy", "lua", "all"), default="all")
+    ap.add_argument("--scenario", choices=("proxy", "lua", "key-auth", "all"), default="all")
+    ap.add_argument("--apisix-root", help="an APISIX checkout: its apisix/plugins/key-auth.lua is copied into a temporary prefix for the key-auth scenario")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--moongate", default="target/release/moongate")
+    ap.add_argument("--instructions", action="store_true", help="count instructions per request under callgrind instead of timing with wrk")
+    ap.add_argument("--requests", type=int, default=4000, help="requests counted per contender with --instructions")
     args = ap.parse_args()
-    want_proxy = args.scenario in ("proxy", "all")
-    want_lua = args.scenario in ("lua", "all")
+    wanted = {"proxy", "lua", "key-auth"} if args.scenario == "all" else {args.scenario}
+    if "key-auth" in wanted and not args.apisix_root:
+        if args.scenario == "key-auth":
+            sys.exit("bench: the key-auth scenario needs --apisix-root DIR (an APISIX checkout)")
+        print("bench: no --apisix-root: the key-auth scenario is skipped", file=sys.stderr)
+        wanted.discard("key-auth")
+    key_auth_src = None
+    if "key-auth" in wanted:
+        key_auth_src = os.path.join(args.apisix_root, "apisix", "plugins", "key-auth.lua")
+        if not os.path.exists(key_auth_src):
+            sys.exit(f"bench: {key_auth_src} is missing: --apisix-root must be an APISIX checkout")
+    if args.instructions:
+        # Under callgrind each request costs ~50x: fewer connections keep timeouts away.
+        if args.connections == 32:
+            args.connections = 8
 
-    for tool in ("wrk", "taskset", NGINX):
+    tools = ("valgrind", "callgrind_control", NGINX) if args.instructions else ("wrk", "taskset", NGINX)
+    for tool in tools:
         if not shutil.which(tool) and not os.path.exists(tool):
-            sys.exit(f"bench: {tool} is missing (apt-get install nginx wrk util-linux)")
+            sys.exit(f"bench: {tool} is missing (apt-get install nginx wrk util-linux valgrind)")
     if not os.path.exists(args.moongate):
         sys.exit(f"bench: {args.moongate} is missing (cargo build --release)")
-    if want_lua:
+    if wanted & {"lua", "key-auth"}:
         for m in LUA_MODULES:
             if not os.path.exists(m):
                 sys.exit(f"bench: {m} is missing (apt-get install libnginx-mod-http-lua)")
 
+    inst = args.instructions
     tmp = tempfile.mkdtemp(prefix="moongate-bench-")
     backend_port = free_port()
     upstream = f"""upstream:
@@ -286,6 +472,7 @@ def main():
     proxy_location = """proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";"""
+    nginx_upstream = f"upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 64; }}"
     running = []
     try:
         backend = Nginx(
@@ -295,21 +482,23 @@ def main():
             f'server {{ listen 127.0.0.1:{backend_port}; location / {{ return 200 "hello world\\n"; }} }}',
         )
         running.append(backend)
-        ports = [backend_port]
+        wait_port(backend_port)
         scenarios = []
-        if want_proxy:
+        start_timeout = 120 if inst else 10
+        if "proxy" in wanted:
             nginx_port, moongate_port = free_port(), free_port()
             proxy = Nginx(
                 "nginx",
                 tmp,
                 1,
-                f"""upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
+                f"""{nginx_upstream}
     server {{
         listen 127.0.0.1:{nginx_port};
         location / {{
             {proxy_location}
         }}
     }}""",
+                instrument=inst,
             )
             running.append(proxy)
             mg = Moongate(
@@ -324,11 +513,13 @@ def main():
     {upstream}
 #END
 """,
+                instrument=inst,
             )
             running.append(mg)
-            ports += [nginx_port, moongate_port]
+            for p in (nginx_port, moongate_port):
+                wait_port(p, start_timeout)
             scenarios.append(("proxy", [("nginx", proxy, nginx_port), ("moongate", mg, moongate_port)], "/hello", ()))
-        if want_lua:
+        if "lua" in wanted:
             nginx_lua_port, moongate_lua_port = free_port(), free_port()
             # The same plugin files, loaded once per worker; the access handler runs the rewrite
             # then the access phase function with the route's confs, answering early like APISIX
@@ -347,7 +538,7 @@ def main():
             counter_conf = {{}},
         }}
     }}
-    upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
+    {nginx_upstream}
     server {{
         listen 127.0.0.1:{nginx_lua_port};
         location / {{
@@ -368,6 +559,7 @@ def main():
         }}
     }}""",
                 modules=LUA_MODULES,
+                instrument=inst,
             )
             running.append(nginx_lua)
             mg_lua = Moongate(
@@ -387,33 +579,87 @@ def main():
 #END
 """,
                 http_extra="    custom_lua_shared_dict:\n      bench-hits: 1m\n",
-                plugins_dir=PLUGINS_DIR,
+                plugin_files=[os.path.join(PLUGINS_DIR, f) for f in sorted(os.listdir(PLUGINS_DIR))],
+                instrument=inst,
             )
             running.append(mg_lua)
-            ports += [nginx_lua_port, moongate_lua_port]
-            scenarios.append(
-                ("lua", [("nginx+lua", nginx_lua, nginx_lua_port), ("moongate-lua", mg_lua, moongate_lua_port)], "/lua", (f"apikey: {API_KEY}",))
+            contenders = [("nginx+lua", nginx_lua, nginx_lua_port), ("moongate-lua", mg_lua, moongate_lua_port)]
+            for name, _, port in contenders:
+                wait_port(port, start_timeout)
+                ready(name, port, check_lua, start_timeout)
+            scenarios.append(("lua", contenders, "/lua", (f"apikey: {API_KEY}",)))
+        if "key-auth" in wanted:
+            nginx_ka_port, moongate_ka_port = free_port(), free_port()
+            # nginx + lua: the same check key-auth makes (bench/lua/nginx/key_check.lua): the
+            # `apikey` header looked up among the consumers' keys, 401 with a challenge when
+            # absent or unknown, the consumer's name passed upstream.
+            nginx_ka = Nginx(
+                "nginx-key-auth",
+                tmp,
+                1,
+                f"""lua_package_path "{NGINX_LUA_DIR}/?.lua;;";
+    init_by_lua_block {{
+        key_check = require("key_check").new({{ {{ username = "jack", key = "{API_KEY}" }} }})
+    }}
+    {nginx_upstream}
+    server {{
+        listen 127.0.0.1:{nginx_ka_port};
+        location / {{
+            access_by_lua_block {{
+                key_check:access()
+            }}
+            {proxy_location}
+        }}
+    }}""",
+                modules=LUA_MODULES,
+                instrument=inst,
             )
-        for p in ports:
-            wait_port(p)
-        if want_lua:
-            # wait_port only proves the listener; give moongate a moment to load the route.
-            for name, _, port in scenarios[-1][1]:
-                for _ in range(50):
-                    try:
-                        check_lua(name, port)
-                        break
-                    except (urllib.error.HTTPError, urllib.error.URLError, SystemExit) as e:
-                        last = e
-                        time.sleep(0.1)
-                else:
-                    sys.exit(f"bench: {name}: Lua route check failed: {last}")
+            running.append(nginx_ka)
+            mg_ka = Moongate(
+                "moongate-key-auth",
+                args.moongate,
+                tmp,
+                1,
+                moongate_ka_port,
+                f"""consumers:
+  - username: jack
+    plugins:
+      key-auth:
+        key: {API_KEY}
+routes:
+  - id: auth
+    uri: /auth
+    plugins:
+      key-auth: {{}}
+    {upstream}
+#END
+""",
+                plugin_files=[key_auth_src],
+                instrument=inst,
+            )
+            running.append(mg_ka)
+            contenders = [("nginx+lua", nginx_ka, nginx_ka_port), ("moongate-keyauth", mg_ka, moongate_ka_port)]
+            for name, _, port in contenders:
+                wait_port(port, start_timeout)
+                ready(name, port, check_key_auth, start_timeout)
+            scenarios.append(("key-auth", contenders, "/auth", (f"apikey: {API_KEY}",)))
 
         print(f"machine: {machine()}")
-        print(f"wrk -t1 -c{args.connections} -d{args.duration}s x {args.rounds} rounds, interleaved; backend nginx on CPU 0 with wrk, proxies on CPU 1")
+        try:
+            rev = subprocess.run(["git", "-C", BENCH_DIR, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            rev = "?"
+        print(f"moongate: {args.moongate} (checkout {rev or '?'})")
+        if inst:
+            print(f"callgrind: {args.requests} requests per contender over {args.connections} connections after {args.requests // 4} warm-up requests")
+        else:
+            print(f"wrk -t1 -c{args.connections} -d{args.duration}s x {args.rounds} rounds, interleaved; backend nginx on CPU 0 with wrk, proxies on CPU 1")
         print()
         for title, contenders, path, headers in scenarios:
-            run_scenario(title, contenders, path, headers, args)
+            if inst:
+                count_scenario(title, contenders, path, headers, args)
+            else:
+                run_scenario(title, contenders, path, headers, args)
     finally:
         for c in reversed(running):
             c.stop()

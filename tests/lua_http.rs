@@ -27,9 +27,10 @@ fn gateway(lua: &str, extra: &str, vars: &[(&str, String)]) -> Gateway {
         "routes:\n  - id: t\n    uri: /t\n    lua_handlers:\n      content_by_lua: |\n{}{extra}",
         block(lua)
     );
-    routes = routes.replace("GW_PORT", &port.to_string());
+    routes = routes.replace("$GW_PORT", &port.to_string());
+    // Placeholders are `$NAME`, so a name inside the Lua code (`X-ECHO-SERVER`) stays as is.
     for (name, value) in vars {
-        routes = routes.replace(name, value);
+        routes = routes.replace(&format!("${name}"), value);
     }
     Gateway::start_with_config(&config_yaml(port, ""), port, &routes_file(&routes))
 }
@@ -87,16 +88,16 @@ fn request_uri_gets_and_posts_through_the_echo_backend() {
         r#"local cjson = require("cjson")
 local http = require("resty.http")
 local httpc = http.new()
-local res, err = httpc:request_uri("http://127.0.0.1:ECHO/x?a=1", {
+local res, err = httpc:request_uri("http://127.0.0.1:$ECHO/x?a=1", {
     query = {b = "two words"},
     headers = {["X-One"] = "1"},
 })
 if not res then ngx.say("error: ", err) return end
 local doc = cjson.decode(res.body)
-ngx.say(res.status, " ", res.reason, " ", res.headers["Content-Type"])
+ngx.say(res.status, " ", res.reason, " ", res.headers["content-type"], " ", res.headers["X-ECHO-SERVER"])
 ngx.say(doc.method, " ", doc.uri, " ", doc.headers["x-one"], " ", doc.headers["host"])
 ngx.say(doc.headers["user-agent"]:sub(1, 15))
-res, err = httpc:request_uri("http://127.0.0.1:ECHO/status/201", {
+res, err = httpc:request_uri("http://127.0.0.1:$ECHO/status/201", {
     method = "POST",
     body = {"a=", "1", "&b=2"},
     headers = {["Content-Type"] = "application/x-www-form-urlencoded"},
@@ -112,7 +113,7 @@ ngx.say(res.status, " ", doc.method, " ", doc.body, " ", doc.headers["content-le
     assert_eq!(
         r.body,
         format!(
-            "200 OK application/json\nGET /x?b=two%20words 1 127.0.0.1:{}\nlua-resty-http/\n201 POST a=1&b=2 7\n",
+            "200 OK application/json e1\nGET /x?b=two%20words 1 127.0.0.1:{}\nlua-resty-http/\n201 POST a=1&b=2 7\n",
             echo.port
         ),
         "{}",
@@ -126,16 +127,16 @@ fn kept_alive_connections_are_reused_and_counted() {
     let gw = gateway(
         r#"local http = require("resty.http")
 local first = http.new()
-local res = assert(first:request_uri("http://127.0.0.1:CANNED/one"))
+local res = assert(first:request_uri("http://127.0.0.1:$CANNED/one"))
 ngx.say(res.body, " ", first:get_reused_times())
 local second = http.new()
-assert(second:connect({scheme = "http", host = "127.0.0.1", port = CANNED}))
+assert(second:connect({scheme = "http", host = "127.0.0.1", port = $CANNED}))
 ngx.say("reused ", second:get_reused_times())
 res = assert(second:request({path = "/two"}))
 ngx.say(res:read_body(), " ", res.has_body)
 ngx.say(second:set_keepalive(10000, 10))
 local third = http.new()
-res = assert(third:request_uri("http://127.0.0.1:CANNED/three"))
+res = assert(third:request_uri("http://127.0.0.1:$CANNED/three"))
 ngx.say(res.body)
 "#,
         "",
@@ -164,12 +165,12 @@ fn a_connection_close_response_is_not_pooled_and_set_keepalive_says_so() {
     let gw = gateway(
         r#"local http = require("resty.http")
 local httpc = http.new()
-assert(httpc:connect("127.0.0.1", CANNED))
+assert(httpc:connect("127.0.0.1", $CANNED))
 local res = assert(httpc:request({path = "/"}))
 ngx.say(res:read_body())
 ngx.say(httpc:set_keepalive())
 local again = http.new()
-res = assert(again:request_uri("http://127.0.0.1:CANNED/"))
+res = assert(again:request_uri("http://127.0.0.1:$CANNED/"))
 ngx.say(res.body, " ", again:get_reused_times())
 "#,
         "",
@@ -194,7 +195,7 @@ fn chunked_responses_stream_through_the_body_reader_with_trailers() {
     let gw = gateway(
         r#"local http = require("resty.http")
 local httpc = http.new()
-assert(httpc:connect({host = "127.0.0.1", port = CANNED}))
+assert(httpc:connect({host = "127.0.0.1", port = $CANNED}))
 local res = assert(httpc:request({path = "/c"}))
 local pieces = {}
 repeat
@@ -211,7 +212,7 @@ res = assert(httpc:request({path = "/c2"}))
 ngx.say(res:read_body())
 -- The gateway's own streamed route answers chunked.
 local own = http.new()
-res = assert(own:request_uri("http://127.0.0.1:GW_PORT/stream"))
+res = assert(own:request_uri("http://127.0.0.1:$GW_PORT/stream"))
 ngx.say(res.headers["Transfer-Encoding"], " ", res.body)
 "#,
         r#"  - id: stream
@@ -244,10 +245,10 @@ fn bodies_without_length_are_read_until_the_server_closes() {
     let gw = gateway(
         r#"local http = require("resty.http")
 local httpc = http.new()
-local res = assert(httpc:request_uri("http://127.0.0.1:CANNED/"))
+local res = assert(httpc:request_uri("http://127.0.0.1:$CANNED/"))
 ngx.say(res.body, " ", table.concat(res.headers["x-a"], ","))
 local streamed = http.new()
-assert(streamed:connect("127.0.0.1", CANNED))
+assert(streamed:connect("127.0.0.1", $CANNED))
 res = assert(streamed:request({}))
 local parts = {}
 repeat
@@ -270,7 +271,7 @@ fn request_bodies_go_as_iterators_in_chunks_and_head_has_no_body() {
         r#"local cjson = require("cjson")
 local http = require("resty.http")
 local httpc = http.new()
-assert(httpc:connect({host = "127.0.0.1", port = ECHO}))
+assert(httpc:connect({host = "127.0.0.1", port = $ECHO}))
 local parts = {"one ", "two ", "three"}
 local i = 0
 local res = assert(httpc:request({
@@ -305,14 +306,14 @@ fn timeouts_and_refused_connections_come_back_as_errors() {
 local httpc = http.new()
 httpc:set_timeout(100)
 local t0 = ngx.now()
-local res, err = httpc:request_uri("http://127.0.0.1:ECHO/delay/2000")
+local res, err = httpc:request_uri("http://127.0.0.1:$ECHO/delay/2000")
 ngx.say(tostring(res), " ", err, " ", ngx.now() - t0 < 1.5)
 httpc = http.new()
 httpc:set_timeouts(1000, 1000, 100)
-assert(httpc:connect("127.0.0.1", ECHO))
+assert(httpc:connect("127.0.0.1", $ECHO))
 res, err = httpc:request({path = "/delay/2000"})
 ngx.say(tostring(res), " ", err)
-res, err = http.new():request_uri("http://127.0.0.1:CLOSED/")
+res, err = http.new():request_uri("http://127.0.0.1:$CLOSED/")
 ngx.say(tostring(res), " ", err)
 "#,
         "",
@@ -371,7 +372,7 @@ fn proxy_request_and_proxy_response_forward_the_client_exchange() {
     let gw = gateway(
         r#"local http = require("resty.http")
 local httpc = http.new()
-assert(httpc:connect("127.0.0.1", ECHO))
+assert(httpc:connect("127.0.0.1", $ECHO))
 local res, err = httpc:proxy_request()
 if not res then ngx.say(err) return end
 httpc:proxy_response(res)
@@ -450,11 +451,11 @@ fn https_requests_handshake_with_sni_and_verify_when_asked() {
     let port = https_server();
     let gw = gateway(
         r#"local http = require("resty.http")
-local res, err = http.new():request_uri("https://127.0.0.1:TLS/", {ssl_verify = false})
+local res, err = http.new():request_uri("https://127.0.0.1:$TLS/", {ssl_verify = false})
 ngx.say(res and res.body or err)
-res, err = http.new():request_uri("https://127.0.0.1:TLS/", {ssl_verify = false, ssl_server_name = "localhost"})
+res, err = http.new():request_uri("https://127.0.0.1:$TLS/", {ssl_verify = false, ssl_server_name = "localhost"})
 ngx.say(res and res.body or err)
-res, err = http.new():request_uri("https://127.0.0.1:TLS/", {ssl_server_name = "localhost"})
+res, err = http.new():request_uri("https://127.0.0.1:$TLS/", {ssl_server_name = "localhost"})
 ngx.say(tostring(res), " ", err)
 "#,
         "",

@@ -699,6 +699,47 @@ fn sighup_reloads_changed_plugin_files_with_destroy_and_init() {
 }
 
 #[test]
+fn a_reload_whose_configuration_does_not_build_keeps_routes_on_their_plugins() {
+    let echo = Echo::start("e");
+    let port = free_port();
+    let config = format!("{}plugins:\n  - fixture-version\n", config_yaml(port, ""));
+    let yaml = format!(
+        "routes:\n  - id: v\n    uri: /v\n    plugins:\n      fixture-version: {{}}\n    upstream:\n      nodes:\n        \"127.0.0.1:{}\": 1\n#END\n",
+        echo.port
+    );
+    let v1 = versioned_plugin(1);
+    let gw = Gateway::start_with_files(
+        &config,
+        port,
+        &yaml,
+        &[("lua/plugins/fixture-version.lua", v1.as_str())],
+    );
+    assert_eq!(gw.get("/v").header("x-plugin-version"), Some("1"));
+    // The plugin file breaks: the reloaded plugins lack it, so the route file no longer builds
+    // and the running configuration stays. Its route still runs on the plugin it was checked
+    // against, never on a VM without it.
+    let file = gw.dir.0.join("lua/plugins/fixture-version.lua");
+    std::fs::write(&file, "return {").unwrap();
+    gw.signal(libc::SIGHUP);
+    wait_log(&gw, "failed to load plugin [fixture-version]");
+    wait_log(&gw, "has not been rebuilt with the reloaded plugins");
+    for _ in 0..5 {
+        let r = gw.get("/v");
+        assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+        assert_eq!(r.header("x-plugin-version"), Some("1"));
+    }
+    assert!(!gw.error_log().contains("is not loaded on this worker"));
+    // Fixed and reloaded again: the configuration builds, the new plugin runs and the old
+    // load's plugins are destroyed.
+    std::fs::write(&file, versioned_plugin(2)).unwrap();
+    gw.signal(libc::SIGHUP);
+    wait_until("the new plugin version", Duration::from_secs(10), || {
+        gw.get("/v").header("x-plugin-version") == Some("2")
+    });
+    wait_log(&gw, "fixture-version destroy 1");
+}
+
+#[test]
 fn a_streaming_content_handler_runs_with_header_and_body_filters() {
     let echo = Echo::start("e");
     let gw = gateway(
@@ -731,5 +772,31 @@ fn a_streaming_content_handler_runs_with_header_and_body_filters() {
     assert!(
         !log.contains("API disabled") && !log.contains("attempt to set"),
         "{log}"
+    );
+}
+
+#[test]
+fn a_handler_that_does_not_compile_fails_under_its_own_directive_name() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        r#"routes:
+  - id: half
+    uri: /half
+    lua_handlers:
+      content_by_lua: |
+        ngx.say("body from content")
+      header_filter_by_lua: |
+        this is not lua
+"#,
+    );
+    let r = gw.get("/half");
+    // The content handler compiled and ran; the header filter's chunk failed on its own.
+    assert_eq!(r.status, 500, "{r:?}");
+    let log = wait_log(&gw, "failed to load header_filter_by_lua of route half");
+    assert!(
+        !log.contains("failed to load content_by_lua"),
+        "the content handler is not blamed: {log}"
     );
 }

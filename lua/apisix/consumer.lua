@@ -205,12 +205,15 @@ local IDENTITY_HEADERS = {
     { "X-Consumer-Custom-ID", "custom_id" },
 }
 
+-- apisix.core.request, required on first use (not at load: core requires this module).
+local creq
+
 function consumers.attach_consumer(ctx, who, plugin_set)
     ctx.consumer = who
     ctx.consumer_name, ctx.consumer_group_id = who.consumer_name, who.group_id
     ctx.consumer_ver = plugin_set.conf_version
 
-    local creq = require("apisix.core.request")
+    creq = creq or require("apisix.core.request")
     for _, h in ipairs(IDENTITY_HEADERS) do
         creq.set_header(ctx, h[1], who[h[2]])
     end

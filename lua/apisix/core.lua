@@ -1,8 +1,8 @@
 -- apisix.core: the table every APISIX plugin starts from (`local core = require("apisix.core")`).
 -- Each member is one of our own sub-modules under apisix/core/, named as APISIX names them so
 -- plugin authors find them where they expect. `core.schema` is loaded on first use (its
--- validator is heavy and many call sites never touch it); members that need nginx or etcd
--- internals moongate does not have raise an error naming themselves when touched.
+-- validator is heavy and many call sites never touch it), and so is `core.etcd`; members that
+-- need nginx internals moongate does not have raise an error naming themselves when touched.
 
 local require, error, setmetatable, rawset = require, error, setmetatable, rawset
 
@@ -38,11 +38,9 @@ local core = {
     empty_tab = {},
 }
 
--- Members that exist in APISIX but need what moongate lacks (etcd client in Lua, pubsub over
--- websocket with protobuf): a clear error instead of `nil`.
+-- Members that exist in APISIX but need what moongate lacks (pubsub over websocket with
+-- protobuf): a clear error instead of `nil`.
 local refused = {
-    etcd = "core.etcd (the Lua etcd client) is not supported by moongate: "
-        .. "the gateway's Rust config plane talks to etcd",
     pubsub = "core.pubsub is not supported by moongate",
 }
 
@@ -59,10 +57,12 @@ for name, msg in pairs(refused) do
 end
 
 -- Members loaded on first use: the validator and schema_def only when a plugin validates, the
--- keyring only when something encrypts.
+-- keyring only when something encrypts, the config store's helpers only when something reads or
+-- writes it.
 local on_demand = {
     schema = "apisix.core.schema",
     data_encryption = "apisix.core.data_encryption",
+    etcd = "apisix.core.etcd",
 }
 
 return setmetatable(core, {

@@ -1,7 +1,7 @@
 //! Who may call the Admin API: the client address against `allow_admin`, then the
 //! `X-API-KEY` header against `deployment.admin.admin_key`, compared in constant time.
 //!
-//! The key is read from the `X-API-KEY` header only; APISIX's `?api_key=` query and
+//! The key is read from the `X-API-KEY` header only (`X_API_KEY` too, as nginx matches it); APISIX's `?api_key=` query and
 //! `x_api_key` cookie forms leak keys into access logs, so moongate accepts them only when
 //! `deployment.admin.allow_key_in_query` is set.
 
@@ -91,9 +91,11 @@ impl Access {
         if self.keys.is_empty() {
             return Ok(Role::Admin);
         }
+        // As nginx's `$http_x_api_key`: the header name compares with `-` and `_` alike.
         let mut given = headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
+            .iter()
+            .find(|(name, _)| name.as_str().replace('_', "-") == "x-api-key")
+            .and_then(|(_, v)| v.to_str().ok())
             .map(str::to_string);
         if given.is_none() && self.key_in_query {
             given = query_arg(query, "api_key").or_else(|| cookie(headers, "x_api_key"));

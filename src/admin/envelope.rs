@@ -4,11 +4,13 @@ use serde_json::{Value, json};
 
 use crate::config::store::{Item, StoreError};
 
-/// One answer: status and JSON body.
-#[derive(Debug, Clone, PartialEq)]
+/// One answer: status, body (JSON unless said otherwise) and the headers it adds to the ones
+/// every Admin API answer carries.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl Answer {
@@ -16,7 +18,16 @@ impl Answer {
     pub fn json(status: u16, v: Value) -> Answer {
         let mut body = v.to_string();
         body.push('\n');
-        Answer { status, body }
+        Answer::text(status, body)
+    }
+
+    /// An answer whose body is given as it is.
+    pub fn text(status: u16, body: impl Into<String>) -> Answer {
+        Answer {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+        }
     }
 
     /// `{"error_msg": msg}`.
@@ -59,4 +70,34 @@ pub fn node(item: &Item, value: Value) -> Value {
 /// `{"key", "value"}`: what `PUT`, `POST` and `PATCH` answer.
 pub fn written(item: &Item, value: Value) -> Value {
     json!({ "key": item.key, "value": value })
+}
+
+/// The same answer in APISIX 2's envelope (`deployment.admin.admin_api_version: default`):
+/// `{"action": …, "node": …}`, a list as a directory node with `nodes`.
+pub fn to_v2(method: &http::Method, dir: &str, answer: Answer) -> Answer {
+    if answer.status >= 300 {
+        return answer;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(&answer.body) else {
+        return answer;
+    };
+    let action = match *method {
+        http::Method::PUT => "set",
+        http::Method::POST => "create",
+        http::Method::PATCH => "compareAndSwap",
+        http::Method::DELETE => "delete",
+        _ => "get",
+    };
+    let out = if let Some(list) = v.get("list") {
+        json!({"action": action, "node": {"key": dir, "dir": true, "nodes": list}})
+    } else if *method == http::Method::DELETE {
+        json!({"action": action, "deleted": v.get("deleted"), "key": v.get("key"), "node": {}})
+    } else {
+        let node = json!({"key": v.get("key"), "value": v.get("value")});
+        json!({"action": action, "node": node})
+    };
+    Answer {
+        headers: answer.headers,
+        ..Answer::json(answer.status, out)
+    }
 }

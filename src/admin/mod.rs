@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod envelope;
 pub mod handlers;
+pub mod index;
+pub mod mirrored;
 pub mod resources;
 pub mod server;
 pub mod settle;
@@ -47,13 +49,29 @@ pub struct AdminApi {
     /// The enabled plugins; `PUT /apisix/admin/plugins/reload` reloads them.
     pub plugins: Arc<PluginRegistry>,
     pub access: Access,
+    /// The mirror of the store lists and delete checks read; `None` to read the store.
+    pub index: Option<Arc<index::Index>>,
+    /// `enable_admin_cors`.
+    pub cors: bool,
+    /// `admin_api_version: default`: APISIX 2's envelopes.
+    pub v2: bool,
     /// When set, a write is answered once this node's data plane applied it.
     pub settle: Option<settle::Settle>,
 }
 
 impl AdminApi {
-    /// Answers one request.
+    /// Answers one request, with the headers APISIX puts on each kind of answer.
     pub async fn handle(&self, req: AdminRequest) -> Answer {
+        let mut answer = self.answer(&req).await;
+        // CORS on every answer that got past the address check (APISIX sets it before the
+        // key is checked).
+        if self.cors && answer.status != 403 {
+            answer.headers.push(("access-control-allow-origin", "*"));
+        }
+        answer
+    }
+
+    async fn answer(&self, req: &AdminRequest) -> Answer {
         let remote = crate::router::ip::canonical(req.remote);
         if !self.access.address_allowed(remote) {
             log::warn!(
@@ -67,19 +85,33 @@ impl AdminApi {
         let rest = rest.trim_start_matches('/').trim_end_matches('/');
         if rest.is_empty() {
             return if req.method == http::Method::HEAD {
-                Answer {
-                    status: 200,
-                    body: String::new(),
-                }
+                Answer::text(200, "")
             } else {
                 Answer::error(404, "not found")
             };
         }
         if let Err((status, body)) = self.access.check(&req.method, &req.headers, &req.query) {
-            return Answer { status, body };
+            return Answer::text(status, body);
         }
         if req.body.len() > MAX_BODY {
-            return Answer::error(400, "invalid request body: request body is too large");
+            return too_large(Some(req.body.len() as u64));
+        }
+        if rest == "configs/validate" {
+            if req.method != http::Method::POST {
+                return Answer::error(404, "not found");
+            }
+            let yaml = req
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/yaml"));
+            let catalog = self.plugins.catalog();
+            let h = Handlers {
+                store: self.store.as_ref(),
+                catalog: &catalog,
+                index: self.index.as_deref(),
+            };
+            return h.validate_configs(&req.body, yaml).await;
         }
         let body: Option<Value> = if req.body.iter().all(u8::is_ascii_whitespace) {
             None
@@ -109,33 +141,17 @@ impl AdminApi {
                 }
             }
         };
-        if let Some(p) = rest.strip_prefix("plugins") {
-            return self.plugins(&req.method, p.trim_start_matches('/'), &req.query);
+        if rest == "plugins" || rest.starts_with("plugins/") {
+            let p = rest["plugins".len()..].trim_start_matches('/');
+            return self.plugins(&req.method, p, &req.query);
         }
-        // `/apisix/admin/schema/plugins/NAME` is APISIX's other path to a plugin's schema.
-        if let Some(name) = rest.strip_prefix("schema/plugins/")
-            && !name.is_empty()
-            && !name.contains('/')
-            && req.method == http::Method::GET
-        {
-            return self.plugins(&req.method, name, &req.query);
-        }
-        if rest == "schema" || rest.starts_with("schema/") {
-            return Answer::error(
-                501,
-                "the /apisix/admin/schema endpoints are not supported by moongate yet",
-            );
+        if let Some(s) = rest.strip_prefix("schema/") {
+            return self.schema(&req.method, s, &req.query, body.as_ref());
         }
         if rest == "configs" || rest.starts_with("configs/") {
             return Answer::error(
                 501,
-                "the /apisix/admin/configs endpoints (API-driven standalone mode) are not supported by moongate",
-            );
-        }
-        if auth::query_arg(&req.query, "ttl").is_some() {
-            return Answer::error(
-                501,
-                "?ttl (keys with a lease) is not supported by moongate yet",
+                "the /apisix/admin/configs endpoint (API-driven standalone mode) is not supported by moongate",
             );
         }
         let target = match handlers::target(rest) {
@@ -149,25 +165,73 @@ impl AdminApi {
         let h = Handlers {
             store: self.store.as_ref(),
             catalog: &catalog,
+            index: self.index.as_deref(),
         };
         let answer = match req.method {
-            http::Method::GET => return h.get(&target, &req.query).await,
-            http::Method::PUT => h.put(&target, body).await,
-            http::Method::POST => h.post(&target, body).await,
-            http::Method::PATCH => h.patch(&target, body).await,
+            http::Method::GET => h.get(&target, &req.query).await,
+            http::Method::PUT => h.put(&target, body, &req.query).await,
+            http::Method::POST => h.post(&target, body, &req.query).await,
+            http::Method::PATCH => h.patch(&target, body, &req.query).await,
             http::Method::DELETE => h.delete(&target, &req.query).await,
             _ => return Answer::error(404, "not found"),
         };
-        if answer.status < 300
+        // Read-your-writes: a write is answered once this node's data plane serves it.
+        if req.method != http::Method::GET
+            && answer.status < 300
             && let Some(s) = &self.settle
         {
             s.wait().await;
         }
+        // Only resource answers say which envelope they use, as in APISIX.
+        let mut answer = if self.v2 {
+            let dir = format!("{}/{}", self.store.prefix(), target.kind.name);
+            envelope::to_v2(&req.method, &dir, answer)
+        } else {
+            answer
+        };
+        answer
+            .headers
+            .push(("x-api-version", if self.v2 { "v2" } else { "v3" }));
         answer
     }
 
-    /// `plugins/list`, `plugins/reload`, `plugins/{name}`.
+    /// `schema/{resource}`, `schema/plugins/{name}`, `schema/validate/{resource}`.
+    fn schema(
+        &self,
+        method: &http::Method,
+        rest: &str,
+        query: &str,
+        body: Option<&Value>,
+    ) -> Answer {
+        let catalog = self.plugins.catalog();
+        if let Some(kind) = rest.strip_prefix("validate/") {
+            if *method != http::Method::POST {
+                return Answer::error(404, "not found");
+            }
+            if resources::find(kind).is_none() {
+                return Answer::error(404, format!("Unsupported resource type: {kind}"));
+            }
+            let conf = body.cloned().unwrap_or(Value::Null);
+            return match catalog.admin_call("validate", kind, &conf) {
+                Ok(_) => Answer::text(200, ""),
+                Err(e) => Answer::error(400, e),
+            };
+        }
+        if *method != http::Method::GET {
+            return Answer::error(404, "not found");
+        }
+        if let Some(name) = rest.strip_prefix("plugins/") {
+            return self.plugins(method, name, query);
+        }
+        match catalog.admin_call("resource_schema", rest, &Value::Null) {
+            Ok(text) => Answer::text(200, text + "\n"),
+            Err(e) => Answer::error(400, e),
+        }
+    }
+
+    /// `plugins/list`, `plugins/reload`, `plugins/{name}`, `plugins?all=true`.
     fn plugins(&self, method: &http::Method, rest: &str, query: &str) -> Answer {
+        let subsystem = auth::query_arg(query, "subsystem").unwrap_or_else(|| "http".into());
         match rest {
             "reload" => {
                 if method != http::Method::PUT {
@@ -185,34 +249,79 @@ impl AdminApi {
                         for e in errors {
                             log::error!("{e}");
                         }
-                        Answer {
-                            status: 200,
-                            body: "done".into(),
-                        }
+                        Answer::text(200, "done")
                     }
                     Err(e) => Answer::error(503, format!("cannot reload the plugins: {e}")),
                 }
             }
-            "list" | "" => {
+            "list" => {
+                if subsystem != "http" && subsystem != "stream" {
+                    return Answer::text(400, "invalid subsystem passed");
+                }
                 let catalog = self.plugins.catalog();
-                let mut names: Vec<&str> = catalog.names().collect();
-                names.sort_unstable();
-                Answer::json(200, json!(names))
+                // Highest priority first, as APISIX lists them.
+                let mut names: Vec<(i64, &str)> = match subsystem.as_str() {
+                    "http" => catalog
+                        .names()
+                        .map(|n| (catalog.get(n).map_or(0, |p| p.priority), n))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                names.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+                Answer::json(
+                    200,
+                    json!(names.into_iter().map(|(_, n)| n).collect::<Vec<_>>()),
+                )
             }
-            name => match self.plugins.catalog().get(name) {
-                None => Answer::error(404, format!("plugin not found: {name}")),
-                Some(_) => {
-                    let schema_type = match auth::query_arg(query, "schema_type").as_deref() {
-                        Some("consumer") => Some(1),
-                        Some("metadata") => Some(2),
-                        _ => None,
+            "" => {
+                if subsystem != "http" && subsystem != "stream" {
+                    return Answer::error(400, format!("unsupported subsystem: {subsystem}"));
+                }
+                if auth::query_arg(query, "all").as_deref() != Some("true") {
+                    return Answer::error(404, "not found");
+                }
+                let catalog = self.plugins.catalog();
+                let mut names: Vec<&str> = match subsystem.as_str() {
+                    "http" => catalog.names().collect(),
+                    _ => Vec::new(),
+                };
+                names.sort_unstable();
+                let mut all =
+                    match catalog.admin_call("plugins_info", &names.join("\n"), &Value::Null) {
+                        Ok(text) => serde_json::from_str::<Value>(&text).unwrap_or(json!({})),
+                        Err(e) => return Answer::error(503, e),
                     };
-                    match self.plugins.catalog().schema(name, schema_type) {
-                        Ok(v) => Answer::json(200, v),
-                        Err(e) => Answer::error(501, e),
+                // Native plugins have no Lua module: their name and priority still show.
+                for n in names {
+                    if let (Some(o), Some(p)) = (all.get_mut(n), catalog.get(n))
+                        && let Some(o) = o.as_object_mut()
+                    {
+                        o.entry("priority").or_insert(json!(p.priority));
                     }
                 }
-            },
+                Answer::json(200, all)
+            }
+            name => {
+                if subsystem != "http" && subsystem != "stream" {
+                    return Answer::error(400, format!("unsupported subsystem: {subsystem}"));
+                }
+                let catalog = self.plugins.catalog();
+                if subsystem != "http" || catalog.get(name).is_none() {
+                    return Answer::error(
+                        404,
+                        format!("plugin not found in subsystem {subsystem}"),
+                    );
+                }
+                let schema_type = match auth::query_arg(query, "schema_type").as_deref() {
+                    Some("consumer") => Some(1),
+                    Some("metadata") => Some(2),
+                    _ => None,
+                };
+                match catalog.schema(name, schema_type) {
+                    Ok(v) => Answer::json(200, v),
+                    Err(e) => Answer::error(501, e),
+                }
+            }
         }
     }
 }
@@ -241,6 +350,17 @@ fn escape_raw_controls(body: &[u8]) -> Option<Vec<u8>> {
         out.push(b);
     }
     changed.then_some(out)
+}
+
+/// The answer to a body over [`MAX_BODY`], in APISIX's words (logged as APISIX logs it);
+/// `size` is the declared `Content-Length`, when there was one.
+pub fn too_large(size: Option<u64>) -> Answer {
+    let why = match size {
+        Some(n) => format!("request size {n} is greater than the maximum size {MAX_BODY} allowed"),
+        None => format!("request body is greater than the maximum size {MAX_BODY} allowed"),
+    };
+    log::error!("failed to read request body: {why}");
+    Answer::error(400, format!("invalid request body: {why}"))
 }
 
 #[cfg(test)]

@@ -7,8 +7,11 @@
 //! with the plugin's own `check_schema`, so nothing is accepted that the data plane would
 //! refuse — and schema defaults are never written back.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
+use super::index::Entry;
 use crate::config::standalone::Resources;
 use crate::plugin::Catalog;
 
@@ -57,6 +60,9 @@ pub const KINDS: &[Kind] = &[
     kind("protos", "proto", true, false),
     kind("secrets", "secret", false, true),
     kind("stream_routes", "stream route", true, true),
+    // moongate's: routes that are not listed among `routes` (`moongate test` writes its
+    // translation of nginx `location` blocks there, as nginx locations are no APISIX routes).
+    kind("moongate_locations", "location", false, false),
 ];
 
 pub fn find(name: &str) -> Option<&'static Kind> {
@@ -90,95 +96,112 @@ fn shape_message(field: &str, message: &str) -> String {
     }
 }
 
-/// The store directory and value kind a body is checked as.
-fn shape_kind(kind: &Kind) -> &'static str {
+/// The store directory and value kind a body is parsed as by the data plane.
+fn shape_kind(kind: &Kind) -> Option<&'static str> {
     match kind.name {
-        "credentials" => "consumers",
+        "credentials" | "plugin_metadata" | "secrets" => None,
+        "moongate_locations" => Some("routes"),
         other => crate::config::standalone::KINDS
             .iter()
             .copied()
-            .find(|k| *k == other)
-            .unwrap_or("routes"),
+            .find(|k| *k == other),
     }
 }
 
-/// Checks `conf` (already carrying its id) as a `kind` resource; `Err` is the `error_msg`.
-pub fn validate(kind: &Kind, conf: &Value, catalog: &Catalog) -> Result<(), String> {
-    let Some(obj) = conf.as_object() else {
-        return Err("invalid configuration: wrong type: expected object".into());
-    };
-    match kind.name {
-        "routes" if !obj.contains_key("uri") && !obj.contains_key("uris") => {
-            return Err(
-                "invalid configuration: value should match only one schema, but matches none"
-                    .into(),
-            );
-        }
-        "consumers" => match obj.get("username") {
-            Some(Value::String(u))
-                if !u.is_empty()
-                    && u.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {}
-            Some(_) => {
-                return Err("invalid configuration: property \"username\" validation failed: failed to match pattern \"^[a-zA-Z0-9_\\\\-]+$\"".into());
-            }
-            None => return Err("invalid configuration: property \"username\" is required".into()),
-        },
-        "global_rules" | "plugin_configs" | "consumer_groups" if !obj.contains_key("plugins") => {
-            return Err("invalid configuration: property \"plugins\" is required".into());
-        }
-        _ => {}
+/// Lua's name for the type of a JSON value, as APISIX's messages say it.
+pub fn lua_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nil",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) | Value::Object(_) => "table",
     }
-    if kind.name != "credentials" && kind.name != "plugin_metadata" {
-        let mut scratch = Resources::default();
-        if let Err(e) = scratch.add_item(shape_kind(kind), 0, conf) {
-            return Err(shape_message(&e.field, &e.message));
-        }
-    }
-    if kind.name == "plugin_metadata" {
+}
+
+/// Every plugin of `conf.plugins` must be enabled and pass its own check (consumers and
+/// credentials with the consumer schema; a credential only takes auth plugins).
+pub fn check_plugins(kind: &Kind, conf: &Value, catalog: &Catalog) -> Result<(), String> {
+    let Some(plugins) = conf.get("plugins") else {
         return Ok(());
+    };
+    let Some(map) = plugins.as_object() else {
+        return Err("invalid configuration: property \"plugins\" validation failed: wrong type: expected object, got ".to_string() + lua_type(plugins));
+    };
+    let consumer_side = matches!(kind.name, "consumers" | "credentials");
+    let schema_type = consumer_side.then_some(TYPE_CONSUMER);
+    // APISIX words a consumer's or credential's plugin failure with this prefix.
+    let wrap = |e: String| {
+        if consumer_side {
+            format!("invalid plugins configuration: {e}")
+        } else {
+            e
+        }
+    };
+    for (name, pconf) in map {
+        // APISIX checks the conf is a Lua table before it looks the plugin up.
+        if !(pconf.is_object() || pconf.is_array()) {
+            return Err(wrap(format!(
+                "invalid plugin conf {pconf} for plugin [{name}]"
+            )));
+        }
+        if catalog.get(name).is_none() {
+            return Err(wrap(format!("unknown plugin [{name}]")));
+        }
+        catalog.check(name, pconf, schema_type).map_err(wrap)?;
     }
-    if let Some(plugins) = obj.get("plugins") {
-        let Some(map) = plugins.as_object() else {
-            return Err("invalid configuration: property \"plugins\" validation failed: wrong type: expected object".into());
-        };
-        let consumer_side = matches!(kind.name, "consumers" | "credentials");
-        let schema_type = consumer_side.then_some(TYPE_CONSUMER);
-        // APISIX words a consumer's or credential's plugin failure with this prefix.
-        let wrap = |e: String| {
-            if consumer_side {
-                format!("invalid plugins configuration: {e}")
-            } else {
-                e
+    if kind.name == "credentials" {
+        for name in map.keys() {
+            if !catalog.get(name).is_some_and(|p| p.is_auth) {
+                return Err("only supports auth type plugins in consumer credential".into());
             }
-        };
-        for (name, pconf) in map {
-            // APISIX checks the conf is a Lua table (a JSON object or array) before it looks
-            // the plugin up.
-            if !(pconf.is_object() || pconf.is_array()) {
-                return Err(wrap(format!(
-                    "invalid plugin conf {pconf} for plugin [{name}]"
-                )));
-            }
-            if catalog.get(name).is_none() {
-                return Err(wrap(format!("unknown plugin [{name}]")));
-            }
-            catalog.check(name, pconf, schema_type).map_err(wrap)?;
         }
     }
     Ok(())
 }
 
-/// Checks a `plugin_metadata/{plugin}` body with the plugin's metadata schema.
-pub fn validate_metadata(plugin: &str, conf: &Value, catalog: &Catalog) -> Result<(), String> {
-    if catalog.get(plugin).is_none() {
-        return Err("invalid plugin name".into());
+/// A route's `vars` must compile (lua-resty-expr's rules, which the router shares).
+pub fn check_vars(kind: &Kind, conf: &Value) -> Result<(), String> {
+    if kind.name != "routes" {
+        return Ok(());
     }
+    match conf.get("vars") {
+        Some(vars) if !vars.is_null() => crate::router::expr::Expr::compile(vars)
+            .map(|_| ())
+            .map_err(|e| format!("failed to validate the 'vars' expression: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// The data plane must be able to serve what is stored: the same per-item parsing it applies
+/// to stored items. `Err` is the message.
+pub fn servable(kind: &Kind, conf: &Value) -> Result<(), String> {
+    let Some(shape) = shape_kind(kind) else {
+        return Ok(());
+    };
     let mut copy = conf.clone();
-    if let Some(o) = copy.as_object_mut() {
-        o.remove("id");
+    // A POST body has no id until one is generated.
+    if let Some(o) = copy.as_object_mut()
+        && kind.name != "consumers"
+    {
+        o.entry("id").or_insert_with(|| Value::String("0".into()));
     }
-    catalog.check(plugin, &copy, Some(TYPE_METADATA))
+    let mut scratch = Resources::default();
+    scratch
+        .add_item(shape, 0, &copy)
+        .map_err(|e| shape_message(&e.field, &e.message))
+}
+
+/// Checks a `plugin_metadata/{plugin}` body with the plugin's metadata schema. A native
+/// plugin has no Lua module to hold one: anything goes.
+pub fn validate_metadata(plugin: &str, conf: &Value, catalog: &Catalog) -> Result<(), String> {
+    match catalog.check_resource("plugin_metadata", "shape", plugin, conf) {
+        Err(e) if e == "invalid plugin name" => match catalog.get(plugin).map(|p| &p.imp) {
+            Some(crate::plugin::Impl::Native(_)) => Ok(()),
+            _ => Err(e),
+        },
+        other => other,
+    }
 }
 
 /// `create_time`/`update_time` are the server's to set on `PUT`/`POST`.
@@ -197,16 +220,29 @@ pub fn forbidden_times(conf: &Value) -> Option<String> {
 }
 
 /// The ids a resource names elsewhere, which must exist when it is written:
-/// (field, kind of the target, APISIX's words for the target).
+/// (path of the field, kind of the target, APISIX's words for the target).
 pub fn references(kind: &Kind) -> &'static [(&'static str, &'static str, &'static str)] {
     match kind.name {
         "routes" => &[
+            ("upstream.tls.client_cert_id", "ssls", "ssl"),
             ("upstream_id", "upstreams", "upstream"),
             ("service_id", "services", "service"),
             ("plugin_config_id", "plugin_configs", "plugin config"),
         ],
-        "services" | "stream_routes" => &[("upstream_id", "upstreams", "upstream")],
+        "services" | "stream_routes" => &[
+            ("upstream.tls.client_cert_id", "ssls", "ssl"),
+            ("upstream_id", "upstreams", "upstream"),
+        ],
+        "upstreams" => &[("tls.client_cert_id", "ssls", "ssl")],
         "consumers" => &[("group_id", "consumer_groups", "consumer group")],
+        _ => &[],
+    }
+}
+
+/// The fields `?filter=` may test, per kind (APISIX's `list_filter_fields`).
+pub fn list_filter_fields(kind: &Kind) -> &'static [&'static str] {
+    match kind.name {
+        "routes" => &["service_id", "upstream_id"],
         _ => &[],
     }
 }
@@ -220,84 +256,84 @@ pub fn id_text(v: &Value) -> Option<String> {
     }
 }
 
-/// True when `v` names upstream `id` in an `upstream_id` field anywhere inside it
-/// (traffic-split's weighted upstreams).
-fn names_upstream(v: &Value, id: &str) -> bool {
-    match v {
-        Value::Object(o) => o.iter().any(|(k, x)| {
-            (k == "upstream_id" && id_text(x).as_deref() == Some(id)) || names_upstream(x, id)
-        }),
-        Value::Array(a) => a.iter().any(|x| names_upstream(x, id)),
-        _ => false,
-    }
+/// Kinds whose delete is refused while something uses them.
+pub fn guarded(kind: &Kind) -> bool {
+    matches!(
+        kind.name,
+        "upstreams" | "services" | "plugin_configs" | "consumer_groups" | "protos"
+    )
 }
 
-/// Why `kind`/`id` may not be deleted, in APISIX's words; `all` holds every stored resource
-/// as (kind, id, value).
-pub fn delete_refusal(
-    kind: &Kind,
-    id: &str,
-    all: &[(&'static str, String, Value)],
-) -> Option<String> {
-    let of = |k: &'static str| all.iter().filter(move |(kk, _, _)| *kk == k);
-    let field_is = |v: &Value, f: &str| v.get(f).and_then(id_text).as_deref() == Some(id);
-    let rid =
-        |rid: &String, v: &Value| v.get("id").and_then(id_text).unwrap_or_else(|| rid.clone());
+/// Why `kind` may not be deleted while `users` (the items naming it, in key order) exist, in
+/// APISIX's words and order of checks.
+pub fn delete_refusal(kind: &Kind, users: &[Arc<Entry>]) -> Option<String> {
+    let of = |k: &'static str| users.iter().filter(move |e| e.kind == k);
+    let names = |e: &Entry, in_plugin: bool| {
+        e.facts
+            .refs
+            .iter()
+            .any(|r| r.kind == kind.name && r.in_plugin == in_plugin)
+    };
     match kind.name {
         "upstreams" => {
-            for (k, word) in [("routes", "route"), ("services", "service")] {
-                for (rk, v) in of(k).map(|(_, i, v)| (i, v)) {
-                    if v.get("plugins").is_some_and(|p| names_upstream(p, id)) {
+            // Routes and services by field or by plugin; the others by plugin only.
+            let order: [(&'static str, &str, bool); 6] = [
+                ("routes", "route", true),
+                ("services", "service", true),
+                ("plugin_configs", "plugin_config", false),
+                ("consumers", "consumer", false),
+                ("consumer_groups", "consumer_group", false),
+                ("global_rules", "global_rules", false),
+            ];
+            for (k, word, by_field) in order {
+                for e in of(k) {
+                    if names(e, true) {
                         return Some(format!(
                             "can not delete this upstream, plugin in {word} [{}] is still using it now",
-                            rid(rk, v)
+                            e.facts.id
                         ));
                     }
-                    if field_is(v, "upstream_id") {
+                    if by_field && names(e, false) {
                         return Some(format!(
                             "can not delete this upstream, {word} [{}] is still using it now",
-                            rid(rk, v)
+                            e.facts.id
                         ));
                     }
                 }
             }
             None
         }
-        "services" => {
-            for (k, word) in [("routes", "route"), ("stream_routes", "stream_route")] {
-                if let Some((_, rk, v)) = of(k).find(|(_, _, v)| field_is(v, "service_id")) {
-                    return Some(format!(
+        "services" => [("routes", "route"), ("stream_routes", "stream_route")]
+            .into_iter()
+            .find_map(|(k, word)| {
+                of(k).find(|e| names(e, false)).map(|e| {
+                    format!(
                         "can not delete this service directly, {word} [{}] is still using it now",
-                        rid(rk, v)
-                    ));
-                }
-            }
-            None
-        }
-        "plugin_configs" => of("routes")
-            .find(|(_, _, v)| field_is(v, "plugin_config_id"))
-            .map(|(_, rk, v)| {
-                format!(
-                    "can not delete this plugin config, route [{}] is still using it now",
-                    rid(rk, v)
-                )
+                        e.facts.id
+                    )
+                })
             }),
-        "consumer_groups" => of("consumers")
-            .find(|(_, _, v)| field_is(v, "group_id"))
-            .map(|(_, rk, _)| {
-                format!("can not delete this consumer group, consumer [{rk}] is still using it now")
-            }),
-        "protos" => of("routes")
-            .find(|(_, _, v)| {
-                v.get("plugins")
-                    .and_then(|p| p.get("grpc-transcode"))
-                    .is_some_and(|g| field_is(g, "proto_id"))
-            })
-            .map(|(_, rk, v)| {
-                format!(
-                    "can not delete this proto, route [{}] is still using it now",
-                    rid(rk, v)
-                )
+        "plugin_configs" => of("routes").find(|e| names(e, false)).map(|e| {
+            format!(
+                "can not delete this plugin config, route [{}] is still using it now",
+                e.facts.id
+            )
+        }),
+        "consumer_groups" => of("consumers").find(|e| names(e, false)).map(|e| {
+            format!(
+                "can not delete this consumer group, consumer [{}] is still using it now",
+                e.key_id
+            )
+        }),
+        "protos" => [("routes", "route"), ("services", "service")]
+            .into_iter()
+            .find_map(|(k, word)| {
+                of(k).find(|e| names(e, true)).map(|e| {
+                    format!(
+                        "can not delete this proto, {word} [{}] is still using it now",
+                        e.facts.id
+                    )
+                })
             }),
         _ => None,
     }
@@ -306,93 +342,86 @@ pub fn delete_refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::store::Item;
     use serde_json::json;
 
+    fn entry(key: &str, v: Value) -> Arc<Entry> {
+        Arc::new(
+            crate::admin::handlers::entry_of(
+                "/apisix",
+                Item {
+                    key: key.into(),
+                    value: v.to_string().into_bytes(),
+                    create_revision: 1,
+                    mod_revision: 1,
+                },
+            )
+            .unwrap(),
+        )
+    }
+
     #[test]
-    fn shapes_are_checked_in_apisix_words() {
-        let c = Catalog::empty();
+    fn the_data_plane_parse_speaks_apisix_words() {
         let routes = find("routes").unwrap();
-        assert!(validate(routes, &json!({"id":"1","uri":"/a","upstream_id":"u"}), &c).is_ok());
+        assert!(servable(routes, &json!({"uri":"/a","upstream_id":"u"})).is_ok());
         assert_eq!(
-            validate(routes, &json!({"id":"1","upstream_id":"u"}), &c).unwrap_err(),
-            "invalid configuration: value should match only one schema, but matches none"
-        );
-        assert_eq!(
-            validate(routes, &json!({"id":"1","uri":"/a","bogus":1}), &c).unwrap_err(),
+            servable(routes, &json!({"id":"1","uri":"/a","bogus":1})).unwrap_err(),
             "invalid configuration: additional properties forbidden, found bogus"
         );
         assert_eq!(
-            validate(
-                routes,
-                &json!({"id":"1","uri":"/a","plugins":{"nope":{}}}),
-                &c
-            )
-            .unwrap_err(),
-            "unknown plugin [nope]"
+            forbidden_times(&json!({"uri":"/a","create_time":1})).unwrap(),
+            "the property is forbidden:  create_time"
         );
-        let consumers = find("consumers").unwrap();
-        assert!(validate(consumers, &json!({"username":"jack"}), &c).is_ok());
         assert_eq!(
-            validate(
-                consumers,
-                &json!({"username":"jack","plugins":{"nope":{}}}),
-                &c
+            check_plugins(routes, &json!({"plugins":{"nope":5}}), &Catalog::empty()).unwrap_err(),
+            "invalid plugin conf 5 for plugin [nope]"
+        );
+        assert_eq!(
+            check_plugins(
+                find("consumers").unwrap(),
+                &json!({"plugins":{"nope":{}}}),
+                &Catalog::empty()
             )
             .unwrap_err(),
             "invalid plugins configuration: unknown plugin [nope]"
         );
         assert_eq!(
-            validate(
-                consumers,
-                &json!({"username":"jack","plugins":{"key-auth":"blah"}}),
-                &c
-            )
-            .unwrap_err(),
-            "invalid plugins configuration: invalid plugin conf \"blah\" for plugin [key-auth]"
-        );
-        assert_eq!(
-            validate(
-                find("routes").unwrap(),
-                &json!({"id":"1","uri":"/a","plugins":{"nope":5}}),
-                &c
-            )
-            .unwrap_err(),
-            "invalid plugin conf 5 for plugin [nope]"
-        );
-        assert!(validate(consumers, &json!({"username":"ja ck"}), &c).is_err());
-        assert_eq!(
-            forbidden_times(&json!({"uri":"/a","create_time":1})).unwrap(),
-            "the property is forbidden:  create_time"
+            check_vars(routes, &json!({"vars":[["arg_a","=","1"]]})).unwrap_err(),
+            "failed to validate the 'vars' expression: invalid operator '='"
         );
     }
 
     #[test]
     fn referenced_resources_cannot_be_deleted() {
-        let all = vec![
-            (
-                "routes",
-                "1".to_string(),
-                json!({"id":"1","uri":"/a","upstream_id":"u1","service_id":"s1"}),
-            ),
-            (
-                "routes",
-                "2".to_string(),
-                json!({"id":"2","uri":"/b","plugins":{"traffic-split":{"rules":[{"weighted_upstreams":[{"upstream_id":"u2"}]}]}}}),
-            ),
-        ];
         let up = find("upstreams").unwrap();
+        let by_field = entry(
+            "/apisix/routes/1",
+            json!({"id":"1","uri":"/a","upstream_id":"u1","service_id":"s1"}),
+        );
+        let by_plugin = entry(
+            "/apisix/routes/2",
+            json!({"id":"2","uri":"/b","plugins":{"traffic-split":{"rules":[{"weighted_upstreams":[{"upstream_id":"u2"}]}]}}}),
+        );
         assert_eq!(
-            delete_refusal(up, "u1", &all).unwrap(),
+            delete_refusal(up, std::slice::from_ref(&by_field)).unwrap(),
             "can not delete this upstream, route [1] is still using it now"
         );
         assert_eq!(
-            delete_refusal(up, "u2", &all).unwrap(),
+            delete_refusal(up, std::slice::from_ref(&by_plugin)).unwrap(),
             "can not delete this upstream, plugin in route [2] is still using it now"
         );
-        assert!(delete_refusal(up, "u3", &all).is_none());
+        assert!(delete_refusal(up, &[]).is_none());
         assert_eq!(
-            delete_refusal(find("services").unwrap(), "s1", &all).unwrap(),
+            delete_refusal(find("services").unwrap(), &[by_field]).unwrap(),
             "can not delete this service directly, route [1] is still using it now"
+        );
+        let gr = entry(
+            "/apisix/global_rules/1",
+            json!({"id":"1","plugins":{"traffic-split":{"rules":[{"weighted_upstreams":[{"upstream_id":"u2"}]}]}}}),
+        );
+        assert_eq!(
+            delete_refusal(up, &[gr]).unwrap(),
+            "can not delete this upstream, plugin in global_rules [1] is still using it now"
         );
     }
 }

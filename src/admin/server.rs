@@ -35,17 +35,22 @@ impl AdminHandle {
     }
 }
 
-/// The headers every Admin API answer carries.
-pub fn headers(resp: &mut http::HeaderMap) {
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The headers of an Admin API answer: `Content-Type: application/json` and the ones the
+/// answer adds (`X-API-VERSION`, CORS).
+pub fn headers(resp: &mut http::HeaderMap, answer: &Answer) {
     resp.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    resp.insert("x-api-version", HeaderValue::from_static("v3"));
-    resp.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    for (name, value) in &answer.headers {
+        resp.insert(*name, HeaderValue::from_static(value));
+    }
 }
 
 /// A running Admin API.
@@ -75,12 +80,12 @@ async fn serve_one(
             })
             .await
         }
-        Err(e) => Answer::error(400, format!("invalid request body: {e}")),
+        Err(_) => super::too_large(content_length(&parts.headers)),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(answer.body)));
+    let mut resp = Response::new(Full::new(Bytes::from(answer.body.clone())));
     *resp.status_mut() = http::StatusCode::from_u16(answer.status)
         .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    headers(resp.headers_mut());
+    headers(resp.headers_mut(), &answer);
     Ok(resp)
 }
 
@@ -110,6 +115,10 @@ impl AdminServer {
             .name("moongate-admin".into())
             .spawn(move || {
                 rt.block_on(async move {
+                    // The mirror follows the store for as long as this runtime runs.
+                    if let Some(ix) = api.index.clone() {
+                        tokio::spawn(ix.follow(api.store.clone()));
+                    }
                     let listener = match std_listener.map(tokio::net::TcpListener::from_std) {
                         Some(Ok(l)) => Some(l),
                         Some(Err(e)) => {

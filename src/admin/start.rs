@@ -71,6 +71,10 @@ impl ConfigPlane {
 /// `conf/admin_key` under the prefix so it survives restarts; its path is printed.
 pub fn resolve_keys(admin: &AdminConfig, prefix: &Path) -> Result<Vec<AdminKey>, StartError> {
     if !admin.key_required {
+        // APISIX's words, which its test suites look for.
+        log::warn!(
+            "Admin key is bypassed! If you are deploying moongate in a production environment, please enable `admin_key_required` and set a secure admin key!"
+        );
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
@@ -231,6 +235,8 @@ pub fn etcd(
     } else {
         None
     };
+    // A data plane reads etcd but never writes it (APISIX's rule for `core.etcd` too).
+    crate::config::store::shared::set(store.clone(), false);
     // A node that serves what it writes answers a write once it serves it; etcd is remote, so
     // a delete is waited for by a lower bound of its revision rather than a full listing.
     let settle = sync.as_ref().map(|s| (s.applied.clone(), false));
@@ -277,6 +283,8 @@ fn default_admin() -> AdminConfig {
         allow: vec!["127.0.0.0/24".into()],
         key_in_query: false,
         serve_on_data_port: false,
+        cors: true,
+        v2: false,
     }
 }
 
@@ -306,9 +314,17 @@ fn start_admin(
         }
         None => (store, None),
     };
+    // The mirror of the store that lists and delete checks read; every write made through
+    // the Admin API (or Lua's `apisix.core.etcd`, which shares this store) reaches it at once.
+    let index = super::index::Index::new(store.prefix());
+    let store: Arc<dyn Store> = Arc::new(super::mirrored::Mirrored::new(store, index.clone()));
+    crate::config::store::shared::set(store.clone(), true);
     let api = Arc::new(AdminApi {
         store,
         settle,
+        index: Some(index),
+        cors: admin.cors,
+        v2: admin.v2,
         plugins,
         access: Access {
             allow: Some(allow),

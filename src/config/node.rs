@@ -127,6 +127,10 @@ pub struct AdminConfig {
     /// `serve_on_data_port`: `/apisix/admin/*` is also answered on `node_listen`, as APISIX's
     /// test harness reaches it on port 1984.
     pub serve_on_data_port: bool,
+    /// `enable_admin_cors` (default true): answers carry `Access-Control-Allow-Origin: *`.
+    pub cors: bool,
+    /// `admin_api_version`: `v3` (the default) or APISIX 2's envelopes (`default`, `v2`).
+    pub v2: bool,
 }
 
 /// `apisix.enable_control` and `apisix.control`: the control API's listener.
@@ -201,6 +205,9 @@ pub struct NodeConfig {
     /// `apisix.trusted_addresses`: peers whose `X-Forwarded-For` is kept; when set, an
     /// untrusted peer's is dropped before plugins run. Empty = not configured.
     pub trusted_addresses: Vec<String>,
+    /// `apisix.dns_resolver_valid`: seconds a resolved node name is used before it is resolved
+    /// again (default 30).
+    pub dns_resolver_valid: u64,
     pub provider: Provider,
     /// `deployment.role`.
     pub role: Role,
@@ -284,6 +291,7 @@ const KNOWN: &[&str] = &[
     "apisix.node_listen",
     "apisix.enable_ipv6",
     "apisix.trusted_addresses",
+    "apisix.dns_resolver_valid",
     "apisix.ssl",
     "apisix.ssl.enable",
     "apisix.ssl.listen",
@@ -405,6 +413,18 @@ impl<'a> Reader<'a> {
             v = v.as_object()?.get(part)?;
         }
         (!v.is_null()).then_some(v)
+    }
+
+    /// True when `path` is present and explicitly `null` (`admin_key: ~`).
+    fn is_null(&self, path: &str) -> bool {
+        let mut v = self.root;
+        for part in path.split('.') {
+            match v.as_object().and_then(|o| o.get(part)) {
+                Some(x) => v = x,
+                None => return false,
+            }
+        }
+        v.is_null()
     }
 
     fn error(&mut self, path: &str, message: impl Into<String>) {
@@ -893,6 +913,10 @@ impl NodeConfig {
         let keepalive_requests = r
             .number("nginx_config.http.keepalive_requests", 1000)
             .max(1);
+        let dns_resolver_valid = r.number(
+            "apisix.dns_resolver_valid",
+            crate::upstream::dns::DEFAULT_VALID_SECS,
+        );
         let connection_idle_timeout = r.time("nginx_config.http.connection_idle_timeout", "60s");
         let http2_idle_timeout = r.time("nginx_config.http.http2_idle_timeout", "180s");
         let real_ip_header = r.string("nginx_config.http.real_ip_header", "X-Real-IP");
@@ -1058,6 +1082,7 @@ impl NodeConfig {
                 real_ip_recursive,
                 real_ip_from,
                 trusted_addresses,
+                dns_resolver_valid,
                 provider,
                 role,
                 admin,
@@ -1301,7 +1326,11 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
     };
     const KEYS: &str = "deployment.admin.admin_key";
     let mut keys = Vec::new();
+    // `admin_key: null` is APISIX's way to run without keys (its test harness does); absent
+    // means one admin key, generated at start.
+    let no_keys = r.is_null(KEYS);
     match r.get(KEYS) {
+        None if no_keys => {}
         None => keys.push(("admin".to_string(), String::new(), "admin".to_string())),
         Some(Value::Array(list)) => {
             for (i, k) in list.iter().enumerate() {
@@ -1342,6 +1371,14 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
             r.error(ALLOW, e);
         }
     }
+    // As APISIX's CLI: no key at all is only accepted while the API is reachable from
+    // loopback alone.
+    if no_keys && allow != ["127.0.0.0/24"] {
+        r.error(
+            KEYS,
+            "null (no Admin API key) is only allowed when deployment.admin.allow_admin is [127.0.0.0/24]; set a key",
+        );
+    }
     AdminConfig {
         listen,
         keys,
@@ -1349,6 +1386,21 @@ fn parse_admin(r: &mut Reader<'_>) -> AdminConfig {
         allow,
         key_in_query: r.boolean("deployment.admin.allow_key_in_query", false),
         serve_on_data_port: r.boolean("deployment.admin.serve_on_data_port", false),
+        cors: r.boolean("deployment.admin.enable_admin_cors", true),
+        v2: match r
+            .string("deployment.admin.admin_api_version", "v3")
+            .as_str()
+        {
+            "v3" => false,
+            "default" | "v2" => true,
+            other => {
+                r.error(
+                    "deployment.admin.admin_api_version",
+                    format!("expected v3 or default, got {other:?}"),
+                );
+                false
+            }
+        },
     }
 }
 

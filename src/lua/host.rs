@@ -6,14 +6,22 @@
 //! own `check_schema` filling defaults, and every request running that chain gets the very same
 //! tables — across snapshots too: a config change recompiles only the chains of the resources
 //! it touched, so only those get new tables, as a new `conf_version` does in APISIX.
+//!
+//! The request path crosses from Rust into Lua once per phase that has Lua work, and creates no
+//! Lua value from Rust on the way: under the worker's heap limit every value mlua makes from Rust
+//! costs a protected call. What a request needs on the Lua side (its `ctx`, `ngx.ctx`) is made by
+//! the runner itself (`runner.lua`) on the request's first entry, kept in a registry slot that
+//! `lua::request` records for the request, and recycled by a later request once this one is
+//! unregistered (as APISIX pools `ctx` and `ctx.var`); what is the same for many requests
+//! (chains, route objects) is made once per snapshot.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Function, Lua, MultiValue, RegistryKey, Table, Value};
+use mlua::{Function, Lua, MultiValue, Table, Value};
+use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use super::plugin;
@@ -23,14 +31,22 @@ use super::vm::{LuaVm, VmOptions};
 use crate::plugin::{Chain, Impl, Phase};
 
 const RUNNER: &str = include_str!("runner.lua");
-/// The fewest conf-table entries at which dead chains are swept.
+/// The fewest chain-table entries at which dead chains are swept.
 const SWEEP_MIN: usize = 256;
+
+/// One chain's table, with the tokens that tell whether the chain is alive.
+type ChainTable = (Vec<std::sync::Weak<()>>, Table);
 
 /// What a phase run ended with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Every plugin ran; the request goes on.
-    Continue,
+    /// Every plugin ran; the request goes on. `consumer`: the `ctx.consumer_name` an auth
+    /// plugin attached (reported after rewrite runs); `upstream_id`: `ctx.upstream_id` as a
+    /// plugin left it (reported after rewrite and access runs).
+    Continue {
+        consumer: Option<String>,
+        upstream_id: Option<String>,
+    },
     /// Plugin `index` of the chain answered `return code, body`.
     Answer {
         index: usize,
@@ -50,26 +66,129 @@ pub struct HandlerSource {
     pub chunks: Vec<(String, String)>,
 }
 
-/// One chain's conf tables, with the tokens that tell whether the chain is alive.
-type ConfTables = (Vec<std::sync::Weak<()>>, Rc<RegistryKey>);
+/// The matched route as plugins see it (`ctx.route_id`, `ctx.matched_route`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteInfo<'a> {
+    pub id: &'a str,
+    pub name: Option<&'a str>,
+    pub service_id: Option<&'a str>,
+    /// `matched_route.modifiedIndex`.
+    pub modified_index: Option<i64>,
+}
+
+/// The numbers the runner knows phases by (`runner.lua`'s `PHASES`).
+fn phase_number(p: Phase) -> i64 {
+    match p {
+        Phase::Rewrite => 1,
+        Phase::Access => 2,
+        Phase::Balancer => 3,
+        Phase::BeforeProxy => 4,
+        Phase::HeaderFilter => 5,
+        Phase::BodyFilter => 6,
+        Phase::Log => 7,
+    }
+}
+
+/// A compiled `*_by_lua` chunk, or why it did not compile.
+type HandlerFn = Result<Function, String>;
 
 pub struct LuaHost {
     vm: LuaVm,
-    modules: HashMap<String, RegistryKey>,
+    modules: HashMap<String, Table>,
     runner: Function,
     /// Gives a conf table its `_meta.parent` (see [`SET_PARENT`]).
     set_parent: Function,
-    /// Conf tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
+    /// `runner.lua`'s entry for several groups in one call (`run_groups`).
+    run_groups_fn: Function,
+    /// `runner.lua`'s route object maker, called once per route per snapshot.
+    make_route: Function,
+    /// Chain tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
     /// whether the chain is still alive.
-    chains: RefCell<HashMap<(u64, u64), ConfTables>>,
+    chains: RefCell<FxHashMap<(u64, u64), ChainTable>>,
     /// `chains` is swept of dead chains when it grows to this many entries.
     sweep_at: Cell<usize>,
-    handlers: RefCell<HashMap<(u64, String), Rc<RegistryKey>>>,
-    /// The newest snapshot version seen; older entries are dropped when it changes.
+    /// Route objects of the newest snapshot version, by route id.
+    routes: RefCell<FxHashMap<String, Table>>,
+    /// Compiled handlers of the newest snapshot version, by (route key, directive).
+    handlers: RefCell<FxHashMap<(String, String), Option<HandlerFn>>>,
+    /// The newest snapshot version seen: the caches hold its values only. A request still on
+    /// an older snapshot gets its values made anew (it holds them itself).
     newest: Cell<u64>,
     /// Longest time one phase may wait (on I/O, sleeps); past it the request fails.
     pub phase_timeout: Duration,
     memory_limit: Option<usize>,
+    /// The VM's identity for `lua::request`'s registry slots.
+    vm_id: usize,
+}
+
+impl Drop for LuaHost {
+    fn drop(&mut self) {
+        request::forget_vm(self.vm_id);
+    }
+}
+
+crate::raw_fn!(mark_plugin, |args| {
+    // Plugin run `i` of the chain starts now (0: the run is over): one clock read.
+    let i = args.number(1).unwrap_or(0.0).max(0.0) as usize;
+    if let Some(req) = request::try_current()
+        && let Ok(mut r) = req.try_borrow_mut()
+    {
+        r.mark_plugin(i);
+    }
+    Ok(super::raw::Rets::none())
+});
+
+crate::raw_fn!(enter_group, |args| {
+    // The next group of a call of several starts: the phase and chain slot it runs in (for
+    // `ngx.get_phase()` and timings). `false` when output was printed: the request answers.
+    let phase = match args.number(1).unwrap_or(0.0) as i64 {
+        1 => Phase::Rewrite,
+        2 => Phase::Access,
+        _ => return Err("enter_group: only rewrite and access groups go in one call".into()),
+    };
+    let slot = args.number(2).unwrap_or(0.0).max(0.0) as u8;
+    request::with_raw("the phase runner", |r| {
+        r.phase = Some(phase);
+        r.ngx_phase = phase.ngx_phase();
+        r.timing = (slot, Some(phase));
+        super::raw::Ret::Bool(r.out.is_empty() || r.in_content).into()
+    })
+});
+
+// `upstream_peer()`: the address the upstream answered from (ip, port), or nothing yet.
+crate::raw_fn!(upstream_peer, |_| {
+    request::with_raw("the phase runner", |r| match r.upstream.addr {
+        Some(a) => super::raw::Rets::two(
+            super::raw::Ret::Str(a.ip().to_string().into_bytes()),
+            super::raw::Ret::Num(a.port() as f64),
+        ),
+        None => super::raw::Rets::none(),
+    })
+});
+
+/// `route_match(t)`: fills `t` (the request's `ctx.curr_req_matched`) with what the router
+/// matched: `_path` (the route uri) and the uri's parameters.
+unsafe extern "C-unwind" fn route_match(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    let pairs = request::with_raw("the phase runner", |r| {
+        let mut p = super::raw::Pairs::with_capacity(r.uri_params.len() + 1);
+        if let Some(u) = &r.matched_uri {
+            p.push(b"_path", u.as_bytes());
+        }
+        for (k, v) in &r.uri_params {
+            p.push(k.as_bytes(), v.as_bytes());
+        }
+        p
+    });
+    // SAFETY: called by Lua with a table as argument 1; only pushes and raw sets follow,
+    // with `pairs` the one owned value (leaked at worst if a push runs out of memory).
+    unsafe {
+        if let Ok(pairs) = pairs
+            && mlua::ffi::lua_type(l, 1) == mlua::ffi::LUA_TTABLE
+        {
+            super::raw::set_pairs(l, 1, &pairs);
+        }
+    }
+    0
 }
 
 impl LuaHost {
@@ -88,34 +207,41 @@ impl LuaHost {
             match plugin::load(&vm, name) {
                 Ok(_) => {
                     let m: Table = require.call(format!("apisix.plugins.{name}"))?;
-                    modules.insert(name.clone(), lua.create_registry_value(m)?);
+                    modules.insert(name.clone(), m);
                 }
                 Err(e) => log::error!("{e}"),
             }
         }
-        let mark = lua.create_function(|_, i: usize| {
-            if let Some(req) = request::try_current() {
-                let mut r = req.borrow_mut();
-                r.mark_plugin(i);
-            }
-            Ok(())
-        })?;
-        let runner: Function = lua
-            .load(RUNNER)
-            .set_name("=moongate/runner.lua")
-            .call(mark)?;
+        let (runner, make_route, run_groups_fn): (Function, Function, Function) =
+            lua.load(RUNNER).set_name("=moongate/runner.lua").call((
+                super::raw::function(lua, mark_plugin, ())?,
+                super::raw::function(lua, request::req_state, ())?,
+                super::raw::function(lua, request::adopt_state, ())?,
+                super::raw::function(lua, request::take_retired, ())?,
+                super::raw::function(lua, super::ngx::balancer::picked, ())?,
+                super::raw::function(lua, enter_group, ())?,
+                super::raw::function(lua, route_match, ())?,
+                super::raw::function(lua, upstream_peer, ())?,
+            ))?;
+        let mut vm_id = 0;
+        // SAFETY: reads the allocator of the VM's main state, in a protected call.
+        unsafe { lua.exec_raw::<()>((), |l| vm_id = request::vm_of(l))? };
         let set_parent: Function = lua
             .load(SET_PARENT)
             .set_name("=moongate/set_parent")
             .call(())?;
         Ok(LuaHost {
+            vm_id,
             vm,
             modules,
             runner,
             set_parent,
-            chains: RefCell::new(HashMap::new()),
+            run_groups_fn,
+            make_route,
+            chains: RefCell::new(FxHashMap::default()),
             sweep_at: Cell::new(SWEEP_MIN),
-            handlers: RefCell::new(HashMap::new()),
+            routes: RefCell::new(FxHashMap::default()),
+            handlers: RefCell::new(FxHashMap::default()),
             newest: Cell::new(0),
             phase_timeout,
             memory_limit: opts.memory_limit,
@@ -126,54 +252,64 @@ impl LuaHost {
         self.vm.lua()
     }
 
-    fn forget_old(&self, version: u64) {
-        if version > self.newest.get() {
-            self.newest.set(version);
-            // Requests still on the previous snapshot keep their tables alive through `Rc`.
-            self.handlers.borrow_mut().retain(|(v, _), _| *v >= version);
-        }
+    /// Whether plugin `name` loaded on this worker's VM.
+    pub fn has_plugin(&self, name: &str) -> bool {
+        self.modules.contains_key(name)
     }
 
-    /// The chain's entries as Lua sees them: `{name, mod, conf}` per Lua plugin (`false` for
-    /// native ones, so indices line up), made once per compiled chain.
-    fn chain_table(&self, chain: &Chain) -> Result<Table, String> {
-        let lua = self.lua();
-        let key = chain.id.key();
-        if let Some((_, k)) = self.chains.borrow().get(&key) {
-            return lua.registry_value(k).map_err(|e| e.to_string());
+    /// Whether values of snapshot `version` are cached: it is the newest seen (the caches
+    /// are emptied when a newer one comes).
+    fn cacheable(&self, version: u64) -> bool {
+        if version > self.newest.get() {
+            self.newest.set(version);
+            self.routes.borrow_mut().clear();
+            self.handlers.borrow_mut().clear();
         }
+        version == self.newest.get()
+    }
+
+    /// The chain as Lua sees it: `{name, mod, conf}` per Lua plugin (`false` for native
+    /// ones, so indices line up) and the owner's `conf_type`, `conf_id`, `conf_version`, made
+    /// once per compiled chain.
+    fn chain_table(&self, chain: &Chain) -> Result<Table, String> {
+        let key = chain.id.key();
+        if let Some((_, t)) = self.chains.borrow().get(&key) {
+            return Ok(t.clone());
+        }
+        let lua = self.lua();
+        let err = |e: mlua::Error| e.to_string();
         let t = lua
-            .create_table_with_capacity(chain.entries.len(), 0)
-            .map_err(|e| e.to_string())?;
+            .create_table_with_capacity(chain.entries.len(), 4)
+            .map_err(err)?;
         for (i, e) in chain.entries.iter().enumerate() {
             let v = match &e.imp {
                 Impl::Native(_) => Value::Boolean(false),
                 Impl::Lua => {
-                    let m = self
+                    let module = self
                         .modules
                         .get(&e.name)
                         .ok_or_else(|| format!("plugin {} is not loaded on this worker", e.name))?;
-                    let module: Table = lua.registry_value(m).map_err(|x| x.to_string())?;
                     let conf = plugin::check_conf(&self.vm, &e.name, &e.conf, None)?;
                     // Checked as stored (APISIX checks before decrypting), then opened.
                     plugin::seal_table(&self.vm, &e.name, &conf, None, plugin::Seal::Decrypt)?;
                     self.set_parent
                         .call::<()>((&conf, e.parent.as_str(), chain.owner.conf_version.as_str()))
-                        .map_err(|x| x.to_string())?;
-                    let entry = lua.create_table().map_err(|x| x.to_string())?;
-                    entry
-                        .set("name", e.name.as_str())
-                        .map_err(|x| x.to_string())?;
-                    entry.set("mod", module).map_err(|x| x.to_string())?;
-                    entry.set("conf", conf).map_err(|x| x.to_string())?;
+                        .map_err(err)?;
+                    let entry = lua.create_table().map_err(err)?;
+                    entry.set("name", e.name.as_str()).map_err(err)?;
+                    entry.set("mod", module.clone()).map_err(err)?;
+                    entry.set("conf", conf).map_err(err)?;
                     Value::Table(entry)
                 }
             };
-            t.raw_set(i + 1, v).map_err(|e| e.to_string())?;
+            t.raw_set(i + 1, v).map_err(err)?;
         }
-        let k = lua
-            .create_registry_value(t.clone())
-            .map_err(|e| e.to_string())?;
+        let o = &chain.owner;
+        t.set("conf_type", o.conf_type.as_str()).map_err(err)?;
+        t.set("conf_id", o.conf_id.as_str()).map_err(err)?;
+        t.set("conf_version", o.conf_version.as_str())
+            .map_err(err)?;
+        t.set("global", o.conf_type == "global_rule").map_err(err)?;
         let mut chains = self.chains.borrow_mut();
         // Tables of chains no snapshot holds any more are dropped in one sweep once the map
         // doubled since the last one: amortised O(1) per new chain, never a scan per change.
@@ -181,17 +317,30 @@ impl LuaHost {
             chains.retain(|_, (alive, _)| crate::plugin::ChainId::alive(alive));
             self.sweep_at.set((chains.len() * 2).max(SWEEP_MIN));
         }
-        chains.insert(key, (chain.id.watch(), Rc::new(k)));
+        chains.insert(key, (chain.id.watch(), t.clone()));
+        Ok(t)
+    }
+
+    /// The route object plugins see as `ctx.matched_route`, made once per snapshot version.
+    fn route_table(&self, version: u64, route: &RouteInfo<'_>) -> mlua::Result<Table> {
+        let cache = self.cacheable(version);
+        if cache && let Some(t) = self.routes.borrow().get(route.id) {
+            return Ok(t.clone());
+        }
+        let t: Table =
+            self.make_route
+                .call((route.id, route.name, route.service_id, route.modified_index))?;
+        if cache {
+            self.routes
+                .borrow_mut()
+                .insert(route.id.to_string(), t.clone());
+        }
         Ok(t)
     }
 
     /// Calls every loaded plugin's `destroy()` (plugin reload), logging failures.
     pub fn destroy_plugins(&self) {
-        let lua = self.lua();
-        for (name, key) in &self.modules {
-            let Ok(m) = lua.registry_value::<Table>(key) else {
-                continue;
-            };
+        for (name, m) in &self.modules {
             if let Ok(Some(f)) = m.get::<Option<Function>>("destroy")
                 && let Err(e) = f.call::<()>(())
             {
@@ -200,83 +349,16 @@ impl LuaHost {
         }
     }
 
-    /// The APISIX `ctx` table plugins receive, for one request and chain owner: the owner's
-    /// `conf_*`, the route and service ids, then `apisix.core.ctx` gives it `ctx.var` and the
-    /// route fields (`matched_route`, `curr_req_matched`) as APISIX's init does.
-    pub fn new_api_ctx(
-        &self,
-        req: &SharedReq,
-        owner: &crate::plugin::ConfOwner,
-    ) -> mlua::Result<Table> {
-        let lua = self.lua();
-        let init: Function = lua.named_registry_value("moongate.api_ctx").or_else(
-            |_| -> mlua::Result<Function> {
-                let f: Function = lua.load(API_CTX).set_name("=moongate/api_ctx.lua").eval()?;
-                lua.set_named_registry_value("moongate.api_ctx", f.clone())?;
-                Ok(f)
-            },
-        )?;
-        // One call that builds the whole table Lua-side: each field set from Rust would be a
-        // protected call of its own.
-        // The request is not borrowed across the call: core.ctx may read it.
-        let (route_id, route_name, service_id, matched_uri, params, real_request_uri, request_uri) = {
-            let r = req.borrow();
-            let params = if r.uri_params.is_empty() {
-                None
-            } else {
-                let t = lua.create_table_with_capacity(0, r.uri_params.len())?;
-                for (k, v) in &r.uri_params {
-                    t.raw_set(k.as_str(), v.as_str())?;
-                }
-                Some(t)
-            };
-            let normalised = if r.args.is_empty() {
-                r.uri.clone()
-            } else {
-                format!("{}?{}", r.uri, r.args)
-            };
-            (
-                r.route_id.clone(),
-                r.route_name.clone(),
-                r.service_id.clone(),
-                r.matched_uri.clone(),
-                params,
-                r.request_uri.clone(),
-                normalised,
-            )
-        };
-        init.call((
-            owner.conf_type.as_str(),
-            owner.conf_id.as_str(),
-            owner.conf_version.as_str(),
-            route_id,
-            route_name,
-            service_id,
-            matched_uri,
-            params,
-            real_request_uri,
-            request_uri,
-        ))
-    }
-
-    /// Points `api_ctx` at another chain owner (global rules, then the route).
-    pub fn set_owner(&self, api_ctx: &Table, owner: &crate::plugin::ConfOwner) -> mlua::Result<()> {
-        api_ctx.set("conf_type", owner.conf_type.as_str())?;
-        api_ctx.set("conf_id", owner.conf_id.as_str())?;
-        api_ctx.set("conf_version", owner.conf_version.as_str())
-    }
-
-    /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order. (The snapshot
-    /// version is not needed any more: conf tables belong to the chain, whatever snapshot it
-    /// came with.)
+    /// Runs `phase` of the Lua plugins at `indices` of `chain`, in that order.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_plugins(
         &self,
-        _version: u64,
+        version: u64,
         chain: &Chain,
         phase: Phase,
         indices: &[usize],
         req: &SharedReq,
-        api_ctx: &Table,
+        route: &RouteInfo<'_>,
     ) -> Step {
         let chain_t = match self.chain_table(chain) {
             Ok(t) => t,
@@ -285,28 +367,41 @@ impl LuaHost {
                 return Step::Error;
             }
         };
-        let mut args = MultiValue::with_capacity(indices.len() + 3);
-        args.push_back(Value::String(
-            match self.lua().create_string(phase.name()) {
-                Ok(s) => s,
-                Err(_) => return Step::Error,
-            },
-        ));
-        args.push_back(Value::Table(chain_t));
-        args.push_back(Value::Table(api_ctx.clone()));
-        for i in indices {
-            args.push_back(Value::Integer(*i as i64 + 1));
-        }
-        let describe = |i: usize| {
-            chain
-                .entries
-                .get(i)
-                .map(|e| e.name.as_str())
-                .unwrap_or("?")
-                .to_string()
+        let route_t = match self.route_table(version, route) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("failed to prepare the route object of {}: {e}", route.id);
+                return Step::Error;
+            }
         };
-        let out = self.drive(req, self.runner.clone(), args).await;
+        let phase_no = phase_number(phase);
+        // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
+        let out = if indices.iter().all(|&i| i < 52) {
+            let mask = indices.iter().fold(0u64, |m, &i| m | 1 << i);
+            self.drive(req, &self.runner, (route_t, chain_t, phase_no, mask as f64))
+                .await
+        } else {
+            let mut args = MultiValue::with_capacity(indices.len() + 4);
+            args.push_back(Value::Table(route_t));
+            args.push_back(Value::Table(chain_t));
+            args.push_back(Value::Integer(phase_no));
+            args.push_back(Value::Integer(0));
+            for i in indices {
+                args.push_back(Value::Integer(*i as i64 + 1));
+            }
+            self.drive(req, &self.runner, args).await
+        };
         req.borrow_mut().mark_plugin(0);
+        match out {
+            Driven::Done((kind, index, status, body)) => {
+                step_of(chain, phase, req, kind, index, status, body)
+            }
+            other => self.failed_run(other, chain, phase),
+        }
+    }
+
+    /// What a run that did not return ended with.
+    fn failed_run<R>(&self, out: Driven<R>, chain: &Chain, phase: Phase) -> Step {
         match out {
             Driven::Exited => Step::Exit,
             Driven::TimedOut => {
@@ -326,51 +421,139 @@ impl LuaHost {
                 );
                 Step::Error
             }
-            Driven::Done(vals) => {
-                let mut it = vals.into_iter();
-                let kind = it.next();
-                let kind = match &kind {
-                    Some(Value::String(s)) => s.to_string_lossy(),
-                    _ => return Step::Continue,
-                };
-                let index = match it.next() {
-                    Some(Value::Integer(i)) if i >= 1 => i as usize - 1,
-                    _ => 0,
-                };
-                match kind.as_str() {
-                    "error" => {
-                        let msg = match it.next() {
-                            Some(Value::String(s)) => {
-                                let s = s.to_string_lossy();
-                                s.strip_prefix("runtime error: ")
-                                    .map(str::to_string)
-                                    .unwrap_or(s)
-                            }
-                            Some(v) => format!("{v:?}"),
-                            None => "unknown error".into(),
-                        };
-                        log_plugin_error(&describe(index), phase, &msg, req);
-                        Step::Error
-                    }
-                    _ => {
-                        let status = match it.next() {
-                            Some(Value::Integer(c)) => u16::try_from(c).ok(),
-                            Some(Value::Number(c)) => Some(c as u16),
-                            _ => None,
-                        };
-                        let body = match it.next() {
-                            Some(Value::String(s)) => Some(Bytes::copy_from_slice(&s.as_bytes())),
-                            _ => None,
-                        };
-                        Step::Answer {
-                            index,
-                            status,
-                            body,
-                        }
-                    }
+            Driven::Done(_) => Step::Continue {
+                consumer: None,
+                upstream_id: None,
+            },
+        }
+    }
+
+    /// Runs several groups of Lua plugins in one call into the VM, in order: the rewrite and
+    /// access phases of a request whose chains need no Rust between them (no native plugin, no
+    /// `_meta.filter` to evaluate at its time, no `*_by_lua` handler). It stops before the
+    /// first access group when an auth plugin attached a consumer (the merge is Rust's), and
+    /// before any group once output was printed. `None` when the groups cannot go in one call
+    /// (more than [`MAX_GROUPS`], or a plugin index past the bit mask).
+    pub async fn run_groups(
+        &self,
+        version: u64,
+        groups: &[Group<'_>],
+        req: &SharedReq,
+        route: &RouteInfo<'_>,
+    ) -> Option<GroupsOut> {
+        if groups.is_empty()
+            || groups.len() > MAX_GROUPS
+            || groups.iter().any(|g| g.indices.iter().any(|&i| i >= 52))
+        {
+            return None;
+        }
+        let mut tables = Vec::with_capacity(groups.len());
+        for g in groups {
+            match self.chain_table(g.chain) {
+                Ok(t) => tables.push(Value::Table(t)),
+                Err(e) => {
+                    log::error!("failed to prepare the plugins of {}: {e}", g.chain.key);
+                    return Some(GroupsOut::Ended {
+                        group: 0,
+                        step: Step::Error,
+                    });
                 }
             }
         }
+        let route_t = match self.route_table(version, route) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("failed to prepare the route object of {}: {e}", route.id);
+                return Some(GroupsOut::Ended {
+                    group: 0,
+                    step: Step::Error,
+                });
+            }
+        };
+        // Per group: its chain, phase number * 256 + chain slot, plugin bit mask.
+        let mut it = tables.into_iter();
+        let mut next = |k: usize| -> (Value, f64, f64) {
+            let g = &groups[k.min(groups.len() - 1)];
+            if k >= groups.len() {
+                return (Value::Nil, 0.0, 0.0);
+            }
+            let mask = g.indices.iter().fold(0u64, |m, &i| m | 1 << i);
+            (
+                it.next().unwrap_or(Value::Nil),
+                (phase_number(g.phase) * 256 + g.slot as i64) as f64,
+                mask as f64,
+            )
+        };
+        let (c1, p1, m1) = next(0);
+        let (c2, p2, m2) = next(1);
+        let (c3, p3, m3) = next(2);
+        let (c4, p4, m4) = next(3);
+        let out = self
+            .drive::<_, GroupsRet>(
+                req,
+                &self.run_groups_fn,
+                (
+                    route_t,
+                    groups.len() as i64,
+                    c1,
+                    p1,
+                    m1,
+                    c2,
+                    p2,
+                    m2,
+                    c3,
+                    p3,
+                    m3,
+                    c4,
+                    p4,
+                    m4,
+                ),
+            )
+            .await;
+        req.borrow_mut().mark_plugin(0);
+        let group_at = |v: &Value| match v {
+            Value::Integer(g) if *g >= 1 => (*g as usize - 1).min(groups.len() - 1),
+            Value::Number(g) if *g >= 1.0 => (*g as usize - 1).min(groups.len() - 1),
+            _ => 0,
+        };
+        Some(match out {
+            Driven::Done((kind, index, status, body, group)) => {
+                if matches!(kind, Value::Boolean(true)) {
+                    return Some(GroupsOut::Done {
+                        consumer: text_of(&index),
+                        upstream_id: text_of(&status),
+                    });
+                }
+                if matches!(&kind, Value::String(s) if &*s.as_bytes() == b"stop") {
+                    return Some(GroupsOut::Stopped {
+                        next: group_at(&index),
+                        consumer: match status {
+                            Value::String(s) => Some(s.to_string_lossy()),
+                            _ => None,
+                        },
+                    });
+                }
+                let g = &groups[group_at(&group)];
+                GroupsOut::Ended {
+                    group: group_at(&group),
+                    step: step_of(g.chain, g.phase, req, kind, index, status, body),
+                }
+            }
+            other => {
+                // Exited, timed out or failed: blame the group that was running.
+                let g = {
+                    let r = req.borrow();
+                    groups
+                        .iter()
+                        .position(|g| r.timing.0 as usize == g.slot && r.timing.1 == Some(g.phase))
+                        .unwrap_or(0)
+                };
+                GroupsOut::Ended {
+                    group: g,
+                    step: self.failed_run(other, groups[g].chain, groups[g].phase),
+                }
+            }
+        })
     }
 
     /// Runs the route's `DIRECTIVE` handler (e.g. `content_by_lua`) if it has one.
@@ -381,82 +564,100 @@ impl LuaHost {
         src: &HandlerSource,
         directive: &str,
         req: &SharedReq,
+        route: &RouteInfo<'_>,
     ) -> Option<Step> {
-        let f = match self.handler(version, route_key, src, directive) {
-            Ok(Some(f)) => f,
-            Ok(None) => return None,
+        let f = match self.handler(version, route_key, src, directive)? {
+            Ok(f) => f,
             Err(e) => {
-                log::error!("failed to load {directive} of route {route_key}: {e}");
+                let id = route_key.strip_prefix("route#").unwrap_or(route_key);
+                log::error!("failed to load {directive} of route {id}: {e}");
                 return Some(Step::Error);
             }
         };
-        Some(match self.drive(req, f, MultiValue::new()).await {
-            Driven::Done(_) => Step::Continue,
-            Driven::Exited => Step::Exit,
-            Driven::TimedOut => {
-                log::error!("{directive} did not finish within {:?}", self.phase_timeout);
-                Step::Error
+        let route_t = match self.route_table(version, route) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("failed to prepare the route object of {}: {e}", route.id);
+                return Some(Step::Error);
             }
-            Driven::Failed(e) => {
-                let e = e.strip_prefix("runtime error: ").unwrap_or(&e);
-                let r = req.borrow();
-                log::error!(
-                    "lua entry thread aborted: runtime error: {e}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
-                    r.remote.ip(),
-                    r.method,
-                    r.request_uri,
-                    crate::plugin::ctx::protocol(r.version),
-                    r.host
-                );
-                Step::Error
-            }
-        })
+        };
+        Some(
+            match self
+                .drive::<_, RunnerOut>(req, &self.runner, (route_t, f, 0))
+                .await
+            {
+                Driven::Done(_) => Step::Continue {
+                    consumer: None,
+                    upstream_id: None,
+                },
+                Driven::Exited => Step::Exit,
+                Driven::TimedOut => {
+                    log::error!("{directive} did not finish within {:?}", self.phase_timeout);
+                    Step::Error
+                }
+                Driven::Failed(e) => {
+                    let e = e.strip_prefix("runtime error: ").unwrap_or(&e);
+                    let r = req.borrow();
+                    log::error!(
+                        "lua entry thread aborted: runtime error: {e}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
+                        r.remote.ip(),
+                        r.method,
+                        r.request_uri,
+                        crate::plugin::ctx::protocol(r.version),
+                        r.host
+                    );
+                    Step::Error
+                }
+            },
+        )
     }
 
+    /// The compiled `directive` chunk of the route, if it has one. Each chunk is compiled on
+    /// its own, so a chunk that does not compile fails its own directive only, under its own
+    /// name.
     fn handler(
         &self,
         version: u64,
         route_key: &str,
         src: &HandlerSource,
         directive: &str,
-    ) -> mlua::Result<Option<Function>> {
-        self.forget_old(version);
-        let lua = self.lua();
-        let key = (version, route_key.to_string());
-        let t: Table = match self.handlers.borrow().get(&key) {
-            Some(k) => lua.registry_value(k)?,
-            None => lua.create_table()?,
-        };
-        if self.handlers.borrow().get(&key).is_none() {
-            for (d, code) in &src.chunks {
-                let f = lua
+    ) -> Option<HandlerFn> {
+        let cache = self.cacheable(version);
+        let key = (route_key.to_string(), directive.to_string());
+        if cache && let Some(f) = self.handlers.borrow().get(&key) {
+            return f.clone();
+        }
+        let compiled = src
+            .chunks
+            .iter()
+            .find(|(d, _)| d == directive)
+            .map(|(d, code)| {
+                self.lua()
                     .load(code.as_str())
                     .set_name(format!(
                         "={d}(route {})",
                         route_key.strip_prefix("route#").unwrap_or(route_key)
                     ))
-                    .into_function()?;
-                t.set(d.as_str(), f)?;
-            }
-            let k = lua.create_registry_value(t.clone())?;
-            self.handlers.borrow_mut().insert(key, Rc::new(k));
+                    .into_function()
+                    .map_err(|e| e.to_string())
+            });
+        if cache {
+            self.handlers.borrow_mut().insert(key, compiled.clone());
         }
-        t.get::<Option<Function>>(directive)
+        compiled
     }
 
-    /// Drives `f(args)` as the request's Lua thread until it returns, calls `ngx.exit`, fails,
-    /// or waits past the phase timeout (armed only once the code first waits).
-    async fn drive(&self, req: &SharedReq, f: Function, args: MultiValue) -> Driven {
+    /// Drives `runner(args)` as the request's Lua thread until it returns, calls `ngx.exit`,
+    /// fails, or waits past the phase timeout (armed only once the code first waits).
+    async fn drive<A: mlua::IntoLuaMulti, R: mlua::FromLuaMulti>(
+        &self,
+        req: &SharedReq,
+        f: &Function,
+        args: A,
+    ) -> Driven<R> {
         let id = req.borrow().id;
-        let thread = match self.lua().create_thread(f) {
-            Ok(t) => t,
-            Err(e) => return Driven::Failed(e.to_string()),
-        };
-        let fut = match thread.into_async::<MultiValue>(args) {
-            Ok(f) => f,
-            Err(e) => return Driven::Failed(e.to_string()),
-        };
-        let mut fut = std::pin::pin!(Exitable::new(id, fut));
+        // `call_async` runs the call in a Lua thread taken from mlua's pool of finished ones.
+        let mut fut = std::pin::pin!(Exitable::new(id, f.call_async::<R>(args)));
         // Most phases never wait: poll once before arming a timer.
         let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
             std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
@@ -485,7 +686,7 @@ impl LuaHost {
         };
         // Light threads the phase spawned: waited for when it returned normally (as
         // OpenResty does), stopped when it exited or failed.
-        if matches!(out, Driven::Done(_)) {
+        if matches!(out, Driven::Done(_)) && sched::has_threads(id) {
             let at = deadline.unwrap_or_else(|| Instant::now() + self.phase_timeout);
             match tokio::time::timeout_at(at, sched::join_threads(id)).await {
                 Ok(true) => {}
@@ -507,8 +708,120 @@ impl LuaHost {
     }
 }
 
-enum Driven {
-    Done(MultiValue),
+/// What the runner returns: `(kind, index, code or message, body)`, fewer when it ends well.
+type RunnerOut = (Value, Value, Value, Value);
+
+/// What the runner's group entry returns: [`RunnerOut`] and the group (1-based) it is about.
+type GroupsRet = (Value, Value, Value, Value, Value);
+
+/// At most this many groups go in one call (`LuaHost::run_groups`).
+pub const MAX_GROUPS: usize = 4;
+
+/// One run of Lua plugins: the plugins at `indices` (0-based) of `chain` in `phase`; `slot` is
+/// the chain's place among the request's chains (for timings).
+pub struct Group<'a> {
+    pub chain: &'a Chain,
+    pub slot: usize,
+    pub phase: Phase,
+    pub indices: &'a [usize],
+}
+
+/// How a call of several groups ended.
+pub enum GroupsOut {
+    /// Every group ran through; when they were all rewrite groups, the consumer an auth
+    /// plugin attached; `ctx.upstream_id` as the plugins left it.
+    Done {
+        consumer: Option<String>,
+        upstream_id: Option<String>,
+    },
+    /// Stopped before group `next` (0-based): output was printed, or an auth plugin attached
+    /// `consumer` (its merge comes first).
+    Stopped {
+        next: usize,
+        consumer: Option<String>,
+    },
+    /// Group `group` answered, exited or failed.
+    Ended { group: usize, step: Step },
+}
+
+/// A string (or number, as `tostring` writes it) the runner returned; `None` for nil.
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_string_lossy()),
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Number(n) => Some(super::raw::number_text(*n)),
+        _ => None,
+    }
+}
+
+/// Reads what the runner returned for one run: its end, an answer, or an error (logged).
+fn step_of(
+    chain: &Chain,
+    phase: Phase,
+    req: &SharedReq,
+    kind: Value,
+    index: Value,
+    status: Value,
+    body: Value,
+) -> Step {
+    let kind = match kind {
+        Value::String(s) => s,
+        Value::Boolean(true) => {
+            // The run went through; an auth plugin may have attached a consumer.
+            return Step::Continue {
+                consumer: text_of(&index),
+                upstream_id: text_of(&status),
+            };
+        }
+        _ => {
+            return Step::Continue {
+                consumer: None,
+                upstream_id: None,
+            };
+        }
+    };
+    let index = match index {
+        Value::Integer(i) if i >= 1 => i as usize - 1,
+        Value::Number(i) if i >= 1.0 => i as usize - 1,
+        _ => 0,
+    };
+    if &*kind.as_bytes() == b"error" {
+        let msg = match status {
+            Value::String(s) => {
+                let s = s.to_string_lossy();
+                s.strip_prefix("runtime error: ")
+                    .map(str::to_string)
+                    .unwrap_or(s)
+            }
+            Value::Nil => "unknown error".into(),
+            v => format!("{v:?}"),
+        };
+        let name = chain
+            .entries
+            .get(index)
+            .map(|e| e.name.as_str())
+            .unwrap_or("?");
+        log_plugin_error(name, phase, &msg, req);
+        return Step::Error;
+    }
+    let status = match status {
+        Value::Integer(c) => u16::try_from(c).ok(),
+        Value::Number(c) => Some(c as u16),
+        _ => None,
+    };
+    let body = match body {
+        Value::String(s) => Some(Bytes::copy_from_slice(&s.as_bytes())),
+        _ => None,
+    };
+    Step::Answer {
+        index,
+        status,
+        body,
+    }
+}
+
+enum Driven<R = RunnerOut> {
+    Done(R),
     Exited,
     TimedOut,
     Failed(String),
@@ -552,40 +865,6 @@ return function(conf, resource_key, resource_version)
     else
         mt.__index = { parent = parent }
     end
-end
-"#;
-
-/// Completes a new `api_ctx` on the Lua side (see `new_api_ctx`).
-const API_CTX: &str = r#"
-local core_ctx = require("apisix.core.ctx")
-return function(conf_type, conf_id, conf_version, route_id, route_name, service_id,
-                matched_uri, params, real_request_uri, request_uri)
-    local api_ctx = {
-        conf_type = conf_type, conf_id = conf_id, conf_version = conf_version,
-        route_id = route_id, route_name = route_name, service_id = service_id,
-    }
-    core_ctx.set_vars_meta(api_ctx)
-    -- As APISIX's access phase does: plugins see `request_uri` rebuilt from the normalised
-    -- uri (so `/./a` cannot slip past a check on `/a`), the client's text in
-    -- `real_request_uri`.
-    local var = api_ctx.var
-    var.real_request_uri = real_request_uri
-    var.request_uri = request_uri
-    local route_id = api_ctx.route_id
-    if route_id then
-        -- What plugins read of the matched route; `plugins` is filled by the runner.
-        local version = api_ctx.conf_type == "route" and tonumber(api_ctx.conf_version) or nil
-        api_ctx.matched_route = {
-            key = "/apisix/routes/" .. route_id,
-            modifiedIndex = version,
-            value = { id = route_id, name = api_ctx.route_name, service_id = api_ctx.service_id },
-        }
-    end
-    -- What the router matched: the route uri (`_path`) and its parameters (`uri_param_NAME`).
-    local matched = params or {}
-    matched._path = matched_uri
-    api_ctx.curr_req_matched = matched
-    return api_ctx
 end
 "#;
 

@@ -16,9 +16,10 @@ use mlua::{Function, Lua, Table, Value};
 use super::vm::LuaVm;
 
 /// The phases APISIX calls, in request order.
-pub const PHASES: [&str; 8] = [
+pub const PHASES: [&str; 9] = [
     "rewrite",
     "access",
+    "balancer",
     "before_proxy",
     "header_filter",
     "body_filter",
@@ -189,6 +190,55 @@ pub fn check_conf(
             "failed to check the configuration of plugin {name} err: {}",
             err.unwrap_or_default()
         )),
+    }
+}
+
+/// Runs `moongate.admin_checks.check(kind, stage, conf, id)` on a decoded copy of `conf`:
+/// `Ok(None)` when it passes, `Ok(Some(message))` with the Admin API's error when it does not,
+/// `Err` when the check itself could not run.
+pub fn check_resource(
+    vm: &LuaVm,
+    kind: &str,
+    stage: &str,
+    id: &str,
+    conf: &serde_json::Value,
+) -> Result<Option<String>, String> {
+    let lua = vm.lua();
+    let text = serde_json::to_string(conf).map_err(|e| e.to_string())?;
+    let decoded = decode_json(lua, &text).map_err(|e| e.to_string())?;
+    let require: Function = lua.globals().get("require").map_err(|e| e.to_string())?;
+    let module: Table = require
+        .call("moongate.admin_checks")
+        .map_err(|e| format!("moongate.admin_checks: {e}"))?;
+    let check: Function = module.get("check").map_err(|e| e.to_string())?;
+    check
+        .call::<Option<String>>((kind, stage, decoded, id))
+        .map_err(|e| format!("moongate.admin_checks: {e}"))
+}
+
+/// Calls `moongate.admin_checks[op](name, conf)`: `Ok(text)` or `Err(message)`.
+pub fn admin_call(
+    vm: &LuaVm,
+    op: &str,
+    name: &str,
+    conf: &serde_json::Value,
+) -> Result<String, String> {
+    let lua = vm.lua();
+    let text = serde_json::to_string(conf).map_err(|e| e.to_string())?;
+    let decoded = decode_json(lua, &text).map_err(|e| e.to_string())?;
+    let require: Function = lua.globals().get("require").map_err(|e| e.to_string())?;
+    let module: Table = require
+        .call("moongate.admin_checks")
+        .map_err(|e| format!("moongate.admin_checks: {e}"))?;
+    let f: Function = module
+        .get(op)
+        .map_err(|e| format!("moongate.admin_checks.{op}: {e}"))?;
+    let (out, err): (Option<String>, Option<String>) = f
+        .call((name, decoded))
+        .map_err(|e| format!("moongate.admin_checks.{op}: {e}"))?;
+    match (out, err) {
+        (Some(t), _) => Ok(t),
+        (None, e) => Err(e.unwrap_or_else(|| format!("moongate.admin_checks.{op} failed"))),
     }
 }
 

@@ -4,10 +4,10 @@
 //! request API gets OpenResty's error for the timer context.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
-use mlua::{Lua, RegistryKey, Table};
+use mlua::ffi;
+use rustc_hash::FxHashMap;
 
 use super::sched::{self, CtxId};
 use crate::plugin::RequestCtx;
@@ -15,41 +15,165 @@ use crate::plugin::RequestCtx;
 /// A request shared by the proxy and the Lua code working on it.
 pub type SharedReq = Rc<RefCell<RequestCtx>>;
 
+/// A registry slot of one VM (the VM told apart by its allocator's state, unique per VM).
+type Slot = (usize, std::ffi::c_int);
+
 struct Live {
     req: SharedReq,
-    /// `ngx.ctx`, made on first use.
-    ngx_ctx: Option<RegistryKey>,
+    /// The registry slot of the request's Lua state (its APISIX `ctx`, its `ngx.ctx`), once
+    /// the runner made it.
+    state: Option<Slot>,
 }
 
 thread_local! {
-    static LIVE: RefCell<HashMap<CtxId, Live>> = RefCell::new(HashMap::new());
+    static LIVE: RefCell<FxHashMap<CtxId, Live>> = RefCell::new(FxHashMap::default());
+    /// Slots of finished requests' Lua states, for the runner to recycle (`take_retired`).
+    static RETIRED: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
+
+/// At most this many finished states wait for recycling; past it the oldest are forgotten (a
+/// VM that stopped serving, after a plugin reload, leaves its slots behind).
+const MAX_RETIRED: usize = 1024;
 
 /// Makes `req` reachable from Lua while its context id is current.
 pub fn register(req: SharedReq) {
     let id = req.borrow().id;
-    LIVE.with(|l| l.borrow_mut().insert(id, Live { req, ngx_ctx: None }));
+    LIVE.with(|l| l.borrow_mut().insert(id, Live { req, state: None }));
 }
 
-/// Forgets a finished request (its `ngx.ctx` becomes garbage).
+/// Forgets a finished request; its Lua state is handed to the runner for recycling.
 pub fn unregister(id: CtxId) {
-    LIVE.with(|l| l.borrow_mut().remove(&id));
+    if let Some(Live {
+        state: Some(slot), ..
+    }) = LIVE.with(|l| l.borrow_mut().remove(&id))
+    {
+        RETIRED.with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() >= MAX_RETIRED {
+                r.remove(0);
+            }
+            r.push(slot);
+        });
+    }
 }
 
-fn no_request(api: &str) -> mlua::Error {
-    match sched::current() {
-        Some(_) => {
-            mlua::Error::runtime(format!("API disabled in the context of ngx.timer ({api})"))
+/// Forgets the finished states of a VM that is going away (its registry goes with it; a later
+/// VM may even get the same address).
+pub fn forget_vm(vm: usize) {
+    RETIRED.with(|r| r.borrow_mut().retain(|(v, _)| *v != vm));
+}
+
+/// The VM a Lua state belongs to: the address of its allocator's state.
+///
+/// # Safety
+/// `l` is a live Lua state.
+pub unsafe fn vm_of(l: *mut ffi::lua_State) -> usize {
+    let mut ud = std::ptr::null_mut();
+    // SAFETY: reading the allocator of a live state.
+    unsafe { ffi::lua_getallocf(l, &mut ud) };
+    ud as usize
+}
+
+/// `req_state(strict)`: the current request's Lua state; before the runner made it (or where
+/// there is no request), `nil`, or with `strict` the error `ngx.ctx` raises there.
+///
+/// # Safety
+/// Called by Lua as a C function with a valid state.
+pub unsafe extern "C-unwind" fn req_state(l: *mut ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called by Lua; the slot belongs to this VM (checked) and holds the state.
+    unsafe {
+        let strict = ffi::lua_toboolean(l, 1) != 0;
+        let vm = vm_of(l);
+        let slot = sched::current()
+            .and_then(|id| LIVE.with(|x| x.borrow().get(&id).and_then(|x| x.state)))
+            .filter(|(v, _)| *v == vm);
+        match slot {
+            Some((_, slot)) => {
+                ffi::lua_checkstack(l, 1);
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
+            }
+            None if strict => return super::raw::raise(l, no_request_message("ngx.ctx")),
+            None => ffi::lua_pushnil(l),
         }
-        None => mlua::Error::runtime("no request found"),
+    }
+    1
+}
+
+/// `adopt_state(state)`: the runner made the current request's Lua state; it is kept in a
+/// registry slot until the request is unregistered.
+///
+/// # Safety
+/// Called by Lua as a C function with a valid state.
+pub unsafe extern "C-unwind" fn adopt_state(l: *mut ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called by Lua with the state as argument 1; `luaL_ref` pops it (and may raise
+    // "not enough memory" with nothing owned alive here).
+    unsafe {
+        ffi::lua_settop(l, 1);
+        let vm = vm_of(l);
+        let slot = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+        if slot < 0 {
+            return 0;
+        }
+        let kept = sched::current().is_some_and(|id| {
+            LIVE.with(|x| match x.borrow_mut().get_mut(&id) {
+                Some(live) => {
+                    live.state = Some((vm, slot));
+                    true
+                }
+                None => false,
+            })
+        });
+        if !kept {
+            // No live request to hold it (a timer): the slot is freed at once.
+            ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, slot);
+        }
+    }
+    0
+}
+
+/// `take_retired()`: the Lua state of a finished request of this VM, its slot freed; `nil`
+/// when there is none.
+///
+/// # Safety
+/// Called by Lua as a C function with a valid state.
+pub unsafe extern "C-unwind" fn take_retired(l: *mut ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called by Lua; the slot belongs to this VM (checked) and was never freed.
+    unsafe {
+        let vm = vm_of(l);
+        let slot = RETIRED.with(|r| {
+            let mut r = r.borrow_mut();
+            let i = r.iter().rposition(|(v, _)| *v == vm)?;
+            Some(r.swap_remove(i).1)
+        });
+        match slot {
+            Some(slot) => {
+                ffi::lua_checkstack(l, 1);
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, slot);
+            }
+            None => ffi::lua_pushnil(l),
+        }
+    }
+    1
+}
+
+/// OpenResty's error for request APIs called where there is no request: in a timer, or
+/// outside any Lua context.
+pub fn no_request(api: &str) -> mlua::Error {
+    mlua::Error::runtime(no_request_message(api))
+}
+
+/// The text of [`no_request`].
+pub fn no_request_message(api: &str) -> String {
+    match sched::current() {
+        Some(_) => format!("API disabled in the context of ngx.timer ({api})"),
+        None => "no request found".to_string(),
     }
 }
 
 /// The current request, or OpenResty's error for code that runs without one.
 pub fn current(api: &str) -> mlua::Result<SharedReq> {
-    let id = sched::current().ok_or_else(|| no_request(api))?;
-    LIVE.with(|l| l.borrow().get(&id).map(|x| x.req.clone()))
-        .ok_or_else(|| no_request(api))
+    try_current().ok_or_else(|| no_request(api))
 }
 
 /// The current request, if there is one.
@@ -60,42 +184,14 @@ pub fn try_current() -> Option<SharedReq> {
 
 /// Runs `f` on the current request. `f` must not call back into Lua.
 pub fn with<R>(api: &str, f: impl FnOnce(&mut RequestCtx) -> R) -> mlua::Result<R> {
-    let req = current(api)?;
+    with_raw(api, f).map_err(mlua::Error::runtime)
+}
+
+/// [`with`] for raw C functions (`lua::raw`): the error is the message to raise.
+pub fn with_raw<R>(api: &str, f: impl FnOnce(&mut RequestCtx) -> R) -> Result<R, String> {
+    let req = try_current().ok_or_else(|| no_request_message(api))?;
     let mut r = req
         .try_borrow_mut()
-        .map_err(|_| mlua::Error::runtime(format!("{api}: the request is busy")))?;
+        .map_err(|_| format!("{api}: the request is busy"))?;
     Ok(f(&mut r))
-}
-
-/// `ngx.ctx` of the current request, made on first use.
-pub fn ngx_ctx(lua: &Lua) -> mlua::Result<Table> {
-    let id = sched::current().ok_or_else(|| no_request("ngx.ctx"))?;
-    let existing = LIVE.with(|l| {
-        l.borrow()
-            .get(&id)
-            .map(|x| x.ngx_ctx.as_ref().map(|k| lua.registry_value::<Table>(k)))
-    });
-    match existing {
-        None => Err(no_request("ngx.ctx")),
-        Some(Some(t)) => t,
-        Some(None) => {
-            let t = lua.create_table()?;
-            set_ngx_ctx(lua, t.clone())?;
-            Ok(t)
-        }
-    }
-}
-
-/// `ngx.ctx = t`.
-pub fn set_ngx_ctx(lua: &Lua, t: Table) -> mlua::Result<()> {
-    let id = sched::current().ok_or_else(|| no_request("ngx.ctx"))?;
-    let key = lua.create_registry_value(t)?;
-    LIVE.with(|l| {
-        if let Some(x) = l.borrow_mut().get_mut(&id) {
-            x.ngx_ctx = Some(key);
-            Ok(())
-        } else {
-            Err(no_request("ngx.ctx"))
-        }
-    })
 }

@@ -3,20 +3,30 @@
 -- APISIX's plugin runner calls them: `phase(conf, ctx)`, with `ctx._plugin_name` set.
 -- A Lua error stops the run and is reported with its traceback; in the phases that may answer,
 -- a `return code, body` stops it and becomes the answer (a table body as JSON plus a newline).
-local mark = ...
+--
+-- It also makes a request's Lua state on the request's first entry: a table holding its APISIX
+-- `ctx` (with `ctx.var`) and its `ngx.ctx`, kept in a registry slot for the request
+-- (`adopt_state`, `req_state`). Once the request is over, a later request takes the state back
+-- (`take_retired`) and reuses its tables, as APISIX returns `ctx` and `ctx.var` to its table
+-- pools at the end of a request (`ngx.ctx` is never reused). Nothing is made per request that
+-- can be made once per snapshot: chains carry their owner's `conf_*`, their flat plugin list and
+-- their `matched_route`, built on first use.
+local mark, req_state, adopt_state, take_retired, picked, enter_group, route_match,
+    upstream_peer = ...
 
-local xpcall, traceback, select, type = xpcall, debug.traceback, select, type
+local select, type, tostring, pairs = select, type, tostring, pairs
+local traceback = debug.traceback
+local raw = require("moongate.request")
+local xpcall, plain = raw.xpcall, raw.plain
+local new_tab, clear_tab = require("table.new"), require("table.clear")
 local json = require("cjson.safe").new()
 -- APISIX's core.json settings: "/" is not escaped, arrays stay arrays.
 json.encode_escape_forward_slash(false)
-
-local answers = { rewrite = true, access = true, before_proxy = true }
-
 -- `$env://` / `$secret://` references in a conf: phase functions get a copy with the values
 -- in place (as APISIX's plugin filter gives them), made again only when a value changed. A
 -- conf with no string starting with `$` is used as it is, without loading apisix.secret.
-local pairs, setmetatable, require, byte = pairs, setmetatable, require, string.byte
-local plain = setmetatable({}, { __mode = "k" })
+local setmetatable, require, byte = setmetatable, require, string.byte
+local plain_confs = setmetatable({}, { __mode = "k" })
 local resolved = setmetatable({}, { __mode = "k" })
 local secret
 
@@ -50,16 +60,16 @@ local function same_values(a, b)
 end
 
 local function conf_of(conf)
-    if plain[conf] or type(conf) ~= "table" then
+    if plain_confs[conf] or type(conf) ~= "table" then
         return conf
     end
     if not may_hold_ref(conf, {}) then
-        plain[conf] = true
+        plain_confs[conf] = true
         return conf
     end
     secret = secret or require("apisix.secret")
     if secret.has_secret_ref(conf) == false then
-        plain[conf] = true
+        plain_confs[conf] = true
         return conf
     end
     local vals = secret.collect_secret_values(conf, true)
@@ -72,73 +82,312 @@ local function conf_of(conf)
     return copy
 end
 
--- What APISIX's init sets up once per request and chain: `ngx.ctx.actx` (core.* functions
--- called without ctx find it there) and, for the route's chain, `ctx.plugins` (the flat
--- `{module, conf, ...}` list) and the confs under `ctx.matched_route.value.plugins`.
-local function attach(chain, actx)
-    local req_ctx = ngx.ctx
-    if req_ctx.api_ctx ~= actx then
-        req_ctx.api_ctx = actx
-        actx.ngx_ctx = req_ctx
+-- apisix.core.ctx, loaded on the first plugin phase (a VM that only runs `*_by_lua` handlers
+-- never loads the APISIX shim, and keeps plain cjson settings).
+local core_ctx
+
+local PHASES = { "rewrite", "access", "balancer", "before_proxy", "header_filter", "body_filter",
+    "log" }
+-- Phases whose `return code, body` answers the request.
+local ANSWERS = 4
+local BALANCER = 3
+
+local function on_error(err)
+    return traceback(plain(err), 2)
+end
+
+-- The route object of `ctx.matched_route`, once per route and snapshot (called from Rust).
+local function make_route(id, name, service_id, modified_index)
+    return {
+        id = id,
+        name = name,
+        service_id = service_id,
+        matched_route = {
+            key = "/apisix/routes/" .. id,
+            modifiedIndex = modified_index,
+            value = { id = id, name = name, service_id = service_id },
+        },
+    }
+end
+
+-- Tables of finished requests, ready for reuse.
+local POOL_MAX = 64
+local states, ctxs = { n = 0 }, { n = 0 }
+
+local function put(pool, t)
+    local n = pool.n
+    if n < POOL_MAX then
+        n = n + 1
+        pool[n] = t
+        pool.n = n
     end
-    if actx._moongate_chain == chain or actx.conf_type == "global_rule" then
+end
+
+local function take(pool)
+    local n = pool.n
+    if n == 0 then
+        return nil
+    end
+    local t = pool[n]
+    pool[n] = nil
+    pool.n = n - 1
+    return t
+end
+
+-- Empties a table by setting its fields to nil: unlike table.clear, the keys keep their slots,
+-- so the next request setting the same fields inserts no new key.
+local function wipe(t)
+    for k in pairs(t) do
+        t[k] = nil
+    end
+end
+
+-- A finished request's state goes back to the pools; its `ctx.var` to core.ctx's.
+local function recycle(state)
+    local actx = state.ctx
+    if actx then
+        core_ctx.release_vars(actx)
+        local matched = actx.curr_req_matched
+        wipe(actx)
+        if matched then
+            clear_tab(matched)
+            actx.curr_req_matched = matched
+        end
+        put(ctxs, actx)
+    end
+    wipe(state)
+    put(states, state)
+end
+
+-- The current request's state, made (from the pools when they have tables) on its first entry.
+local function state_of(route)
+    local state = req_state()
+    if state then
+        return state
+    end
+    local old = take_retired()
+    while old do
+        recycle(old)
+        old = take_retired()
+    end
+    state = take(states) or new_tab(0, 4)
+    state.route = route
+    adopt_state(state)
+    return state
+end
+
+-- APISIX's per-request `ctx`, made on the first plugin phase: the route fields, `ctx.var`
+-- (apisix.core.ctx), and `ngx.ctx.api_ctx` pointing at it.
+local function new_ctx(state)
+    local route = state.route
+    if not core_ctx then
+        core_ctx = require("apisix.core.ctx")
+    end
+    -- Sized for the fields the runner and core.ctx add, so none of them grows the table.
+    local actx = take(ctxs) or new_tab(0, 16)
+    actx.route_id = route.id
+    actx.route_name = route.name
+    actx.service_id = route.service_id
+    actx.matched_route = route.matched_route
+    -- What the router matched: the route uri (`_path`) and its parameters (`uri_param_NAME`).
+    local matched = actx.curr_req_matched
+    if not matched then
+        matched = new_tab(0, 2)
+        actx.curr_req_matched = matched
+    end
+    route_match(matched)
+    core_ctx.set_vars_meta(actx)
+    state.ctx = actx
+    return actx
+end
+
+-- What a chain gives `ctx` when it starts running: its owner's `conf_*` and, for the route's
+-- chain (plain or merged with a consumer's), APISIX's `ctx.plugins` (the flat
+-- `{module, conf, ...}` list) and `ctx.matched_route` with the chain's confs as its plugins.
+-- Both are built once per chain and snapshot and shared by its requests, as APISIX shares
+-- route objects.
+local function attach(state, actx, chain)
+    local ngx_ctx = state.ngx_ctx
+    if ngx_ctx == nil then
+        -- ngx.ctx is never reused (a timer may hold it); sized for api_ctx and a few more.
+        ngx_ctx = new_tab(0, 4)
+        state.ngx_ctx = ngx_ctx
+    end
+    if ngx_ctx.api_ctx ~= actx then
+        ngx_ctx.api_ctx = actx
+        actx.ngx_ctx = ngx_ctx
+    end
+    if actx._moongate_chain == chain then
         return
     end
     actx._moongate_chain = chain
-    local flat, confs = {}, {}
-    for i = 1, #chain do
-        local e = chain[i]
-        if e then
-            flat[#flat + 1] = e.mod
-            flat[#flat + 1] = conf_of(e.conf)
-            confs[e.name] = e.conf
+    actx.conf_type = chain.conf_type
+    actx.conf_id = chain.conf_id
+    actx.conf_version = chain.conf_version
+    if chain.global then
+        return
+    end
+    local flat = chain.flat
+    if flat == nil or chain.flat_per_request then
+        local confs = {}
+        flat = {}
+        local per_request = false
+        for i = 1, #chain do
+            local e = chain[i]
+            if e then
+                local conf = conf_of(e.conf)
+                -- A conf with secret references resolves per request: no list to share.
+                per_request = per_request or conf ~= e.conf
+                flat[#flat + 1] = e.mod
+                flat[#flat + 1] = conf
+                confs[e.name] = e.conf
+            end
         end
+        chain.flat = flat
+        chain.flat_per_request = per_request
+        chain.confs = confs
+    end
+    -- The route object with the chain's confs, remade when the route object changed (a new
+    -- snapshot keeps an unchanged chain's tables).
+    local base = state.route.matched_route
+    if chain.matched_for ~= base then
+        local value = {}
+        for k, v in pairs(base.value) do
+            value[k] = v
+        end
+        value.plugins = chain.confs
+        chain.matched_route = { key = base.key, modifiedIndex = base.modifiedIndex, value = value }
+        chain.matched_for = base
     end
     actx.plugins = flat
-    if actx.matched_route then
-        actx.matched_route.value.plugins = confs
-    end
+    actx.matched_route = chain.matched_route
 end
 
--- Calls `phase` of entry `i`: nil to go on, or what the run ends with.
-local function call(phase, may_answer, chain, i, actx)
-    local e = chain[i]
+local function answer(i, code, body)
+    if type(body) == "table" then
+        local encoded, err = json.encode(body)
+        if not encoded then
+            return "error", i, "failed to encode the body of the answer: " .. tostring(err)
+        end
+        body = encoded .. "\n"
+    elseif body ~= nil and type(body) ~= "string" then
+        body = tostring(body)
+    end
+    return "answer", i, code, body
+end
+
+local function run_one(actx, e, i, phase)
     -- apisix.plugin.skip_plugin(ctx, name) leaves a plugin out for the rest of the request.
     local skip = actx._skip_plugins
     if skip and skip[e.name] then
-        return nil
+        return true
     end
     actx._plugin_name = e.name
+    -- The time each plugin takes is accounted from here to the next mark (or the end of the
+    -- run, marked from Rust).
     mark(i)
-    local ok, code, body = xpcall(e.mod[phase], traceback, conf_of(e.conf), actx)
-    if not ok then
-        return "error", i, code
-    end
-    if may_answer and (code or body) then
-        local body_type = type(body)
-        if body_type == "table" then
-            local encoded, err = json.encode(body)
-            if not encoded then
-                return "error", i, "failed to encode the body of the answer: " .. tostring(err)
-            end
-            body = encoded .. "\n"
-        elseif body ~= nil and body_type ~= "string" then
-            body = tostring(body)
-        end
-        return "answer", i, code, body
-    end
-    return nil
+    return xpcall(e.mod[phase], on_error, conf_of(e.conf), actx)
 end
 
-return function(phase, chain, actx, ...)
-    local may_answer = answers[phase]
-    attach(chain, actx)
-    for k = 1, select("#", ...) do
-        local kind, i, code, body = call(phase, may_answer, chain, (select(k, ...)), actx)
-        if kind then
-            return kind, i, code, body
+-- Runs `phase` of the chain's plugins given by `mask` (bit i-1 set: entry i runs, in index
+-- order) or, when `mask` is 0, by the indices that follow it.
+local function run_phase(state, chain, phase_no, mask, ...)
+    local actx = state.ctx or new_ctx(state)
+    attach(state, actx, chain)
+    if phase_no == BALANCER then
+        -- The node the proxy picked for this try, as APISIX's balancer leaves it on `ctx`.
+        local host, port, try_no = picked()
+        actx.balancer_ip = host
+        actx.balancer_port = port
+        actx.balancer_try_count = try_no
+        actx.picked_server = { host = host, port = port }
+    end
+    if phase_no > ANSWERS and actx.balancer_ip == nil then
+        -- After the upstream answered: the node it went to, as APISIX's variables read it.
+        actx.balancer_ip, actx.balancer_port = upstream_peer()
+    end
+    local phase = PHASES[phase_no]
+    local may_answer = phase_no <= ANSWERS
+    if mask > 0 then
+        local i = 0
+        while mask > 0 do
+            i = i + 1
+            local bit = mask % 2
+            mask = (mask - bit) / 2
+            if bit == 1 then
+                local ok, code, body = run_one(actx, chain[i], i, phase)
+                if not ok then
+                    return "error", i, code
+                end
+                if may_answer and (code or body) then
+                    return answer(i, code, body)
+                end
+            end
+        end
+    else
+        for k = 1, select("#", ...) do
+            local i = select(k, ...)
+            local ok, code, body = run_one(actx, chain[i], i, phase)
+            if not ok then
+                return "error", i, code
+            end
+            if may_answer and (code or body) then
+                return answer(i, code, body)
+            end
         end
     end
-    mark(0)
-    return nil
+    -- After rewrite: the consumer an auth plugin attached, for the consumer merge; after
+    -- rewrite and access, the upstream a plugin named (traffic-split's ctx.upstream_id).
+    if phase_no > 2 then
+        return true
+    end
+    return true, phase_no == 1 and actx.consumer_name or nil, actx.upstream_id
 end
+
+-- The entry point: the route object, then either a chain, a phase number and the plugins to
+-- run (see run_phase), or a `*_by_lua` handler function and 0. Returns what the run ended with.
+local function run(route, chain, phase_no, mask, ...)
+    local state = state_of(route)
+    if phase_no == 0 then
+        chain()
+        return nil
+    end
+    return run_phase(state, chain, phase_no, mask, ...)
+end
+
+-- Several runs in one call, `n` groups of (chain, phase number * 256 + chain slot, bit mask):
+-- the rewrite and access phases of a request when nothing between them needs Rust. Between
+-- the last rewrite and the first access group, a consumer an auth plugin attached stops the
+-- call (Rust merges its plugins first: `"stop", group, consumer`); so does output printed by a
+-- group (`enter_group` says so). Otherwise returns what ended a run, with its group number
+-- last, or `true` when all went through.
+local function run_groups(route, n, ...)
+    local state = state_of(route)
+    local prev_phase
+    for g = 1, n do
+        local chain, ps, mask = select(g * 3 - 2, ...)
+        local phase_no = (ps - ps % 256) / 256
+        if g > 1 then
+            if prev_phase == 1 and phase_no ~= 1 then
+                local actx = state.ctx
+                local consumer = actx and actx.consumer_name
+                if consumer then
+                    return "stop", g, consumer
+                end
+            end
+            if not enter_group(phase_no, ps % 256) then
+                return "stop", g
+            end
+        end
+        prev_phase = phase_no
+        local kind, i, code, body = run_phase(state, chain, phase_no, mask)
+        if kind ~= true then
+            return kind, i, code, body, g
+        end
+    end
+    -- Only rewrite groups ran: the consumer (if any) still needs its merge.
+    local actx = state.ctx
+    return true, prev_phase == 1 and actx.consumer_name or nil, actx.upstream_id
+end
+
+return run, make_route, run_groups

@@ -5,7 +5,6 @@
 //! knows whose request it is acting on ([`current`]) however many requests are suspended.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -97,7 +96,7 @@ struct Group {
 }
 
 thread_local! {
-    static GROUPS: RefCell<HashMap<CtxId, Group>> = RefCell::new(HashMap::new());
+    static GROUPS: RefCell<rustc_hash::FxHashMap<CtxId, Group>> = RefCell::new(Default::default());
 }
 
 fn with_group<T>(id: CtxId, f: impl FnOnce(&mut Group) -> T) -> T {
@@ -125,12 +124,17 @@ pub fn add_thread(id: CtxId, task: JoinHandle<()>) {
     with_group(id, |g| g.threads.push(task));
 }
 
+/// Whether context `id` has light threads that were not waited for yet.
+pub fn has_threads(id: CtxId) -> bool {
+    GROUPS.with(|g| g.borrow().get(&id).is_some_and(|g| !g.threads.is_empty()))
+}
+
 /// Waits for the light threads of context `id` still running (and those they spawn), as
 /// OpenResty waits for them before a phase ends. Returns false when one of them called
 /// `ngx.exit`: the others are stopped then.
 pub async fn join_threads(id: CtxId) -> bool {
     loop {
-        let next = with_group(id, |g| g.threads.pop());
+        let next = GROUPS.with(|g| g.borrow_mut().get_mut(&id).and_then(|g| g.threads.pop()));
         let Some(task) = next else {
             return !is_exited(id);
         };
@@ -144,15 +148,22 @@ pub async fn join_threads(id: CtxId) -> bool {
 
 /// Stops every light thread of context `id` (its entry thread exited or failed).
 pub fn abort_threads(id: CtxId) {
-    for t in with_group(id, |g| std::mem::take(&mut g.threads)) {
+    let threads = GROUPS.with(|g| {
+        g.borrow_mut()
+            .get_mut(&id)
+            .map(|g| std::mem::take(&mut g.threads))
+    });
+    for t in threads.into_iter().flatten() {
         t.abort();
     }
 }
 
 /// Forgets context `id`'s run state; the next phase of the same request starts clean.
 pub fn finish(id: CtxId) {
-    abort_threads(id);
-    GROUPS.with(|g| g.borrow_mut().remove(&id));
+    let group = GROUPS.with(|g| g.borrow_mut().remove(&id));
+    for t in group.into_iter().flat_map(|g| g.threads) {
+        t.abort();
+    }
 }
 
 pin_project_lite::pin_project! {

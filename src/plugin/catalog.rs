@@ -26,13 +26,17 @@ pub struct PluginInfo {
     pub is_auth: bool,
 }
 
-/// What the control VM is asked about one plugin.
+/// What the control VM is asked about one plugin, or about one Admin API resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
     /// Check a conf (the answer is empty text).
     Check,
     /// The schema as JSON text.
     Schema,
+    /// Check a resource body (`name` is its kind) at this stage of `moongate.admin_checks`.
+    Resource(&'static str),
+    /// Call `moongate.admin_checks[op](name, conf)`, which answers text or an error.
+    AdminCall(&'static str),
     /// The conf with its `encrypt_fields` transformed, as JSON text; empty when unchanged.
     Seal(crate::lua::plugin::Seal),
 }
@@ -51,6 +55,9 @@ pub struct Catalog {
     /// The names of the Lua plugins that loaded, for the workers to load in turn.
     lua_names: Vec<String>,
     checker: Option<Mutex<mpsc::Sender<CheckRequest>>>,
+    /// The plugin load this catalog came from (0 at start, one more per reload): chains built
+    /// against it carry it, so a worker runs them on a VM that loaded the same plugins.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -68,6 +75,7 @@ impl Catalog {
             plugins: HashMap::new(),
             lua_names: Vec::new(),
             checker: None,
+            generation: 0,
         }
     }
 
@@ -151,6 +159,7 @@ impl Catalog {
                 plugins,
                 lua_names,
                 checker: Some(Mutex::new(tx)),
+                generation: 0,
             },
             errors,
         ))
@@ -162,6 +171,17 @@ impl Catalog {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.plugins.keys().map(String::as_str)
+    }
+
+    /// The plugin load this catalog came from.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Marks the catalog as plugin load `generation` (the registry numbers its reloads).
+    pub fn with_generation(mut self, generation: u64) -> Catalog {
+        self.generation = generation;
+        self
     }
 
     pub fn lua_names(&self) -> &[String] {
@@ -202,6 +222,39 @@ impl Catalog {
                 serde_json::from_str(&text).map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// Runs `moongate.admin_checks` on `conf` as a `kind` resource at `stage` (`shape` or
+    /// `code`): `Err` is the Admin API's error message. A catalog without a VM (no plugins
+    /// loaded at all) has nothing to check with and accepts.
+    pub fn check_resource(
+        &self,
+        kind: &str,
+        stage: &'static str,
+        id: &str,
+        conf: &Value,
+    ) -> Result<(), String> {
+        let Some(checker) = &self.checker else {
+            return Ok(());
+        };
+        // The id travels with the body: `[kind, id]` as the name, split again on the VM side.
+        let text = self.ask(
+            checker,
+            &format!("{kind}\n{id}"),
+            conf.clone(),
+            None,
+            Ask::Resource(stage),
+        )?;
+        if text.is_empty() { Ok(()) } else { Err(text) }
+    }
+
+    /// Calls `moongate.admin_checks[op](name, conf)` on the plugin VM: the Admin API's schema
+    /// endpoints and plugin listings, which need the loaded plugins and the schemas.
+    pub fn admin_call(&self, op: &'static str, name: &str, conf: &Value) -> Result<String, String> {
+        let Some(checker) = &self.checker else {
+            return Err("no plugin VM on this node".into());
+        };
+        self.ask(checker, name, conf.clone(), None, Ask::AdminCall(op))
     }
 
     /// `conf` with the plugin's `encrypt_fields` encrypted or decrypted (APISIX's
@@ -328,6 +381,12 @@ fn control_thread(
                 Ask::Check => {
                     crate::lua::plugin::check_conf(&vm, &req.name, &req.conf, req.schema_type)
                         .map(|_| String::new())
+                }
+                Ask::AdminCall(op) => crate::lua::plugin::admin_call(&vm, op, &req.name, &req.conf),
+                Ask::Resource(stage) => {
+                    let (kind, id) = req.name.split_once('\n').unwrap_or((&req.name, ""));
+                    crate::lua::plugin::check_resource(&vm, kind, stage, id, &req.conf)
+                        .map(|failure| failure.unwrap_or_default())
                 }
                 Ask::Seal(seal) => {
                     crate::lua::plugin::seal_conf(&vm, &req.name, &req.conf, req.schema_type, seal)

@@ -41,6 +41,25 @@ pub struct UpstreamInfo {
     pub scheme: Option<&'static str>,
 }
 
+/// The node choice of the current upstream try, as the balancer phase reads and changes it
+/// (`ctx.balancer_ip`, `ngx.balancer`).
+#[derive(Debug, Clone)]
+pub struct BalancerCtx {
+    /// The picked node: its host as configured (an IP or a name) and port.
+    pub host: String,
+    pub port: u16,
+    /// 1 for the first try, then one more per retry.
+    pub try_no: u32,
+    /// How the previous try ended (`ngx.balancer.get_last_failure`): `("failed", 502)` …
+    pub last_failure: Option<(&'static str, u16)>,
+    /// `ngx.balancer.set_current_peer`: where this try goes instead of the node.
+    pub peer: Option<SocketAddr>,
+    /// `ngx.balancer.set_more_tries`: the retries allowed after this try.
+    pub more_tries: Option<u32>,
+    /// `ngx.balancer.set_timeouts`: connect, send and read timeouts of this try, in seconds.
+    pub timeouts: [Option<f64>; 3],
+}
+
 /// Variables nginx lets APISIX write (declared with `set` in APISIX's nginx.conf) plus any name a
 /// plugin writes; nginx would refuse undeclared names, moongate keeps them (a documented superset).
 pub type VarMap = HashMap<String, String>;
@@ -130,13 +149,16 @@ pub struct RequestCtx {
     pub timings: Vec<(u8, u32, Phase, Duration)>,
     /// The chain slot and phase being timed now, and the plugin run that started last.
     pub timing: (u8, Option<Phase>),
-    mark: Option<(u32, Instant)>,
+    /// The plugin run timed now: its index, the chain slot and phase it runs in, its start.
+    mark: Option<(u32, u8, Phase, Instant)>,
     /// Content output flushed early with `ngx.flush`: the head and these chunks go out at once.
     pub stream: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     /// Fired by the first `ngx.flush` of a content handler: the head may go out.
     pub head_signal: Option<tokio::sync::oneshot::Sender<()>>,
     /// `ngx.eof()` was called: no more output.
     pub eof: bool,
+    /// The node choice while the balancer phase runs.
+    pub balancer: Option<BalancerCtx>,
 }
 
 impl RequestCtx {
@@ -208,6 +230,7 @@ impl RequestCtx {
             stream: None,
             head_signal: None,
             eof: false,
+            balancer: None,
         }
     }
 
@@ -215,11 +238,16 @@ impl RequestCtx {
     /// One clock read per plugin run.
     pub fn mark_plugin(&mut self, index: usize) {
         let now = Instant::now();
-        if let (Some((i, t)), Some(phase)) = (self.mark.take(), self.timing.1) {
-            self.timings.push((self.timing.0, i - 1, phase, now - t));
+        if let Some((i, slot, phase, t)) = self.mark.take() {
+            if self.timings.is_empty() {
+                self.timings.reserve(8);
+            }
+            self.timings.push((slot, i - 1, phase, now - t));
         }
-        if index > 0 {
-            self.mark = Some((index as u32, now));
+        if index > 0
+            && let (slot, Some(phase)) = self.timing
+        {
+            self.mark = Some((index as u32, slot, phase, now));
         }
     }
 

@@ -31,6 +31,9 @@ pub use ctx::RequestCtx;
 pub enum Phase {
     Rewrite,
     Access,
+    /// Each time the proxy picks an upstream node (every try): `ctx.balancer_ip`/`port`, and
+    /// `ngx.balancer` to change the peer, the tries and the timeouts of this try.
+    Balancer,
     BeforeProxy,
     HeaderFilter,
     BodyFilter,
@@ -38,9 +41,10 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
         Phase::Rewrite,
         Phase::Access,
+        Phase::Balancer,
         Phase::BeforeProxy,
         Phase::HeaderFilter,
         Phase::BodyFilter,
@@ -52,6 +56,7 @@ impl Phase {
         match self {
             Phase::Rewrite => "rewrite",
             Phase::Access => "access",
+            Phase::Balancer => "balancer",
             Phase::BeforeProxy => "before_proxy",
             Phase::HeaderFilter => "header_filter",
             Phase::BodyFilter => "body_filter",
@@ -64,7 +69,7 @@ impl Phase {
     pub fn ngx_phase(self) -> &'static str {
         match self {
             Phase::Rewrite | Phase::Access => "access",
-            Phase::BeforeProxy => "balancer",
+            Phase::Balancer | Phase::BeforeProxy => "balancer",
             Phase::HeaderFilter => "header_filter",
             Phase::BodyFilter => "body_filter",
             Phase::Log => "log",
@@ -73,7 +78,10 @@ impl Phase {
 
     /// Phases whose `return code, body` ends the request.
     pub fn may_answer(self) -> bool {
-        matches!(self, Phase::Rewrite | Phase::Access | Phase::BeforeProxy)
+        matches!(
+            self,
+            Phase::Rewrite | Phase::Access | Phase::Balancer | Phase::BeforeProxy
+        )
     }
 
     fn bit(self) -> u8 {
@@ -211,6 +219,41 @@ pub struct Chain {
     pub phases: PhaseSet,
     /// Any entry is a Lua plugin: the request needs the VM.
     pub has_lua: bool,
+    /// The plugin load (`Catalog::generation`) the chain was built against: its Lua entries
+    /// run on a VM of that load.
+    pub generation: u64,
+    /// For rewrite and access: the entries that run in that phase when every one of them is a
+    /// Lua plugin without `_meta.filter` (so the phase can run in one call with others);
+    /// `None` otherwise.
+    pub lua_runs: [Option<Box<[usize]>>; 2],
+}
+
+/// [`Chain::lua_runs`] of `entries`.
+fn lua_runs(entries: &[ChainEntry]) -> [Option<Box<[usize]>>; 2] {
+    [Phase::Rewrite, Phase::Access].map(|phase| {
+        let mut run = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if !e.phases.contains(phase) {
+                continue;
+            }
+            if !matches!(e.imp, Impl::Lua) || e.filter.is_some() {
+                return None;
+            }
+            run.push(i);
+        }
+        Some(run.into_boxed_slice())
+    })
+}
+
+impl Chain {
+    /// [`Chain::lua_runs`] for rewrite or access.
+    pub fn lua_run(&self, phase: Phase) -> Option<&[usize]> {
+        match phase {
+            Phase::Rewrite => self.lua_runs[0].as_deref(),
+            Phase::Access => self.lua_runs[1].as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Why a resource's plugins cannot be used.
@@ -335,9 +378,11 @@ impl Chain {
             key,
             id: ChainId::fresh(),
             owner,
+            lua_runs: lua_runs(&entries),
             entries,
             phases,
             has_lua,
+            generation: catalog.generation(),
         })
     }
 
@@ -378,9 +423,11 @@ impl Chain {
                 alive,
             },
             owner,
+            lua_runs: lua_runs(&entries),
             entries,
             phases,
             has_lua,
+            generation: self.generation,
         }
     }
 }

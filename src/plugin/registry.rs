@@ -66,8 +66,10 @@ impl PluginRegistry {
     pub fn reload(&self) -> std::io::Result<Vec<String>> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let (catalog, errors) = Catalog::load(&self.vm, self.enabled.as_deref())?;
-        self.catalog.store(Arc::new(catalog));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation.load(Ordering::Acquire) + 1;
+        self.catalog
+            .store(Arc::new(catalog.with_generation(generation)));
+        self.generation.store(generation, Ordering::Release);
         let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
         for h in hooks.iter() {
             h();

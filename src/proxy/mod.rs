@@ -20,7 +20,6 @@ pub mod upstream_io;
 pub mod upstream_tls;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +37,7 @@ use crate::config::snapshot::{RouteEntry, RouteUpstream, Snapshot};
 use crate::observability::access::{self, Format, UpstreamRecord};
 use crate::server::framing::Verdict;
 use crate::server::timed_io::{ClientTimeouts, ConnState};
+use crate::upstream::dns::{self, Resolved};
 use crate::upstream::{Picker, UpstreamDef};
 use body::{Body, ClientBodyError, Finish};
 use pool::{Conn, ConnectError, Pool, PoolKey};
@@ -104,12 +104,18 @@ pub struct WorkerCtx {
     pub pool: Pool,
     /// Balancer state per upstream, keyed by the address of its shared definition; the `Weak`
     /// tells a live entry from one whose upstream was replaced by a config change.
-    pickers: RefCell<HashMap<usize, (Weak<UpstreamDef>, Picker)>>,
+    pickers: RefCell<rustc_hash::FxHashMap<usize, (Weak<UpstreamDef>, Picker)>>,
     access: Option<RefCell<access::Writer>>,
     server_header: HeaderValue,
     /// The worker's Lua host and the plugin generation it was made for; made again after a
     /// plugin reload.
     lua: RefCell<Option<(u64, Rc<crate::lua::host::LuaHost>)>>,
+    /// The host of the plugin load before the last reload, kept while the configuration being
+    /// served is still built against that load (its rebuild with the reloaded plugins has not
+    /// come in, or failed): its chains run there, on the plugins they were checked against.
+    lua_prev: RefCell<Option<(u64, Rc<crate::lua::host::LuaHost>)>>,
+    /// The warning about `lua_prev` was logged.
+    lua_prev_noted: Cell<bool>,
 }
 
 impl WorkerCtx {
@@ -136,10 +142,12 @@ impl WorkerCtx {
         };
         Ok(WorkerCtx {
             lua: RefCell::new(lua),
+            lua_prev: RefCell::new(None),
+            lua_prev_noted: Cell::new(false),
             id,
             shared,
             pool: Pool::default(),
-            pickers: RefCell::new(HashMap::new()),
+            pickers: RefCell::new(Default::default()),
             access,
             server_header: HeaderValue::from_static(concat!(
                 "moongate/",
@@ -161,7 +169,12 @@ impl WorkerCtx {
             log::info!("start to hot reload plugins");
             match settings.make_host(self.id) {
                 Ok(new) => {
-                    host.destroy_plugins();
+                    // The old plugins stay loaded until the configuration is rebuilt against
+                    // the new ones (`settle_lua`).
+                    let old = (*g, host.clone());
+                    if let Some((_, older)) = self.lua_prev.borrow_mut().replace(old) {
+                        older.destroy_plugins();
+                    }
                     *cur = Some((generation, Rc::new(new)));
                 }
                 Err(e) => {
@@ -176,6 +189,46 @@ impl WorkerCtx {
         cur.as_ref().map(|(_, h)| h.clone())
     }
 
+    /// The host to run chains built against plugin load `generation` on: the current one, or
+    /// the previous one while the served configuration still comes from before the reload.
+    pub fn lua_host_for(&self, generation: Option<u64>) -> Option<Rc<crate::lua::host::LuaHost>> {
+        let cur = self.lua_host()?;
+        if let (Some(g), Some((pg, prev))) = (generation, self.lua_prev.borrow().as_ref())
+            && g == *pg
+        {
+            return Some(prev.clone());
+        }
+        Some(cur)
+    }
+
+    /// Drops the previous plugin load's host (running its plugins' `destroy()`) once the
+    /// served configuration is built against the current load; says once why it is kept
+    /// otherwise.
+    fn settle_lua(&self) {
+        let Some(prev_gen) = self.lua_prev.borrow().as_ref().map(|(g, _)| *g) else {
+            return;
+        };
+        let snapshot = self.shared.store.load();
+        let served = snapshot
+            .global_chains
+            .iter()
+            .chain(snapshot.routes.iter().filter_map(|r| r.chain.as_ref()))
+            .map(|c| c.generation)
+            .next();
+        if served == Some(prev_gen) {
+            if !self.lua_prev_noted.replace(true) {
+                log::warn!(
+                    "plugin reload: the configuration has not been rebuilt with the reloaded plugins yet (or it failed to): its routes keep running on the plugins they were checked against"
+                );
+            }
+            return;
+        }
+        self.lua_prev_noted.set(false);
+        if let Some((_, prev)) = self.lua_prev.borrow_mut().take() {
+            prev.destroy_plugins();
+        }
+    }
+
     /// Periodic per-worker housekeeping: flush logs, expire idle upstream connections, forget
     /// balancer state of upstreams that no longer exist.
     pub fn tick(&self) {
@@ -187,6 +240,7 @@ impl WorkerCtx {
         // promptly, as APISIX's workers reload on the reload event.
         if self.shared.lua.is_some() {
             let _ = self.lua_host();
+            self.settle_lua();
         }
         self.pool.sweep();
         self.pickers
@@ -380,12 +434,18 @@ async fn admin_on_data_port(
                 })
                 .await
         }
-        Err(e) => crate::admin::envelope::Answer::error(400, format!("invalid request body: {e}")),
+        Err(_) => crate::admin::too_large(
+            parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        ),
     };
-    let mut resp = Response::new(Body::full(answer.body));
+    let mut resp = Response::new(Body::full(answer.body.clone()));
     *resp.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    crate::admin::server::headers(resp.headers_mut());
+    crate::admin::server::headers(resp.headers_mut(), &answer);
     resp
 }
 
@@ -660,6 +720,8 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         start,
         host_override: None,
         req: None,
+        on_pick: None,
+        first: None,
     };
     Ok(match fwd.run(&mut log).await {
         Ok((resp, up)) => finish(resp, &cx, log, Some(up), None),
@@ -765,6 +827,33 @@ fn finish(
     Response::from_parts(parts, body.on_finish(done))
 }
 
+/// How the balancer phase of plugins (`phases`) left an upstream try: where it goes instead of
+/// the picked node, the retries allowed from here, and this try's timeouts in seconds
+/// (connect, send, read).
+#[derive(Debug, Default, Clone)]
+pub(super) struct PickChoice {
+    pub peer: Option<SocketAddr>,
+    pub more_tries: Option<u32>,
+    pub timeouts: [Option<f64>; 3],
+}
+
+/// A boxed future of the balancer phase's outcome: the try's choice, or the response the
+/// plugins ended the request with.
+pub(super) type PickFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PickChoice, Response<Body>>> + 'a>>;
+
+/// Runs each time the proxy picks a node for a try (the balancer phase of plugins).
+pub(super) trait OnPick {
+    /// `node` was picked for try `try_no` (1-based); `last_failure` is how the previous try
+    /// ended, as `ngx.balancer.get_last_failure` reports it.
+    fn picked<'a>(
+        &'a self,
+        node: &'a crate::upstream::NodeDef,
+        try_no: u32,
+        last_failure: Option<(&'static str, u16)>,
+    ) -> PickFuture<'a>;
+}
+
 /// One request on its way upstream, with everything needed to retry it.
 struct Forward<'a> {
     cx: &'a Rc<ConnCtx>,
@@ -782,6 +871,11 @@ struct Forward<'a> {
     host_override: Option<HeaderValue>,
     /// The plugin context, told the upstream's address, status and timings.
     req: Option<crate::lua::request::SharedReq>,
+    /// The balancer phase, run for every try after the first.
+    on_pick: Option<&'a dyn OnPick>,
+    /// The first try's node, picked (and passed through the balancer phase) before
+    /// before_proxy ran.
+    first: Option<(usize, PickChoice)>,
 }
 
 /// A response the gateway made after the upstream failed, and the upstream part for the log.
@@ -844,21 +938,53 @@ impl Forward<'_> {
         let retry_deadline = self.def.retry_timeout.map(|d| self.start + d);
         let mut last_status = StatusCode::BAD_GATEWAY;
 
+        let mut try_no = 0u32;
+        let mut last_failure: Option<(&'static str, u16)> = None;
         loop {
-            let picked = worker.with_picker(&self.def, |p| {
-                p.pick(&self.def, self.hash_key.as_deref(), &tried)
-            });
-            let Some(idx) = picked else {
-                if tried.is_empty() {
-                    log::error!(
-                        "failed to pick server: no valid upstream node, route: {}",
-                        self.route.id
-                    );
-                    return Err((error_page::page(StatusCode::SERVICE_UNAVAILABLE), None));
+            try_no += 1;
+            let (idx, choice) = match self.first.take() {
+                Some(first) => first,
+                None => {
+                    let mut picked = worker.with_picker(&self.def, |p| {
+                        p.pick(&self.def, self.hash_key.as_deref(), &tried)
+                    });
+                    if picked.is_none() && self.on_pick.is_some() && !tried.is_empty() {
+                        // Tries the balancer phase allowed beyond the nodes: start over.
+                        tried.clear();
+                        picked = worker.with_picker(&self.def, |p| {
+                            p.pick(&self.def, self.hash_key.as_deref(), &tried)
+                        });
+                    }
+                    let Some(idx) = picked else {
+                        if tried.is_empty() {
+                            log::error!(
+                                "failed to pick server: no valid upstream node, route: {}",
+                                self.route.id
+                            );
+                            return Err((error_page::page(StatusCode::SERVICE_UNAVAILABLE), None));
+                        }
+                        return Err((error_page::page(last_status), None));
+                    };
+                    let choice = match self.on_pick {
+                        Some(h) => match h.picked(&self.def.nodes[idx], try_no, last_failure).await
+                        {
+                            Ok(c) => c,
+                            Err(resp) => return Err((resp, None)),
+                        },
+                        None => PickChoice::default(),
+                    };
+                    (idx, choice)
                 }
-                return Err((error_page::page(last_status), None));
             };
-            let node = self.def.nodes[idx].clone();
+            if let Some(n) = choice.more_tries {
+                tries_left = n;
+            }
+            let connect_timeout = choice.timeouts[0].map_or(connect_timeout, secs);
+            let read_timeout = choice.timeouts[2].map_or(read_timeout, secs);
+            let mut node = self.def.nodes[idx].clone();
+            if let Some(peer) = choice.peer {
+                node.addr = peer;
+            }
             let feedback = self.def.needs_feedback();
             if feedback {
                 worker.with_picker(&self.def, |p| p.on_start(idx));
@@ -890,6 +1016,25 @@ impl Forward<'_> {
                 },
             };
 
+            // A node named by a domain goes where the name points now (a balancer's peer
+            // choice wins).
+            let mut unresolved = None;
+            if let Some(name) = node.domain.clone()
+                && choice.peer.is_none()
+            {
+                match dns::resolve(&name, node.port).await {
+                    Resolved::Fresh(ip) => node.addr = SocketAddr::new(ip, node.port),
+                    Resolved::Stale(ip, e) => {
+                        log::warn!(
+                            "dns resolver domain: {name} error: {e}; using its last address {ip}"
+                        );
+                        node.addr = SocketAddr::new(ip, node.port);
+                    }
+                    Resolved::Failed(e) => unresolved = Some(ConnectError::Resolve(name, e)),
+                }
+                record.addr = node.addr;
+            }
+
             let tls = match &self.def.tls {
                 Some(t) => match upstream_tls::Plan::new(t, upstream_host.as_ref(), &worker) {
                     Ok(p) => Some(p),
@@ -906,15 +1051,18 @@ impl Forward<'_> {
             };
             // A pooled connection first; the peer may have closed it, then a fresh one.
             let mut conn = None;
-            while let Some(mut c) = worker.pool.checkout(&key) {
-                if c.sender.ready().await.is_ok() {
-                    conn = Some(c);
-                    break;
+            if unresolved.is_none() {
+                while let Some(mut c) = worker.pool.checkout(&key) {
+                    if c.sender.ready().await.is_ok() {
+                        conn = Some(c);
+                        break;
+                    }
                 }
             }
-            let conn = match conn {
-                Some(c) => Ok(c),
-                None => match tls.map(upstream_tls::Plan::connect).transpose() {
+            let conn = match (conn, unresolved) {
+                (_, Some(e)) => Err(e),
+                (Some(c), None) => Ok(c),
+                (None, None) => match tls.map(upstream_tls::Plan::connect).transpose() {
                     Ok(tls) => Pool::connect(node.addr, connect_timeout, tls).await,
                     Err(e) => Err(e),
                 },
@@ -937,6 +1085,7 @@ impl Forward<'_> {
                         ConnectError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                         _ => StatusCode::BAD_GATEWAY,
                     };
+                    last_failure = Some(("failed", last_status.as_u16()));
                     record.status = Some(last_status.as_u16());
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(record);
@@ -1019,6 +1168,7 @@ impl Forward<'_> {
                     }
                     tried.push(idx);
                     last_status = StatusCode::BAD_GATEWAY;
+                    last_failure = Some(("failed", last_status.as_u16()));
                     if self.can_retry(&mut tries_left, retry_deadline) {
                         continue;
                     }
@@ -1036,6 +1186,7 @@ impl Forward<'_> {
                     }
                     tried.push(idx);
                     last_status = StatusCode::GATEWAY_TIMEOUT;
+                    last_failure = Some(("failed", last_status.as_u16()));
                     match replay {
                         Some(h) if self.can_retry(&mut tries_left, retry_deadline) => {
                             self.headers = h;

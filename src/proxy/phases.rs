@@ -20,16 +20,18 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode, Uri, header};
-use mlua::Table;
 use tokio::time::Instant;
 
 use super::body::{Body, BodyFilter, FilterFuture};
-use super::{ConnCtx, Forward, LogData, UpstreamDone, error_page, finish, upstream_headers};
+use super::{
+    ConnCtx, Forward, LogData, OnPick, PickChoice, PickFuture, UpstreamDone, error_page, finish,
+    upstream_headers,
+};
 use crate::config::snapshot::{ConsumerEntry, RouteEntry, Snapshot};
-use crate::lua::host::{LuaHost, Step};
+use crate::lua::host::{Group, GroupsOut, LuaHost, MAX_GROUPS, RouteInfo, Step};
 use crate::lua::request::{self, SharedReq};
 use crate::lua::sched;
-use crate::plugin::ctx::ReqBody;
+use crate::plugin::ctx::{BalancerCtx, ReqBody};
 use crate::plugin::native::Answer;
 use crate::plugin::{Chain, Impl, Phase, RequestCtx};
 
@@ -77,9 +79,10 @@ struct Run {
     consumer_pass: Cell<bool>,
     route: Arc<RouteEntry>,
     req: SharedReq,
-    api_ctx: RefCell<Option<Table>>,
-    /// The slot of `chains` whose owner `api_ctx` shows now.
-    owner_slot: Cell<usize>,
+    /// The `ctx.consumer_name` an auth plugin attached during rewrite.
+    consumer: RefCell<Option<String>>,
+    /// `ctx.upstream_id` as the rewrite and access plugins left it (traffic-split sets it).
+    upstream_id: RefCell<Option<String>>,
     uses_lua: bool,
 }
 
@@ -95,29 +98,19 @@ impl Run {
             .is_some_and(|h| h.chunks.iter().any(|(d, _)| d == directive))
     }
 
-    fn api_ctx(&self, slot: usize) -> Option<Table> {
-        let host = self.host.as_ref()?;
-        let chain = self.chains.borrow()[slot].clone();
-        let mut cur = self.api_ctx.borrow_mut();
-        match cur.as_ref() {
-            Some(t) => {
-                if self.owner_slot.get() != slot {
-                    let _ = host.set_owner(t, &chain.owner);
-                    self.owner_slot.set(slot);
-                }
-                Some(t.clone())
-            }
-            None => match host.new_api_ctx(&self.req, &chain.owner) {
-                Ok(t) => {
-                    self.owner_slot.set(slot);
-                    *cur = Some(t.clone());
-                    Some(t)
-                }
-                Err(e) => {
-                    log::error!("failed to create the plugin context: {e}");
-                    None
-                }
-            },
+    /// The route as plugins see it (`ctx.route_id`, `ctx.matched_route`).
+    fn route_info(&self) -> RouteInfo<'_> {
+        let r = &self.route;
+        let modified_index = r
+            .chain
+            .as_ref()
+            .filter(|c| c.owner.conf_type == "route")
+            .and_then(|c| c.owner.conf_version.parse().ok());
+        RouteInfo {
+            id: &r.id.0,
+            name: r.name.as_deref(),
+            service_id: r.service_id.as_ref().map(|s| s.0.as_str()),
+            modified_index,
         }
     }
 
@@ -201,14 +194,28 @@ impl Run {
                             );
                             return Flow::Answer(500);
                         };
-                        let Some(api_ctx) = self.api_ctx(slot) else {
-                            return Flow::Answer(500);
-                        };
                         let step = host
-                            .run_plugins(self.version, &chain, phase, &run, &self.req, &api_ctx)
+                            .run_plugins(
+                                self.version,
+                                &chain,
+                                phase,
+                                &run,
+                                &self.req,
+                                &self.route_info(),
+                            )
                             .await;
                         match step {
-                            Step::Continue => {}
+                            Step::Continue {
+                                consumer,
+                                upstream_id,
+                            } => {
+                                if consumer.is_some() {
+                                    *self.consumer.borrow_mut() = consumer;
+                                }
+                                if matches!(phase, Phase::Rewrite | Phase::Access) {
+                                    *self.upstream_id.borrow_mut() = upstream_id;
+                                }
+                            }
                             Step::Answer {
                                 index,
                                 status,
@@ -230,6 +237,80 @@ impl Run {
         Flow::Continue
     }
 
+    /// The rewrite and access phases in one call into the VM, when every plugin they run is a
+    /// Lua plugin without `_meta.filter` (evaluated when its phase comes) and the route has no
+    /// rewrite/access handler: one crossing instead of one per phase and chain. `None` when
+    /// that does not apply (the phases then run one by one); a consumer attached in rewrite
+    /// stops the call for the merge, and access then runs the usual way.
+    async fn rewrite_and_access_at_once(&self) -> Option<Flow> {
+        let host = self.host.clone()?;
+        if self.handler("rewrite_by_lua") || self.handler("access_by_lua") {
+            return None;
+        }
+        let chains = self.chains.borrow().clone();
+        let mut groups: Vec<Group<'_>> = Vec::with_capacity(MAX_GROUPS);
+        for phase in [Phase::Rewrite, Phase::Access] {
+            for (slot, chain) in chains.iter().enumerate() {
+                let indices = chain.lua_run(phase)?;
+                if !indices.is_empty() {
+                    groups.push(Group {
+                        chain,
+                        slot,
+                        phase,
+                        indices,
+                    });
+                }
+            }
+        }
+        if groups.len() < 2 {
+            // One run or none: the usual path costs the same.
+            return None;
+        }
+        self.set_phase(groups[0].phase, groups[0].slot);
+        let out = host
+            .run_groups(self.version, &groups, &self.req, &self.route_info())
+            .await?;
+        Some(match out {
+            GroupsOut::Done {
+                consumer: None,
+                upstream_id,
+            } => {
+                *self.upstream_id.borrow_mut() = upstream_id;
+                self.printed().unwrap_or(Flow::Continue)
+            }
+            // A consumer was attached and access has not run (the call stopped before it, or
+            // the plan had no access group): the rest goes the usual way, merge then access.
+            // A stop without a consumer is printed output, which answers.
+            GroupsOut::Done { consumer, .. } | GroupsOut::Stopped { consumer, .. } => {
+                if let Some(f) = self.printed() {
+                    return Some(f);
+                }
+                if consumer.is_none() {
+                    return Some(Flow::Continue);
+                }
+                *self.consumer.borrow_mut() = consumer;
+                if let Flow::Answer(s) = self.merge_consumer().await {
+                    return Some(Flow::Answer(s));
+                }
+                drop(groups);
+                self.phase(Phase::Access).await
+            }
+            GroupsOut::Ended { group, step } => {
+                let g = &groups[group];
+                match step {
+                    Step::Continue { .. } => self.printed().unwrap_or(Flow::Continue),
+                    Step::Answer {
+                        index,
+                        status,
+                        body,
+                    } => self.answer(g.chain, index, status, body),
+                    Step::Exit => self.exited(),
+                    Step::Error => Flow::Answer(500),
+                }
+            }
+        })
+    }
+
     /// After rewrite: when an auth plugin attached a consumer (`ctx.consumer_name`) whose
     /// consumer or group has plugins, the route's chain becomes the merged one (consumer >
     /// group > route), `ctx.conf_*` say so, and the `rewrite_in_consumer` pass runs the rewrite
@@ -239,10 +320,7 @@ impl Run {
             return Flow::Continue;
         };
         let slot = self.chains.borrow().len() - 1;
-        let Some(api_ctx) = self.api_ctx(slot) else {
-            return Flow::Continue;
-        };
-        let Ok(Some(name)) = api_ctx.get::<Option<String>>("consumer_name") else {
+        let Some(name) = self.consumer.borrow().clone() else {
             return Flow::Continue;
         };
         let Some(consumer) = self.snapshot.consumers.get(&name).cloned() else {
@@ -262,10 +340,8 @@ impl Run {
         let Some(cchain) = consumer.chain.clone() else {
             return Flow::Continue;
         };
+        // The runner gives `ctx` the merged chain's owner when that chain first runs.
         let merged = merged_chain(self.version, &route_chain, &cchain, &consumer);
-        if let Some(host) = &self.host {
-            let _ = host.set_owner(&api_ctx, &merged.owner);
-        }
         self.chains.borrow_mut()[slot] = merged;
         self.consumer_pass.set(true);
         let flow = self.phase(Phase::Rewrite).await;
@@ -319,14 +395,7 @@ impl Run {
         if let Some(def) = self.req.borrow().upstream_choice.clone() {
             return Ok(def);
         }
-        let id = self.api_ctx.borrow().as_ref().and_then(|t| {
-            match t.raw_get::<mlua::Value>("upstream_id").ok()? {
-                mlua::Value::String(s) => Some(s.to_string_lossy()),
-                mlua::Value::Integer(i) => Some(i.to_string()),
-                mlua::Value::Number(n) => Some(crate::lua::lib::cjson::fmt_g(n, 14)),
-                _ => None,
-            }
-        });
+        let id = self.upstream_id.borrow().clone();
         match id {
             Some(id) => match self
                 .snapshot
@@ -340,18 +409,6 @@ impl Run {
                 }
             },
             None => super::upstream_of(&self.route),
-        }
-    }
-
-    /// `ctx.balancer_ip` and `ctx.balancer_port` (APISIX's variables of the same names read
-    /// them): the node the request went to, once there is one.
-    fn record_balancer(&self) {
-        let Some(addr) = self.req.borrow().upstream.addr else {
-            return;
-        };
-        if let Some(t) = self.api_ctx.borrow().as_ref() {
-            let _ = t.raw_set("balancer_ip", addr.ip().to_string());
-            let _ = t.raw_set("balancer_port", addr.port());
         }
     }
 
@@ -397,10 +454,17 @@ impl Run {
         }
         let route_key = format!("route#{}", self.route.id);
         match host
-            .run_handler(self.version, &route_key, &src, directive, &self.req)
+            .run_handler(
+                self.version,
+                &route_key,
+                &src,
+                directive,
+                &self.req,
+                &self.route_info(),
+            )
             .await
         {
-            None | Some(Step::Continue) | Some(Step::Answer { .. }) => {
+            None | Some(Step::Continue { .. }) | Some(Step::Answer { .. }) => {
                 self.printed().unwrap_or(Flow::Continue)
             }
             Some(Step::Exit) => self.exited(),
@@ -548,15 +612,22 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     // hyper drops this future when the client goes away mid-phase: forget the request then.
     let mut registered = Registered(uses_lua.then_some(id));
     let run = Rc::new(Run {
-        host: cx.worker.lua_host(),
+        host: if uses_lua {
+            // The chains' plugin load picks the VM (the previous one after a reload whose
+            // configuration rebuild has not come in).
+            cx.worker
+                .lua_host_for(chains.iter().map(|c| c.generation).next())
+        } else {
+            cx.worker.lua_host()
+        },
         version: snapshot.version,
         chains: RefCell::new(chains),
         snapshot: snapshot.clone(),
         consumer_pass: Cell::new(false),
         route,
         req,
-        api_ctx: RefCell::new(None),
-        owner_slot: Cell::new(usize::MAX),
+        consumer: RefCell::new(None),
+        upstream_id: RefCell::new(None),
         uses_lua,
     });
 
@@ -662,6 +733,9 @@ async fn before_upstream(run: &Rc<Run>) -> Flow {
         );
         return Flow::Answer(503);
     }
+    if let Some(flow) = run.rewrite_and_access_at_once().await {
+        return flow;
+    }
     for (phase, directive, ngx_phase) in [
         (Phase::Rewrite, "rewrite_by_lua", "rewrite"),
         (Phase::Access, "access_by_lua", "access"),
@@ -757,6 +831,23 @@ async fn forward(
     let def = run
         .chosen_upstream()
         .map_err(|status| (error_page::page(status), None))?;
+    // The balancer phase runs when a node is picked: for the first try before before_proxy
+    // (APISIX's order), then on every retry inside the upstream exchange.
+    let balancer = any_phase(&run.chains.borrow(), Phase::Balancer)
+        .then(|| BalancerPhase { run: run.clone() });
+    let mut first = None;
+    if let Some(b) = &balancer {
+        let key = hash_key(&def, &run.req.borrow());
+        let picked = cx
+            .worker
+            .with_picker(&def, |p| p.pick(&def, key.as_deref(), &[]));
+        if let Some(idx) = picked {
+            match b.picked(&def.nodes[idx], 1, None).await {
+                Ok(choice) => first = Some((idx, choice)),
+                Err(resp) => return Err((resp, None)),
+            }
+        }
+    }
     if any_phase(&run.chains.borrow(), Phase::BeforeProxy)
         && let Flow::Answer(s) = run.phase(Phase::BeforeProxy).await
     {
@@ -765,23 +856,7 @@ async fn forward(
     let (fwd_parts, host, method, client) = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
-        let hash_key = match def.kind {
-            crate::config::resource::BalancerType::Chash => {
-                let view = super::request::View {
-                    method: r.method.as_str(),
-                    host: &r.host,
-                    path: &r.uri,
-                    query: &r.args,
-                    request_uri: &r.request_uri,
-                    remote: r.remote,
-                    server_port: r.local.port(),
-                    headers: &r.headers,
-                    tls: r.tls.as_deref(),
-                };
-                def.hash_key(&view, None)
-            }
-            _ => None,
-        };
+        let hash_key = hash_key(&def, &r);
         super::route_action::rewrite_path(&route.action, &mut r);
         let target = r.upstream_target().into_owned();
         let uri: Uri = match target.parse() {
@@ -839,9 +914,70 @@ async fn forward(
         start: run.req.borrow().start,
         host_override,
         req: Some(run.req.clone()),
+        on_pick: balancer.as_ref().map(|b| b as &dyn OnPick),
+        first,
     };
     // The access-log record is made from the plugin context in `respond`.
     fwd.run(&mut None).await
+}
+
+/// The `chash` key of the request as it is now.
+fn hash_key(def: &crate::upstream::UpstreamDef, r: &RequestCtx) -> Option<String> {
+    match def.kind {
+        crate::config::resource::BalancerType::Chash => {
+            let view = super::request::View {
+                method: r.method.as_str(),
+                host: &r.host,
+                path: &r.uri,
+                query: &r.args,
+                request_uri: &r.request_uri,
+                remote: r.remote,
+                server_port: r.local.port(),
+                headers: &r.headers,
+                tls: r.tls.as_deref(),
+            };
+            def.hash_key(&view, None)
+        }
+        _ => None,
+    }
+}
+
+/// The balancer phase of the route's plugins, run for each node the proxy picks.
+struct BalancerPhase {
+    run: Rc<Run>,
+}
+
+impl OnPick for BalancerPhase {
+    fn picked<'a>(
+        &'a self,
+        node: &'a crate::upstream::NodeDef,
+        try_no: u32,
+        last_failure: Option<(&'static str, u16)>,
+    ) -> PickFuture<'a> {
+        Box::pin(async move {
+            self.run.req.borrow_mut().balancer = Some(BalancerCtx {
+                host: node.host.clone(),
+                port: node.port,
+                try_no,
+                last_failure,
+                peer: None,
+                more_tries: None,
+                timeouts: [None; 3],
+            });
+            let flow = self.run.phase(Phase::Balancer).await;
+            let choice = self.run.req.borrow_mut().balancer.take();
+            match flow {
+                Flow::Answer(s) => Err(self.run.early_response(s)),
+                Flow::Continue => Ok(choice
+                    .map(|b| PickChoice {
+                        peer: b.peer,
+                        more_tries: b.more_tries,
+                        timeouts: b.timeouts,
+                    })
+                    .unwrap_or_default()),
+            }
+        })
+    }
 }
 
 /// header_filter, the body filter, and the log phase once the response is sent.
@@ -854,7 +990,6 @@ async fn respond(
     id: sched::CtxId,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
-    run.record_balancer();
     {
         let mut r = run.req.borrow_mut();
         r.in_content = false;
@@ -896,6 +1031,11 @@ async fn respond(
     run.filter_done();
     let filtering =
         any_phase(&run.chains.borrow(), Phase::BodyFilter) || run.handler("body_filter_by_lua");
+    let needs_log_phase = any_phase(&run.chains.borrow(), Phase::Log) || run.handler("log_by_lua");
+    // Lua runs after the head is sent (body filter, log, a streaming content handler): the
+    // request stays reachable from Lua, with the response as sent.
+    let lua_later =
+        run.uses_lua && (filtering || needs_log_phase || run.req.borrow().content_running);
     let body = {
         let mut r = run.req.borrow_mut();
         r.headers_sent = true;
@@ -910,7 +1050,7 @@ async fn respond(
             b
         } else {
             parts.status = StatusCode::from_u16(r.status).unwrap_or(parts.status);
-            parts.headers = if run.uses_lua {
+            parts.headers = if lua_later {
                 r.resp_headers.clone()
             } else {
                 std::mem::take(&mut r.resp_headers)
@@ -967,8 +1107,11 @@ async fn respond(
             });
         }
     }
-    let needs_log_phase = any_phase(&run.chains.borrow(), Phase::Log) || run.handler("log_by_lua");
-    let tail: Option<super::Tail> = if needs_log_phase || run.uses_lua {
+    if run.uses_lua && !lua_later {
+        // No Lua runs for this request any more.
+        request::unregister(id);
+    }
+    let tail: Option<super::Tail> = if needs_log_phase || lua_later {
         let run = run.clone();
         Some(Box::new(move |bytes: u64, done: super::LogDone| {
             tokio::task::spawn_local(async move {

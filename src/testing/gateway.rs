@@ -272,7 +272,14 @@ impl Process {
                     Some(v) => v.to_string(),
                     None => continue,
                 };
-                let path = format!("/apisix/admin/{kind}/{id}");
+                // The runner's routes are nginx locations, not APISIX routes: they are kept
+                // where the Admin API does not list them among `routes`.
+                let dir = if kind == "routes" {
+                    "moongate_locations"
+                } else {
+                    kind
+                };
+                let path = format!("/apisix/admin/{dir}/{id}");
                 let status = self
                     .admin_call("PUT", &path, &item.to_string())
                     .map_err(failed)?;
@@ -289,10 +296,67 @@ impl Process {
         Ok(())
     }
 
+    /// The key the runner writes its routes with: the first `admin` key of the gateway's
+    /// config, read from where the gateway keeps it when it was generated; `None` when the
+    /// config asks for no key.
+    fn admin_key(&self) -> Option<String> {
+        let cfg: serde_json::Value = serde_norway::from_str(&self.config).ok()?;
+        let admin = cfg.get("deployment")?.get("admin")?;
+        if admin.get("admin_key_required") == Some(&serde_json::Value::Bool(false)) {
+            return None;
+        }
+        let fallback = serde_json::json!([{"name": "admin", "key": "", "role": "admin"}]);
+        let keys = match admin.get("admin_key") {
+            Some(serde_json::Value::Null) => return None,
+            Some(k) => k,
+            None => &fallback,
+        };
+        let entry = keys.as_array()?.iter().find(|k| {
+            k.get("role")
+                .and_then(|r| r.as_str())
+                .is_none_or(|r| r == "admin")
+        })?;
+        match entry.get("key") {
+            Some(serde_json::Value::String(k)) if !k.is_empty() => Some(k.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => {
+                let name = entry
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("admin");
+                std::fs::read_to_string(self.prefix.join(format!("conf/admin_key.{name}")))
+                    .ok()
+                    .map(|k| k.trim().to_string())
+            }
+        }
+    }
+
+    /// Gives the gateway's workers fresh plugin VMs (`PUT /apisix/admin/plugins/reload`): what
+    /// a restart of nginx between two blocks gives their Lua code. Shared dictionaries are
+    /// process-wide and stay, as over a HUP reload.
+    pub fn fresh_workers(&self) -> Result<(), GatewayError> {
+        let failed = |msg: String| {
+            GatewayError::Write(self.prefix.join("(admin api)"), std::io::Error::other(msg))
+        };
+        let status = self
+            .admin_call("PUT", "/apisix/admin/plugins/reload", "")
+            .map_err(failed)?;
+        if status != 200 {
+            return Err(failed(format!(
+                "PUT /apisix/admin/plugins/reload answered {status}"
+            )));
+        }
+        Ok(())
+    }
+
     fn admin_call(&self, method: &str, path: &str, body: &str) -> Result<u16, String> {
         let mut c = Conn::open(self.port, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let key = self
+            .admin_key()
+            .map(|k| format!("X-API-KEY: {k}\r\n"))
+            .unwrap_or_default();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{key}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
         let mut bytes = head.into_bytes();

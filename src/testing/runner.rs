@@ -555,6 +555,10 @@ impl FileCtx<'_> {
         }
         set_path(&mut cfg, &["apisix", "extra_lua_path"], lua_path.into());
         let admin = get_path(&cfg, &["deployment", "admin"]).cloned();
+        // t::APISIX puts `deployment: {admin: {admin_key: null}}` in front of a config that
+        // has no `deployment` of its own: no key is needed then. A block that writes its own
+        // `deployment` gets APISIX's defaults (one admin key, generated when empty).
+        let own_deployment = get_path(&cfg, &["deployment"]).is_some();
         set_path(&mut cfg, &["deployment"], ymap());
         if self.admin_mode() {
             // APISIX's suites drive routes through the Admin API on the test port (with etcd
@@ -566,9 +570,6 @@ impl FileCtx<'_> {
                 &["deployment", "role_traditional", "config_provider"],
                 "embedded".into(),
             );
-            let keyed = admin
-                .as_ref()
-                .is_some_and(|a| get_path(a, &["admin_key"]).is_some());
             if let Some(a) = admin {
                 set_path(&mut cfg, &["deployment", "admin"], a);
             }
@@ -577,11 +578,11 @@ impl FileCtx<'_> {
                 &["deployment", "admin", "serve_on_data_port"],
                 true.into(),
             );
-            if !keyed {
+            if !own_deployment {
                 set_path(
                     &mut cfg,
-                    &["deployment", "admin", "admin_key_required"],
-                    false.into(),
+                    &["deployment", "admin", "admin_key"],
+                    serde_norway::Value::Null,
                 );
             }
             set_path(
@@ -787,12 +788,20 @@ impl FileCtx<'_> {
             reuse
         };
         if slot_alive {
+            let fresh = !upstream && self.admin_mode();
             let slot = if upstream {
                 &mut self.upstream
             } else {
                 &mut self.gateway
             };
             if let Some(p) = slot.as_mut() {
+                // Test::Nginx starts nginx again (or reloads it) for every block, so each
+                // block's requests meet fresh workers: plugins' `init()` run again, conf tables
+                // and module state start over. The same process is kept (its store outlives
+                // blocks as etcd does), with fresh plugin VMs.
+                if fresh {
+                    p.fresh_workers().map_err(|e| e.to_string())?;
+                }
                 return p.load_routes(&text, generation).map_err(|e| e.to_string());
             }
         }
@@ -808,17 +817,20 @@ impl FileCtx<'_> {
         }
         self.prepare_prefix(&prefix)
             .map_err(|e| format!("cannot prepare {}: {e}", prefix.display()))?;
+        // With the Admin API, routes go in through it: the route file stays empty so the new
+        // embedded store is not seeded with them (where the Admin API would list them).
+        let admin = !upstream && self.admin_mode();
         let mut p = Process::start(
             role,
             &self.opts.binary,
             &prefix,
             &self.cwd,
             gateway::Setup { config, env },
-            &text,
+            if admin { "#END\n" } else { &text },
             ports,
         )
         .map_err(|e| e.to_string())?;
-        if !upstream && self.admin_mode() {
+        if admin {
             p.use_admin_api();
         }
         p.load_routes(&text, generation)

@@ -18,6 +18,7 @@ local ssub, slower, sgsub, sfind = string.sub, string.lower, string.gsub, string
 local creq = require("apisix.core.request")
 local clog = require("apisix.core.log")
 local pool = require("tablepool")
+local clear_tab = require("table.clear")
 
 local POOL_NAME = "ctx_var"
 
@@ -102,6 +103,21 @@ local exact = {
         return ngx.req.get_method()
     end,
     cookie = cookie_reader,
+    -- As APISIX's access phase sets them: `request_uri` is rebuilt from the normalised path
+    -- (so `/./a` cannot slip past a check on `/a`), `real_request_uri` is the client's text.
+    -- Computed on first read rather than per request; a plugin that rewrites the uri before
+    -- reading `request_uri` sees the rewritten path.
+    request_uri = function()
+        local var = ngx.var
+        local args = var.args
+        if args == nil or args == "" then
+            return var.uri
+        end
+        return var.uri .. "?" .. args
+    end,
+    real_request_uri = function()
+        return ngx.var.request_uri
+    end,
 }
 
 -- Prefix families, tried in order; each gets ctx, the full name and the part after the prefix.
@@ -210,7 +226,7 @@ function ctxmod.release_vars(ctx)
     if vars == nil then
         return
     end
-    require("table.clear")(rawget(vars, "_cache"))
+    clear_tab(rawget(vars, "_cache"))
     vars._ctx = nil
     setmetatable(vars, nil)
     pool.release(POOL_NAME, vars, true)

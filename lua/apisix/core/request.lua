@@ -60,6 +60,24 @@ function request.header(ctx, name)
     return found[1]
 end
 
+-- `http_NAME` for a lower-case header name, made once per name: plugins set the same few
+-- headers on every request, and a gsub per call costs more than the rest of the setter.
+local var_of_header = {}
+local var_names = 0
+
+local function header_var(lname)
+    local v = var_of_header[lname]
+    if v == nil then
+        v = "http_" .. str_gsub(lname, "-", "_")
+        if var_names >= 1024 then
+            var_of_header, var_names = {}, 0
+        end
+        var_of_header[lname] = v
+        var_names = var_names + 1
+    end
+    return v
+end
+
 -- Forgets every cached view of header `lname` (lower-case).
 local function forget_header(ctx, lname)
     if not ctx then
@@ -68,7 +86,7 @@ local function forget_header(ctx, lname)
     ctx.headers = nil
     local vars = ctx.var
     if vars then
-        vars["http_" .. str_gsub(lname, "-", "_")] = nil
+        vars[header_var(lname)] = nil
     end
 end
 

@@ -45,10 +45,25 @@ pub struct KeyRef {
     pub id: String,
 }
 
+/// `{prefix}/moongate_locations/{id}`: routes kept out of the Admin API's `routes` (see
+/// [`key_ref`]).
+pub const LOCATIONS_DIR: &str = "moongate_locations/";
+
 /// Maps `{prefix}/routes/1` to (routes, 1). Keys of no resource (`{prefix}/gen_id`,
 /// `{prefix}/plugins`) and APISIX's old directory markers (`{prefix}/routes`) give `None`.
 pub fn key_ref(prefix: &str, key: &str) -> Option<KeyRef> {
     let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    // moongate's own directory of routes the Admin API lists apart (`moongate test` keeps
+    // its translation of nginx `location` blocks there): routes to the data plane.
+    if let Some(id) = rest.strip_prefix(LOCATIONS_DIR)
+        && !id.is_empty()
+        && !id.contains('/')
+    {
+        return Some(KeyRef {
+            kind: "routes",
+            id: id.to_string(),
+        });
+    }
     let (kind, id) = rest.split_once('/')?;
     let kind = *KINDS.iter().find(|k| **k == kind)?;
     if id.is_empty() || id.ends_with('/') {

@@ -11,6 +11,10 @@
 //! (even `kill -9` mid-write) leaves either the state before the write or the state after it:
 //! a torn last log line is dropped, and entries the data file already holds are skipped.
 //!
+//! A key written with a time to live (`?ttl=` in the Admin API) carries its expiry (unix
+//! milliseconds, in the log and the data file): a thread of the store deletes it when it is
+//! due, as etcd does when a lease runs out, unless the key was written again without one.
+//!
 //! Watches are served from a bounded in-memory log of recent events; a watcher asking for a
 //! revision older than the log holds gets [`StoreError::Compacted`] and lists again, exactly as
 //! it would against a compacted etcd. This module never talks to the network.
@@ -18,7 +22,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -34,6 +39,8 @@ const COMPACT_MIN: usize = 1024;
 /// Batches queued per watcher; a watcher that falls further behind is dropped (its stream
 /// ends) and re-watches from its last revision.
 const WATCH_QUEUE: usize = 1024;
+/// The expiry thread looks again at least this often (and stops once the store is dropped).
+const EXPIRY_TICK: Duration = Duration::from_millis(500);
 
 /// The data file's shape: the store revision and every item, values kept as their exact text.
 #[derive(Serialize, Deserialize, Default)]
@@ -51,6 +58,9 @@ struct LogEntry {
     value: Option<String>,
     #[serde(default)]
     create_revision: i64,
+    /// Unix milliseconds after which the key is deleted (a put with a ttl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -59,6 +69,8 @@ struct StoredItem {
     value: String,
     create_revision: i64,
     mod_revision: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
 }
 
 struct State {
@@ -74,13 +86,69 @@ struct State {
     /// Entries and bytes in the log.
     wal_entries: usize,
     wal_len: u64,
+    /// key → unix milliseconds at which it is deleted.
+    expiry: BTreeMap<String, u64>,
 }
 
-/// The embedded store, persisted to one JSON file.
-pub struct EmbeddedStore {
+/// What the store and its expiry thread share.
+struct Core {
     prefix: String,
     path: PathBuf,
     state: Mutex<State>,
+}
+
+/// Wakes the expiry thread: when a key gets an expiry, and when the store is dropped.
+#[derive(Default)]
+struct Alarm {
+    stopped: Mutex<bool>,
+    ring: Condvar,
+}
+
+/// The embedded store, persisted to one JSON file and its log.
+pub struct EmbeddedStore {
+    core: Arc<Core>,
+    alarm: Arc<Alarm>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.alarm.stopped.lock() {
+            *s = true;
+        }
+        self.alarm.ring.notify_all();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The expiry thread: deletes keys as their time comes, until the store is dropped. It holds
+/// the store only while it looks, never while it waits.
+fn expire_loop(core: Weak<Core>, alarm: Arc<Alarm>) {
+    loop {
+        let next = match core.upgrade() {
+            Some(c) => c.expire(),
+            None => return,
+        };
+        let wait = match next {
+            Some(t) => Duration::from_millis(t.saturating_sub(now_ms())).min(EXPIRY_TICK),
+            None => EXPIRY_TICK,
+        };
+        let Ok(stopped) = alarm.stopped.lock() else {
+            return;
+        };
+        if *stopped {
+            return;
+        }
+        match alarm.ring.wait_timeout(stopped, wait) {
+            Ok((s, _)) if !*s => {}
+            _ => return,
+        }
+    }
 }
 
 fn failed(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -99,7 +167,11 @@ impl EmbeddedStore {
             Err(e) => return Err(failed("cannot read the store file", path, e)),
         };
         let mut items = BTreeMap::new();
+        let mut expiry = BTreeMap::new();
         for s in data.items {
+            if let Some(t) = s.expires_at {
+                expiry.insert(s.key.clone(), t);
+            }
             items.insert(
                 s.key.clone(),
                 Item {
@@ -111,8 +183,9 @@ impl EmbeddedStore {
             );
         }
         let mut revision = data.revision;
-        let (wal_entries, wal_len) = replay(&log_path(path), &mut items, &mut revision)?;
-        Ok(EmbeddedStore {
+        let (wal_entries, wal_len) =
+            replay(&log_path(path), &mut items, &mut expiry, &mut revision)?;
+        let core = Arc::new(Core {
             prefix: prefix.trim_end_matches('/').to_string(),
             path: path.to_path_buf(),
             state: Mutex::new(State {
@@ -124,12 +197,36 @@ impl EmbeddedStore {
                 wal: None,
                 wal_entries,
                 wal_len,
+                expiry,
             }),
-        })
+        });
+        let alarm = Arc::new(Alarm::default());
+        let (weak, a) = (Arc::downgrade(&core), alarm.clone());
+        std::thread::Builder::new()
+            .name("moongate-store-ttl".into())
+            .spawn(move || expire_loop(weak, a))
+            .map_err(|e| failed("cannot start the expiry thread of", path, e))?;
+        Ok(EmbeddedStore { core, alarm })
     }
 
     /// Writes many items at once (seeding a new store): one revision each, one file write.
     pub fn put_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<usize, StoreError> {
+        self.core.put_many(items)
+    }
+
+    /// True when the store exists: its data file or its log (a store that was never written
+    /// has neither).
+    pub fn file_exists(path: &Path) -> bool {
+        path.is_file() || log_path(path).is_file()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.core.path
+    }
+}
+
+impl Core {
+    fn put_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<usize, StoreError> {
         let mut state = self.lock()?;
         let n = items.len();
         for (key, value) in items {
@@ -146,22 +243,13 @@ impl EmbeddedStore {
                 create_revision,
                 mod_revision: rev,
             };
+            state.expiry.remove(&key);
             state.items.insert(key, item.clone());
             state.revision = rev;
             Self::publish(&mut state, Event::Put(item));
         }
         self.compact(&mut state)?;
         Ok(n)
-    }
-
-    /// True when the store exists: its data file or its log (a store that was never written
-    /// has neither).
-    pub fn file_exists(path: &Path) -> bool {
-        path.is_file() || log_path(path).is_file()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
@@ -182,6 +270,7 @@ impl EmbeddedStore {
                     value: String::from_utf8_lossy(&i.value).into_owned(),
                     create_revision: i.create_revision,
                     mod_revision: i.mod_revision,
+                    expires_at: state.expiry.get(&i.key).copied(),
                 })
                 .collect(),
         };
@@ -275,6 +364,7 @@ fn log_path(data: &Path) -> PathBuf {
 fn replay(
     log: &Path,
     items: &mut BTreeMap<String, Item>,
+    expiry: &mut BTreeMap<String, u64>,
     revision: &mut i64,
 ) -> Result<(usize, u64), StoreError> {
     let bytes = match std::fs::read(log) {
@@ -297,6 +387,10 @@ fn replay(
             continue;
         }
         *revision = e.rev;
+        match e.expires_at {
+            Some(t) if e.value.is_some() => expiry.insert(e.key.clone(), t),
+            _ => expiry.remove(&e.key),
+        };
         match e.value {
             Some(v) => {
                 items.insert(
@@ -342,35 +436,15 @@ fn check(pre: Precondition, key: &str, current: Option<&Item>) -> Result<(), Sto
     }
 }
 
-#[async_trait]
-impl Store for EmbeddedStore {
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    fn describe(&self) -> String {
-        format!("embedded {}", self.path.display())
-    }
-
-    async fn list(&self) -> Result<Listing, StoreError> {
-        let state = self.lock()?;
-        let p = format!("{}/", self.prefix);
-        Ok(Listing {
-            items: state
-                .items
-                .range(p.clone()..)
-                .take_while(|(k, _)| k.starts_with(&p))
-                .map(|(_, i)| i.clone())
-                .collect(),
-            revision: state.revision,
-        })
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
-        Ok(self.lock()?.items.get(key).cloned())
-    }
-
-    async fn put(&self, key: &str, value: Vec<u8>, pre: Precondition) -> Result<Item, StoreError> {
+impl Core {
+    /// Writes `value` at `key` (with an expiry when given) if `pre` holds.
+    fn put_at(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        pre: Precondition,
+        expires_at: Option<u64>,
+    ) -> Result<Item, StoreError> {
         if std::str::from_utf8(&value).is_err() {
             return Err(StoreError::Failed(format!(
                 "value of {key} is not UTF-8 text; the embedded store keeps JSON text"
@@ -387,18 +461,27 @@ impl Store for EmbeddedStore {
             mod_revision: rev,
         };
         let previous = state.items.insert(key.to_string(), item.clone());
+        let previous_expiry = match expires_at {
+            Some(t) => state.expiry.insert(key.to_string(), t),
+            None => state.expiry.remove(key),
+        };
         state.revision = rev;
         let entry = LogEntry {
             rev,
             key: key.to_string(),
             value: Some(String::from_utf8_lossy(&item.value).into_owned()),
             create_revision,
+            expires_at,
         };
         if let Err(e) = self.append(&mut state, &entry) {
             // Not durable, so not done: undo the change in memory too.
             match previous {
                 Some(p) => state.items.insert(key.to_string(), p),
                 None => state.items.remove(key),
+            };
+            match previous_expiry {
+                Some(t) => state.expiry.insert(key.to_string(), t),
+                None => state.expiry.remove(key),
             };
             state.revision = rev - 1;
             return Err(e);
@@ -407,12 +490,17 @@ impl Store for EmbeddedStore {
         Ok(item)
     }
 
-    async fn delete(&self, key: &str, pre: Precondition) -> Result<Option<Item>, StoreError> {
-        let mut state = self.lock()?;
+    fn delete_locked(
+        &self,
+        state: &mut State,
+        key: &str,
+        pre: Precondition,
+    ) -> Result<Option<Item>, StoreError> {
         check(pre, key, state.items.get(key))?;
         let Some(previous) = state.items.remove(key) else {
             return Ok(None);
         };
+        let previous_expiry = state.expiry.remove(key);
         let rev = state.revision + 1;
         state.revision = rev;
         let entry = LogEntry {
@@ -420,14 +508,18 @@ impl Store for EmbeddedStore {
             key: key.to_string(),
             value: None,
             create_revision: 0,
+            expires_at: None,
         };
-        if let Err(e) = self.append(&mut state, &entry) {
+        if let Err(e) = self.append(state, &entry) {
             state.items.insert(key.to_string(), previous);
+            if let Some(t) = previous_expiry {
+                state.expiry.insert(key.to_string(), t);
+            }
             state.revision = rev - 1;
             return Err(e);
         }
         Self::publish(
-            &mut state,
+            state,
             Event::Delete {
                 key: key.to_string(),
                 mod_revision: rev,
@@ -436,8 +528,79 @@ impl Store for EmbeddedStore {
         Ok(Some(previous))
     }
 
+    /// Deletes the keys whose time has come; returns when the next one is due.
+    fn expire(&self) -> Option<u64> {
+        let mut state = self.lock().ok()?;
+        let now = now_ms();
+        let due: Vec<String> = state
+            .expiry
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Err(e) = self.delete_locked(&mut state, &key, Precondition::None) {
+                log::warn!("cannot delete {key} whose ttl ran out: {e}");
+                // Retried at the next look.
+                break;
+            }
+        }
+        state.expiry.values().min().copied()
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn prefix(&self) -> &str {
+        &self.core.prefix
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded {}", self.core.path.display())
+    }
+
+    async fn list(&self) -> Result<Listing, StoreError> {
+        let state = self.core.lock()?;
+        let p = format!("{}/", self.core.prefix);
+        Ok(Listing {
+            items: state
+                .items
+                .range(p.clone()..)
+                .take_while(|(k, _)| k.starts_with(&p))
+                .map(|(_, i)| i.clone())
+                .collect(),
+            revision: state.revision,
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        Ok(self.core.lock()?.items.get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, pre: Precondition) -> Result<Item, StoreError> {
+        self.core.put_at(key, value, pre, None)
+    }
+
+    async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        pre: Precondition,
+        ttl: Duration,
+    ) -> Result<Item, StoreError> {
+        let at = now_ms().saturating_add(ttl.as_millis() as u64);
+        let item = self.core.put_at(key, value, pre, Some(at))?;
+        self.alarm.ring.notify_all();
+        Ok(item)
+    }
+
+    async fn delete(&self, key: &str, pre: Precondition) -> Result<Option<Item>, StoreError> {
+        let mut state = self.core.lock()?;
+        self.core.delete_locked(&mut state, key, pre)
+    }
+
     async fn watch(&self, after: i64) -> Result<WatchStream, StoreError> {
-        let mut state = self.lock()?;
+        let mut state = self.core.lock()?;
         if after < state.log_floor {
             return Err(StoreError::Compacted(after));
         }
@@ -675,6 +838,64 @@ mod tests {
             assert_eq!(l.items.len(), 4);
             let nine = s.get("/apisix/routes/9").await.unwrap().unwrap();
             assert_eq!(nine.value, format!("{COMPACT_MIN}").into_bytes());
+        });
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn a_key_with_a_ttl_is_deleted_when_it_runs_out_even_across_a_restart() {
+        let path = temp("ttl");
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            let mut w = s.watch(0).await.unwrap();
+            s.put_with_ttl(
+                "/apisix/routes/t",
+                b"{}".to_vec(),
+                Precondition::None,
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap();
+            // Written again without a ttl: it stays.
+            s.put_with_ttl(
+                "/apisix/routes/keep",
+                b"{}".to_vec(),
+                Precondition::None,
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap();
+            s.put("/apisix/routes/keep", b"{}".to_vec(), Precondition::None)
+                .await
+                .unwrap();
+            let mut deleted = Vec::new();
+            while deleted.is_empty() {
+                for ev in w.recv().await.unwrap().unwrap() {
+                    if let Event::Delete { key, .. } = ev {
+                        deleted.push(key);
+                    }
+                }
+            }
+            assert_eq!(deleted, ["/apisix/routes/t"]);
+            assert!(s.get("/apisix/routes/keep").await.unwrap().is_some());
+            s.put_with_ttl(
+                "/apisix/routes/later",
+                b"{}".to_vec(),
+                Precondition::None,
+                Duration::from_millis(400),
+            )
+            .await
+            .unwrap();
+        });
+        // Reopened before it ran out: the expiry was kept in the log.
+        rt().block_on(async {
+            let s = EmbeddedStore::open("/apisix", &path).unwrap();
+            let rev = s.list().await.unwrap().revision;
+            let mut w = s.watch(rev).await.unwrap();
+            let batch = w.recv().await.unwrap().unwrap();
+            assert!(
+                matches!(&batch[..], [Event::Delete { key, .. }] if key == "/apisix/routes/later")
+            );
         });
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }

@@ -7,7 +7,8 @@
 //!
 //! - [`Store::list`] reads the prefix in pages of about 1 MiB pinned to the revision of the
 //!   first page, so a configuration larger than one gRPC message (4 MiB) loads, consistently.
-//! - Writes with a [`Precondition`] are etcd transactions (compare, then put or delete).
+//! - Writes with a [`Precondition`] are etcd transactions (compare, then put or delete); a
+//!   write with a time to live puts the key with a lease of that length, as APISIX does.
 //! - [`Store::watch`] follows the prefix from a revision; a compacted start revision is
 //!   reported as [`StoreError::Compacted`] so the reader lists again.
 //! - Endpoints, failover, TLS and outage reporting live in `connection`.
@@ -257,19 +258,35 @@ impl Inner {
         Ok(answer.take_kvs().into_iter().next().map(item_of))
     }
 
+    /// A lease of `ttl`: keys put with it are deleted by etcd when it runs out.
+    async fn lease(&self, ttl: std::time::Duration) -> Result<i64, StoreError> {
+        let secs = ttl.as_secs().max(1) as i64;
+        let answer = self
+            .endpoints
+            .call(|mut c: Client| async move { c.lease_grant(secs, None).await })
+            .await
+            .map_err(|f| error_of(f, 0))?;
+        Ok(answer.id())
+    }
+
     async fn put(
         &self,
         key: String,
         value: Vec<u8>,
         pre: Precondition,
+        lease: Option<i64>,
     ) -> Result<Item, StoreError> {
         let answer = self
             .endpoints
             .call(|mut c: Client| {
+                let mut opts = PutOptions::new().with_prev_key();
+                if let Some(id) = lease {
+                    opts = opts.with_lease(id);
+                }
                 let txn = Txn::new().when(compares(&key, pre)).and_then([TxnOp::put(
                     key.clone(),
                     value.clone(),
-                    Some(PutOptions::new().with_prev_key()),
+                    Some(opts),
                 )]);
                 async move { c.txn(txn).await }
             })
@@ -440,8 +457,23 @@ impl Store for EtcdStore {
 
     async fn put(&self, key: &str, value: Vec<u8>, pre: Precondition) -> Result<Item, StoreError> {
         let key = key.to_string();
-        self.run(|inner| async move { inner.put(key, value, pre).await })
+        self.run(|inner| async move { inner.put(key, value, pre, None).await })
             .await
+    }
+
+    async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        pre: Precondition,
+        ttl: std::time::Duration,
+    ) -> Result<Item, StoreError> {
+        let key = key.to_string();
+        self.run(|inner| async move {
+            let lease = inner.lease(ttl).await?;
+            inner.put(key, value, pre, Some(lease)).await
+        })
+        .await
     }
 
     async fn delete(&self, key: &str, pre: Precondition) -> Result<Option<Item>, StoreError> {

@@ -92,6 +92,22 @@ pub trait Store: Send + Sync {
     /// Writes `value` at `key` if `pre` holds; returns the item as stored.
     async fn put(&self, key: &str, value: Vec<u8>, pre: Precondition) -> Result<Item, StoreError>;
 
+    /// Writes like [`Store::put`], and the store deletes the key `ttl` later unless it is
+    /// written again meanwhile (etcd: a lease; APISIX's `?ttl=`).
+    async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        pre: Precondition,
+        ttl: std::time::Duration,
+    ) -> Result<Item, StoreError> {
+        let _ = (key, value, pre, ttl);
+        Err(StoreError::Failed(format!(
+            "the {} store cannot expire keys (ttl)",
+            self.describe()
+        )))
+    }
+
     /// Deletes `key` if `pre` holds; returns the deleted item, `None` when there was none.
     async fn delete(&self, key: &str, pre: Precondition) -> Result<Option<Item>, StoreError>;
 
@@ -121,4 +137,33 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The config store of this process, for code that cannot be handed one: Lua's
+/// `apisix.core.etcd` (APISIX's tests and a few plugins read and write etcd directly).
+pub mod shared {
+    use std::sync::{Arc, RwLock};
+
+    use super::Store;
+
+    /// The store, and whether this node may write to it (a `data_plane` node may not).
+    #[derive(Clone)]
+    pub struct Shared {
+        pub store: Arc<dyn Store>,
+        pub writable: bool,
+    }
+
+    static SHARED: RwLock<Option<Shared>> = RwLock::new(None);
+
+    /// Makes `store` the process's store (the config plane calls this when it starts).
+    pub fn set(store: Arc<dyn Store>, writable: bool) {
+        if let Ok(mut s) = SHARED.write() {
+            *s = Some(Shared { store, writable });
+        }
+    }
+
+    /// The process's store; `None` for a node whose config is a file (the yaml provider).
+    pub fn get() -> Option<Shared> {
+        SHARED.read().ok().and_then(|s| s.clone())
+    }
 }

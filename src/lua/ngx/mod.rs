@@ -1,5 +1,6 @@
 //! The `ngx` API, one file per `ngx.*` area, each registering its functions in one place.
 
+pub mod balancer;
 pub mod codec;
 pub mod config;
 pub mod consts;
@@ -41,5 +42,6 @@ pub fn register(
     req::register(lua, ngx)?;
     resp::register(lua, ngx)?;
     location::register(lua, ngx)?;
+    balancer::register(lua)?;
     Ok(())
 }

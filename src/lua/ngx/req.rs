@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue, Method};
 use mlua::{IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 
 use crate::lua::ngx::codec;
+use crate::lua::raw::{self, Args, Pairs, Ret, Rets, Ty};
 use crate::lua::request::{self, SharedReq};
 use crate::plugin::ctx::ReqBody;
 
@@ -75,91 +76,212 @@ pub fn header_name(name: &LuaString, api: &str) -> mlua::Result<HeaderName> {
     })
 }
 
-/// Builds a header table the way `ngx.req.get_headers` and `ngx.resp.get_headers` return it.
-pub fn headers_table(
-    lua: &Lua,
-    headers: &http::HeaderMap,
-    max: usize,
-    raw: bool,
-    normalizer: &mlua::Function,
-) -> mlua::Result<(Table, Option<&'static str>)> {
+/// A header table the way `ngx.req.get_headers` and `ngx.resp.get_headers` return it, for a
+/// raw C function whose upvalue 1 is the metatable of non-raw tables: names lower-case (as
+/// they are kept) or, with `raw`, as the client most likely wrote them; at most `max` (0 = no
+/// limit) with `"truncated"` after the table when there were more.
+pub fn headers_rets(headers: &http::HeaderMap, max: usize, raw: bool) -> Rets {
     let take = if max > 0 { max } else { usize::MAX };
-    let truncated = (headers.len() > take).then_some("truncated");
-    let entries: Vec<(std::borrow::Cow<'_, str>, &[u8])> = headers
-        .iter()
-        .take(take)
-        .map(|(n, v)| {
-            let name = if raw {
-                std::borrow::Cow::Owned(canonical_case(n.as_str()))
-            } else {
-                std::borrow::Cow::Borrowed(n.as_str())
-            };
-            (name, v.as_bytes())
-        })
-        .collect();
-    let mt = if raw {
-        Value::Nil
+    let mut pairs = Pairs::with_capacity(headers.len().min(take));
+    for (n, v) in headers.iter().take(take) {
+        if raw {
+            pairs.push(canonical_case(n.as_str()).as_bytes(), v.as_bytes());
+        } else {
+            pairs.push(n.as_str().as_bytes(), v.as_bytes());
+        }
+    }
+    let t = Ret::Headers(pairs, (!raw).then_some(1));
+    if headers.len() > take {
+        Rets::two(t, Ret::Static("truncated"))
     } else {
-        Value::Table(header_metatable(lua, normalizer)?)
-    };
-    // One protected pass over the raw C API instead of a protected call per name and value:
-    // `get_headers()` is on most plugins' request path. The closure only borrows, so an
-    // out-of-memory error unwinding out of it leaves nothing undropped.
-    let t: Table = unsafe {
-        lua.exec_raw(mt, |state| {
-            use mlua::ffi;
-            ffi::lua_createtable(state, 0, entries.len().min(64) as i32);
-            for (k, v) in &entries {
-                let k = k.as_bytes();
-                ffi::lua_pushlstring(state, k.as_ptr().cast(), k.len());
-                match ffi::lua_rawget(state, -2) {
-                    ffi::LUA_TNIL => {
-                        ffi::lua_pop(state, 1);
-                        ffi::lua_pushlstring(state, k.as_ptr().cast(), k.len());
-                        ffi::lua_pushlstring(state, v.as_ptr().cast(), v.len());
-                        ffi::lua_rawset(state, -3);
-                    }
-                    ffi::LUA_TTABLE => {
-                        let n = ffi::lua_objlen(state, -1);
-                        ffi::lua_pushlstring(state, v.as_ptr().cast(), v.len());
-                        ffi::lua_rawseti(state, -2, n as ffi::lua_Integer + 1);
-                        ffi::lua_pop(state, 1);
-                    }
-                    _ => {
-                        // A repeated header: the value becomes the list of values.
-                        ffi::lua_createtable(state, 2, 0);
-                        ffi::lua_insert(state, -2);
-                        ffi::lua_rawseti(state, -2, 1);
-                        ffi::lua_pushlstring(state, v.as_ptr().cast(), v.len());
-                        ffi::lua_rawseti(state, -2, 2);
-                        ffi::lua_pushlstring(state, k.as_ptr().cast(), k.len());
-                        ffi::lua_insert(state, -2);
-                        ffi::lua_rawset(state, -3);
-                    }
-                }
-            }
-            // The metatable argument sits at index 1, below the new table.
-            if ffi::lua_type(state, 1) == ffi::LUA_TTABLE {
-                ffi::lua_pushvalue(state, 1);
-                ffi::lua_setmetatable(state, -2);
-            }
-            ffi::lua_remove(state, 1);
-        })?
-    };
-    Ok((t, truncated))
+        Rets::one(t)
+    }
 }
 
-/// The metatable of non-raw header tables (`h.content_type`, `h["Content-Type"]`), made once
-/// per VM.
-fn header_metatable(lua: &Lua, normalizer: &mlua::Function) -> mlua::Result<Table> {
-    if let Ok(mt) = lua.named_registry_value::<Table>("moongate.header_mt") {
-        return Ok(mt);
-    }
+/// The `max_headers` and `raw` arguments of `get_headers`.
+pub fn headers_args(args: &Args) -> (usize, bool) {
+    let max = args.number(1).map(|n| n.max(0.0) as usize).unwrap_or(100);
+    (max, args.bool(2).unwrap_or(false))
+}
+
+/// The metatable of non-raw header tables (`h.content_type`, `h["Content-Type"]`).
+pub fn header_metatable(lua: &Lua) -> mlua::Result<Table> {
     let mt = lua.create_table()?;
-    mt.set("__index", normalizer.clone())?;
-    lua.set_named_registry_value("moongate.header_mt", mt.clone())?;
+    mt.set("__index", header_normalizer(lua)?)?;
     Ok(mt)
 }
+
+/// A header value argument of a raw function: a string, number or boolean, or a list of them;
+/// `None` for `nil` (clear).
+pub fn raw_header_values(
+    args: &Args,
+    i: i32,
+    api: &str,
+) -> Result<Option<Vec<HeaderValue>>, String> {
+    let one = |bytes: &[u8]| {
+        // nginx refuses CR/LF in header values: a way to inject headers.
+        HeaderValue::from_bytes(bytes).map_err(|_| format!("{api}: invalid header value"))
+    };
+    let bad = |ty: Ty| format!("{api}: bad header value type: {}", ty.name());
+    match args.ty(i) {
+        Ty::Nil | Ty::None => Ok(None),
+        // Counters and lengths: integral numbers without going through text.
+        Ty::Number
+            if args
+                .number(i)
+                .is_some_and(|n| n.fract() == 0.0 && n.abs() < 1e15) =>
+        {
+            Ok(Some(vec![HeaderValue::from(
+                args.number(i).unwrap_or(0.0) as i64
+            )]))
+        }
+        Ty::Table => {
+            let items = args.text_list(i).map_err(bad)?;
+            items
+                .iter()
+                .map(|v| one(v))
+                .collect::<Result<_, _>>()
+                .map(Some)
+        }
+        ty => match args.text(i) {
+            Some(v) => Ok(Some(vec![one(&v)?])),
+            None => Err(bad(ty)),
+        },
+    }
+}
+
+/// A header name argument of a raw function (with `_` read as `-` when `underscores`).
+pub fn raw_header_name(
+    args: &Args,
+    i: i32,
+    api: &str,
+    underscores: bool,
+) -> Result<HeaderName, String> {
+    let Some(name) = args.text(i) else {
+        return Err(format!(
+            "bad argument #{i} to '{api}' (string expected, got {})",
+            args.ty(i).name()
+        ));
+    };
+    let fixed;
+    let bytes: &[u8] = if underscores && name.contains(&b'_') {
+        fixed = name
+            .iter()
+            .map(|&b| if b == b'_' { b'-' } else { b })
+            .collect::<Vec<u8>>();
+        &fixed
+    } else {
+        &name
+    };
+    cached_header_name(bytes).ok_or_else(|| {
+        format!(
+            "{api}: invalid header name {:?}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
+}
+
+/// Header names plugins use, parsed once per worker: parsing a non-standard name lower-cases
+/// and copies it each time, and plugins set the same few names on every request.
+fn cached_header_name(bytes: &[u8]) -> Option<HeaderName> {
+    const MAX: usize = 512;
+    thread_local! {
+        static PARSED: std::cell::RefCell<rustc_hash::FxHashMap<Box<[u8]>, HeaderName>> =
+            std::cell::RefCell::new(Default::default());
+    }
+    if let Some(n) = PARSED.with(|c| c.borrow().get(bytes).cloned()) {
+        return Some(n);
+    }
+    let n = HeaderName::from_bytes(bytes).ok()?;
+    PARSED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX {
+            c.clear();
+        }
+        c.insert(bytes.into(), n.clone());
+    });
+    Some(n)
+}
+
+/// The method as a static string, for the common ones.
+fn method_text(m: &Method) -> Ret {
+    let known = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ];
+    match known.iter().position(|k| k == m) {
+        Some(i) => Ret::Static(NAMES[i]),
+        None => Ret::Str(m.as_str().as_bytes().to_vec()),
+    }
+}
+
+crate::raw_fn!(var_index, |args| {
+    let Some(name) = args.str(2) else {
+        return Ok(Ret::Nil.into());
+    };
+    let name =
+        std::str::from_utf8(name).map_err(|_| "ngx.var: invalid variable name".to_string())?;
+    request::with_raw("ngx.var", |r| {
+        match r.var(name) {
+            Some(v) => Ret::Str(v.into_owned().into_bytes()),
+            None => Ret::Nil,
+        }
+        .into()
+    })
+});
+
+crate::raw_fn!(req_get_headers, |args| {
+    let (max, raw) = headers_args(args);
+    request::with_raw("ngx.req.get_headers", |r| {
+        headers_rets(&r.headers, max, raw)
+    })
+});
+
+crate::raw_fn!(req_get_method, |_| {
+    request::with_raw("ngx.req.get_method", |r| method_text(&r.method).into())
+});
+
+crate::raw_fn!(req_set_header, |args| {
+    let n = raw_header_name(args, 1, "ngx.req.set_header", false)?;
+    let mut vals = raw_header_values(args, 2, "ngx.req.set_header")?;
+    // As nginx's header helper: a single empty value removes the header, it does not send an
+    // empty one.
+    if args.str(2).is_some_and(|v| v.is_empty()) {
+        vals = None;
+    }
+    request::with_raw("ngx.req.set_header", |r| {
+        r.req_headers_set = true;
+        r.headers.remove(&n);
+        for v in vals.into_iter().flatten() {
+            r.headers.append(n.clone(), v);
+        }
+        if n == http::header::HOST
+            && let Some(h) = r.headers.get(&n)
+        {
+            r.host = String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase();
+        }
+    })?;
+    Ok(Rets::none())
+});
+
+crate::raw_fn!(req_clear_header, |args| {
+    let n = raw_header_name(args, 1, "ngx.req.clear_header", false)?;
+    request::with_raw("ngx.req.clear_header", |r| {
+        r.req_headers_set = true;
+        r.headers.remove(&n);
+    })?;
+    Ok(Rets::none())
+});
 
 /// `content-type` as the client most likely wrote it (`Content-Type`): HTTP/1 header names
 /// reach us lower-cased, so `raw` tables give the canonical capitalisation.
@@ -227,21 +349,10 @@ pub fn header_normalizer(lua: &Lua) -> mlua::Result<mlua::Function> {
 }
 
 pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
-    let normalizer = header_normalizer(lua)?;
-
     // ngx.var
     let var = lua.create_table()?;
     let var_mt = lua.create_table()?;
-    var_mt.set(
-        "__index",
-        lua.create_function(|lua, (_, name): (Value, LuaString)| {
-            let name = name.to_str()?;
-            request::with("ngx.var", |r| match r.var(&name) {
-                Some(v) => lua.create_string(v.as_bytes()).map(Value::String),
-                None => Ok(Value::Nil),
-            })?
-        })?,
-    )?;
+    var_mt.set("__index", raw::function(lua, var_index, ())?)?;
     var_mt.set(
         "__newindex",
         lua.create_function(|_, (_, name, value): (Value, LuaString, Value)| {
@@ -263,41 +374,11 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     ngx.raw_set("var", var)?;
 
     let req = lua.create_table()?;
-    let norm = normalizer.clone();
     req.set(
         "get_headers",
-        lua.create_function(move |lua, (max, raw): (Option<i64>, Option<bool>)| {
-            let max = max.unwrap_or(100).max(0) as usize;
-            let r = request::current("ngx.req.get_headers")?;
-            let r = r.borrow();
-            let (t, trunc) = headers_table(lua, &r.headers, max, raw.unwrap_or(false), &norm)?;
-            (t, trunc).into_lua_multi(lua)
-        })?,
+        raw::function(lua, req_get_headers, header_metatable(lua)?)?,
     )?;
-    req.set(
-        "set_header",
-        lua.create_function(|_, (name, value): (LuaString, Value)| {
-            let n = header_name(&name, "ngx.req.set_header")?;
-            let mut vals = header_values(&value, "ngx.req.set_header")?;
-            // As nginx's header helper: a single empty value removes the header, it does not
-            // send an empty one.
-            if matches!(&value, Value::String(s) if s.as_bytes().is_empty()) {
-                vals = None;
-            }
-            request::with("ngx.req.set_header", |r| {
-                r.req_headers_set = true;
-                r.headers.remove(&n);
-                for v in vals.into_iter().flatten() {
-                    r.headers.append(n.clone(), v);
-                }
-                if n == http::header::HOST
-                    && let Some(h) = r.headers.get(&n)
-                {
-                    r.host = String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase();
-                }
-            })
-        })?,
-    )?;
+    req.set("set_header", raw::function(lua, req_set_header, ())?)?;
     // `require("ngx.req").add_header`: lua-resty-core's append (not replace) of a request
     // header, which APISIX's core.request.add_header uses.
     let add_header = lua.create_function(|_, (name, value): (LuaString, Value)| {
@@ -317,16 +398,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "ngx.req",
         lua.create_function(move |_, ()| Ok(module.clone()))?,
     )?;
-    req.set(
-        "clear_header",
-        lua.create_function(|_, name: LuaString| {
-            let n = header_name(&name, "ngx.req.clear_header")?;
-            request::with("ngx.req.clear_header", |r| {
-                r.req_headers_set = true;
-                r.headers.remove(&n);
-            })
-        })?,
-    )?;
+    req.set("clear_header", raw::function(lua, req_clear_header, ())?)?;
     req.set(
         "get_uri_args",
         lua.create_function(|lua, max: Option<i64>| {
@@ -375,12 +447,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             })
         })?,
     )?;
-    req.set(
-        "get_method",
-        lua.create_function(|_, ()| {
-            request::with("ngx.req.get_method", |r| r.method.as_str().to_string())
-        })?,
-    )?;
+    req.set("get_method", raw::function(lua, req_get_method, ())?)?;
     req.set(
         "set_method",
         lua.create_function(|_, m: i64| {

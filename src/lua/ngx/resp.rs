@@ -7,10 +7,12 @@
 //! the context and waits forever, and the driver (`sched::Exitable`) drops it.
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderName;
 use mlua::{Function, IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 
-use super::req::{header_name, header_values, headers_table};
+use super::req::{
+    header_name, header_values, headers_args, headers_rets, raw_header_name, raw_header_values,
+};
+use crate::lua::raw::{self, Ret, Rets};
 use crate::lua::request;
 use crate::lua::sched;
 
@@ -117,11 +119,50 @@ fn output(lua: &Lua, args: MultiValue, newline: bool, api: &str) -> mlua::Result
     })?
 }
 
-/// lua-nginx-module turns `_` into `-` in response header names it is given.
-fn resp_header_name(k: &LuaString) -> mlua::Result<HeaderName> {
-    let s = k.to_str()?.replace('_', "-");
-    HeaderName::from_bytes(s.as_bytes()).map_err(|_| rt(format!("invalid header name {s:?}")))
-}
+crate::raw_fn!(header_index, |args| {
+    // lua-nginx-module turns `_` into `-` in response header names it is given.
+    let name = raw_header_name(args, 2, "ngx.header", true)?;
+    request::with_raw("ngx.header", |r| {
+        let mut all = r.resp_headers.get_all(&name).iter();
+        match (all.next(), all.next()) {
+            (None, _) => Ret::Nil,
+            (Some(v), None) => Ret::Str(v.as_bytes().to_vec()),
+            (Some(a), Some(b)) => {
+                let mut list = vec![a.as_bytes().to_vec(), b.as_bytes().to_vec()];
+                list.extend(all.map(|v| v.as_bytes().to_vec()));
+                Ret::List(list)
+            }
+        }
+        .into()
+    })
+});
+
+crate::raw_fn!(header_newindex, |args| {
+    let name = raw_header_name(args, 2, "ngx.header", true)?;
+    let mut vals = raw_header_values(args, 3, "ngx.header")?;
+    // As nginx's header helper: a single empty value removes the header.
+    if args.str(3).is_some_and(|v| v.is_empty()) {
+        vals = None;
+    }
+    request::with_raw("ngx.header", |r| {
+        if r.headers_sent || r.output_started {
+            log::error!("attempt to set ngx.header.HEADER after sending out response headers");
+            return;
+        }
+        r.resp_headers.remove(&name);
+        for v in vals.into_iter().flatten() {
+            r.resp_headers.append(name.clone(), v);
+        }
+    })?;
+    Ok(Rets::none())
+});
+
+crate::raw_fn!(resp_get_headers, |args| {
+    let (max, raw) = headers_args(args);
+    request::with_raw("ngx.resp.get_headers", |r| {
+        headers_rets(&r.resp_headers, max, raw)
+    })
+});
 
 /// Ends the calling Lua for good: the context is marked exited and this never completes, so
 /// its driver (`sched::Exitable`) drops the code without running another line of it.
@@ -131,136 +172,102 @@ async fn stop_here(id: sched::CtxId) -> mlua::Result<()> {
     Ok(())
 }
 
+/// The metatable of `ngx`. `ngx.ctx` lives in the request's Lua state (made by the runner on
+/// the request's first Lua entry), which `req_state` finds.
+const NGX_MT: &str = r#"
+local req_state, get_status, set_status, headers_sent = ...
+local type, rawset, error = type, rawset, error
+
+local function state()
+    return req_state(true)
+end
+
+return {
+    __index = function(_, k)
+        if k == "ctx" then
+            local st = state()
+            local c = st.ngx_ctx
+            if c == nil then
+                c = {}
+                st.ngx_ctx = c
+            end
+            return c
+        elseif k == "status" then
+            return get_status()
+        elseif k == "headers_sent" then
+            return headers_sent()
+        end
+        return nil
+    end,
+    __newindex = function(t, k, v)
+        if k == "ctx" then
+            if type(v) ~= "table" then
+                error("ctx should be a table while getting a " .. type(v), 2)
+            end
+            state().ngx_ctx = v
+        elseif k == "status" then
+            set_status(v)
+        else
+            rawset(t, k, v)
+        end
+    end,
+}
+"#;
+
+crate::raw_fn!(get_status, |_| {
+    request::with_raw("ngx.status", |r| Ret::Num(r.status as f64).into())
+});
+
+crate::raw_fn!(headers_sent, |_| {
+    request::with_raw("ngx.headers_sent", |r| {
+        Ret::Bool(r.headers_sent || r.output_started || r.streaming).into()
+    })
+});
+
+crate::raw_fn!(set_status, |args| {
+    let bad = || "bad argument to 'ngx.status' (number expected)".to_string();
+    let code = match args.ty(1) {
+        raw::Ty::Number => args.number(1).unwrap_or(0.0) as i64,
+        raw::Ty::Str => std::str::from_utf8(args.str(1).unwrap_or_default())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    request::with_raw("ngx.status", |r| {
+        if r.headers_sent || r.output_started {
+            log::error!("attempt to set ngx.status after sending out response headers");
+            return;
+        }
+        if (100..=999).contains(&code) {
+            r.status = code as u16;
+        }
+    })?;
+    Ok(Rets::none())
+});
+
 pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     // ngx.status, ngx.ctx and ngx.headers_sent are fields with behaviour: served by the
-    // metatable of `ngx`, so they must never be raw fields of it.
-    let mt = lua.create_table()?;
-    mt.set(
-        "__index",
-        lua.create_function(|lua, (_, k): (Value, Value)| {
-            let Value::String(k) = k else {
-                return Ok(Value::Nil);
-            };
-            match &*k.as_bytes() {
-                b"status" => Ok(Value::Integer(request::with("ngx.status", |r| {
-                    r.status as i64
-                })?)),
-                b"ctx" => Ok(Value::Table(request::ngx_ctx(lua)?)),
-                b"headers_sent" => Ok(Value::Boolean(request::with("ngx.headers_sent", |r| {
-                    r.headers_sent || r.output_started || r.streaming
-                })?)),
-                _ => Ok(Value::Nil),
-            }
-        })?,
-    )?;
-    mt.set(
-        "__newindex",
-        lua.create_function(|lua, (t, k, v): (Table, Value, Value)| {
-            if let Value::String(s) = &k {
-                match &*s.as_bytes() {
-                    b"status" => {
-                        let code = match v {
-                            Value::Integer(i) => i,
-                            Value::Number(n) => n as i64,
-                            Value::String(s) => s.to_str()?.trim().parse().map_err(|_| {
-                                rt("bad argument to 'ngx.status' (number expected)")
-                            })?,
-                            _ => return Err(rt("bad argument to 'ngx.status' (number expected)")),
-                        };
-                        return request::with("ngx.status", |r| {
-                            if r.headers_sent || r.output_started {
-                                log::error!(
-                                    "attempt to set ngx.status after sending out response headers"
-                                );
-                                return;
-                            }
-                            if (100..=999).contains(&code) {
-                                r.status = code as u16;
-                            }
-                        });
-                    }
-                    b"ctx" => {
-                        let Value::Table(t) = v else {
-                            return Err(rt("ctx should be a table while getting a {}"));
-                        };
-                        return request::set_ngx_ctx(lua, t);
-                    }
-                    _ => {}
-                }
-            }
-            t.raw_set(k, v)
-        })?,
-    )?;
+    // metatable of `ngx` (NGX_MT), so they must never be raw fields of it.
+    let mt: Table = lua.load(NGX_MT).set_name("=moongate/ngx_mt.lua").call((
+        raw::function(lua, request::req_state, ())?,
+        raw::function(lua, get_status, ())?,
+        raw::function(lua, set_status, ())?,
+        raw::function(lua, headers_sent, ())?,
+    ))?;
     ngx.set_metatable(Some(mt))?;
 
     let header = lua.create_table()?;
     let hmt = lua.create_table()?;
-    hmt.set(
-        "__index",
-        lua.create_function(|lua, (_, k): (Value, LuaString)| {
-            let name = resp_header_name(&k)?;
-            let vals: Vec<Vec<u8>> = request::with("ngx.header", |r| {
-                r.resp_headers
-                    .get_all(&name)
-                    .iter()
-                    .map(|v| v.as_bytes().to_vec())
-                    .collect()
-            })?;
-            match vals.len() {
-                0 => Ok(Value::Nil),
-                1 => lua.create_string(&vals[0]).map(Value::String),
-                _ => {
-                    let t = lua.create_table()?;
-                    for v in vals {
-                        t.raw_push(lua.create_string(&v)?)?;
-                    }
-                    Ok(Value::Table(t))
-                }
-            }
-        })?,
-    )?;
-    hmt.set(
-        "__newindex",
-        lua.create_function(|_, (_, k, v): (Value, LuaString, Value)| {
-            let name = resp_header_name(&k)?;
-            let mut vals = header_values(&v, "ngx.header")?;
-            // As nginx's header helper: a single empty value removes the header.
-            if matches!(&v, Value::String(s) if s.as_bytes().is_empty()) {
-                vals = None;
-            }
-            request::with("ngx.header", |r| {
-                if r.headers_sent || r.output_started {
-                    log::error!(
-                        "attempt to set ngx.header.HEADER after sending out response headers"
-                    );
-                    return;
-                }
-                r.resp_headers.remove(&name);
-                for v in vals.into_iter().flatten() {
-                    r.resp_headers.append(name.clone(), v);
-                }
-            })
-        })?,
-    )?;
+    hmt.set("__index", raw::function(lua, header_index, ())?)?;
+    hmt.set("__newindex", raw::function(lua, header_newindex, ())?)?;
     header.set_metatable(Some(hmt))?;
     ngx.raw_set("header", header)?;
 
     let resp = lua.create_table()?;
-    let normalizer = super::req::header_normalizer(lua)?;
     resp.set(
         "get_headers",
-        lua.create_function(move |lua, (max, raw): (Option<i64>, Option<bool>)| {
-            let r = request::current("ngx.resp.get_headers")?;
-            let r = r.borrow();
-            let (t, trunc) = headers_table(
-                lua,
-                &r.resp_headers,
-                max.unwrap_or(100).max(0) as usize,
-                raw.unwrap_or(false),
-                &normalizer,
-            )?;
-            Ok((t, trunc))
-        })?,
+        raw::function(lua, resp_get_headers, super::req::header_metatable(lua)?)?,
     )?;
     resp.set(
         "add_header",

@@ -7,16 +7,25 @@
 //! the least recently used items are evicted and `forcible` is true; the `safe_*` variants never
 //! evict and answer `nil, "no memory"` instead. Return values and error strings follow
 //! lua-nginx-module.
+//!
+//! The use order is a linked list through the items (as nginx's queue), so a read moves its
+//! item to the front without allocating. The methods are raw C functions (`lua::raw`): they are
+//! on the request path of every counting and caching plugin.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::ffi::c_int;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mlua::{IntoLuaMulti, Lua, MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{Lua, Table, ffi};
+
+use crate::lua::raw::{self, Args, Ret, Rets, Ty};
 
 /// Bytes charged per item on top of its key and value.
 pub const ITEM_OVERHEAD: usize = 64;
 const MAX_KEY: usize = 65535;
+/// No slot: the ends of the use-order list.
+const NIL: usize = usize::MAX;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Val {
@@ -38,16 +47,41 @@ struct Item {
     flags: u32,
     expires: Option<Instant>,
     size: usize,
-    tick: u64,
 }
 
-#[derive(Debug, Default)]
+/// An item in its slot, linked into the use order (`prev` is more recent).
+#[derive(Debug)]
+struct Slot {
+    key: Box<[u8]>,
+    item: Item,
+    prev: usize,
+    next: usize,
+}
+
+#[derive(Debug)]
 struct Store {
-    items: HashMap<Vec<u8>, Item>,
-    /// Use order: tick → key, oldest first.
-    lru: BTreeMap<u64, Vec<u8>>,
+    /// Key → slot. The std hasher: keys come from requests, so they must not be able to
+    /// collide on purpose.
+    index: HashMap<Box<[u8]>, usize>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    /// Most and least recently used slots.
+    head: usize,
+    tail: usize,
     used: usize,
-    tick: u64,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            used: 0,
+        }
+    }
 }
 
 /// One dictionary.
@@ -76,21 +110,78 @@ impl Item {
 }
 
 impl Store {
-    fn touch(&mut self, key: &[u8]) {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some(it) = self.items.get_mut(key) {
-            self.lru.remove(&it.tick);
-            it.tick = tick;
-            self.lru.insert(tick, key.to_vec());
+    fn slot(&self, i: usize) -> Option<&Slot> {
+        self.slots.get(i).and_then(Option::as_ref)
+    }
+
+    fn slot_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Item> {
+        let i = *self.index.get(key)?;
+        self.slot(i).map(|s| &s.item)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Item> {
+        let i = *self.index.get(key)?;
+        self.slot_mut(i).map(|s| &mut s.item)
+    }
+
+    /// The live item under `key`.
+    fn live(&self, key: &[u8], now: Instant) -> Option<&Item> {
+        self.get(key).filter(|it| it.live(now))
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = match self.slot(i) {
+            Some(s) => (s.prev, s.next),
+            None => return,
+        };
+        match self.slot_mut(prev) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.slot_mut(next) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
         }
     }
 
+    fn link_front(&mut self, i: usize) {
+        let old = self.head;
+        if let Some(s) = self.slot_mut(i) {
+            s.prev = NIL;
+            s.next = old;
+        }
+        match self.slot_mut(old) {
+            Some(h) => h.prev = i,
+            None => self.tail = i,
+        }
+        self.head = i;
+    }
+
+    /// Slot `i` was used: it becomes the most recently used.
+    fn touch_slot(&mut self, i: usize) {
+        if self.head != i {
+            self.unlink(i);
+            self.link_front(i);
+        }
+    }
+
+    /// The slot of the live item under `key`.
+    fn live_slot(&self, key: &[u8], now: Instant) -> Option<usize> {
+        let i = *self.index.get(key)?;
+        self.slot(i).filter(|s| s.item.live(now)).map(|_| i)
+    }
+
     fn remove(&mut self, key: &[u8]) -> Option<Item> {
-        let it = self.items.remove(key)?;
-        self.lru.remove(&it.tick);
-        self.used -= it.size;
-        Some(it)
+        let i = self.index.remove(key)?;
+        self.unlink(i);
+        let slot = self.slots.get_mut(i)?.take()?;
+        self.free.push(i);
+        self.used -= slot.item.size;
+        Some(slot.item)
     }
 
     /// Makes room for `need` more bytes within `cap`: expired items first, then the least
@@ -101,23 +192,30 @@ impl Store {
             return Some(false);
         }
         let now = Instant::now();
-        let expired: Vec<Vec<u8>> = self
-            .items
+        let expired: Vec<Box<[u8]>> = self
+            .slots
             .iter()
-            .filter(|(_, it)| !it.live(now))
-            .map(|(k, _)| k.clone())
+            .flatten()
+            .filter(|s| !s.item.live(now) && &*s.key != keep)
+            .map(|s| s.key.clone())
             .collect();
         for k in expired {
-            if k != keep {
-                self.remove(&k);
-            }
+            self.remove(&k);
         }
         let mut forcible = false;
         while self.used + need > cap {
             if !evict {
                 return None;
             }
-            let victim = self.lru.values().find(|k| k.as_slice() != keep)?.clone();
+            // The least recently used item other than `keep`.
+            let mut i = self.tail;
+            while let Some(s) = self.slot(i) {
+                if &*s.key != keep {
+                    break;
+                }
+                i = s.prev;
+            }
+            let victim = self.slot(i)?.key.clone();
             self.remove(&victim);
             forcible = true;
         }
@@ -127,19 +225,34 @@ impl Store {
     fn put(&mut self, key: &[u8], val: Val, flags: u32, expires: Option<Instant>) {
         let size = key.len() + val_size(&val) + ITEM_OVERHEAD;
         self.remove(key);
-        self.tick += 1;
         self.used += size;
-        self.lru.insert(self.tick, key.to_vec());
-        self.items.insert(
-            key.to_vec(),
-            Item {
+        let slot = Slot {
+            key: key.into(),
+            item: Item {
                 val,
                 flags,
                 expires,
                 size,
-                tick: self.tick,
             },
-        );
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.link_front(i);
+        self.index.insert(key.into(), i);
+    }
+
+    fn items(&self) -> impl Iterator<Item = (&[u8], &Item)> {
+        self.slots.iter().flatten().map(|s| (&*s.key, &s.item))
     }
 }
 
@@ -178,7 +291,7 @@ impl Dict {
     ) -> (bool, Option<&'static str>, bool) {
         let mut s = self.lock();
         let now = Instant::now();
-        let live = s.items.get(key).is_some_and(|it| it.live(now));
+        let live = s.live(key, now).is_some();
         match mode {
             Mode::Add if live => return (false, Some("exists"), false),
             Mode::Replace if !live => return (false, Some("not found"), false),
@@ -189,7 +302,7 @@ impl Dict {
             return (true, None, false);
         };
         let size = key.len() + val_size(&val) + ITEM_OVERHEAD;
-        let freed = s.items.get(key).map_or(0, |it| it.size);
+        let freed = s.get(key).map_or(0, |it| it.size);
         let need = size.saturating_sub(freed);
         match s.room(need, self.capacity, evict, key) {
             Some(forcible) => {
@@ -198,6 +311,51 @@ impl Dict {
                 (true, None, forcible)
             }
             None => (false, Some("no memory"), false),
+        }
+    }
+
+    /// `incr(key, by, init, init_ttl)`.
+    fn incr(&self, key: &[u8], by: f64, init: Option<f64>, init_ttl: f64) -> Rets {
+        let mut s = self.lock();
+        let now = Instant::now();
+        // One lookup for the common case: a live number, changed in place.
+        let slot = s.live_slot(key, now);
+        let current = slot.and_then(|i| s.slot_mut(i)).map(|sl| &mut sl.item.val);
+        match current {
+            Some(Val::Num(n)) => {
+                *n += by;
+                let v = *n;
+                if let Some(i) = slot {
+                    s.touch_slot(i);
+                }
+                // `forcible` is only returned when `init` was given.
+                if init.is_some() {
+                    Rets::three(Ret::Num(v), Ret::Nil, Ret::Bool(false))
+                } else {
+                    Rets::one(Ret::Num(v))
+                }
+            }
+            Some(_) => fail("not a number"),
+            None => match init {
+                None => fail("not found"),
+                Some(init) => {
+                    // Initialise under the same lock: two workers incrementing a missing key
+                    // at once must both count.
+                    let v = init + by;
+                    let val = Val::Num(v);
+                    let size = key.len() + val_size(&val) + ITEM_OVERHEAD;
+                    let freed = s.get(key).map_or(0, |it| it.size);
+                    match s.room(size.saturating_sub(freed), self.capacity, true, key) {
+                        Some(forcible) => {
+                            let expires =
+                                (init_ttl > 0.0).then(|| now + Duration::from_secs_f64(init_ttl));
+                            s.put(key, val, 0, expires);
+                            Rets::three(Ret::Num(v), Ret::Nil, Ret::Bool(forcible))
+                        }
+                        None => Rets::three(Ret::Nil, Ret::Static("no memory"), Ret::Bool(false)),
+                    }
+                }
+            },
         }
     }
 }
@@ -220,359 +378,404 @@ impl SharedDicts {
     }
 }
 
-struct Handle(Arc<Dict>);
+/// `nil, err` as the methods return failures.
+fn fail(err: &'static str) -> Rets {
+    Rets::two(Ret::Nil, Ret::Static(err))
+}
 
-fn key_of(v: &Value) -> Result<Vec<u8>, &'static str> {
-    match v {
-        Value::Nil => Err("nil key"),
-        Value::String(s) if s.as_bytes().is_empty() => Err("empty key"),
-        Value::String(s) if s.as_bytes().len() > MAX_KEY => Err("key too long"),
-        Value::String(s) => Ok(s.as_bytes().to_vec()),
-        Value::Integer(_) | Value::Number(_) => Ok(v.to_string().unwrap_or_default().into_bytes()),
+/// The key argument (2; 1 is the dictionary): strings as they are, numbers as `tostring`
+/// writes them.
+fn key_arg(args: &Args) -> Result<std::borrow::Cow<'_, [u8]>, &'static str> {
+    match args.ty(2) {
+        Ty::Nil | Ty::None => Err("nil key"),
+        Ty::Str | Ty::Number => {
+            let k = args.text(2).unwrap_or_default();
+            if k.is_empty() {
+                Err("empty key")
+            } else if k.len() > MAX_KEY {
+                Err("key too long")
+            } else {
+                Ok(k)
+            }
+        }
         _ => Err("bad key type"),
     }
 }
 
-fn val_of(v: &Value) -> Result<Option<Val>, &'static str> {
-    match v {
-        Value::Nil => Ok(None),
-        Value::Boolean(b) => Ok(Some(Val::Bool(*b))),
-        Value::Integer(i) => Ok(Some(Val::Num(*i as f64))),
-        Value::Number(n) => Ok(Some(Val::Num(*n))),
-        Value::String(s) => Ok(Some(Val::Str(s.as_bytes().to_vec()))),
+fn val_arg(args: &Args, i: c_int) -> Result<Option<Val>, &'static str> {
+    match args.ty(i) {
+        Ty::Nil | Ty::None => Ok(None),
+        Ty::Bool => Ok(args.bool(i).map(Val::Bool)),
+        Ty::Number => Ok(args.number(i).map(Val::Num)),
+        Ty::Str => Ok(args.str(i).map(|s| Val::Str(s.to_vec()))),
         _ => Err("bad value type"),
     }
 }
 
-fn to_lua(lua: &Lua, v: &Val) -> mlua::Result<Value> {
-    Ok(match v {
-        Val::Bool(b) => Value::Boolean(*b),
-        Val::Num(n) => Value::Number(*n),
-        Val::Str(s) => Value::String(lua.create_string(s)?),
-        Val::List(_) => Value::Nil,
-    })
+fn to_ret(v: &Val) -> Ret {
+    match v {
+        Val::Bool(b) => Ret::Bool(*b),
+        Val::Num(n) => Ret::Num(*n),
+        Val::Str(s) => Ret::Str(s.clone()),
+        Val::List(_) => Ret::Nil,
+    }
 }
 
-fn elem_to_lua(lua: &Lua, e: Elem) -> mlua::Result<Value> {
-    Ok(match e {
-        Elem::Num(n) => Value::Number(n),
-        Elem::Str(s) => Value::String(lua.create_string(&s)?),
-    })
+/// The dictionary a method was called on: argument 1, a userdata whose metatable is the
+/// method's upvalue 1 (anything else is refused, never read as a dictionary).
+fn dict(args: &Args) -> Result<&Dict, String> {
+    let p = args
+        .userdata(1, 1)
+        .ok_or_else(|| "bad \"zone\" argument: call the methods as dict:method(...)".to_string())?;
+    // SAFETY: a userdata with the dictionaries' metatable holds an `Option<Arc<Dict>>`,
+    // written when it was made; it is on the stack (so alive) for the whole call.
+    let slot = unsafe { &*(p as *const Option<Arc<Dict>>) };
+    slot.as_deref()
+        .ok_or_else(|| "the shared dictionary is closed".to_string())
 }
 
-fn fail(lua: &Lua, err: &str) -> mlua::Result<MultiValue> {
-    (Value::Nil, err.to_string()).into_lua_multi(lua)
+/// Runs `f` on the dictionary and key of a `dict:method(key, ...)` call; a bad key answers
+/// `nil, err`, as lua-nginx-module does.
+fn keyed(args: &Args, f: impl FnOnce(&Dict, &[u8]) -> Rets) -> Result<Rets, String> {
+    let d = dict(args)?;
+    match key_arg(args) {
+        Ok(k) => Ok(f(d, &k)),
+        Err(e) => Ok(fail(e)),
+    }
 }
 
-macro_rules! key_or_fail {
-    ($lua:expr, $k:expr) => {
-        match key_of(&$k) {
-            Ok(k) => k,
-            Err(e) => return fail($lua, e),
+crate::raw_fn!(dict_get, |args| {
+    keyed(args, |d, key| {
+        let mut s = d.lock();
+        let now = Instant::now();
+        let slot = s.live_slot(key, now);
+        let found = slot.and_then(|i| s.slot(i)).map(|sl| {
+            (
+                matches!(sl.item.val, Val::List(_)),
+                to_ret(&sl.item.val),
+                sl.item.flags,
+            )
+        });
+        match found {
+            Some((true, _, _)) => fail("value is a list"),
+            Some((false, v, flags)) => {
+                if let Some(i) = slot {
+                    s.touch_slot(i);
+                }
+                if flags != 0 {
+                    Rets::two(v, Ret::Num(flags as f64))
+                } else {
+                    Rets::one(v)
+                }
+            }
+            None => Rets::one(Ret::Nil),
         }
-    };
-}
+    })
+});
 
-impl UserData for Handle {
-    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("get", |lua, h, k: Value| {
-            let key = key_or_fail!(lua, k);
-            let mut s = h.0.lock();
-            let now = Instant::now();
-            let found = s
-                .items
-                .get(&key)
-                .filter(|it| it.live(now))
-                .map(|it| (it.val.clone(), it.flags));
-            match found {
-                Some((Val::List(_), _)) => fail(lua, "value is a list"),
-                Some((v, flags)) => {
-                    s.touch(&key);
-                    if flags != 0 {
-                        (to_lua(lua, &v)?, flags).into_lua_multi(lua)
-                    } else {
-                        to_lua(lua, &v)?.into_lua_multi(lua)
-                    }
-                }
-                None => Value::Nil.into_lua_multi(lua),
+crate::raw_fn!(dict_get_stale, |args| {
+    keyed(args, |d, key| {
+        let s = d.lock();
+        let now = Instant::now();
+        match s.get(key) {
+            Some(it) if matches!(it.val, Val::List(_)) => fail("value is a list"),
+            Some(it) => {
+                let flags = if it.flags != 0 {
+                    Ret::Num(it.flags as f64)
+                } else {
+                    Ret::Nil
+                };
+                Rets::three(to_ret(&it.val), flags, Ret::Bool(!it.live(now)))
             }
-        });
-        m.add_method("get_stale", |lua, h, k: Value| {
-            let key = key_or_fail!(lua, k);
-            let s = h.0.lock();
-            let now = Instant::now();
-            match s.items.get(&key) {
-                Some(it) if matches!(it.val, Val::List(_)) => fail(lua, "value is a list"),
-                Some(it) => {
-                    let flags = if it.flags != 0 {
-                        Value::Integer(it.flags as i64)
-                    } else {
-                        Value::Nil
-                    };
-                    (to_lua(lua, &it.val)?, flags, !it.live(now)).into_lua_multi(lua)
-                }
-                None => Value::Nil.into_lua_multi(lua),
-            }
-        });
-        for (name, mode, evict) in [
-            ("set", Mode::Set, true),
-            ("safe_set", Mode::Set, false),
-            ("add", Mode::Add, true),
-            ("safe_add", Mode::Add, false),
-            ("replace", Mode::Replace, true),
-        ] {
-            m.add_method(
-                name,
-                move |lua, h, (k, v, ttl, flags): (Value, Value, Option<f64>, Option<u32>)| {
-                    let key = key_or_fail!(lua, k);
-                    let val = match val_of(&v) {
-                        Ok(v) => v,
-                        Err(e) => return (Value::Nil, e).into_lua_multi(lua),
-                    };
-                    if mode != Mode::Set && val.is_none() {
-                        return (false, "attempt to add or replace nil values", false)
-                            .into_lua_multi(lua);
-                    }
-                    let (ok, err, forcible) = h.0.store_val(
-                        &key,
-                        val,
-                        ttl.unwrap_or(0.0),
-                        flags.unwrap_or(0),
-                        mode,
-                        evict,
-                    );
-                    (ok, err, forcible).into_lua_multi(lua)
-                },
+            None => Rets::one(Ret::Nil),
+        }
+    })
+});
+
+/// `set`, `safe_set`, `add`, `safe_add`, `replace`: `(key, value, exptime, flags)`.
+fn store(args: &Args, mode: Mode, evict: bool) -> Result<Rets, String> {
+    keyed(args, |d, key| {
+        let val = match val_arg(args, 3) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        if mode != Mode::Set && val.is_none() {
+            return Rets::three(
+                Ret::Bool(false),
+                Ret::Static("attempt to add or replace nil values"),
+                Ret::Bool(false),
             );
         }
-        m.add_method(
-            "incr",
-            |lua, h, (k, by, init, init_ttl): (Value, Value, Option<f64>, Option<f64>)| {
-                let key = key_or_fail!(lua, k);
-                let Some(by) = (match by {
-                    Value::Integer(i) => Some(i as f64),
-                    Value::Number(n) => Some(n),
-                    _ => None,
-                }) else {
-                    return fail(lua, "cannot add or subtract a non-number");
-                };
-                let dict = &h.0;
-                let mut s = dict.lock();
-                let now = Instant::now();
-                let current = s
-                    .items
-                    .get(&key)
-                    .filter(|it| it.live(now))
-                    .map(|it| it.val.clone());
-                match current {
-                    Some(Val::Num(n)) => {
-                        let v = n + by;
-                        if let Some(it) = s.items.get_mut(&key) {
-                            it.val = Val::Num(v);
-                        }
-                        s.touch(&key);
-                        // `forcible` is only returned when `init` was given.
-                        if init.is_some() {
-                            (v, Value::Nil, false).into_lua_multi(lua)
-                        } else {
-                            v.into_lua_multi(lua)
-                        }
-                    }
-                    Some(_) => fail(lua, "not a number"),
-                    None => match init {
-                        None => fail(lua, "not found"),
-                        Some(init) => {
-                            // Initialise under the same lock: two workers incrementing a missing
-                            // key at once must both count.
-                            let v = init + by;
-                            let val = Val::Num(v);
-                            let size = key.len() + val_size(&val) + ITEM_OVERHEAD;
-                            let freed = s.items.get(&key).map_or(0, |it| it.size);
-                            match s.room(size.saturating_sub(freed), dict.capacity, true, &key) {
-                                Some(forcible) => {
-                                    let ttl = init_ttl.unwrap_or(0.0);
-                                    let expires =
-                                        (ttl > 0.0).then(|| now + Duration::from_secs_f64(ttl));
-                                    s.put(&key, val, 0, expires);
-                                    (v, Value::Nil, forcible).into_lua_multi(lua)
-                                }
-                                None => (Value::Nil, "no memory", false).into_lua_multi(lua),
-                            }
-                        }
-                    },
-                }
-            },
-        );
-        m.add_method("delete", |lua, h, k: Value| {
-            let key = key_or_fail!(lua, k);
-            h.0.lock().remove(&key);
-            true.into_lua_multi(lua)
-        });
-        m.add_method("flush_all", |_, h, ()| {
-            let mut s = h.0.lock();
-            let past = Instant::now() - Duration::from_millis(1);
-            for it in s.items.values_mut() {
-                it.expires = Some(past);
-            }
-            Ok(())
-        });
-        m.add_method("flush_expired", |_, h, max: Option<usize>| {
-            let mut s = h.0.lock();
-            let now = Instant::now();
-            let max = max.unwrap_or(0);
-            let mut expired: Vec<Vec<u8>> = s
-                .items
-                .iter()
-                .filter(|(_, it)| !it.live(now))
-                .map(|(k, _)| k.clone())
-                .collect();
-            if max > 0 {
-                expired.truncate(max);
-            }
-            for k in &expired {
-                s.remove(k);
-            }
-            Ok(expired.len())
-        });
-        m.add_method("get_keys", |lua, h, max: Option<usize>| {
-            let s = h.0.lock();
-            let now = Instant::now();
-            let max = max.unwrap_or(1024);
-            let t = lua.create_table()?;
-            for (k, _) in s.items.iter().filter(|(_, it)| it.live(now)) {
-                if max > 0 && t.raw_len() >= max {
-                    break;
-                }
-                t.raw_push(lua.create_string(k)?)?;
-            }
-            Ok(t)
-        });
-        m.add_method("ttl", |lua, h, k: Value| {
-            let key = key_or_fail!(lua, k);
-            let s = h.0.lock();
-            let now = Instant::now();
-            // An expired item that is not evicted yet reports how long ago it expired, as a
-            // negative ttl (nginx evicts lazily, too).
-            match s.items.get(&key) {
-                Some(it) => it
-                    .expires
-                    .map_or(0.0, |e| {
-                        if e >= now {
-                            e.duration_since(now).as_secs_f64()
-                        } else {
-                            -now.duration_since(e).as_secs_f64()
-                        }
-                    })
-                    .into_lua_multi(lua),
-                None => fail(lua, "not found"),
-            }
-        });
-        m.add_method("expire", |lua, h, (k, ttl): (Value, f64)| {
-            let key = key_or_fail!(lua, k);
-            let mut s = h.0.lock();
-            let now = Instant::now();
-            match s.items.get_mut(&key).filter(|it| it.live(now)) {
-                Some(it) => {
-                    it.expires = (ttl > 0.0).then(|| now + Duration::from_secs_f64(ttl));
-                    true.into_lua_multi(lua)
-                }
-                None => fail(lua, "not found"),
-            }
-        });
-        m.add_method("capacity", |_, h, ()| Ok(h.0.capacity));
-        m.add_method("free_space", |_, h, ()| {
-            Ok(h.0.capacity.saturating_sub(h.0.lock().used))
-        });
-        for (name, front) in [("lpush", true), ("rpush", false)] {
-            m.add_method(name, move |lua, h, (k, v): (Value, Value)| {
-                let key = key_or_fail!(lua, k);
-                let elem = match v {
-                    Value::Integer(i) => Elem::Num(i as f64),
-                    Value::Number(n) => Elem::Num(n),
-                    Value::String(s) => Elem::Str(s.as_bytes().to_vec()),
-                    _ => return fail(lua, "bad value type"),
-                };
-                let dict = &h.0;
-                let mut s = dict.lock();
-                let now = Instant::now();
-                let mut list = match s
-                    .items
-                    .get(&key)
-                    .filter(|it| it.live(now))
-                    .map(|it| it.val.clone())
-                {
-                    Some(Val::List(l)) => l,
-                    Some(_) => return fail(lua, "value not a list"),
-                    None => VecDeque::new(),
-                };
-                if front {
-                    list.push_front(elem);
+        let ttl = args.number(4).unwrap_or(0.0);
+        let flags = args.number(5).unwrap_or(0.0).max(0.0) as u32;
+        let (ok, err, forcible) = d.store_val(key, val, ttl, flags, mode, evict);
+        Rets::three(
+            Ret::Bool(ok),
+            err.map_or(Ret::Nil, Ret::Static),
+            Ret::Bool(forcible),
+        )
+    })
+}
+
+crate::raw_fn!(dict_set, |args| store(args, Mode::Set, true));
+crate::raw_fn!(dict_safe_set, |args| store(args, Mode::Set, false));
+crate::raw_fn!(dict_add, |args| store(args, Mode::Add, true));
+crate::raw_fn!(dict_safe_add, |args| store(args, Mode::Add, false));
+crate::raw_fn!(dict_replace, |args| store(args, Mode::Replace, true));
+
+crate::raw_fn!(dict_incr, |args| {
+    keyed(args, |d, key| {
+        let Some(by) = args.number(3) else {
+            return fail("cannot add or subtract a non-number");
+        };
+        d.incr(key, by, args.number(4), args.number(5).unwrap_or(0.0))
+    })
+});
+
+crate::raw_fn!(dict_delete, |args| {
+    keyed(args, |d, key| {
+        d.lock().remove(key);
+        Rets::one(Ret::Bool(true))
+    })
+});
+
+crate::raw_fn!(dict_flush_all, |args| {
+    let d = dict(args)?;
+    let mut s = d.lock();
+    let past = Instant::now() - Duration::from_millis(1);
+    for it in s.slots.iter_mut().flatten() {
+        it.item.expires = Some(past);
+    }
+    Ok(Rets::none())
+});
+
+crate::raw_fn!(dict_flush_expired, |args| {
+    let d = dict(args)?;
+    let max = args.number(2).unwrap_or(0.0).max(0.0) as usize;
+    let mut s = d.lock();
+    let now = Instant::now();
+    let mut expired: Vec<Box<[u8]>> = s
+        .items()
+        .filter(|(_, it)| !it.live(now))
+        .map(|(k, _)| k.into())
+        .collect();
+    if max > 0 {
+        expired.truncate(max);
+    }
+    for k in &expired {
+        s.remove(k);
+    }
+    Ok(Ret::Num(expired.len() as f64).into())
+});
+
+crate::raw_fn!(dict_get_keys, |args| {
+    let d = dict(args)?;
+    let max = args.number(2).map_or(1024, |n| n.max(0.0) as usize);
+    let s = d.lock();
+    let now = Instant::now();
+    let keys = s
+        .items()
+        .filter(|(_, it)| it.live(now))
+        .take(if max > 0 { max } else { usize::MAX })
+        .map(|(k, _)| k.to_vec())
+        .collect();
+    Ok(Ret::List(keys).into())
+});
+
+crate::raw_fn!(dict_ttl, |args| {
+    keyed(args, |d, key| {
+        let s = d.lock();
+        let now = Instant::now();
+        // An expired item that is not evicted yet reports how long ago it expired, as a
+        // negative ttl (nginx evicts lazily, too).
+        match s.get(key) {
+            Some(it) => Rets::one(Ret::Num(it.expires.map_or(0.0, |e| {
+                if e >= now {
+                    e.duration_since(now).as_secs_f64()
                 } else {
-                    list.push_back(elem);
+                    -now.duration_since(e).as_secs_f64()
                 }
-                let len = list.len();
-                let val = Val::List(list);
-                let size = key.len() + val_size(&val) + ITEM_OVERHEAD;
-                let freed = s.items.get(&key).map_or(0, |it| it.size);
-                if s.room(size.saturating_sub(freed), dict.capacity, true, &key)
-                    .is_none()
-                {
-                    return fail(lua, "no memory");
-                }
-                let expires = s.items.get(&key).and_then(|it| it.expires);
-                s.put(&key, val, 0, expires);
-                len.into_lua_multi(lua)
-            });
+            }))),
+            None => fail("not found"),
         }
-        for (name, front) in [("lpop", true), ("rpop", false)] {
-            m.add_method(name, move |lua, h, k: Value| {
-                let key = key_or_fail!(lua, k);
-                let mut s = h.0.lock();
-                let now = Instant::now();
-                let Some(it) = s.items.get_mut(&key).filter(|it| it.live(now)) else {
-                    return Value::Nil.into_lua_multi(lua);
-                };
-                let Val::List(list) = &mut it.val else {
-                    return fail(lua, "value not a list");
-                };
-                let e = if front {
-                    list.pop_front()
-                } else {
-                    list.pop_back()
-                };
-                let empty = list.is_empty();
-                if empty {
-                    s.remove(&key);
-                }
-                match e {
-                    Some(e) => elem_to_lua(lua, e)?.into_lua_multi(lua),
-                    None => Value::Nil.into_lua_multi(lua),
-                }
-            });
-        }
-        m.add_method("llen", |lua, h, k: Value| {
-            let key = key_or_fail!(lua, k);
-            let s = h.0.lock();
-            let now = Instant::now();
-            match s
-                .items
-                .get(&key)
-                .filter(|it| it.live(now))
-                .map(|it| &it.val)
-            {
-                Some(Val::List(l)) => l.len().into_lua_multi(lua),
-                Some(_) => fail(lua, "value not a list"),
-                None => 0.into_lua_multi(lua),
+    })
+});
+
+crate::raw_fn!(dict_expire, |args| {
+    let Some(ttl) = args.number(3) else {
+        return Err(format!(
+            "bad argument #2 to 'expire' (number expected, got {})",
+            args.ty(3).name()
+        ));
+    };
+    keyed(args, |d, key| {
+        let mut s = d.lock();
+        let now = Instant::now();
+        match s.get_mut(key).filter(|it| it.live(now)) {
+            Some(it) => {
+                it.expires = (ttl > 0.0).then(|| now + Duration::from_secs_f64(ttl));
+                Rets::one(Ret::Bool(true))
             }
-        });
+            None => fail("not found"),
+        }
+    })
+});
+
+crate::raw_fn!(dict_capacity, |args| {
+    Ok(Ret::Num(dict(args)?.capacity as f64).into())
+});
+
+crate::raw_fn!(dict_free_space, |args| {
+    let d = dict(args)?;
+    let used = d.lock().used;
+    Ok(Ret::Num(d.capacity.saturating_sub(used) as f64).into())
+});
+
+fn push(args: &Args, front: bool) -> Result<Rets, String> {
+    keyed(args, |d, key| {
+        let elem = match args.ty(3) {
+            Ty::Number => Elem::Num(args.number(3).unwrap_or(0.0)),
+            Ty::Str => Elem::Str(args.str(3).unwrap_or_default().to_vec()),
+            _ => return fail("bad value type"),
+        };
+        let mut s = d.lock();
+        let now = Instant::now();
+        let mut list = match s.live(key, now).map(|it| it.val.clone()) {
+            Some(Val::List(l)) => l,
+            Some(_) => return fail("value not a list"),
+            None => VecDeque::new(),
+        };
+        if front {
+            list.push_front(elem);
+        } else {
+            list.push_back(elem);
+        }
+        let len = list.len();
+        let val = Val::List(list);
+        let size = key.len() + val_size(&val) + ITEM_OVERHEAD;
+        let freed = s.get(key).map_or(0, |it| it.size);
+        if s.room(size.saturating_sub(freed), d.capacity, true, key)
+            .is_none()
+        {
+            return fail("no memory");
+        }
+        let expires = s.get(key).and_then(|it| it.expires);
+        s.put(key, val, 0, expires);
+        Rets::one(Ret::Num(len as f64))
+    })
+}
+
+fn pop(args: &Args, front: bool) -> Result<Rets, String> {
+    keyed(args, |d, key| {
+        let mut s = d.lock();
+        let now = Instant::now();
+        let Some(it) = s.get_mut(key).filter(|it| it.live(now)) else {
+            return Rets::one(Ret::Nil);
+        };
+        let Val::List(list) = &mut it.val else {
+            return fail("value not a list");
+        };
+        let e = if front {
+            list.pop_front()
+        } else {
+            list.pop_back()
+        };
+        if list.is_empty() {
+            s.remove(key);
+        }
+        Rets::one(match e {
+            Some(Elem::Num(n)) => Ret::Num(n),
+            Some(Elem::Str(s)) => Ret::Str(s),
+            None => Ret::Nil,
+        })
+    })
+}
+
+crate::raw_fn!(dict_lpush, |args| push(args, true));
+crate::raw_fn!(dict_rpush, |args| push(args, false));
+crate::raw_fn!(dict_lpop, |args| pop(args, true));
+crate::raw_fn!(dict_rpop, |args| pop(args, false));
+
+crate::raw_fn!(dict_llen, |args| {
+    keyed(args, |d, key| {
+        let s = d.lock();
+        match s.live(key, Instant::now()).map(|it| &it.val) {
+            Some(Val::List(l)) => Rets::one(Ret::Num(l.len() as f64)),
+            Some(_) => fail("value not a list"),
+            None => Rets::one(Ret::Num(0.0)),
+        }
+    })
+});
+
+/// `__gc` of a dictionary handle: drops the worker's reference to the dictionary (once; the
+/// slot is emptied, and the metatable is hidden from `getmetatable`).
+unsafe extern "C-unwind" fn dict_gc(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: `__gc` gets the handle; handles are only made by `new_handle`.
+    unsafe {
+        let p = ffi::lua_touserdata(l, 1) as *mut Option<Arc<Dict>>;
+        if !p.is_null() {
+            drop((*p).take());
+        }
+    }
+    0
+}
+
+const METHODS: &[(&str, ffi::lua_CFunction)] = &[
+    ("get", dict_get),
+    ("get_stale", dict_get_stale),
+    ("set", dict_set),
+    ("safe_set", dict_safe_set),
+    ("add", dict_add),
+    ("safe_add", dict_safe_add),
+    ("replace", dict_replace),
+    ("incr", dict_incr),
+    ("delete", dict_delete),
+    ("flush_all", dict_flush_all),
+    ("flush_expired", dict_flush_expired),
+    ("get_keys", dict_get_keys),
+    ("ttl", dict_ttl),
+    ("expire", dict_expire),
+    ("capacity", dict_capacity),
+    ("free_space", dict_free_space),
+    ("lpush", dict_lpush),
+    ("rpush", dict_rpush),
+    ("lpop", dict_lpop),
+    ("rpop", dict_rpop),
+    ("llen", dict_llen),
+];
+
+/// A handle on `dict`: a userdata holding a reference to it, with the dictionaries' metatable.
+fn new_handle(lua: &Lua, mt: &Table, dict: Arc<Dict>) -> mlua::Result<mlua::Value> {
+    let mut dict = Some(dict);
+    // SAFETY: a protected call with the metatable as argument 1; the new userdata's memory is
+    // initialised before anything else can see it.
+    unsafe {
+        lua.exec_raw(mt, |l| {
+            let p = ffi::lua_newuserdata(l, std::mem::size_of::<Option<Arc<Dict>>>())
+                as *mut Option<Arc<Dict>>;
+            std::ptr::write(p, dict.take());
+            ffi::lua_pushvalue(l, 1);
+            ffi::lua_setmetatable(l, -2);
+            ffi::lua_remove(l, 1);
+        })
     }
 }
 
 /// Installs `ngx.shared` with one object per dictionary.
 pub fn register(lua: &Lua, ngx: &Table, dicts: &SharedDicts) -> mlua::Result<()> {
+    let mt = lua.create_table()?;
+    let methods = lua.create_table()?;
+    for (name, f) in METHODS {
+        // Each method checks its first argument against the metatable (its upvalue 1).
+        methods.raw_set(*name, raw::function(lua, *f, mt.clone())?)?;
+    }
+    mt.raw_set("__index", methods)?;
+    // SAFETY: `dict_gc` only reads the handle it is given.
+    mt.raw_set("__gc", unsafe { lua.create_c_function(dict_gc)? })?;
+    mt.raw_set("__metatable", "ngx.shared.DICT")?;
     let shared = lua.create_table()?;
     for (name, d) in &dicts.dicts {
-        shared.set(name.as_str(), lua.create_userdata(Handle(d.clone()))?)?;
+        shared.set(name.as_str(), new_handle(lua, &mt, d.clone())?)?;
     }
     ngx.set("shared", shared)?;
     Ok(())

@@ -106,6 +106,7 @@ impl LuaVm {
         super::lib::resty::register(&lua)?;
         super::lib::apisix_runtime::register(&lua)?;
         super::config_view::register(&lua)?;
+        super::store_api::register(&lua)?;
         super::upstream_choice::register(&lua)?;
         super::ngx::config::register(&lua, &ngx, &opts.prefix)?;
         super::lib::node::register(&lua, opts.node_config_json.clone())?;

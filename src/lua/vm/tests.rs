@@ -601,6 +601,35 @@ fn shared_dicts_evict_least_recently_used_and_safe_set_refuses() {
 }
 
 #[test]
+fn shared_dict_reads_and_increments_count_as_uses_for_eviction() {
+    let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("small".to_string(), 1000)]);
+    let vm = vm_with_dicts(&dicts);
+    let out = run_ctx(
+        &vm,
+        r#"return function()
+            local d = ngx.shared.small
+            local big = string.rep("x", 300)
+            d:set("a", 1) d:set("b", big) d:set("c", big)
+            d:incr("a", 1)                       -- use order now: c, b, a
+            d:get("b")                           -- c, a, b: c is the least recently used
+            local ok, err, forcible = d:set("d", big)
+            return ok, forcible, d:get("a"), d:get("b") ~= nil, d:get("c") == nil, d:get("d") ~= nil
+        end"#,
+    );
+    assert_eq!(
+        out,
+        vec![
+            Value::Boolean(true),
+            Value::Boolean(true),
+            Value::Number(2.0),
+            Value::Boolean(true),
+            Value::Boolean(true),
+            Value::Boolean(true),
+        ]
+    );
+}
+
+#[test]
 fn shared_dicts_are_shared_across_worker_threads() {
     let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("c".to_string(), 64 * 1024)]);
     let workers: Vec<_> = (0..2)
@@ -1173,18 +1202,25 @@ fn resty_lock_serialises_contexts_and_times_out() {
             r#"
             events = {}
             local lock = require("resty.lock")
+            local semaphore = require("ngx.semaphore")
+            -- The two contexts hand over with semaphores, not sleeps: the holder keeps the
+            -- lock until the other context has seen it taken, whatever the machine's speed.
+            local held, tried = semaphore.new(0), semaphore.new(0)
             return function()
                 local l = lock:new("locks")
                 assert(l:lock("k"))
                 events[#events + 1] = "held"
-                ngx.sleep(0.05)
+                held:post(1)
+                assert(tried:wait(10))
                 events[#events + 1] = "release"
                 l:unlock()
             end, function()
-                ngx.sleep(0.01)
+                assert(held:wait(10))
                 local quick = lock:new("locks", { timeout = 0.01 })
                 local _, err = quick:lock("k")
                 events[#events + 1] = "quick:" .. tostring(err)
+                tried:post(1)
+                -- Still held (the holder runs only once this context waits): lock() waits.
                 local l = lock:new("locks")
                 local elapsed = l:lock("k")
                 events[#events + 1] = "got"
