@@ -352,6 +352,20 @@ fn alpn_selects_http2_and_http1_stays_the_default() {
             "ngx.say(ngx.req.http_version(), ' ', ngx.var.ssl_alpn_protocol)"}}),
     );
     wait_for_cert(tls, Some("h2.test"), &cert);
+    // Plain HTTP on the TLS port: nginx's 400 page, then the connection closes.
+    let plain = parse_responses(&raw(
+        tls,
+        b"GET /proto HTTP/1.1\r\nHost: h2.test\r\n\r\n",
+        Duration::from_secs(5),
+    ));
+    assert_eq!(plain[0].status, 400);
+    assert!(
+        plain[0]
+            .body
+            .contains("The plain HTTP request was sent to HTTPS port"),
+        "{}",
+        plain[0].body
+    );
     let s = exchange(tls, Some("h2.test"), &[b"http/1.1"], None, Some("/proto")).unwrap();
     assert_eq!(s.alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert_eq!(s.resp.unwrap().body.trim(), "1.1 http/1.1");

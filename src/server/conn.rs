@@ -48,6 +48,14 @@ pub async fn serve(
         serve_http(stream, is_h2, None, remote, local, spec, worker, shutdown).await;
         return;
     }
+    // Plain HTTP on the TLS port gets nginx's answer instead of a silent close.
+    if sent_plain_http(&stream, timeouts.first_byte).await {
+        log::info!("client {remote} sent plain HTTP request to HTTPS port");
+        let mut stream = stream;
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, PLAIN_HTTP_ON_TLS).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+        return;
+    }
     // nginx bounds the handshake by `client_header_timeout`.
     let index = worker.shared.store.load().ssls.clone();
     let (tls, info) =
@@ -129,6 +137,18 @@ async fn serve_http<S>(
             _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
         }
         let _ = conn.await;
+    }
+}
+
+/// nginx's answer to plain HTTP on a TLS port (its 497 case, sent as 400).
+const PLAIN_HTTP_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: 220\r\nConnection: close\r\n\r\n<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n</body>\r\n</html>\r\n";
+
+/// The first byte is an ASCII letter (a request method) rather than a TLS record type.
+async fn sent_plain_http(stream: &TcpStream, deadline: std::time::Duration) -> bool {
+    let mut b = [0u8; 1];
+    match tokio::time::timeout(deadline, stream.peek(&mut b)).await {
+        Ok(Ok(1)) => b[0].is_ascii_uppercase(),
+        _ => false,
     }
 }
 
