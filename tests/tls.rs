@@ -128,12 +128,23 @@ fn exchange(
     path: Option<&str>,
 ) -> Result<Seen, String> {
     let (cfg, rec) = client_config(alpn, client);
+    exchange_with(Arc::new(cfg), &rec, port, sni, path)
+}
+
+/// [`exchange`] with a given client configuration (its session cache resumes sessions).
+fn exchange_with(
+    cfg: Arc<rustls::ClientConfig>,
+    rec: &CertRecorder,
+    port: u16,
+    sni: Option<&str>,
+    path: Option<&str>,
+) -> Result<Seen, String> {
     let name = match sni {
         Some(n) => ServerName::try_from(n.to_string()).unwrap(),
         // An IP address: rustls sends no SNI.
         None => ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
     };
-    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut conn = rustls::ClientConnection::new(cfg, name).unwrap();
     let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -320,6 +331,34 @@ fn certificates_are_chosen_by_sni_and_follow_admin_api_changes() {
         "{}",
         r.body
     );
+
+    // A second connection with the same client resumes the session.
+    put(
+        admin,
+        "/apisix/admin/routes/2",
+        json!({"uri": "/reused", "lua_handlers": {"content_by_lua": "ngx.say(ngx.var.ssl_session_reused)"}}),
+    );
+    wait_until("route 2", Duration::from_secs(10), || {
+        exchange(tls, Some("api.test.com"), &[], None, Some("/reused"))
+            .is_ok_and(|s| s.resp.is_some_and(|r| r.status == 200))
+    });
+    let (cfg, rec) = client_config(&[], None);
+    let cfg = Arc::new(cfg);
+    let reused = |cfg: &Arc<rustls::ClientConfig>| {
+        exchange_with(
+            cfg.clone(),
+            &rec,
+            tls,
+            Some("api.test.com"),
+            Some("/reused"),
+        )
+        .unwrap()
+        .resp
+        .unwrap()
+        .body
+    };
+    assert_eq!(reused(&cfg).trim(), ".");
+    assert_eq!(reused(&cfg).trim(), "r");
 
     // A changed certificate is served without a restart; a deleted one is gone.
     let renewed = self_signed(&["www.test.com"]);

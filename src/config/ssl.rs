@@ -187,7 +187,7 @@ fn check_schema(v: &Value) -> Result<Ssl, SslError> {
             format!("wrong type: expected object, got {}", lua_type(v)),
         ));
     };
-    const KNOWN: [&str; 16] = [
+    const KNOWN: [&str; 15] = [
         "id",
         "desc",
         "labels",
@@ -203,11 +203,10 @@ fn check_schema(v: &Value) -> Result<Ssl, SslError> {
         "client",
         "status",
         "ssl_protocols",
-        "name",
     ];
     for k in obj.keys() {
-        // `name` is not in APISIX's ssl schema either.
-        if !KNOWN.contains(&k.as_str()) || k == "name" {
+        // APISIX's ssl schema has no `name` either: it is refused like any unknown key.
+        if !KNOWN.contains(&k.as_str()) {
             return Err(SslError::schema(
                 "",
                 format!("additional properties forbidden, found {k}"),

@@ -20,6 +20,8 @@ pub struct TlsInfo {
     pub cipher: &'static str,
     /// The ALPN protocol agreed on (`h2`, `http/1.1`).
     pub alpn: Option<Vec<u8>>,
+    /// The session was resumed (`$ssl_session_reused`).
+    pub resumed: bool,
     /// The client certificate, when the entry asked for one and the client sent it (already
     /// verified by the handshake).
     pub client: Option<ClientCert>,
@@ -122,6 +124,7 @@ impl TlsInfo {
                 .map(settings::openssl_name)
                 .unwrap_or(""),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
             client: conn
                 .peer_certificates()
                 .and_then(|c| c.first())
@@ -139,6 +142,7 @@ impl TlsInfo {
             "ssl_protocol" => self.protocol.to_string(),
             "ssl_cipher" => self.cipher.to_string(),
             "ssl_alpn_protocol" => String::from_utf8_lossy(self.alpn.as_deref()?).into_owned(),
+            "ssl_session_reused" => if self.resumed { "r" } else { "." }.to_string(),
             "ssl_client_verify" => {
                 if client.is_some() {
                     "SUCCESS".into()
