@@ -39,6 +39,7 @@ fn own_suites_pass_through_the_runner() {
         "t/runner/init-worker.t",
         "t/ngx",
         "t/libs",
+        "t/shim",
     ]);
     assert!(ok, "moongate test failed:\n{out}");
     assert!(lines_starting(&out, "not ok").is_empty(), "{out}");

@@ -9,3 +9,4 @@ pub mod ssl;
 pub mod standalone;
 pub mod store;
 pub mod units;
+pub mod yaml_doc;

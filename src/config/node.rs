@@ -827,7 +827,7 @@ impl NodeConfig {
         let root: Value = if text.trim().is_empty() {
             Value::Object(Map::new())
         } else {
-            serde_norway::from_str(text).map_err(|e| {
+            super::yaml_doc::parse(text).map_err(|e| {
                 vec![ConfigError {
                     path: "config.yaml".into(),
                     message: e.to_string(),

@@ -7,7 +7,7 @@
 //! `idle_timeout`, and retire after `requests` uses, as nginx's upstream keepalive does.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,7 +75,10 @@ pub enum ConnectError {
 
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<PoolKey, VecDeque<Idle>>>,
+    /// FxHash: SipHash of the address was about 900 instructions per request (checkout and
+    /// checkin), and the keys are the configuration's node addresses (and, for TLS, names),
+    /// not the client's.
+    idle: RefCell<rustc_hash::FxHashMap<PoolKey, VecDeque<Idle>>>,
 }
 
 impl Pool {
