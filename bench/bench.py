@@ -167,6 +167,8 @@ class Moongate:
       port: {port}
   enable_ipv6: false
   enable_control: false
+  ssl:
+    enable: false
 nginx_config:
   worker_processes: 1
   http:

@@ -231,6 +231,8 @@ class Moongate:
     - ip: 127.0.0.1
       port: {port}
   enable_ipv6: false
+  ssl:
+    enable: false
 nginx_config:
   worker_processes: 1
   error_log_level: warn

@@ -211,6 +211,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             )
         })?;
     }
+    install_tls(&node)?;
     let vm = vm_options(prefix, &node);
     let catalog = load_catalog(&vm, &node, false)?;
     let registry = Arc::new(PluginRegistry::new(catalog, vm, node.plugins.clone()));
@@ -221,7 +222,14 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
             addr: SocketAddr::new(l.ip, l.port),
             http2: l.http2,
             serves: Serves::Proxy,
+            tls: false,
         })
+        .chain(node.ssl.listen.iter().map(|l| ListenSpec {
+            addr: SocketAddr::new(l.ip, l.port),
+            http2: l.http2,
+            serves: Serves::Proxy,
+            tls: true,
+        }))
         .collect();
     let provider = provider_of(&node, envoy_file);
     let routes = match &provider {
@@ -257,6 +265,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
                     addr: l.addr,
                     http2: l.http2,
                     serves: Serves::Proxy,
+                    tls: false,
                 })
                 .collect();
             let store = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -339,7 +348,13 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     let addrs: Vec<String> = specs
         .iter()
         .filter(|s| s.serves == Serves::Proxy)
-        .map(|s| s.addr.to_string())
+        .map(|s| {
+            if s.tls {
+                format!("{} (tls)", s.addr)
+            } else {
+                s.addr.to_string()
+            }
+        })
         .collect();
     let mut control = match node.control.listen {
         Some(a) => format!(", control API on http://{a}/v1"),
@@ -392,6 +407,25 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     Ok(())
 }
 
+/// Installs the node's keyring and TLS listener settings before any `ssls` item is compiled
+/// (the first snapshot compiles them).
+fn install_tls(node: &NodeConfig) -> anyhow::Result<()> {
+    use crate::server::tls::settings;
+    let ring = crate::config::keyring::Keyring::new(&node.ssl.keyring, &node.ssl.key_encrypt_salt)
+        .context("apisix.data_encryption.keyring")?;
+    crate::config::keyring::install(ring);
+    let (versions, _) = settings::parse_protocols(node.ssl.protocols.iter().map(String::as_str));
+    let (suites, _) = settings::parse_ciphers(&node.ssl.ciphers);
+    settings::install(settings::Settings {
+        versions,
+        provider: settings::provider_with(&suites),
+        session_tickets: node.ssl.session_tickets,
+        fallback_sni: node.ssl.fallback_sni.clone(),
+        http2: node.ssl.http2,
+    });
+    Ok(())
+}
+
 /// Adds the control API's listener (`apisix.control`) to the proxy's, refusing a port another
 /// listener of this node already has, as APISIX refuses it.
 fn with_control_listener(
@@ -419,6 +453,7 @@ fn with_control_listener(
         addr,
         http2: false,
         serves: Serves::Control,
+        tls: false,
     });
     Ok(specs)
 }
@@ -461,6 +496,7 @@ fn with_prometheus_export(
         addr,
         http2: false,
         serves: Serves::PrometheusExport,
+        tls: false,
     });
     Ok(specs)
 }
@@ -533,6 +569,8 @@ pub fn check(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow:
         println!("warning: {w}");
     }
     settings(&node)?;
+    // `ssls` keys are decrypted with the node's keyring while the file is checked.
+    install_tls(&node)?;
     let vm = vm_options(prefix, &node);
     let catalog = Arc::new(load_catalog(&vm, &node, true)?);
     let routes = match provider_of(&node, envoy_file) {

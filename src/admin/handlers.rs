@@ -790,7 +790,11 @@ impl Handlers<'_> {
             .check_resource(t.kind.name, "shape", id, conf)
             .map_err(bad)?;
         if t.kind.name == "ssls" {
-            super::tls_material::check(conf).map_err(bad)?;
+            // Certificates and keys must be readable (keys decrypted with the keyring) and
+            // belong together, as APISIX's check_ssl_conf has it: the data plane's own check.
+            crate::config::ssl::check(conf)
+                .map_err(|e| e.to_string())
+                .map_err(bad)?;
         }
         let consumer_side = matches!(t.kind.name, "consumers" | "credentials");
         if !consumer_side && with_store {

@@ -15,7 +15,6 @@ pub mod resources;
 pub mod server;
 pub mod settle;
 pub mod start;
-pub mod tls_material;
 
 use std::net::IpAddr;
 use std::sync::Arc;

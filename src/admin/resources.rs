@@ -76,6 +76,9 @@ pub const TYPE_METADATA: i64 = 2;
 
 /// Turns serde's wording into APISIX's where the two describe the same problem.
 fn shape_message(field: &str, message: &str) -> String {
+    if field == crate::config::standalone::SSL_CHECK_FIELD {
+        return message.to_string();
+    }
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((name, _)) = rest.split_once('`')
     {

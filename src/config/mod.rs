@@ -1,9 +1,11 @@
 //! Node configuration (`conf/config.yaml`), the resource model, and config snapshots.
 
+pub mod keyring;
 pub mod node;
 pub mod provider;
 pub mod resource;
 pub mod snapshot;
+pub mod ssl;
 pub mod standalone;
 pub mod store;
 pub mod units;

@@ -144,6 +144,36 @@ pub struct ControlConfig {
     pub serve_on_data_port: bool,
 }
 
+/// `apisix.ssl` (and `apisix.enable_http2`, `apisix.data_encryption.keyring`): the TLS
+/// listeners and how they handshake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SslConfig {
+    /// `apisix.ssl.enable` (default true, as APISIX).
+    pub enable: bool,
+    /// Where TLS is served: `apisix.ssl.listen` (default port 9443), or moongate's
+    /// `moongate.tls_listen` when a test harness serves elsewhere. `http2` is
+    /// `apisix.enable_http2`. Empty when TLS is off.
+    pub listen: Vec<ListenAddr>,
+    /// The ports `apisix.ssl.listen` names, as plugins read them (redirect's `http_to_https`
+    /// sends clients to one); empty when TLS is off.
+    pub ports: Vec<u16>,
+    /// `ssl_protocols`, split (default `TLSv1.2 TLSv1.3`).
+    pub protocols: Vec<String>,
+    /// `ssl_ciphers`, OpenSSL's syntax (default APISIX's list).
+    pub ciphers: String,
+    /// `ssl_session_tickets` (default false).
+    pub session_tickets: bool,
+    /// `fallback_sni`: the certificate name used for clients that send no SNI.
+    pub fallback_sni: Option<String>,
+    /// `apisix.enable_http2` (default true): `h2` is offered by ALPN on TLS listeners.
+    pub http2: bool,
+    /// `apisix.data_encryption.keyring` (default APISIX's two keys; `null` = none): decrypts
+    /// stored private keys.
+    pub keyring: Vec<String>,
+    /// `apisix.ssl.key_encrypt_salt`: older APISIX's key encryption, tried after the keyring.
+    pub key_encrypt_salt: Vec<String>,
+}
+
 /// The resolved node configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -203,6 +233,8 @@ pub struct NodeConfig {
     /// `apisix.ssl.ssl_trusted_certificate`: CA certificates cosockets trust besides the
     /// system-independent webpki roots (`lua_ssl_trusted_certificate` in APISIX's nginx.conf).
     pub ssl_trusted_certificate: Option<PathBuf>,
+    /// `apisix.ssl` and what goes with it: TLS listeners, protocols, ciphers, the keyring.
+    pub ssl: SslConfig,
     /// `moongate.lua_memory_limit`: largest Lua heap per worker, bytes (0 = no limit).
     pub lua_memory_limit: u64,
     /// `moongate.lua_phase_timeout`: longest a phase's Lua may wait before the request fails.
@@ -274,6 +306,16 @@ const KNOWN: &[&str] = &[
     "apisix.ssl",
     "apisix.ssl.enable",
     "apisix.ssl.listen",
+    "apisix.ssl.ssl_protocols",
+    "apisix.ssl.ssl_ciphers",
+    "apisix.ssl.ssl_session_tickets",
+    "apisix.ssl.fallback_sni",
+    "apisix.ssl.key_encrypt_salt",
+    "apisix.enable_http2",
+    "apisix.data_encryption",
+    "apisix.data_encryption.keyring",
+    "apisix.data_encryption.enable_encrypt_fields",
+    "moongate.tls_listen",
     "nginx_config",
     "nginx_config.worker_processes",
     "nginx_config.worker_shutdown_timeout",
@@ -549,6 +591,225 @@ fn parse_listen(r: &mut Reader<'_>, enable_ipv6: bool) -> Vec<ListenAddr> {
     out
 }
 
+/// One `apisix.ssl.listen` (or `moongate.tls_listen`) list, as APISIX's CLI reads it: items
+/// `{ip, port, enable_http3}` (a bare port is accepted too); `port` defaults to 9443; without
+/// `ip` the port is bound on 0.0.0.0 and, with `enable_ipv6`, on `[::]`.
+fn parse_ssl_listen(
+    r: &mut Reader<'_>,
+    path: &str,
+    items: &[Value],
+    enable_ipv6: bool,
+    http2: bool,
+) -> (Vec<ListenAddr>, Vec<u16>) {
+    let mut out = Vec::new();
+    let mut ports = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let (ip, port) = match item {
+            Value::Object(o) => {
+                if o.contains_key("enable_http2") {
+                    r.error(
+                        &format!("{at}.enable_http2"),
+                        "port level enable_http2 in ssl.listen is deprecated from 3.9 version, and you should use enable_http2 in apisix level",
+                    );
+                }
+                if o.get("enable_http3").and_then(Value::as_bool) == Some(true) {
+                    r.error(
+                        &format!("{at}.enable_http3"),
+                        "HTTP/3 (QUIC) is not supported by moongate; remove enable_http3",
+                    );
+                }
+                let ip = match o.get("ip") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => {
+                        match s.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+                            Ok(ip) => Some(ip),
+                            Err(_) => {
+                                r.error(&format!("{at}.ip"), format!("invalid IP address {s:?}"));
+                                continue;
+                            }
+                        }
+                    }
+                    Some(other) => {
+                        r.error(
+                            &format!("{at}.ip"),
+                            format!("https listen ip format error, must be string, got {other}"),
+                        );
+                        continue;
+                    }
+                };
+                let port = match o.get("port") {
+                    None | Some(Value::Null) => Some(9443),
+                    Some(v) => v.as_u64(),
+                };
+                (ip, port)
+            }
+            Value::Number(n) => (None, n.as_u64()),
+            _ => (None, None),
+        };
+        let Some(port) = port.filter(|p| *p > 0 && *p <= u16::MAX as u64) else {
+            r.error(&at, "expected {ip, port} with a port number (1-65535)");
+            continue;
+        };
+        let port = port as u16;
+        ports.push(port);
+        let mut push = |ip: IpAddr| {
+            let a = ListenAddr { ip, port, http2 };
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        };
+        match ip {
+            Some(ip) => push(ip),
+            None => {
+                push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                if enable_ipv6 {
+                    push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+                }
+            }
+        }
+    }
+    (out, ports)
+}
+
+/// `apisix.ssl` with APISIX's defaults: on, port 9443, TLS 1.2 and 1.3.
+fn parse_ssl(
+    r: &mut Reader<'_>,
+    enable_ipv6: bool,
+    plain: &[ListenAddr],
+    warnings: &mut Vec<Warning>,
+) -> SslConfig {
+    use crate::server::tls::settings as tls;
+    let enable = r.boolean("apisix.ssl.enable", true);
+    let http2 = r.boolean("apisix.enable_http2", true);
+    let listen_items: Vec<Value> = match r.get("apisix.ssl.listen") {
+        None => vec![serde_json::json!({"port": 9443})],
+        Some(Value::Array(a)) => a.clone(),
+        Some(other) => {
+            r.error(
+                "apisix.ssl.listen",
+                format!("expected a list of {{ip, port}}, got {other}"),
+            );
+            Vec::new()
+        }
+    };
+    let (mut listen, ports) =
+        parse_ssl_listen(r, "apisix.ssl.listen", &listen_items, enable_ipv6, http2);
+    if let Some(v) = r.get("moongate.tls_listen") {
+        let items = match v {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        };
+        listen = parse_ssl_listen(r, "moongate.tls_listen", &items, enable_ipv6, http2).0;
+    }
+    for a in &listen {
+        if plain.iter().any(|p| p.port == a.port && p.ip == a.ip) {
+            r.error(
+                "apisix.ssl.listen",
+                format!("https listen port {} conflicts with http", a.port),
+            );
+        }
+    }
+    let protocols_text = r.string("apisix.ssl.ssl_protocols", tls::DEFAULT_PROTOCOLS);
+    let protocols: Vec<String> = protocols_text
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let (versions, refused) = tls::parse_protocols(protocols.iter().map(String::as_str));
+    for p in &refused {
+        if p.starts_with("TLSv") || p.starts_with("SSLv") {
+            warnings.push(format!(
+                "apisix.ssl.ssl_protocols: {p} is not offered (moongate speaks TLSv1.2 and TLSv1.3 only)"
+            ));
+        } else {
+            r.error(
+                "apisix.ssl.ssl_protocols",
+                format!("unknown protocol {p:?} (TLSv1.2, TLSv1.3)"),
+            );
+        }
+    }
+    if enable && versions.is_empty() && refused.iter().all(|p| p.starts_with("TLSv")) {
+        r.error(
+            "apisix.ssl.ssl_protocols",
+            format!("{protocols_text:?}: none of these can be offered; moongate speaks TLSv1.2 and TLSv1.3"),
+        );
+    }
+    let ciphers = r.string("apisix.ssl.ssl_ciphers", tls::DEFAULT_CIPHERS);
+    let (suites, ignored) = tls::parse_ciphers(&ciphers);
+    if r.get("apisix.ssl.ssl_ciphers").is_some() && !ignored.is_empty() {
+        warnings.push(format!(
+            "apisix.ssl.ssl_ciphers: not offered (rustls has no such suite, or the keyword is not understood): {}",
+            ignored.join(":")
+        ));
+    }
+    if suites.is_empty()
+        && versions
+            .iter()
+            .any(|v| v.version == rustls::ProtocolVersion::TLSv1_2)
+    {
+        r.error(
+            "apisix.ssl.ssl_ciphers",
+            "none of these TLSv1.2 suites can be offered; rustls has ECDHE-(ECDSA|RSA)-(AES128-GCM-SHA256|AES256-GCM-SHA384|CHACHA20-POLY1305)",
+        );
+    }
+    let session_tickets = r.boolean("apisix.ssl.ssl_session_tickets", false);
+    let fallback_sni = Some(r.string("apisix.ssl.fallback_sni", ""))
+        .filter(|s| !s.is_empty())
+        .map(|s| crate::config::ssl::normalize_sni(&s));
+    let strings = |r: &mut Reader<'_>, path: &str, v: Option<&Value>| -> Vec<String> {
+        match v {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|k| match k {
+                    Value::String(s) => Some(s.clone()),
+                    other => {
+                        r.error(path, format!("expected a string key, got {other}"));
+                        None
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                r.error(
+                    path,
+                    format!("expected a key or a list of keys, got {other}"),
+                );
+                Vec::new()
+            }
+        }
+    };
+    // `keyring: null` turns encryption off; no `keyring` key at all means APISIX's default.
+    let section = r.root.get("apisix").and_then(|a| a.get("data_encryption"));
+    let keyring = match section
+        .and_then(|d| d.as_object())
+        .map(|d| d.get("keyring"))
+    {
+        Some(Some(v)) => strings(r, "apisix.data_encryption.keyring", Some(v)),
+        _ => crate::config::keyring::DEFAULT_KEYRING
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let salt_value = r.get("apisix.ssl.key_encrypt_salt").cloned();
+    let key_encrypt_salt = strings(r, "apisix.ssl.key_encrypt_salt", salt_value.as_ref());
+    if let Err(e) = crate::config::keyring::Keyring::new(&keyring, &key_encrypt_salt) {
+        r.error("apisix.data_encryption.keyring", e.to_string());
+    }
+    SslConfig {
+        enable,
+        listen: if enable { listen } else { Vec::new() },
+        ports: if enable { ports } else { Vec::new() },
+        protocols,
+        ciphers,
+        session_tickets,
+        fallback_sni,
+        http2,
+        keyring,
+        key_encrypt_salt,
+    }
+}
+
 impl NodeConfig {
     /// Reads `file` (relative paths in it start from `prefix`). A missing file means all
     /// defaults, as APISIX runs with its defaults.
@@ -597,15 +858,9 @@ impl NodeConfig {
             errors: Vec::new(),
         };
 
-        // TLS listeners arrive with the TLS issue; a user who asks for them gets a clear refusal.
-        if r.boolean("apisix.ssl.enable", false) || r.get("apisix.ssl.listen").is_some() {
-            r.error(
-                "apisix.ssl",
-                "TLS listeners are not supported yet; remove apisix.ssl.enable/listen",
-            );
-        }
         let enable_ipv6 = r.boolean("apisix.enable_ipv6", true);
         let listen = parse_listen(&mut r, enable_ipv6);
+        let ssl = parse_ssl(&mut r, enable_ipv6, &listen, &mut warnings);
 
         let worker_processes = match r.get("nginx_config.worker_processes") {
             None => available_cores(),
@@ -855,6 +1110,7 @@ impl NodeConfig {
                 prometheus_prefix,
                 extra_lua_path,
                 ssl_trusted_certificate,
+                ssl,
                 shared_dicts,
                 lua_memory_limit,
                 lua_phase_timeout,
@@ -1320,14 +1576,38 @@ mod tests {
     }
 
     #[test]
+    fn ssl_defaults_are_apisix_and_tls_listen_moves_the_socket_only() {
+        let (c, w) = parse("").unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert!(c.ssl.enable);
+        assert_eq!(c.ssl.ports, vec![9443]);
+        // 0.0.0.0 and, with enable_ipv6 (the default), [::].
+        assert_eq!(c.ssl.listen.len(), 2);
+        assert!(c.ssl.listen.iter().all(|l| l.port == 9443));
+        assert!(c.ssl.http2);
+        assert_eq!(c.ssl.protocols, vec!["TLSv1.2", "TLSv1.3"]);
+        let (c, _) = parse("apisix:\n  enable_ipv6: false\n  ssl:\n    listen:\n      - port: 9445\n      - ip: 127.0.0.2\n        port: 9446\n    fallback_sni: Example.COM\nmoongate:\n  tls_listen: [{ip: 127.0.0.1, port: 1994}]\n").unwrap();
+        assert_eq!(c.ssl.ports, vec![9445, 9446]);
+        assert_eq!(c.ssl.listen.len(), 1);
+        assert_eq!(c.ssl.listen[0].port, 1994);
+        assert_eq!(c.ssl.fallback_sni.as_deref(), Some("example.com"));
+        let (c, _) = parse("apisix:\n  ssl:\n    enable: false\n").unwrap();
+        assert!(c.ssl.listen.is_empty() && c.ssl.ports.is_empty());
+        let errs = parse("apisix:\n  node_listen: [9443]\n  enable_ipv6: false\n").unwrap_err();
+        assert!(errs[0].message.contains("conflicts with http"), "{errs:?}");
+        let errs = parse("apisix:\n  data_encryption:\n    keyring: [short]\n").unwrap_err();
+        assert_eq!(errs[0].path, "apisix.data_encryption.keyring");
+    }
+
+    #[test]
     fn every_bad_value_is_reported() {
-        let errs = parse("apisix:\n  node_listen: 70000\n  ssl:\n    enable: true\nnginx_config:\n  worker_processes: 0\n  error_log_level: loud\n  http:\n    client_max_body_size: lots\n    keepalive_timeout: soon\ndeployment:\n  role: sideways\n").unwrap_err();
+        let errs = parse("apisix:\n  node_listen: 70000\n  ssl:\n    ssl_protocols: TLSv9\nnginx_config:\n  worker_processes: 0\n  error_log_level: loud\n  http:\n    client_max_body_size: lots\n    keepalive_timeout: soon\ndeployment:\n  role: sideways\n").unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
             vec![
-                "apisix.ssl",
                 "apisix.node_listen[0]",
+                "apisix.ssl.ssl_protocols",
                 "nginx_config.worker_processes",
                 "nginx_config.error_log_level",
                 "nginx_config.http.client_max_body_size",

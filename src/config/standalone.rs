@@ -68,6 +68,11 @@ impl ConfigError {
 }
 
 /// The resource kinds, as top-level keys of the file and directories of the store.
+/// The `field` of a [`ConfigError`] for an `ssls` item whose certificate or key failed APISIX's
+/// `check_ssl_conf` (not its schema): the Admin API shows such messages without the
+/// `invalid configuration: ` prefix, as APISIX does.
+pub const SSL_CHECK_FIELD: &str = "(certificate)";
+
 pub const KINDS: &[&str] = &[
     "routes",
     "services",
@@ -131,7 +136,19 @@ impl Resources {
                     ));
                 };
                 if let Some(o) = opaque(other, position, item, &mut errors) {
-                    list.push(o);
+                    // Certificates are checked as APISIX checks them before they are stored.
+                    if other == "ssls"
+                        && let Err(e) = super::ssl::check(item)
+                    {
+                        let field = match (e.schema, e.field.is_empty()) {
+                            (false, _) => SSL_CHECK_FIELD.to_string(),
+                            (true, true) => "(item)".to_string(),
+                            (true, false) => e.field,
+                        };
+                        errors.push(ConfigError::new(l, field, e.message));
+                    } else {
+                        list.push(o);
+                    }
                 }
             }
         }
@@ -369,7 +386,7 @@ mod tests {
 
     #[test]
     fn every_resource_kind_loads() {
-        let text = "routes:\n  - id: 1\n    uri: /a\n    upstream_id: u1\nservices:\n  - id: s1\n    hosts: [a.test]\nupstreams:\n  - id: u1\n    nodes:\n      \"127.0.0.1:1980\": 1\nconsumers:\n  - username: jack\nglobal_rules:\n  - id: g1\n    plugins: {}\nplugin_configs:\n  - id: pc1\n    plugins: {}\nplugin_metadata:\n  - id: http-logger\nssls:\n  - id: c1\n#END\n";
+        let text = "routes:\n  - id: 1\n    uri: /a\n    upstream_id: u1\nservices:\n  - id: s1\n    hosts: [a.test]\nupstreams:\n  - id: u1\n    nodes:\n      \"127.0.0.1:1980\": 1\nconsumers:\n  - username: jack\nglobal_rules:\n  - id: g1\n    plugins: {}\nplugin_configs:\n  - id: pc1\n    plugins: {}\nplugin_metadata:\n  - id: http-logger\nssls:\n  - id: c1\n    sni: a.test\n    cert: $env://C1_CERT\n    key: $env://C1_KEY\n#END\n";
         let Ok(Parsed::Complete(r)) = parse(text) else {
             panic!("{:?}", parse(text))
         };
@@ -381,6 +398,9 @@ mod tests {
         assert_eq!(r.others.consumers[0].id, Id("jack".into()));
         assert_eq!(r.others.plugin_metadata[0].id, Id("http-logger".into()));
         assert_eq!(r.others.ssls.len(), 1);
+        // `ssls` items are checked as APISIX checks them.
+        let errs = parse("ssls:\n  - id: c2\n    sni: a.test\n#END\n").unwrap_err();
+        assert_eq!(errs[0].message, "then clause did not match");
     }
 
     #[test]

@@ -301,7 +301,7 @@ impl Format {
             Var::UpstreamHeaderTime => {
                 push_secs(out, r.upstream.as_ref().and_then(|u| u.header_time), esc)
             }
-            Var::UpstreamScheme => out.push_str(if r.upstream.is_some() { "http" } else { "" }),
+            Var::UpstreamScheme => out.push_str(r.upstream.map_or("", |u| u.scheme)),
             Var::UpstreamHost => {
                 if let Some(u) = &r.upstream {
                     push_escaped(out, &u.host, esc)
@@ -380,6 +380,8 @@ pub struct UpstreamRecord {
     pub response_time: Option<Duration>,
     pub host: String,
     pub uri: String,
+    /// `http` or `https`.
+    pub scheme: &'static str,
 }
 
 /// Everything one access-log line can show.
@@ -538,6 +540,7 @@ mod tests {
             response_time: Some(Duration::from_millis(5)),
             host: "example.com".into(),
             uri: "/a?b=1".into(),
+            scheme: "http",
         };
         let mut out = String::new();
         f.write_line(&record(&[], Some(&up)), &mut out);

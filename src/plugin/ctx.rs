@@ -37,6 +37,8 @@ pub struct UpstreamInfo {
     pub connect_time: Option<Duration>,
     pub header_time: Option<Duration>,
     pub response_time: Option<Duration>,
+    /// `https` for `scheme: https` upstreams.
+    pub scheme: Option<&'static str>,
 }
 
 /// The node choice of the current upstream try, as the balancer phase reads and changes it
@@ -102,6 +104,8 @@ pub struct RequestCtx {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub scheme: &'static str,
+    /// The connection's handshake, on TLS listeners (`$ssl_*`).
+    pub tls: Option<std::rc::Rc<crate::server::tls::TlsInfo>>,
     pub body: ReqBody,
     pub request_length: u64,
     pub vars: VarMap,
@@ -201,6 +205,7 @@ impl RequestCtx {
             peer,
             local,
             scheme: "http",
+            tls: None,
             body,
             request_length: 0,
             vars: VarMap::new(),
@@ -350,7 +355,7 @@ impl RequestCtx {
             "upstream_response_time" => Cow::Owned(secs(self.upstream.response_time?)),
             "upstream_connect_time" => Cow::Owned(secs(self.upstream.connect_time?)),
             "upstream_header_time" => Cow::Owned(secs(self.upstream.header_time?)),
-            "upstream_scheme" => Cow::Borrowed("http"),
+            "upstream_scheme" => Cow::Borrowed(self.upstream.scheme.unwrap_or("http")),
             // The values APISIX's nginx.conf `set`s for every request, until a plugin writes
             // them (the prometheus exporter labels every request with them).
             "request_type" => Cow::Borrowed("traditional_http"),
@@ -387,6 +392,7 @@ impl RequestCtx {
             "route_id" => return self.route_id.as_deref().map(Cow::Borrowed),
             "route_name" => return self.route_name.as_deref().map(Cow::Borrowed),
             "service_id" => return self.service_id.as_deref().map(Cow::Borrowed),
+            n if n.starts_with("ssl_") => Cow::Owned(self.tls.as_ref()?.var(n)?),
             _ => return None,
         })
     }

@@ -7,9 +7,25 @@ use super::body::Body;
 /// APISIX's answer when no route matches.
 pub const ROUTE_NOT_FOUND: &str = "{\"error_msg\":\"404 Route Not Found\"}\n";
 
+/// The title nginx's built-in page gives `code`: nginx keeps older wording for some codes
+/// (clients and APISIX's tests match on it), the standard reason phrase otherwise.
+fn nginx_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "Authorization Required",
+        405 => "Not Allowed",
+        408 => "Request Time-out",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Large",
+        416 => "Requested Range Not Satisfiable",
+        503 => "Service Temporarily Unavailable",
+        504 => "Gateway Time-out",
+        _ => status.canonical_reason().unwrap_or(""),
+    }
+}
+
 /// An HTML error page like nginx's default one for `status`.
 pub fn page(status: StatusCode) -> Response<Body> {
-    let reason = status.canonical_reason().unwrap_or("");
+    let reason = nginx_reason(status);
     let code = status.as_u16();
     let html = format!(
         "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>moongate</center>\r\n</body>\r\n</html>\r\n"

@@ -19,6 +19,7 @@ pub mod request;
 pub mod route_action;
 mod unrouted;
 pub mod upstream_io;
+pub mod upstream_tls;
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -41,7 +42,7 @@ use crate::server::timed_io::{ClientTimeouts, ConnState};
 use crate::upstream::dns::{self, Resolved};
 use crate::upstream::{Picker, UpstreamDef};
 use body::{Body, ClientBodyError, Finish};
-use pool::{Conn, ConnectError, Pool};
+use pool::{Conn, ConnectError, Pool, PoolKey};
 
 /// nginx's defaults for `proxy_connect_timeout`, `proxy_send_timeout`, `proxy_read_timeout`.
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -281,9 +282,16 @@ pub struct ConnCtx {
     /// phase before it reads the next request of a connection, and plugins count on it
     /// (limit-conn's `leaving` must come before the next pipelined request's `incoming`).
     pub log_barrier: std::cell::RefCell<Option<tokio::sync::oneshot::Receiver<()>>>,
+    /// The handshake, on TLS listeners (`$scheme` is `https`, `$ssl_*` come from it).
+    pub tls: Option<Rc<crate::server::tls::TlsInfo>>,
 }
 
 impl ConnCtx {
+    /// `$scheme`: `https` on TLS listeners.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     pub fn new(
         worker: Rc<WorkerCtx>,
         state: Rc<ConnState>,
@@ -302,6 +310,7 @@ impl ConnCtx {
             local_port: HeaderValue::from(local.port()),
             serves: crate::server::Serves::Proxy,
             log_barrier: Default::default(),
+            tls: None,
         }
     }
 }
@@ -343,7 +352,7 @@ pub(crate) type LogDone = Option<tokio::sync::oneshot::Sender<()>>;
 struct UpstreamDone {
     def: Arc<UpstreamDef>,
     node: usize,
-    addr: SocketAddr,
+    key: PoolKey,
     started: Instant,
     conn: Conn,
 }
@@ -366,7 +375,7 @@ impl Finish for Done {
                 });
             }
             if complete {
-                worker.pool.checkin(u.addr, u.conn, &u.def.keepalive_pool);
+                worker.pool.checkin(u.key, u.conn, &u.def.keepalive_pool);
             }
         }
         if let (Some(log), Some(writer), Some((_, format))) = (
@@ -538,6 +547,26 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             None,
         ));
     };
+    // An `ssls` item with `client.skip_mtls_uri_regex` let a client without a certificate
+    // through the handshake: only the URIs it lists may be served to it.
+    if let Some(tls) = &cx.tls
+        && let Some(entry) = &tls.entry
+        && entry.wants_client_cert()
+        && tls.client.is_none()
+        && !entry.skips_mtls(&path)
+    {
+        log::error!(
+            "client certificate verification is not passed: NONE, client: {}",
+            client.ip()
+        );
+        return Ok(finish(
+            error_page::page(StatusCode::BAD_REQUEST),
+            &cx,
+            log,
+            None,
+            None,
+        ));
+    }
     let host = request::host_of(&parts.uri, &parts.headers);
     let query = parts.uri.query().unwrap_or("");
     let request_uri = parts
@@ -585,6 +614,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         remote: client,
         server_port: cx.local.port(),
         headers: &parts.headers,
+        tls: cx.tls.as_deref(),
     };
     // A request no route matched still runs the global rules, as in APISIX (their plugins may
     // answer, and their log phase sees the 404); without global rules it is answered here.
@@ -801,7 +831,7 @@ fn upstream_headers(
         HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
             .unwrap_or_else(|_| cx.remote_ip.clone())
     };
-    headers::set_forwarding(headers, &client_ip, "http", fwd_host, fwd_port);
+    headers::set_forwarding(headers, &client_ip, cx.scheme(), fwd_host, fwd_port);
     client_host
 }
 
@@ -913,11 +943,16 @@ impl Forward<'_> {
 
     fn describe(&self, addr: SocketAddr) -> String {
         format!(
-            "client: {}, server: {}, request: \"{} {}\", upstream: \"http://{}{}\", host: \"{}\"",
+            "client: {}, server: {}, request: \"{} {}\", upstream: \"{}://{}{}\", host: \"{}\"",
             self.cx.remote.ip(),
             self.cx.local,
             self.method,
             self.uri,
+            if self.def.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             addr,
             self.uri,
             self.client_host
@@ -999,7 +1034,13 @@ impl Forward<'_> {
             let timed = logging || self.req.is_some() || feedback;
             let try_start = if timed { Instant::now() } else { self.start };
             let upstream_host = self.upstream_host(&node);
+            let scheme = if self.def.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let mut record = UpstreamRecord {
+                scheme,
                 addr: node.addr,
                 status: None,
                 connect_time: None,
@@ -1042,10 +1083,25 @@ impl Forward<'_> {
             {
                 req.borrow_mut().upstream.addr = Some(node.addr);
             }
+
+            let tls = match &self.def.tls {
+                Some(t) => match upstream_tls::Plan::new(t, upstream_host.as_ref(), &worker) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        log::error!("{e}, {}", self.describe(node.addr));
+                        return Err((error_page::page(StatusCode::BAD_GATEWAY), None));
+                    }
+                },
+                None => None,
+            };
+            let key = PoolKey {
+                addr: node.addr,
+                tls: tls.as_ref().map(upstream_tls::Plan::pool_key),
+            };
             // A pooled connection first; the peer may have closed it, then a fresh one.
             let mut conn = None;
             if unresolved.is_none() {
-                while let Some(mut c) = worker.pool.checkout(node.addr) {
+                while let Some(mut c) = worker.pool.checkout(&key) {
                     if c.sender.ready().await.is_ok() {
                         conn = Some(c);
                         break;
@@ -1055,7 +1111,10 @@ impl Forward<'_> {
             let conn = match (conn, unresolved) {
                 (_, Some(e)) => Err(e),
                 (Some(c), None) => Ok(c),
-                (None, None) => Pool::connect(node.addr, connect_timeout).await,
+                (None, None) => match tls.map(upstream_tls::Plan::connect).transpose() {
+                    Ok(tls) => Pool::connect(node.addr, connect_timeout, tls).await,
+                    Err(e) => Err(e),
+                },
             };
             record.connect_time = timed.then(|| try_start.elapsed());
             let mut conn = match conn {
@@ -1103,13 +1162,14 @@ impl Forward<'_> {
                     let done = UpstreamDone {
                         def: self.def.clone(),
                         node: idx,
-                        addr: node.addr,
+                        key,
                         started: try_start,
                         conn,
                     };
                     if let Some(req) = &self.req {
                         let mut r = req.borrow_mut();
                         r.upstream.addr = Some(node.addr);
+                        r.upstream.scheme = Some(scheme);
                         r.upstream.status = record.status;
                         r.upstream.connect_time = record.connect_time;
                         r.upstream.header_time = record.header_time;

@@ -616,6 +616,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         ReqBody::Unread(client_body),
     );
     ctx.start = start;
+    ctx.scheme = cx.scheme();
+    ctx.tls = cx.tls.clone();
     ctx.body_limit = Some(body_limit);
     ctx.request_length = declared.unwrap_or(0) + head_length;
     if !internal && !unrouted {
@@ -981,6 +983,7 @@ fn hash_key(def: &crate::upstream::UpstreamDef, r: &RequestCtx) -> Option<String
                 remote: r.remote,
                 server_port: r.local.port(),
                 headers: &r.headers,
+                tls: r.tls.as_deref(),
             };
             def.hash_key(&view, None)
         }
@@ -1149,6 +1152,7 @@ async fn respond(
                 response_time: r.upstream.response_time,
                 host: String::new(),
                 uri: r.upstream_target().into_owned(),
+                scheme: r.upstream.scheme.unwrap_or("http"),
             });
         }
     }

@@ -1,4 +1,6 @@
-//! Per-worker upstream connection pools (`keepalive_pool`), keyed by the node address.
+//! Per-worker upstream connection pools (`keepalive_pool`), keyed by the node address and, for
+//! TLS connections, by the SNI and client configuration they were made with (a connection
+//! made for one name or client certificate is never reused for another).
 //!
 //! Each worker owns its pool, so checkout and checkin take no lock. Idle connections are watched
 //! for peer close by their hyper connection task (a closed one reports `is_closed`), expire after
@@ -8,10 +10,12 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -39,6 +43,20 @@ struct Idle {
     idle_timeout: Duration,
 }
 
+/// What identifies interchangeable connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    /// TLS connections: the SNI sent, and the client configuration (by address).
+    pub tls: Option<(Option<String>, usize)>,
+}
+
+/// How a new connection handshakes TLS: the configuration, and the SNI (`None`: none sent).
+pub struct TlsConnect {
+    pub config: Arc<rustls::ClientConfig>,
+    pub sni: Option<String>,
+}
+
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -46,6 +64,8 @@ pub enum ConnectError {
     Io(io::Error),
     #[error("upstream timed out while connecting")]
     Timeout,
+    #[error("SSL_do_handshake() failed ({0})")]
+    Tls(io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
     /// The node's domain did not resolve (APISIX's words for it).
@@ -56,15 +76,16 @@ pub enum ConnectError {
 #[derive(Default)]
 pub struct Pool {
     /// FxHash: SipHash of the address was about 900 instructions per request (checkout and
-    /// checkin), and the keys are the configuration's node addresses, not the client's.
-    idle: RefCell<rustc_hash::FxHashMap<SocketAddr, VecDeque<Idle>>>,
+    /// checkin), and the keys are the configuration's node addresses (and, for TLS, names),
+    /// not the client's.
+    idle: RefCell<rustc_hash::FxHashMap<PoolKey, VecDeque<Idle>>>,
 }
 
 impl Pool {
     /// The most recently returned live connection to `addr`, if any.
-    pub fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
+    pub fn checkout(&self, key: &PoolKey) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(key)?;
         let now = Instant::now();
         while let Some(c) = list.pop_back() {
             if !c.sender.is_closed()
@@ -83,12 +104,12 @@ impl Pool {
     }
 
     /// Keeps `conn` for reuse if the pool has room and the connection has uses left.
-    pub fn checkin(&self, addr: SocketAddr, conn: Conn, cfg: &KeepalivePool) {
+    pub fn checkin(&self, key: PoolKey, conn: Conn, cfg: &KeepalivePool) {
         if cfg.size == 0 || conn.uses >= cfg.requests || conn.sender.is_closed() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key).or_default();
         if list.len() >= cfg.size {
             // Drop the oldest: the newest is the most likely to still be open upstream.
             list.pop_front();
@@ -113,17 +134,57 @@ impl Pool {
         });
     }
 
-    /// Opens a new HTTP/1.1 connection to `addr`; its driver task runs on the current worker.
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    /// Opens a new HTTP/1.1 connection to `addr`, over TLS with `tls`; its driver task runs on
+    /// the current worker. `timeout` bounds the TCP connect and the TLS handshake together,
+    /// as nginx's `proxy_connect_timeout` does.
+    pub async fn connect(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<TlsConnect>,
+    ) -> Result<Conn, ConnectError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Io(e)),
             Err(_) => return Err(ConnectError::Timeout),
         };
         let _ = stream.set_nodelay(true);
         let state = Rc::new(UpstreamState::default());
+        let sender = match tls {
+            None => Self::http1(stream, state.clone()).await?,
+            Some(t) => {
+                let name = match &t.sni {
+                    Some(n) => ServerName::try_from(n.clone()).map_err(|_| {
+                        ConnectError::Tls(io::Error::other(format!("bad SNI {n:?}")))
+                    })?,
+                    // An IP address tells rustls to send no SNI.
+                    None => ServerName::IpAddress(addr.ip().into()),
+                };
+                let connector = tokio_rustls::TlsConnector::from(t.config);
+                let tls = match tokio::time::timeout_at(deadline, connector.connect(name, stream))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                    Err(_) => return Err(ConnectError::Timeout),
+                };
+                Self::http1(tls, state.clone()).await?
+            }
+        };
+        Ok(Conn {
+            sender,
+            state,
+            uses: 0,
+            reused: false,
+        })
+    }
+
+    async fn http1<S>(io: S, state: Rc<UpstreamState>) -> Result<SendRequest<Body>, ConnectError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(UpstreamIo::new(stream, state.clone())))
+            .handshake(TokioIo::new(UpstreamIo::new(io, state)))
             .await
             .map_err(ConnectError::Handshake)?;
         tokio::task::spawn_local(async move {
@@ -131,11 +192,6 @@ impl Pool {
             // was using it sees the error itself.
             let _ = conn.await;
         });
-        Ok(Conn {
-            sender,
-            state,
-            uses: 0,
-            reused: false,
-        })
+        Ok(sender)
     }
 }

@@ -233,6 +233,8 @@ pub struct View<'a> {
     pub remote: SocketAddr,
     pub server_port: u16,
     pub headers: &'a HeaderMap,
+    /// The connection's handshake, on TLS listeners.
+    pub tls: Option<&'a crate::server::tls::TlsInfo>,
 }
 
 impl RequestVars for View<'_> {
@@ -276,7 +278,9 @@ impl RequestVars for View<'_> {
             "args" | "query_string" => Cow::Borrowed(self.query),
             "is_args" => Cow::Borrowed(if self.query.is_empty() { "" } else { "?" }),
             "server_port" => Cow::Owned(self.server_port.to_string()),
-            "scheme" => Cow::Borrowed("http"),
+            "scheme" => Cow::Borrowed(if self.tls.is_some() { "https" } else { "http" }),
+            "https" => Cow::Borrowed(if self.tls.is_some() { "on" } else { "" }),
+            n if n.starts_with("ssl_") => Cow::Owned(self.tls?.var(n)?),
             _ => return None,
         })
     }
@@ -410,6 +414,7 @@ mod tests {
             request_uri: "/p?k=v+1&name=a%20b&k=2",
             remote: "10.0.0.1:4000".parse().unwrap(),
             server_port: 9080,
+            tls: None,
             headers: &h,
         };
         assert_eq!(v.var("arg_k").as_deref(), Some("v 1"));

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod framing;
 pub mod listener;
 pub mod timed_io;
+pub mod tls;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -28,8 +29,11 @@ use crate::proxy::{Shared, WorkerCtx};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenSpec {
     pub addr: SocketAddr,
-    /// Accept HTTP/2 with prior knowledge besides HTTP/1.1.
+    /// Accept HTTP/2 with prior knowledge besides HTTP/1.1 (on TLS listeners: offer `h2` by
+    /// ALPN).
     pub http2: bool,
+    /// A TLS listener (`apisix.ssl.listen`): certificates come from the snapshot's `ssls`.
+    pub tls: bool,
     /// What its requests get.
     pub serves: Serves,
 }

@@ -15,9 +15,11 @@ use super::perl;
 use super::report::{FileReport, Outcome, Summary};
 use super::translate::{self, Unsupported};
 
-/// The ports APISIX's harness serves `t/lib/server.lua` on (1983, its TLS port, needs TLS
-/// listeners, which moongate does not have yet).
+/// The ports APISIX's harness serves `t/lib/server.lua` on.
 pub const UPSTREAM_PORTS: [u16; 3] = [1980, 1981, 1982];
+
+/// The port it serves `t/lib/server.lua` over TLS on, with `t/certs/apisix.crt` whatever the SNI.
+pub const UPSTREAM_TLS_PORT: u16 = 1983;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -552,6 +554,19 @@ impl FileCtx<'_> {
                 serde_norway::Value::from(self.opts.port),
             );
         }
+        // t::APISIX's nginx serves TLS on 1994 (the test port + 10) with the `ssls` of the
+        // config, while plugins read the ports of `apisix.ssl.listen` (9443 by default):
+        // `moongate.tls_listen` binds the first and leaves the second as the block says.
+        if get_path(&cfg, &["moongate", "tls_listen"]).is_none() {
+            set_path(
+                &mut cfg,
+                &["moongate", "tls_listen"],
+                serde_norway::to_value(
+                    serde_json::json!([{"ip": "127.0.0.1", "port": self.opts.port + 10}]),
+                )
+                .unwrap_or(serde_norway::Value::Null),
+            );
+        }
         let mut lua_path = self.lua_path();
         if let Some(serde_norway::Value::String(user)) =
             get_path(&cfg, &["apisix", "extra_lua_path"])
@@ -662,7 +677,15 @@ impl FileCtx<'_> {
         self.opts.apisix_root.is_some() && !self.block_standalone
     }
 
-    fn upstream_config(&self, block: &Block, ports: &[u16], dicts: &[(String, String)]) -> String {
+    /// The test upstream's `config.yaml`: `ports` in plain HTTP, `tls_port` over TLS (with the
+    /// `ssls` item its routes file carries; the name a client sends does not matter).
+    fn upstream_config(
+        &self,
+        block: &Block,
+        ports: &[u16],
+        tls_port: Option<u16>,
+        dicts: &[(String, String)],
+    ) -> String {
         let mut cfg = ymap();
         set_path(
             &mut cfg,
@@ -671,6 +694,22 @@ impl FileCtx<'_> {
         );
         set_path(&mut cfg, &["apisix", "enable_ipv6"], false.into());
         set_path(&mut cfg, &["apisix", "enable_control"], false.into());
+        match tls_port {
+            Some(port) => {
+                set_path(
+                    &mut cfg,
+                    &["moongate", "tls_listen"],
+                    serde_norway::to_value(serde_json::json!([{"ip": "127.0.0.1", "port": port}]))
+                        .unwrap_or(serde_norway::Value::Null),
+                );
+                set_path(
+                    &mut cfg,
+                    &["apisix", "ssl", "fallback_sni"],
+                    "localhost".into(),
+                );
+            }
+            None => set_path(&mut cfg, &["apisix", "ssl", "enable"], false.into()),
+        }
         set_path(
             &mut cfg,
             &["apisix", "extra_lua_path"],
@@ -1052,8 +1091,27 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     // The test upstream: server.lua on the APISIX ports, plus the block's mock servers.
     let mut up_routes = mock.routes.clone();
     let mut up_ports = Vec::new();
+    let mut up_resources = ymap();
+    let mut up_tls = None;
     if let Some(server) = &ctx.server_lua {
         up_ports.extend(UPSTREAM_PORTS);
+        let certs = ctx.test_root.join("certs");
+        if let (Ok(cert), Ok(key)) = (
+            std::fs::read_to_string(certs.join("apisix.crt")),
+            std::fs::read_to_string(certs.join("apisix.key")),
+        ) {
+            up_tls = Some(UPSTREAM_TLS_PORT);
+            set_path(
+                &mut up_resources,
+                &["ssls"],
+                yaml_of(&serde_json::json!([{
+                    "id": "moongate-test-upstream-tls",
+                    "cert": cert,
+                    "key": key,
+                    "snis": ["*"],
+                }])),
+            );
+        }
         // `s.go()` as a plain call, as APISIX's harness calls it: a tail call would drop the
         // name (`go(): `) nginx puts before the lines that server.lua's handlers log.
         let code = format!(
@@ -1063,7 +1121,7 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         up_routes.push(serde_json::json!({
             "id": "moongate-test-server-lua",
             "uri": "/*",
-            "vars": [["server_port", "in", UPSTREAM_PORTS.iter().map(|p| p.to_string()).collect::<Vec<_>>()]],
+            "vars": [["server_port", "in", UPSTREAM_PORTS.iter().chain([&UPSTREAM_TLS_PORT]).map(|p| p.to_string()).collect::<Vec<_>>()]],
             "lua_handlers": {"content_by_lua": code},
         }));
     }
@@ -1073,8 +1131,8 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         }
     }
     if !up_ports.is_empty() {
-        let cfg = ctx.upstream_config(block, &up_ports, &mock.shared_dicts);
-        if let Err(e) = ctx.ensure(true, cfg, Vec::new(), up_ports, ymap(), up_routes) {
+        let cfg = ctx.upstream_config(block, &up_ports, up_tls, &mock.shared_dicts);
+        if let Err(e) = ctx.ensure(true, cfg, Vec::new(), up_ports, up_resources, up_routes) {
             return Outcome::Fail(vec![e]);
         }
     } else {

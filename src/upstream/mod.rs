@@ -9,6 +9,7 @@ mod balancer;
 pub mod dns;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::resource::{
@@ -31,7 +32,8 @@ pub struct NodeDef {
     pub domain: Option<std::sync::Arc<str>>,
     pub weight: u32,
     pub priority: i32,
-    /// `Host` for `pass_host: node`: the host, with the port unless it is 80.
+    /// `Host` for `pass_host: node`: the host, with the port unless it is the scheme's default
+    /// (80, or 443 for `https`).
     pub host_header: http::HeaderValue,
 }
 
@@ -52,6 +54,9 @@ pub struct UpstreamDef {
     /// `upstream_host` as a header value, made once.
     pub upstream_host_header: Option<http::HeaderValue>,
     pub keepalive_pool: KeepalivePool,
+    /// `scheme: https`: how connections handshake (see `proxy::upstream_tls`); `None` for
+    /// plain HTTP.
+    pub tls: Option<Arc<crate::proxy::upstream_tls::UpstreamTls>>,
 }
 
 /// An upstream that cannot be compiled, naming the field.
@@ -147,15 +152,19 @@ impl UpstreamDef {
         up: &resource::Upstream,
         resolver: &dyn Resolve,
     ) -> Result<UpstreamDef, UpstreamError> {
-        if up.scheme != "http" {
-            return Err(err(
-                "scheme",
-                format!(
-                    "scheme {:?} is not supported yet (only \"http\")",
-                    up.scheme
-                ),
-            ));
-        }
+        let tls = match up.scheme.as_str() {
+            "http" => None,
+            "https" => Some(Arc::new(
+                crate::proxy::upstream_tls::UpstreamTls::compile(up.tls.as_ref())
+                    .map_err(|(field, message)| err(&field, message))?,
+            )),
+            other => {
+                return Err(err(
+                    "scheme",
+                    format!("scheme {other:?} is not supported yet (\"http\", \"https\")"),
+                ));
+            }
+        };
         if up.checks.is_some() {
             return Err(err("checks", "health checks are not supported yet"));
         }
@@ -165,10 +174,13 @@ impl UpstreamDef {
                 "service discovery is not supported yet; list `nodes` instead",
             ));
         }
-        if up.tls.is_some() {
-            return Err(err("tls", "TLS towards upstreams is not supported yet"));
+        if up.tls.is_some() && tls.is_none() {
+            return Err(err(
+                "tls",
+                "`tls` applies to `scheme: https` upstreams only",
+            ));
         }
-        let default_port = 80;
+        let default_port = if tls.is_some() { 443 } else { 80 };
         let raw: Vec<(String, Option<u16>, u32, i32)> = match &up.nodes {
             Nodes::Map(m) => m
                 .iter()
@@ -208,9 +220,9 @@ impl UpstreamDef {
                     )
                 }
             };
-            let host_text = match (port, bare.contains(':')) {
-                (80, false) => bare.to_string(),
-                (80, true) => format!("[{bare}]"),
+            let host_text = match (port == default_port, bare.contains(':')) {
+                (true, false) => bare.to_string(),
+                (true, true) => format!("[{bare}]"),
                 (_, false) => format!("{bare}:{port}"),
                 (_, true) => format!("[{bare}]:{port}"),
             };
@@ -285,6 +297,7 @@ impl UpstreamDef {
                 None => None,
             },
             keepalive_pool: up.keepalive_pool.unwrap_or_default(),
+            tls,
         })
     }
 

@@ -85,8 +85,12 @@ fn both_node_forms_compile_with_default_ports_ipv6_and_names() {
 fn unsupported_fields_are_refused_by_name() {
     let field = |v| UpstreamDef::compile(&up(v), &FakeDns).unwrap_err().field;
     assert_eq!(
-        field(json!({"nodes": {"a:1": 1}, "scheme": "https"})),
+        field(json!({"nodes": {"a:1": 1}, "scheme": "grpcs"})),
         "scheme"
+    );
+    assert_eq!(
+        field(json!({"nodes": {"127.0.0.1:1": 1}, "tls": {"verify": true}})),
+        "tls"
     );
     assert_eq!(
         field(json!({"nodes": {"127.0.0.1:1": 1}, "checks": {"active": {}}})),

@@ -81,7 +81,7 @@ pub struct Gateway {
 /// top-level keys it names (`nginx_config:` lines go under nginx_config, etc.).
 pub fn config_yaml(port: u16, http: &str) -> String {
     format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{http}deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: yaml\n{NO_EXPORT}"
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n  ssl:\n    enable: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{http}deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: yaml\n{NO_EXPORT}"
     )
 }
 
@@ -100,7 +100,7 @@ pub fn plugin_attr(config: &str, lines: &str) -> String {
 /// `admin_port` with one admin key `ADMIN_KEY` and one viewer key `VIEWER_KEY`.
 pub fn embedded_config_yaml(port: u16, admin_port: u16, extra_admin: &str) -> String {
     format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\ndeployment:\n  role: traditional\n  role_traditional:\n    config_provider: embedded\n  admin:\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n    admin_key:\n      - name: admin\n        key: {ADMIN_KEY}\n        role: admin\n      - name: viewer\n        key: {VIEWER_KEY}\n        role: viewer\n{extra_admin}{NO_EXPORT}"
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n  ssl:\n    enable: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\ndeployment:\n  role: traditional\n  role_traditional:\n    config_provider: embedded\n  admin:\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n    admin_key:\n      - name: admin\n        key: {ADMIN_KEY}\n        role: admin\n      - name: viewer\n        key: {VIEWER_KEY}\n        role: viewer\n{extra_admin}{NO_EXPORT}"
     )
 }
 
@@ -127,6 +127,13 @@ pub fn etcd_config_yaml(
         }
         None => ("", top_extra),
     };
+    // TLS listeners are off in tests; an `ssl:` section in `apisix_extra` joins this one.
+    let ssl = format!(
+        "  ssl:\n    enable: false\n{}",
+        apisix_extra
+            .strip_prefix("  ssl:\n")
+            .unwrap_or(apisix_extra)
+    );
     let admin = if role == "data_plane" {
         String::new()
     } else {
@@ -135,7 +142,7 @@ pub fn etcd_config_yaml(
         )
     };
     format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n{apisix_extra}nginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{top_extra}deployment:\n  role: {role}\n  role_{role}:\n    config_provider: etcd\n{admin}  etcd:\n    host:\n{hosts}    timeout: 5\n{etcd_extra}{NO_EXPORT}"
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n{ssl}nginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{top_extra}deployment:\n  role: {role}\n  role_{role}:\n    config_provider: etcd\n{admin}  etcd:\n    host:\n{hosts}    timeout: 5\n{etcd_extra}{NO_EXPORT}"
     )
 }
 
@@ -451,7 +458,9 @@ impl Gateway {
         Gateway::spawn_in(dir, port)
     }
 
-    fn start_in(
+    /// Starts with `config` as `conf/config.yaml` in `dir`, `routes` as `conf/apisix.yaml` and
+    /// `files` under the prefix.
+    pub fn start_in(
         dir: TempDir,
         config: &str,
         port: u16,

@@ -19,7 +19,14 @@ local DEFAULTS = {
     { "apisix.resolver_timeout", 5 },
     { "apisix.router", { http = "radixtree_host_uri", ssl = "radixtree_sni" } },
     { "apisix.proxy_mode", "http" },
-    { "apisix.ssl", { enable = false } },
+    -- TLS listeners (docs/tls.md); the redirect plugin reads the ports of `listen`.
+    { "apisix.ssl", {
+        enable = true,
+        listen = { { port = 9443 } },
+        ssl_protocols = "TLSv1.2 TLSv1.3",
+        ssl_session_tickets = false,
+    } },
+    { "apisix.enable_http2", true },
     { "apisix.data_encryption.enable_encrypt_fields", true },
     { "apisix.data_encryption.keyring", { "qeddd145sfvddff3", "edd1c9f0985e76a2" } },
     { "nginx_config.error_log_level", "warn" },
@@ -95,14 +102,17 @@ local function is_list(t)
     return getmetatable(t) == cjson_shim.array_mt or t[1] ~= nil
 end
 
--- `over` wins; tables merge key by key, lists replace.
+-- `over` wins; tables merge key by key, lists replace. A key set to null in the YAML removes
+-- the default too (`ssl: {enable: null}` leaves no `enable`), as APISIX's merge does.
 local function overlay(base, over)
     for k, v in pairs(over) do
         local b = base[k]
-        if type(v) == "table" and type(b) == "table" and not is_list(v) and not is_list(b) then
+        if v == cjson_shim.null then
+            base[k] = nil
+        elseif type(v) == "table" and type(b) == "table" and not is_list(v) and not is_list(b) then
             overlay(b, v)
         else
-            base[k] = v
+            base[k] = type(v) == "table" and cjson_shim.strip_nulls(v) or v
         end
     end
     return base
@@ -122,9 +132,8 @@ local built
 function config_local.local_conf(force)
     if built == nil or force then
         -- A key written as `null` in the YAML is as good as absent (APISIX's YAML reader gives
-        -- plugins nothing to index there either).
-        local doc, why = cjson_shim.decode(require("moongate.node").config_json(),
-                                           { null_as_nil = true })
+        -- plugins nothing to index there either): `overlay` drops it.
+        local doc, why = cjson_shim.decode(require("moongate.node").config_json())
         if type(doc) ~= "table" then
             return nil, "failed to read config.yaml: " .. tostring(why or "not a mapping")
         end

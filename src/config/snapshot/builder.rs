@@ -31,6 +31,7 @@ use crate::lua::host::HandlerSource;
 use crate::plugin::{Catalog, Chain, ConfOwner};
 use crate::pmap::PMap;
 use crate::router::{RouteRule, RouteSpec, Router};
+use crate::server::tls::{SslEntry, SslIndex};
 use crate::upstream::{Resolve, UpstreamDef};
 
 /// One resource, parsed.
@@ -206,6 +207,9 @@ pub struct Builder {
     others_out: Arc<OtherResources>,
     lua_view_version: u64,
     configured: Configured,
+    /// Compiled `ssls` items and the JSON each was compiled from, for reuse.
+    ssl_entries: BTreeMap<Id, (serde_json::Value, Arc<SslEntry>)>,
+    ssl_index: Arc<SslIndex>,
 }
 
 /// What a batch touched, to recompile.
@@ -219,6 +223,7 @@ struct Dirty {
     globals: bool,
     others: bool,
     lua_view: bool,
+    ssls: bool,
 }
 
 impl Builder {
@@ -238,6 +243,7 @@ impl Builder {
             global_chains: self.global_chains.clone(),
             consumers: self.consumers.clone(),
             configured: self.configured.clone(),
+            ssls: self.ssl_index.clone(),
         }
     }
 
@@ -387,6 +393,9 @@ impl Builder {
         if dirty.others {
             self.others_out = Arc::new(self.collect_others());
         }
+        if dirty.ssls {
+            self.recompile_ssls(&mut out.errors);
+        }
         if dirty.lua_view {
             self.lua_view_version = version;
         }
@@ -414,6 +423,41 @@ impl Builder {
                 .and_then(|m| m.get(id))
                 .map(|s| (Item::Other(other, (*s.value).clone()), s.revision)),
         }
+    }
+
+    /// Compiles the `ssls` items that changed (an unchanged item keeps its entry, and with it
+    /// its TLS session cache) and rebuilds the SNI index. An item that does not compile is
+    /// left out and reported.
+    fn recompile_ssls(&mut self, errors: &mut Vec<ItemError>) {
+        let mut next = BTreeMap::new();
+        for (id, src) in self.others_of("ssls") {
+            let value = &src.value.value;
+            if let Some((old, e)) = self.ssl_entries.get(id)
+                && old == value
+            {
+                next.insert(id.clone(), (old.clone(), e.clone()));
+                continue;
+            }
+            let compiled = crate::config::ssl::check(value)
+                .map_err(|e| e.to_string())
+                .and_then(|ssl| SslEntry::compile(id.clone(), ssl));
+            match compiled {
+                Ok(e) => {
+                    next.insert(id.clone(), (value.clone(), Arc::new(e)));
+                }
+                Err(message) => errors.push(ItemError {
+                    kind: "ssls",
+                    id: id.clone(),
+                    error: ConfigError::new(format!("ssls[id={id}]"), "", message),
+                }),
+            }
+        }
+        let entries: BTreeMap<Id, Arc<SslEntry>> = next
+            .iter()
+            .map(|(id, (_, e))| (id.clone(), e.clone()))
+            .collect();
+        self.ssl_index = Arc::new(SslIndex::new(&entries));
+        self.ssl_entries = next;
     }
 
     fn others_of(&self, kind: &str) -> &BTreeMap<Id, Src<OpaqueResource>> {
@@ -532,7 +576,11 @@ impl Builder {
                 dirty.groups.insert(id.0.clone());
             }
             // Lua reads these through `moongate.config.document()`, cached per view version.
-            "plugin_metadata" | "ssls" | "secrets" => dirty.lua_view = true,
+            "ssls" => {
+                dirty.ssls = true;
+                dirty.lua_view = true;
+            }
+            "plugin_metadata" | "secrets" => dirty.lua_view = true,
             "global_rules" => {
                 dirty.globals = true;
                 dirty.lua_view = true;

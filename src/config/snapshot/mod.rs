@@ -17,6 +17,7 @@ use crate::lua::host::HandlerSource;
 use crate::plugin::{Catalog, Chain};
 use crate::pmap::PMap;
 use crate::router::Router;
+use crate::server::tls::SslIndex;
 use crate::upstream::{Resolve, UpstreamDef};
 pub use builder::{Applied, Builder, Change, Item, ItemError};
 pub use table::RouteTable;
@@ -40,6 +41,8 @@ pub struct Snapshot {
     pub consumers: PMap<String, Arc<ConsumerEntry>>,
     /// The routes, services and upstreams as configured, for the control API's dumps.
     pub configured: Configured,
+    /// Compiled `ssls` items, indexed by SNI for TLS handshakes.
+    pub ssls: Arc<SslIndex>,
 }
 
 /// Every route (disabled ones too), service and upstream as the config source gave them, each

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use tls::Stream;
-pub use tls::{TlsConfigError, set_trusted_certificate};
+pub use tls::{TlsConfigError, server_verifier, set_trusted_certificate};
 
 mod tls;
 

@@ -62,11 +62,13 @@ pub fn prepared<'a, T: 'static>(conf: &'a Prepared, plugin: &str) -> Result<&'a 
         .ok_or_else(|| format!("{plugin}: the prepared conf has the wrong type"))
 }
 
-/// Every native plugin moongate has, with the node's settings (config.yaml as parsed,
-/// `Value::Null` when there is none: `plugin_attr`, dictionary sizes) for those that read them.
-pub fn all(node: &Value) -> Vec<Arc<dyn NativePlugin>> {
-    let plugin_attr = &node["plugin_attr"];
-    let metrics_bytes = node["nginx_config"]["http"]["lua_shared_dict"][prometheus::NAMESPACE]
+/// Every native plugin moongate has, with the node's settings (config.yaml as JSON,
+/// `Value::Null` when there is none) for those that read them (`plugin_attr`, `apisix.ssl`,
+/// dictionary sizes).
+pub fn all(node_config: &Value) -> Vec<Arc<dyn NativePlugin>> {
+    let plugin_attr = &node_config["plugin_attr"];
+    let metrics_bytes = node_config["nginx_config"]["http"]["lua_shared_dict"]
+        [prometheus::NAMESPACE]
         .as_str()
         .and_then(|s| crate::config::units::parse_size(s).ok())
         .unwrap_or(10 << 20) as usize;
@@ -79,7 +81,10 @@ pub fn all(node: &Value) -> Vec<Arc<dyn NativePlugin>> {
         Arc::new(ip_restriction::IpRestriction),
         Arc::new(referer_restriction::RefererRestriction),
         Arc::new(uri_blocker::UriBlocker),
-        Arc::new(redirect::Redirect::new(&plugin_attr["redirect"])),
+        Arc::new(redirect::Redirect::new(
+            &plugin_attr["redirect"],
+            &node_config["apisix"]["ssl"],
+        )),
     ]
 }
 

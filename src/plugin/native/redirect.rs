@@ -22,18 +22,52 @@ use super::{Answer, NativePlugin, Prepared, phases, prepared, schema};
 use crate::plugin::{Phase, PhaseSet, RequestCtx};
 
 pub struct Redirect {
-    /// `plugin_attr.redirect.https_port`: the port `http_to_https` sends clients to (443 or
-    /// none: no port in the URL).
-    https_port: Option<u16>,
+    /// The ports `http_to_https` sends clients to, one picked at random per request:
+    /// `plugin_attr.redirect.https_port`, else the ports of `apisix.ssl.listen` when TLS is on
+    /// (APISIX's default 9443 when the section is absent). Empty, or 443: no port in the URL.
+    https_ports: Vec<u16>,
 }
 
 impl Redirect {
-    pub fn new(attr: &Value) -> Redirect {
-        let https_port = attr["https_port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0 && *p != 443);
-        Redirect { https_port }
+    /// `attr` is `plugin_attr.redirect`, `ssl` the node config's `apisix.ssl` as written
+    /// (`Value::Null` when absent).
+    pub fn new(attr: &Value, ssl: &Value) -> Redirect {
+        let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
+        let https_ports = if let Some(p) = port(&attr["https_port"]) {
+            vec![p]
+        } else {
+            // A written `enable: null` turns TLS off for the plugin, as APISIX's merge drops
+            // the default; no `enable` key at all keeps the default (on).
+            let enabled = match ssl.get("enable") {
+                None => true,
+                Some(v) => v.as_bool().unwrap_or(false),
+            };
+            match ssl.get("listen") {
+                _ if !enabled => Vec::new(),
+                None | Some(Value::Null) => vec![9443],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::Object(o) => o.get("port").map_or(Some(9443), port),
+                        other => port(other),
+                    })
+                    .collect(),
+                Some(_) => Vec::new(),
+            }
+        };
+        Redirect {
+            https_ports: https_ports.into_iter().filter(|p| *p != 0).collect(),
+        }
+    }
+
+    fn https_port(&self) -> Option<u16> {
+        let n = self.https_ports.len();
+        let p = match n {
+            0 => return None,
+            1 => self.https_ports[0],
+            _ => self.https_ports[fastrand::usize(..n)],
+        };
+        (p != 443).then_some(p)
     }
 }
 
@@ -211,9 +245,7 @@ impl NativePlugin for Redirect {
             } else {
                 308
             };
-            // The port from plugin_attr; moongate has no https listener whose port it could
-            // take instead (APISIX falls back to apisix.ssl.listen).
-            Some(match self.https_port {
+            Some(match self.https_port() {
                 Some(port) => format!("https://{}:{port}{}", req.host, req.request_uri),
                 None => format!("https://{}{}", req.host, req.request_uri),
             })
@@ -275,7 +307,7 @@ mod tests {
 
     #[test]
     fn conf_errors_are_worded_as_apisix_words_them() {
-        let p = Redirect::new(&Value::Null);
+        let p = Redirect::new(&Value::Null, &serde_json::json!({"enable": false}));
         let err = |v: Value| p.check_conf(&v).err().unwrap_or_default();
         assert_eq!(
             err(serde_json::json!({})),

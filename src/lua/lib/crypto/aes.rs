@@ -65,6 +65,17 @@ pub struct AesCipher {
 }
 
 impl AesCipher {
+    /// AES in CBC mode with `key` (16, 24 or 32 bytes) and `iv`, PKCS#7-padded: what APISIX's
+    /// `data_encryption` keyring uses (each entry is both key and IV).
+    pub fn cbc(key: &[u8], iv: &[u8]) -> Option<AesCipher> {
+        Some(AesCipher {
+            key: AesKey::new(key)?,
+            iv: iv.try_into().ok()?,
+            mode: Mode::Cbc,
+            padding: true,
+        })
+    }
+
     pub fn encrypt(&self, plain: &[u8], padding: bool) -> Option<Vec<u8>> {
         let mut buf = plain.to_vec();
         if padding {

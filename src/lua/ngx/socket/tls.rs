@@ -150,14 +150,7 @@ fn configs() -> Result<Arc<Configs>, TlsConfigError> {
         return Ok(c.clone());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for c in EXTRA_ROOTS.read().unwrap_or_else(|e| e.into_inner()).iter() {
-        // Checked by set_trusted_certificate already.
-        let _ = roots.add(c.clone());
-    }
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots()), provider.clone())
         .build()
         .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
     let build = |inner: Option<Arc<WebPkiServerVerifier>>, check_name: bool| {
@@ -184,6 +177,41 @@ fn configs() -> Result<Arc<Configs>, TlsConfigError> {
     });
     *CONFIGS.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
     Ok(c)
+}
+
+/// webpki's roots and the ones `ssl_trusted_certificate` adds.
+fn roots() -> RootCertStore {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for c in EXTRA_ROOTS.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        // Checked by set_trusted_certificate already.
+        let _ = roots.add(c.clone());
+    }
+    roots
+}
+
+/// The server-certificate check of TLS clients outside Lua (upstream TLS, `proxy::upstream_tls`):
+/// with `verify`, the chain against the same roots as cosockets and the name; without, none
+/// (nginx's `proxy_ssl_verify off`).
+pub fn server_verifier(
+    verify: bool,
+) -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = if verify {
+        Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots()), provider.clone())
+                .build()
+                .map_err(|e| TlsConfigError::Verifier(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    Ok(Arc::new(Verifier {
+        inner,
+        check_name: true,
+        provider,
+    }))
 }
 
 /// webpki's verification, or none (`inner` unset), optionally without the host-name check.
