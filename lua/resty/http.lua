@@ -17,7 +17,10 @@ local setmetatable, pcall = setmetatable, pcall
 local co_wrap, co_yield = coroutine.wrap, coroutine.yield
 
 local _M = { _VERSION = "0.17.2" }
-_M._USER_AGENT = "lua-resty-http/" .. _M._VERSION .. " (Lua) moongate"
+-- The library's own form, with the lua-nginx-module API level moongate emulates: upstreams
+-- (APISIX's tests among them) look for "ngx_lua/" in it.
+_M._USER_AGENT = "lua-resty-http/" .. _M._VERSION .. " (Lua) ngx_lua/"
+    .. tostring(ngx.config and ngx.config.ngx_lua_version or 10026)
 
 local mt = { __index = _M }
 
