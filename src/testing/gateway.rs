@@ -67,12 +67,36 @@ pub fn init_worker_route(code: &str) -> serde_json::Value {
     })
 }
 
+/// Where the runner empties the gateway's shared dictionaries between blocks.
+pub const FLUSH_SHARED_URI: &str = "/__moongate_test_flush_shared";
+
+/// A route that empties every `ngx.shared` dictionary, as the nginx restart Test::Nginx does
+/// before each block empties them.
+pub fn flush_shared_route() -> serde_json::Value {
+    json!({
+        "id": "moongate-test-flush-shared",
+        "uri": FLUSH_SHARED_URI,
+        "priority": LOCATION_PRIORITY + 1,
+        "lua_handlers": {"content_by_lua": "for _, dict in pairs(ngx.shared) do dict:flush_all() end"},
+    })
+}
+
+/// Empties the gateway's shared dictionaries (see [`flush_shared_route`]).
+pub fn flush_shared(port: u16) -> Result<(), String> {
+    call_hidden(port, FLUSH_SHARED_URI, "emptying the shared dictionaries")
+}
+
 /// Runs the block's `extra_init_worker_by_lua` code in the gateway (its one worker, as the
 /// runner starts it unless `workers()` asks for more) and reports a failure of it.
 pub fn run_init_worker(port: u16) -> Result<(), String> {
-    let fail = |e: String| format!("extra_init_worker_by_lua: {e}");
+    call_hidden(port, INIT_WORKER_URI, "extra_init_worker_by_lua")
+}
+
+/// Requests one of the runner's own routes and reports anything but a 200.
+fn call_hidden(port: u16, uri: &str, what: &str) -> Result<(), String> {
+    let fail = |e: String| format!("{what}: {e}");
     let mut c = Conn::open(port, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
-    let req = Request::parse(&format!("GET {INIT_WORKER_URI}")).map_err(fail)?;
+    let req = Request::parse(&format!("GET {uri}")).map_err(fail)?;
     c.send(&req.encode(&[], true))
         .map_err(|e| fail(e.to_string()))?;
     let r = c.read_response(false).map_err(|e| fail(e.to_string()))?;

@@ -316,6 +316,11 @@ struct FileCtx<'a> {
     gateway: Option<Process>,
     upstream: Option<Process>,
     generation: u64,
+    /// The gateway process was (re)started for the current block: its dictionaries are empty.
+    gateway_fresh: bool,
+    /// Which repetition of the block (`repeat_each`) runs: Test::Nginx restarts nginx before
+    /// the first only.
+    round: u32,
 }
 
 fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
@@ -389,6 +394,8 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         gateway: None,
         upstream: None,
         generation: 0,
+        gateway_fresh: false,
+        round: 1,
     };
     let selected: Vec<Block> = ctx.file.selected().into_iter().cloned().collect();
     let file_name = path
@@ -405,6 +412,7 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         let repeat = ctx.file.settings.repeat_each.max(1);
         let mut outcome = Outcome::Pass;
         for round in 1..=repeat {
+            ctx.round = round;
             let o = run_block(&mut ctx, block);
             match o {
                 Outcome::Pass => continue,
@@ -792,6 +800,7 @@ impl FileCtx<'_> {
             self.upstream = Some(p);
         } else {
             self.gateway = Some(p);
+            self.gateway_fresh = true;
         }
         Ok(())
     }
@@ -951,6 +960,10 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     if let Some(code) = init_worker {
         locations.push(gateway::init_worker_route(code));
     }
+    let flush_shared = !ctx.file.settings.use_hup;
+    if flush_shared {
+        locations.push(gateway::flush_shared_route());
+    }
     let main_env = match block.text("main_config").map(translate::main_config) {
         Some(Ok(e)) => e,
         Some(Err(Unsupported(u))) => return Outcome::Skip(u),
@@ -1044,6 +1057,14 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         locations,
     ) {
         return Outcome::Fail(vec![e]);
+    }
+    // Test::Nginx restarts nginx before each block (unless the file uses HUP reloads), which
+    // empties the shared dictionaries; a gateway kept from the previous block is emptied here.
+    // Module-level Lua state still carries over.
+    if flush_shared && ctx.round == 1 && !std::mem::take(&mut ctx.gateway_fresh) {
+        if let Err(e) = gateway::flush_shared(port) {
+            return Outcome::Fail(vec![e]);
+        }
     }
     // nginx runs init_worker_by_lua again at every reload, i.e. before each block under
     // TEST_NGINX_USE_HUP (APISIX's suites use it to flush Redis between blocks). Its lines

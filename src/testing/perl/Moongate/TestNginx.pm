@@ -298,6 +298,9 @@ sub write_json {
             sections => \%sections, order => \@order,
         };
     }
+    # Test::Nginx restarts nginx before every block unless the file asks for HUP reloads
+    # (which keep shared memory): the runner needs to know which.
+    $Settings{use_hup} = $ENV{TEST_NGINX_USE_HUP} ? JSON::PP::true : JSON::PP::false;
     my $doc = { settings => \%Settings, blocks => \@out };
     my $path = $ENV{MOONGATE_TEST_JSON} or die "MOONGATE_TEST_JSON is not set: run this file with `moongate test`\n";
     open my $fh, '>', $path or die "cannot write $path: $!\n";
