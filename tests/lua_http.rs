@@ -351,7 +351,10 @@ ngx.say(tostring(responses[2].status), " ", tostring(responses[3].status))
     let r = gw.get("/t");
     assert_eq!(r.body, "3 200 true\nnil nil\n", "{}", gw.error_log());
     let log = gw.error_log();
-    assert!(log.contains("[error]") && log.contains("lua tcp socket read timed out"), "{log}");
+    assert!(
+        log.contains("[error]") && log.contains("lua tcp socket read timed out"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -276,8 +276,8 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             let vals = header_values(&v, "ngx.resp.add_header")?;
             request::with("ngx.resp.add_header", |r| {
                 // nginx keeps one Content-Type and one Content-Length: adding one replaces it.
-                let single = name == http::header::CONTENT_TYPE
-                    || name == http::header::CONTENT_LENGTH;
+                let single =
+                    name == http::header::CONTENT_TYPE || name == http::header::CONTENT_LENGTH;
                 for v in vals.into_iter().flatten() {
                     if single {
                         r.resp_headers.insert(name.clone(), v);
