@@ -1061,10 +1061,12 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     // Test::Nginx restarts nginx before each block (unless the file uses HUP reloads), which
     // empties the shared dictionaries; a gateway kept from the previous block is emptied here.
     // Module-level Lua state still carries over.
-    if flush_shared && ctx.round == 1 && !std::mem::take(&mut ctx.gateway_fresh) {
-        if let Err(e) = gateway::flush_shared(port) {
-            return Outcome::Fail(vec![e]);
-        }
+    if flush_shared
+        && ctx.round == 1
+        && !std::mem::take(&mut ctx.gateway_fresh)
+        && let Err(e) = gateway::flush_shared(port)
+    {
+        return Outcome::Fail(vec![e]);
     }
     // nginx runs init_worker_by_lua again at every reload, i.e. before each block under
     // TEST_NGINX_USE_HUP (APISIX's suites use it to flush Redis between blocks). Its lines
