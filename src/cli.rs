@@ -186,6 +186,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     errlog::install();
     let signals = Signals::register()?;
     let (node, warnings) = load_node(prefix, config)?;
+    crate::upstream::dns::set_valid(node.dns_resolver_valid);
     let level = NginxLevel::parse(&node.error_log_level).with_context(|| {
         format!(
             "nginx_config.error_log_level: unknown level {:?}",

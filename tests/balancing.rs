@@ -209,3 +209,40 @@ fn least_conn_avoids_the_node_busy_with_a_slow_request() {
     );
     assert_eq!(got.values().sum::<usize>(), 10);
 }
+
+#[test]
+fn node_names_resolve_per_request_and_an_unknown_name_fails_only_its_tries() {
+    let live = Echo::start("live");
+    // `.invalid` never resolves (RFC 6761): the route is still served, as APISIX serves it,
+    // and a try that picks the name fails over to the next node.
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "routes:\n  - id: 1\n    uri: /named\n    upstream:\n      nodes:\n        \"localhost:{p}\": 1\n  - id: 2\n    uri: /mixed\n    upstream:\n      nodes:\n        \"moongate-nowhere.invalid:{p}\": 1\n        \"127.0.0.1:{p}\": 1\n  - id: 3\n    uri: /nowhere\n    upstream:\n      nodes:\n        \"moongate-nowhere.invalid:{p}\": 1\n#END\n",
+            p = live.port
+        ),
+    );
+    let got = counts(&gw, "/named", 3, &[]);
+    assert_eq!(
+        got.get("live"),
+        Some(&3),
+        "a node named localhost is reached"
+    );
+    let got = counts(&gw, "/mixed", 4, &[]);
+    assert_eq!(
+        got.get("live"),
+        Some(&4),
+        "tries fail over from the unknown name"
+    );
+    let r = request(gw.port, "GET", "/nowhere", &[], b"");
+    assert_eq!(r.status, 502, "{}", r.body);
+    let log = gw.error_log();
+    assert!(
+        log.contains("dns resolver domain: moongate-nowhere.invalid error:"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("is invalid and is not served"),
+        "the routes are not refused at load: {log}"
+    );
+}

@@ -26,22 +26,11 @@ local FIELDS = {
     "service_name", "tls",
 }
 
--- An IPv4 or IPv6 literal (bracketed or not): nothing to resolve.
-local function is_ip(host)
-    return find(host, "^%d+%.%d+%.%d+%.%d+$") ~= nil or find(host, ":", 1, true) ~= nil
-end
-
--- A node as the proxy takes it, its name resolved (without blocking the worker).
+-- A node as the proxy takes it. A name stays a name: the proxy resolves it, without blocking
+-- the worker, when a request picks the node (and sends it as the Host of `pass_host: node`).
 local function plain_node(host, port, weight, priority)
     if type(host) ~= "string" or host == "" then
         return nil, "a node needs a host"
-    end
-    if not is_ip(host) then
-        local addr, why = core.resolver.parse_domain(host)
-        if addr == nil then
-            return nil, "failed to resolve " .. host .. ": " .. tostring(why)
-        end
-        host = addr
     end
     return { host = host, port = tonumber(port), weight = tonumber(weight) or 1,
              priority = tonumber(priority) or 0 }

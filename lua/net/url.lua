@@ -3,8 +3,9 @@
 --
 -- `url.parse(text)` gives a table with `scheme`, `user`, `password`, `userinfo`, `host`, `port`
 -- (a number), `authority`, `path`, `query` (a table of decoded parameters that prints back as a
--- query string) and `fragment`; `tostring(u)` builds the URL again. Paths are kept as written
--- (still escaped); `normalize` cleans them.
+-- query string) and `fragment`; `tostring(u)` builds the URL again. Paths come back with
+-- their escapes decoded and what a path may not hold bare escaped again; `normalize` also
+-- removes dot segments and repeated slashes.
 
 local type, pairs, ipairs, next, tostring, tonumber, setmetatable =
     type, pairs, ipairs, next, tostring, tonumber, setmetatable
@@ -62,6 +63,36 @@ local function encode(s, legal)
         end
         return fmt("%%%02X", byte(c))
     end))
+end
+
+-- A path as the rock keeps it: escapes decoded, then everything that may not stand bare in a
+-- path segment escaped again (upper-case hex), `/` kept: `a=%40%23` becomes `a=@%23`. An
+-- escaped slash stays escaped: decoding it would split a segment in two.
+local function clean_segments(s)
+    local out = gsub(decode(s), "[^%w/]", function(c)
+        if M.options.legal_in_path[c] then
+            return c
+        end
+        return fmt("%%%02X", byte(c))
+    end)
+    return out
+end
+
+local function clean_path(s)
+    if not find(s, "%%2[fF]") then
+        return clean_segments(s)
+    end
+    local parts, from = {}, 1
+    while true do
+        local at = find(s, "%%2[fF]", from)
+        if not at then
+            parts[#parts + 1] = clean_segments(sub(s, from))
+            break
+        end
+        parts[#parts + 1] = clean_segments(sub(s, from, at - 1))
+        from = at + 3
+    end
+    return concat(parts, "%2F")
 end
 
 local function decode_query_part(s)
@@ -239,7 +270,7 @@ function M.parse(text)
         u:setAuthority(authority)
         text = path
     end
-    u.path = text
+    u.path = clean_path(text)
     return u
 end
 

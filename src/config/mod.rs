@@ -7,3 +7,4 @@ pub mod snapshot;
 pub mod standalone;
 pub mod store;
 pub mod units;
+pub mod yaml_doc;

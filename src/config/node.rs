@@ -175,6 +175,9 @@ pub struct NodeConfig {
     /// `apisix.trusted_addresses`: peers whose `X-Forwarded-For` is kept; when set, an
     /// untrusted peer's is dropped before plugins run. Empty = not configured.
     pub trusted_addresses: Vec<String>,
+    /// `apisix.dns_resolver_valid`: seconds a resolved node name is used before it is resolved
+    /// again (default 30).
+    pub dns_resolver_valid: u64,
     pub provider: Provider,
     /// `deployment.role`.
     pub role: Role,
@@ -259,6 +262,7 @@ const KNOWN: &[&str] = &[
     "apisix.node_listen",
     "apisix.enable_ipv6",
     "apisix.trusted_addresses",
+    "apisix.dns_resolver_valid",
     "apisix.ssl",
     "apisix.ssl.enable",
     "apisix.ssl.listen",
@@ -565,7 +569,7 @@ impl NodeConfig {
         let root: Value = if text.trim().is_empty() {
             Value::Object(Map::new())
         } else {
-            serde_norway::from_str(text).map_err(|e| {
+            super::yaml_doc::parse(text).map_err(|e| {
                 vec![ConfigError {
                     path: "config.yaml".into(),
                     message: e.to_string(),
@@ -657,6 +661,10 @@ impl NodeConfig {
         let keepalive_requests = r
             .number("nginx_config.http.keepalive_requests", 1000)
             .max(1);
+        let dns_resolver_valid = r.number(
+            "apisix.dns_resolver_valid",
+            crate::upstream::dns::DEFAULT_VALID_SECS,
+        );
         let connection_idle_timeout = r.time("nginx_config.http.connection_idle_timeout", "60s");
         let http2_idle_timeout = r.time("nginx_config.http.http2_idle_timeout", "180s");
         let real_ip_header = r.string("nginx_config.http.real_ip_header", "X-Real-IP");
@@ -822,6 +830,7 @@ impl NodeConfig {
                 real_ip_recursive,
                 real_ip_from,
                 trusted_addresses,
+                dns_resolver_valid,
                 provider,
                 role,
                 admin,

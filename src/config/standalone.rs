@@ -266,7 +266,7 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
     if !has_end_marker(text) {
         return Ok(Parsed::Incomplete);
     }
-    let root: Value = serde_norway::from_str(text)
+    let root: Value = super::yaml_doc::parse(text)
         .map_err(|e| vec![ConfigError::new("apisix.yaml", "(file)", e.to_string())])?;
     let root = match root {
         Value::Null => return Ok(Parsed::Complete(Resources::default())),

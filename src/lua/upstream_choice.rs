@@ -31,14 +31,14 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
-/// Refuses host names: the Lua side resolves them without blocking before compiling.
+/// No lookup while compiling (this runs on the request path, where a blocking `getaddrinfo`
+/// would stall the worker): named nodes keep their name and the proxy resolves them without
+/// blocking when it picks them (see `upstream::dns`).
 struct NoDns;
 
 impl Resolve for NoDns {
     fn resolve(&self, host: &str, _port: u16) -> Result<Vec<IpAddr>, String> {
-        Err(format!(
-            "{host} is a name; resolve it (core.resolver) before apisix.upstream.set"
-        ))
+        Err(format!("{host}: resolved when a request picks it"))
     }
 }
 

@@ -36,6 +36,7 @@ use crate::config::snapshot::{RouteEntry, RouteUpstream, Snapshot};
 use crate::observability::access::{self, Format, UpstreamRecord};
 use crate::server::framing::Verdict;
 use crate::server::timed_io::{ClientTimeouts, ConnState};
+use crate::upstream::dns::{self, Resolved};
 use crate::upstream::{Picker, UpstreamDef};
 use body::{Body, ClientBodyError, Finish};
 use pool::{Conn, ConnectError, Pool};
@@ -1005,17 +1006,39 @@ impl Forward<'_> {
                 },
             };
 
+            // A node named by a domain goes where the name points now (a balancer's peer
+            // choice wins).
+            let mut unresolved = None;
+            if let Some(name) = node.domain.clone()
+                && choice.peer.is_none()
+            {
+                match dns::resolve(&name, node.port).await {
+                    Resolved::Fresh(ip) => node.addr = SocketAddr::new(ip, node.port),
+                    Resolved::Stale(ip, e) => {
+                        log::warn!(
+                            "dns resolver domain: {name} error: {e}; using its last address {ip}"
+                        );
+                        node.addr = SocketAddr::new(ip, node.port);
+                    }
+                    Resolved::Failed(e) => unresolved = Some(ConnectError::Resolve(name, e)),
+                }
+                record.addr = node.addr;
+            }
+
             // A pooled connection first; the peer may have closed it, then a fresh one.
             let mut conn = None;
-            while let Some(mut c) = worker.pool.checkout(node.addr) {
-                if c.sender.ready().await.is_ok() {
-                    conn = Some(c);
-                    break;
+            if unresolved.is_none() {
+                while let Some(mut c) = worker.pool.checkout(node.addr) {
+                    if c.sender.ready().await.is_ok() {
+                        conn = Some(c);
+                        break;
+                    }
                 }
             }
-            let conn = match conn {
-                Some(c) => Ok(c),
-                None => Pool::connect(node.addr, connect_timeout).await,
+            let conn = match (conn, unresolved) {
+                (_, Some(e)) => Err(e),
+                (Some(c), None) => Ok(c),
+                (None, None) => Pool::connect(node.addr, connect_timeout).await,
             };
             record.connect_time = Some(try_start.elapsed());
             let mut conn = match conn {

@@ -48,6 +48,9 @@ pub enum ConnectError {
     Timeout,
     #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
+    /// The node's domain did not resolve (APISIX's words for it).
+    #[error("dns resolver domain: {0} error: {1}")]
+    Resolve(std::sync::Arc<str>, String),
 }
 
 #[derive(Default)]

@@ -17,10 +17,25 @@ pub struct Response {
 
 impl Response {
     /// Every value of a header (case-insensitive name).
+    /// The values of header `name`, matched as Test::Nginx's HTTP::Headers matches names: case
+    /// aside, `_` and `-` are the same character (it translates underscores on both sides).
     pub fn header(&self, name: &str) -> Vec<&str> {
+        let same = |a: &str, b: &str| {
+            a.len() == b.len()
+                && a.bytes().zip(b.bytes()).all(|(x, y)| {
+                    let norm = |c: u8| {
+                        if c == b'_' {
+                            b'-'
+                        } else {
+                            c.to_ascii_lowercase()
+                        }
+                    };
+                    norm(x) == norm(y)
+                })
+        };
         self.headers
             .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .filter(|(k, _)| same(k, name))
             .map(|(_, v)| v.as_str())
             .collect()
     }

@@ -355,6 +355,24 @@ impl Process {
         }
     }
 
+    /// Gives the gateway's workers fresh plugin VMs (`PUT /apisix/admin/plugins/reload`): what
+    /// a restart of nginx between two blocks gives their Lua code. Shared dictionaries are
+    /// process-wide and stay, as over a HUP reload.
+    pub fn fresh_workers(&self) -> Result<(), GatewayError> {
+        let failed = |msg: String| {
+            GatewayError::Write(self.prefix.join("(admin api)"), std::io::Error::other(msg))
+        };
+        let status = self
+            .admin_call("PUT", "/apisix/admin/plugins/reload", "")
+            .map_err(failed)?;
+        if status != 200 {
+            return Err(failed(format!(
+                "PUT /apisix/admin/plugins/reload answered {status}"
+            )));
+        }
+        Ok(())
+    }
+
     fn admin_call(&self, method: &str, path: &str, body: &str) -> Result<u16, String> {
         let mut c = Conn::open(self.port, Duration::from_secs(5)).map_err(|e| e.to_string())?;
         let key = self

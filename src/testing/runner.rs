@@ -316,8 +316,8 @@ struct FileCtx<'a> {
     gateway: Option<Process>,
     upstream: Option<Process>,
     generation: u64,
-    /// The gateway process was (re)started for the current block: its dictionaries are empty.
-    gateway_fresh: bool,
+    /// Empty the shared dictionaries of a gateway kept from the previous block (set per block).
+    flush_on_reuse: bool,
     /// Which repetition of the block (`repeat_each`) runs: Test::Nginx restarts nginx before
     /// the first only.
     round: u32,
@@ -394,7 +394,7 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         gateway: None,
         upstream: None,
         generation: 0,
-        gateway_fresh: false,
+        flush_on_reuse: false,
         round: 1,
     };
     let selected: Vec<Block> = ctx.file.selected().into_iter().cloned().collect();
@@ -757,12 +757,25 @@ impl FileCtx<'_> {
             reuse
         };
         if slot_alive {
+            let fresh = !upstream && self.admin_mode();
             let slot = if upstream {
                 &mut self.upstream
             } else {
                 &mut self.gateway
             };
             if let Some(p) = slot.as_mut() {
+                // A restart also empties shared memory (a HUP reload does not): emptied
+                // before the fresh VMs below run their plugins' `init()`.
+                if !upstream && self.flush_on_reuse {
+                    gateway::flush_shared(self.opts.port)?;
+                }
+                // Test::Nginx starts nginx again (or reloads it) for every block, so each
+                // block's requests meet fresh workers: plugins' `init()` run again, conf tables
+                // and module state start over. The same process is kept (its store outlives
+                // blocks as etcd does), with fresh plugin VMs.
+                if fresh {
+                    p.fresh_workers().map_err(|e| e.to_string())?;
+                }
                 return p.load_routes(&text, generation).map_err(|e| e.to_string());
             }
         }
@@ -800,7 +813,6 @@ impl FileCtx<'_> {
             self.upstream = Some(p);
         } else {
             self.gateway = Some(p);
-            self.gateway_fresh = true;
         }
         Ok(())
     }
@@ -960,6 +972,9 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     if let Some(code) = init_worker {
         locations.push(gateway::init_worker_route(code));
     }
+    // Test::Nginx restarts nginx before each block (unless the file uses HUP reloads), which
+    // empties the shared dictionaries; `ensure` empties those of a gateway kept from the
+    // previous block. Module-level Lua state is the fresh VMs' business.
     let flush_shared = !ctx.file.settings.use_hup;
     if flush_shared {
         locations.push(gateway::flush_shared_route());
@@ -1048,6 +1063,7 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         ctx.upstream = None;
     }
     let port = ctx.opts.port;
+    ctx.flush_on_reuse = flush_shared && ctx.round == 1;
     if let Err(e) = ctx.ensure(
         false,
         gw_config,
@@ -1056,16 +1072,6 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         user_routes,
         locations,
     ) {
-        return Outcome::Fail(vec![e]);
-    }
-    // Test::Nginx restarts nginx before each block (unless the file uses HUP reloads), which
-    // empties the shared dictionaries; a gateway kept from the previous block is emptied here.
-    // Module-level Lua state still carries over.
-    if flush_shared
-        && ctx.round == 1
-        && !std::mem::take(&mut ctx.gateway_fresh)
-        && let Err(e) = gateway::flush_shared(port)
-    {
         return Outcome::Fail(vec![e]);
     }
     // nginx runs init_worker_by_lua again at every reload, i.e. before each block under

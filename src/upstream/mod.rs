@@ -6,6 +6,7 @@
 //! its own balancer state, so picking takes no lock. Connection pooling lives in the proxy, not here.
 
 mod balancer;
+pub mod dns;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -22,8 +23,12 @@ pub struct NodeDef {
     /// The host as configured (a name or an IP literal), for `pass_host: node` and logs.
     pub host: String,
     pub port: u16,
-    /// Where to connect.
+    /// Where to connect: for a node named by a domain, the address found when the upstream was
+    /// compiled (unspecified when the name did not resolve then); the proxy asks [`dns`] for
+    /// the current one.
     pub addr: SocketAddr,
+    /// The domain of a node named by one (re-resolved at request time), `None` for IP literals.
+    pub domain: Option<std::sync::Arc<str>>,
     pub weight: u32,
     pub priority: i32,
     /// `Host` for `pass_host: node`: the host, with the port unless it is 80.
@@ -185,13 +190,23 @@ impl UpstreamDef {
             }
             let port = port.unwrap_or(default_port);
             let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let ip = match bare.parse::<IpAddr>() {
-                Ok(ip) => ip,
-                Err(_) => *resolver
-                    .resolve(bare, port)
-                    .map_err(|e| err("nodes", format!("failed to resolve {bare}: {e}")))?
-                    .first()
-                    .ok_or_else(|| err("nodes", format!("{bare} resolved to no address")))?,
+            // A name that does not resolve now is kept: requests that pick it fail (and log
+            // why) until it does, as with APISIX, which resolves at request time.
+            let (ip, domain) = match bare.parse::<IpAddr>() {
+                Ok(ip) => (ip, None),
+                Err(_) => {
+                    let found = resolver
+                        .resolve(bare, port)
+                        .ok()
+                        .and_then(|a| a.first().copied());
+                    if let Some(ip) = found {
+                        dns::seed(bare, ip);
+                    }
+                    (
+                        found.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                        Some(std::sync::Arc::from(bare)),
+                    )
+                }
             };
             let host_text = match (port, bare.contains(':')) {
                 (80, false) => bare.to_string(),
@@ -205,6 +220,7 @@ impl UpstreamDef {
                 host: bare.to_string(),
                 port,
                 addr: SocketAddr::new(ip, port),
+                domain,
                 weight,
                 priority,
                 host_header,

@@ -100,11 +100,29 @@ fn unsupported_fields_are_refused_by_name() {
         field(json!({"nodes": {"127.0.0.1:1": 1}, "pass_host": "rewrite"})),
         "upstream_host"
     );
-    assert_eq!(field(json!({"nodes": {"nowhere.test:1": 1}})), "nodes");
     assert_eq!(
         field(json!({"type": "chash", "key": "bogus", "nodes": {"127.0.0.1:1": 1}})),
         "key"
     );
+}
+
+#[test]
+fn a_name_that_does_not_resolve_is_kept_for_request_time() {
+    let d = def(json!({"nodes": {"nowhere.test:81": 1, "backend.test:82": 1}}));
+    let named = |name: &str| d.nodes.iter().find(|n| n.host == name).cloned();
+    let n = named("nowhere.test").expect("the unresolved node is kept");
+    assert_eq!(n.domain.as_deref(), Some("nowhere.test"));
+    assert!(n.addr.ip().is_unspecified(), "{}", n.addr);
+    assert_eq!(n.port, 81);
+    let b = named("backend.test").expect("the resolved node");
+    assert_eq!(b.domain.as_deref(), Some("backend.test"));
+    assert_eq!(
+        b.addr.to_string(),
+        "10.0.0.5:82",
+        "the first address found at load"
+    );
+    let ip = def(json!({"nodes": {"127.0.0.1:1": 1}}));
+    assert_eq!(ip.nodes[0].domain, None, "IP literals are never resolved");
 }
 
 fn three(kind: &str, extra: serde_json::Value) -> UpstreamDef {

@@ -35,6 +35,8 @@ __DATA__
             ngx.say(plain.host, " ", tostring(plain.port), " [", plain.path, "]")
             local rel = url.parse("/just/a/path?q=1")
             ngx.say(tostring(rel.scheme), " ", tostring(rel.host), " ", rel.path, " ", rel.query.q)
+            -- escapes of characters a path may hold bare are decoded, the others kept
+            ngx.say(url.parse("args=%40%23%24%25%5e%26%2fx%41/b").path)
         }
     }
 --- response_body
@@ -44,6 +46,7 @@ https://bob:s%40cret@Example.com:8443/a/b%20c?x=1&y=two%20words&z=#frag
 [::1] 8080
 example.com nil []
 nil nil /just/a/path 1
+args=@%23$%25%5E&%2FxA/b
 
 
 

@@ -290,32 +290,34 @@ end
 
 -- UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then an 18-bit counter (12 bits after the
 -- version nibble, 6 after the variant bits) so ids made in one millisecond still sort, then
--- 56 random bits drawn once per millisecond.
-local last_ms, seq, rand = 0, 0, { 0, 0, 0, 0, 0, 0, 0 }
-
-local function new_millisecond(ms)
-    last_ms, seq = ms, 0
-    for i = 1, 7 do
-        rand[i] = random(0, 255)
-    end
-end
+-- 56 random bits drawn once per millisecond. The state and the clock are upvalues of
+-- generate_uuid_v7 under the names APISIX's own tests reach through `debug.setupvalue`
+-- (`_v7_last_ms`, `_v7_seq`, `_v7_rand_b`, `ngx_now`, `ngx_update_time`), so those tests can
+-- drive it.
+local _v7_last_ms, _v7_seq, _v7_rand_b = 0, 0, { 0, 0, 0, 0, 0, 0, 0 }
+local ngx_now, ngx_update_time = ngx.now, ngx.update_time
 
 function utils.generate_uuid_v7()
-    local ms = floor(ngx.now() * 1000)
-    if ms > last_ms then
-        new_millisecond(ms)
-    else
-        ms = last_ms
-        seq = seq + 1
-        if seq > 0x3ffff then
-            -- Counter exhausted: wait for the clock.
+    local ms = floor(ngx_now() * 1000)
+    if ms <= _v7_last_ms then
+        -- Same millisecond, or the clock went back: stay on the last one, count up.
+        ms = _v7_last_ms
+        _v7_seq = _v7_seq + 1
+        if _v7_seq > 0x3ffff then
+            -- Counter exhausted: wait for the clock (the cached time must be refreshed).
             repeat
-                ngx.update_time()
-                ms = floor(ngx.now() * 1000)
-            until ms > last_ms
-            new_millisecond(ms)
+                ngx_update_time()
+                ms = floor(ngx_now() * 1000)
+            until ms > _v7_last_ms
         end
     end
+    if ms > _v7_last_ms then
+        _v7_last_ms, _v7_seq = ms, 0
+        for i = 1, 7 do
+            _v7_rand_b[i] = random(0, 255)
+        end
+    end
+    local seq, rand = _v7_seq, _v7_rand_b
     local hi = floor(ms / 0x10000) -- top 32 bits of the 48
     local lo = ms % 0x10000
     return format(

@@ -534,7 +534,7 @@ pub fn seed_items(prefix: &str, text: &str) -> Result<Vec<(String, Vec<u8>)>, St
             return Err(list.join("; "));
         }
     }
-    let root: Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+    let root: Value = crate::config::yaml_doc::parse(text).map_err(|e| e.to_string())?;
     let Some(map) = root.as_object() else {
         return Ok(Vec::new());
     };
