@@ -28,7 +28,7 @@ not a result):
 
 Usage: bench/bench.py [--scenario proxy|lua|key-auth|all] [--apisix-root DIR]
                       [--rounds N] [--duration SECONDS] [--connections N] [--moongate PATH]
-                      [--instructions [--requests N]]
+                      [--instructions [--requests N] [--callgrind-out DIR]]
 """
 
 import argparse
@@ -280,7 +280,7 @@ def fixed_requests(port, path, headers, total, conns):
 
 def callgrind_total(pid, prefix):
     """Dumps the counters of the callgrind process `pid` and returns the instructions counted
-    since they were last zeroed."""
+    since they were last zeroed, and the dump's path."""
     before = set(os.listdir(prefix))
     subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
     for _ in range(200):
@@ -291,7 +291,7 @@ def callgrind_total(pid, prefix):
             with open(path) as f:
                 for line in f:
                     if line.startswith("totals:") or line.startswith("summary:"):
-                        return int(line.split()[1])
+                        return int(line.split()[1]), path
         time.sleep(0.1)
     raise RuntimeError(f"no callgrind dump from pid {pid} in {prefix}")
 
@@ -410,7 +410,10 @@ def count_scenario(title, contenders, path, headers, args):
         bad, errors = fixed_requests(port, path, headers, args.requests // 4, args.connections)
         subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
         bad2, errors2 = fixed_requests(port, path, headers, args.requests, args.connections)
-        total = callgrind_total(pid, c.prefix)
+        total, dump = callgrind_total(pid, c.prefix)
+        if args.callgrind_out:
+            os.makedirs(args.callgrind_out, exist_ok=True)
+            shutil.copy(dump, os.path.join(args.callgrind_out, f"callgrind.{title}.{name}"))
         if bad or bad2 or errors or errors2:
             sys.exit(f"bench: refusing the run: {name} answered {len(bad + bad2)} non-2xx ({sorted(set(bad + bad2))}) and had errors {errors + errors2}")
         counts[name] = total / args.requests
@@ -431,6 +434,7 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--moongate", default="target/release/moongate")
     ap.add_argument("--instructions", action="store_true", help="count instructions per request under callgrind instead of timing with wrk")
+    ap.add_argument("--callgrind-out", metavar="DIR", help="with --instructions: keep each contender's callgrind dump of the counted requests in DIR (callgrind.SCENARIO.CONTENDER), for callgrind_annotate")
     ap.add_argument("--requests", type=int, default=4000, help="requests counted per contender with --instructions")
     args = ap.parse_args()
     wanted = {"proxy", "lua", "key-auth"} if args.scenario == "all" else {args.scenario}

@@ -40,6 +40,7 @@ fn own_suites_pass_through_the_runner() {
         "t/runner/hup.t",
         "t/ngx",
         "t/libs",
+        "t/shim",
     ]);
     assert!(ok, "moongate test failed:\n{out}");
     assert!(lines_starting(&out, "not ok").is_empty(), "{out}");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mlua::{Lua, Table, Value};
 use serde_json::{Map, Value as Json, json};
 
-use crate::config::resource::OpaqueResource;
+use crate::config::resource::{Id, OpaqueResource};
 use crate::config::snapshot::Snapshot;
 
 thread_local! {
@@ -81,44 +81,61 @@ fn document(s: &Snapshot) -> String {
     Json::Object(m).to_string()
 }
 
+/// One configured route, service or upstream as APISIX stores it.
+fn configured_value<T: serde::Serialize>(id: &Id, item: &T) -> Option<OpaqueResource> {
+    let mut value = serde_json::to_value(item).ok()?;
+    // An inline upstream has no id: serde writes it as null, APISIX leaves it out.
+    if let Some(up) = value.get_mut("upstream").and_then(Json::as_object_mut)
+        && up.get("id").is_some_and(Json::is_null)
+    {
+        up.remove("id");
+    }
+    Some(OpaqueResource {
+        id: id.clone(),
+        value,
+    })
+}
+
 /// `routes`, `services` or `upstreams` as configured, as config items (one JSON array). Kept
 /// apart from [`document`]: only the control API reads them, and they can be many.
 fn configured(s: &Snapshot, kind: &str) -> Option<String> {
     let c = &s.configured;
-    let values: Vec<(String, Json)> = match kind {
+    let list: Vec<OpaqueResource> = match kind {
         "routes" => c
             .routes()
             .into_iter()
-            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .filter_map(|r| configured_value(r.id.as_ref()?, r))
             .collect(),
         "services" => c
             .services()
             .into_iter()
-            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .filter_map(|r| configured_value(r.id.as_ref()?, r))
             .collect(),
         "upstreams" => c
             .upstreams()
             .into_iter()
-            .filter_map(|r| Some((r.id.as_ref()?.0.clone(), serde_json::to_value(r).ok()?)))
+            .filter_map(|r| configured_value(r.id.as_ref()?, r))
             .collect(),
         _ => return None,
     };
-    let list: Vec<OpaqueResource> = values
-        .into_iter()
-        .map(|(id, mut value)| {
-            // An inline upstream has no id: serde writes it as null, APISIX leaves it out.
-            if let Some(up) = value.get_mut("upstream").and_then(Json::as_object_mut)
-                && up.get("id").is_some_and(Json::is_null)
-            {
-                up.remove("id");
-            }
-            OpaqueResource {
-                id: crate::config::resource::Id(id),
-                value,
-            }
-        })
-        .collect();
     Some(items(kind, &list, s.version).to_string())
+}
+
+/// One item of `routes`, `services` or `upstreams` (`{key, value, modifiedIndex…}`), without
+/// serialising the others: what `ctx.matched_route.value` reads on first use.
+fn configured_item(s: &Snapshot, kind: &str, id: &str) -> Option<String> {
+    let c = &s.configured;
+    let id = Id(id.to_string());
+    let one = match kind {
+        "routes" => configured_value(&id, &*c.routes.get(&id)?.1)?,
+        "services" => configured_value(&id, &*c.services.get(&id)?.1)?,
+        "upstreams" => configured_value(&id, &*c.upstreams.get(&id)?.1)?,
+        _ => return None,
+    };
+    match items(kind, &[one], s.version) {
+        Json::Array(mut a) => a.pop().map(|v| v.to_string()),
+        _ => None,
+    }
 }
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
@@ -157,6 +174,13 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
                 ))),
             },
             None => Ok((Value::Nil, Value::Nil)),
+        })?,
+    )?;
+    // `json` of one item of `routes`, `services` or `upstreams`, or nil when there is none.
+    m.set(
+        "configured_item",
+        lua.create_function(|_, (kind, id): (String, String)| {
+            Ok(current().and_then(|s| configured_item(&s, &kind, &id)))
         })?,
     )?;
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;

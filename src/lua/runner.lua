@@ -96,6 +96,27 @@ local function on_error(err)
     return traceback(plain(err), 2)
 end
 
+-- `ctx.matched_route.value` holds id, name, service_id and plugins; any other field (labels,
+-- uri, upstream, …) is read from the route as configured, decoded on the first such read.
+local config_view
+local full_values = setmetatable({}, { __mode = "k" })
+local route_value_mt = {
+    __index = function(value, field)
+        local full = full_values[value]
+        if full == nil then
+            config_view = config_view or require("moongate.config")
+            local text = config_view.configured_item("routes", tostring(rawget(value, "id")))
+            local item = text and json.decode(text)
+            full = type(item) == "table" and type(item.value) == "table" and item.value or false
+            full_values[value] = full
+        end
+        if full then
+            return full[field]
+        end
+        return nil
+    end,
+}
+
 -- The route object of `ctx.matched_route`, once per route and snapshot (called from Rust).
 local function make_route(id, name, service_id, modified_index)
     return {
@@ -105,7 +126,8 @@ local function make_route(id, name, service_id, modified_index)
         matched_route = {
             key = "/apisix/routes/" .. id,
             modifiedIndex = modified_index,
-            value = { id = id, name = name, service_id = service_id },
+            value = setmetatable({ id = id, name = name, service_id = service_id },
+                route_value_mt),
         },
     }
 end
@@ -251,7 +273,7 @@ local function attach(state, actx, chain)
     -- snapshot keeps an unchanged chain's tables).
     local base = state.route.matched_route
     if chain.matched_for ~= base then
-        local value = {}
+        local value = setmetatable({}, route_value_mt)
         for k, v in pairs(base.value) do
             value[k] = v
         end

@@ -79,10 +79,9 @@ pub struct RequestCtx {
     pub uri: String,
     /// `$args`: the raw query string; plugins may change it.
     pub args: String,
-    /// `$request_uri`: as the client sent it.
+    /// `$request_uri`: as the client sent it, which is also the path and query the upstream
+    /// gets when no plugin changed `uri`/`args`.
     pub request_uri: String,
-    /// The path and query the upstream gets when no plugin changed `uri`/`args`.
-    pub raw_target: String,
     pub uri_changed: bool,
     pub args_changed: bool,
     /// `$host`.
@@ -183,7 +182,6 @@ impl RequestCtx {
             start_wall: SystemTime::now(),
             method,
             version,
-            raw_target: request_uri.clone(),
             uri,
             args,
             request_uri,
@@ -253,12 +251,12 @@ impl RequestCtx {
             return Cow::Borrowed(u);
         }
         if !self.uri_changed && !self.args_changed {
-            return Cow::Borrowed(&self.raw_target);
+            return Cow::Borrowed(&self.request_uri);
         }
         let path: Cow<'_, str> = if self.uri_changed {
             Cow::Owned(String::from_utf8_lossy(&encode_path(&self.uri)).into_owned())
         } else {
-            Cow::Borrowed(self.raw_target.split('?').next().unwrap_or("/"))
+            Cow::Borrowed(self.request_uri.split('?').next().unwrap_or("/"))
         };
         if self.args.is_empty() {
             path

@@ -17,22 +17,40 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names is cheaper than hashing each.
-    let present = h.keys().any(|k| HOP_BY_HOP.contains(k));
-    if !present {
+    // One pass over the names finds which of them are there (most messages carry none, an
+    // upstream's answer usually only `Connection`): only those are hashed and removed.
+    let mut present = [false; 8];
+    let mut any = false;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
         return;
     }
-    // Every `Connection` line counts: a second one must not smuggle a header past us.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if present[0] {
+        // Every `Connection` line counts: a second one must not smuggle a header past us.
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .map(str::trim)
+            // The hop-by-hop names themselves (an upstream's `keep-alive`) go below, once:
+            // told apart on the bytes, before the cost of parsing a header name.
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|n| n.as_str().eq_ignore_ascii_case(t))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in &HOP_BY_HOP {
+    for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         h.remove(n);
     }
 }

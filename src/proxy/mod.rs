@@ -352,9 +352,13 @@ impl Finish for Done {
         } = *self;
         let worker = &cx.worker;
         if let Some(u) = upstream {
-            worker.with_picker(&u.def, |p| {
-                p.on_finish(u.node, u.started.elapsed(), !complete)
-            });
+            // Only the balancers that count requests in flight or time them were told of the
+            // start (`Forward::run`); the others need no clock read and no map lookup here.
+            if u.def.needs_feedback() {
+                worker.with_picker(&u.def, |p| {
+                    p.on_finish(u.node, u.started.elapsed(), !complete)
+                });
+            }
             if complete {
                 worker.pool.checkin(u.addr, u.conn, &u.def.keepalive_pool);
             }
@@ -657,13 +661,13 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     };
     let body_error = Rc::new(Cell::new(None));
     let body_limit = Rc::new(Cell::new(limit));
-    let has_body = !(declared == Some(0)
-        || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING)));
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let has_body = !(declared == Some(0) || (declared.is_none() && !chunked));
     let client_body = has_body.then(|| {
         Body::client(
             body,
             body_limit.clone(),
-            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            chunked,
             settings.timeouts.body,
             body_error.clone(),
         )
@@ -985,10 +989,13 @@ impl Forward<'_> {
             if feedback {
                 worker.with_picker(&self.def, |p| p.on_start(idx));
             }
-            let try_start = Instant::now();
-            let upstream_host = self.upstream_host(&node);
             // The log's copy of what was sent, only when there is a log to write it to.
             let logging = log.is_some();
+            // The try's timings are read by the access log, the plugins (`$upstream_*`) and
+            // the balancers that time requests; without any of them no clock is read.
+            let timed = logging || self.req.is_some() || feedback;
+            let try_start = if timed { Instant::now() } else { self.start };
+            let upstream_host = self.upstream_host(&node);
             let mut record = UpstreamRecord {
                 addr: node.addr,
                 status: None,
@@ -1040,7 +1047,7 @@ impl Forward<'_> {
                 (Some(c), None) => Ok(c),
                 (None, None) => Pool::connect(node.addr, connect_timeout).await,
             };
-            record.connect_time = Some(try_start.elapsed());
+            record.connect_time = timed.then(|| try_start.elapsed());
             let mut conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
@@ -1078,7 +1085,7 @@ impl Forward<'_> {
             conn.uses += 1;
             match sent {
                 Ok(resp) => {
-                    record.header_time = Some(try_start.elapsed());
+                    record.header_time = timed.then(|| try_start.elapsed());
                     record.status = Some(resp.status().as_u16());
                     let (mut parts, body) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);

@@ -851,6 +851,17 @@ async fn forward(
     {
         return Err((run.early_response(s), None));
     }
+    let later_phases = {
+        let chains = run.chains.borrow();
+        [
+            Phase::Balancer,
+            Phase::HeaderFilter,
+            Phase::BodyFilter,
+            Phase::Log,
+        ]
+        .into_iter()
+        .any(|p| any_phase(&chains, p))
+    };
     let (fwd_parts, method, client) = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
@@ -864,7 +875,19 @@ async fn forward(
                 return Err((error_page::page(StatusCode::INTERNAL_SERVER_ERROR), None));
             }
         };
-        let mut headers = r.headers.clone();
+        // After this point the request's headers are read only by the phases that run later
+        // (the balancer phase of a retry, header and body filters, log) and by gzip. Without
+        // them the upstream request takes the headers instead of a copy.
+        let read_later = r.gzip.is_some()
+            || later_phases
+            || run.handler("header_filter_by_lua")
+            || run.handler("body_filter_by_lua")
+            || run.handler("log_by_lua");
+        let mut headers = if read_later {
+            r.headers.clone()
+        } else {
+            std::mem::take(&mut r.headers)
+        };
         let body = match std::mem::replace(&mut r.body, ReqBody::Discarded) {
             ReqBody::Unread(b) => b,
             ReqBody::Read(bytes) => {

@@ -5,7 +5,7 @@
 //! `idle_timeout`, and retire after `requests` uses, as nginx's upstream keepalive does.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -55,7 +55,9 @@ pub enum ConnectError {
 
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, VecDeque<Idle>>>,
+    /// FxHash: SipHash of the address was about 900 instructions per request (checkout and
+    /// checkin), and the keys are the configuration's node addresses, not the client's.
+    idle: RefCell<rustc_hash::FxHashMap<SocketAddr, VecDeque<Idle>>>,
 }
 
 impl Pool {

@@ -11,19 +11,19 @@ use crate::server::framing::Verdict;
 
 /// Headers nginx refuses to see twice in one request (400 "client sent duplicate header line"):
 /// two copies of any of them let a plugin and the upstream disagree about the request.
-const UNIQUE_HEADERS: [&str; 12] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "authorization",
-    "proxy-authorization",
-    "expect",
-    "if-modified-since",
-    "if-unmodified-since",
-    "if-match",
-    "if-none-match",
-    "if-range",
-    "content-range",
+const UNIQUE_HEADERS: [header::HeaderName; 12] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::EXPECT,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_RANGE,
+    header::CONTENT_RANGE,
 ];
 
 /// Refuses request shapes nginx refuses, with nginx's status. `Ok` when the request may proceed.
@@ -69,10 +69,13 @@ pub fn check(
             "client sent HTTP/1.1 request without \"Host\" header",
         ));
     }
-    for name in UNIQUE_HEADERS {
-        let mut values = headers.get_all(name).iter();
-        if values.next().is_some() && values.next().is_some() {
-            return Err((StatusCode::BAD_REQUEST, "client sent duplicate header line"));
+    // A map with as many names as values repeats no header: the usual case costs no lookup.
+    if headers.keys_len() != headers.len() {
+        for name in &UNIQUE_HEADERS {
+            let mut values = headers.get_all(name).iter();
+            if values.next().is_some() && values.next().is_some() {
+                return Err((StatusCode::BAD_REQUEST, "client sent duplicate header line"));
+            }
         }
     }
     if let Some(te) = headers.get(header::TRANSFER_ENCODING)
@@ -185,19 +188,25 @@ fn strip_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.rfind(':') {
+    match last_index_of(host, b':') {
         Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
         _ => host,
     }
 }
 
+/// The last `byte` in `s`. Host values are a few bytes long: a plain loop is cheaper than the
+/// `memrchr` that `str::rfind` calls (about 100 instructions a call, three calls a request).
+fn last_index_of(s: &str, byte: u8) -> Option<usize> {
+    s.bytes().rposition(|b| b == byte)
+}
+
 /// The port in a `Host` header value, if any.
 pub fn port_of_host(host: &str) -> Option<&str> {
-    let after = match host.rfind(']') {
+    let after = match last_index_of(host, b']') {
         Some(i) => &host[i + 1..],
         None => host,
     };
-    let p = after.rsplit_once(':')?.1;
+    let p = &after[last_index_of(after, b':')? + 1..];
     (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then_some(p)
 }
 

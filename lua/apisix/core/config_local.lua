@@ -3,8 +3,8 @@
 -- start; the table is built once per worker and shared, as APISIX caches it.
 
 local cjson_shim = require("apisix.core.json")
-local type, pairs, ipairs, getmetatable, tostring, require =
-    type, pairs, ipairs, getmetatable, tostring, require
+local type, pairs, ipairs, getmetatable, setmetatable, tostring, require =
+    type, pairs, ipairs, getmetatable, setmetatable, tostring, require
 
 local config_local = {}
 
@@ -29,8 +29,31 @@ local DEFAULTS = {
     -- moongate's own default deployment (APISIX's is traditional with etcd).
     { "deployment.role", "data_plane" },
     { "deployment.role_data_plane", { config_provider = "yaml" } },
+    { "deployment.etcd", {
+        host = { "http://127.0.0.1:2379" }, prefix = "/apisix", timeout = 30,
+        watch_timeout = 50, startup_retry = 2, tls = { verify = true },
+    } },
     { "plugin_attr", {} },
 }
+
+-- What APISIX's loader derives after reading the file: `etcd` (the deployment's etcd section,
+-- read by plugins and tests as `local_conf().etcd`) and `deployment.config_provider`.
+local function derive(conf)
+    local deployment = conf.deployment
+    if type(deployment) ~= "table" then
+        return
+    end
+    conf.etcd = deployment.etcd
+    local role = deployment.role
+    local role_conf = type(role) == "string" and deployment["role_" .. role]
+    local provider = type(role_conf) == "table" and role_conf.config_provider
+    deployment.config_provider = provider or "etcd"
+    if role == "control_plane" and type(conf.apisix) == "table" then
+        conf.apisix.enable_admin = true
+    elseif role == "data_plane" and type(conf.apisix) == "table" then
+        conf.apisix.enable_admin = false
+    end
+end
 
 local function copy(v)
     if type(v) ~= "table" then
@@ -79,6 +102,14 @@ local function overlay(base, over)
     return base
 end
 
+local function enabled_plugin_names()
+    local names = setmetatable({}, cjson_shim.array_mt)
+    for i, mod in ipairs(require("apisix.plugin").plugins) do
+        names[i] = mod.name
+    end
+    return names
+end
+
 -- Built once per worker from the text the gateway parsed at start.
 local built
 
@@ -92,6 +123,17 @@ function config_local.local_conf(force)
             return nil, "failed to read config.yaml: " .. tostring(why or "not a mapping")
         end
         built = overlay(defaults(), doc)
+        derive(built)
+        if built.plugins == nil then
+            -- No `plugins:` in the file: every plugin is enabled, and the list reads as
+            -- APISIX's default one does, by descending priority. Asked of apisix.plugin on each
+            -- read, since local_conf() may be first called before the plugins have loaded.
+            setmetatable(built, { __index = function(_, key)
+                if key == "plugins" then
+                    return enabled_plugin_names()
+                end
+            end })
+        end
     end
     return built
 end

@@ -78,6 +78,24 @@ local function header_var(lname)
     return v
 end
 
+-- The lower-case form of a header name, made once per name: `string.lower` makes and interns
+-- a new string on every call, and auth plugins set the same few headers on every request.
+local lower_of = {}
+local lowers = 0
+
+local function lower_name(name)
+    local l = lower_of[name]
+    if l == nil then
+        l = str_lower(name)
+        if lowers >= 1024 then
+            lower_of, lowers = {}, 0
+        end
+        lower_of[name] = l
+        lowers = lowers + 1
+    end
+    return l
+end
+
 -- Forgets every cached view of header `lname` (lower-case).
 local function forget_header(ctx, lname)
     if not ctx then
@@ -118,7 +136,7 @@ local function change_header(mode, ctx, name, value)
         error(str_format("invalid header name %q: got %s, expected string", name, type(name)))
     end
 
-    local lname = str_lower(name)
+    local lname = lower_name(name)
     if mode == "add" and value ~= nil then
         req.set_header(name, appended(lname, value))
     else
