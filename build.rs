@@ -37,6 +37,17 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let root = manifest.join("lua");
     println!("cargo:rerun-if-changed=lua");
+    // nginx's `ngx_stat_*` counters (observability::metrics::conn) are looked up by name
+    // through LuaJIT's FFI, which only sees the executable's dynamic symbols: export those
+    // seven, nothing else.
+    let dynlist = manifest.join("build/ngx_stat.dynlist");
+    println!("cargo:rerun-if-changed=build/ngx_stat.dynlist");
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,--dynamic-list={}",
+            dynlist.display()
+        );
+    }
     let mut modules = Vec::new();
     collect(&root, &root, &mut modules);
     let mut code = String::from("pub static MODULES: &[(&str, &str, &str)] = &[\n");

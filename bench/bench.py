@@ -11,6 +11,9 @@ Scenarios (--scenario, default all):
             time from --apisix-root; never part of this repository) against nginx with
             lua-nginx-module doing the same key check in access_by_lua_block
             (bench/lua/nginx/key_check.lua). Skipped when --apisix-root is not given.
+  prometheus
+            what the native `prometheus` plugin costs: moongate with a plugin-less route against
+            the same binary with `prometheus: {}` on the route; not part of `all`.
 
 Two ways to measure (both refuse a run with any non-2xx answer or socket error: a fast error is
 not a result):
@@ -26,7 +29,7 @@ not a result):
   do not depend on what else runs on the machine, so they are the figure to optimise against
   on a shared machine; they leave out kernel time (the socket system calls both contenders make).
 
-Usage: bench/bench.py [--scenario proxy|lua|key-auth|all] [--apisix-root DIR]
+Usage: bench/bench.py [--scenario proxy|lua|key-auth|prometheus|all] [--apisix-root DIR]
                       [--rounds N] [--duration SECONDS] [--connections N] [--moongate PATH]
                       [--instructions [--requests N] [--callgrind-out DIR]]
 """
@@ -172,6 +175,9 @@ nginx_config:
   role: data_plane
   role_data_plane:
     config_provider: yaml
+plugin_attr:
+  prometheus:
+    enable_export_server: false
 """
             )
         with open(os.path.join(self.prefix, "conf", "apisix.yaml"), "w") as f:
@@ -426,7 +432,7 @@ def count_scenario(title, contenders, path, headers, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=("proxy", "lua", "key-auth", "all"), default="all")
+    ap.add_argument("--scenario", choices=("proxy", "lua", "key-auth", "prometheus", "all"), default="all")
     ap.add_argument("--apisix-root", help="an APISIX checkout: its apisix/plugins/key-auth.lua is copied into a temporary prefix for the key-auth scenario")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
@@ -645,6 +651,25 @@ routes:
                 wait_port(port, start_timeout)
                 ready(name, port, check_key_auth, start_timeout)
             scenarios.append(("key-auth", contenders, "/auth", (f"apikey: {API_KEY}",)))
+
+        if "prometheus" in wanted:
+            plain_port, prom_port = free_port(), free_port()
+            routes = """routes:
+  - id: hello
+    uri: /hello
+    {plugins}{upstream}
+#END
+"""
+            plain = Moongate("moongate", args.moongate, tmp, 1, plain_port,
+                             routes.format(plugins="", upstream=upstream), instrument=inst)
+            running.append(plain)
+            prom = Moongate("moongate+prom", args.moongate, tmp, 1, prom_port,
+                            routes.format(plugins="plugins:\n      prometheus: {}\n    ", upstream=upstream),
+                            instrument=inst)
+            running.append(prom)
+            for p in (plain_port, prom_port):
+                wait_port(p, start_timeout)
+            scenarios.append(("prometheus", [("moongate", plain, plain_port), ("moongate+prom", prom, prom_port)], "/hello", ()))
 
         print(f"machine: {machine()}")
         try:

@@ -63,6 +63,8 @@ fn settings(node: &NodeConfig) -> anyhow::Result<Settings> {
         client_max_body_size: node.client_max_body_size,
         max_line: node.large_client_header_buffers.1,
         keepalive_requests: node.keepalive_requests,
+        prometheus_export_uri: node.prometheus_export_uri.clone(),
+        prometheus_prefix: node.prometheus_prefix.clone(),
         access_log,
         real_ip: crate::proxy::realip::RealIp::new(
             &node.real_ip_header,
@@ -307,6 +309,7 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
     };
 
     let specs = with_control_listener(specs, &node)?;
+    let specs = with_prometheus_export(specs, &node, &registry.catalog())?;
     let shared = Arc::new(Shared {
         admin: match &config_source {
             ConfigSource::Store(p) if p.serve_on_data_port => {
@@ -338,10 +341,16 @@ pub fn run(prefix: &Path, config: &Path, envoy_file: Option<&Path>) -> anyhow::R
         .filter(|s| s.serves == Serves::Proxy)
         .map(|s| s.addr.to_string())
         .collect();
-    let control = match node.control.listen {
+    let mut control = match node.control.listen {
         Some(a) => format!(", control API on http://{a}/v1"),
         None => String::new(),
     };
+    if let Some(s) = specs.iter().find(|s| s.serves == Serves::PrometheusExport) {
+        control.push_str(&format!(
+            ", prometheus metrics on http://{}{}",
+            s.addr, node.prometheus_export_uri
+        ));
+    }
     let source = match &config_source {
         ConfigSource::File(_, kind) => {
             format!("routes from {} ({kind} provider)", routes.display())
@@ -410,6 +419,48 @@ fn with_control_listener(
         addr,
         http2: false,
         serves: Serves::Control,
+    });
+    Ok(specs)
+}
+
+/// Adds the prometheus plugin's export listener (`plugin_attr.prometheus.export_addr`) when
+/// the plugin is loaded and this node proxies, refusing a port another listener has.
+fn with_prometheus_export(
+    mut specs: Vec<ListenSpec>,
+    node: &NodeConfig,
+    catalog: &crate::plugin::Catalog,
+) -> anyhow::Result<Vec<ListenSpec>> {
+    let Some(addr) = node.prometheus_export else {
+        return Ok(specs);
+    };
+    // APISIX's Lua plugin or the native one: either serves the metrics.
+    let loaded = catalog.get("prometheus").is_some();
+    if !loaded || !specs.iter().any(|s| s.serves == Serves::Proxy) {
+        return Ok(specs);
+    }
+    if let Some(s) = specs.iter().find(|s| s.addr.port() == addr.port()) {
+        bail!(
+            "plugin_attr.prometheus.export_addr: prometheus port {} conflicts with {}",
+            addr.port(),
+            if s.serves == Serves::Control {
+                "the control API's port"
+            } else {
+                "node_listen"
+            }
+        );
+    }
+    if let Some(a) = &node.admin
+        && a.listen.port() == addr.port()
+    {
+        bail!(
+            "plugin_attr.prometheus.export_addr: prometheus port {} conflicts with the Admin API's port",
+            addr.port()
+        );
+    }
+    specs.push(ListenSpec {
+        addr,
+        http2: false,
+        serves: Serves::PrometheusExport,
     });
     Ok(specs)
 }

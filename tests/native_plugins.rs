@@ -144,9 +144,9 @@ fn redirect_builds_the_location_from_variables_regexes_and_the_query() {
 fn redirect_to_https_takes_the_port_from_plugin_attr() {
     let echo = Echo::start("e");
     let port = free_port();
-    let config = format!(
-        "{}plugin_attr:\n  redirect:\n    https_port: 8443\n",
-        config_yaml(port, "")
+    let config = plugin_attr(
+        &config_yaml(port, ""),
+        "  redirect:\n    https_port: 8443\n",
     );
     let yaml = format!(
         "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nroutes:\n  - id: tls\n    uri: /tls\n    upstream_id: e\n    plugins:\n      redirect:\n        http_to_https: true\n#END\n",

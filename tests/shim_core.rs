@@ -24,8 +24,11 @@ fn gateway(echo: &Echo, case: &str) -> Gateway {
 fn gateway_with(echo: &Echo, case: &str, chunks_port: u16) -> Gateway {
     let port = free_port();
     let config = format!(
-        "{}plugins:\n  - shim-probe\n  - shim-copy\nplugin_attr:\n  shim-probe:\n    greeting: hello\n",
-        config_yaml(port, "")
+        "{}plugins:\n  - shim-probe\n  - shim-copy\n",
+        plugin_attr(
+            &config_yaml(port, ""),
+            "  shim-probe:\n    greeting: hello\n"
+        )
     );
     let routes = format!(
         "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nroutes:\n  - id: r1\n    name: probe-route\n    uris: [\"/probe\", \"/probe/*\"]\n    upstream_id: e\n    plugins:\n      shim-probe: {{case: {case}}}\n  - id: r2\n    uri: /chunks\n    upstream:\n      nodes:\n        \"127.0.0.1:{chunks_port}\": 1\n    plugins:\n      shim-probe: {{case: {case}}}\n      shim-copy: {{}}\n#END\n",

@@ -18,8 +18,8 @@ const MODULES: &str = include_str!("../t/fixtures/shim/shim-modules.lua");
 fn config(port: u16) -> String {
     // `null` in config.yaml reads as an absent key (plugin_attr of shim-modules is nil).
     format!(
-        "{}plugins:\n  - shim-modules\nplugin_attr:\n  shim-modules: null\n",
-        config_yaml(port, "")
+        "{}plugins:\n  - shim-modules\n",
+        plugin_attr(&config_yaml(port, ""), "  shim-modules: null\n")
     )
 }
 

@@ -67,6 +67,8 @@ function _M.publish(names, load_times)
     if type(registry) == "table" then
         _M.fill(registry)
     end
+    -- what APISIX's privileged agent would run for these plugins (worker 0 does)
+    require("moongate.agent").start()
 end
 
 return _M

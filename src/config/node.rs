@@ -187,6 +187,15 @@ pub struct NodeConfig {
     pub plugins: Option<Vec<String>>,
     /// The control API (`/v1/*`, plugins' `control_api()`).
     pub control: ControlConfig,
+    /// `plugin_attr.prometheus.export_addr` (default `127.0.0.1:9091`): where the prometheus
+    /// plugin's metrics are served when it is enabled; `None` with
+    /// `plugin_attr.prometheus.enable_export_server: false` (then the data port serves them
+    /// through `public-api`).
+    pub prometheus_export: Option<std::net::SocketAddr>,
+    /// `plugin_attr.prometheus.export_uri` (default `/apisix/prometheus/metrics`) and
+    /// `metric_prefix` (default `apisix_`), for the native plugin's export.
+    pub prometheus_export_uri: String,
+    pub prometheus_prefix: String,
     /// `apisix.extra_lua_path`: `package.path` patterns searched before moongate's own.
     pub extra_lua_path: String,
     /// `lua_shared_dict` and `custom_lua_shared_dict`: (name, bytes), APISIX's defaults included.
@@ -214,6 +223,8 @@ const DEFAULT_SHARED_DICTS: &[(&str, &str)] = &[
     ("plugin-limit-count-reset-header", "10m"),
     ("plugin-limit-count-lock", "10m"),
     ("prometheus-metrics", "10m"),
+    // The prometheus exporter keeps its rendered scrape text here between refreshes.
+    ("prometheus-cache", "10m"),
     ("plugin-limit-conn", "10m"),
     ("upstream-healthcheck", "10m"),
     ("worker-events", "10m"),
@@ -802,6 +813,12 @@ impl NodeConfig {
             }
         }
         let control = parse_control(&mut r);
+        let prometheus_export = parse_prometheus_export(&mut r);
+        let prometheus_export_uri = r.string(
+            "plugin_attr.prometheus.export_uri",
+            "/apisix/prometheus/metrics",
+        );
+        let prometheus_prefix = r.string("plugin_attr.prometheus.metric_prefix", "apisix_");
         let lua_memory_limit = r.size("moongate.lua_memory_limit", "1g");
         let lua_phase_timeout = r.time("moongate.lua_phase_timeout", "60s");
         if !r.errors.is_empty() {
@@ -836,6 +853,9 @@ impl NodeConfig {
                 admin,
                 plugins,
                 control,
+                prometheus_export,
+                prometheus_export_uri,
+                prometheus_prefix,
                 extra_lua_path,
                 ssl_trusted_certificate,
                 shared_dicts,
@@ -1051,6 +1071,30 @@ fn parse_control(r: &mut Reader<'_>) -> ControlConfig {
     ControlConfig {
         listen: Some(listen),
         serve_on_data_port,
+    }
+}
+
+/// `plugin_attr.prometheus.enable_export_server` (default true) and `export_addr.{ip, port}`
+/// (default `127.0.0.1:9091`), as APISIX reads them.
+fn parse_prometheus_export(r: &mut Reader<'_>) -> Option<std::net::SocketAddr> {
+    const PATH: &str = "plugin_attr.prometheus.export_addr";
+    if !r.boolean("plugin_attr.prometheus.enable_export_server", true) {
+        return None;
+    }
+    let ip = r.string(&format!("{PATH}.ip"), "127.0.0.1");
+    let port = r.number(&format!("{PATH}.port"), 9091);
+    match (
+        ip.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>(),
+        u16::try_from(port),
+    ) {
+        (Ok(ip), Ok(port)) if port > 0 => Some(std::net::SocketAddr::new(ip, port)),
+        _ => {
+            r.error(
+                PATH,
+                format!("expected {{ip, port}} with a valid address and port, got {ip}:{port}"),
+            );
+            None
+        }
     }
 }
 

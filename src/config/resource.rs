@@ -149,6 +149,9 @@ pub enum FixedAnswer {
         body: String,
     },
     Redirect(RedirectAction),
+    /// APISIX's `404 Route Not Found` JSON answer: what a request no route matched gets once
+    /// the global rules ran (`proxy::unrouted`).
+    RouteNotFound,
 }
 
 /// A redirect built from the request: each `Some` part replaces that part of the request's URL.

@@ -167,12 +167,16 @@ crate::raw_fn!(upstream_peer, |_| {
 });
 
 /// `route_match(t)`: fills `t` (the request's `ctx.curr_req_matched`) with what the router
-/// matched: `_path` (the route uri) and the uri's parameters.
+/// matched: `_path` (the route uri), `_host` (the route host, when the route has hosts) and
+/// the uri's parameters.
 unsafe extern "C-unwind" fn route_match(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
     let pairs = request::with_raw("the phase runner", |r| {
         let mut p = super::raw::Pairs::with_capacity(r.uri_params.len() + 1);
         if let Some(u) = &r.matched_uri {
             p.push(b"_path", u.as_bytes());
+        }
+        if let Some(h) = &r.matched_host {
+            p.push(b"_host", h.as_bytes());
         }
         for (k, v) in &r.uri_params {
             p.push(k.as_bytes(), v.as_bytes());

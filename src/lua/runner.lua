@@ -119,6 +119,10 @@ local route_value_mt = {
 
 -- The route object of `ctx.matched_route`, once per route and snapshot (called from Rust).
 local function make_route(id, name, service_id, modified_index)
+    if id == "" then
+        -- A request no route matched (global rules only): no route fields at all.
+        return {}
+    end
     return {
         id = id,
         name = name,

@@ -1,5 +1,6 @@
-//! Logs: the nginx-shaped error log and the access log.
+//! Logs and metrics: the nginx-shaped error log, the access log, and the metric registry.
 
 pub mod access;
 pub mod clock;
 pub mod errlog;
+pub mod metrics;

@@ -90,11 +90,10 @@ impl Catalog {
     ) -> std::io::Result<(Catalog, Vec<String>)> {
         let node: serde_json::Value =
             serde_json::from_str(&opts.node_config_json).unwrap_or(serde_json::Value::Null);
-        let natives: HashMap<&'static str, Arc<dyn NativePlugin>> =
-            native::all(&node["plugin_attr"])
-                .into_iter()
-                .map(|p| (p.name(), p))
-                .collect();
+        let natives: HashMap<&'static str, Arc<dyn NativePlugin>> = native::all(&node)
+            .into_iter()
+            .map(|p| (p.name(), p))
+            .collect();
         // A Lua file in the plugin directories wins over the native plugin of the same name,
         // so a user can run APISIX's own implementation instead of ours.
         let lua_files = discover(&opts.plugin_dirs);

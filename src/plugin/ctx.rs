@@ -111,6 +111,11 @@ pub struct RequestCtx {
     /// The route uri the router matched (APISIX's `curr_req_matched._path`) and the
     /// parameters it captured (`uri_param_NAME`).
     pub matched_uri: Option<String>,
+    /// The route host that matched (`foo.com`, `*.foo.com`), for `curr_req_matched._host`.
+    pub matched_host: Option<String>,
+    /// `ctx.consumer_name`: the consumer an auth plugin identified, handed to the native
+    /// plugins of the log phase.
+    pub consumer_name: Option<String>,
     pub uri_params: Vec<(String, String)>,
     /// The upstream a plugin chose for this request (`apisix.upstream.set`), instead of the
     /// route's.
@@ -203,6 +208,8 @@ impl RequestCtx {
             route_name: None,
             service_id: None,
             matched_uri: None,
+            matched_host: None,
+            consumer_name: None,
             uri_params: Vec::new(),
             upstream_choice: None,
             status: 0,
@@ -342,6 +349,21 @@ impl RequestCtx {
             "upstream_connect_time" => Cow::Owned(secs(self.upstream.connect_time?)),
             "upstream_header_time" => Cow::Owned(secs(self.upstream.header_time?)),
             "upstream_scheme" => Cow::Borrowed("http"),
+            // The values APISIX's nginx.conf `set`s for every request, until a plugin writes
+            // them (the prometheus exporter labels every request with them).
+            "request_type" => Cow::Borrowed("traditional_http"),
+            "request_llm_model" | "llm_model" | "llm_content_risk_level" | "llm_end_user_id" => {
+                Cow::Borrowed("")
+            }
+            "llm_time_to_first_token"
+            | "llm_prompt_tokens"
+            | "llm_completion_tokens"
+            | "llm_total_tokens"
+            | "llm_tool_count"
+            | "llm_cache_read_input_tokens"
+            | "llm_cache_creation_input_tokens"
+            | "llm_reasoning_tokens" => Cow::Borrowed("0"),
+            "llm_stream" | "llm_has_tool_calls" => Cow::Borrowed("false"),
             "time_iso8601" => {
                 let mut s = String::new();
                 crate::observability::clock::push_time_iso8601(&mut s);
@@ -455,7 +477,7 @@ fn request_id(id: CtxId, start: SystemTime) -> u128 {
     x ^ (x >> 61)
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

@@ -55,6 +55,20 @@ pub(super) async fn serve(
     host: String,
     start: Instant,
 ) -> http::Response<Body> {
+    serve_internal(CONTROL_ROUTE.clone(), cx, parts, body, path, host, start).await
+}
+
+/// Runs `route` (an endpoint of the gateway's own, whose content handler answers) for one
+/// request: no global rules, no route in `ctx`, no access log, the peer is the client.
+pub(super) async fn serve_internal(
+    route: Arc<RouteEntry>,
+    cx: Rc<ConnCtx>,
+    parts: http::request::Parts,
+    body: Incoming,
+    path: String,
+    host: String,
+    start: Instant,
+) -> http::Response<Body> {
     let declared: Option<u64> = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -67,7 +81,7 @@ pub(super) async fn serve(
         phases::Incoming {
             cx,
             snapshot,
-            route: CONTROL_ROUTE.clone(),
+            route,
             parts,
             body,
             path,
@@ -75,9 +89,11 @@ pub(super) async fn serve(
             declared,
             start,
             matched_uri: None,
+            matched_host: None,
             uri_params: Vec::new(),
             client,
             internal: true,
+            unrouted: false,
         },
         // As APISIX's control server: no access log.
         None,

@@ -11,11 +11,13 @@ pub mod control;
 pub mod error_page;
 pub mod gzip;
 pub mod headers;
+mod metrics_export;
 pub mod phases;
 pub mod pool;
 pub mod realip;
 pub mod request;
 pub mod route_action;
+mod unrouted;
 pub mod upstream_io;
 
 use std::cell::{Cell, RefCell};
@@ -61,6 +63,10 @@ pub struct Settings {
     /// `apisix.trusted_addresses`: when set, the `X-Forwarded-For` of any other peer is
     /// dropped before plugins see the request.
     pub trusted_addresses: Option<crate::router::ip::IpSet>,
+    /// `plugin_attr.prometheus.export_uri` and `metric_prefix`, for the native plugin's
+    /// export (`proxy::metrics_export`).
+    pub prometheus_export_uri: String,
+    pub prometheus_prefix: String,
 }
 
 /// What every worker shares.
@@ -548,6 +554,11 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         };
     }
 
+    if cx.serves == crate::server::Serves::PrometheusExport {
+        let path = path.into_owned();
+        let host = host.into_owned();
+        return Ok(metrics_export::serve(cx.clone(), parts, body, path, host, start).await);
+    }
     if cx.serves == crate::server::Serves::Control
         || (cx.worker.shared.control_on_data_port && path.starts_with("/v1/"))
     {
@@ -575,10 +586,27 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         server_port: cx.local.port(),
         headers: &parts.headers,
     };
-    let Some(matched) = snapshot.router.find(&view) else {
-        return Ok(finish(error_page::route_not_found(), &cx, log, None, None));
+    // A request no route matched still runs the global rules, as in APISIX (their plugins may
+    // answer, and their log phase sees the 404); without global rules it is answered here.
+    let (matched, unrouted) = match snapshot.router.find(&view) {
+        Some(m) => (m, false),
+        None if !snapshot.global_chains.is_empty() => (
+            crate::router::RouteMatch {
+                index: usize::MAX,
+                params: Vec::new(),
+                uri: None,
+                host: crate::router::MatchedHost::Any,
+            },
+            true,
+        ),
+        None => return Ok(finish(error_page::route_not_found(), &cx, log, None, None)),
     };
-    let Some(route) = snapshot.routes.get(matched.index).cloned() else {
+    let found = if unrouted {
+        Some(unrouted::ROUTE.clone())
+    } else {
+        snapshot.routes.get(matched.index).cloned()
+    };
+    let Some(route) = found else {
         log::error!(
             "router returned route index {} outside the route table",
             matched.index
@@ -591,7 +619,9 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             None,
         ));
     };
-    if let Some(l) = log.as_mut() {
+    if let Some(l) = log.as_mut()
+        && !unrouted
+    {
         l.route_id = Some(route.id.0.clone());
     }
     // The client's declared body size is refused before anything reaches the upstream.
@@ -615,7 +645,8 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         return Ok(finish(resp, &cx, log, None, None));
     }
     if let Some(l) = log.as_mut() {
-        l.request_length = declared.unwrap_or(0);
+        l.request_length =
+            declared.unwrap_or(0) + request::head_length(&parts.method, &parts.uri, &parts.headers);
     }
 
     let apisix_route = route.handlers.is_none();
@@ -626,10 +657,12 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             neutralize_on_arrival(&mut parts.headers, &parts.uri, &cx);
         }
         let matched_uri = matched.uri.as_deref().map(str::to_string);
+        let matched_host = matched.host.pattern(&host);
         return Ok(phases::serve(
             phases::Incoming {
                 cx: cx.clone(),
                 matched_uri,
+                matched_host,
                 uri_params: matched.params,
                 snapshot,
                 route,
@@ -641,6 +674,7 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
                 start,
                 client,
                 internal: false,
+                unrouted,
             },
             log,
         )
@@ -1032,6 +1066,13 @@ impl Forward<'_> {
                 record.addr = node.addr;
             }
 
+            // The node this try goes to, as nginx's `$upstream_addr` names it even when the
+            // connection fails (APISIX's `ctx.balancer_ip` is set before connecting too).
+            if let Some(req) = &self.req
+                && unresolved.is_none()
+            {
+                req.borrow_mut().upstream.addr = Some(node.addr);
+            }
             // A pooled connection first; the peer may have closed it, then a fresh one.
             let mut conn = None;
             if unresolved.is_none() {

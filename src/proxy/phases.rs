@@ -51,12 +51,17 @@ pub(super) struct Incoming {
     pub start: Instant,
     /// The route uri that matched and the parameters it captured.
     pub matched_uri: Option<String>,
+    /// The route host that matched, as `MatchedHost::pattern` spells it.
+    pub matched_host: Option<String>,
     pub uri_params: Vec<(String, String)>,
     /// The client address after realip.
     pub client: std::net::SocketAddr,
     /// A request the gateway answers itself (the control API, `proxy::control`): no global
     /// rules run and `ctx` names no route.
     pub internal: bool,
+    /// A request no route matched, run for the global rules only (`proxy::unrouted`): `ctx`
+    /// names no route.
+    pub unrouted: bool,
 }
 
 /// How a run of phases ended.
@@ -84,6 +89,8 @@ struct Run {
     /// `ctx.upstream_id` as the rewrite and access plugins left it (traffic-split sets it).
     upstream_id: RefCell<Option<String>>,
     uses_lua: bool,
+    /// No route matched: plugins see no route (`proxy::unrouted`).
+    unrouted: bool,
 }
 
 fn any_phase(chains: &[Arc<Chain>], p: Phase) -> bool {
@@ -106,6 +113,15 @@ impl Run {
             .as_ref()
             .filter(|c| c.owner.conf_type == "route")
             .and_then(|c| c.owner.conf_version.parse().ok());
+        if self.unrouted {
+            // The runner's route table for "no route": no ctx.route_id, no matched_route.
+            return RouteInfo {
+                id: "",
+                name: None,
+                service_id: None,
+                modified_index: None,
+            };
+        }
         RouteInfo {
             id: &r.id.0,
             name: r.name.as_deref(),
@@ -145,6 +161,11 @@ impl Run {
                         let res = match &entries[i].prepared {
                             Some(conf) => {
                                 let mut r = self.req.borrow_mut();
+                                if phase == Phase::Log && r.consumer_name.is_none() {
+                                    // The consumer an auth plugin identified (the
+                                    // prometheus plugin's `consumer` label).
+                                    r.consumer_name = self.consumer.borrow().clone();
+                                }
                                 p.run(phase, conf, &mut r)
                             }
                             None => Err("the conf was never prepared".to_string()),
@@ -538,9 +559,11 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         declared,
         start,
         matched_uri,
+        matched_host,
         uri_params,
         client,
         internal,
+        unrouted,
     } = inc;
     let settings = &cx.worker.shared.settings;
     let globals: &[Arc<Chain>] = if internal {
@@ -577,6 +600,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         .unwrap_or_else(|| "/".into());
     let args = parts.uri.query().unwrap_or("").to_string();
     let client_uri = parts.uri.clone();
+    let head_length = super::request::head_length(&parts.method, &parts.uri, &parts.headers);
     let mut ctx = RequestCtx::new(
         sched::next_ctx_id(),
         parts.method,
@@ -593,12 +617,13 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     );
     ctx.start = start;
     ctx.body_limit = Some(body_limit);
-    ctx.request_length = declared.unwrap_or(0);
-    if !internal {
+    ctx.request_length = declared.unwrap_or(0) + head_length;
+    if !internal && !unrouted {
         ctx.route_id = Some(route.id.0.clone());
         ctx.route_name = route.name.clone();
         ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
         ctx.matched_uri = matched_uri;
+        ctx.matched_host = matched_host;
         ctx.uri_params = uri_params;
     }
     let id = ctx.id;
@@ -627,6 +652,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         consumer: RefCell::new(None),
         upstream_id: RefCell::new(None),
         uses_lua,
+        unrouted,
     });
 
     let flow = before_upstream(&run).await;

@@ -162,6 +162,19 @@ pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(String::from_utf8_lossy(&path).into_owned()))
 }
 
+/// The size of the request head as an HTTP/1.1 client sends it (request line, header lines,
+/// the blank line), which nginx's `$request_length` counts besides the body. HTTP/2 heads
+/// are compressed on the wire; they are counted as their HTTP/1.1 form.
+pub fn head_length(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> u64 {
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    // "METHOD TARGET HTTP/1.1\r\n" and the final "\r\n"
+    let mut n = method.as_str().len() + 1 + target + 1 + 8 + 2 + 2;
+    for (name, value) in headers {
+        n += name.as_str().len() + 2 + value.len() + 2;
+    }
+    n as u64
+}
+
 /// `$host`: from an absolute-form request target when present (it wins over `Host`, as in nginx),
 /// else from the `Host` header; lower case, without the port.
 pub fn host_of<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Cow<'a, str> {

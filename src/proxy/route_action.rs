@@ -48,6 +48,7 @@ pub fn fixed(answer: &FixedAnswer, req: &RequestCtx) -> Response<Body> {
             }
             resp
         }
+        FixedAnswer::RouteNotFound => super::error_page::route_not_found(),
         FixedAnswer::Redirect(r) => {
             let location = location(r, req);
             let mut resp = Response::new(Body::empty());

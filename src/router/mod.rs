@@ -74,6 +74,34 @@ pub struct RouteMatch {
     /// The uri (as configured) through which the route matched: APISIX's
     /// `ctx.curr_req_matched._path`.
     pub uri: Option<Arc<str>>,
+    /// Which of the route's hosts matched, for `ctx.curr_req_matched._host`.
+    pub host: MatchedHost,
+}
+
+/// How the request's host met the matched route's hosts. Kept as a tag rather than a string
+/// so a match allocates nothing: [`MatchedHost::pattern`] spells it when asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchedHost {
+    /// The route has no hosts.
+    Any,
+    /// The route lists the request's host itself.
+    Exact,
+    /// The route's `*SUFFIX` matched; the suffix's length in bytes.
+    Wildcard(usize),
+}
+
+impl MatchedHost {
+    /// The route host that matched `host` (the request's, lower-cased as the router saw it):
+    /// `foo.com`, `*.foo.com`, or `None` for a route without hosts.
+    pub fn pattern(self, host: &str) -> Option<String> {
+        match self {
+            MatchedHost::Any => None,
+            MatchedHost::Exact => Some(host.to_string()),
+            MatchedHost::Wildcard(len) => host
+                .get(host.len().saturating_sub(len)..)
+                .map(|suffix| format!("*{suffix}")),
+        }
+    }
 }
 
 /// A route that cannot be compiled, naming the route id and field.
@@ -367,7 +395,10 @@ impl Router {
             && let Some(idx) = self.by_host.get(host)
             && let Some(m) = self.find_in(idx, path, req)
         {
-            return Some(m);
+            return Some(RouteMatch {
+                host: MatchedHost::Exact,
+                ..m
+            });
         }
         for &(len, _) in self.wildcard_lens.iter() {
             if len > host.len() || !host.is_char_boundary(host.len() - len) {
@@ -376,7 +407,10 @@ impl Router {
             if let Some(idx) = self.by_wildcard.get(&host[host.len() - len..])
                 && let Some(m) = self.find_in(idx, path, req)
             {
-                return Some(m);
+                return Some(RouteMatch {
+                    host: MatchedHost::Wildcard(len),
+                    ..m
+                });
             }
         }
         self.find_in(&self.any_host, path, req)
@@ -429,6 +463,7 @@ impl Router {
                 index: f.index,
                 params,
                 uri: f.uris.get(c.uri_pos as usize).cloned(),
+                host: MatchedHost::Any,
             });
         }
         None

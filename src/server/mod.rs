@@ -41,6 +41,9 @@ pub enum Serves {
     Proxy,
     /// The control API only (`apisix.control`), see `proxy::control`.
     Control,
+    /// The prometheus plugin's metrics only (`plugin_attr.prometheus.export_addr`), see
+    /// `proxy::metrics_export`.
+    PrometheusExport,
 }
 
 /// Why the server could not start.
@@ -213,7 +216,9 @@ async fn accept_loop(
                 Ok((stream, peer)) => {
                     active.set(active.get() + 1);
                     let (ctx, active, shutdown) = (ctx.clone(), active.clone(), shutdown.clone());
+                    let counted = crate::observability::metrics::conn::ConnGuard::open();
                     tokio::task::spawn_local(async move {
+                        let _counted = counted;
                         conn::serve(stream, peer, spec, ctx, shutdown).await;
                         active.set(active.get() - 1);
                     });

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::framing::{Framing, Phase};
+use crate::observability::metrics::conn as conn_stats;
 
 /// Client-side timeouts, resolved from the node config.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +50,18 @@ pub struct ConnState {
     started: Instant,
 }
 
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        // A connection that closes mid-head or with requests in flight leaves the counts.
+        if self.head_started.get().is_some() {
+            conn_stats::reading(false);
+        }
+        for _ in 0..self.in_flight.get() {
+            conn_stats::request_end();
+        }
+    }
+}
+
 impl ConnState {
     pub fn new(framing: Option<Framing>) -> Rc<ConnState> {
         let now = Instant::now();
@@ -68,15 +81,30 @@ impl ConnState {
     pub fn begin(&self) {
         self.in_flight.set(self.in_flight.get() + 1);
         self.requests.set(self.requests.get() + 1);
+        conn_stats::request_begin();
     }
 
     /// A response was fully sent (or abandoned).
     pub fn end(&self) {
         let n = self.in_flight.get().saturating_sub(1);
+        if n < self.in_flight.get() {
+            conn_stats::request_end();
+        }
         self.in_flight.set(n);
         if n == 0 {
             self.last_done.set(Instant::now());
         }
+    }
+
+    /// A request head started arriving (`Some`) or is complete (`None`); the process-wide
+    /// `reading` count follows.
+    fn set_head_started(&self, at: Option<Instant>) {
+        match (self.head_started.get().is_some(), at.is_some()) {
+            (false, true) => conn_stats::reading(true),
+            (true, false) => conn_stats::reading(false),
+            _ => {}
+        }
+        self.head_started.set(at);
     }
 
     fn phase(&self) -> Option<Phase> {
@@ -153,16 +181,16 @@ impl<S: AsyncRead> AsyncRead for TimedIo<S> {
                         f.feed(data);
                         match f.phase() {
                             Phase::Head if st.head_started.get().is_none() => {
-                                st.head_started.set(Some(Instant::now()))
+                                st.set_head_started(Some(Instant::now()))
                             }
                             Phase::Head => {}
                             // Only a body being drained after an early answer is timed from
                             // its last read; skip the clock otherwise.
                             Phase::Body if st.in_flight.get() == 0 => {
-                                st.head_started.set(None);
+                                st.set_head_started(None);
                                 st.last_read.set(Instant::now());
                             }
-                            _ => st.head_started.set(None),
+                            _ => st.set_head_started(None),
                         }
                     }
                 }

@@ -124,6 +124,8 @@ impl Block {
 pub struct File {
     pub settings: Settings,
     pub blocks: Vec<Block>,
+    /// The environment the Perl prologue ended with (`BEGIN { $ENV{X} = ... }`).
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +141,8 @@ struct RawBlock {
 struct RawFile {
     settings: Settings,
     blocks: Vec<RawBlock>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
 }
 
 impl File {
@@ -162,6 +166,7 @@ impl File {
         Ok(File {
             settings: raw.settings,
             blocks,
+            env: raw.env,
         })
     }
 

@@ -321,6 +321,12 @@ struct FileCtx<'a> {
     /// Which repetition of the block (`repeat_each`) runs: Test::Nginx restarts nginx before
     /// the first only.
     round: u32,
+    /// Variables the file's Perl prologue set or changed, given to the gateway as nginx would
+    /// have inherited them.
+    prologue_env: Vec<(String, String)>,
+    /// The running block gives its routes as `apisix_yaml`/`apisix_json`: t::APISIX runs such
+    /// a block on a yaml data plane, without the Admin API.
+    block_standalone: bool,
 }
 
 fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
@@ -383,6 +389,17 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
     if lua_roots.is_empty() && Path::new("lua").is_dir() {
         lua_roots.push(absolute(Path::new("lua")));
     }
+    let prologue_env: Vec<(String, String)> = file
+        .env
+        .iter()
+        .filter(|(k, v)| {
+            !k.starts_with("MOONGATE_")
+                && k.as_str() != "TEST_NGINX_BINARY"
+                && !env.iter().any(|(ek, _)| ek == *k)
+                && std::env::var(k.as_str()).ok().as_deref() != Some(v.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut ctx = FileCtx {
         opts,
         dir: dir.to_path_buf(),
@@ -396,6 +413,8 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         generation: 0,
         flush_on_reuse: false,
         round: 1,
+        prologue_env,
+        block_standalone: false,
     };
     let selected: Vec<Block> = ctx.file.selected().into_iter().cloned().collect();
     let file_name = path
@@ -607,6 +626,15 @@ impl FileCtx<'_> {
             &["apisix", "control", "serve_on_data_port"],
             true.into(),
         );
+        // As t::APISIX's default config: the prometheus metrics are reached through
+        // public-api on the test port, and no run holds the fixed export port 9091.
+        if get_path(&cfg, &["plugin_attr", "prometheus", "enable_export_server"]).is_none() {
+            set_path(
+                &mut cfg,
+                &["plugin_attr", "prometheus", "enable_export_server"],
+                false.into(),
+            );
+        }
         if get_path(&cfg, &["apisix", "enable_control"]).is_none() {
             set_path(&mut cfg, &["apisix", "enable_control"], false.into());
         }
@@ -635,9 +663,10 @@ impl FileCtx<'_> {
         serde_norway::to_string(&cfg).map_err(|e| e.to_string())
     }
 
-    /// APISIX suites (`--apisix-root`) run against the Admin API and the embedded store.
+    /// APISIX suites (`--apisix-root`) run against the Admin API and the embedded store, but
+    /// for blocks that bring their own `apisix_yaml` (a yaml data plane, as t::APISIX runs them).
     fn admin_mode(&self) -> bool {
-        self.opts.apisix_root.is_some()
+        self.opts.apisix_root.is_some() && !self.block_standalone
     }
 
     fn upstream_config(&self, block: &Block, ports: &[u16], dicts: &[(String, String)]) -> String {
@@ -979,10 +1008,11 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     if flush_shared {
         locations.push(gateway::flush_shared_route());
     }
-    let main_env = match block.text("main_config").map(translate::main_config) {
-        Some(Ok(e)) => e,
+    let mut main_env = ctx.prologue_env.clone();
+    match block.text("main_config").map(translate::main_config) {
+        Some(Ok(e)) => main_env.extend(e),
         Some(Err(Unsupported(u))) => return Outcome::Skip(u),
-        None => Vec::new(),
+        None => {}
     };
     let mut mock = match block.text("http_config").map(translate::http_config) {
         Some(Ok(h)) => h,
@@ -1015,6 +1045,7 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
         ));
     }
 
+    ctx.block_standalone = block.has("apisix_yaml") || block.has("apisix_json");
     let user_routes = if let Some(y) = block.text("apisix_yaml") {
         match serde_norway::from_str::<serde_norway::Value>(y) {
             Ok(v) => v,

@@ -313,6 +313,16 @@ fn location_route(
                 h.code.insert("rewrite_by_lua".into(), json!(code));
             }
         }
+        (None, false)
+            if h.code.contains_key("access_by_lua") || h.code.contains_key("rewrite_by_lua") =>
+        {
+            // nginx's static handler would look for a file under the test's html directory,
+            // which holds none: a request the Lua lets through gets its 404.
+            h.code.insert(
+                "content_by_lua".into(),
+                json!("ngx.exit(ngx.HTTP_NOT_FOUND)"),
+            );
+        }
         (None, false) => {
             return unsupported(format!(
                 "location {path}: no content handler and no proxy_pass (nginx would serve files)"

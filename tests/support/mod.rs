@@ -81,15 +81,26 @@ pub struct Gateway {
 /// top-level keys it names (`nginx_config:` lines go under nginx_config, etc.).
 pub fn config_yaml(port: u16, http: &str) -> String {
     format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{http}deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: yaml\n"
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{http}deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: yaml\n{NO_EXPORT}"
     )
+}
+
+/// The prometheus export listener (127.0.0.1:9091 by default, opened whenever the plugin is
+/// enabled, as in APISIX) is off in the test configs, as the control API is: tests run in
+/// parallel and a fixed port would collide. Tests that want it set it in [`plugin_attr`].
+pub const NO_EXPORT: &str = "plugin_attr:\n  prometheus:\n    enable_export_server: false\n";
+
+/// `config` (made by the helpers above, which end with a `plugin_attr:` section) with `lines`
+/// (indented by two spaces) added under `plugin_attr:`.
+pub fn plugin_attr(config: &str, lines: &str) -> String {
+    config.replacen("plugin_attr:\n", &format!("plugin_attr:\n{lines}"), 1)
 }
 
 /// `config.yaml` for a `traditional` node on the embedded store, its Admin API on
 /// `admin_port` with one admin key `ADMIN_KEY` and one viewer key `VIEWER_KEY`.
 pub fn embedded_config_yaml(port: u16, admin_port: u16, extra_admin: &str) -> String {
     format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\ndeployment:\n  role: traditional\n  role_traditional:\n    config_provider: embedded\n  admin:\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n    admin_key:\n      - name: admin\n        key: {ADMIN_KEY}\n        role: admin\n      - name: viewer\n        key: {VIEWER_KEY}\n        role: viewer\n{extra_admin}"
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\ndeployment:\n  role: traditional\n  role_traditional:\n    config_provider: embedded\n  admin:\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n    admin_key:\n      - name: admin\n        key: {ADMIN_KEY}\n        role: admin\n      - name: viewer\n        key: {VIEWER_KEY}\n        role: viewer\n{extra_admin}{NO_EXPORT}"
     )
 }
 
@@ -124,7 +135,7 @@ pub fn etcd_config_yaml(
         )
     };
     format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n{apisix_extra}nginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{top_extra}deployment:\n  role: {role}\n  role_{role}:\n    config_provider: etcd\n{admin}  etcd:\n    host:\n{hosts}    timeout: 5\n{etcd_extra}"
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n{apisix_extra}nginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\n  http:\n    access_log: logs/access.log\n{top_extra}deployment:\n  role: {role}\n  role_{role}:\n    config_provider: etcd\n{admin}  etcd:\n    host:\n{hosts}    timeout: 5\n{etcd_extra}{NO_EXPORT}"
     )
 }
 

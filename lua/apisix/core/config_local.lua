@@ -34,6 +34,13 @@ local DEFAULTS = {
         watch_timeout = 50, startup_retry = 2, tls = { verify = true },
     } },
     { "plugin_attr", {} },
+    -- The prometheus plugin's attributes (its exporter indexes them unchecked); the Rust side
+    -- reads the same keys with the same defaults for the export listener (config/node.rs).
+    { "plugin_attr.prometheus.export_uri", "/apisix/prometheus/metrics" },
+    { "plugin_attr.prometheus.metric_prefix", "apisix_" },
+    { "plugin_attr.prometheus.enable_export_server", true },
+    { "plugin_attr.prometheus.export_addr", { ip = "127.0.0.1", port = 9091 } },
+    { "plugin_attr.prometheus.refresh_interval", 15 },
 }
 
 -- What APISIX's loader derives after reading the file: `etcd` (the deployment's etcd section,

@@ -5,5 +5,6 @@ pub mod cjson;
 pub mod crypto;
 pub mod dns;
 pub mod inflate;
+pub mod metrics;
 pub mod node;
 pub mod resty;

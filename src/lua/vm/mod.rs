@@ -112,6 +112,7 @@ impl LuaVm {
         super::lib::node::register(&lua, opts.node_config_json.clone())?;
         super::lib::dns::register(&lua)?;
         super::lib::inflate::register(&lua)?;
+        super::lib::metrics::register(&lua)?;
         super::lib::crypto::register(&lua)?;
         lua.globals().set("ngx", ngx.clone())?;
         // OpenResty code may also `require("ngx")` (the same table).

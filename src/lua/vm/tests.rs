@@ -1393,3 +1393,82 @@ fn builtin_library_modules_resolve_after_package_path() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn prometheus_library_counts_across_worker_threads_into_one_total() {
+    // A dictionary name of its own: the metric registry is process-wide.
+    let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("prom-threads".to_string(), 1 << 20)]);
+    let script = r#"
+        local p = require("prometheus").init("prom-threads", "t_")
+        local c = p:counter("requests_total", "Requests", {"route", "code"})
+        local h = p:histogram("latency", "Latency", {"route"}, {1, 10, 100})
+        for i = 1, 3000 do
+            c:inc(1, {"r1", 200})
+            c:inc(2, {"r2", "500"})
+            h:observe(i % 150, {"r1"})
+        end
+    "#;
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let dicts = dicts.clone();
+            std::thread::spawn(move || {
+                let vm = vm_with_dicts(&dicts);
+                vm.lua().load(script).exec().unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let vm = vm_with_dicts(&dicts);
+    let text: String = vm
+        .lua()
+        .load(
+            r#"local p = require("prometheus").init("prom-threads", "t_")
+               return table.concat(p:metric_data())"#,
+        )
+        .eval()
+        .unwrap();
+    assert!(
+        text.contains("t_requests_total{route=\"r1\",code=\"200\"} 6000\n"),
+        "{text}"
+    );
+    assert!(text.contains("t_requests_total{route=\"r2\",code=\"500\"} 12000\n"));
+    assert!(text.contains("# TYPE t_latency histogram\n"));
+    assert!(text.contains("t_latency_count{route=\"r1\"} 6000\n"));
+    assert!(text.contains("t_latency_bucket{route=\"r1\",le=\"+Inf\"} 6000\n"));
+    assert!(text.contains("t_nginx_metric_errors_total 0\n"), "{text}");
+}
+
+#[test]
+fn prometheus_library_reports_misuse_in_the_error_metric() {
+    let dicts = crate::lua::ngx::shared::SharedDicts::new(&[("prom-errors".to_string(), 1 << 20)]);
+    let vm = vm_with_dicts(&dicts);
+    let out: String = vm
+        .lua()
+        .load(
+            r#"
+            local p = require("prometheus").init("prom-errors", {prefix = "e_"})
+            local c = p:counter("c", "C", {"a"})
+            local g = p:gauge("g", "G", {"a", "b"})
+            c:inc(1, {"x", "extra"})      -- too many labels
+            c:inc(-1, {"x"})              -- negative
+            c:inc(1)                      -- no labels
+            g:set(nil, {"x", "y"})        -- no value
+            g:set(5, {"x", "y"})
+            g:inc(-2, {"x", "y"})
+            local dup = p:counter("c", "again")
+            local bad = p:gauge("bad-name", "bad name")
+            c:inc(3, {"x"})
+            c:del({"x"})
+            c:inc(4, {"x"})               -- the cached series was deleted: a fresh one
+            return tostring(dup) .. " " .. tostring(bad) .. "\n" .. table.concat(p:metric_data())
+            "#,
+        )
+        .eval()
+        .unwrap();
+    assert!(out.starts_with("nil nil\n"), "{out}");
+    assert!(out.contains("e_nginx_metric_errors_total 6\n"), "{out}");
+    assert!(out.contains("e_g{a=\"x\",b=\"y\"} 3\n"), "{out}");
+    assert!(out.contains("e_c{a=\"x\"} 4\n"), "{out}");
+}

@@ -7,6 +7,7 @@
 //! the prepared value. One module per plugin, named after it.
 
 pub mod ip_restriction;
+pub mod prometheus;
 pub mod redirect;
 pub mod referer_restriction;
 pub mod regex;
@@ -61,10 +62,19 @@ pub fn prepared<'a, T: 'static>(conf: &'a Prepared, plugin: &str) -> Result<&'a 
         .ok_or_else(|| format!("{plugin}: the prepared conf has the wrong type"))
 }
 
-/// Every native plugin moongate has, with the node's `plugin_attr` settings (config.yaml's
-/// `plugin_attr`, `Value::Null` when there are none) for those that read them.
-pub fn all(plugin_attr: &Value) -> Vec<Arc<dyn NativePlugin>> {
+/// Every native plugin moongate has, with the node's settings (config.yaml as parsed,
+/// `Value::Null` when there is none: `plugin_attr`, dictionary sizes) for those that read them.
+pub fn all(node: &Value) -> Vec<Arc<dyn NativePlugin>> {
+    let plugin_attr = &node["plugin_attr"];
+    let metrics_bytes = node["nginx_config"]["http"]["lua_shared_dict"][prometheus::NAMESPACE]
+        .as_str()
+        .and_then(|s| crate::config::units::parse_size(s).ok())
+        .unwrap_or(10 << 20) as usize;
     vec![
+        Arc::new(prometheus::Prometheus::new(
+            &plugin_attr["prometheus"],
+            metrics_bytes,
+        )),
         Arc::new(request_id::RequestId),
         Arc::new(ip_restriction::IpRestriction),
         Arc::new(referer_restriction::RefererRestriction),

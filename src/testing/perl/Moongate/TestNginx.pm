@@ -66,7 +66,7 @@ sub no_long_string { }
 sub no_diff { }
 sub no_check_leak { }
 sub no_nginx_manager { }
-sub use_hup { }
+sub use_hup { $Settings{use_hup} = JSON::PP::true }
 sub env_to_nginx { }
 sub check_accum_error_log { }
 sub shuffle_tests { }
@@ -300,8 +300,11 @@ sub write_json {
     }
     # Test::Nginx restarts nginx before every block unless the file asks for HUP reloads
     # (which keep shared memory): the runner needs to know which.
-    $Settings{use_hup} = $ENV{TEST_NGINX_USE_HUP} ? JSON::PP::true : JSON::PP::false;
-    my $doc = { settings => \%Settings, blocks => \@out };
+    $Settings{use_hup} = JSON::PP::true if $ENV{TEST_NGINX_USE_HUP};
+    $Settings{use_hup} //= JSON::PP::false;
+    # The environment as the prologue left it (a `BEGIN { $ENV{X} = ... }` is how .t files
+    # hand variables to nginx): the runner passes what changed on to the gateway.
+    my $doc = { settings => \%Settings, blocks => \@out, env => {%ENV} };
     my $path = $ENV{MOONGATE_TEST_JSON} or die "MOONGATE_TEST_JSON is not set: run this file with `moongate test`\n";
     open my $fh, '>', $path or die "cannot write $path: $!\n";
     print $fh JSON::PP->new->canonical->allow_nonref->encode($doc);
