@@ -332,6 +332,32 @@ ngx.say(tostring(res), " ", err)
 }
 
 #[test]
+fn pipelined_responses_are_read_lazily_and_a_timed_out_one_has_no_status() {
+    let echo = Echo::start("e4");
+    let gw = gateway(
+        r#"local http = require("resty.http")
+local httpc = http.new()
+httpc:set_timeouts(1000, 1000, 300)
+assert(httpc:connect("127.0.0.1", $ECHO))
+local responses = assert(httpc:request_pipeline({
+    {path = "/first"}, {path = "/delay/3000"}, {path = "/third"},
+}))
+ngx.say(#responses, " ", responses[1].status, " ", responses[1].body:find("/first", 1, true) ~= nil)
+ngx.say(tostring(responses[2].status), " ", tostring(responses[3].status))
+"#,
+        "",
+        &[("ECHO", echo.port.to_string())],
+    );
+    let r = gw.get("/t");
+    assert_eq!(r.body, "3 200 true\nnil nil\n", "{}", gw.error_log());
+    let log = gw.error_log();
+    assert!(
+        log.contains("[error]") && log.contains("lua tcp socket read timed out"),
+        "{log}"
+    );
+}
+
+#[test]
 fn parse_uri_splits_uris_as_lua_resty_http_does() {
     let gw = gateway(
         r#"local http = require("resty.http")

@@ -68,11 +68,12 @@ fn every_phase_runs_in_order_and_native_and_lua_plugins_share_the_request() {
     assert_eq!(h["x-seen-request-id"].as_str(), Some(id));
     assert_eq!(r.header("x-request-id"), Some(id));
     assert_eq!(h["x-conf"].as_str(), Some("route|r1|1"));
-    // The log phase runs after the response, and sees the body filter's end of body.
+    // The log phase runs after the response, and sees the body filter's end of body. Phases
+    // are called through a local named `phase_func`, as APISIX calls them, and the line names it.
     let log = wait_log(&gw, "trace of /echo");
     assert!(
         log.contains(
-            "[lua] fixture-trace.lua:68: trace of /echo: a:rewrite,a:access,a:before_proxy,a:header_filter,a:body_filter_eof,a:log status 200"
+            "[lua] fixture-trace.lua:68: phase_func(): trace of /echo: a:rewrite,a:access,a:before_proxy,a:header_filter,a:body_filter_eof,a:log status 200"
         ),
         "{log}"
     );

@@ -45,6 +45,39 @@ fn upstream_sees_apisix_forwarding_headers() {
 }
 
 #[test]
+fn a_trusted_peer_keeps_its_forwarding_headers() {
+    let echo = Echo::start("e");
+    let port = free_port();
+    let config = config_yaml(port, "").replacen(
+        "apisix:\n",
+        "apisix:\n  trusted_addresses: [\"127.0.0.0/8\"]\n",
+        1,
+    );
+    let gw = Gateway::start_with_config(
+        &config,
+        port,
+        &routes_file(&format!(
+            "routes:\n  - id: 1\n    uri: /*\n    upstream:\n      nodes:\n        \"127.0.0.1:{}\": 1",
+            echo.port
+        )),
+    );
+    let r = raw(
+        gw.port,
+        b"GET /t HTTP/1.1\r\nHost: site.test\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: grpc\r\nX-Forwarded-Port: 10443\r\nForwarded: for=1.2.3.4\r\nConnection: close\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&r);
+    let body = &text[text.find("\r\n\r\n").map(|i| i + 4).unwrap_or(0)..];
+    let json: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_default();
+    let h = &json["headers"];
+    assert_eq!(h["x-forwarded-proto"], "https, grpc", "{text}");
+    assert_eq!(h["x-forwarded-port"], "10443");
+    // Not sent: what this hop saw.
+    assert_eq!(h["x-forwarded-host"], "site.test");
+    assert_eq!(h["forwarded"], "for=1.2.3.4");
+}
+
+#[test]
 fn hop_by_hop_headers_are_not_forwarded() {
     let echo = Echo::start("e");
     let gw = gw(&echo);

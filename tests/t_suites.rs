@@ -37,6 +37,7 @@ fn own_suites_pass_through_the_runner() {
         "t/runner/servers.t",
         "t/runner/skip-all.t",
         "t/runner/init-worker.t",
+        "t/runner/hup.t",
         "t/runner/prologue-env.t",
         "t/ngx",
         "t/libs",

@@ -17,7 +17,10 @@ local setmetatable, pcall = setmetatable, pcall
 local co_wrap, co_yield = coroutine.wrap, coroutine.yield
 
 local _M = { _VERSION = "0.17.2" }
-_M._USER_AGENT = "lua-resty-http/" .. _M._VERSION .. " (Lua) moongate"
+-- The library's own form, with the lua-nginx-module API level moongate emulates: upstreams
+-- (APISIX's tests among them) look for "ngx_lua/" in it.
+_M._USER_AGENT = "lua-resty-http/" .. _M._VERSION .. " (Lua) ngx_lua/"
+    .. tostring(ngx.config and ngx.config.ngx_lua_version or 10026)
 
 local mt = { __index = _M }
 
@@ -773,6 +776,11 @@ function _M.request(self, params)
     return self:read_response(params)
 end
 
+-- Responses of a pipeline are read lazily, as lua-resty-http documents: the first access to a
+-- field of response i reads the heads (and bodies) of the responses before it, then its own
+-- head. A read that fails (a timeout, a closed connection) is logged at error level and leaves
+-- that response and every later one without `status`, so callers can tell which requests got
+-- no answer.
 function _M.request_pipeline(self, requests)
     for _, params in ipairs(requests) do
         local ok, err = self:send_request(params)
@@ -781,28 +789,54 @@ function _M.request_pipeline(self, requests)
         end
     end
     local responses = {}
-    for i, params in ipairs(requests) do
-        local res, err = self:read_response(params)
-        if not res then
-            return nil, err
-        end
-        responses[i] = res
-        -- Later responses follow on the wire; each body must be read before the next head.
-        if i < #requests then
-            local body, berr = res:read_body()
-            if not body then
-                return nil, berr
-            end
-            res.body = body
-            local drained = true
-            res.body_reader = function()
-                if drained then
-                    drained = false
-                    return body ~= "" and body or nil
+    local next_to_read, failed = 1, nil
+    local function read_upto(last)
+        while next_to_read <= last do
+            local i = next_to_read
+            next_to_read = i + 1
+            local target = responses[i]
+            setmetatable(target, nil)
+            if not failed then
+                local res, err = self:read_response(requests[i])
+                if not res then
+                    failed = err
+                    ngx.log(ngx.ERR, err)
+                else
+                    for k, v in pairs(res) do
+                        rawset(target, k, v)
+                    end
+                    -- Later responses follow on the wire; each body must be read before the
+                    -- next head.
+                    if i < #requests then
+                        local body, berr = res:read_body()
+                        if not body then
+                            failed = berr
+                        else
+                            target.body = body
+                            local drained = true
+                            target.body_reader = function()
+                                if drained then
+                                    drained = false
+                                    return body ~= "" and body or nil
+                                end
+                                return nil
+                            end
+                            target.read_body = function()
+                                return body
+                            end
+                        end
+                    end
                 end
-                return nil
             end
         end
+    end
+    for i = 1, #requests do
+        responses[i] = setmetatable({}, {
+            __index = function(t, k)
+                read_upto(i)
+                return rawget(t, k)
+            end,
+        })
     end
     return responses
 end

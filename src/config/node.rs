@@ -283,6 +283,9 @@ const DEFAULT_SHARED_DICTS: &[(&str, &str)] = &[
     ("cas-auth", "10m"),
     ("ocsp-stapling", "10m"),
     ("mcp-session", "10m"),
+    // The memory zone of APISIX's default `apisix.proxy_cache.zones` (proxy-cache's
+    // `cache_strategy: memory`), which its template declares as a shared dict.
+    ("memory_cache", "50m"),
 ];
 
 /// A value in `config.yaml` that cannot be used.

@@ -139,6 +139,13 @@ pub fn load(vm: &LuaVm, name: &str) -> Result<LoadedPlugin, String> {
         init.call::<()>(())
             .map_err(|e| format!("failed to init plugin [{name}] err: {e}"))?;
     }
+    // As APISIX's loader does: a plugin that can serve as a workflow action (limit-count)
+    // registers itself with `apisix.plugins.workflow` once it is loaded.
+    if let Value::Function(register) = get("workflow_handler") {
+        register
+            .call::<()>(())
+            .map_err(|e| format!("failed to load plugin [{name}] err: workflow_handler: {e}"))?;
+    }
     Ok(LoadedPlugin {
         name: name.to_string(),
         priority,

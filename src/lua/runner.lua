@@ -302,6 +302,14 @@ local function answer(i, code, body)
     return "answer", i, code, body
 end
 
+-- APISIX's runner calls a phase through a local named `phase_func`, and `ngx.log` lines name
+-- the calling function (`api-breaker.lua:179: phase_func(): …`), which tests grep for. Not a
+-- tail call, so the name survives; APISIX keeps two results (code, body).
+local function call_phase(phase_func, conf, ctx)
+    local code, body = phase_func(conf, ctx)
+    return code, body
+end
+
 local function run_one(actx, e, i, phase)
     -- apisix.plugin.skip_plugin(ctx, name) leaves a plugin out for the rest of the request.
     local skip = actx._skip_plugins
@@ -312,7 +320,7 @@ local function run_one(actx, e, i, phase)
     -- The time each plugin takes is accounted from here to the next mark (or the end of the
     -- run, marked from Rust).
     mark(i)
-    return xpcall(e.mod[phase], on_error, conf_of(e.conf), actx)
+    return xpcall(call_phase, on_error, e.mod[phase], conf_of(e.conf), actx)
 end
 
 -- Runs `phase` of the chain's plugins given by `mask` (bit i-1 set: entry i runs, in index

@@ -55,16 +55,56 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Sets the `X-Forwarded-*`/`X-Real-IP` headers as APISIX's nginx template does: `X-Real-IP` is
-/// the peer, `X-Forwarded-For` appends the peer to what the client sent, `-Proto`/`-Host`/`-Port`
-/// are replaced by what this hop saw (a client cannot spoof them), and `Forwarded` is dropped.
-pub fn set_forwarding(
+/// What APISIX's template does to a request's forwarding headers before any plugin runs: the
+/// client's `X-Forwarded-Proto`/`-Host`/`-Port` are replaced by what this hop saw, and
+/// `Forwarded` is dropped (a client cannot spoof them), unless the peer is inside
+/// `apisix.trusted_addresses` and sent them, in which case its own values stay. Plugins may
+/// change the headers afterwards (proxy-rewrite), and they go upstream as they then stand.
+pub fn neutralize_forwarded(
     h: &mut HeaderMap,
-    client_ip: &HeaderValue,
     scheme: &'static str,
     fwd_host: Option<HeaderValue>,
     fwd_port: HeaderValue,
+    peer_trusted: bool,
 ) {
+    let sent = |h: &HeaderMap, name: &HeaderName| {
+        peer_trusted && h.get_all(name).iter().any(|v| !v.is_empty())
+    };
+    let observed = [
+        (X_FORWARDED_PROTO, Some(HeaderValue::from_static(scheme))),
+        (X_FORWARDED_HOST, fwd_host),
+        (X_FORWARDED_PORT, Some(fwd_port)),
+    ];
+    for (name, value) in observed {
+        if sent(h, &name) {
+            // Several lines read as one value, as `$http_x_forwarded_proto` joins them.
+            if h.get_all(&name).iter().count() > 1 {
+                let joined: Vec<&[u8]> = h.get_all(&name).iter().map(|v| v.as_bytes()).collect();
+                if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b", "[..])) {
+                    h.insert(name, v);
+                }
+            }
+            continue;
+        }
+        match value {
+            Some(v) => {
+                h.insert(name, v);
+            }
+            None => {
+                h.remove(name);
+            }
+        }
+    }
+    if !sent(h, &header::FORWARDED) {
+        h.remove(header::FORWARDED);
+    }
+}
+
+/// Sets the headers APISIX's template sets when proxying: `X-Real-IP` is the peer and
+/// `X-Forwarded-For` appends the peer to what the request carries. `X-Forwarded-Proto`/`-Host`/
+/// `-Port` were set when the request arrived ([`neutralize_forwarded`]) and are left as the
+/// plugins left them.
+pub fn set_forwarding(h: &mut HeaderMap, client_ip: &HeaderValue) {
     let xff = match h.get(X_FORWARDED_FOR).map(|v| v.as_bytes()) {
         Some(prev) if !prev.is_empty() => {
             let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
@@ -77,19 +117,11 @@ pub fn set_forwarding(
     };
     h.insert(X_FORWARDED_FOR, xff);
     h.insert(HeaderName::from_static("x-real-ip"), client_ip.clone());
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(scheme),
-    );
-    if let Some(v) = fwd_host {
-        h.insert(HeaderName::from_static("x-forwarded-host"), v);
-    }
-    h.insert(HeaderName::from_static("x-forwarded-port"), fwd_port);
-    if h.contains_key(header::FORWARDED) {
-        h.remove(header::FORWARDED);
-    }
 }
 
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 #[cfg(test)]
@@ -110,23 +142,46 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_append_and_replace() {
+    fn forwarding_headers_are_replaced_on_arrival_unless_a_trusted_peer_sent_them() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
         h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.append("x-forwarded-host", "a.example".parse().unwrap());
         h.insert(header::FORWARDED, "for=evil".parse().unwrap());
-        set_forwarding(
+        let mut trusted = h.clone();
+        neutralize_forwarded(
             &mut h,
-            &HeaderValue::from_static("10.0.0.9"),
             "http",
             Some(HeaderValue::from_static("example.com:9080")),
             HeaderValue::from_static("9080"),
+            false,
         );
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
-        assert_eq!(h["x-real-ip"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com:9080");
         assert_eq!(h["x-forwarded-port"], "9080");
         assert!(!h.contains_key(header::FORWARDED));
+
+        trusted.append("x-forwarded-proto", "grpc".parse().unwrap());
+        neutralize_forwarded(
+            &mut trusted,
+            "http",
+            None,
+            HeaderValue::from_static("9080"),
+            true,
+        );
+        assert_eq!(trusted["x-forwarded-proto"], "https, grpc");
+        assert_eq!(trusted["x-forwarded-host"], "a.example");
+        assert_eq!(trusted["x-forwarded-port"], "9080");
+        assert_eq!(trusted[header::FORWARDED], "for=evil");
+    }
+
+    #[test]
+    fn forwarding_headers_append_the_peer_and_keep_what_plugins_set() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("x-forwarded-port", "10080".parse().unwrap());
+        set_forwarding(&mut h, &HeaderValue::from_static("10.0.0.9"));
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-port"], "10080");
     }
 }

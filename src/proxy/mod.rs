@@ -679,9 +679,13 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
             declared.unwrap_or(0) + request::head_length(&parts.method, &parts.uri, &parts.headers);
     }
 
+    let apisix_route = route.handlers.is_none();
     if route.has_phases() || !snapshot.global_chains.is_empty() {
         let path = path.into_owned();
         let host = host.into_owned();
+        if apisix_route {
+            neutralize_on_arrival(&mut parts.headers, &parts.uri, &cx);
+        }
         let matched_uri = matched.uri.as_deref().map(str::to_string);
         let matched_host = matched.host.pattern(&host);
         return Ok(phases::serve(
@@ -733,16 +737,11 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
         )
     });
 
-    // `$host` is only needed when there is no Host header; owning it costs an allocation.
-    let fallback_host = (!parts.headers.contains_key(header::HOST)).then(|| host.to_string());
     let mut up_headers = parts.headers;
-    let client_host = upstream_headers(
-        &mut up_headers,
-        &parts.uri,
-        fallback_host.as_deref().unwrap_or(""),
-        &cx,
-        client,
-    );
+    if apisix_route {
+        neutralize_on_arrival(&mut up_headers, &parts.uri, &cx);
+    }
+    let client_host = upstream_headers(&mut up_headers, &parts.uri, &cx, client);
 
     let fwd = Forward {
         cx: &cx,
@@ -794,11 +793,10 @@ fn upstream_of(route: &RouteEntry) -> Result<Arc<UpstreamDef>, StatusCode> {
 }
 
 /// Turns the client's headers into the upstream's: hop-by-hop headers out, APISIX's
-/// `X-Forwarded-*`/`X-Real-IP` in. Returns the client's `Host` (HTTP/2: its `:authority`).
+/// `X-Forwarded-For`/`X-Real-IP` in (`X-Forwarded-Proto`/`-Host`/`-Port` were set on arrival). Returns the client's `Host` (HTTP/2: its `:authority`).
 fn upstream_headers(
     headers: &mut http::HeaderMap,
     uri: &Uri,
-    host: &str,
     cx: &ConnCtx,
     client: SocketAddr,
 ) -> Option<HeaderValue> {
@@ -807,20 +805,6 @@ fn upstream_headers(
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    // `$var_x_forwarded_host`/`_port` of APISIX's template: the Host header (with its port),
-    // else `$host`; the Host header's port, else the port the client connected to.
-    let fwd_host = client_host
-        .clone()
-        .or_else(|| HeaderValue::from_str(host).ok());
-    let fwd_port = match client_host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .and_then(request::port_of_host)
-    {
-        Some(p) if p.parse() == Ok(cx.local.port()) => cx.local_port.clone(),
-        Some(p) => HeaderValue::from_str(p).unwrap_or_else(|_| cx.local_port.clone()),
-        None => cx.local_port.clone(),
-    };
     headers::strip_hop_by_hop(headers);
     // `100-continue` is answered to the client by this hop (hyper does it when the body is
     // first read); the upstream gets the body without being asked, as nginx sends it.
@@ -831,8 +815,55 @@ fn upstream_headers(
         HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
             .unwrap_or_else(|_| cx.remote_ip.clone())
     };
-    headers::set_forwarding(headers, &client_ip, cx.scheme(), fwd_host, fwd_port);
+    headers::set_forwarding(headers, &client_ip);
     client_host
+}
+
+/// APISIX's sanitising of `X-Forwarded-Proto`/`-Host`/`-Port` and `Forwarded` on arrival
+/// ([`headers::neutralize_forwarded`]). It belongs to APISIX's `location /`: a `lua_handlers`
+/// route (an nginx location of its own, in a test harness) sees the client's headers as sent.
+fn neutralize_on_arrival(headers: &mut http::HeaderMap, uri: &Uri, cx: &ConnCtx) {
+    // `$host` matters only without a Host header; owning it costs an allocation.
+    let fallback = if headers.contains_key(header::HOST) {
+        String::new()
+    } else {
+        request::host_of(uri, headers).into_owned()
+    };
+    let (fwd_host, fwd_port) = observed_forwarding(headers, uri, &fallback, cx);
+    let peer_trusted = cx
+        .worker
+        .shared
+        .settings
+        .trusted_addresses
+        .as_ref()
+        .is_some_and(|t| t.contains(cx.remote.ip()));
+    headers::neutralize_forwarded(headers, cx.scheme(), fwd_host, fwd_port, peer_trusted);
+}
+
+/// `$var_x_forwarded_host`/`_port` of APISIX's template: the Host header (HTTP/2: the
+/// `:authority`, with its port), else `$host`; the Host header's port, else the port the
+/// client connected to.
+fn observed_forwarding(
+    headers: &http::HeaderMap,
+    uri: &Uri,
+    host: &str,
+    cx: &ConnCtx,
+) -> (Option<HeaderValue>, HeaderValue) {
+    let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let fwd_port = match client_host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .and_then(request::port_of_host)
+    {
+        Some(p) if p.parse() == Ok(cx.local.port()) => cx.local_port.clone(),
+        Some(p) => HeaderValue::from_str(p).unwrap_or_else(|_| cx.local_port.clone()),
+        None => cx.local_port.clone(),
+    };
+    let fwd_host = client_host.or_else(|| HeaderValue::from_str(host).ok());
+    (fwd_host, fwd_port)
 }
 
 /// Attaches the completion hook to a response the gateway made itself (or an upstream response

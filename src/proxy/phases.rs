@@ -890,7 +890,7 @@ async fn forward(
         .into_iter()
         .any(|p| any_phase(&chains, p))
     };
-    let (fwd_parts, host, method, client) = {
+    let (fwd_parts, method, client) = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
         let hash_key = hash_key(&def, &r);
@@ -937,18 +937,16 @@ async fn forward(
             .get("upstream_host")
             .and_then(|h| HeaderValue::from_str(h).ok())
             .or_else(|| super::route_action::host_rewrite(&route.action));
-        let host = r.host.clone();
         let method = r.method.clone();
         let client = r.remote;
         (
             (hash_key, uri, headers, body, host_override),
-            host,
             method,
             client,
         )
     };
     let (hash_key, uri, mut headers, body, host_override) = fwd_parts;
-    let client_host = upstream_headers(&mut headers, client_uri, &host, cx, client);
+    let client_host = upstream_headers(&mut headers, client_uri, cx, client);
     let fwd = Forward {
         cx,
         route: &route,

@@ -84,6 +84,10 @@ pub struct Settings {
     /// The file said `use t::APISIX`: APISIX's conventions apply (its `t/lib` and upstreams).
     #[serde(default)]
     pub apisix: bool,
+    /// `$ENV{TEST_NGINX_USE_HUP}` was true: nginx is reloaded between blocks, not restarted, so
+    /// shared dictionaries keep their content.
+    #[serde(default)]
+    pub use_hup: bool,
 }
 
 fn one() -> u32 {

@@ -95,21 +95,45 @@ impl InitHook {
     /// Runs the hook's code in the gateway (its one worker, as the runner starts it unless
     /// `workers()` asks for more) and reports a failure of it.
     pub fn run(self, port: u16) -> Result<(), String> {
-        let fail = |e: String| format!("{}: {e}", self.section());
-        let mut c = Conn::open(port, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
-        let req = Request::parse(&format!("GET {}", self.uri())).map_err(fail)?;
-        c.send(&req.encode(&[], true))
-            .map_err(|e| fail(e.to_string()))?;
-        let r = c.read_response(false).map_err(|e| fail(e.to_string()))?;
-        if r.status != 200 {
-            return Err(fail(format!(
-                "the code failed (status {}): {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            )));
-        }
-        Ok(())
+        call_hidden(port, self.uri(), self.section())
     }
+}
+
+/// Where the runner empties the gateway's shared dictionaries between blocks.
+pub const FLUSH_SHARED_URI: &str = "/__moongate_test_flush_shared";
+
+/// A route that empties every `ngx.shared` dictionary, as the nginx restart Test::Nginx does
+/// before each block empties them.
+pub fn flush_shared_route() -> serde_json::Value {
+    json!({
+        "id": "moongate-test-flush-shared",
+        "uri": FLUSH_SHARED_URI,
+        "priority": LOCATION_PRIORITY + 1,
+        "lua_handlers": {"content_by_lua": "for _, dict in pairs(ngx.shared) do dict:flush_all() end"},
+    })
+}
+
+/// Empties the gateway's shared dictionaries (see [`flush_shared_route`]).
+pub fn flush_shared(port: u16) -> Result<(), String> {
+    call_hidden(port, FLUSH_SHARED_URI, "emptying the shared dictionaries")
+}
+
+/// Requests one of the runner's own routes and reports anything but a 200.
+fn call_hidden(port: u16, uri: &str, what: &str) -> Result<(), String> {
+    let fail = |e: String| format!("{what}: {e}");
+    let mut c = Conn::open(port, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
+    let req = Request::parse(&format!("GET {uri}")).map_err(fail)?;
+    c.send(&req.encode(&[], true))
+        .map_err(|e| fail(e.to_string()))?;
+    let r = c.read_response(false).map_err(|e| fail(e.to_string()))?;
+    if r.status != 200 {
+        return Err(fail(format!(
+            "the code failed (status {}): {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        )));
+    }
+    Ok(())
 }
 
 pub struct Process {

@@ -319,6 +319,11 @@ struct FileCtx<'a> {
     gateway: Option<Process>,
     upstream: Option<Process>,
     generation: u64,
+    /// Empty the shared dictionaries of a gateway kept from the previous block (set per block).
+    flush_on_reuse: bool,
+    /// Which repetition of the block (`repeat_each`) runs: Test::Nginx restarts nginx before
+    /// the first only.
+    round: u32,
     /// Variables the file's Perl prologue set or changed, given to the gateway as nginx would
     /// have inherited them.
     prologue_env: Vec<(String, String)>,
@@ -409,6 +414,8 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         gateway: None,
         upstream: None,
         generation: 0,
+        flush_on_reuse: false,
+        round: 1,
         prologue_env,
         block_standalone: false,
     };
@@ -427,6 +434,7 @@ fn run_file(opts: &Options, path: &Path, inc: &Path, dir: &Path) -> FileReport {
         let repeat = ctx.file.settings.repeat_each.max(1);
         let mut outcome = Outcome::Pass;
         for round in 1..=repeat {
+            ctx.round = round;
             let o = run_block(&mut ctx, block);
             match o {
                 Outcome::Pass => continue,
@@ -825,6 +833,11 @@ impl FileCtx<'_> {
                 &mut self.gateway
             };
             if let Some(p) = slot.as_mut() {
+                // A restart also empties shared memory (a HUP reload does not): emptied
+                // before the fresh VMs below run their plugins' `init()`.
+                if !upstream && self.flush_on_reuse {
+                    gateway::flush_shared(self.opts.port)?;
+                }
                 // Test::Nginx starts nginx again (or reloads it) for every block, so each
                 // block's requests meet fresh workers: plugins' `init()` run again, conf tables
                 // and module state start over. The same process is kept (its store outlives
@@ -1032,6 +1045,13 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     if let Some(code) = init_worker {
         locations.push(InitHook::InitWorker.route(code));
     }
+    // Test::Nginx restarts nginx before each block (unless the file uses HUP reloads), which
+    // empties the shared dictionaries; `ensure` empties those of a gateway kept from the
+    // previous block. Module-level Lua state is the fresh VMs' business.
+    let flush_shared = !ctx.file.settings.use_hup;
+    if flush_shared {
+        locations.push(gateway::flush_shared_route());
+    }
     let mut main_env = ctx.prologue_env.clone();
     match block.text("main_config").map(translate::main_config) {
         Some(Ok(e)) => main_env.extend(e),
@@ -1150,6 +1170,7 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     {
         ctx.gateway = None;
     }
+    ctx.flush_on_reuse = flush_shared && ctx.round == 1;
     if let Err(e) = ctx.ensure(
         false,
         gw_config,

@@ -287,12 +287,24 @@ fn location_route(
                 json!({"type": "roundrobin", "nodes": {host.as_str(): 1}}),
             );
             if let Some(target) = uri {
-                // nginx replaces the matched location prefix with the proxy_pass path.
+                // nginx replaces the matched location prefix with the proxy_pass path; a query
+                // in proxy_pass comes first, the client's arguments after it.
                 let prefix = path.trim_end_matches('*');
+                let (target_path, target_args) = match target.split_once('?') {
+                    Some((p, a)) => (p.to_string(), Some(a.to_string())),
+                    None => (target.to_string(), None),
+                };
+                let args_code = match target_args {
+                    Some(a) => format!(
+                        "local a = ngx.var.args\nngx.req.set_uri_args(a and a ~= '' and ({0} .. '&' .. a) or {0})\n",
+                        lua_str(&a)
+                    ),
+                    None => String::new(),
+                };
                 let code = format!(
-                    "local u = ngx.var.uri\nlocal p = {}\nif u:sub(1, #p) == p then ngx.req.set_uri({} .. u:sub(#p + 1)) end\n{}",
+                    "local u = ngx.var.uri\nlocal p = {}\nif u:sub(1, #p) == p then ngx.req.set_uri({} .. u:sub(#p + 1)) end\n{args_code}{}",
                     lua_str(prefix),
-                    lua_str(target),
+                    lua_str(&target_path),
                     h.code
                         .remove("rewrite_by_lua")
                         .and_then(|c| c.as_str().map(str::to_string))

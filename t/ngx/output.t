@@ -146,3 +146,22 @@ below the level
 [403, 200]
 --- response_body eval
 ["denied\n", "content\n"]
+
+
+
+=== TEST 9: ngx.resp.add_header appends, but replaces Content-Type, which nginx keeps once
+--- config
+    location /t {
+        content_by_lua_block {
+            ngx.resp.add_header("Content-Type", "application/json")
+            ngx.resp.add_header("Content-Type", "application/json+v1")
+            ngx.resp.add_header("X-Multi", "one")
+            ngx.resp.add_header("X-Multi", "two")
+            ngx.say("ok")
+        }
+    }
+--- response_headers
+Content-Type: application/json+v1
+X-Multi: one, two
+--- response_body
+ok

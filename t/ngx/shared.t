@@ -78,3 +78,20 @@ nil
     }
 --- response_body
 nil
+
+
+
+=== TEST 5: APISIX's default dictionaries exist, proxy-cache's memory_cache among them
+--- config
+    location /t {
+        content_by_lua_block {
+            for _, name in ipairs({"plugin-api-breaker", "memory_cache", "internal-status"}) do
+                local d = ngx.shared[name]
+                ngx.say(name, " ", d ~= nil and d:set("k", "v") or "missing")
+            end
+        }
+    }
+--- response_body
+plugin-api-breaker true
+memory_cache true
+internal-status true

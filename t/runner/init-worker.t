@@ -2,6 +2,11 @@
 # (nginx re-runs init_worker_by_lua at each reload, which APISIX's HUP-mode files rely on to
 # reset state between blocks), and `t.*` modules resolve under the test root as in APISIX's
 # harness (`require("t.toolkit.json")`) without the checkout root shadowing anything.
+# HUP mode, as those files run: shared dictionaries outlive the reload between blocks.
+BEGIN {
+    $ENV{TEST_NGINX_USE_HUP} = 1;
+}
+
 use t::APISIX 'no_plan';
 
 repeat_each(1);
@@ -32,7 +37,7 @@ __DATA__
 
 
 
-=== TEST 2: and once more before the next one (same gateway, dicts kept)
+=== TEST 2: and once more before the next one (same gateway, dicts kept under HUP)
 --- config
     location /t {
         content_by_lua_block {

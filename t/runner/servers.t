@@ -1,5 +1,6 @@
-# Self-tests of `moongate test`: http_config mock servers, proxy_pass to them, state that
-# carries across the blocks of a file, and a yaml_config change restarting the gateway.
+# Self-tests of `moongate test`: http_config mock servers, proxy_pass to them, what carries
+# across the blocks of a file (module state, not shared dicts), and a yaml_config change
+# restarting the gateway.
 use Test::Nginx::Socket::Lua;
 
 repeat_each(1);
@@ -14,7 +15,7 @@ add_block_preprocessor(sub {
         listen 1970;
         location /mock {
             content_by_lua_block {
-                ngx.say("mock saw ", ngx.var.uri, " on ", ngx.var.server_port)
+                ngx.say("mock saw ", ngx.var.uri, ngx.var.args and (" " .. ngx.var.args) or "", " on ", ngx.var.server_port)
             }
         }
         location = /log {
@@ -62,11 +63,12 @@ mock received: hello
 
 
 
-=== TEST 3: module state set in one block ...
+=== TEST 3: module state and a shared dict set in one block ...
 --- config
     location /t {
         content_by_lua_block {
             ngx.shared["internal-status"]:set("carried", "across blocks")
+            package.loaded["moongate-runner-self-test"] = "module state"
             ngx.say("set")
         }
     }
@@ -75,19 +77,33 @@ set
 
 
 
-=== TEST 4: ... is still there in the next one (same gateway, new route file)
+=== TEST 4: ... the next block (same gateway) keeps module state; the dict is emptied, as the nginx restart between Test::Nginx blocks empties it
 --- config
     location /t {
         content_by_lua_block {
-            ngx.say(ngx.shared["internal-status"]:get("carried"))
+            ngx.say(package.loaded["moongate-runner-self-test"])
+            ngx.say(ngx.shared["internal-status"]:get("carried") or "emptied")
         }
     }
 --- response_body
-across blocks
+module state
+emptied
 
 
 
-=== TEST 5: a yaml_config change restarts the gateway, so the dict is empty again
+=== TEST 5: proxy_pass with a query: the client's arguments follow it
+--- config
+    location /q {
+        proxy_pass http://127.0.0.1:1970/mock/args?fixed=1;
+    }
+--- request
+GET /q?from=client
+--- response_body
+mock saw /mock/args fixed=1&from=client on 1970
+
+
+
+=== TEST 6: a yaml_config change restarts the gateway, so the dict is empty again
 --- yaml_config
 nginx_config:
   worker_processes: 1

@@ -31,7 +31,8 @@ local DEFAULTS = {
     { "apisix.data_encryption.keyring", { "qeddd145sfvddff3", "edd1c9f0985e76a2" } },
     { "nginx_config.error_log_level", "warn" },
     { "nginx_config.worker_processes", "auto" },
-    { "nginx_config.http", { client_max_body_size = 0 } },
+    { "nginx_config.http", { client_max_body_size = 0, real_ip_header = "X-Real-IP",
+                             real_ip_recursive = "off", real_ip_from = { "127.0.0.1", "unix:" } } },
     -- moongate's own default deployment (APISIX's is traditional with etcd).
     { "deployment.role", "data_plane" },
     { "deployment.role_data_plane", { config_provider = "yaml" } },

@@ -275,8 +275,15 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             let name = header_name(&k, "ngx.resp.add_header")?;
             let vals = header_values(&v, "ngx.resp.add_header")?;
             request::with("ngx.resp.add_header", |r| {
+                // nginx keeps one Content-Type and one Content-Length: adding one replaces it.
+                let single =
+                    name == http::header::CONTENT_TYPE || name == http::header::CONTENT_LENGTH;
                 for v in vals.into_iter().flatten() {
-                    r.resp_headers.append(name.clone(), v);
+                    if single {
+                        r.resp_headers.insert(name.clone(), v);
+                    } else {
+                        r.resp_headers.append(name.clone(), v);
+                    }
                 }
             })
         })?,

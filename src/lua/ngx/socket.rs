@@ -110,7 +110,14 @@ async fn fill(
     timeout: Option<Duration>,
 ) -> Result<bool, String> {
     let mut chunk = [0u8; 16 * 1024];
-    let n = with_timeout(timeout, stream.read(&mut chunk)).await?;
+    let n = with_timeout(timeout, stream.read(&mut chunk))
+        .await
+        .inspect_err(|e| {
+            // lua-nginx-module's `lua_socket_log_errors` (on by default) line.
+            if e == "timeout" {
+                log::error!("lua tcp socket read timed out");
+            }
+        })?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n > 0)
 }
@@ -203,7 +210,18 @@ impl UserData for Tcp {
                         st.pool_key = Some(key);
                         1.into_lua_multi(&lua)
                     }
-                    Err(e) => (Value::Nil, e).into_lua_multi(&lua),
+                    Err(e) => {
+                        if e == "timeout" {
+                            let target = match port {
+                                Some(port) if unix_path.is_none() => format!("{host}:{port}"),
+                                _ => host.clone(),
+                            };
+                            log::error!(
+                                "lua tcp socket connect timed out, when connecting to: {target}"
+                            );
+                        }
+                        (Value::Nil, e).into_lua_multi(&lua)
+                    }
                 }
             },
         );
@@ -223,7 +241,12 @@ impl UserData for Tcp {
                     bytes.len().into_lua_multi(&lua)
                 }
                 // A failed socket is closed, as lua-nginx-module closes it.
-                Err(e) => (Value::Nil, e).into_lua_multi(&lua),
+                Err(e) => {
+                    if e == "timeout" {
+                        log::error!("lua tcp socket write timed out");
+                    }
+                    (Value::Nil, e).into_lua_multi(&lua)
+                }
             }
         });
         m.add_async_method("receive", |lua, this, pat: Option<Value>| async move {

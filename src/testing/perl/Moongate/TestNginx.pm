@@ -66,7 +66,7 @@ sub no_long_string { }
 sub no_diff { }
 sub no_check_leak { }
 sub no_nginx_manager { }
-sub use_hup { }
+sub use_hup { $Settings{use_hup} = JSON::PP::true }
 sub env_to_nginx { }
 sub check_accum_error_log { }
 sub shuffle_tests { }
@@ -298,6 +298,10 @@ sub write_json {
             sections => \%sections, order => \@order,
         };
     }
+    # Test::Nginx restarts nginx before every block unless the file asks for HUP reloads
+    # (which keep shared memory): the runner needs to know which.
+    $Settings{use_hup} = JSON::PP::true if $ENV{TEST_NGINX_USE_HUP};
+    $Settings{use_hup} //= JSON::PP::false;
     # The environment as the prologue left it (a `BEGIN { $ENV{X} = ... }` is how .t files
     # hand variables to nginx): the runner passes what changed on to the gateway.
     my $doc = { settings => \%Settings, blocks => \@out, env => {%ENV} };
