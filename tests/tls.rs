@@ -145,7 +145,8 @@ fn exchange_with(
         None => ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
     };
     let mut conn = rustls::ClientConnection::new(cfg, name).unwrap();
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Not listening yet is an error to wait on, not a panic (see `wait_for_cert`).
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     while conn.is_handshaking() {
