@@ -141,8 +141,9 @@ struct RawBlock {
 struct RawFile {
     settings: Settings,
     blocks: Vec<RawBlock>,
+    /// Values the prologue left undefined come as `null` and are dropped.
     #[serde(default)]
-    env: std::collections::BTreeMap<String, String>,
+    env: std::collections::BTreeMap<String, Option<String>>,
 }
 
 impl File {
@@ -166,7 +167,11 @@ impl File {
         Ok(File {
             settings: raw.settings,
             blocks,
-            env: raw.env,
+            env: raw
+                .env
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
         })
     }
 

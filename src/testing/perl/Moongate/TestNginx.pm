@@ -304,7 +304,7 @@ sub write_json {
     $Settings{use_hup} //= JSON::PP::false;
     # The environment as the prologue left it (a `BEGIN { $ENV{X} = ... }` is how .t files
     # hand variables to nginx): the runner passes what changed on to the gateway.
-    my $doc = { settings => \%Settings, blocks => \@out, env => {%ENV} };
+    my $doc = { settings => \%Settings, blocks => \@out, env => { map { defined $ENV{$_} ? ($_ => "$ENV{$_}") : () } keys %ENV } };
     my $path = $ENV{MOONGATE_TEST_JSON} or die "MOONGATE_TEST_JSON is not set: run this file with `moongate test`\n";
     open my $fh, '>', $path or die "cannot write $path: $!\n";
     print $fh JSON::PP->new->canonical->allow_nonref->encode($doc);
