@@ -1103,6 +1103,11 @@ fn run_block(ctx: &mut FileCtx, block: &Block) -> Outcome {
     } else {
         ymap()
     };
+    // realip directives inside the block's locations become the gateway's; those of mock
+    // servers' locations have nothing to configure (the test upstream keeps the peer).
+    let location_real_ip = translate::take_location_real_ip(&mut locations);
+    let _ = translate::take_location_real_ip(&mut mock.routes);
+    mock.real_ip.extend(location_real_ip);
     let gw_config = match ctx.gateway_config(block, &mock.real_ip) {
         Ok(c) => c,
         Err(e) => return Outcome::Fail(vec![e]),

@@ -89,6 +89,8 @@ struct Handlers {
     default_type: Option<String>,
     read_body: bool,
     upstream: Option<(String, Option<String>)>,
+    /// realip directives of the location (see [`take_location_real_ip`]).
+    real_ip: Vec<(&'static str, Json)>,
 }
 
 fn add_handler(h: &mut Handlers, phase: &str, code: String) -> Result<(), Unsupported> {
@@ -97,6 +99,65 @@ fn add_handler(h: &mut Handlers, phase: &str, code: String) -> Result<(), Unsupp
     }
     h.code.insert(phase.to_string(), Json::String(code));
     Ok(())
+}
+
+/// A realip directive (`set_real_ip_from`, `real_ip_header`, `real_ip_recursive`) as the
+/// gateway's `nginx_config.http.real_ip_*` setting; `set_real_ip_from` lines add up.
+fn push_real_ip(
+    out: &mut Vec<(&'static str, Json)>,
+    d: &Directive,
+    place: &str,
+) -> Result<(), Unsupported> {
+    match (d.name.as_str(), d.args.as_slice()) {
+        ("set_real_ip_from", [addr]) => match out.iter_mut().find(|(k, _)| *k == "real_ip_from") {
+            Some((_, Json::Array(list))) => list.push(json!(addr)),
+            _ => out.push(("real_ip_from", json!([addr]))),
+        },
+        ("real_ip_header", [h]) => out.push(("real_ip_header", json!(h))),
+        ("real_ip_recursive", [v]) if v == "on" || v == "off" => {
+            out.push(("real_ip_recursive", json!(v)))
+        }
+        (name, _) => return unsupported(format!("{place}: {name} {}", d.args.join(" "))),
+    }
+    Ok(())
+}
+
+/// The key under which a translated location carries its realip directives to the runner,
+/// which makes them the gateway's (see [`take_location_real_ip`]).
+const LOCATION_REAL_IP: &str = "_moongate_real_ip";
+
+/// Removes the realip directives translated locations carry and returns them: nginx applies
+/// them to that location only, moongate's realip is the gateway's, so a block's locations
+/// that use them set it for the block's gateway.
+pub fn take_location_real_ip(routes: &mut [Json]) -> Vec<(&'static str, Json)> {
+    let mut out: Vec<(&'static str, Json)> = Vec::new();
+    for r in routes.iter_mut() {
+        let Some(Json::Array(list)) = r.as_object_mut().and_then(|o| o.remove(LOCATION_REAL_IP))
+        else {
+            continue;
+        };
+        for pair in list {
+            let (Some(k), Some(v)) = (pair.get(0).and_then(Json::as_str), pair.get(1)) else {
+                continue;
+            };
+            let key = match k {
+                "real_ip_from" => "real_ip_from",
+                "real_ip_header" => "real_ip_header",
+                "real_ip_recursive" => "real_ip_recursive",
+                _ => continue,
+            };
+            match (key, out.iter_mut().find(|(x, _)| *x == key)) {
+                ("real_ip_from", Some((_, Json::Array(have)))) => {
+                    if let Json::Array(more) = v {
+                        have.extend(more.iter().cloned());
+                    }
+                }
+                (_, Some((_, have))) => *have = v.clone(),
+                (_, None) => out.push((key, v.clone())),
+            }
+        }
+    }
+    out
 }
 
 /// `location [=|~|~*|^~] PATH` as a route `uri` (+ `vars` for regex locations).
@@ -211,6 +272,9 @@ fn location_handlers(children: &[Directive], path: &str) -> Result<Handlers, Uns
                 }
             }
             "lua_need_request_body" => h.read_body = d.args.first().is_some_and(|a| a == "on"),
+            "set_real_ip_from" | "real_ip_header" | "real_ip_recursive" => {
+                push_real_ip(&mut h.real_ip, d, &format!("location {path}"))?
+            }
             // Directives that change nothing moongate's answer depends on.
             "server_tokens"
             | "access_log"
@@ -330,6 +394,12 @@ fn location_route(
         }
         (None, true) => {}
     }
+    if !h.real_ip.is_empty() {
+        route.insert(
+            LOCATION_REAL_IP.into(),
+            Json::Array(h.real_ip.iter().map(|(k, v)| json!([k, v])).collect()),
+        );
+    }
     route.insert("lua_handlers".into(), Json::Object(h.code));
     Ok(Json::Object(route))
 }
@@ -427,28 +497,9 @@ pub fn http_config(snippet: &str) -> Result<HttpConfig, Unsupported> {
                 _ => return unsupported("http_config: lua_shared_dict NAME SIZE"),
             },
             "server_tokens" | "lua_socket_log_errors" => {}
-            "set_real_ip_from" => match d.args.as_slice() {
-                [addr] => {
-                    let from = out
-                        .real_ip
-                        .iter_mut()
-                        .find(|(k, _)| *k == "real_ip_from")
-                        .map(|(_, v)| v);
-                    match from {
-                        Some(Json::Array(list)) => list.push(json!(addr)),
-                        _ => out.real_ip.push(("real_ip_from", json!([addr]))),
-                    }
-                }
-                _ => return unsupported("http_config: set_real_ip_from ADDRESS"),
-            },
-            "real_ip_header" => match d.args.as_slice() {
-                [h] => out.real_ip.push(("real_ip_header", json!(h))),
-                _ => return unsupported("http_config: real_ip_header NAME"),
-            },
-            "real_ip_recursive" => match d.args.as_slice() {
-                [v] if v == "on" || v == "off" => out.real_ip.push(("real_ip_recursive", json!(v))),
-                _ => return unsupported("http_config: real_ip_recursive on|off"),
-            },
+            "set_real_ip_from" | "real_ip_header" | "real_ip_recursive" => {
+                push_real_ip(&mut out.real_ip, d, "http_config")?
+            }
             other => {
                 return unsupported(format!(
                     "http_config: directive `{other}` has no moongate translation"

@@ -230,3 +230,17 @@ worker_rlimit_nofile 20480;
     location /t { return 200 "x"; }
 --- response_body
 y
+
+
+
+=== TEST 17: realip directives inside a location set the client address, as nginx's realip module does there
+--- config
+    location /t {
+        real_ip_header X-Real-IP;
+        set_real_ip_from 127.0.0.1;
+        content_by_lua_block { ngx.say(ngx.var.remote_addr, " ", ngx.var.realip_remote_addr) }
+    }
+--- more_headers
+X-Real-IP: 10.9.8.7
+--- response_body
+10.9.8.7 127.0.0.1
