@@ -24,7 +24,7 @@ const LIMIT_COUNT: &str = include_str!("../t/fixtures/getting-started/limit-coun
 /// port (to see what is served), the two fixture plugins. `store` is the `deployment` part.
 fn config(port: u16, admin_port: u16, store: &str) -> String {
     format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n  control:\n    serve_on_data_port: true\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\nplugins:\n  - key-auth\n  - limit-count\ndeployment:\n  role: traditional\n{store}  admin:\n    admin_key_required: false\n    allow_admin: [127.0.0.0/24]\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n"
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  enable_ipv6: false\n  enable_control: false\n  ssl:\n    enable: false\n  control:\n    serve_on_data_port: true\nnginx_config:\n  worker_processes: 1\n  worker_shutdown_timeout: 5s\n  error_log_level: info\nplugins:\n  - key-auth\n  - limit-count\ndeployment:\n  role: traditional\n{store}  admin:\n    admin_key_required: false\n    allow_admin: [127.0.0.0/24]\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n"
     )
 }
 
