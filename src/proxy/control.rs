@@ -28,9 +28,14 @@ const HANDLER: &str = "return require(\"moongate.control\").serve()";
 
 /// The route every control request takes. Its id holds characters APISIX's id schema refuses, so
 /// no configured route shares its handler cache key.
-static CONTROL_ROUTE: LazyLock<Arc<RouteEntry>> = LazyLock::new(|| {
+static CONTROL_ROUTE: LazyLock<Arc<RouteEntry>> =
+    LazyLock::new(|| internal_route("(control API)", HANDLER));
+
+/// A route of the gateway's own (control API, metrics export) whose only work is `handler`, a
+/// `content_by_lua` chunk: no upstream, no plugins.
+pub(super) fn internal_route(id: &str, handler: &str) -> Arc<RouteEntry> {
     Arc::new(RouteEntry {
-        id: Id("(control API)".into()),
+        id: Id(id.into()),
         name: None,
         service_id: None,
         upstream: RouteUpstream::NoUpstream,
@@ -39,12 +44,12 @@ static CONTROL_ROUTE: LazyLock<Arc<RouteEntry>> = LazyLock::new(|| {
         enable_websocket: false,
         chain: None,
         handlers: Some(Arc::new(HandlerSource {
-            chunks: vec![("content_by_lua".into(), HANDLER.into())],
+            chunks: vec![("content_by_lua".into(), handler.into())],
         })),
         missing_plugin_config: None,
         action: RouteAction::default(),
     })
-});
+}
 
 /// Answers one control API request (its path already normalized).
 pub(super) async fn serve(

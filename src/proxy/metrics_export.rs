@@ -16,9 +16,7 @@ use tokio::time::Instant;
 
 use super::ConnCtx;
 use super::body::Body;
-use crate::config::resource::{Id, RouteAction};
-use crate::config::snapshot::{RouteEntry, RouteUpstream};
-use crate::lua::host::HandlerSource;
+use crate::config::snapshot::RouteEntry;
 
 /// The version `node_info` reports: the APISIX release whose contract moongate follows, as
 /// `core.version.VERSION` says (`lua/apisix/core/version.lua`).
@@ -28,23 +26,8 @@ const HANDLER: &str = "return require(\"apisix.plugins.prometheus.exporter\").ex
 
 /// Its id holds characters APISIX's id schema refuses, so no configured route shares its
 /// handler cache key.
-static EXPORT_ROUTE: LazyLock<Arc<RouteEntry>> = LazyLock::new(|| {
-    Arc::new(RouteEntry {
-        id: Id("(prometheus export)".into()),
-        name: None,
-        service_id: None,
-        upstream: RouteUpstream::NoUpstream,
-        plugins: Default::default(),
-        timeout: None,
-        enable_websocket: false,
-        chain: None,
-        handlers: Some(Arc::new(HandlerSource {
-            chunks: vec![("content_by_lua".into(), HANDLER.into())],
-        })),
-        missing_plugin_config: None,
-        action: RouteAction::default(),
-    })
-});
+static EXPORT_ROUTE: LazyLock<Arc<RouteEntry>> =
+    LazyLock::new(|| super::control::internal_route("(prometheus export)", HANDLER));
 
 /// Answers one request on the export listener.
 pub(super) async fn serve(
