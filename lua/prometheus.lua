@@ -208,38 +208,34 @@ function Metric:inc(value, label_values)
     write(self, add_fn, value, label_values)
 end
 
--- gauge:set(value, label_values)
-function Metric:set(value, label_values)
-    if self.kind ~= "gauge" then
-        report(self.registry, "set() is only for gauges (", self.name, ")")
-        return
+-- The value of a `set`/`observe` call on a metric of `kind`, or nil once the problem (wrong
+-- kind, no value, not a number) is reported.
+local function value_for(self, kind, method, value)
+    if self.kind ~= kind then
+        report(self.registry, method, "() is only for ", kind, "s (", self.name, ")")
+        return nil
     end
     if value == nil then
         report(self.registry, "No value passed for ", self.name)
-        return
+        return nil
     end
-    value = number_or_report(self, value, "The value")
-    if value == nil then
-        return
+    return number_or_report(self, value, "The value")
+end
+
+-- gauge:set(value, label_values)
+function Metric:set(value, label_values)
+    value = value_for(self, "gauge", "set", value)
+    if value ~= nil then
+        write(self, set_fn, value, label_values)
     end
-    write(self, set_fn, value, label_values)
 end
 
 -- histogram:observe(value, label_values)
 function Metric:observe(value, label_values)
-    if self.kind ~= "histogram" then
-        report(self.registry, "observe() is only for histograms (", self.name, ")")
-        return
+    value = value_for(self, "histogram", "observe", value)
+    if value ~= nil then
+        write(self, observe_fn, value, label_values)
     end
-    if value == nil then
-        report(self.registry, "No value passed for ", self.name)
-        return
-    end
-    value = number_or_report(self, value, "The value")
-    if value == nil then
-        return
-    end
-    write(self, observe_fn, value, label_values)
 end
 
 -- Deletes the series of `label_values` (every worker stops seeing it at once).
