@@ -15,13 +15,12 @@
 //! unregistered (as APISIX pools `ctx` and `ctx.var`); what is the same for many requests
 //! (chains, route objects) is made once per snapshot.
 
-use std::ffi::{c_int, c_void};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Function, LightUserData, Lua, MultiValue, Table, Value};
+use mlua::{Function, Lua, MultiValue, Table, Value};
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
@@ -128,44 +127,33 @@ impl Drop for LuaHost {
     }
 }
 
-// runner.lua calls the two functions below through LuaJIT's FFI (as C function pointers), not
-// as Lua C functions: an FFI call compiles into the trace that makes it, while a Lua C function
-// call ends the trace and the interpreter runs the call and starts the next one (trace
-// stitching), a few hundred instructions per call, paid for every plugin of every request.
-// They take and return numbers only and never call the Lua API, so they cannot raise.
-
-/// `mark(i)`: plugin run `i` of the chain starts now (0: the run is over). One clock read.
-extern "C" fn mark_plugin(index: f64) {
-    let i = if index > 0.0 { index as usize } else { 0 };
+crate::raw_fn!(mark_plugin, |args| {
+    // Plugin run `i` of the chain starts now (0: the run is over): one clock read.
+    let i = args.number(1).unwrap_or(0.0).max(0.0) as usize;
     if let Some(req) = request::try_current()
         && let Ok(mut r) = req.try_borrow_mut()
     {
         r.mark_plugin(i);
     }
-}
+    Ok(super::raw::Rets::none())
+});
 
-/// `enter_group(phase, slot)`: the next group of a call of several starts, in `phase` (1
-/// rewrite, 2 access) and chain `slot` (for `ngx.get_phase()` and timings). Returns 1 to go on,
-/// 0 when output was printed (the request answers), -1 when there is no current request to
-/// enter, -2 for a phase other than rewrite and access (runner.lua raises for both).
-extern "C" fn enter_group(phase: f64, slot: f64) -> c_int {
-    let phase = match phase as i64 {
+crate::raw_fn!(enter_group, |args| {
+    // The next group of a call of several starts: the phase and chain slot it runs in (for
+    // `ngx.get_phase()` and timings). `false` when output was printed: the request answers.
+    let phase = match args.number(1).unwrap_or(0.0) as i64 {
         1 => Phase::Rewrite,
         2 => Phase::Access,
-        _ => return -2,
+        _ => return Err("enter_group: only rewrite and access groups go in one call".into()),
     };
-    let slot = if slot > 0.0 { slot as u8 } else { 0 };
-    let Some(req) = request::try_current() else {
-        return -1;
-    };
-    let Ok(mut r) = req.try_borrow_mut() else {
-        return -1;
-    };
-    r.phase = Some(phase);
-    r.ngx_phase = phase.ngx_phase();
-    r.timing = (slot, Some(phase));
-    c_int::from(r.out.is_empty() || r.in_content)
-}
+    let slot = args.number(2).unwrap_or(0.0).max(0.0) as u8;
+    request::with_raw("the phase runner", |r| {
+        r.phase = Some(phase);
+        r.ngx_phase = phase.ngx_phase();
+        r.timing = (slot, Some(phase));
+        super::raw::Ret::Bool(r.out.is_empty() || r.in_content).into()
+    })
+});
 
 // `upstream_peer()`: the address the upstream answered from (ip, port), or nothing yet.
 crate::raw_fn!(upstream_peer, |_| {
@@ -230,12 +218,12 @@ impl LuaHost {
         }
         let (runner, make_route, run_groups_fn): (Function, Function, Function) =
             lua.load(RUNNER).set_name("=moongate/runner.lua").call((
-                LightUserData(mark_plugin as *mut c_void),
+                super::raw::function(lua, mark_plugin, ())?,
                 super::raw::function(lua, request::req_state, ())?,
                 super::raw::function(lua, request::adopt_state, ())?,
                 super::raw::function(lua, request::take_retired, ())?,
                 super::raw::function(lua, super::ngx::balancer::picked, ())?,
-                LightUserData(enter_group as *mut c_void),
+                super::raw::function(lua, enter_group, ())?,
                 super::raw::function(lua, route_match, ())?,
                 super::raw::function(lua, upstream_peer, ())?,
             ))?;

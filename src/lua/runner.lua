@@ -11,14 +11,8 @@
 -- pools at the end of a request (`ngx.ctx` is never reused). Nothing is made per request that
 -- can be made once per snapshot: chains carry their owner's `conf_*`, their flat plugin list and
 -- their `matched_route`, built on first use.
-local mark_fn, req_state, adopt_state, take_retired, picked, enter_group_fn, route_match,
+local mark, req_state, adopt_state, take_retired, picked, enter_group, route_match,
     upstream_peer = ...
-
--- `mark` and `enter_group` are Rust functions called through the FFI, which LuaJIT compiles
--- into the calling trace (see host.rs).
-local ffi = require("ffi")
-local mark = ffi.cast("void (*)(double)", mark_fn)
-local enter_group_c = ffi.cast("int (*)(double, double)", enter_group_fn)
 
 local select, type, tostring, pairs = select, type, tostring, pairs
 local traceback = debug.traceback
@@ -428,12 +422,7 @@ local function run_groups(route, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, 
                     return "stop", g, consumer
                 end
             end
-            local entered = enter_group_c(phase_no, ps % 256)
-            if entered < 0 then
-                error(entered == -1 and "the phase runner: no request found"
-                    or "enter_group: only rewrite and access groups go in one call")
-            end
-            if entered == 0 then
+            if not enter_group(phase_no, ps % 256) then
                 return "stop", g
             end
         end
