@@ -402,6 +402,11 @@ local function run(route, has_state, chain, phase_no, mask, ...)
         chain()
         return nil
     end
+    if mask > 0 then
+        -- Not `...` passed on: LuaJIT does not compile that (NYI: VARG), and the whole call
+        -- would stay in the interpreter.
+        return run_phase(state, chain, phase_no, mask)
+    end
     return run_phase(state, chain, phase_no, mask, ...)
 end
 
