@@ -18,7 +18,7 @@ local select, type, tostring, pairs = select, type, tostring, pairs
 local traceback = debug.traceback
 local raw = require("moongate.request")
 local xpcall, plain = raw.xpcall, raw.plain
-local new_tab = require("table.new")
+local new_tab, clear_tab = require("table.new"), require("table.clear")
 local json = require("cjson.safe").new()
 -- APISIX's core.json settings: "/" is not escaped, arrays stay arrays.
 json.encode_escape_forward_slash(false)
@@ -176,7 +176,7 @@ local function recycle(state)
         local matched = actx.curr_req_matched
         wipe(actx)
         if matched then
-            wipe(matched)
+            clear_tab(matched)
             actx.curr_req_matched = matched
         end
         put(ctxs, actx)

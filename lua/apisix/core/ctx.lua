@@ -18,6 +18,7 @@ local ssub, slower, sgsub, sfind = string.sub, string.lower, string.gsub, string
 local creq = require("apisix.core.request")
 local clog = require("apisix.core.log")
 local pool = require("tablepool")
+local clear_tab = require("table.clear")
 
 local POOL_NAME = "ctx_var"
 
@@ -196,13 +197,7 @@ function var_meta.__newindex(vars, name, value)
     if steering[name] then
         ngx.var[name] = value
     end
-    local cache = rawget(vars, "_cache")
-    -- Assigning nil to an absent key inserts it (Lua 5.1 semantics), and the cache is cleared
-    -- after every request: `core.request.set_header` forgets `http_*` three times per request in
-    -- an auth plugin, and each such insert cost a new key and, in time, a resize.
-    if value ~= nil or cache[name] ~= nil then
-        cache[name] = value
-    end
+    rawget(vars, "_cache")[name] = value
 end
 
 -- `register_var(name, getter(ctx), {no_cacheable = true})`: a variable a plugin computes.
@@ -231,12 +226,7 @@ function ctxmod.release_vars(ctx)
     if vars == nil then
         return
     end
-    -- Values set to nil, keys kept (table.clear would drop them): the next request caches
-    -- mostly the same variables, and re-inserting a key costs more than finding it.
-    local cache = rawget(vars, "_cache")
-    for k in pairs(cache) do
-        cache[k] = nil
-    end
+    clear_tab(rawget(vars, "_cache"))
     vars._ctx = nil
     setmetatable(vars, nil)
     pool.release(POOL_NAME, vars, true)
