@@ -292,15 +292,20 @@ fn framing(
 
 /// The first line of the head that looks wrong, for the log (bounded).
 fn bad_line(buf: &[u8]) -> String {
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     let line = buf
         .split(|b| *b == b'\n')
         .skip(1)
         .map(<[u8]>::trim_ascii_end)
-        .find(|l| {
-            l.first().is_some_and(|b| *b == b' ' || *b == b'\t')
-                || !l.contains(&b':')
-                || l.iter().any(|b| *b < 0x20 && *b != b'\t')
+        .take_while(|l| !l.is_empty())
+        .find(|l| match l.iter().position(|b| *b == b':') {
+            Some(colon) => {
+                colon == 0
+                    || !l[..colon].iter().all(token)
+                    || l.iter().any(|b| *b < 0x20 && *b != b'\t')
+            }
+            None => true,
         })
-        .unwrap_or(buf);
+        .unwrap_or(&[]);
     String::from_utf8_lossy(&line[..line.len().min(256)]).into_owned()
 }
