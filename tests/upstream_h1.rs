@@ -82,7 +82,12 @@ impl RawUpstream {
     }
 
     fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no request")
     }
 
     fn route(&self) -> String {
@@ -170,7 +175,8 @@ fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
                     return None;
                 }
             };
-            let size = usize::from_str_radix(String::from_utf8_lossy(&buf[..le]).trim(), 16).ok()?;
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&buf[..le]).trim(), 16).ok()?;
             buf.drain(..le + 2);
             while buf.len() < size + 2 {
                 if !fill(c, buf) {
@@ -183,7 +189,10 @@ fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
                 break;
             }
         }
-    } else if let Some(n) = req.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(n) = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         while buf.len() < n {
             if !fill(c, buf) {
                 return None;
@@ -195,7 +204,11 @@ fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
 }
 
 fn ok(body: &str) -> Vec<u8> {
-    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 fn gateway(up: &RawUpstream) -> Gateway {
@@ -217,7 +230,11 @@ fn a_chunked_answer_with_extensions_and_trailers_is_decoded_and_its_connection_r
         assert_eq!(r.body, "hello world");
         assert_eq!(r.header("trailer"), None, "hop-by-hop Trailer forwarded");
     }
-    assert_eq!(up.accepts(), 1, "the chunked answer's connection was not reused");
+    assert_eq!(
+        up.accepts(),
+        1,
+        "the chunked answer's connection was not reused"
+    );
 }
 
 #[test]
@@ -249,7 +266,11 @@ fn interim_answers_before_the_final_one_are_skipped() {
         let r = request(gw.port, "GET", "/i", &[], b"");
         assert_eq!(r.status, 200);
         assert_eq!(r.body, "final");
-        assert_eq!(r.header("link"), None, "a header of the 103 leaked into the answer");
+        assert_eq!(
+            r.header("link"),
+            None,
+            "a header of the 103 leaked into the answer"
+        );
     }
     assert_eq!(up.accepts(), 1);
 }
@@ -274,7 +295,10 @@ fn head_204_and_304_answers_have_no_body_whatever_their_length_says() {
     let text = String::from_utf8_lossy(&raw_head).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(text.contains("content-length: 1000"), "{text}");
-    assert!(text.ends_with("\r\n\r\n"), "a HEAD answer carried a body: {text}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "a HEAD answer carried a body: {text}"
+    );
     // Each empty answer left the connection ready for the next request: an answer read
     // past its end (or waited for) would break the request after it.
     for path in ["/204", "/x", "/304", "/x"] {
@@ -288,7 +312,11 @@ fn head_204_and_304_answers_have_no_body_whatever_their_length_says() {
             _ => assert_eq!((r.status, r.body.as_str()), (200, "body")),
         }
     }
-    assert_eq!(up.accepts(), 1, "an empty answer's connection was not reused");
+    assert_eq!(
+        up.accepts(),
+        1,
+        "an empty answer's connection was not reused"
+    );
 }
 
 #[test]
@@ -310,13 +338,21 @@ fn connection_close_from_the_upstream_or_http_1_0_opens_a_new_connection_next_ti
     let gw = gateway(&up);
     assert_eq!(request(gw.port, "GET", "/close", &[], b"").body, "ok");
     assert_eq!(request(gw.port, "GET", "/close", &[], b"").body, "ok");
-    assert_eq!(up.accepts(), 2, "a `Connection: close` connection was reused");
+    assert_eq!(
+        up.accepts(),
+        2,
+        "a `Connection: close` connection was reused"
+    );
     assert_eq!(request(gw.port, "GET", "/old", &[], b"").body, "old");
     assert_eq!(up.accepts(), 3);
     // HTTP/1.0 with keep-alive is reused.
     assert_eq!(request(gw.port, "GET", "/ka", &[], b"").body, "ka");
     assert_eq!(request(gw.port, "GET", "/ka", &[], b"").body, "ka");
-    assert_eq!(up.accepts(), 4, "an HTTP/1.0 keep-alive connection was not reused");
+    assert_eq!(
+        up.accepts(),
+        4,
+        "an HTTP/1.0 keep-alive connection was not reused"
+    );
 }
 
 #[test]
@@ -346,7 +382,9 @@ fn a_malformed_status_line_is_a_502() {
     assert_eq!(r.status, 502);
     let log = gw.error_log();
     assert!(
-        log.contains("upstream sent no valid HTTP/1.0 header while reading response header from upstream"),
+        log.contains(
+            "upstream sent no valid HTTP/1.0 header while reading response header from upstream"
+        ),
         "{log}"
     );
     // Not retried: nginx retries errors and timeouts, not invalid answers.
@@ -407,7 +445,10 @@ fn a_body_of_unknown_length_reaches_the_upstream_chunked_and_intact() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, expected);
     let seen = up.last();
-    assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", "/up?x=1"));
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("POST", "/up?x=1")
+    );
     assert_eq!(seen.header("transfer-encoding"), Some("chunked"));
     assert_eq!(seen.header("content-length"), None);
     assert_eq!(String::from_utf8_lossy(&seen.body), expected);

@@ -189,10 +189,7 @@ mod tests {
     #[test]
     fn extensions_and_trailers_are_skipped() {
         let body = b"5;name=value\r\nhello\r\n6 ; x\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
-        assert_eq!(
-            decode_bytewise(body),
-            Ok((b"hello world".to_vec(), true))
-        );
+        assert_eq!(decode_bytewise(body), Ok((b"hello world".to_vec(), true)));
     }
 
     #[test]
@@ -205,7 +202,10 @@ mod tests {
 
     #[test]
     fn an_unfinished_body_does_not_end() {
-        assert_eq!(decode_bytewise(b"3\r\nabc\r\n"), Ok((b"abc".to_vec(), false)));
+        assert_eq!(
+            decode_bytewise(b"3\r\nabc\r\n"),
+            Ok((b"abc".to_vec(), false))
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub struct ResponseHead {
 #[derive(Debug)]
 pub enum HeadError {
     /// The connection failed or closed; `started`: part of a response had arrived.
-    Io { error: std::io::Error, started: bool },
+    Io {
+        error: std::io::Error,
+        started: bool,
+    },
     /// The head is malformed or frames its body ambiguously: nginx's words for it.
     Invalid(String),
 }
@@ -94,17 +97,17 @@ fn parse(conn: &mut Conn, head_request: bool) -> Result<Option<Parsed>, HeadErro
     let buf = &conn.read_buf[..];
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp, buf, &mut slots,
-    ) {
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HeadError::Invalid("upstream sent too big header".into()));
         }
-        Err(
-            httparse::Error::Status | httparse::Error::Version | httparse::Error::Token,
-        ) if resp.code.is_none() => {
+        Err(httparse::Error::Status | httparse::Error::Version | httparse::Error::Token)
+            if resp.code.is_none() =>
+        {
             return Err(HeadError::Invalid(
                 "upstream sent no valid HTTP/1.0 header".into(),
             ));
@@ -165,9 +168,8 @@ fn parse(conn: &mut Conn, head_request: bool) -> Result<Option<Parsed>, HeadErro
     let head: Bytes = conn.read_buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
     for (name, s, e) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(s..e)).map_err(|_| {
-            HeadError::Invalid(format!("upstream sent invalid header: \"{name}\""))
-        })?;
+        let value = HeaderValue::from_maybe_shared(head.slice(s..e))
+            .map_err(|_| HeadError::Invalid(format!("upstream sent invalid header: \"{name}\"")))?;
         headers.append(name, value);
     }
     for &(s, e) in &hop.names_others {
@@ -263,10 +265,7 @@ fn framing(
             "upstream sent duplicate header line: \"{which}\""
         )));
     }
-    if head_request
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
     if let Some(te) = hop.transfer_encoding {
@@ -276,7 +275,10 @@ fn framing(
                     .into(),
             ));
         }
-        if !head[te.0..te.1].trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        if !head[te.0..te.1]
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+        {
             return Err(HeadError::Invalid(format!(
                 "upstream sent unknown \"Transfer-Encoding\": \"{}\"",
                 text(te)
