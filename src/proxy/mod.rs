@@ -1189,6 +1189,7 @@ impl Forward<'_> {
             conn.uses += 1;
             let sent = h1::send(
                 &mut conn.io,
+                &mut conn.write_buf,
                 &h1::RequestHead {
                     method: &self.method,
                     uri: &self.uri,
@@ -1218,12 +1219,22 @@ impl Forward<'_> {
                     record.header_time = timed.then(|| try_start.elapsed());
                     record.status = Some(head.parts.status.as_u16());
                     let slot = h1::ConnSlot::default();
+                    // The try is over: what error lines name moves to the body, uncopied.
+                    let context = Box::new(h1::UpstreamContext {
+                        client: self.cx.remote.ip(),
+                        server: self.cx.local,
+                        method: std::mem::take(&mut self.method),
+                        uri: std::mem::take(&mut self.uri),
+                        scheme,
+                        addr: node.addr,
+                        host: self.client_host.take(),
+                    });
                     let body = Body::upstream(h1::ResponseBody::new(
                         conn,
                         head.framing,
                         head.keep_alive,
                         slot.clone(),
-                        Box::new(self.context(node.addr)),
+                        context,
                     ));
                     let done = UpstreamDone {
                         def: self.def.clone(),

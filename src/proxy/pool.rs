@@ -30,6 +30,8 @@ pub struct Conn {
     pub io: Stream,
     /// Bytes read from the socket and not yet consumed (empty between requests).
     pub read_buf: BytesMut,
+    /// The request head is encoded here (kept: no allocation per request).
+    pub write_buf: Vec<u8>,
     /// Read-timeout state shared with the connection's socket.
     pub state: Rc<UpstreamState>,
     /// Requests already sent on it.
@@ -165,6 +167,7 @@ impl Pool {
         Ok(Conn {
             io,
             read_buf: BytesMut::new(),
+            write_buf: Vec::with_capacity(1024),
             state,
             uses: 0,
             reused: false,

@@ -44,9 +44,11 @@ pub enum SendError {
     ClientBody,
 }
 
-/// Writes the request; the body is taken from `body` once its bytes start going out.
+/// Writes the request; the body is taken from `body` once its bytes start going out. `buf` is
+/// the connection's write buffer, kept from one request to the next (no allocation per head).
 pub async fn send(
     io: &mut Stream,
+    buf: &mut Vec<u8>,
     head: &RequestHead<'_>,
     body: &mut Option<Body>,
     timeout: Duration,
@@ -57,8 +59,8 @@ pub async fn send(
         timer: None,
         wrote: false,
     };
-    let mut buf = Vec::with_capacity(512);
-    encode_head(&mut buf, head);
+    buf.clear();
+    encode_head(buf, head);
     // How the body is delimited: a `Content-Length` given wins; a body of exactly known length
     // gets one; any other body goes chunked.
     let streamed = body.as_ref().is_some_and(|b| !b.is_end_stream());
@@ -68,7 +70,7 @@ pub async fn send(
         match body.as_ref().and_then(|b| b.size_hint().exact()) {
             Some(n) => {
                 buf.extend_from_slice(b"content-length: ");
-                buf.extend_from_slice(itoa(n).as_bytes());
+                buf.extend_from_slice(n.to_string().as_bytes());
                 buf.extend_from_slice(b"\r\n");
             }
             None => {
@@ -85,7 +87,7 @@ pub async fn send(
         buf.extend_from_slice(&data);
         inline = Some(data);
     }
-    w.write_all(&buf).await?;
+    w.write_all(buf).await?;
     if !streamed {
         return w.flush().await;
     }
@@ -146,10 +148,6 @@ fn encode_head(buf: &mut Vec<u8>, head: &RequestHead<'_>) {
         buf.extend_from_slice(value.as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 struct Writer<'a> {
