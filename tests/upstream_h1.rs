@@ -489,3 +489,55 @@ fn a_large_streamed_answer_arrives_intact() {
     }
     assert_eq!(up.accepts(), 1);
 }
+
+#[test]
+fn an_upstream_that_takes_no_request_bytes_times_out_on_the_send_timeout() {
+    // Accepts and never reads: the request body fills the socket buffers, then nothing moves.
+    let silent = silent_backend();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "routes:\n  - id: 1\n    uri: /*\n    timeout: {{connect: 1, send: 1, read: 30}}\n    upstream:\n      nodes:\n        \"127.0.0.1:{silent}\": 1\n#END\n"
+        ),
+    );
+    const SIZE: usize = 64 * 1024 * 1024;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        format!(
+            "POST /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {SIZE}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut writer = s.try_clone().unwrap();
+    // The body goes from another thread: the gateway stops reading it once the upstream does.
+    std::thread::spawn(move || {
+        let block = vec![b'b'; 1024 * 1024];
+        for _ in 0..SIZE / block.len() {
+            if writer.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if find(&answer, b"\r\n\r\n").is_some() {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    let log = gw.error_log();
+    assert!(
+        log.contains(
+            "upstream timed out (110: Connection timed out) while sending request to upstream"
+        ),
+        "{log}"
+    );
+}
