@@ -6,6 +6,7 @@
 //! `observability` writes the logs.
 
 pub mod admin;
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod echo;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use moongate::cli;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: moongate::alloc::MiAlloc = moongate::alloc::MiAlloc;
 
 #[derive(Parser)]
 #[command(

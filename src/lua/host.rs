@@ -718,7 +718,8 @@ type RunnerOut = (Value, Value, Value, Value);
 /// What the runner's group entry returns: [`RunnerOut`] and the group (1-based) it is about.
 type GroupsRet = (Value, Value, Value, Value, Value);
 
-/// At most this many groups go in one call (`LuaHost::run_groups`).
+/// At most this many groups go in one call (`LuaHost::run_groups`); runner.lua's `run_groups`
+/// takes exactly this many as named parameters.
 pub const MAX_GROUPS: usize = 4;
 
 /// One run of Lua plugins: the plugins at `indices` (0-based) of `chain` in `phase`; `slot` is

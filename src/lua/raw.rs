@@ -184,7 +184,8 @@ pub enum Ret {
     Str(Vec<u8>),
     Static(&'static str),
     /// A table made of string keys and values (a list under a repeated key), with the upvalue
-    /// at this index (1-based) as its metatable when it is a table.
+    /// at this index (1-based) as its metatable when it is a table. The pairs of a repeated
+    /// name must follow one another, as a header map yields them.
     Headers(Pairs, Option<c_int>),
     /// A list of strings.
     List(Vec<Vec<u8>>),
@@ -220,6 +221,12 @@ impl Pairs {
 
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
+    }
+
+    /// Pair `i` (0-based; `i < len()`).
+    fn at(&self, i: usize) -> (&[u8], &[u8]) {
+        let (a, b, c) = self.spans[i];
+        (&self.buf[a..b], &self.buf[b..c])
     }
 
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -339,33 +346,29 @@ unsafe fn push(l: *mut ffi::lua_State, v: Ret) {
             }
             Ret::Headers(entries, mt) => {
                 ffi::lua_createtable(l, 0, entries.len().min(64) as c_int);
-                for (k, v) in entries.iter() {
+                // A header map yields the values of one name one after another, so a run of
+                // equal names is a repeated header: its value becomes the list of the run's
+                // values. One raw set per name, no lookup of what the table already holds.
+                let mut i = 0;
+                while i < entries.len() {
+                    let (k, v) = entries.at(i);
+                    let mut end = i + 1;
+                    while end < entries.len() && entries.at(end).0 == k {
+                        end += 1;
+                    }
                     ffi::lua_pushlstring(l, k.as_ptr().cast(), k.len());
-                    ffi::lua_pushvalue(l, -1);
-                    ffi::lua_rawget(l, -3);
-                    match ffi::lua_type(l, -1) {
-                        ffi::LUA_TNIL => {
-                            ffi::lua_settop(l, -2);
-                            ffi::lua_pushlstring(l, v.as_ptr().cast(), v.len());
-                            ffi::lua_rawset(l, -3);
-                        }
-                        ffi::LUA_TTABLE => {
-                            let n = ffi::lua_objlen(l, -1);
+                    if end == i + 1 {
+                        ffi::lua_pushlstring(l, v.as_ptr().cast(), v.len());
+                    } else {
+                        ffi::lua_createtable(l, (end - i).min(1 << 16) as c_int, 0);
+                        for (n, j) in (i..end).enumerate() {
+                            let v = entries.at(j).1;
                             ffi::lua_pushlstring(l, v.as_ptr().cast(), v.len());
                             ffi::lua_rawseti(l, -2, n as ffi::lua_Integer + 1);
-                            ffi::lua_settop(l, -3);
-                        }
-                        _ => {
-                            // A repeated name: its value becomes the list of values.
-                            // Stack: t, key, first.
-                            ffi::lua_createtable(l, 2, 0);
-                            ffi::lua_insert(l, -2);
-                            ffi::lua_rawseti(l, -2, 1);
-                            ffi::lua_pushlstring(l, v.as_ptr().cast(), v.len());
-                            ffi::lua_rawseti(l, -2, 2);
-                            ffi::lua_rawset(l, -3);
                         }
                     }
+                    ffi::lua_rawset(l, -3);
+                    i = end;
                 }
                 if let Some(i) = mt
                     && ffi::lua_type(l, ffi::lua_upvalueindex(i)) == ffi::LUA_TTABLE

@@ -395,11 +395,24 @@ end
 -- call (Rust merges its plugins first: `"stop", group, consumer`); so does output printed by a
 -- group (`enter_group` says so). Otherwise returns what ended a run, with its group number
 -- last, or `true` when all went through.
-local function run_groups(route, n, ...)
+--
+-- The groups come as named parameters, not `...`: LuaJIT cannot compile `select(i, ...)` with
+-- a variable `i` (NYI: VARG), and a trace that aborts there leaves the whole call to the
+-- interpreter on every request.
+local function run_groups(route, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, m4)
     local state = state_of(route)
     local prev_phase
     for g = 1, n do
-        local chain, ps, mask = select(g * 3 - 2, ...)
+        local chain, ps, mask
+        if g == 1 then
+            chain, ps, mask = c1, p1, m1
+        elseif g == 2 then
+            chain, ps, mask = c2, p2, m2
+        elseif g == 3 then
+            chain, ps, mask = c3, p3, m3
+        else
+            chain, ps, mask = c4, p4, m4
+        end
         local phase_no = (ps - ps % 256) / 256
         if g > 1 then
             if prev_phase == 1 and phase_no ~= 1 then

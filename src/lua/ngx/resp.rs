@@ -149,9 +149,18 @@ crate::raw_fn!(header_newindex, |args| {
             log::error!("attempt to set ngx.header.HEADER after sending out response headers");
             return;
         }
-        r.resp_headers.remove(&name);
-        for v in vals.into_iter().flatten() {
-            r.resp_headers.append(name.clone(), v);
+        let mut vals = vals.into_iter().flatten();
+        match vals.next() {
+            // `insert` replaces every value the name had: one hash of the name, not two.
+            Some(first) => {
+                r.resp_headers.insert(name.clone(), first);
+                for v in vals {
+                    r.resp_headers.append(name.clone(), v);
+                }
+            }
+            None => {
+                r.resp_headers.remove(&name);
+            }
         }
     })?;
     Ok(Rets::none())
