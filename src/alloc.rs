@@ -80,7 +80,15 @@ mod tests {
     #[test]
     fn blocks_keep_the_alignment_asked_for() {
         let a = MiAlloc;
-        for (size, align) in [(1, 1), (8, 8), (24, 8), (16, 16), (3000, 16), (64, 64), (5000, 4096)] {
+        for (size, align) in [
+            (1, 1),
+            (8, 8),
+            (24, 8),
+            (16, 16),
+            (3000, 16),
+            (64, 64),
+            (5000, 4096),
+        ] {
             let layout = Layout::from_size_align(size, align).expect("layout");
             // SAFETY: a fresh block of `layout`, written within its size, freed once.
             unsafe {

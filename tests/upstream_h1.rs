@@ -541,3 +541,50 @@ fn an_upstream_that_takes_no_request_bytes_times_out_on_the_send_timeout() {
         "{log}"
     );
 }
+
+#[test]
+fn request_bodies_that_arrive_late_or_in_large_chunks_reach_the_upstream_intact() {
+    let up = RawUpstream::start(|req| (ok(&req.body.len().to_string()), After::KeepOpen));
+    let gw = gateway(&up);
+
+    // A body that comes after the head (the head goes upstream first, the body follows).
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    wait_until(
+        "the head to reach the upstream",
+        Duration::from_secs(10),
+        || up.accepts() == 1,
+    );
+    s.write_all(b"5\r\nlate \r\n4\r\nbody\r\n0\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert_eq!(parse_responses(&answer)[0].body, "9");
+    assert_eq!(String::from_utf8_lossy(&up.last().body), "late body");
+
+    // Chunks larger than what travels with the head, with and without a length.
+    let big: Vec<u8> = (0..3 * 1024 * 1024)
+        .map(|i| b'0' + (i % 10) as u8)
+        .collect();
+    let r = request(gw.port, "POST", "/big", &[], &big);
+    assert_eq!(r.body, big.len().to_string());
+    assert!(
+        up.last().body == big,
+        "a large body with a length arrived altered"
+    );
+    let mut wire = b"POST /bigchunks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in big.chunks(700_000) {
+        wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        wire.extend_from_slice(part);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(gw.port, &wire, Duration::from_secs(10));
+    assert_eq!(parse_responses(&answer)[0].body, big.len().to_string());
+    assert!(
+        up.last().body == big,
+        "a large chunked body arrived altered"
+    );
+}

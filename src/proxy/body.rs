@@ -122,6 +122,7 @@ impl Body {
     ) -> Body {
         Body::with(Kind::Client(ClientBody {
             inner,
+            unread: None,
             limit,
             chunked,
             received: 0,
@@ -148,6 +149,14 @@ impl Body {
         match &self.kind {
             Kind::Full(d) => d.clone(),
             _ => None,
+        }
+    }
+
+    /// Puts back a chunk read from a client body that did not reach the upstream, so a retry
+    /// sends it. Bodies of other kinds are sent again from a copy (`replay`).
+    pub fn unread(&mut self, chunk: Bytes) {
+        if let Kind::Client(b) = &mut self.kind {
+            b.unread = Some(chunk);
         }
     }
 
@@ -249,7 +258,17 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Client(b) => b.inner.size_hint(),
+            Kind::Client(b) => {
+                let mut hint = b.inner.size_hint();
+                if let Some(d) = &b.unread {
+                    let n = d.len() as u64;
+                    hint.set_lower(hint.lower() + n);
+                    if let Some(u) = hint.upper() {
+                        hint.set_upper(u + n);
+                    }
+                }
+                hint
+            }
             Kind::Upstream(b) => b.size_hint(),
             Kind::Channel(_) | Kind::Filtered(_) => SizeHint::default(),
         }
@@ -262,7 +281,7 @@ impl Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(d) => d.is_none(),
-            Kind::Client(b) => b.inner.is_end_stream(),
+            Kind::Client(b) => b.unread.is_none() && b.inner.is_end_stream(),
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::Channel(_) => false,
             Kind::Filtered(f) => f.ended && f.pending.is_none(),
@@ -313,6 +332,8 @@ impl Filtered {
 
 struct ClientBody {
     inner: Incoming,
+    /// A chunk read and then put back (`Body::unread`): it comes out first.
+    unread: Option<Bytes>,
     limit: Rc<Cell<u64>>,
     chunked: bool,
     received: u64,
@@ -332,6 +353,9 @@ impl ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         use http_body::Body as _;
+        if let Some(d) = self.unread.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 self.timer = None;

@@ -4,7 +4,7 @@
 //! as nginx's `proxy_send_timeout` does.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -65,7 +65,6 @@ pub async fn send(
     // gets one; any other body goes chunked.
     let streamed = body.as_ref().is_some_and(|b| !b.is_end_stream());
     let mut chunked = false;
-    let mut inline: Option<Bytes> = None;
     if streamed && !head.headers.contains_key(header::CONTENT_LENGTH) {
         match body.as_ref().and_then(|b| b.size_hint().exact()) {
             Some(n) => {
@@ -84,47 +83,105 @@ pub async fn send(
         && let Some(data) = body.as_ref().and_then(Body::whole)
         && data.len() <= INLINE_BODY
     {
+        // A small body held whole goes in the head's write.
         buf.extend_from_slice(&data);
-        inline = Some(data);
-    }
-    w.write_all(buf).await?;
-    if !streamed {
+        w.write_all(buf).await?;
+        *body = None;
         return w.flush().await;
     }
-    let Some(mut b) = body.take() else {
+    let Some(mut b) = body.take().filter(|_| streamed) else {
+        w.write_all(buf).await?;
         return w.flush().await;
     };
-    if inline.is_some() {
-        return w.flush().await;
-    }
-    loop {
-        let frame = poll_fn(|cx| Pin::new(&mut b).poll_frame(cx)).await;
-        match frame {
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    // Trailers of the client's body are not forwarded.
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
+    // A streamed body's first chunk goes in the head's write too when it is already there
+    // (one look, no waiting: the head is not held back for a slow client).
+    let mut first: Option<Bytes> = None;
+    let mut ended = false;
+    match poll_fn(|cx| Poll::Ready(Pin::new(&mut b).poll_frame(cx))).await {
+        Poll::Ready(Some(Ok(frame))) => {
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                if data.len() <= INLINE_BODY {
+                    frame_into(buf, &data, chunked);
                 }
-                if chunked {
-                    let size = format!("{:x}\r\n", data.len());
-                    w.write_all(size.as_bytes()).await?;
-                    w.write_all(&data).await?;
-                    w.write_all(b"\r\n").await?;
-                } else {
-                    w.write_all(&data).await?;
-                }
+                first = Some(data);
             }
-            Some(Err(_)) => return Err(SendError::ClientBody),
-            None => break,
+        }
+        Poll::Ready(Some(Err(_))) => return Err(SendError::ClientBody),
+        Poll::Ready(None) => ended = true,
+        Poll::Pending => {}
+    }
+    if ended && chunked {
+        buf.extend_from_slice(b"0\r\n\r\n");
+    }
+    if let Err(e) = w.write_all(buf).await {
+        if let SendError::Unsent(_) = e {
+            // Nothing went out: the body goes back whole (its first chunk too) for a retry.
+            if let Some(data) = first {
+                b.unread(data);
+            }
+            *body = Some(b);
+        }
+        return Err(e);
+    }
+    if let Some(data) = first.filter(|d| d.len() > INLINE_BODY) {
+        write_data(&mut w, buf, &data, chunked).await?;
+    }
+    if !ended {
+        loop {
+            let frame = poll_fn(|cx| Pin::new(&mut b).poll_frame(cx)).await;
+            match frame {
+                Some(Ok(frame)) => {
+                    // Trailers of the client's body are not forwarded.
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        write_data(&mut w, buf, &data, chunked).await?;
+                    }
+                }
+                Some(Err(_)) => return Err(SendError::ClientBody),
+                None => break,
+            }
+        }
+        if chunked {
+            w.write_all(b"0\r\n\r\n").await?;
         }
     }
-    if chunked {
-        w.write_all(b"0\r\n\r\n").await?;
-    }
     w.flush().await
+}
+
+/// Appends `data` as the body's framing wants it.
+fn frame_into(buf: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if chunked {
+        let _ = write!(buf, "{:x}\r\n", data.len());
+        buf.extend_from_slice(data);
+        buf.extend_from_slice(b"\r\n");
+    } else {
+        buf.extend_from_slice(data);
+    }
+}
+
+/// Writes one chunk of a streamed body: a small one framed in `buf` with one write, a large
+/// one as is (its chunk framing around it).
+async fn write_data(
+    w: &mut Writer<'_>,
+    buf: &mut Vec<u8>,
+    data: &Bytes,
+    chunked: bool,
+) -> Result<(), SendError> {
+    if !chunked {
+        return w.write_all(data).await;
+    }
+    buf.clear();
+    if data.len() <= INLINE_BODY {
+        frame_into(buf, data, true);
+        return w.write_all(buf).await;
+    }
+    let _ = write!(buf, "{:x}\r\n", data.len());
+    w.write_all(buf).await?;
+    w.write_all(data).await?;
+    w.write_all(b"\r\n").await
 }
 
 /// The request line and fields, lower-case names as hyper wrote them (HTTP/1 names are
