@@ -588,3 +588,37 @@ fn request_bodies_that_arrive_late_or_in_large_chunks_reach_the_upstream_intact(
         "a large chunked body arrived altered"
     );
 }
+
+#[test]
+fn an_upstream_closing_before_its_answer_is_a_502_and_one_closing_mid_body_cuts_it() {
+    let up = RawUpstream::start(|req| match req.path.as_str() {
+        "/none" => (Vec::new(), After::Close),
+        _ => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part".to_vec(),
+            After::Close,
+        ),
+    });
+    let gw = gateway(&up);
+    assert_eq!(request(gw.port, "GET", "/none", &[], b"").status, 502);
+    let log = gw.error_log();
+    assert!(
+        log.contains(
+            "upstream prematurely closed connection while reading response header from upstream"
+        ),
+        "{log}"
+    );
+    // The head was forwarded already: the client sees a cut body (fewer bytes than announced,
+    // then the connection closes).
+    let answer = raw(
+        gw.port,
+        b"GET /part HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("only part"), "{text}");
+    wait_until("the body error line", Duration::from_secs(5), || {
+        gw.error_log()
+            .contains("upstream prematurely closed connection while reading upstream")
+    });
+}

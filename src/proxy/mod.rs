@@ -1281,12 +1281,21 @@ impl Forward<'_> {
                                 "reading response header from"
                             },
                         ),
-                        TryError::Send(h1::SendError::Unsent(err) | h1::SendError::Io(err)) => {
-                            (format!("send() failed ({err})"), "sending request to")
+                        TryError::Send(h1::SendError::Unsent(err) | h1::SendError::Io(err)) => (
+                            format!("writev() failed ({})", h1::errno_text(err)),
+                            "sending request to",
+                        ),
+                        TryError::Send(_) => ("writev() failed".to_string(), "sending request to"),
+                        TryError::Head(h1::HeadError::Io { error, .. })
+                            if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+                        {
+                            (
+                                "upstream prematurely closed connection".to_string(),
+                                "reading response header from",
+                            )
                         }
-                        TryError::Send(_) => ("send() failed".to_string(), "sending request to"),
                         TryError::Head(h1::HeadError::Io { error, .. }) => (
-                            format!("upstream prematurely closed connection ({error})"),
+                            format!("recv() failed ({})", h1::errno_text(error)),
                             "reading response header from",
                         ),
                         TryError::Head(h1::HeadError::Invalid(m)) => {

@@ -30,6 +30,8 @@ pub struct ResponseBody {
     keep_alive: bool,
     slot: ConnSlot,
     context: Box<UpstreamContext>,
+    /// A failure (logged already) to report on the next poll (see `fail`).
+    failed: bool,
 }
 
 impl ResponseBody {
@@ -46,6 +48,7 @@ impl ResponseBody {
             keep_alive,
             slot,
             context,
+            failed: false,
         };
         if matches!(body.framing, Framing::Length(0)) {
             body.ended();
@@ -65,7 +68,14 @@ impl ResponseBody {
         self.framing = Framing::Length(0);
     }
 
-    fn fail(&mut self, what: &str) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    /// The body cannot go on. The error is reported on the next poll, after a wake-up: the
+    /// client side first sends what it was handed (a client sees the body up to the failure,
+    /// as under nginx, instead of losing the last bytes with the connection).
+    fn fail(
+        &mut self,
+        what: &str,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let timed_out = self.conn.as_ref().is_some_and(|c| c.state.timed_out());
         self.conn = None;
         let msg = if timed_out {
@@ -74,13 +84,20 @@ impl ResponseBody {
             format!("{what} while reading upstream")
         };
         log::error!("{msg}, {}", self.context);
-        Poll::Ready(Some(Err(BodyError::Upstream(io::Error::other(msg)))))
+        self.failed = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     pub fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if std::mem::take(&mut self.failed) {
+            return Poll::Ready(Some(Err(BodyError::Upstream(io::Error::other(
+                "the upstream response body failed (see the error log)",
+            )))));
+        }
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -108,7 +125,7 @@ impl ResponseBody {
                         return Poll::Ready(None);
                     }
                     Ok(Step::NeedMore) => {}
-                    Err(_) => return self.fail("upstream sent invalid chunked response"),
+                    Err(_) => return self.fail("upstream sent invalid chunked response", cx),
                 },
                 Framing::Close => {
                     if !conn.read_buf.is_empty() {
@@ -126,16 +143,18 @@ impl ResponseBody {
                         self.framing = Framing::Length(0);
                         return Poll::Ready(None);
                     }
-                    return self.fail("upstream prematurely closed connection");
+                    return self.fail("upstream prematurely closed connection", cx);
                 }
                 Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return self.fail(&format!("recv() failed ({e})")),
+                Poll::Ready(Err(e)) => {
+                    return self.fail(&format!("recv() failed ({})", super::errno_text(&e)), cx);
+                }
             }
         }
     }
 
     pub fn is_end_stream(&self) -> bool {
-        self.conn.is_none() || matches!(self.framing, Framing::Length(0))
+        !self.failed && (self.conn.is_none() || matches!(self.framing, Framing::Length(0)))
     }
 
     pub fn size_hint(&self) -> SizeHint {

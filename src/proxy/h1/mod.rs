@@ -13,6 +13,7 @@ pub mod response;
 pub mod stream;
 
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderValue, Method, Uri};
@@ -61,5 +62,18 @@ impl fmt::Display for UpstreamContext {
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("")
         )
+    }
+}
+
+/// An I/O error as nginx words it in its log: `104: Connection reset by peer` (the error
+/// number first), or the error's text when it has no number.
+pub fn errno_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = e.to_string();
+            let suffix = format!(" (os error {code})");
+            format!("{code}: {}", text.strip_suffix(&suffix).unwrap_or(&text))
+        }
+        None => e.to_string(),
     }
 }
