@@ -89,7 +89,7 @@ pub async fn send(
         *body = None;
         return w.flush().await;
     }
-    let Some(mut b) = body.take().filter(|_| streamed) else {
+    let Some(mut b) = body.take_if(|_| streamed) else {
         w.write_all(buf).await?;
         return w.flush().await;
     };
