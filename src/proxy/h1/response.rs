@@ -4,7 +4,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 use tokio::io::AsyncReadExt;
@@ -46,7 +46,7 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
     loop {
         if !conn.read_buf.is_empty() {
             started = true;
-            match parse(conn, head_request)? {
+            match parse(&mut conn.read_buf, head_request)? {
                 Some(Parsed::Final(head)) => return Ok(head),
                 Some(Parsed::Interim) => continue,
                 None => {}
@@ -92,9 +92,10 @@ struct Hop {
     bad_content_length: Option<(usize, usize)>,
 }
 
-/// Parses the head at the front of the read buffer; `None` while it is incomplete.
-fn parse(conn: &mut Conn, head_request: bool) -> Result<Option<Parsed>, HeadError> {
-    let buf = &conn.read_buf[..];
+/// Parses the head at the front of the read buffer (consuming it); `None` while it is
+/// incomplete.
+fn parse(read_buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, HeadError> {
+    let buf = &read_buf[..];
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -135,7 +136,7 @@ fn parse(conn: &mut Conn, head_request: bool) -> Result<Option<Parsed>, HeadErro
                 "upstream sent no valid HTTP/1.0 header".into(),
             ));
         }
-        conn.read_buf.advance(len);
+        read_buf.advance(len);
         return Ok(Some(Parsed::Interim));
     }
     let version = if resp.version == Some(0) {
@@ -147,16 +148,30 @@ fn parse(conn: &mut Conn, head_request: bool) -> Result<Option<Parsed>, HeadErro
     // classified on their length and bytes before a `HeaderName` is made, so hop-by-hop
     // fields cost no parsing.
     let base = buf.as_ptr() as usize;
-    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
+    let range = |v: &[u8]| {
+        let start = v.as_ptr() as usize - base;
+        (start, start + v.len())
+    };
     let mut hop = Hop::default();
-    for h in resp.headers.iter() {
-        let start = h.value.as_ptr() as usize - base;
-        let range = (start, start + h.value.len());
-        if classify(h.name.as_bytes(), h.value, range, &mut hop) {
+    // Which fields stay out (one bit each: `MAX_HEADERS` fits in 128).
+    let mut out = 0u128;
+    for (i, h) in resp.headers.iter().enumerate() {
+        if classify(h.name.as_bytes(), h.value, range(h.value), &mut hop) {
+            out |= 1 << i;
+        }
+    }
+    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
+    for (i, h) in resp.headers.iter().enumerate() {
+        if out & (1 << i) != 0
+            || (!hop.names_others.is_empty() && named_by_connection(buf, &hop, h.name))
+        {
             continue;
         }
         match HeaderName::from_bytes(h.name.as_bytes()) {
-            Ok(name) => fields.push((name, range.0, range.1)),
+            Ok(name) => {
+                let (s, e) = range(h.value);
+                fields.push((name, s, e));
+            }
             Err(_) => {
                 return Err(HeadError::Invalid(format!(
                     "upstream sent invalid header: \"{}\"",
@@ -165,19 +180,12 @@ fn parse(conn: &mut Conn, head_request: bool) -> Result<Option<Parsed>, HeadErro
             }
         }
     }
-    let head: Bytes = conn.read_buf.split_to(len).freeze();
+    let head: Bytes = read_buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
     for (name, s, e) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(s..e))
             .map_err(|_| HeadError::Invalid(format!("upstream sent invalid header: \"{name}\"")))?;
         headers.append(name, value);
-    }
-    for &(s, e) in &hop.names_others {
-        for token in head[s..e].split(|b| *b == b',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
-                headers.remove(name);
-            }
-        }
     }
 
     let keep_alive = match version {
@@ -195,6 +203,15 @@ fn parse(conn: &mut Conn, head_request: bool) -> Result<Option<Parsed>, HeadErro
         framing,
         keep_alive,
     })))
+}
+
+/// Whether a `Connection` field of the head names `name` (such a field describes this hop only).
+fn named_by_connection(buf: &[u8], hop: &Hop, name: &str) -> bool {
+    hop.names_others.iter().any(|&(s, e)| {
+        buf[s..e]
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
 }
 
 /// Records a hop-by-hop or framing field; true when it stays out of the client's head.
@@ -310,4 +327,123 @@ fn bad_line(buf: &[u8]) -> String {
         })
         .unwrap_or(&[]);
     String::from_utf8_lossy(&line[..line.len().min(256)]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The final head of `wire` (interim ones skipped), and what is left after it.
+    fn final_head(wire: &str, head_request: bool) -> Result<(ResponseHead, BytesMut), String> {
+        let mut buf = BytesMut::from(wire.as_bytes());
+        loop {
+            match parse(&mut buf, head_request) {
+                Ok(Some(Parsed::Final(h))) => return Ok((h, buf)),
+                Ok(Some(Parsed::Interim)) => continue,
+                Ok(None) => return Err("incomplete".into()),
+                Err(HeadError::Invalid(m)) => return Err(m),
+                Err(HeadError::Io { error, .. }) => return Err(error.to_string()),
+            }
+        }
+    }
+
+    fn framing_of(wire: &str) -> Result<(String, bool), String> {
+        final_head(wire, false).map(|(h, _)| (format!("{:?}", h.framing), h.keep_alive))
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let len = framing_of("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n").unwrap();
+        assert_eq!(len, ("Length(12)".into(), true));
+        let chunked = framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        assert!(chunked.0.starts_with("Chunked"), "{chunked:?}");
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\n\r\n").unwrap(),
+            ("Close".into(), false)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap(),
+            ("Length(0)".into(), true)
+        );
+        let (head, _) = final_head("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", true).unwrap();
+        assert!(matches!(head.framing, Framing::Length(0)));
+        assert_eq!(head.parts.headers["content-length"], "99");
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        let ka = |wire: &str| framing_of(wire).unwrap().1;
+        assert!(!ka(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!ka("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(ka(
+            "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!ka(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_left_out() {
+        let (head, rest) = final_head(
+            "HTTP/1.1 200 OK\r\nConnection: x-hop, keep-alive\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nUpgrade: h2c\r\nX-End: 2\r\nX-End: 3\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        )
+        .unwrap();
+        let names: Vec<&str> = head.parts.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-end", "content-length"]);
+        assert_eq!(head.parts.headers.get_all("x-end").iter().count(), 2);
+        assert_eq!(&rest[..], b"ok");
+    }
+
+    #[test]
+    fn interim_answers_are_skipped() {
+        let (head, rest) = final_head(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
+            false,
+        )
+        .unwrap();
+        assert_eq!(head.parts.status, StatusCode::CREATED);
+        assert!(head.parts.headers.get("link").is_none());
+        assert_eq!(&rest[..], b"x");
+    }
+
+    #[test]
+    fn ambiguous_or_malformed_heads_are_refused_in_nginx_words() {
+        let err = |wire: &str| framing_of(wire).unwrap_err();
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "upstream sent \"Content-Length\" and \"Transfer-Encoding\" headers at the same time"
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"),
+            "upstream sent duplicate header line: \"Content-Length\""
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            "upstream sent invalid \"Content-Length\" header: \"Content-Length: -1\""
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            "upstream sent unknown \"Transfer-Encoding\": \"gzip, chunked\""
+        );
+        assert_eq!(
+            err("SIP/2.0 200 OK\r\n\r\n"),
+            "upstream sent no valid HTTP/1.0 header"
+        );
+        assert_eq!(
+            err("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            "upstream sent no valid HTTP/1.0 header"
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nGood: 1\r\nBad\x01: 2\r\n\r\n"),
+            "upstream sent invalid header: \"Bad\x01: 2\""
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Le"),
+            Err("incomplete".into())
+        );
+    }
 }
