@@ -163,6 +163,7 @@ fn request_helpers_read_headers_args_and_bounded_bodies() {
         &[
             ("X-Rep", "first"),
             ("X-Rep", "second"),
+            ("x_lit", "literal"),
             ("Content-Type", "application/json"),
         ],
         br#"{"x":"json"}"#,
@@ -176,6 +177,11 @@ fn request_helpers_read_headers_args_and_bounded_bodies() {
     assert_eq!(v["json_x"], "json");
     assert_eq!(v["header"], "first");
     assert_eq!(v["header_missing"], true);
+    assert_eq!(v["header_underscored"], "first");
+    assert_eq!(v["header_upper"], "first");
+    assert_eq!(v["header_literal"], "literal");
+    assert_eq!(v["header_after_table"], "first");
+    assert_eq!(v["header_after_set"], "replaced");
     assert_eq!(v["uri_args"]["x"], serde_json::json!(["1", "2"]));
     assert_eq!(v["uri_args"]["y"], true);
     assert_eq!(v["cached_args"], true);

@@ -128,7 +128,8 @@ impl Drop for LuaHost {
 }
 
 crate::raw_fn!(mark_plugin, |args| {
-    // Plugin run `i` of the chain starts now (0: the run is over): one clock read.
+    // Plugin run `i` of the chain starts now (0: the run is over): one clock read. The first
+    // plugin of a run is marked by Rust before the call (`premark`), or by `enter_group`.
     let i = args.number(1).unwrap_or(0.0).max(0.0) as usize;
     if let Some(req) = request::try_current()
         && let Ok(mut r) = req.try_borrow_mut()
@@ -140,17 +141,20 @@ crate::raw_fn!(mark_plugin, |args| {
 
 crate::raw_fn!(enter_group, |args| {
     // The next group of a call of several starts: the phase and chain slot it runs in (for
-    // `ngx.get_phase()` and timings). `false` when output was printed: the request answers.
+    // `ngx.get_phase()` and timings), and its first plugin (1-based), whose time starts now.
+    // `false` when output was printed: the request answers.
     let phase = match args.number(1).unwrap_or(0.0) as i64 {
         1 => Phase::Rewrite,
         2 => Phase::Access,
         _ => return Err("enter_group: only rewrite and access groups go in one call".into()),
     };
     let slot = args.number(2).unwrap_or(0.0).max(0.0) as u8;
+    let first = args.number(3).unwrap_or(0.0).max(0.0) as usize;
     request::with_raw("the phase runner", |r| {
         r.phase = Some(phase);
         r.ngx_phase = phase.ngx_phase();
         r.timing = (slot, Some(phase));
+        r.mark_plugin(first);
         super::raw::Ret::Bool(r.out.is_empty() || r.in_content).into()
     })
 });
@@ -379,14 +383,21 @@ impl LuaHost {
             }
         };
         let phase_no = phase_number(phase);
+        let has_state = request::has_state(req.borrow().id);
         // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
         let out = if indices.iter().all(|&i| i < 52) {
             let mask = indices.iter().fold(0u64, |m, &i| m | 1 << i);
-            self.drive(req, &self.runner, (route_t, chain_t, phase_no, mask as f64))
-                .await
+            premark(req, mask);
+            self.drive(
+                req,
+                &self.runner,
+                (route_t, has_state, chain_t, phase_no, mask as f64),
+            )
+            .await
         } else {
-            let mut args = MultiValue::with_capacity(indices.len() + 4);
+            let mut args = MultiValue::with_capacity(indices.len() + 5);
             args.push_back(Value::Table(route_t));
+            args.push_back(Value::Boolean(has_state));
             args.push_back(Value::Table(chain_t));
             args.push_back(Value::Integer(phase_no));
             args.push_back(Value::Integer(0));
@@ -474,7 +485,8 @@ impl LuaHost {
                 });
             }
         };
-        // Per group: its chain, phase number * 256 + chain slot, plugin bit mask.
+        // Per group: its chain, (phase number * 256 + chain slot) * 64 + its first plugin's
+        // index, plugin bit mask (see runner.lua's run_groups).
         let mut it = tables.into_iter();
         let mut next = |k: usize| -> (Value, f64, f64) {
             let g = &groups[k.min(groups.len() - 1)];
@@ -482,9 +494,10 @@ impl LuaHost {
                 return (Value::Nil, 0.0, 0.0);
             }
             let mask = g.indices.iter().fold(0u64, |m, &i| m | 1 << i);
+            let first = i64::from(mask.trailing_zeros());
             (
                 it.next().unwrap_or(Value::Nil),
-                (phase_number(g.phase) * 256 + g.slot as i64) as f64,
+                ((phase_number(g.phase) * 256 + g.slot as i64) * 64 + first) as f64,
                 mask as f64,
             )
         };
@@ -492,12 +505,15 @@ impl LuaHost {
         let (c2, p2, m2) = next(1);
         let (c3, p3, m3) = next(2);
         let (c4, p4, m4) = next(3);
+        let has_state = request::has_state(req.borrow().id);
+        premark(req, m1 as u64);
         let out = self
             .drive::<_, GroupsRet>(
                 req,
                 &self.run_groups_fn,
                 (
                     route_t,
+                    has_state,
                     groups.len() as i64,
                     c1,
                     p1,
@@ -585,9 +601,10 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
+        let has_state = request::has_state(req.borrow().id);
         Some(
             match self
-                .drive::<_, RunnerOut>(req, &self.runner, (route_t, f, 0))
+                .drive::<_, RunnerOut>(req, &self.runner, (route_t, has_state, f, 0))
                 .await
             {
                 Driven::Done(_) => Step::Continue {
@@ -709,6 +726,15 @@ impl LuaHost {
             let _ = self.lua().gc_collect();
         }
         out
+    }
+}
+
+/// Starts the time of the first plugin of a run given by `mask` (its lowest set bit), as the
+/// runner's `mark` would: it leaves that mark to the caller (one call into Rust less per run).
+fn premark(req: &SharedReq, mask: u64) {
+    if mask != 0 {
+        req.borrow_mut()
+            .mark_plugin(mask.trailing_zeros() as usize + 1);
     }
 }
 

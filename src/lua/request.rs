@@ -41,6 +41,12 @@ pub fn register(req: SharedReq) {
     LIVE.with(|l| l.borrow_mut().insert(id, Live { req, state: None }));
 }
 
+/// Whether the runner made request `id`'s Lua state already (it passes the answer to the runner,
+/// which then makes the state on a first entry without asking for it).
+pub fn has_state(id: CtxId) -> bool {
+    LIVE.with(|l| l.borrow().get(&id).is_some_and(|x| x.state.is_some()))
+}
+
 /// Forgets a finished request; its Lua state is handed to the runner for recycling.
 pub fn unregister(id: CtxId) {
     if let Some(Live {
@@ -100,7 +106,9 @@ pub unsafe extern "C-unwind" fn req_state(l: *mut ffi::lua_State) -> std::ffi::c
 }
 
 /// `adopt_state(state)`: the runner made the current request's Lua state; it is kept in a
-/// registry slot until the request is unregistered.
+/// registry slot until the request is unregistered. Returns what `take_retired` would (a
+/// finished request's state to recycle, or `nil`) and whether more may wait: one call into Rust
+/// for both on a request's first entry.
 ///
 /// # Safety
 /// Called by Lua as a C function with a valid state.
@@ -111,9 +119,23 @@ pub unsafe extern "C-unwind" fn adopt_state(l: *mut ffi::lua_State) -> std::ffi:
         ffi::lua_settop(l, 1);
         let vm = vm_of(l);
         let slot = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
-        if slot < 0 {
-            return 0;
+        if slot >= 0 {
+            keep_state(l, vm, slot);
         }
+        push_retired(l, vm);
+        let more = RETIRED.with(|r| !r.borrow().is_empty());
+        ffi::lua_pushboolean(l, std::ffi::c_int::from(more));
+    }
+    2
+}
+
+/// Gives registry slot `slot` (of VM `vm`) to the current request as its Lua state.
+///
+/// # Safety
+/// `l` is a state of VM `vm` in a C function Lua called; `slot` is a fresh registry slot.
+unsafe fn keep_state(l: *mut ffi::lua_State, vm: usize, slot: std::ffi::c_int) {
+    // SAFETY: see the function's contract.
+    unsafe {
         let kept = sched::current().is_some_and(|id| {
             LIVE.with(|x| match x.borrow_mut().get_mut(&id) {
                 Some(live) => {
@@ -128,7 +150,6 @@ pub unsafe extern "C-unwind" fn adopt_state(l: *mut ffi::lua_State) -> std::ffi:
             ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, slot);
         }
     }
-    0
 }
 
 /// `take_retired()`: the Lua state of a finished request of this VM, its slot freed; `nil`
@@ -137,24 +158,32 @@ pub unsafe extern "C-unwind" fn adopt_state(l: *mut ffi::lua_State) -> std::ffi:
 /// # Safety
 /// Called by Lua as a C function with a valid state.
 pub unsafe extern "C-unwind" fn take_retired(l: *mut ffi::lua_State) -> std::ffi::c_int {
-    // SAFETY: called by Lua; the slot belongs to this VM (checked) and was never freed.
+    // SAFETY: called by Lua.
+    unsafe { push_retired(l, vm_of(l)) };
+    1
+}
+
+/// Pushes the Lua state of a finished request of VM `vm`, its slot freed, or `nil`.
+///
+/// # Safety
+/// `l` is a state of VM `vm` in a C function Lua called.
+unsafe fn push_retired(l: *mut ffi::lua_State, vm: usize) {
+    let slot = RETIRED.with(|r| {
+        let mut r = r.borrow_mut();
+        let i = r.iter().rposition(|(v, _)| *v == vm)?;
+        Some(r.swap_remove(i).1)
+    });
+    // SAFETY: the slot belongs to this VM (checked above) and was never freed.
     unsafe {
-        let vm = vm_of(l);
-        let slot = RETIRED.with(|r| {
-            let mut r = r.borrow_mut();
-            let i = r.iter().rposition(|(v, _)| *v == vm)?;
-            Some(r.swap_remove(i).1)
-        });
+        ffi::lua_checkstack(l, 2);
         match slot {
             Some(slot) => {
-                ffi::lua_checkstack(l, 1);
                 ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
                 ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, slot);
             }
             None => ffi::lua_pushnil(l),
         }
     }
-    1
 }
 
 /// OpenResty's error for request APIs called where there is no request: in a timer, or

@@ -186,19 +186,29 @@ local function recycle(state)
 end
 
 -- The current request's state, made (from the pools when they have tables) on its first entry.
-local function state_of(route)
-    local state = req_state()
-    if state then
-        return state
+-- `has_state` comes from Rust, which knows whether the request has one: the first entry makes
+-- it without asking. Adopting it hands back a finished request's state to recycle, and whether
+-- more wait.
+local function state_of(route, has_state)
+    if has_state then
+        local state = req_state()
+        if state then
+            return state
+        end
     end
-    local old = take_retired()
-    while old do
-        recycle(old)
-        old = take_retired()
-    end
-    state = take(states) or new_tab(0, 4)
+    local state = take(states) or new_tab(0, 4)
     state.route = route
-    adopt_state(state)
+    local old, more = adopt_state(state)
+    if old then
+        recycle(old)
+    end
+    while more do
+        old = take_retired()
+        if not old then
+            break
+        end
+        recycle(old)
+    end
     return state
 end
 
@@ -310,7 +320,7 @@ local function call_phase(phase_func, conf, ctx)
     return code, body
 end
 
-local function run_one(actx, e, i, phase)
+local function run_one(actx, e, i, phase, marked)
     -- apisix.plugin.skip_plugin(ctx, name) leaves a plugin out for the rest of the request.
     local skip = actx._skip_plugins
     if skip and skip[e.name] then
@@ -318,8 +328,11 @@ local function run_one(actx, e, i, phase)
     end
     actx._plugin_name = e.name
     -- The time each plugin takes is accounted from here to the next mark (or the end of the
-    -- run, marked from Rust).
-    mark(i)
+    -- run, marked from Rust). Rust marked the first plugin of a run given by a mask before
+    -- calling (`marked`): one call into Rust less per run.
+    if not marked then
+        mark(i)
+    end
     return xpcall(call_phase, on_error, e.mod[phase], conf_of(e.conf), actx)
 end
 
@@ -344,12 +357,14 @@ local function run_phase(state, chain, phase_no, mask, ...)
     local may_answer = phase_no <= ANSWERS
     if mask > 0 then
         local i = 0
+        local marked = true
         while mask > 0 do
             i = i + 1
             local bit = mask % 2
             mask = (mask - bit) / 2
             if bit == 1 then
-                local ok, code, body = run_one(actx, chain[i], i, phase)
+                local ok, code, body = run_one(actx, chain[i], i, phase, marked)
+                marked = false
                 if not ok then
                     return "error", i, code
                 end
@@ -378,18 +393,25 @@ local function run_phase(state, chain, phase_no, mask, ...)
     return true, phase_no == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
--- The entry point: the route object, then either a chain, a phase number and the plugins to
--- run (see run_phase), or a `*_by_lua` handler function and 0. Returns what the run ended with.
-local function run(route, chain, phase_no, mask, ...)
-    local state = state_of(route)
+-- The entry point: the route object, whether the request has its Lua state yet, then either a
+-- chain, a phase number and the plugins to run (see run_phase), or a `*_by_lua` handler
+-- function and 0. Returns what the run ended with.
+local function run(route, has_state, chain, phase_no, mask, ...)
+    local state = state_of(route, has_state)
     if phase_no == 0 then
         chain()
         return nil
     end
+    if mask > 0 then
+        -- Not `...` passed on: LuaJIT does not compile that (NYI: VARG), and the whole call
+        -- would stay in the interpreter.
+        return run_phase(state, chain, phase_no, mask)
+    end
     return run_phase(state, chain, phase_no, mask, ...)
 end
 
--- Several runs in one call, `n` groups of (chain, phase number * 256 + chain slot, bit mask):
+-- Several runs in one call, `n` groups of (chain, (phase number * 256 + chain slot) * 64 + index
+-- of its first plugin (0-based), bit mask):
 -- the rewrite and access phases of a request when nothing between them needs Rust. Between
 -- the last rewrite and the first access group, a consumer an auth plugin attached stops the
 -- call (Rust merges its plugins first: `"stop", group, consumer`); so does output printed by a
@@ -399,8 +421,8 @@ end
 -- The groups come as named parameters, not `...`: LuaJIT cannot compile `select(i, ...)` with
 -- a variable `i` (NYI: VARG), and a trace that aborts there leaves the whole call to the
 -- interpreter on every request.
-local function run_groups(route, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, m4)
-    local state = state_of(route)
+local function run_groups(route, has_state, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, m4)
+    local state = state_of(route, has_state)
     local prev_phase
     for g = 1, n do
         local chain, ps, mask
@@ -413,6 +435,8 @@ local function run_groups(route, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, 
         else
             chain, ps, mask = c4, p4, m4
         end
+        local first = ps % 64
+        ps = (ps - first) / 64
         local phase_no = (ps - ps % 256) / 256
         if g > 1 then
             if prev_phase == 1 and phase_no ~= 1 then
@@ -422,7 +446,8 @@ local function run_groups(route, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, 
                     return "stop", g, consumer
                 end
             end
-            if not enter_group(phase_no, ps % 256) then
+            -- Enters the group's phase and marks its first plugin (as Rust marked group 1's).
+            if not enter_group(phase_no, ps % 256, first + 1) then
                 return "stop", g
             end
         end

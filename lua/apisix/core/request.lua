@@ -52,8 +52,17 @@ function request.headers(ctx)
     return memo(current(ctx), "headers", fresh_headers)
 end
 
+local first_header = require("moongate.headers").first
+
 function request.header(ctx, name)
-    local found = request.headers(ctx)[name]
+    ctx = current(ctx)
+    local all = ctx and ctx.headers
+    if all == nil and type(name) == "string" then
+        -- One header asked for and no table of them made yet: ask for that one alone (the
+        -- table would be made of every header only for this lookup).
+        return first_header(name)
+    end
+    local found = (all or request.headers(ctx))[name]
     if type(found) ~= "table" then
         return found
     end

@@ -113,11 +113,7 @@ pub fn header_metatable(lua: &Lua) -> mlua::Result<Table> {
 
 /// A header value argument of a raw function: a string, number or boolean, or a list of them;
 /// `None` for `nil` (clear).
-pub fn raw_header_values(
-    args: &Args,
-    i: i32,
-    api: &str,
-) -> Result<Option<Vec<HeaderValue>>, String> {
+pub fn raw_header_values(args: &Args, i: i32, api: &str) -> Result<Option<HeaderValues>, String> {
     let one = |bytes: &[u8]| {
         // nginx refuses CR/LF in header values: a way to inject headers.
         HeaderValue::from_bytes(bytes).map_err(|_| format!("{api}: invalid header value"))
@@ -131,9 +127,9 @@ pub fn raw_header_values(
                 .number(i)
                 .is_some_and(|n| n.fract() == 0.0 && n.abs() < 1e15) =>
         {
-            Ok(Some(vec![HeaderValue::from(
-                args.number(i).unwrap_or(0.0) as i64
-            )]))
+            Ok(Some(HeaderValues::One(HeaderValue::from(
+                args.number(i).unwrap_or(0.0) as i64,
+            ))))
         }
         Ty::Table => {
             let items = args.text_list(i).map_err(bad)?;
@@ -141,12 +137,36 @@ pub fn raw_header_values(
                 .iter()
                 .map(|v| one(v))
                 .collect::<Result<_, _>>()
-                .map(Some)
+                .map(|vs| Some(HeaderValues::Many(vs)))
         }
         ty => match args.text(i) {
-            Some(v) => Ok(Some(vec![one(&v)?])),
+            Some(v) => Ok(Some(HeaderValues::One(one(&v)?))),
             None => Err(bad(ty)),
         },
+    }
+}
+
+/// What a header is set to: one value (the common case: no list to allocate) or a list.
+pub enum HeaderValues {
+    One(HeaderValue),
+    Many(Vec<HeaderValue>),
+}
+
+impl HeaderValues {
+    /// Replaces the values `name` has in `map` with these (an empty list removes it).
+    pub fn set_in(self, map: &mut http::HeaderMap, name: &HeaderName) {
+        match self {
+            // `insert` replaces every value the name had: one hash of the name, not two.
+            HeaderValues::One(v) => {
+                map.insert(name.clone(), v);
+            }
+            HeaderValues::Many(vs) => {
+                map.remove(name);
+                for v in vs {
+                    map.append(name.clone(), v);
+                }
+            }
+        }
     }
 }
 
@@ -261,9 +281,11 @@ crate::raw_fn!(req_set_header, |args| {
     }
     request::with_raw("ngx.req.set_header", |r| {
         r.req_headers_set = true;
-        r.headers.remove(&n);
-        for v in vals.into_iter().flatten() {
-            r.headers.append(n.clone(), v);
+        match vals {
+            Some(v) => v.set_in(&mut r.headers, &n),
+            None => {
+                r.headers.remove(&n);
+            }
         }
         if n == http::header::HOST
             && let Some(h) = r.headers.get(&n)
@@ -272,6 +294,51 @@ crate::raw_fn!(req_set_header, |args| {
         }
     })?;
     Ok(Rets::none())
+});
+
+// `first(name)` of the internal `moongate.headers` module: the first value of request header
+// `name` as `ngx.req.get_headers()[name]` finds it (a lower-case name as it is, then with `_`
+// read as `-`; any other name lower-cased with `_` read as `-`, as the table's metatable does),
+// without making the table of every header: apisix.core.request.header asks for one header,
+// and building the whole table was most of an auth plugin's cost per request.
+crate::raw_fn!(req_header_first, |args| {
+    let Some(name) = args.str(1) else {
+        return Err(format!(
+            "bad argument #1 to 'first' (string expected, got {})",
+            args.ty(1).name()
+        ));
+    };
+    let lower = !name.iter().any(u8::is_ascii_uppercase);
+    let normalized = || -> Vec<u8> {
+        name.iter()
+            .map(|&b| {
+                if b == b'_' {
+                    b'-'
+                } else {
+                    b.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    };
+    request::with_raw("ngx.req.get_headers", |r| {
+        let value = |n: &[u8]| {
+            cached_header_name(n)
+                .and_then(|n| r.headers.get(&n))
+                .map(|v| Ret::Str(v.as_bytes().to_vec()))
+        };
+        let found = if lower {
+            value(name).or_else(|| {
+                if name.contains(&b'_') {
+                    value(&normalized())
+                } else {
+                    None
+                }
+            })
+        } else {
+            value(&normalized())
+        };
+        Rets::one(found.unwrap_or(Ret::Nil))
+    })
 });
 
 crate::raw_fn!(req_clear_header, |args| {
@@ -391,12 +458,18 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             }
         })
     })?;
+    let headers = lua.create_table()?;
+    headers.set("first", raw::function(lua, req_header_first, ())?)?;
     let module = lua.create_table()?;
     module.set("add_header", add_header)?;
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
     preload.set(
         "ngx.req",
         lua.create_function(move |_, ()| Ok(module.clone()))?,
+    )?;
+    preload.set(
+        "moongate.headers",
+        lua.create_function(move |_, ()| Ok(headers.clone()))?,
     )?;
     req.set("clear_header", raw::function(lua, req_clear_header, ())?)?;
     req.set(

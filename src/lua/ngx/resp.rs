@@ -149,15 +149,8 @@ crate::raw_fn!(header_newindex, |args| {
             log::error!("attempt to set ngx.header.HEADER after sending out response headers");
             return;
         }
-        let mut vals = vals.into_iter().flatten();
-        match vals.next() {
-            // `insert` replaces every value the name had: one hash of the name, not two.
-            Some(first) => {
-                r.resp_headers.insert(name.clone(), first);
-                for v in vals {
-                    r.resp_headers.append(name.clone(), v);
-                }
-            }
+        match vals {
+            Some(v) => v.set_in(&mut r.resp_headers, &name),
             None => {
                 r.resp_headers.remove(&name);
             }
