@@ -1368,10 +1368,5 @@ fn client_body_failure(e: ClientBodyError) -> Response<Body> {
 }
 
 fn secs(s: f64) -> Duration {
-    // Whole seconds (the usual timeouts) skip the general conversion, about 50 instructions
-    // each, three times per request.
-    if s >= 0.0 && s < u32::MAX as f64 && s.fract() == 0.0 {
-        return Duration::from_secs(s as u64);
-    }
     Duration::try_from_secs_f64(s).unwrap_or(DEFAULT_UPSTREAM_TIMEOUT)
 }
