@@ -492,7 +492,12 @@ fn client_certificates_are_required_and_shown() {
 /// A TLS server answering every request with `sni=NAME client=CN` (CN of a verified client
 /// certificate, or `-`), one thread per connection. Client certificates are asked for with
 /// `client_ca` but not required.
-fn tls_backend(cert: &str, key: &str, client_ca: Option<&str>) -> u16 {
+/// A TLS backend answering `sni=… client=…`; the counter counts the connections it accepted.
+fn tls_backend(
+    cert: &str,
+    key: &str,
+    client_ca: Option<&str>,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let b = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -526,9 +531,12 @@ fn tls_backend(cert: &str, key: &str, client_ca: Option<&str>) -> u16 {
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepts.clone();
     std::thread::spawn(move || {
         for sock in listener.incoming() {
             let Ok(mut sock) = sock else { continue };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let cfg = cfg.clone();
             std::thread::spawn(move || {
                 let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
@@ -564,14 +572,14 @@ fn tls_backend(cert: &str, key: &str, client_ca: Option<&str>) -> u16 {
             });
         }
     });
-    port
+    (port, accepts)
 }
 
 #[test]
 fn upstream_tls_sends_the_upstream_host_verifies_on_request_and_presents_client_certificates() {
     let certs = EtcdCerts::generate();
     // The backend's certificate names etcd.test and chains to the test CA.
-    let backend = tls_backend(&certs.server, &certs.server_key, Some(&certs.ca));
+    let (backend, accepts) = tls_backend(&certs.server, &certs.server_key, Some(&certs.ca));
     let (gw, admin, _) = gateway(
         "    ssl_trusted_certificate: conf/ca.pem\n",
         "",
@@ -647,6 +655,16 @@ fn upstream_tls_sends_the_upstream_host_verifies_on_request_and_presents_client_
     // Pooled connections are not shared between names: a second name makes its own.
     assert_eq!(get("/plain", "one.test").body, "sni=one.test client=-");
     assert_eq!(get("/plain", "two.test").body, "sni=two.test client=-");
+    // ...and are reused for the same name.
+    let before = accepts.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(get("/plain", "two.test").body, "sni=two.test client=-");
+    }
+    assert_eq!(
+        accepts.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "a pooled TLS connection was not reused"
+    );
 }
 
 #[test]

@@ -16,6 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+
+use super::h1::ResponseBody;
 use tokio::time::{Instant, Sleep};
 
 /// Why reading the client's body failed, so the handler can answer as nginx does.
@@ -35,7 +37,7 @@ pub enum BodyError {
     #[error("client request body: {0:?}")]
     Client(ClientBodyError),
     #[error("upstream response body: {0}")]
-    Upstream(hyper::Error),
+    Upstream(std::io::Error),
 }
 
 /// Runs when a response body is done with (fully sent, or dropped early).
@@ -56,7 +58,7 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Client(ClientBody),
-    Upstream(UpstreamBody),
+    Upstream(ResponseBody),
     /// Chunks a Lua content handler sends after `ngx.flush`; ends when the sender is dropped.
     Channel(tokio::sync::mpsc::UnboundedReceiver<Bytes>),
     Filtered(Box<Filtered>),
@@ -120,6 +122,7 @@ impl Body {
     ) -> Body {
         Body::with(Kind::Client(ClientBody {
             inner,
+            unread: None,
             limit,
             chunked,
             received: 0,
@@ -131,8 +134,40 @@ impl Body {
 
     /// An upstream response body, to be forwarded to the client. Its read timeout is applied
     /// on the upstream socket (`upstream_io`).
-    pub fn upstream(inner: Incoming) -> Body {
-        Body::with(Kind::Upstream(UpstreamBody { inner }))
+    pub fn upstream(inner: ResponseBody) -> Body {
+        // A body that is over before it starts (HEAD, 204, 304, `Content-Length: 0`) is never
+        // polled: it is complete already, so its connection is reused.
+        let complete = inner.is_end_stream();
+        let mut body = Body::with(Kind::Upstream(inner));
+        body.complete = complete;
+        body
+    }
+
+    /// The bytes of a body held whole (cheap: shared, not copied), for a write that carries
+    /// them with the request head.
+    pub fn whole(&self) -> Option<Bytes> {
+        match &self.kind {
+            Kind::Full(d) => d.clone(),
+            _ => None,
+        }
+    }
+
+    /// Puts back a chunk read from a client body that did not reach the upstream, so a retry
+    /// sends it. Bodies of other kinds are sent again from a copy (`replay`).
+    pub fn unread(&mut self, chunk: Bytes) {
+        if let Kind::Client(b) = &mut self.kind {
+            b.unread = Some(chunk);
+        }
+    }
+
+    /// A copy of a body that can be sent again (empty or held whole), for a retry after the
+    /// original went out.
+    pub fn replay(&self) -> Option<Body> {
+        match &self.kind {
+            Kind::Empty => Some(Body::empty()),
+            Kind::Full(d) => Some(Body::with(Kind::Full(d.clone()))),
+            _ => None,
+        }
     }
 
     /// A body fed by a channel (streamed Lua output).
@@ -223,8 +258,18 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Client(b) => b.inner.size_hint(),
-            Kind::Upstream(b) => b.inner.size_hint(),
+            Kind::Client(b) => {
+                let mut hint = b.inner.size_hint();
+                if let Some(d) = &b.unread {
+                    let n = d.len() as u64;
+                    hint.set_lower(hint.lower() + n);
+                    if let Some(u) = hint.upper() {
+                        hint.set_upper(u + n);
+                    }
+                }
+                hint
+            }
+            Kind::Upstream(b) => b.size_hint(),
             Kind::Channel(_) | Kind::Filtered(_) => SizeHint::default(),
         }
     }
@@ -236,8 +281,8 @@ impl Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(d) => d.is_none(),
-            Kind::Client(b) => b.inner.is_end_stream(),
-            Kind::Upstream(b) => b.inner.is_end_stream(),
+            Kind::Client(b) => b.unread.is_none() && b.inner.is_end_stream(),
+            Kind::Upstream(b) => b.is_end_stream(),
             Kind::Channel(_) => false,
             Kind::Filtered(f) => f.ended && f.pending.is_none(),
         }
@@ -287,6 +332,8 @@ impl Filtered {
 
 struct ClientBody {
     inner: Incoming,
+    /// A chunk read and then put back (`Body::unread`): it comes out first.
+    unread: Option<Bytes>,
     limit: Rc<Cell<u64>>,
     chunked: bool,
     received: u64,
@@ -306,6 +353,9 @@ impl ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         use http_body::Body as _;
+        if let Some(d) = self.unread.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 self.timer = None;
@@ -341,25 +391,6 @@ impl ClientBody {
                     Poll::Pending => Poll::Pending,
                 }
             }
-        }
-    }
-}
-
-struct UpstreamBody {
-    inner: Incoming,
-}
-
-impl UpstreamBody {
-    fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        use http_body::Body as _;
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Upstream(e)))),
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod body;
 pub mod control;
 pub mod error_page;
 pub mod gzip;
+pub mod h1;
 pub mod headers;
 mod metrics_export;
 pub mod phases;
@@ -42,7 +43,7 @@ use crate::server::timed_io::{ClientTimeouts, ConnState};
 use crate::upstream::dns::{self, Resolved};
 use crate::upstream::{Picker, UpstreamDef};
 use body::{Body, ClientBodyError, Finish};
-use pool::{Conn, ConnectError, Pool, PoolKey};
+use pool::{ConnectError, Pool, PoolKey};
 
 /// nginx's defaults for `proxy_connect_timeout`, `proxy_send_timeout`, `proxy_read_timeout`.
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -354,7 +355,9 @@ struct UpstreamDone {
     node: usize,
     key: PoolKey,
     started: Instant,
-    conn: Conn,
+    /// Where the response body leaves its connection when it was read to the end and may be
+    /// reused.
+    conn: h1::ConnSlot,
 }
 
 impl Finish for Done {
@@ -374,8 +377,8 @@ impl Finish for Done {
                     p.on_finish(u.node, u.started.elapsed(), !complete)
                 });
             }
-            if complete {
-                worker.pool.checkin(u.key, u.conn, &u.def.keepalive_pool);
+            if complete && let Some(conn) = u.conn.take() {
+                worker.pool.checkin(u.key, conn, &u.def.keepalive_pool);
             }
         }
         if let (Some(log), Some(writer), Some((_, format))) = (
@@ -973,24 +976,24 @@ impl Forward<'_> {
     }
 
     fn describe(&self, addr: SocketAddr) -> String {
-        format!(
-            "client: {}, server: {}, request: \"{} {}\", upstream: \"{}://{}{}\", host: \"{}\"",
-            self.cx.remote.ip(),
-            self.cx.local,
-            self.method,
-            self.uri,
-            if self.def.tls.is_some() {
+        self.context(addr).to_string()
+    }
+
+    /// What error lines about this try name (`describe`), kept by the response body too.
+    fn context(&self, addr: SocketAddr) -> h1::UpstreamContext {
+        h1::UpstreamContext {
+            client: self.cx.remote.ip(),
+            server: self.cx.local,
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            scheme: if self.def.tls.is_some() {
                 "https"
             } else {
                 "http"
             },
             addr,
-            self.uri,
-            self.client_host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-        )
+            host: self.client_host.clone(),
+        }
     }
 
     /// Tries nodes until one answers or the retry budget is spent.
@@ -1000,6 +1003,7 @@ impl Forward<'_> {
     ) -> Result<(Response<Body>, UpstreamDone), Failed> {
         let t = self.timeouts();
         let connect_timeout = secs(t.connect);
+        let send_timeout = secs(t.send);
         let read_timeout = secs(t.read);
         let worker = self.cx.worker.clone();
         let mut tried: Vec<usize> = Vec::new();
@@ -1049,6 +1053,7 @@ impl Forward<'_> {
                 tries_left = n;
             }
             let connect_timeout = choice.timeouts[0].map_or(connect_timeout, secs);
+            let send_timeout = choice.timeouts[1].map_or(send_timeout, secs);
             let read_timeout = choice.timeouts[2].map_or(read_timeout, secs);
             let mut node = self.def.nodes[idx].clone();
             if let Some(peer) = choice.peer {
@@ -1132,12 +1137,7 @@ impl Forward<'_> {
             // A pooled connection first; the peer may have closed it, then a fresh one.
             let mut conn = None;
             if unresolved.is_none() {
-                while let Some(mut c) = worker.pool.checkout(&key) {
-                    if c.sender.ready().await.is_ok() {
-                        conn = Some(c);
-                        break;
-                    }
-                }
+                conn = worker.pool.checkout(&key);
             }
             let conn = match (conn, unresolved) {
                 (_, Some(e)) => Err(e),
@@ -1177,25 +1177,71 @@ impl Forward<'_> {
                 }
             };
 
-            let req = self.build_request(&node, upstream_host);
-            // Keep a copy only when a retry could need to resend a request already written.
-            let replay = (tries_left > 0 && self.body.is_none()).then(|| self.headers.clone());
-            conn.state.begin(read_timeout);
-            let sent = conn.sender.try_send_request(req).await;
+            let host = upstream_host.unwrap_or_else(|| node.host_header.clone());
+            // A copy of a body held whole, for a retry after it went out (a streamed body
+            // cannot be sent twice).
+            let had_body = self.body.is_some();
+            let replay = if tries_left > 0 || conn.reused {
+                self.body.as_ref().and_then(Body::replay)
+            } else {
+                None
+            };
             conn.uses += 1;
-            match sent {
-                Ok(resp) => {
+            let sent = h1::send(
+                &mut conn.io,
+                &mut conn.write_buf,
+                &h1::RequestHead {
+                    method: &self.method,
+                    uri: &self.uri,
+                    host: &host,
+                    headers: &self.headers,
+                },
+                &mut self.body,
+                send_timeout,
+            )
+            .await;
+            let outcome = match sent {
+                Ok(()) => {
+                    conn.state.begin(read_timeout);
+                    h1::read_head(&mut conn, self.method == Method::HEAD)
+                        .await
+                        .map_err(TryError::Head)
+                }
+                Err(e) => Err(TryError::Send(e)),
+            };
+            // What a retry would send: the body still unsent, or the copy of one held whole.
+            let replayable = !had_body || self.body.is_some() || replay.is_some();
+            if self.body.is_none() {
+                self.body = replay;
+            }
+            match outcome {
+                Ok(head) => {
                     record.header_time = timed.then(|| try_start.elapsed());
-                    record.status = Some(resp.status().as_u16());
-                    let (mut parts, body) = resp.into_parts();
-                    headers::strip_hop_by_hop(&mut parts.headers);
-                    let body = Body::upstream(body);
+                    record.status = Some(head.parts.status.as_u16());
+                    let slot = h1::ConnSlot::default();
+                    // The try is over: what error lines name moves to the body, uncopied.
+                    let context = Box::new(h1::UpstreamContext {
+                        client: self.cx.remote.ip(),
+                        server: self.cx.local,
+                        method: std::mem::take(&mut self.method),
+                        uri: std::mem::take(&mut self.uri),
+                        scheme,
+                        addr: node.addr,
+                        host: self.client_host.take(),
+                    });
+                    let body = Body::upstream(h1::ResponseBody::new(
+                        conn,
+                        head.framing,
+                        head.keep_alive,
+                        slot.clone(),
+                        context,
+                    ));
                     let done = UpstreamDone {
                         def: self.def.clone(),
                         node: idx,
                         key,
                         started: try_start,
-                        conn,
+                        conn: slot,
                     };
                     if let Some(req) = &self.req {
                         let mut r = req.borrow_mut();
@@ -1210,70 +1256,85 @@ impl Forward<'_> {
                         record.response_time = Some(self.start.elapsed());
                         l.upstream = Some(record);
                     }
-                    return Ok((Response::from_parts(parts, body), done));
+                    return Ok((Response::from_parts(head.parts, body), done));
                 }
-                Err(mut e) if !conn.state.timed_out() => {
-                    let unsent = e.take_message();
-                    let err = e.into_error();
+                Err(e) => {
                     if let Some(client_err) = self.body_error.get() {
                         worker.with_picker(&self.def, |p| {
                             p.on_finish(idx, try_start.elapsed(), false)
                         });
                         return Err((client_body_failure(client_err), None));
                     }
-                    log::error!(
-                        "upstream prematurely closed connection ({err}) while reading response header from upstream, {}",
-                        self.describe(node.addr)
-                    );
                     if feedback {
                         worker.with_picker(&self.def, |p| {
                             p.on_finish(idx, try_start.elapsed(), true)
                         });
                     }
-                    match unsent {
-                        // Never written: nothing was lost, take the body back and try again.
-                        Some(req) => {
-                            let (p, b) = req.into_parts();
-                            self.headers = p.headers;
-                            self.body = if has_data(&b) { Some(b) } else { None };
-                            if conn.reused {
-                                // A stale pooled connection is not the node's fault.
-                                continue;
-                            }
+                    let timed_out = matches!(e, TryError::Send(h1::SendError::Timeout))
+                        || conn.state.timed_out();
+                    let (message, while_doing) = match &e {
+                        _ if timed_out => (
+                            "upstream timed out (110: Connection timed out)".to_string(),
+                            if matches!(e, TryError::Send(_)) {
+                                "sending request to"
+                            } else {
+                                "reading response header from"
+                            },
+                        ),
+                        TryError::Send(h1::SendError::Unsent(err) | h1::SendError::Io(err)) => (
+                            format!("writev() failed ({})", h1::errno_text(err)),
+                            "sending request to",
+                        ),
+                        TryError::Send(_) => ("writev() failed".to_string(), "sending request to"),
+                        TryError::Head(h1::HeadError::Io { error, .. })
+                            if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+                        {
+                            (
+                                "upstream prematurely closed connection".to_string(),
+                                "reading response header from",
+                            )
                         }
-                        None => match replay {
-                            Some(h) => self.headers = h,
-                            None => return Err((error_page::page(StatusCode::BAD_GATEWAY), None)),
-                        },
+                        TryError::Head(h1::HeadError::Io { error, .. }) => (
+                            format!("recv() failed ({})", h1::errno_text(error)),
+                            "reading response header from",
+                        ),
+                        TryError::Head(h1::HeadError::Invalid(m)) => {
+                            (m.clone(), "reading response header from")
+                        }
+                    };
+                    log::error!(
+                        "{message} while {while_doing} upstream, {}",
+                        self.describe(node.addr)
+                    );
+                    // A pooled connection the upstream closed while it sat idle fails before
+                    // any byte of an answer: not the node's fault, the request goes again on
+                    // a new connection (nginx's rule for cached connections).
+                    let stale = conn.reused
+                        && !timed_out
+                        && matches!(
+                            e,
+                            TryError::Send(h1::SendError::Unsent(_) | h1::SendError::Io(_))
+                                | TryError::Head(h1::HeadError::Io { started: false, .. })
+                        );
+                    if stale && replayable {
+                        continue;
                     }
                     tried.push(idx);
-                    last_status = StatusCode::BAD_GATEWAY;
+                    last_status = if timed_out {
+                        StatusCode::GATEWAY_TIMEOUT
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    };
                     last_failure = Some(("failed", last_status.as_u16()));
+                    // A malformed answer is not retried (nginx's `proxy_next_upstream` is
+                    // `error timeout` by default); nor is a request whose body is gone.
+                    if matches!(e, TryError::Head(h1::HeadError::Invalid(_))) || !replayable {
+                        return Err((error_page::page(last_status), None));
+                    }
                     if self.can_retry(&mut tries_left, retry_deadline) {
                         continue;
                     }
                     return Err((error_page::page(last_status), None));
-                }
-                Err(_) => {
-                    log::error!(
-                        "upstream timed out (110: Connection timed out) while reading response header from upstream, {}",
-                        self.describe(node.addr)
-                    );
-                    if feedback {
-                        worker.with_picker(&self.def, |p| {
-                            p.on_finish(idx, try_start.elapsed(), true)
-                        });
-                    }
-                    tried.push(idx);
-                    last_status = StatusCode::GATEWAY_TIMEOUT;
-                    last_failure = Some(("failed", last_status.as_u16()));
-                    match replay {
-                        Some(h) if self.can_retry(&mut tries_left, retry_deadline) => {
-                            self.headers = h;
-                            continue;
-                        }
-                        _ => return Err((error_page::page(last_status), None)),
-                    }
                 }
             }
         }
@@ -1286,28 +1347,12 @@ impl Forward<'_> {
         *tries_left -= 1;
         true
     }
-
-    fn build_request(
-        &mut self,
-        node: &crate::upstream::NodeDef,
-        host: Option<HeaderValue>,
-    ) -> Request<Body> {
-        let mut headers = std::mem::take(&mut self.headers);
-        headers.insert(
-            header::HOST,
-            host.unwrap_or_else(|| node.host_header.clone()),
-        );
-        let mut req = Request::new(self.body.take().unwrap_or_else(Body::empty));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = headers;
-        req
-    }
 }
 
-fn has_data(b: &Body) -> bool {
-    use http_body::Body as _;
-    !b.is_end_stream()
+/// How one upstream try failed.
+enum TryError {
+    Send(h1::SendError),
+    Head(h1::HeadError),
 }
 
 fn client_body_failure(e: ClientBodyError) -> Response<Body> {

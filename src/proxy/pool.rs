@@ -2,9 +2,11 @@
 //! TLS connections, by the SNI and client configuration they were made with (a connection
 //! made for one name or client certificate is never reused for another).
 //!
-//! Each worker owns its pool, so checkout and checkin take no lock. Idle connections are watched
-//! for peer close by their hyper connection task (a closed one reports `is_closed`), expire after
-//! `idle_timeout`, and retire after `requests` uses, as nginx's upstream keepalive does.
+//! Each worker owns its pool, so checkout and checkin take no lock. An idle connection has no
+//! task watching it: at checkout (and at the periodic sweep) one non-blocking look at its socket
+//! tells whether the upstream closed it or sent bytes out of turn, and such a connection is
+//! dropped. Connections expire after `idle_timeout` and retire after `requests` uses, as nginx's
+//! upstream keepalive does.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -13,20 +15,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::body::Body;
+use super::h1::Stream;
 use super::upstream_io::{UpstreamIo, UpstreamState};
 use crate::config::resource::KeepalivePool;
 use std::rc::Rc;
 
 /// A usable upstream connection.
 pub struct Conn {
-    pub sender: SendRequest<Body>,
+    pub io: Stream,
+    /// Bytes read from the socket and not yet consumed (empty between requests).
+    pub read_buf: BytesMut,
+    /// The request head is encoded here (kept: no allocation per request).
+    pub write_buf: Vec<u8>,
     /// Read-timeout state shared with the connection's socket.
     pub state: Rc<UpstreamState>,
     /// Requests already sent on it.
@@ -36,9 +41,7 @@ pub struct Conn {
 }
 
 struct Idle {
-    sender: SendRequest<Body>,
-    state: Rc<UpstreamState>,
-    uses: u64,
+    conn: Conn,
     since: Instant,
     idle_timeout: Duration,
 }
@@ -66,8 +69,6 @@ pub enum ConnectError {
     Timeout,
     #[error("SSL_do_handshake() failed ({0})")]
     Tls(io::Error),
-    #[error("HTTP handshake failed: {0}")]
-    Handshake(hyper::Error),
     /// The node's domain did not resolve (APISIX's words for it).
     #[error("dns resolver domain: {0} error: {1}")]
     Resolve(std::sync::Arc<str>, String),
@@ -87,17 +88,10 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
         let now = Instant::now();
-        while let Some(c) = list.pop_back() {
-            if !c.sender.is_closed()
-                && c.sender.is_ready()
-                && now.duration_since(c.since) < c.idle_timeout
-            {
-                return Some(Conn {
-                    sender: c.sender,
-                    state: c.state,
-                    uses: c.uses,
-                    reused: true,
-                });
+        while let Some(mut c) = list.pop_back() {
+            if now.duration_since(c.since) < c.idle_timeout && c.conn.io.idle_usable() {
+                c.conn.reused = true;
+                return Some(c.conn);
             }
         }
         None
@@ -105,7 +99,7 @@ impl Pool {
 
     /// Keeps `conn` for reuse if the pool has room and the connection has uses left.
     pub fn checkin(&self, key: PoolKey, conn: Conn, cfg: &KeepalivePool) {
-        if cfg.size == 0 || conn.uses >= cfg.requests || conn.sender.is_closed() {
+        if cfg.size == 0 || conn.uses >= cfg.requests || !conn.read_buf.is_empty() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
@@ -116,9 +110,7 @@ impl Pool {
         }
         conn.state.end();
         list.push_back(Idle {
-            sender: conn.sender,
-            state: conn.state,
-            uses: conn.uses,
+            conn,
             since: Instant::now(),
             idle_timeout: Duration::from_secs_f64(cfg.idle_timeout.max(0.0)),
         });
@@ -129,13 +121,14 @@ impl Pool {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
-            list.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < c.idle_timeout);
+            list.retain_mut(|c| {
+                now.duration_since(c.since) < c.idle_timeout && c.conn.io.idle_usable()
+            });
             !list.is_empty()
         });
     }
 
-    /// Opens a new HTTP/1.1 connection to `addr`, over TLS with `tls`; its driver task runs on
-    /// the current worker. `timeout` bounds the TCP connect and the TLS handshake together,
+    /// Opens a new connection to `addr`, over TLS with `tls`. `timeout` bounds the TCP connect and the TLS handshake together,
     /// as nginx's `proxy_connect_timeout` does.
     pub async fn connect(
         addr: SocketAddr,
@@ -150,8 +143,8 @@ impl Pool {
         };
         let _ = stream.set_nodelay(true);
         let state = Rc::new(UpstreamState::default());
-        let sender = match tls {
-            None => Self::http1(stream, state.clone()).await?,
+        let io = match tls {
+            None => Stream::Plain(UpstreamIo::new(stream, state.clone())),
             Some(t) => {
                 let name = match &t.sni {
                     Some(n) => ServerName::try_from(n.clone()).map_err(|_| {
@@ -168,30 +161,16 @@ impl Pool {
                     Ok(Err(e)) => return Err(ConnectError::Tls(e)),
                     Err(_) => return Err(ConnectError::Timeout),
                 };
-                Self::http1(tls, state.clone()).await?
+                Stream::Tls(Box::new(UpstreamIo::new(tls, state.clone())))
             }
         };
         Ok(Conn {
-            sender,
+            io,
+            read_buf: BytesMut::new(),
+            write_buf: Vec::with_capacity(1024),
             state,
             uses: 0,
             reused: false,
         })
-    }
-
-    async fn http1<S>(io: S, state: Rc<UpstreamState>) -> Result<SendRequest<Body>, ConnectError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
-    {
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(UpstreamIo::new(io, state)))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        tokio::task::spawn_local(async move {
-            // Errors here are the upstream closing or breaking the connection; the request that
-            // was using it sees the error itself.
-            let _ = conn.await;
-        });
-        Ok(sender)
     }
 }
