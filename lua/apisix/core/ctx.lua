@@ -197,7 +197,12 @@ function var_meta.__newindex(vars, name, value)
     if steering[name] then
         ngx.var[name] = value
     end
-    rawget(vars, "_cache")[name] = value
+    local cache = rawget(vars, "_cache")
+    -- Lua inserts a key even when nil is assigned to it: forgetting a variable that was never
+    -- cached (what core.request.set_header does) would grow the cache on every request.
+    if value ~= nil or cache[name] ~= nil then
+        cache[name] = value
+    end
 end
 
 -- `register_var(name, getter(ctx), {no_cacheable = true})`: a variable a plugin computes.

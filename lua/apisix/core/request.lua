@@ -110,7 +110,11 @@ local function forget_header(ctx, lname)
     if not ctx then
         return
     end
-    ctx.headers = nil
+    -- Only when set: assigning nil to an absent key inserts it, and the request's ctx would
+    -- grow (and be rehashed) on every request that sets a header.
+    if ctx.headers ~= nil then
+        ctx.headers = nil
+    end
     local vars = ctx.var
     if vars then
         vars[header_var(lname)] = nil
@@ -210,7 +214,7 @@ end
 
 function request.set_uri_args(ctx, args)
     local c = current(ctx)
-    if c then
+    if c and c.req_uri_args ~= nil then
         c.req_uri_args = nil
     end
     return req.set_uri_args(args)
