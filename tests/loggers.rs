@@ -16,23 +16,16 @@ const FIXTURE: &str = include_str!("../t/fixtures/plugins/fixture-logger.lua");
 
 /// A TCP log server: the bytes of every connection, appended.
 fn tcp_sink() -> (u16, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            let s = s.clone();
-            std::thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = [0u8; 65536];
-                while let Ok(n) = c.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    s.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
+    let port = serve_each(move |mut c| {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s.lock().unwrap().extend_from_slice(&buf[..n]);
         }
     });
     (port, seen)
@@ -61,48 +54,40 @@ type Posts = Arc<Mutex<Vec<(String, String)>>>;
 /// An HTTP log server: answers every request `200 ok` once it has read it whole (head and
 /// `Content-Length` body), and keeps the requests' bodies by path.
 fn http_sink() -> (u16, Posts) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            let s = s.clone();
-            std::thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 65536];
-                loop {
-                    // One whole request in `buf`?
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            let body =
-                                String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                            let line = head.lines().next().unwrap_or_default().to_string();
-                            s.lock().unwrap().push((line, body));
-                            buf.drain(..end + 4 + len);
-                            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                            if c.write_all(ok).is_err() {
-                                break;
-                            }
-                            continue;
-                        }
+    let port = serve_each(move |mut c| {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            // One whole request in `buf`?
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    s.lock().unwrap().push((line, body));
+                    buf.drain(..end + 4 + len);
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if c.write_all(ok).is_err() {
+                        break;
                     }
-                    match c.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                    continue;
                 }
-            });
+            }
+            match c.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
     });
     (port, seen)

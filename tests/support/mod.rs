@@ -716,6 +716,24 @@ impl Drop for Echo {
     }
 }
 
+/// Listens on a free loopback port and hands every connection it accepts to `handle`, on a
+/// thread of its own: the skeleton of the tests' raw servers. Returns the port.
+pub fn serve_each<F>(handle: F) -> u16
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let h = handle.clone();
+            std::thread::spawn(move || h(c));
+        }
+    });
+    port
+}
+
 /// A raw backend that records the bytes of every connection and answers `200 ok` to each read.
 pub struct Recorder {
     pub port: u16,
@@ -724,28 +742,21 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start() -> Recorder {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut buf = [0u8; 65536];
-                    while let Ok(n) = c.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        s.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
+        let port = serve_each(move |mut c| {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().extend_from_slice(&buf[..n]);
+                if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_err()
+                {
+                    break;
+                }
             }
         });
         Recorder { port, seen }
