@@ -386,7 +386,7 @@ impl LuaHost {
         let has_state = request::has_state(req.borrow().id);
         // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
         let out = if indices.iter().all(|&i| i < 52) {
-            let mask = indices.iter().fold(0u64, |m, &i| m | 1 << i);
+            let mask = plugin_mask(indices);
             premark(req, mask);
             self.drive(
                 req,
@@ -493,7 +493,7 @@ impl LuaHost {
             if k >= groups.len() {
                 return (Value::Nil, 0.0, 0.0);
             }
-            let mask = g.indices.iter().fold(0u64, |m, &i| m | 1 << i);
+            let mask = plugin_mask(g.indices);
             let first = i64::from(mask.trailing_zeros());
             (
                 it.next().unwrap_or(Value::Nil),
@@ -727,6 +727,12 @@ impl LuaHost {
         }
         out
     }
+}
+
+/// The bit mask the runner takes for the plugins at `indices` (0-based; each below 52, so the
+/// mask survives the trip through a Lua number).
+fn plugin_mask(indices: &[usize]) -> u64 {
+    indices.iter().fold(0u64, |m, &i| m | 1 << i)
 }
 
 /// Starts the time of the first plugin of a run given by `mask` (its lowest set bit), as the
