@@ -15,10 +15,49 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::h1::ResponseBody;
 use tokio::time::{Instant, Sleep};
+
+/// The client's request body as the connection delivers it: read by our HTTP/1 server from
+/// the connection (`server::h1`), or hyper's for an HTTP/2 stream.
+pub enum ClientIn {
+    H1(crate::server::h1::RequestBody),
+    H2(hyper::body::Incoming),
+}
+
+impl http_body::Body for ClientIn {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            ClientIn::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(std::io::Error::other))),
+            ClientIn::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(std::io::Error::other))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientIn::H1(b) => b.is_end_stream(),
+            ClientIn::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientIn::H1(b) => b.size_hint(),
+            ClientIn::H2(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Why reading the client's body failed, so the handler can answer as nginx does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +153,7 @@ impl Body {
     /// body arrives, so a plugin may still change it (`set_client_max_body_size`); `chunked`
     /// only words the error line as nginx does.
     pub fn client(
-        inner: Incoming,
+        inner: ClientIn,
         limit: Rc<Cell<u64>>,
         chunked: bool,
         timeout: Duration,
@@ -331,7 +370,7 @@ impl Filtered {
 }
 
 struct ClientBody {
-    inner: Incoming,
+    inner: ClientIn,
     /// A chunk read and then put back (`Body::unread`): it comes out first.
     unread: Option<Bytes>,
     limit: Rc<Cell<u64>>,

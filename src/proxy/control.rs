@@ -12,8 +12,8 @@
 use std::rc::Rc;
 use std::sync::{Arc, LazyLock};
 
+use super::body::ClientIn;
 use http::header;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::ConnCtx;
@@ -55,7 +55,7 @@ pub(super) fn internal_route(id: &str, handler: &str) -> Arc<RouteEntry> {
 pub(super) async fn serve(
     cx: Rc<ConnCtx>,
     parts: http::request::Parts,
-    body: Incoming,
+    body: ClientIn,
     path: String,
     host: String,
     start: Instant,
@@ -69,7 +69,7 @@ pub(super) async fn serve_internal(
     route: Arc<RouteEntry>,
     cx: Rc<ConnCtx>,
     parts: http::request::Parts,
-    body: Incoming,
+    body: ClientIn,
     path: String,
     host: String,
     start: Instant,

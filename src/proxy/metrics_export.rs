@@ -11,7 +11,7 @@
 use std::rc::Rc;
 use std::sync::{Arc, LazyLock};
 
-use hyper::body::Incoming;
+use super::body::ClientIn;
 use tokio::time::Instant;
 
 use super::ConnCtx;
@@ -33,7 +33,7 @@ static EXPORT_ROUTE: LazyLock<Arc<RouteEntry>> =
 pub(super) async fn serve(
     cx: Rc<ConnCtx>,
     parts: http::request::Parts,
-    body: Incoming,
+    body: ClientIn,
     path: String,
     host: String,
     start: Instant,

@@ -32,17 +32,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::resource::{PassHost, Timeout};
 use crate::config::snapshot::{RouteEntry, RouteUpstream, Snapshot};
 use crate::observability::access::{self, Format, UpstreamRecord};
-use crate::server::framing::Verdict;
+use crate::server::h1::Verdict;
 use crate::server::timed_io::{ClientTimeouts, ConnState};
 use crate::upstream::dns::{self, Resolved};
 use crate::upstream::{Picker, UpstreamDef};
-use body::{Body, ClientBodyError, Finish};
+use body::{Body, ClientBodyError, ClientIn, Finish};
 use pool::{ConnectError, Pool, PoolKey};
 
 /// nginx's defaults for `proxy_connect_timeout`, `proxy_send_timeout`, `proxy_read_timeout`.
@@ -412,7 +411,7 @@ impl Finish for Done {
         cx.state.end();
         if let Some(t) = tail {
             // Only HTTP/1 serves a connection's requests one after another.
-            let done = if cx.state.framing.borrow().is_some() {
+            let done = if cx.state.is_h1() {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 *cx.log_barrier.borrow_mut() = Some(rx);
                 Some(tx)
@@ -428,7 +427,7 @@ impl Finish for Done {
 async fn admin_on_data_port(
     admin: &crate::admin::server::AdminHandle,
     parts: http::request::Parts,
-    body: Incoming,
+    body: ClientIn,
     path: &str,
     remote: SocketAddr,
 ) -> Response<Body> {
@@ -472,8 +471,28 @@ fn protocol_name(v: Version) -> &'static str {
     }
 }
 
+/// The answer to a request head no request could be made of (malformed, too large): nginx's
+/// error page, and the connection closes. It is logged as nginx logs it.
+pub fn refuse_head(cx: &ConnCtx, status: StatusCode, reason: &str) -> Response<Body> {
+    log::info!(
+        "{reason} while reading client request headers, client: {}",
+        cx.remote.ip()
+    );
+    let mut resp = error_page::page(status);
+    resp.headers_mut()
+        .insert(header::SERVER, cx.worker.server_header.clone());
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Handles one request. Never fails: every problem becomes the response nginx/APISIX would give.
-pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+/// `verdict`: what the HTTP/1 parser found wrong with the head (HTTP/2: `Ok`).
+pub async fn handle(
+    req: Request<ClientIn>,
+    verdict: Verdict,
+    cx: Rc<ConnCtx>,
+) -> Result<Response<Body>, Infallible> {
     // The previous request's log phase first (it is bounded by the Lua phase timeout; the
     // channel also resolves if that work is dropped).
     let previous = cx.log_barrier.borrow_mut().take();
@@ -482,10 +501,6 @@ pub async fn handle(req: Request<Incoming>, cx: Rc<ConnCtx>) -> Result<Response<
     }
     cx.state.begin();
     let start = Instant::now();
-    let verdict = match cx.state.framing.borrow_mut().as_mut() {
-        Some(f) => f.next_verdict(),
-        None => Verdict::Ok,
-    };
     let settings = &cx.worker.shared.settings;
     let (mut parts, body) = req.into_parts();
     // nginx's realip runs before anything else looks at the client.

@@ -44,7 +44,7 @@ pub(super) struct Incoming {
     pub snapshot: Arc<Snapshot>,
     pub route: Arc<RouteEntry>,
     pub parts: http::request::Parts,
-    pub body: hyper::body::Incoming,
+    pub body: super::body::ClientIn,
     pub path: String,
     pub host: String,
     pub declared: Option<u64>,

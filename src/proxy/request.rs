@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::{HeaderMap, Method, StatusCode, Version, header};
 
 use crate::router::RequestVars;
-use crate::server::framing::Verdict;
+use crate::server::h1::Verdict;
 
 /// Headers nginx refuses to see twice in one request (400 "client sent duplicate header line"):
 /// two copies of any of them let a plugin and the upstream disagree about the request.
@@ -53,7 +53,7 @@ pub fn check(
                 "client sent duplicate header line: \"Content-Length\"",
             ));
         }
-        Verdict::Ok | Verdict::Unknown => {}
+        Verdict::Ok => {}
     }
     // nginx accepts only upper-case letters, `_` and `-` in methods.
     if !method

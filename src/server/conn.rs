@@ -1,20 +1,21 @@
-//! Serving one client connection: HTTP/1.1 (keep-alive, pipelining) or, on listeners with
+//! Serving one client connection: HTTP/1.1 (keep-alive, pipelining; our own server, `h1`) or,
+//! on listeners with
 //! `enable_http2`, HTTP/2 with prior knowledge, told apart by the connection preface; on TLS
 //! listeners, after the handshake, HTTP/2 when ALPN agreed on `h2`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::framing::Framing;
+use super::h1::Verdict;
 use super::timed_io::{ConnState, TimedIo};
 use super::tls;
-use crate::proxy::{self, ConnCtx, WorkerCtx};
+use crate::proxy::{self, ConnCtx, WorkerCtx, body::ClientIn};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -103,41 +104,30 @@ async fn serve_http<S>(
 {
     let settings = &worker.shared.settings;
     let timeouts = settings.timeouts;
-    let state = ConnState::new((!is_h2).then(|| Framing::new(settings.max_line)));
+    let state = ConnState::new(!is_h2);
     let mut cx = ConnCtx::new(worker.clone(), state.clone(), remote, local);
     cx.serves = spec.serves;
     cx.tls = tls;
     let cx = Rc::new(cx);
-    let io = TokioIo::new(TimedIo::new(stream, state, timeouts));
-    let service = service_fn(move |req| proxy::handle(req, cx.clone()));
-
-    if is_h2 {
-        let conn = http2::Builder::new(LocalExec)
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(128)
-            .max_pending_accept_reset_streams(Some(64))
-            .serve_connection(io, service);
-        tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
-        }
-        let _ = conn.await;
-    } else {
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            // Our own timeouts (TimedIo) replace hyper's single header timer.
-            .header_read_timeout(None)
-            .keep_alive(true)
-            .max_buf_size(256 * 1024)
-            .serve_connection(io, service);
-        tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
-        }
-        let _ = conn.await;
+    let io = TimedIo::new(stream, state, timeouts);
+    if !is_h2 {
+        super::h1::serve(io, cx, shutdown).await;
+        return;
     }
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        proxy::handle(req.map(ClientIn::H2), Verdict::Ok, cx.clone())
+    });
+    let conn = http2::Builder::new(LocalExec)
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(128)
+        .max_pending_accept_reset_streams(Some(64))
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
 /// nginx's answer to plain HTTP on a TLS port (its 497 case, sent as 400).

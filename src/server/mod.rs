@@ -7,7 +7,7 @@
 //! timeout is dropped.
 
 pub mod conn;
-pub mod framing;
+pub mod h1;
 pub mod listener;
 pub mod timed_io;
 pub mod tls;

@@ -1,14 +1,14 @@
-//! The client socket, with nginx's client timeouts and the HTTP/1 framing tracker attached.
+//! The client socket, with nginx's client timeouts attached.
 //!
-//! hyper enforces none of nginx's client timeouts by itself. This wrapper applies them where hyper
-//! waits on the socket: a connection that never sends a byte, a head that arrives too slowly
+//! Neither hyper (HTTP/2) nor our HTTP/1 server (`server::h1`) times the socket by itself. This
+//! wrapper applies nginx's client timeouts where the connection waits on the socket: a connection that never sends a byte, a head that arrives too slowly
 //! (`client_header_timeout`), an idle keep-alive connection (`keepalive_timeout`; for HTTP/2, the
 //! idle timeout while no stream is open), and a peer that stops reading our response
 //! (`send_timeout`, between two successful writes). Request bodies are bounded where they are read
 //! (`proxy::body`), because only there is it known that someone is waiting for them. A timeout
-//! surfaces to hyper as an I/O error, which closes the connection.
+//! surfaces as an I/O error, which closes the connection.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::{Framing, Phase};
 use crate::observability::metrics::conn as conn_stats;
 
 /// Client-side timeouts, resolved from the node config.
@@ -33,11 +32,23 @@ pub struct ClientTimeouts {
     pub http2_idle: Duration,
 }
 
+/// Where an HTTP/1 connection is in its current message, as the connection loop tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests: no byte of the next head seen yet (or a handler owns the request).
+    Idle,
+    /// Some bytes of a head, not all of it.
+    Head,
+    /// The answer is sent and the rest of the request body is being read and discarded.
+    Body,
+}
+
 /// State one connection shares between its socket wrapper and its request handlers.
 #[derive(Debug)]
 pub struct ConnState {
-    /// HTTP/1 framing tracker; `None` on HTTP/2.
-    pub framing: RefCell<Option<Framing>>,
+    /// HTTP/1 (requests one after another) rather than HTTP/2.
+    h1: bool,
+    phase: Cell<Phase>,
     /// Requests whose response has not been fully sent.
     pub in_flight: Cell<u32>,
     /// When `in_flight` last dropped to zero (or the connection started).
@@ -63,10 +74,11 @@ impl Drop for ConnState {
 }
 
 impl ConnState {
-    pub fn new(framing: Option<Framing>) -> Rc<ConnState> {
+    pub fn new(h1: bool) -> Rc<ConnState> {
         let now = Instant::now();
         Rc::new(ConnState {
-            framing: RefCell::new(framing),
+            h1,
+            phase: Cell::new(Phase::Idle),
             in_flight: Cell::new(0),
             last_done: Cell::new(now),
             requests: Cell::new(0),
@@ -107,8 +119,35 @@ impl ConnState {
         self.head_started.set(at);
     }
 
+    /// An HTTP/1 connection: its requests are served one after another.
+    pub fn is_h1(&self) -> bool {
+        self.h1
+    }
+
     fn phase(&self) -> Option<Phase> {
-        self.framing.borrow().as_ref().map(Framing::phase)
+        self.h1.then(|| self.phase.get())
+    }
+
+    /// Bytes of a request head arrived (`client_header_timeout` runs from the first).
+    pub fn head_begins(&self) {
+        if self.head_started.get().is_none() {
+            self.set_head_started(Some(Instant::now()));
+            self.phase.set(Phase::Head);
+        }
+    }
+
+    /// The head is complete (or refused).
+    pub fn head_done(&self) {
+        self.set_head_started(None);
+        self.phase.set(Phase::Idle);
+    }
+
+    /// The loop moved on to `phase` (discarding a body: timed from now, per read).
+    pub fn set_phase(&self, phase: Phase) {
+        if phase == Phase::Body {
+            self.last_read.set(Instant::now());
+        }
+        self.phase.set(phase);
     }
 }
 
@@ -152,9 +191,9 @@ fn read_deadline(st: &ConnState, t: &ClientTimeouts) -> Option<Instant> {
     }
     match st.phase() {
         None => Some(st.last_done.get() + t.http2_idle),
-        Some(Phase::Idle) | Some(Phase::Lost) => Some(st.last_done.get() + t.keepalive),
+        Some(Phase::Idle) => Some(st.last_done.get() + t.keepalive),
         Some(Phase::Head) => st.head_started.get().map(|s| s + t.header),
-        // The handler answered without reading the whole body; hyper drains it.
+        // The handler answered without reading the whole body; the loop discards the rest.
         Some(Phase::Body) => Some(st.last_read.get() + t.body),
     }
 }
@@ -177,21 +216,10 @@ impl<S: AsyncRead> AsyncRead for TimedIo<S> {
                 let data = &buf.filled()[before..];
                 if !data.is_empty() {
                     st.seen_bytes.set(true);
-                    if let Some(f) = st.framing.borrow_mut().as_mut() {
-                        f.feed(data);
-                        match f.phase() {
-                            Phase::Head if st.head_started.get().is_none() => {
-                                st.set_head_started(Some(Instant::now()))
-                            }
-                            Phase::Head => {}
-                            // Only a body being drained after an early answer is timed from
-                            // its last read; skip the clock otherwise.
-                            Phase::Body if st.in_flight.get() == 0 => {
-                                st.set_head_started(None);
-                                st.last_read.set(Instant::now());
-                            }
-                            _ => st.set_head_started(None),
-                        }
+                    // Only a body being discarded after an answer is timed from its last read;
+                    // skip the clock otherwise.
+                    if st.phase.get() == Phase::Body && st.in_flight.get() == 0 {
+                        st.last_read.set(Instant::now());
                     }
                 }
                 Poll::Ready(Ok(()))
