@@ -70,7 +70,7 @@ pub enum ClientBodyError {
     Broken,
 }
 
-/// Errors a body yields to hyper.
+/// Errors a body yields to the connection writing it (`server::h1`, or hyper on HTTP/2).
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("client request body: {0:?}")]

@@ -824,8 +824,8 @@ fn upstream_headers(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     headers::strip_hop_by_hop(headers);
-    // `100-continue` is answered to the client by this hop (hyper does it when the body is
-    // first read); the upstream gets the body without being asked, as nginx sends it.
+    // `100-continue` is answered to the client by this hop (`server::h1` does it when the
+    // body is first read, hyper on HTTP/2); the upstream gets the body without being asked, as nginx sends it.
     headers.remove(header::EXPECT);
     let client_ip = if client == cx.remote {
         cx.remote_ip.clone()

@@ -634,7 +634,8 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         request::register(req.clone());
         crate::lua::config_view::set_current(&snapshot);
     }
-    // hyper drops this future when the client goes away mid-phase: forget the request then.
+    // This future may be dropped mid-phase (an HTTP/2 stream reset by the client, the end of the
+    // shutdown drain): forget the request then.
     let mut registered = Registered(uses_lua.then_some(id));
     let run = Rc::new(Run {
         host: if uses_lua {

@@ -1,5 +1,5 @@
-//! What the proxy knows about the client's request before routing it: strictness checks that
-//! hyper leaves to us, the normalised `$uri`, `$host`, and the variables routes can match on.
+//! What the proxy knows about the client's request before routing it: strictness checks the
+//! HTTP/1 parser (`server::h1::head`) and hyper's HTTP/2 leave to us, the normalised `$uri`, `$host`, and the variables routes can match on.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};

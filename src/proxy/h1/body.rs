@@ -1,5 +1,5 @@
 //! An upstream response body read straight from its connection, in the task of the request
-//! (hyper's server polls it): no connection task, no channel. When the body reaches its end
+//! (the client connection's writer polls it): no connection task, no channel. When the body reaches its end
 //! and the connection may carry another request, the connection is put in the shared slot the
 //! request's completion hook checks it into the pool from.
 

@@ -1,7 +1,7 @@
 //! HTTP/1.1 to upstreams, run inside the request's own task: the request is written, the
 //! response head read and parsed, and the response body read by the client side's polling,
 //! with no connection task and no channel in between (hyper's client spent about 13,700
-//! instructions per request on those). The server side stays hyper's.
+//! instructions per request on those). The client side has its own codec too (`server::h1`).
 //!
 //! One module per step: [`stream`] (the socket), [`request`] (writing), [`response`] (the head
 //! and the body's framing), [`chunked`] (decoding), [`body`] (the response body).

@@ -289,6 +289,20 @@ mod tests {
     }
 
     #[test]
+    fn bare_lf_line_ends_are_accepted_and_a_bare_cr_is_not() {
+        let h = parse_all(b"GET /lf HTTP/1.1\nHost: x\n\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.parts.uri, "/lf");
+        assert_eq!(
+            parse_all(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
     fn keep_alive_follows_the_version_and_connection() {
         let ka = |s: &[u8]| parse_all(s).unwrap().unwrap().keep_alive;
         assert!(ka(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
