@@ -281,3 +281,18 @@ fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
     assert!(closed, "an idle connection was kept open through shutdown");
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn a_client_closing_while_its_request_waits_on_the_upstream_abandons_it() {
+    let (_echo, gw) = setup();
+    let mut s = connect(gw.port);
+    s.write_all(b"GET /delay/1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(s);
+    wait_until("the abort in the error log", Duration::from_secs(5), || {
+        gw.error_log()
+            .contains("client prematurely closed connection while processing the request")
+    });
+    assert_eq!(gw.get("/after").status, 200);
+}

@@ -3,6 +3,9 @@
 //! proxy, write its answer, read whatever the proxy left of the request body, and go on while
 //! both sides want to keep the connection.
 //!
+//! A client that closes its connection while its request is handled abandons the request, as
+//! under hyper (nginx's `proxy_ignore_client_abort off`).
+//!
 //! Shutdown: a connection waiting for its next request closes at once; a request being served
 //! is answered (with `Connection: close`) and then the connection closes.
 
@@ -10,6 +13,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 
 use http::{Method, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -75,9 +79,20 @@ where
         };
         let src: Rc<RefCell<dyn BodySource>> = link.clone();
         let req = Request::from_parts(parts, ClientIn::H1(RequestBody::new(src, seq)));
-        let resp = match proxy::handle(req, verdict, cx.clone()).await {
-            Ok(r) => r,
-            Err(never) => match never {},
+        let resp = tokio::select! {
+            biased;
+            r = proxy::handle(req, verdict, cx.clone()) => match r {
+                Ok(r) => r,
+                Err(never) => match never {},
+            },
+            () = client_gone(&link, seq) => {
+                // As under hyper, the request is abandoned (its upstream exchange too).
+                log::info!(
+                    "client prematurely closed connection while processing the request, client: {}",
+                    cx.remote.ip()
+                );
+                break;
+            }
         };
         let ex = Exchange {
             keep_alive: ex.keep_alive && !*shutdown.borrow(),
@@ -148,6 +163,28 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Resolves when the client closes the connection while its request is being handled. Only
+/// once the body is read (before that, the body's reader sees the close); bytes that arrive
+/// meanwhile are a pipelined request's, kept in the read buffer.
+async fn client_gone<S: AsyncRead + AsyncWrite + Unpin>(link: &RefCell<Link<S>>, seq: u64) {
+    poll_fn(|c| {
+        let mut l = link.borrow_mut();
+        // The task is woken whenever the handler progresses: the body's end is seen then.
+        if !l.body_ended(seq) {
+            return Poll::Pending;
+        }
+        while l.read_buf.len() < head::MAX_HEAD {
+            match l.poll_fill(c) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Reads and discards what the proxy left unread of request `seq`'s body, so the next
