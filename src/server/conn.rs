@@ -40,13 +40,17 @@ pub async fn serve(
     spec: super::ListenSpec,
     worker: Rc<WorkerCtx>,
     shutdown: watch::Receiver<bool>,
+    drain: Rc<super::drain::Drain>,
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(remote);
     let timeouts = worker.shared.settings.timeouts;
     if !spec.tls {
         let is_h2 = spec.http2 && sniff_h2(&stream, timeouts.first_byte).await;
-        serve_http(stream, is_h2, None, remote, local, spec, worker, shutdown).await;
+        serve_http(
+            stream, is_h2, None, remote, local, spec, worker, shutdown, drain,
+        )
+        .await;
         return;
     }
     // Plain HTTP on the TLS port gets nginx's answer instead of a silent close.
@@ -85,6 +89,7 @@ pub async fn serve(
         spec,
         worker,
         shutdown,
+        drain,
     )
     .await;
 }
@@ -99,6 +104,7 @@ async fn serve_http<S>(
     spec: super::ListenSpec,
     worker: Rc<WorkerCtx>,
     mut shutdown: watch::Receiver<bool>,
+    drain: Rc<super::drain::Drain>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
@@ -111,7 +117,7 @@ async fn serve_http<S>(
     let cx = Rc::new(cx);
     let io = TimedIo::new(stream, state, timeouts);
     if !is_h2 {
-        super::h1::serve(io, cx, shutdown).await;
+        super::h1::serve(io, cx, &drain).await;
         return;
     }
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {

@@ -7,6 +7,7 @@
 //! timeout is dropped.
 
 pub mod conn;
+pub mod drain;
 pub mod h1;
 pub mod listener;
 pub mod timed_io;
@@ -165,6 +166,7 @@ async fn worker_main(
         }
     };
     let active = Rc::new(Cell::new(0usize));
+    let closing = Rc::new(drain::Drain::default());
     for (l, spec) in listeners {
         let listener = match TcpListener::from_std(l) {
             Ok(l) => l,
@@ -179,6 +181,7 @@ async fn worker_main(
             ctx.clone(),
             active.clone(),
             shutdown.clone(),
+            closing.clone(),
         ));
     }
     let ticker = {
@@ -192,6 +195,7 @@ async fn worker_main(
         })
     };
     let _ = shutdown.wait_for(|s| *s).await;
+    closing.stop();
     let deadline = tokio::time::Instant::now() + drain;
     while active.get() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -212,6 +216,7 @@ async fn accept_loop(
     ctx: Rc<WorkerCtx>,
     active: Rc<Cell<usize>>,
     shutdown: watch::Receiver<bool>,
+    drain: Rc<drain::Drain>,
 ) {
     let mut stop = shutdown.clone();
     loop {
@@ -219,11 +224,12 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     active.set(active.get() + 1);
-                    let (ctx, active, shutdown) = (ctx.clone(), active.clone(), shutdown.clone());
+                    let (ctx, active, shutdown, drain) =
+                        (ctx.clone(), active.clone(), shutdown.clone(), drain.clone());
                     let counted = crate::observability::metrics::conn::ConnGuard::open();
                     tokio::task::spawn_local(async move {
                         let _counted = counted;
-                        conn::serve(stream, peer, spec, ctx, shutdown).await;
+                        conn::serve(stream, peer, spec, ctx, shutdown, drain).await;
                         active.set(active.get() - 1);
                     });
                 }

@@ -128,7 +128,7 @@ impl ConnState {
         self.h1.then(|| self.phase.get())
     }
 
-    /// Bytes of a request head arrived (`client_header_timeout` runs from the first).
+    /// Part of a request head arrived (`client_header_timeout` runs from here).
     pub fn head_begins(&self) {
         if self.head_started.get().is_none() {
             self.set_head_started(Some(Instant::now()));
@@ -138,7 +138,9 @@ impl ConnState {
 
     /// The head is complete (or refused).
     pub fn head_done(&self) {
-        self.set_head_started(None);
+        if self.head_started.get().is_some() {
+            self.set_head_started(None);
+        }
         self.phase.set(Phase::Idle);
     }
 

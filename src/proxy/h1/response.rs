@@ -181,7 +181,9 @@ fn parse(read_buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         }
     }
     let head: Bytes = read_buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for `Server` and a `Content-Length` added on the way to the client: a map that grows
+    // copies all of its entries.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 2);
     for (name, s, e) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(s..e))
             .map_err(|_| HeadError::Invalid(format!("upstream sent invalid header: \"{name}\"")))?;

@@ -44,9 +44,7 @@ impl http_body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.src
-            .try_borrow()
-            .is_ok_and(|s| s.body_ended(self.seq))
+        self.src.try_borrow().is_ok_and(|s| s.body_ended(self.seq))
     }
 
     fn size_hint(&self) -> SizeHint {

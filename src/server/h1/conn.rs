@@ -17,7 +17,6 @@ use std::task::Poll;
 
 use http::{Method, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
 use super::body::RequestBody;
 use super::head::{self, BodyFraming, Head, Reject};
@@ -25,19 +24,21 @@ use super::link::{BodySource, BodyState, Continue, Link};
 use super::write::{self, Exchange};
 use crate::proxy::h1::chunked::Decoder;
 use crate::proxy::{self, ConnCtx, body::ClientIn};
+use crate::server::drain::{Drain, IdleSlot};
 use crate::server::timed_io::{Phase, TimedIo};
 
 /// Serves the connection until the client closes it, a timeout or an error ends it, or
 /// shutdown drains it.
-pub async fn serve<S>(io: TimedIo<S>, cx: Rc<ConnCtx>, mut shutdown: watch::Receiver<bool>)
+pub async fn serve<S>(io: TimedIo<S>, cx: Rc<ConnCtx>, drain: &Drain)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let max_line = cx.worker.shared.settings.max_line;
     let link = Rc::new(RefCell::new(Link::new(io)));
     let mut out = Vec::with_capacity(4096);
+    let idle = drain.slot();
     loop {
-        let head = match read_head(&link, &cx, max_line, &mut shutdown).await {
+        let head = match read_head(&link, &cx, max_line, drain, &idle).await {
             Ok(Some(h)) => h,
             Ok(None) => break,
             Err(reject) => {
@@ -95,13 +96,13 @@ where
             }
         };
         let ex = Exchange {
-            keep_alive: ex.keep_alive && !*shutdown.borrow(),
+            keep_alive: ex.keep_alive && !drain.stopping(),
             ..ex
         };
         if !write::response(&link, &mut out, resp, ex).await {
             break;
         }
-        if !drain(&link, &cx, seq).await || *shutdown.borrow() {
+        if !discard_body(&link, &cx, seq).await || drain.stopping() {
             break;
         }
     }
@@ -115,16 +116,20 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     link: &RefCell<Link<S>>,
     cx: &ConnCtx,
     max_line: usize,
-    shutdown: &mut watch::Receiver<bool>,
+    drain: &Drain,
+    idle: &IdleSlot,
 ) -> Result<Option<Head>, Reject> {
     let state = &cx.state;
     loop {
         {
             let mut l = link.borrow_mut();
             if !l.read_buf.is_empty() {
-                state.head_begins();
                 let parsed = head::parse(&mut l.read_buf, max_line);
-                if !matches!(parsed, Ok(None)) {
+                // `client_header_timeout` runs once a head did not come whole in one read (no
+                // clock read for the usual head).
+                if matches!(parsed, Ok(None)) {
+                    state.head_begins();
+                } else {
                     state.head_done();
                 }
                 if let Some(h) = parsed? {
@@ -132,16 +137,18 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        let idle = link.borrow().read_buf.is_empty();
-        let read = poll_fn(|c| link.borrow_mut().poll_fill(c));
-        let n = if idle {
-            tokio::select! {
-                biased;
-                n = read => n,
-                _ = shutdown.wait_for(|s| *s) => return Ok(None),
+        let waiting = link.borrow().read_buf.is_empty();
+        let n = poll_fn(|c| {
+            let read = link.borrow_mut().poll_fill(c);
+            // Between requests, shutdown closes the connection at once.
+            if read.is_pending() && waiting && drain.poll_stopped(idle, c).is_ready() {
+                return Poll::Ready(None);
             }
-        } else {
-            read.await
+            read.map(Some)
+        })
+        .await;
+        let Some(n) = n else {
+            return Ok(None);
         };
         match n {
             Ok(0) => {
@@ -189,7 +196,7 @@ async fn client_gone<S: AsyncRead + AsyncWrite + Unpin>(link: &RefCell<Link<S>>,
 
 /// Reads and discards what the proxy left unread of request `seq`'s body, so the next
 /// request's head is found after it; false when the connection cannot go on.
-async fn drain<S: AsyncRead + AsyncWrite + Unpin>(
+async fn discard_body<S: AsyncRead + AsyncWrite + Unpin>(
     link: &RefCell<Link<S>>,
     cx: &ConnCtx,
     seq: u64,

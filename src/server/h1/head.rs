@@ -13,6 +13,8 @@ use http::{Method, StatusCode, Uri, Version};
 
 /// Most header fields in a request head (hyper's limit, kept).
 const MAX_HEADERS: usize = 100;
+/// Header fields the proxy may add to a request's map.
+const FORWARDING_ROOM: usize = 6;
 /// Largest request head buffered before it is refused (hyper's `max_buf_size`, kept).
 pub const MAX_HEAD: usize = 256 * 1024;
 
@@ -190,7 +192,9 @@ pub fn parse(buf: &mut BytesMut, max_line: usize) -> Result<Option<Head>, Reject
     let head: Bytes = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(uri_range.0..uri_range.1))
         .map_err(|_| reject(StatusCode::BAD_REQUEST, "client sent invalid request"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the forwarding headers the proxy adds (`X-Forwarded-*`, `X-Real-IP`): a map
+    // that grows copies all of its entries.
+    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_ROOM);
     for (name, s, e) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(s..e))
             .map_err(|_| reject(StatusCode::BAD_REQUEST, "client sent invalid header line"))?;

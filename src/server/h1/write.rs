@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body::Body as _;
@@ -53,53 +52,60 @@ pub async fn response<S: AsyncRead + AsyncWrite + Unpin>(
     resp: Response<Body>,
     ex: Exchange,
 ) -> bool {
-    let (mut parts, mut body) = resp.into_parts();
+    let (parts, mut body) = resp.into_parts();
     let status = parts.status;
-    let mut keep_alive = ex.keep_alive
-        && !parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), b"close"));
+    buf.clear();
+    status_line(buf, status);
+    // One pass over the fields: those that frame the body or describe the connection are held
+    // back and written after it, as decided below; the others go out as they are.
+    let mut declared: Option<&HeaderValue> = None;
+    let mut te_chunked: Option<bool> = None;
+    let mut connection = false;
+    let mut close = false;
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        if *name == header::CONTENT_LENGTH {
+            declared = Some(value);
+            continue;
+        }
+        if *name == header::TRANSFER_ENCODING {
+            te_chunked = Some(has_token(value.as_bytes(), b"chunked"));
+            continue;
+        }
+        if *name == header::CONNECTION {
+            connection = true;
+            close |= has_token(value.as_bytes(), b"close");
+            continue;
+        }
+        dated |= *name == header::DATE;
+        field(buf, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let mut keep_alive = ex.keep_alive && !close;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = parts.headers.get(header::CONTENT_LENGTH).map(|v| {
-        std::str::from_utf8(v.as_bytes())
+    let mut out = if bodiless {
+        if let Some(v) = declared {
+            field(buf, b"content-length", v.as_bytes());
+        }
+        Out::Nothing
+    } else if let Some(v) = declared {
+        match std::str::from_utf8(v.as_bytes())
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
-    });
-    let out = if bodiless {
-        Out::Nothing
-    } else if let Some(n) = declared {
-        match n {
-            Some(n) if !ex.head_request => Out::Length(n),
-            Some(_) => Out::Nothing,
-            None => {
-                // A length that is not a number cannot delimit anything: the body ends with
-                // the connection.
-                parts.headers.remove(header::CONTENT_LENGTH);
-                keep_alive = false;
-                if ex.head_request {
-                    Out::Nothing
-                } else {
-                    Out::Close
-                }
+        {
+            Some(n) => {
+                field(buf, b"content-length", v.as_bytes());
+                Out::Length(n)
             }
+            // A length that is not a number delimits nothing: the body ends with the
+            // connection.
+            None => Out::Close,
         }
-    } else if parts
-        .headers
-        .get(header::TRANSFER_ENCODING)
-        .is_some_and(|v| has_token(v.as_bytes(), b"chunked"))
-        && ex.version == Version::HTTP_11
-    {
-        if ex.head_request {
-            Out::Nothing
-        } else {
-            Out::Chunked
-        }
+    } else if te_chunked == Some(true) && ex.version == Version::HTTP_11 {
+        buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Out::Chunked
     } else {
-        parts.headers.remove(header::TRANSFER_ENCODING);
         let known = if body.is_end_stream() {
             Some(0)
         } else {
@@ -107,43 +113,39 @@ pub async fn response<S: AsyncRead + AsyncWrite + Unpin>(
         };
         match known {
             Some(n) => {
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-                if ex.head_request {
-                    Out::Nothing
-                } else {
-                    Out::Length(n)
-                }
+                let mut digits = itoa_buf();
+                field(buf, b"content-length", format_u64(n, &mut digits));
+                Out::Length(n)
             }
-            None if ex.head_request => Out::Nothing,
             None if ex.version == Version::HTTP_11 => {
-                parts.headers.insert(
-                    header::TRANSFER_ENCODING,
-                    HeaderValue::from_static("chunked"),
-                );
+                buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
                 Out::Chunked
             }
-            None => {
-                keep_alive = false;
-                Out::Close
-            }
+            None => Out::Close,
         }
     };
-    if keep_alive {
-        if ex.version == Version::HTTP_10 {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
-    } else {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if out == Out::Close {
+        keep_alive = false;
     }
-
-    buf.clear();
-    encode_head(buf, status, &parts.headers);
+    if ex.head_request {
+        out = Out::Nothing;
+    }
+    if !keep_alive {
+        buf.extend_from_slice(b"connection: close\r\n");
+    } else if ex.version == Version::HTTP_10 {
+        buf.extend_from_slice(b"connection: keep-alive\r\n");
+    } else if connection {
+        for v in parts.headers.get_all(header::CONNECTION) {
+            field(buf, b"connection", v.as_bytes());
+        }
+    }
+    if !dated {
+        buf.extend_from_slice(b"date: ");
+        date(buf);
+        buf.extend_from_slice(b"\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+    drop(parts);
     if out == Out::Nothing {
         // The body is not read: dropping it runs its completion (an upstream body of a HEAD
         // answer is complete already, so its connection is reused).
@@ -202,7 +204,7 @@ pub async fn response<S: AsyncRead + AsyncWrite + Unpin>(
             buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         }
         if data.len() >= DIRECT_AT {
-            if write_all(link, buf).await.is_err() || write_bytes(link, &data).await.is_err() {
+            if write_all(link, buf).await.is_err() || write_all(link, &data).await.is_err() {
                 return false;
             }
             buf.clear();
@@ -237,8 +239,7 @@ pub async fn response<S: AsyncRead + AsyncWrite + Unpin>(
     keep_alive
 }
 
-/// The status line and header fields, with `Date` added as hyper added it.
-fn encode_head(buf: &mut Vec<u8>, status: StatusCode, headers: &http::HeaderMap) {
+fn status_line(buf: &mut Vec<u8>, status: StatusCode) {
     if status == StatusCode::OK {
         buf.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     } else {
@@ -248,18 +249,32 @@ fn encode_head(buf: &mut Vec<u8>, status: StatusCode, headers: &http::HeaderMap)
         buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
-    for (name, value) in headers {
-        buf.extend_from_slice(name.as_str().as_bytes());
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value.as_bytes());
-        buf.extend_from_slice(b"\r\n");
-    }
-    if !headers.contains_key(header::DATE) {
-        buf.extend_from_slice(b"date: ");
-        date(buf);
-        buf.extend_from_slice(b"\r\n");
-    }
+}
+
+/// One header line.
+fn field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.reserve(name.len() + value.len() + 4);
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
     buf.extend_from_slice(b"\r\n");
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// `n` in decimal, in `digits`.
+fn format_u64(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
+    }
 }
 
 thread_local! {
@@ -293,13 +308,6 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
-async fn write_bytes<S: AsyncRead + AsyncWrite + Unpin>(
-    link: &RefCell<Link<S>>,
-    data: &Bytes,
-) -> io::Result<()> {
-    write_all(link, data).await
-}
-
 /// Writes all of `data` and flushes (a TLS stream holds written bytes until then).
 pub async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
     link: &RefCell<Link<S>>,
@@ -326,17 +334,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_head_carries_the_status_line_fields_and_date() {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("x-a", HeaderValue::from_static("1"));
-        let mut buf = Vec::new();
-        encode_head(&mut buf, StatusCode::NOT_FOUND, &headers);
-        let text = String::from_utf8(buf).unwrap();
-        assert!(
-            text.starts_with("HTTP/1.1 404 Not Found\r\nx-a: 1\r\ndate: "),
-            "{text}"
+    fn numbers_and_status_lines_are_written_as_http_wants() {
+        let mut d = itoa_buf();
+        assert_eq!(format_u64(0, &mut d), b"0");
+        assert_eq!(
+            format_u64(18_446_744_073_709_551_615, &mut d),
+            b"18446744073709551615"
         );
-        assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+        let mut buf = Vec::new();
+        status_line(&mut buf, StatusCode::NOT_FOUND);
+        assert_eq!(buf, b"HTTP/1.1 404 Not Found\r\n");
     }
 
     #[test]
