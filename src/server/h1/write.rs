@@ -90,10 +90,7 @@ pub async fn response<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Out::Nothing
     } else if let Some(v) = declared {
-        match std::str::from_utf8(v.as_bytes())
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
+        match parse_length(v.as_bytes().trim_ascii()) {
             Some(n) => {
                 field(buf, b"content-length", v.as_bytes());
                 Out::Length(n)
@@ -258,6 +255,21 @@ fn field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     buf.extend_from_slice(b": ");
     buf.extend_from_slice(value);
     buf.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` value: decimal digits, nothing else (at most 19, far from overflow).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
 }
 
 fn itoa_buf() -> [u8; 20] {
