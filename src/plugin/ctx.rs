@@ -181,13 +181,14 @@ impl RequestCtx {
         peer: SocketAddr,
         local: SocketAddr,
         body: ReqBody,
+        start: Instant,
     ) -> RequestCtx {
         RequestCtx {
             id,
             phase: None,
             ngx_phase: "rewrite",
             in_content: false,
-            start: Instant::now(),
+            start,
             start_wall: SystemTime::now(),
             method,
             version,
