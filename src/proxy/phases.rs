@@ -618,21 +618,22 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         ReqBody::Unread(client_body),
         start,
     )));
-    let mut ctx = req.borrow_mut();
-    ctx.scheme = cx.scheme();
-    ctx.tls = cx.tls.clone();
-    ctx.body_limit = Some(body_limit);
-    ctx.request_length = declared.unwrap_or(0) + head_length;
-    if !internal && !unrouted {
-        ctx.route_id = Some(route.id.0.clone());
-        ctx.route_name = route.name.clone();
-        ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
-        ctx.matched_uri = matched_uri;
-        ctx.matched_host = matched_host;
-        ctx.uri_params = uri_params;
-    }
-    let id = ctx.id;
-    drop(ctx);
+    let id = {
+        let mut ctx = req.borrow_mut();
+        ctx.scheme = cx.scheme();
+        ctx.tls = cx.tls.clone();
+        ctx.body_limit = Some(body_limit);
+        ctx.request_length = declared.unwrap_or(0) + head_length;
+        if !internal && !unrouted {
+            ctx.route_id = Some(route.id.0.clone());
+            ctx.route_name = route.name.clone();
+            ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+            ctx.matched_uri = matched_uri;
+            ctx.matched_host = matched_host;
+            ctx.uri_params = uri_params;
+        }
+        ctx.id
+    };
     if uses_lua {
         request::register(req.clone());
         crate::lua::config_view::set_current(&snapshot);
