@@ -106,3 +106,136 @@ fn a_chunked_body_growing_past_the_limit_gets_413() {
     assert_eq!(status_of(&gw, &chunked), 413);
     assert_eq!(gw.get("/ok").status, 200);
 }
+
+/// More of the reliability plan's vectors (§1.2), each followed by a pipelined request that
+/// must never reach the upstream: the connection closes after a refusal.
+#[test]
+fn framing_vectors_nginx_refuses_are_refused_and_close_the_connection() {
+    let (rec, gw) = setup("");
+    let vectors: Vec<(&str, &[u8], &[u16])> = vec![
+        (
+            "TE in HTTP/1.0",
+            b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            &[400],
+        ),
+        (
+            "space before colon",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+            &[400],
+        ),
+        (
+            "TE xchunked",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+            &[400, 501],
+        ),
+        (
+            "VT before chunked",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n",
+            &[400, 501],
+        ),
+        (
+            "CL with plus",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
+            &[400],
+        ),
+        (
+            "empty CL",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n",
+            &[400],
+        ),
+        (
+            "CL list",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc",
+            &[400],
+        ),
+        (
+            "two different CL",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            &[400],
+        ),
+        (
+            "CR in a value",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+            &[400],
+        ),
+        (
+            "empty name",
+            b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n",
+            &[400],
+        ),
+    ];
+    for (name, bytes, expected) in vectors {
+        let mut wire = bytes.to_vec();
+        wire.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+        let out = raw(gw.port, &wire, Duration::from_secs(5));
+        let answers = parse_responses(&out);
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+        assert!(
+            answers.len() == 1 && expected.contains(&statuses[0]),
+            "{name}: got {statuses:?}, expected one of {expected:?} and a closed connection"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(rec.text(), "", "the upstream saw a refused request");
+    assert_eq!(gw.get("/fine").status, 200);
+}
+
+/// A malformed chunk is a 400 and a closed connection; what was already streaming upstream is
+/// cut short (no last chunk), never ended as a clean shorter body (reliability plan H1-07).
+#[test]
+fn malformed_chunks_get_400_and_the_upstream_never_sees_a_clean_body() {
+    let (rec, gw) = setup("");
+    let vectors: Vec<(&str, &[u8])> = vec![
+        ("0x size", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n"),
+        ("empty size", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\r\nabc\r\n0\r\n\r\n"),
+        ("size overflow", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nabc\r\n0\r\n\r\n"),
+        ("data longer than size", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n"),
+    ];
+    for (name, bytes) in vectors {
+        let mut wire = bytes.to_vec();
+        wire.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+        let out = raw(gw.port, &wire, Duration::from_secs(5));
+        let statuses: Vec<u16> = parse_responses(&out).iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [400], "{name}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = rec.text();
+    assert!(!seen.contains("smuggled"), "{seen}");
+    assert!(
+        !seen.contains("0\r\n\r\n"),
+        "a cut body was ended cleanly: {seen:?}"
+    );
+    assert_eq!(gw.get("/fine").status, 200);
+}
+
+/// A route that answers before reading the body (401 here) must not let the body be read as
+/// the next request (reliability plan H1-04, Pingora CVE-2025-4366): the body is drained or
+/// the connection closed, and the request hidden in it never reaches the upstream.
+#[test]
+fn a_body_left_unread_by_an_early_answer_is_never_a_request() {
+    let rec = Recorder::start();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "routes:\n  - id: 1\n    uri: /guarded\n    upstream:\n      nodes:\n        \"127.0.0.1:{p}\": 1\n    lua_handlers:\n      access_by_lua: |\n        ngx.exit(401)\n  - id: 2\n    uri: /admin\n    upstream:\n      nodes:\n        \"127.0.0.1:{p}\": 1\n#END\n",
+            p = rec.port
+        ),
+    );
+    let hidden = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
+    for pad in [0usize, 64, 64 * 1024] {
+        let mut body = vec![b'p'; pad];
+        body.extend_from_slice(hidden);
+        let mut wire = format!(
+            "POST /guarded HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        wire.extend_from_slice(&body);
+        // A drained body leaves the connection open: the read ends on the timeout then.
+        let out = raw(gw.port, &wire, Duration::from_secs(2));
+        let statuses: Vec<u16> = parse_responses(&out).iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [401], "padding {pad}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!rec.text().contains("/admin"), "{}", rec.text());
+}

@@ -405,6 +405,9 @@ fn plugins_change_the_request_the_upstream_gets() {
     upstream_id: e
     lua_handlers:
       access_by_lua: |
+        -- APISIX's nginx.conf sets these for every request: "" and the Host header.
+        ngx.req.set_header("X-Before", "[" .. ngx.var.upstream_uri .. "] ["
+          .. ngx.var.upstream_host .. "] [" .. ngx.var.upstream_mirror_host .. "]")
         ngx.var.upstream_uri = "/target?z=1"
         ngx.var.upstream_host = "backend.example"
   - id: seturi
@@ -429,9 +432,10 @@ fn plugins_change_the_request_the_upstream_gets() {
     assert!(j["headers"].get("x-drop").is_none());
     assert_eq!(j["body"], "new body");
 
-    let j = gw.get("/uri").json();
+    let j = request(gw.port, "GET", "/uri", &[("Host", "site.test")], b"").json();
     assert_eq!(j["uri"], "/target?z=1");
     assert_eq!(j["headers"]["host"], "backend.example");
+    assert_eq!(j["headers"]["x-before"], "[] [site.test] []");
 
     let j = gw.get("/seturi?q=1").json();
     assert_eq!(j["uri"], "/new%20path?q=1");

@@ -478,3 +478,41 @@ fn consumer_auth_confs_resolve_references_and_unresolved_ones_never_match() {
         "{log}"
     );
 }
+
+#[test]
+fn curr_req_matched_follows_the_uri_and_host_each_request_matched() {
+    let a = Echo::start("a");
+    let routes = format!(
+        "upstreams:\n  - id: u-b\n    nodes:\n      \"127.0.0.1:{a}\": 1\nroutes:\n  - id: r3\n    uris: [/alt/one, /alt/two]\n    hosts: [a.test, \"*.b.test\"]\n    upstream_id: u-b\n    plugins:\n      shim-modules: {{case: modules}}\n  - id: r4\n    uri: /plain\n    upstream_id: u-b\n    plugins:\n      shim-modules: {{case: modules}}\n",
+        a = a.port
+    );
+    let gw = start(&routes, &[]);
+    // The same route matching different uris and hosts in turn: each request sees its own.
+    for (path, host, want) in [
+        (
+            "/alt/one",
+            "a.test",
+            json!({"_path": "/alt/one", "_host": "a.test"}),
+        ),
+        (
+            "/alt/two",
+            "x.b.test",
+            json!({"_path": "/alt/two", "_host": "*.b.test"}),
+        ),
+        (
+            "/alt/two",
+            "a.test",
+            json!({"_path": "/alt/two", "_host": "a.test"}),
+        ),
+        (
+            "/alt/one",
+            "a.test",
+            json!({"_path": "/alt/one", "_host": "a.test"}),
+        ),
+        ("/plain", "a.test", json!({"_path": "/plain"})),
+    ] {
+        let r = request(gw.port, "GET", path, &[("Host", host)], b"");
+        assert_eq!(r.status, 200, "{path} {host}: {r:?}\n{}", gw.error_log());
+        assert_eq!(r.json()["matched"], want, "{path} {host}");
+    }
+}

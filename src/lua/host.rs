@@ -108,7 +108,7 @@ pub struct LuaHost {
     /// `chains` is swept of dead chains when it grows to this many entries.
     sweep_at: Cell<usize>,
     /// Route objects of the newest snapshot version, by route id.
-    routes: RefCell<FxHashMap<String, Table>>,
+    routes: RefCell<FxHashMap<String, RouteSlot>>,
     /// Compiled handlers of the newest snapshot version, by (route key, directive).
     handlers: RefCell<FxHashMap<(String, String), Option<HandlerFn>>>,
     /// The newest snapshot version seen: the caches hold its values only. A request still on
@@ -197,6 +197,34 @@ unsafe extern "C-unwind" fn route_match(l: *mut mlua::ffi::lua_State) -> std::ff
         }
     }
     0
+}
+
+/// The runner's entry flags: the request has its Lua state already.
+const ENTRY_HAS_STATE: i64 = 1;
+/// The route object holds this request's match (`_match_path`, `_match_host`) and the request
+/// has no uri parameters: `ctx.curr_req_matched` is filled from it, without `route_match`.
+const ENTRY_MATCH_ON_ROUTE: i64 = 2;
+
+/// A cached route object and the match its `_match_*` fields hold now.
+struct RouteSlot {
+    table: Table,
+    path: Option<String>,
+    host: Option<String>,
+}
+
+impl RouteSlot {
+    /// Makes the route object hold this match, writing its fields only when it changed.
+    fn hold_match(&mut self, path: Option<&str>, host: Option<&str>) -> mlua::Result<()> {
+        if self.path.as_deref() != path {
+            self.table.raw_set("_match_path", path)?;
+            self.path = path.map(str::to_string);
+        }
+        if self.host.as_deref() != host {
+            self.table.raw_set("_match_host", host)?;
+            self.host = host.map(str::to_string);
+        }
+        Ok(())
+    }
 }
 
 impl LuaHost {
@@ -329,21 +357,50 @@ impl LuaHost {
         Ok(t)
     }
 
-    /// The route object plugins see as `ctx.matched_route`, made once per snapshot version.
-    fn route_table(&self, version: u64, route: &RouteInfo<'_>) -> mlua::Result<Table> {
+    /// What the runner's entry points take first: the route object plugins see as
+    /// `ctx.matched_route` (made once per route per snapshot version) and the entry flags
+    /// ([`ENTRY_HAS_STATE`], [`ENTRY_MATCH_ON_ROUTE`]).
+    ///
+    /// The route object also carries what the router matched (`_match_path`, `_match_host`)
+    /// for a request without uri parameters, so the runner fills `ctx.curr_req_matched` from
+    /// it instead of calling back into Rust: only a route whose requests match different uris
+    /// or hosts in turn pays for setting them again.
+    fn route_entry(
+        &self,
+        version: u64,
+        route: &RouteInfo<'_>,
+        req: &SharedReq,
+    ) -> mlua::Result<(Table, i64)> {
+        let r = req.borrow();
+        let mut flags = if request::has_state(r.id) {
+            ENTRY_HAS_STATE
+        } else {
+            0
+        };
         let cache = self.cacheable(version);
-        if cache && let Some(t) = self.routes.borrow().get(route.id) {
-            return Ok(t.clone());
+        if cache && let Some(slot) = self.routes.borrow_mut().get_mut(route.id) {
+            if r.uri_params.is_empty() {
+                slot.hold_match(r.matched_uri.as_deref(), r.matched_host.as_deref())?;
+                flags |= ENTRY_MATCH_ON_ROUTE;
+            }
+            return Ok((slot.table.clone(), flags));
         }
         let t: Table =
             self.make_route
                 .call((route.id, route.name, route.service_id, route.modified_index))?;
         if cache {
-            self.routes
-                .borrow_mut()
-                .insert(route.id.to_string(), t.clone());
+            let mut slot = RouteSlot {
+                table: t.clone(),
+                path: None,
+                host: None,
+            };
+            if r.uri_params.is_empty() {
+                slot.hold_match(r.matched_uri.as_deref(), r.matched_host.as_deref())?;
+                flags |= ENTRY_MATCH_ON_ROUTE;
+            }
+            self.routes.borrow_mut().insert(route.id.to_string(), slot);
         }
-        Ok(t)
+        Ok((t, flags))
     }
 
     /// Calls every loaded plugin's `destroy()` (plugin reload), logging failures.
@@ -375,7 +432,7 @@ impl LuaHost {
                 return Step::Error;
             }
         };
-        let route_t = match self.route_table(version, route) {
+        let (route_t, flags) = match self.route_entry(version, route, req) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the route object of {}: {e}", route.id);
@@ -383,7 +440,6 @@ impl LuaHost {
             }
         };
         let phase_no = phase_number(phase);
-        let has_state = request::has_state(req.borrow().id);
         // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
         let out = if indices.iter().all(|&i| i < 52) {
             let mask = plugin_mask(indices);
@@ -391,13 +447,13 @@ impl LuaHost {
             self.drive(
                 req,
                 &self.runner,
-                (route_t, has_state, chain_t, phase_no, mask as f64),
+                (route_t, flags, chain_t, phase_no, mask as f64),
             )
             .await
         } else {
             let mut args = MultiValue::with_capacity(indices.len() + 5);
             args.push_back(Value::Table(route_t));
-            args.push_back(Value::Boolean(has_state));
+            args.push_back(Value::Integer(flags));
             args.push_back(Value::Table(chain_t));
             args.push_back(Value::Integer(phase_no));
             args.push_back(Value::Integer(0));
@@ -475,7 +531,7 @@ impl LuaHost {
                 }
             }
         }
-        let route_t = match self.route_table(version, route) {
+        let (route_t, flags) = match self.route_entry(version, route, req) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the route object of {}: {e}", route.id);
@@ -505,7 +561,6 @@ impl LuaHost {
         let (c2, p2, m2) = next(1);
         let (c3, p3, m3) = next(2);
         let (c4, p4, m4) = next(3);
-        let has_state = request::has_state(req.borrow().id);
         premark(req, m1 as u64);
         let out = self
             .drive::<_, GroupsRet>(
@@ -513,7 +568,7 @@ impl LuaHost {
                 &self.run_groups_fn,
                 (
                     route_t,
-                    has_state,
+                    flags,
                     groups.len() as i64,
                     c1,
                     p1,
@@ -594,17 +649,16 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
-        let route_t = match self.route_table(version, route) {
+        let (route_t, flags) = match self.route_entry(version, route, req) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the route object of {}: {e}", route.id);
                 return Some(Step::Error);
             }
         };
-        let has_state = request::has_state(req.borrow().id);
         Some(
             match self
-                .drive::<_, RunnerOut>(req, &self.runner, (route_t, has_state, f, 0))
+                .drive::<_, RunnerOut>(req, &self.runner, (route_t, flags, f, 0))
                 .await
             {
                 Driven::Done(_) => Step::Continue {

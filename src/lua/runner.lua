@@ -185,12 +185,15 @@ local function recycle(state)
     put(states, state)
 end
 
+-- The entry flags Rust passes (host.rs): the request has its state already; the route object
+-- holds this request's match (`_match_path`, `_match_host`) and there are no uri parameters.
+local HAS_STATE, MATCH_ON_ROUTE = 1, 2
+
 -- The current request's state, made (from the pools when they have tables) on its first entry.
--- `has_state` comes from Rust, which knows whether the request has one: the first entry makes
--- it without asking. Adopting it hands back a finished request's state to recycle, and whether
--- more wait.
-local function state_of(route, has_state)
-    if has_state then
+-- Rust knows whether the request has one (`flags`): the first entry makes it without asking.
+-- Adopting it hands back a finished request's state to recycle, and whether more wait.
+local function state_of(route, flags)
+    if flags % 2 == HAS_STATE then
         local state = req_state()
         if state then
             return state
@@ -198,6 +201,7 @@ local function state_of(route, has_state)
     end
     local state = take(states) or new_tab(0, 4)
     state.route = route
+    state.match_on_route = flags >= MATCH_ON_ROUTE
     local old, more = adopt_state(state)
     if old then
         recycle(old)
@@ -231,7 +235,18 @@ local function new_ctx(state)
         matched = new_tab(0, 2)
         actx.curr_req_matched = matched
     end
-    route_match(matched)
+    if state.match_on_route then
+        -- Only fields with a value: assigning nil to an absent key still inserts it.
+        local path, host = route._match_path, route._match_host
+        if path ~= nil then
+            matched._path = path
+        end
+        if host ~= nil then
+            matched._host = host
+        end
+    else
+        route_match(matched)
+    end
     core_ctx.set_vars_meta(actx)
     state.ctx = actx
     return actx
@@ -393,11 +408,11 @@ local function run_phase(state, chain, phase_no, mask, ...)
     return true, phase_no == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
--- The entry point: the route object, whether the request has its Lua state yet, then either a
--- chain, a phase number and the plugins to run (see run_phase), or a `*_by_lua` handler
--- function and 0. Returns what the run ended with.
-local function run(route, has_state, chain, phase_no, mask, ...)
-    local state = state_of(route, has_state)
+-- The entry point: the route object, the entry flags (see state_of), then either a chain, a
+-- phase number and the plugins to run (see run_phase), or a `*_by_lua` handler function and 0.
+-- Returns what the run ended with.
+local function run(route, flags, chain, phase_no, mask, ...)
+    local state = state_of(route, flags)
     if phase_no == 0 then
         chain()
         return nil
@@ -421,8 +436,8 @@ end
 -- The groups come as named parameters, not `...`: LuaJIT cannot compile `select(i, ...)` with
 -- a variable `i` (NYI: VARG), and a trace that aborts there leaves the whole call to the
 -- interpreter on every request.
-local function run_groups(route, has_state, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, m4)
-    local state = state_of(route, has_state)
+local function run_groups(route, flags, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, m4)
+    local state = state_of(route, flags)
     local prev_phase
     for g = 1, n do
         local chain, ps, mask

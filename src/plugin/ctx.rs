@@ -181,13 +181,14 @@ impl RequestCtx {
         peer: SocketAddr,
         local: SocketAddr,
         body: ReqBody,
+        start: Instant,
     ) -> RequestCtx {
         RequestCtx {
             id,
             phase: None,
             ngx_phase: "rewrite",
             in_content: false,
-            start: Instant::now(),
+            start,
             start_wall: SystemTime::now(),
             method,
             version,
@@ -359,6 +360,28 @@ impl RequestCtx {
             // The values APISIX's nginx.conf `set`s for every request, until a plugin writes
             // them (the prometheus exporter labels every request with them).
             "request_type" => Cow::Borrowed("traditional_http"),
+            // Set empty by the same `location /` until the proxy (or a plugin) fills them.
+            "upstream_uri"
+            | "upstream_mirror_host"
+            | "upstream_mirror_uri"
+            | "upstream_mirror_grpc_path"
+            | "upstream_upgrade"
+            | "upstream_connection"
+            | "upstream_unresolved_host"
+            | "request_line"
+            | "ctx_ref"
+            | "rate_limiting_info"
+            | "opentelemetry_context_traceparent"
+            | "opentelemetry_trace_id"
+            | "opentelemetry_span_id"
+            | "zipkin_context_traceparent"
+            | "zipkin_trace_id"
+            | "zipkin_span_id"
+            | "dubbo_service_name"
+            | "dubbo_service_version"
+            | "dubbo_method" => Cow::Borrowed(""),
+            // `set $upstream_host $http_host`: empty without a Host header.
+            "upstream_host" => return Some(self.header_str("host").unwrap_or(Cow::Borrowed(""))),
             "request_llm_model" | "llm_model" | "llm_content_risk_level" | "llm_end_user_id" => {
                 Cow::Borrowed("")
             }
@@ -388,7 +411,9 @@ impl RequestCtx {
                     .unwrap_or_default()
                     .as_secs_f64()
             )),
-            "request_id" => Cow::Owned(format!("{:032x}", request_id(self.id, self.start_wall))),
+            "request_id" | "apisix_request_id" => {
+                Cow::Owned(format!("{:032x}", request_id(self.id, self.start_wall)))
+            }
             "route_id" => return self.route_id.as_deref().map(Cow::Borrowed),
             "route_name" => return self.route_name.as_deref().map(Cow::Borrowed),
             "service_id" => return self.service_id.as_deref().map(Cow::Borrowed),
