@@ -296,3 +296,23 @@ fn a_client_closing_while_its_request_waits_on_the_upstream_abandons_it() {
     });
     assert_eq!(gw.get("/after").status, 200);
 }
+
+#[test]
+fn an_answer_given_without_reading_an_expected_body_skips_100_continue_and_closes() {
+    let echo = Echo::start("e");
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "routes:\n  - id: 1\n    uri: /only\n    upstream:\n      nodes:\n        \"127.0.0.1:{}\": 1\n#END\n",
+            echo.port
+        ),
+    );
+    let mut s = connect(gw.port);
+    s.write_all(b"PUT /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let (out, closed) = read_to_close(&mut s);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(closed, "the connection waited for a body the client was never asked for");
+}
