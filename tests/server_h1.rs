@@ -308,11 +308,16 @@ fn an_answer_given_without_reading_an_expected_body_skips_100_continue_and_close
         ),
     );
     let mut s = connect(gw.port);
-    s.write_all(b"PUT /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"PUT /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
     let (out, closed) = read_to_close(&mut s);
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 404"), "{text}");
     assert!(!text.contains("100 Continue"), "{text}");
-    assert!(closed, "the connection waited for a body the client was never asked for");
+    assert!(
+        closed,
+        "the connection waited for a body the client was never asked for"
+    );
 }

@@ -119,6 +119,50 @@ pub fn set_forwarding(h: &mut HeaderMap, client_ip: &HeaderValue) {
     h.insert(HeaderName::from_static("x-real-ip"), client_ip.clone());
 }
 
+/// The forwarding fields a plugin-less request carries to its upstream when the client sent
+/// none of them: written after the request's own fields by the upstream writer instead of
+/// being inserted into its header map (each insert of one of these names hashes it; five per
+/// request). Same values and order as [`neutralize_forwarded`] then [`set_forwarding`] give.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pub proto: HeaderValue,
+    pub host: Option<HeaderValue>,
+    pub port: HeaderValue,
+    /// `X-Forwarded-For` and `X-Real-IP`: the client's address.
+    pub client_ip: HeaderValue,
+}
+
+impl Forwarding {
+    /// The fields as header lines.
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        let mut line = |name: &[u8], value: &HeaderValue| {
+            buf.extend_from_slice(name);
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        };
+        line(b"x-forwarded-proto: ", &self.proto);
+        if let Some(h) = &self.host {
+            line(b"x-forwarded-host: ", h);
+        }
+        line(b"x-forwarded-port: ", &self.port);
+        line(b"x-forwarded-for: ", &self.client_ip);
+        line(b"x-real-ip: ", &self.client_ip);
+    }
+}
+
+/// Whether the client sent any field this hop sets or rewrites (`X-Forwarded-*`, `Forwarded`,
+/// `X-Real-IP`). One pass on the names' lengths and bytes, no hashing.
+pub fn any_forwarding(h: &HeaderMap) -> bool {
+    h.keys().any(|k| {
+        let n = k.as_str();
+        match n.len() {
+            9 => n == "forwarded" || n == "x-real-ip",
+            15..=17 => n.starts_with("x-forwarded-"),
+            _ => false,
+        }
+    })
+}
+
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -127,6 +171,38 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarding_fields_are_found_by_name_and_written_in_apisix_order() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "x".parse().unwrap());
+        h.insert("x-forwarded", "not one of them".parse().unwrap());
+        assert!(!any_forwarding(&h));
+        for name in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-forwarded-proto",
+        ] {
+            let mut with = h.clone();
+            with.insert(HeaderName::from_static(name), "v".parse().unwrap());
+            assert!(any_forwarding(&with), "{name}");
+        }
+        let f = Forwarding {
+            proto: HeaderValue::from_static("http"),
+            host: Some(HeaderValue::from_static("example.com:8080")),
+            port: HeaderValue::from_static("8080"),
+            client_ip: HeaderValue::from_static("10.0.0.1"),
+        };
+        let mut buf = Vec::new();
+        f.encode(&mut buf);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "x-forwarded-proto: http\r\nx-forwarded-host: example.com:8080\r\nx-forwarded-port: 8080\r\nx-forwarded-for: 10.0.0.1\r\nx-real-ip: 10.0.0.1\r\n"
+        );
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

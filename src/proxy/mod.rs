@@ -756,10 +756,24 @@ pub async fn handle(
     });
 
     let mut up_headers = parts.headers;
-    if apisix_route {
-        neutralize_on_arrival(&mut up_headers, &parts.uri, &cx);
-    }
-    let client_host = upstream_headers(&mut up_headers, &parts.uri, &cx, client);
+    let mut forwarding = None;
+    let apart = if apisix_route {
+        forwarding_apart(&mut up_headers, &parts.uri, &cx, client)
+    } else {
+        None
+    };
+    let client_host = match apart {
+        Some((f, host)) => {
+            forwarding = Some(f);
+            host
+        }
+        None => {
+            if apisix_route {
+                neutralize_on_arrival(&mut up_headers, &parts.uri, &cx);
+            }
+            upstream_headers(&mut up_headers, &parts.uri, &cx, client)
+        }
+    };
 
     let fwd = Forward {
         cx: &cx,
@@ -768,6 +782,7 @@ pub async fn handle(
         method: parts.method,
         uri: upstream_uri,
         headers: up_headers,
+        forwarding,
         client_host,
         body: client_body,
         body_error,
@@ -835,6 +850,55 @@ fn upstream_headers(
     };
     headers::set_forwarding(headers, &client_ip);
     client_host
+}
+
+/// The plugin-less path's shortcut for [`neutralize_on_arrival`] then [`upstream_headers`]
+/// when the client sent no forwarding field and its peer is not trusted (nothing of the
+/// client's to keep or replace): the forwarding fields are computed apart, to be written after
+/// the request's own (`headers::Forwarding`), and only hop-by-hop fields and `Expect` leave the
+/// map. `None` when the shortcut does not apply (the map is untouched then). Returns the
+/// fields and the client's `Host`.
+fn forwarding_apart(
+    headers: &mut http::HeaderMap,
+    uri: &Uri,
+    cx: &ConnCtx,
+    client: SocketAddr,
+) -> Option<(headers::Forwarding, Option<HeaderValue>)> {
+    let settings = &cx.worker.shared.settings;
+    if settings
+        .trusted_addresses
+        .as_ref()
+        .is_some_and(|t| t.contains(cx.remote.ip()))
+        || headers::any_forwarding(headers)
+    {
+        return None;
+    }
+    let fallback = if headers.contains_key(header::HOST) {
+        String::new()
+    } else {
+        request::host_of(uri, headers).into_owned()
+    };
+    let (fwd_host, fwd_port) = observed_forwarding(headers, uri, &fallback, cx);
+    // HTTP/2 carries the host in `:authority` instead of `Host`.
+    let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    headers::strip_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
+    let client_ip = if client == cx.remote {
+        cx.remote_ip.clone()
+    } else {
+        HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
+            .unwrap_or_else(|_| cx.remote_ip.clone())
+    };
+    let f = headers::Forwarding {
+        proto: HeaderValue::from_static(cx.scheme()),
+        host: fwd_host,
+        port: fwd_port,
+        client_ip,
+    };
+    Some((f, client_host))
 }
 
 /// APISIX's sanitising of `X-Forwarded-Proto`/`-Host`/`-Port` and `Forwarded` on arrival
@@ -952,6 +1016,9 @@ struct Forward<'a> {
     method: Method,
     uri: Uri,
     headers: http::HeaderMap,
+    /// Forwarding fields written after `headers` (plugin-less requests; see
+    /// `headers::Forwarding`).
+    forwarding: Option<headers::Forwarding>,
     client_host: Option<HeaderValue>,
     body: Option<Body>,
     body_error: Rc<Cell<Option<ClientBodyError>>>,
@@ -1213,6 +1280,7 @@ impl Forward<'_> {
                     uri: &self.uri,
                     host: &host,
                     headers: &self.headers,
+                    forwarding: self.forwarding.as_ref(),
                 },
                 &mut self.body,
                 send_timeout,

@@ -958,6 +958,7 @@ async fn forward(
             method: r.method.clone(),
             uri,
             headers,
+            forwarding: None,
             client_host,
             body,
             body_error,

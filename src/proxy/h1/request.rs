@@ -29,6 +29,8 @@ pub struct RequestHead<'a> {
     /// The `Host` field (any `Host` in `headers` is left out).
     pub host: &'a HeaderValue,
     pub headers: &'a HeaderMap,
+    /// Forwarding fields kept out of `headers` (see `proxy::headers::Forwarding`).
+    pub forwarding: Option<&'a crate::proxy::headers::Forwarding>,
 }
 
 /// Why sending failed.
@@ -204,6 +206,9 @@ fn encode_head(buf: &mut Vec<u8>, head: &RequestHead<'_>) {
         buf.extend_from_slice(b": ");
         buf.extend_from_slice(value.as_bytes());
         buf.extend_from_slice(b"\r\n");
+    }
+    if let Some(f) = head.forwarding {
+        f.encode(buf);
     }
 }
 
