@@ -280,6 +280,13 @@ fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
     let (_, closed) = read_to_close(&mut s);
     assert!(closed, "an idle connection was kept open through shutdown");
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    // Closed by the drain, not dropped when the drain timed out.
+    assert!(
+        !gw.error_log()
+            .contains("still open after the drain timeout"),
+        "{}",
+        gw.error_log()
+    );
 }
 
 #[test]
