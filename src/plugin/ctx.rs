@@ -150,7 +150,7 @@ pub struct RequestCtx {
     pub bytes_sent: u64,
     /// Time spent in each plugin run, as (chain slot, entry index, phase, time): slot 0 is the
     /// global rules' chain, 1 the route's. Read by the metrics of a later stage.
-    pub timings: Vec<(u8, u32, Phase, Duration)>,
+    pub timings: smallvec::SmallVec<[(u8, u32, Phase, Duration); 4]>,
     /// The chain slot and phase being timed now, and the plugin run that started last.
     pub timing: (u8, Option<Phase>),
     /// The plugin run timed now: its index, the chain slot and phase it runs in, its start.
@@ -230,7 +230,7 @@ impl RequestCtx {
             arg_eof: false,
             upstream: UpstreamInfo::default(),
             bytes_sent: 0,
-            timings: Vec::new(),
+            timings: smallvec::SmallVec::new(),
             timing: (0, None),
             mark: None,
             stream: None,
@@ -245,9 +245,6 @@ impl RequestCtx {
     pub fn mark_plugin(&mut self, index: usize) {
         let now = Instant::now();
         if let Some((i, slot, phase, t)) = self.mark.take() {
-            if self.timings.is_empty() {
-                self.timings.reserve(8);
-            }
             self.timings.push((slot, i - 1, phase, now - t));
         }
         if index > 0

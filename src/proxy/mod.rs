@@ -1329,6 +1329,9 @@ impl Forward<'_> {
                         started: try_start,
                         conn: slot,
                     };
+                    // One clock read for both records.
+                    let response_time =
+                        (self.req.is_some() || log.is_some()).then(|| self.start.elapsed());
                     if let Some(req) = &self.req {
                         let mut r = req.borrow_mut();
                         r.upstream.addr = Some(node.addr);
@@ -1336,10 +1339,10 @@ impl Forward<'_> {
                         r.upstream.status = record.status;
                         r.upstream.connect_time = record.connect_time;
                         r.upstream.header_time = record.header_time;
-                        r.upstream.response_time = Some(self.start.elapsed());
+                        r.upstream.response_time = response_time;
                     }
                     if let Some(l) = log.as_mut() {
-                        record.response_time = Some(self.start.elapsed());
+                        record.response_time = response_time;
                         l.upstream = Some(record);
                     }
                     return Ok((Response::from_parts(head.parts, body), done));

@@ -35,6 +35,9 @@ use crate::plugin::ctx::{BalancerCtx, ReqBody};
 use crate::plugin::native::Answer;
 use crate::plugin::{Chain, Impl, Phase, RequestCtx};
 
+/// A request's chains: the global rules' (usually one, or none) and the route's, inline.
+type Chains = smallvec::SmallVec<[Arc<Chain>; 3]>;
+
 /// Lua output goes out as nginx's `default_type` says in APISIX's configuration.
 const DEFAULT_TYPE: &str = "text/plain";
 
@@ -78,7 +81,7 @@ struct Run {
     version: u64,
     /// The global rules' chains, then the route's (replaced by the route merged with the
     /// consumer's plugins once an auth plugin identified one).
-    chains: RefCell<Vec<Arc<Chain>>>,
+    chains: RefCell<Chains>,
     snapshot: Arc<Snapshot>,
     /// The `rewrite_in_consumer` pass: only plugins that came from the consumer run.
     consumer_pass: Cell<bool>,
@@ -269,7 +272,7 @@ impl Run {
             return None;
         }
         let chains = self.chains.borrow().clone();
-        let mut groups: Vec<Group<'_>> = Vec::with_capacity(MAX_GROUPS);
+        let mut groups: smallvec::SmallVec<[Group<'_>; MAX_GROUPS]> = smallvec::SmallVec::new();
         for phase in [Phase::Rewrite, Phase::Access] {
             for (slot, chain) in chains.iter().enumerate() {
                 let indices = chain.lua_run(phase)?;
@@ -571,7 +574,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
     } else {
         &snapshot.global_chains
     };
-    let chains: Vec<Arc<Chain>> = globals
+    let chains: Chains = globals
         .iter()
         .cloned()
         .chain(route.chain.iter().cloned())
