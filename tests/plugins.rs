@@ -805,3 +805,37 @@ fn a_handler_that_does_not_compile_fails_under_its_own_directive_name() {
         "the content handler is not blamed: {log}"
     );
 }
+
+#[test]
+fn routes_with_lua_plugins_send_apisix_forwarding_fields() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:\n  - id: traced\n    uri: /traced\n    upstream_id: e\n    plugins:\n      fixture-trace: {}",
+    );
+    // Nothing of the client's to combine with: the fields are written after the request's own.
+    let r = request(gw.port, "GET", "/traced", &[("Host", "site.test:8080")], b"");
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "site.test:8080");
+    assert_eq!(h["x-forwarded-port"], "8080");
+    // The client's X-Forwarded-For gets the client appended; this config trusts 127.0.0.1's
+    // X-Real-IP (as APISIX's test configuration does), so the client is 6.6.6.6.
+    let r = request(
+        gw.port,
+        "GET",
+        "/traced",
+        &[("X-Forwarded-For", "1.2.3.4"), ("X-Real-IP", "6.6.6.6")],
+        b"",
+    );
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-for"], "1.2.3.4, 6.6.6.6");
+    assert_eq!(h["x-real-ip"], "6.6.6.6");
+    let r = request(gw.port, "GET", "/traced", &[("X-Forwarded-For", "1.2.3.4")], b"");
+    assert_eq!(r.json()["headers"]["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+    assert_eq!(r.json()["headers"]["x-real-ip"], "127.0.0.1");
+}

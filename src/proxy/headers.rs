@@ -125,11 +125,19 @@ pub fn set_forwarding(h: &mut HeaderMap, client_ip: &HeaderValue) {
 /// request). Same values and order as [`neutralize_forwarded`] then [`set_forwarding`] give.
 #[derive(Debug, Clone)]
 pub struct Forwarding {
+    /// `X-Forwarded-Proto`/`-Host`/`-Port`; `None` when they are among the request's own fields
+    /// (a route with plugins gets them on arrival, where the plugins read them).
+    pub observed: Option<Observed>,
+    /// `X-Forwarded-For` and `X-Real-IP`: the client's address.
+    pub client_ip: HeaderValue,
+}
+
+/// The `X-Forwarded-Proto`/`-Host`/`-Port` values of a [`Forwarding`].
+#[derive(Debug, Clone)]
+pub struct Observed {
     pub proto: HeaderValue,
     pub host: Option<HeaderValue>,
     pub port: HeaderValue,
-    /// `X-Forwarded-For` and `X-Real-IP`: the client's address.
-    pub client_ip: HeaderValue,
 }
 
 impl Forwarding {
@@ -140,11 +148,13 @@ impl Forwarding {
             buf.extend_from_slice(value.as_bytes());
             buf.extend_from_slice(b"\r\n");
         };
-        line(b"x-forwarded-proto: ", &self.proto);
-        if let Some(h) = &self.host {
-            line(b"x-forwarded-host: ", h);
+        if let Some(o) = &self.observed {
+            line(b"x-forwarded-proto: ", &o.proto);
+            if let Some(h) = &o.host {
+                line(b"x-forwarded-host: ", h);
+            }
+            line(b"x-forwarded-port: ", &o.port);
         }
-        line(b"x-forwarded-port: ", &self.port);
         line(b"x-forwarded-for: ", &self.client_ip);
         line(b"x-real-ip: ", &self.client_ip);
     }
@@ -160,6 +170,15 @@ pub fn any_forwarding(h: &HeaderMap) -> bool {
             15..=17 => n.starts_with("x-forwarded-"),
             _ => false,
         }
+    })
+}
+
+/// Whether the request carries `X-Forwarded-For` or `X-Real-IP` (from the client or a
+/// plugin): then [`set_forwarding`] must combine with them. One pass on the names, no hashing.
+pub fn has_client_forwarding(h: &HeaderMap) -> bool {
+    h.keys().any(|k| {
+        let n = k.as_str();
+        (n.len() == 15 && n == "x-forwarded-for") || (n.len() == 9 && n == "x-real-ip")
     })
 }
 
@@ -190,10 +209,12 @@ mod tests {
             with.insert(HeaderName::from_static(name), "v".parse().unwrap());
             assert!(any_forwarding(&with), "{name}");
         }
-        let f = Forwarding {
-            proto: HeaderValue::from_static("http"),
-            host: Some(HeaderValue::from_static("example.com:8080")),
-            port: HeaderValue::from_static("8080"),
+        let mut f = Forwarding {
+            observed: Some(Observed {
+                proto: HeaderValue::from_static("http"),
+                host: Some(HeaderValue::from_static("example.com:8080")),
+                port: HeaderValue::from_static("8080"),
+            }),
             client_ip: HeaderValue::from_static("10.0.0.1"),
         };
         let mut buf = Vec::new();
@@ -202,6 +223,20 @@ mod tests {
             String::from_utf8(buf).unwrap(),
             "x-forwarded-proto: http\r\nx-forwarded-host: example.com:8080\r\nx-forwarded-port: 8080\r\nx-forwarded-for: 10.0.0.1\r\nx-real-ip: 10.0.0.1\r\n"
         );
+        // A route with plugins: the observed fields are in the request's map already.
+        f.observed = None;
+        let mut buf = Vec::new();
+        f.encode(&mut buf);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "x-forwarded-for: 10.0.0.1\r\nx-real-ip: 10.0.0.1\r\n"
+        );
+        assert!(!has_client_forwarding(&h));
+        for name in ["x-forwarded-for", "x-real-ip"] {
+            let mut with = h.clone();
+            with.insert(HeaderName::from_static(name), "v".parse().unwrap());
+            assert!(has_client_forwarding(&with), "{name}");
+        }
     }
 
     #[test]

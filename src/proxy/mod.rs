@@ -756,17 +756,13 @@ pub async fn handle(
     });
 
     let mut up_headers = parts.headers;
-    let mut forwarding = None;
     let apart = if apisix_route {
         forwarding_apart(&mut up_headers, &parts.uri, &cx, client)
     } else {
         None
     };
-    let client_host = match apart {
-        Some((f, host)) => {
-            forwarding = Some(f);
-            host
-        }
+    let (client_host, forwarding) = match apart {
+        Some((f, host)) => (host, Some(f)),
         None => {
             if apisix_route {
                 neutralize_on_arrival(&mut up_headers, &parts.uri, &cx);
@@ -827,12 +823,15 @@ fn upstream_of(route: &RouteEntry) -> Result<Arc<UpstreamDef>, StatusCode> {
 
 /// Turns the client's headers into the upstream's: hop-by-hop headers out, APISIX's
 /// `X-Forwarded-For`/`X-Real-IP` in (`X-Forwarded-Proto`/`-Host`/`-Port` were set on arrival). Returns the client's `Host` (HTTP/2: its `:authority`).
+/// Returns the client's `Host`, and the forwarding fields to write after the request's own
+/// when the request carries no `X-Forwarded-For`/`X-Real-IP` to combine with (inserting these
+/// two names into the map hashes them byte by byte; nothing reads them there any more).
 fn upstream_headers(
     headers: &mut http::HeaderMap,
     uri: &Uri,
     cx: &ConnCtx,
     client: SocketAddr,
-) -> Option<HeaderValue> {
+) -> (Option<HeaderValue>, Option<headers::Forwarding>) {
     // HTTP/2 carries the host in `:authority` instead of `Host`.
     let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
         uri.authority()
@@ -848,8 +847,15 @@ fn upstream_headers(
         HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
             .unwrap_or_else(|_| cx.remote_ip.clone())
     };
-    headers::set_forwarding(headers, &client_ip);
-    client_host
+    if headers::has_client_forwarding(headers) {
+        headers::set_forwarding(headers, &client_ip);
+        return (client_host, None);
+    }
+    let apart = headers::Forwarding {
+        observed: None,
+        client_ip,
+    };
+    (client_host, Some(apart))
 }
 
 /// The plugin-less path's shortcut for [`neutralize_on_arrival`] then [`upstream_headers`]
@@ -893,9 +899,11 @@ fn forwarding_apart(
             .unwrap_or_else(|_| cx.remote_ip.clone())
     };
     let f = headers::Forwarding {
-        proto: HeaderValue::from_static(cx.scheme()),
-        host: fwd_host,
-        port: fwd_port,
+        observed: Some(headers::Observed {
+            proto: HeaderValue::from_static(cx.scheme()),
+            host: fwd_host,
+            port: fwd_port,
+        }),
         client_ip,
     };
     Some((f, client_host))
@@ -905,7 +913,7 @@ fn forwarding_apart(
 /// ([`headers::neutralize_forwarded`]). It belongs to APISIX's `location /`: a `lua_handlers`
 /// route (an nginx location of its own, in a test harness) sees the client's headers as sent.
 fn neutralize_on_arrival(headers: &mut http::HeaderMap, uri: &Uri, cx: &ConnCtx) {
-    // Room for the three set here and the two `upstream_headers` adds, in one allocation
+    // Room for the three set here and the two `upstream_headers` may add, in one allocation
     // instead of a map that grows (and rehashes) on the way.
     headers.reserve(5);
     // `$host` matters only without a Host header; owning it costs an allocation.

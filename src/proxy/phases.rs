@@ -951,7 +951,7 @@ async fn forward(
             .get("upstream_host")
             .and_then(|h| HeaderValue::from_str(h).ok())
             .or_else(|| super::route_action::host_rewrite(&route.action));
-        let client_host = upstream_headers(&mut headers, client_uri, cx, r.remote);
+        let (client_host, forwarding) = upstream_headers(&mut headers, client_uri, cx, r.remote);
         // Built in one place: every intermediate tuple was another copy of the headers,
         // the uri and the body.
         Forward {
@@ -961,7 +961,7 @@ async fn forward(
             method: r.method.clone(),
             uri,
             headers,
-            forwarding: None,
+            forwarding,
             client_host,
             body,
             body_error,
