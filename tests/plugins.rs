@@ -815,7 +815,13 @@ fn routes_with_lua_plugins_send_apisix_forwarding_fields() {
         "routes:\n  - id: traced\n    uri: /traced\n    upstream_id: e\n    plugins:\n      fixture-trace: {}",
     );
     // Nothing of the client's to combine with: the fields are written after the request's own.
-    let r = request(gw.port, "GET", "/traced", &[("Host", "site.test:8080")], b"");
+    let r = request(
+        gw.port,
+        "GET",
+        "/traced",
+        &[("Host", "site.test:8080")],
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", gw.error_log());
     let h = &r.json()["headers"];
     assert_eq!(h["x-real-ip"], "127.0.0.1");
@@ -835,7 +841,13 @@ fn routes_with_lua_plugins_send_apisix_forwarding_fields() {
     let h = &r.json()["headers"];
     assert_eq!(h["x-forwarded-for"], "1.2.3.4, 6.6.6.6");
     assert_eq!(h["x-real-ip"], "6.6.6.6");
-    let r = request(gw.port, "GET", "/traced", &[("X-Forwarded-For", "1.2.3.4")], b"");
+    let r = request(
+        gw.port,
+        "GET",
+        "/traced",
+        &[("X-Forwarded-For", "1.2.3.4")],
+        b"",
+    );
     assert_eq!(r.json()["headers"]["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
     assert_eq!(r.json()["headers"]["x-real-ip"], "127.0.0.1");
 }
