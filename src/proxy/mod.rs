@@ -822,31 +822,18 @@ fn upstream_of(route: &RouteEntry) -> Result<Arc<UpstreamDef>, StatusCode> {
 }
 
 /// Turns the client's headers into the upstream's: hop-by-hop headers out, APISIX's
-/// `X-Forwarded-For`/`X-Real-IP` in (`X-Forwarded-Proto`/`-Host`/`-Port` were set on arrival). Returns the client's `Host` (HTTP/2: its `:authority`).
-/// Returns the client's `Host`, and the forwarding fields to write after the request's own
-/// when the request carries no `X-Forwarded-For`/`X-Real-IP` to combine with (inserting these
-/// two names into the map hashes them byte by byte; nothing reads them there any more).
+/// `X-Forwarded-For`/`X-Real-IP` in (`X-Forwarded-Proto`/`-Host`/`-Port` were set on arrival).
+/// Returns the client's `Host` (HTTP/2: its `:authority`), and the forwarding fields to write
+/// after the request's own when the request carries no `X-Forwarded-For`/`X-Real-IP` to
+/// combine with (inserting these two names into the map hashes them byte by byte; nothing
+/// reads them there any more).
 fn upstream_headers(
     headers: &mut http::HeaderMap,
     uri: &Uri,
     cx: &ConnCtx,
     client: SocketAddr,
 ) -> (Option<HeaderValue>, Option<headers::Forwarding>) {
-    // HTTP/2 carries the host in `:authority` instead of `Host`.
-    let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    headers::strip_hop_by_hop(headers);
-    // `100-continue` is answered to the client by this hop (`server::h1` does it when the
-    // body is first read, hyper on HTTP/2); the upstream gets the body without being asked, as nginx sends it.
-    headers.remove(header::EXPECT);
-    let client_ip = if client == cx.remote {
-        cx.remote_ip.clone()
-    } else {
-        HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
-            .unwrap_or_else(|_| cx.remote_ip.clone())
-    };
+    let (client_host, client_ip) = leave_client_hop(headers, uri, cx, client);
     if headers::has_client_forwarding(headers) {
         headers::set_forwarding(headers, &client_ip);
         return (client_host, None);
@@ -870,34 +857,11 @@ fn forwarding_apart(
     cx: &ConnCtx,
     client: SocketAddr,
 ) -> Option<(headers::Forwarding, Option<HeaderValue>)> {
-    let settings = &cx.worker.shared.settings;
-    if settings
-        .trusted_addresses
-        .as_ref()
-        .is_some_and(|t| t.contains(cx.remote.ip()))
-        || headers::any_forwarding(headers)
-    {
+    if peer_trusted(cx) || headers::any_forwarding(headers) {
         return None;
     }
-    let fallback = if headers.contains_key(header::HOST) {
-        String::new()
-    } else {
-        request::host_of(uri, headers).into_owned()
-    };
-    let (fwd_host, fwd_port) = observed_forwarding(headers, uri, &fallback, cx);
-    // HTTP/2 carries the host in `:authority` instead of `Host`.
-    let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    headers::strip_hop_by_hop(headers);
-    headers.remove(header::EXPECT);
-    let client_ip = if client == cx.remote {
-        cx.remote_ip.clone()
-    } else {
-        HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
-            .unwrap_or_else(|_| cx.remote_ip.clone())
-    };
+    let (fwd_host, fwd_port) = observed_forwarding(headers, uri, cx);
+    let (client_host, client_ip) = leave_client_hop(headers, uri, cx, client);
     let f = headers::Forwarding {
         observed: Some(headers::Observed {
             proto: HeaderValue::from_static(cx.scheme()),
@@ -909,6 +873,48 @@ fn forwarding_apart(
     Some((f, client_host))
 }
 
+/// What both ways of building the upstream's headers do first: the client's `Host`, read
+/// before the hop-by-hop fields and `Expect` leave the map, and the client's address as a
+/// header value.
+fn leave_client_hop(
+    headers: &mut http::HeaderMap,
+    uri: &Uri,
+    cx: &ConnCtx,
+    client: SocketAddr,
+) -> (Option<HeaderValue>, HeaderValue) {
+    let client_host = client_host(headers, uri);
+    headers::strip_hop_by_hop(headers);
+    // `100-continue` is answered to the client by this hop (`server::h1` does it when the
+    // body is first read, hyper on HTTP/2); the upstream gets the body without being asked,
+    // as nginx sends it.
+    headers.remove(header::EXPECT);
+    let client_ip = if client == cx.remote {
+        cx.remote_ip.clone()
+    } else {
+        HeaderValue::from_str(&crate::router::ip::canonical(client.ip()).to_string())
+            .unwrap_or_else(|_| cx.remote_ip.clone())
+    };
+    (client_host, client_ip)
+}
+
+/// The `Host` header, or on HTTP/2 (which carries it as `:authority`) the URI's authority.
+fn client_host(headers: &http::HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
+/// The connection's peer is inside `apisix.trusted_addresses`: its forwarding fields stay.
+fn peer_trusted(cx: &ConnCtx) -> bool {
+    cx.worker
+        .shared
+        .settings
+        .trusted_addresses
+        .as_ref()
+        .is_some_and(|t| t.contains(cx.remote.ip()))
+}
+
 /// APISIX's sanitising of `X-Forwarded-Proto`/`-Host`/`-Port` and `Forwarded` on arrival
 /// ([`headers::neutralize_forwarded`]). It belongs to APISIX's `location /`: a `lua_handlers`
 /// route (an nginx location of its own, in a test harness) sees the client's headers as sent.
@@ -916,21 +922,8 @@ fn neutralize_on_arrival(headers: &mut http::HeaderMap, uri: &Uri, cx: &ConnCtx)
     // Room for the three set here and the two `upstream_headers` may add, in one allocation
     // instead of a map that grows (and rehashes) on the way.
     headers.reserve(5);
-    // `$host` matters only without a Host header; owning it costs an allocation.
-    let fallback = if headers.contains_key(header::HOST) {
-        String::new()
-    } else {
-        request::host_of(uri, headers).into_owned()
-    };
-    let (fwd_host, fwd_port) = observed_forwarding(headers, uri, &fallback, cx);
-    let peer_trusted = cx
-        .worker
-        .shared
-        .settings
-        .trusted_addresses
-        .as_ref()
-        .is_some_and(|t| t.contains(cx.remote.ip()));
-    headers::neutralize_forwarded(headers, cx.scheme(), fwd_host, fwd_port, peer_trusted);
+    let (fwd_host, fwd_port) = observed_forwarding(headers, uri, cx);
+    headers::neutralize_forwarded(headers, cx.scheme(), fwd_host, fwd_port, peer_trusted(cx));
 }
 
 /// `$var_x_forwarded_host`/`_port` of APISIX's template: the Host header (HTTP/2: the
@@ -939,13 +932,9 @@ fn neutralize_on_arrival(headers: &mut http::HeaderMap, uri: &Uri, cx: &ConnCtx)
 fn observed_forwarding(
     headers: &http::HeaderMap,
     uri: &Uri,
-    host: &str,
     cx: &ConnCtx,
 ) -> (Option<HeaderValue>, HeaderValue) {
-    let client_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let client_host = client_host(headers, uri);
     let fwd_port = match client_host
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -955,7 +944,9 @@ fn observed_forwarding(
         Some(p) => HeaderValue::from_str(p).unwrap_or_else(|_| cx.local_port.clone()),
         None => cx.local_port.clone(),
     };
-    let fwd_host = client_host.or_else(|| HeaderValue::from_str(host).ok());
+    // `$host` matters only without a Host header (owning it costs an allocation).
+    let fwd_host =
+        client_host.or_else(|| HeaderValue::from_str(&request::host_of(uri, headers)).ok());
     (fwd_host, fwd_port)
 }
 
