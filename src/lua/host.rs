@@ -377,12 +377,18 @@ impl LuaHost {
         } else {
             0
         };
+        // A cached route object takes this request's match when there are no uri parameters
+        // (those come from `route_match`).
+        let hold = |slot: &mut RouteSlot| -> mlua::Result<i64> {
+            if !r.uri_params.is_empty() {
+                return Ok(0);
+            }
+            slot.hold_match(r.matched_uri.as_deref(), r.matched_host.as_deref())?;
+            Ok(ENTRY_MATCH_ON_ROUTE)
+        };
         let cache = self.cacheable(version);
         if cache && let Some(slot) = self.routes.borrow_mut().get_mut(route.id) {
-            if r.uri_params.is_empty() {
-                slot.hold_match(r.matched_uri.as_deref(), r.matched_host.as_deref())?;
-                flags |= ENTRY_MATCH_ON_ROUTE;
-            }
+            flags |= hold(slot)?;
             return Ok((slot.table.clone(), flags));
         }
         let t: Table =
@@ -394,10 +400,7 @@ impl LuaHost {
                 path: None,
                 host: None,
             };
-            if r.uri_params.is_empty() {
-                slot.hold_match(r.matched_uri.as_deref(), r.matched_host.as_deref())?;
-                flags |= ENTRY_MATCH_ON_ROUTE;
-            }
+            flags |= hold(&mut slot)?;
             self.routes.borrow_mut().insert(route.id.to_string(), slot);
         }
         Ok((t, flags))
