@@ -601,24 +601,34 @@ pub async fn handle(
         };
     }
 
+    // The listeners' own servers (metrics, control, admin) are boxed: their futures are larger
+    // than the proxy path's, and an inline one would size (and copy) every request's future.
     if cx.serves == crate::server::Serves::PrometheusExport {
         let path = path.into_owned();
         let host = host.into_owned();
-        return Ok(metrics_export::serve(cx.clone(), parts, body, path, host, start).await);
+        return Ok(Box::pin(metrics_export::serve(
+            cx.clone(),
+            parts,
+            body,
+            path,
+            host,
+            start,
+        ))
+        .await);
     }
     if cx.serves == crate::server::Serves::Control
         || (cx.worker.shared.control_on_data_port && path.starts_with("/v1/"))
     {
         let path = path.into_owned();
         let host = host.into_owned();
-        return Ok(control::serve(cx.clone(), parts, body, path, host, start).await);
+        return Ok(Box::pin(control::serve(cx.clone(), parts, body, path, host, start)).await);
     }
 
     if let Some(admin) = &cx.worker.shared.admin
         && (path == "/apisix/admin" || path.starts_with("/apisix/admin/"))
     {
         let path = path.into_owned();
-        let resp = admin_on_data_port(admin, parts, body, &path, cx.remote).await;
+        let resp = Box::pin(admin_on_data_port(admin, parts, body, &path, cx.remote)).await;
         return Ok(finish(resp, &cx, log, None, None));
     }
 
