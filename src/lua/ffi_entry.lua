@@ -80,8 +80,8 @@ req.get_headers = function(max, raw)
 end
 
 ------------------------------------------------------------------------------------------------
--- Header setters: a string name and a string or number value take the FFI path; every other
--- form (a list, nil, booleans, a bad name or value) the raw function, which also raises the
+-- Header setters: a string name and a string, number or nil value take the FFI path; every
+-- other form (a list, a boolean, a bad name or value) the raw function, which also raises the
 -- errors.
 
 local setter_t = ffi.typeof("int (*)(const char *, size_t, const char *, size_t, double, int)")
@@ -96,6 +96,10 @@ local function header_setter(c_set, raw_set)
                 end
             elseif tv == "number" then
                 if c_set(name, #name, nil, 0, value, 1) == 0 then
+                    return
+                end
+            elseif value == nil then
+                if c_set(name, #name, nil, 0, 0, 2) == 0 then
                     return
                 end
             end

@@ -213,10 +213,12 @@ unsafe fn bytes_arg<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
     Some(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
-/// A header value from a string (`kind` 0: `""` clears, as with the raw functions) or a number
-/// (`kind` 1); `Err` when the wrapper must call the raw function (which raises the error).
+/// A header value from a string (`kind` 0: `""` clears, as with the raw functions), a number
+/// (`kind` 1) or `nil` (`kind` 2: clears); `Err` when the wrapper must call the raw function
+/// (which raises the error).
 fn value_arg(value: &[u8], num: f64, kind: c_int) -> Result<Option<HeaderValues>, ()> {
     match kind {
+        2 => Ok(None),
         0 if value.is_empty() => Ok(None),
         // nginx refuses CR/LF in header values; the raw function raises that error.
         0 => HeaderValue::from_bytes(value)
@@ -232,8 +234,9 @@ fn value_arg(value: &[u8], num: f64, kind: c_int) -> Result<Option<HeaderValues>
     }
 }
 
-/// `ngx.req.set_header(name, value)` for a string name and a string (`kind` 0) or number
-/// (`kind` 1) value: 0 when done, 1 when the wrapper must call the raw function.
+/// `ngx.req.set_header(name, value)` for a string name and a string (`kind` 0), number
+/// (`kind` 1) or `nil` (`kind` 2) value: 0 when done, 1 when the wrapper must call the raw
+/// function.
 ///
 /// # Safety
 /// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
@@ -267,8 +270,8 @@ unsafe extern "C" fn moongate_req_set_header(
     })
 }
 
-/// `ngx.header[name] = value` for a string name and a string (`kind` 0) or number (`kind` 1)
-/// value: 0 when done, 1 when the wrapper must call the raw function.
+/// `ngx.header[name] = value` for a string name and a string (`kind` 0), number (`kind` 1) or
+/// `nil` (`kind` 2) value: 0 when done, 1 when the wrapper must call the raw function.
 ///
 /// # Safety
 /// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
