@@ -537,4 +537,54 @@ mod tests {
             Some(Some(100))
         );
     }
+
+    /// Sandboxed code (JIT off, counted) outside any request: every wrapper answers as the raw
+    /// function does there, the dictionary works, and the entry points refuse what no string
+    /// could be (a null pointer with a length) without reading it.
+    #[test]
+    fn sandboxed_code_without_a_request_gets_the_raw_answers() {
+        use crate::lua::vm::{LuaVm, SandboxBudget, VmOptions};
+        let mut opts = VmOptions::for_prefix(std::path::Path::new("/nonexistent"));
+        opts.shared_dicts = super::super::ngx::shared::SharedDicts::new(&[("d".into(), 1 << 20)]);
+        let vm = LuaVm::new(&opts).unwrap();
+        let f = vm
+            .load_sandboxed(
+                "sandboxed",
+                r#"
+                local out = {}
+                local function try(f, ...)
+                  local ok, err = pcall(f, ...)
+                  out[#out + 1] = tostring(ok) .. " " .. tostring(err)
+                end
+                try(ngx.req.get_headers)
+                try(ngx.req.set_header, "X-A", "v")
+                try(function() ngx.header["X-A"] = 1 end)
+                try(require("moongate.headers").first, "host")
+                out[#out + 1] = tostring(ngx.shared.d:incr("k", 2, 40))
+                local c_set
+                for i = 1, 20 do
+                  local name, v = debug.getupvalue(ngx.req.set_header, i)
+                  if name == nil then break end
+                  if name == "c_set" then c_set = v end
+                end
+                out[#out + 1] = tostring(c_set(nil, 100, nil, 0, 0, 0))
+                out[#out + 1] = tostring(c_set("x", 1, nil, 5, 0, 0))
+                out[#out + 1] = tostring(c_set("x", 1, nil, 0, 0, 99))
+                return table.concat(out, "\n")
+                "#,
+                SandboxBudget {
+                    instructions: 1_000_000,
+                },
+            )
+            .unwrap();
+        let got: String = f.call(()).unwrap();
+        assert_eq!(
+            got,
+            "false no request found\n\
+             false no request found\n\
+             false no request found\n\
+             false no request found\n\
+             42\n1\n1\n1"
+        );
+    }
 }
