@@ -20,10 +20,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Function, Lua, MultiValue, Table, Value};
+use mlua::{Function, Lua, RegistryKey, Table, Value};
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
+use super::entry::{self, Arg, First, Out, Outs};
 use super::plugin;
 use super::request::{self, SharedReq};
 use super::sched::{self, Exitable};
@@ -34,8 +35,9 @@ const RUNNER: &str = include_str!("runner.lua");
 /// The fewest chain-table entries at which dead chains are swept.
 const SWEEP_MIN: usize = 256;
 
-/// One chain's table, with the tokens that tell whether the chain is alive.
-type ChainTable = (Vec<std::sync::Weak<()>>, Table);
+/// One chain's table (in a registry slot, as entries push it), with the tokens that tell
+/// whether the chain is alive.
+type ChainTable = (Vec<std::sync::Weak<()>>, RegistryKey);
 
 /// What a phase run ended with.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,11 +97,14 @@ type HandlerFn = Result<Function, String>;
 pub struct LuaHost {
     vm: LuaVm,
     modules: HashMap<String, Table>,
-    runner: Function,
+    /// `runner.lua`'s entry for one run (in a registry slot, as entries push it).
+    runner: RegistryKey,
     /// Gives a conf table its `_meta.parent` (see [`SET_PARENT`]).
     set_parent: Function,
     /// `runner.lua`'s entry for several groups in one call (`run_groups`).
-    run_groups_fn: Function,
+    run_groups_fn: RegistryKey,
+    /// The threads entries run on.
+    threads: entry::Threads,
     /// `runner.lua`'s route object maker, called once per route per snapshot.
     make_route: Function,
     /// Chain tables per compiled chain ([`crate::plugin::ChainId`]), with the tokens that tell
@@ -205,9 +210,27 @@ const ENTRY_HAS_STATE: i64 = 1;
 /// has no uri parameters: `ctx.curr_req_matched` is filled from it, without `route_match`.
 const ENTRY_MATCH_ON_ROUTE: i64 = 2;
 
+/// The route object an entry pushes: a cached one's registry slot (pushed right away, before
+/// anything could drop the cache), or the key of one made for a request of an older snapshot.
+enum RouteArg {
+    Cached(std::ffi::c_int),
+    Own(RegistryKey),
+}
+
+impl RouteArg {
+    fn arg(&self) -> Arg {
+        match self {
+            RouteArg::Cached(slot) => Arg::Ref(*slot),
+            RouteArg::Own(key) => Arg::Ref(key.id()),
+        }
+    }
+}
+
 /// A cached route object and the match its `_match_*` fields hold now.
 struct RouteSlot {
     table: Table,
+    /// `table` in a registry slot, as entries push it.
+    key: RegistryKey,
     path: Option<String>,
     host: Option<String>,
 }
@@ -266,6 +289,9 @@ impl LuaHost {
             .load(SET_PARENT)
             .set_name("=moongate/set_parent")
             .call(())?;
+        let threads = entry::Threads::new(runner.clone());
+        let runner = lua.create_registry_value(runner)?;
+        let run_groups_fn = lua.create_registry_value(run_groups_fn)?;
         Ok(LuaHost {
             vm_id,
             vm,
@@ -273,6 +299,7 @@ impl LuaHost {
             runner,
             set_parent,
             run_groups_fn,
+            threads,
             make_route,
             chains: RefCell::new(FxHashMap::default()),
             sweep_at: Cell::new(SWEEP_MIN),
@@ -306,11 +333,12 @@ impl LuaHost {
 
     /// The chain as Lua sees it: `{name, mod, conf}` per Lua plugin (`false` for native
     /// ones, so indices line up) and the owner's `conf_type`, `conf_id`, `conf_version`, made
-    /// once per compiled chain.
-    fn chain_table(&self, chain: &Chain) -> Result<Table, String> {
+    /// once per compiled chain. Returns its registry slot, to push right away (the slot is
+    /// given up when the chain dies).
+    fn chain_table(&self, chain: &Chain) -> Result<std::ffi::c_int, String> {
         let key = chain.id.key();
         if let Some((_, t)) = self.chains.borrow().get(&key) {
-            return Ok(t.clone());
+            return Ok(t.id());
         }
         let lua = self.lua();
         let err = |e: mlua::Error| e.to_string();
@@ -353,8 +381,10 @@ impl LuaHost {
             chains.retain(|_, (alive, _)| crate::plugin::ChainId::alive(alive));
             self.sweep_at.set((chains.len() * 2).max(SWEEP_MIN));
         }
-        chains.insert(key, (chain.id.watch(), t.clone()));
-        Ok(t)
+        let t = lua.create_registry_value(t).map_err(err)?;
+        let slot = t.id();
+        chains.insert(key, (chain.id.watch(), t));
+        Ok(slot)
     }
 
     /// What the runner's entry points take first: the route object plugins see as
@@ -370,7 +400,7 @@ impl LuaHost {
         version: u64,
         route: &RouteInfo<'_>,
         req: &SharedReq,
-    ) -> mlua::Result<(Table, i64)> {
+    ) -> mlua::Result<(RouteArg, i64)> {
         let r = req.borrow();
         let mut flags = if request::has_state(r.id) {
             ENTRY_HAS_STATE
@@ -389,21 +419,25 @@ impl LuaHost {
         let cache = self.cacheable(version);
         if cache && let Some(slot) = self.routes.borrow_mut().get_mut(route.id) {
             flags |= hold(slot)?;
-            return Ok((slot.table.clone(), flags));
+            return Ok((RouteArg::Cached(slot.key.id()), flags));
         }
         let t: Table =
             self.make_route
                 .call((route.id, route.name, route.service_id, route.modified_index))?;
-        if cache {
-            let mut slot = RouteSlot {
-                table: t.clone(),
-                path: None,
-                host: None,
-            };
-            flags |= hold(&mut slot)?;
-            self.routes.borrow_mut().insert(route.id.to_string(), slot);
+        let key = self.lua().create_registry_value(t.clone())?;
+        if !cache {
+            return Ok((RouteArg::Own(key), flags));
         }
-        Ok((t, flags))
+        let mut slot = RouteSlot {
+            table: t,
+            key,
+            path: None,
+            host: None,
+        };
+        flags |= hold(&mut slot)?;
+        let arg = RouteArg::Cached(slot.key.id());
+        self.routes.borrow_mut().insert(route.id.to_string(), slot);
+        Ok((arg, flags))
     }
 
     /// Calls every loaded plugin's `destroy()` (plugin reload), logging failures.
@@ -443,31 +477,30 @@ impl LuaHost {
             }
         };
         let phase_no = phase_number(phase);
+        let head = [
+            route_t.arg(),
+            Arg::Int(flags),
+            Arg::Ref(chain_t),
+            Arg::Int(phase_no),
+        ];
         // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
         let out = if indices.iter().all(|&i| i < 52) {
             let mask = plugin_mask(indices);
             premark(req, mask);
-            self.drive(
-                req,
-                &self.runner,
-                (route_t, flags, chain_t, phase_no, mask as f64),
-            )
-            .await
+            let [a, b, c, d] = head;
+            self.drive(req, self.runner.id(), &[a, b, c, d, Arg::Num(mask as f64)])
+                .await
         } else {
-            let mut args = MultiValue::with_capacity(indices.len() + 5);
-            args.push_back(Value::Table(route_t));
-            args.push_back(Value::Integer(flags));
-            args.push_back(Value::Table(chain_t));
-            args.push_back(Value::Integer(phase_no));
-            args.push_back(Value::Integer(0));
-            for i in indices {
-                args.push_back(Value::Integer(*i as i64 + 1));
-            }
-            self.drive(req, &self.runner, args).await
+            let mut args = Vec::with_capacity(indices.len() + 5);
+            args.extend(head);
+            args.push(Arg::Int(0));
+            args.extend(indices.iter().map(|&i| Arg::Int(i as i64 + 1)));
+            self.drive(req, self.runner.id(), &args).await
         };
+        drop(route_t);
         req.borrow_mut().mark_plugin(0);
         match out {
-            Driven::Done((kind, index, status, body)) => {
+            Driven::Done([kind, index, status, body, _]) => {
                 step_of(chain, phase, req, kind, index, status, body)
             }
             other => self.failed_run(other, chain, phase),
@@ -475,7 +508,7 @@ impl LuaHost {
     }
 
     /// What a run that did not return ended with.
-    fn failed_run<R>(&self, out: Driven<R>, chain: &Chain, phase: Phase) -> Step {
+    fn failed_run(&self, out: Driven, chain: &Chain, phase: Phase) -> Step {
         match out {
             Driven::Exited => Step::Exit,
             Driven::TimedOut => {
@@ -521,10 +554,10 @@ impl LuaHost {
         {
             return None;
         }
-        let mut tables = Vec::with_capacity(groups.len());
-        for g in groups {
+        let mut tables = [Arg::Nil; MAX_GROUPS];
+        for (slot, g) in tables.iter_mut().zip(groups) {
             match self.chain_table(g.chain) {
-                Ok(t) => tables.push(Value::Table(t)),
+                Ok(t) => *slot = Arg::Ref(t),
                 Err(e) => {
                     log::error!("failed to prepare the plugins of {}: {e}", g.chain.key);
                     return Some(GroupsOut::Ended {
@@ -546,67 +579,39 @@ impl LuaHost {
         };
         // Per group: its chain, (phase number * 256 + chain slot) * 64 + its first plugin's
         // index, plugin bit mask (see runner.lua's run_groups).
-        let mut it = tables.into_iter();
-        let mut next = |k: usize| -> (Value, f64, f64) {
-            let g = &groups[k.min(groups.len() - 1)];
-            if k >= groups.len() {
-                return (Value::Nil, 0.0, 0.0);
-            }
+        let mut args = [Arg::Nil; 3 + 3 * MAX_GROUPS];
+        args[0] = route_t.arg();
+        args[1] = Arg::Int(flags);
+        args[2] = Arg::Int(groups.len() as i64);
+        for (k, g) in groups.iter().enumerate() {
             let mask = plugin_mask(g.indices);
             let first = i64::from(mask.trailing_zeros());
-            (
-                it.next().unwrap_or(Value::Nil),
-                ((phase_number(g.phase) * 256 + g.slot as i64) * 64 + first) as f64,
-                mask as f64,
-            )
-        };
-        let (c1, p1, m1) = next(0);
-        let (c2, p2, m2) = next(1);
-        let (c3, p3, m3) = next(2);
-        let (c4, p4, m4) = next(3);
-        premark(req, m1 as u64);
-        let out = self
-            .drive::<_, GroupsRet>(
-                req,
-                &self.run_groups_fn,
-                (
-                    route_t,
-                    flags,
-                    groups.len() as i64,
-                    c1,
-                    p1,
-                    m1,
-                    c2,
-                    p2,
-                    m2,
-                    c3,
-                    p3,
-                    m3,
-                    c4,
-                    p4,
-                    m4,
-                ),
-            )
-            .await;
+            args[3 + 3 * k] = tables[k];
+            args[4 + 3 * k] =
+                Arg::Num(((phase_number(g.phase) * 256 + g.slot as i64) * 64 + first) as f64);
+            args[5 + 3 * k] = Arg::Num(mask as f64);
+        }
+        premark(req, plugin_mask(groups[0].indices));
+        let out = self.drive(req, self.run_groups_fn.id(), &args).await;
+        drop(route_t);
         req.borrow_mut().mark_plugin(0);
-        let group_at = |v: &Value| match v {
-            Value::Integer(g) if *g >= 1 => (*g as usize - 1).min(groups.len() - 1),
-            Value::Number(g) if *g >= 1.0 => (*g as usize - 1).min(groups.len() - 1),
+        let group_at = |v: &Out| match v.number() {
+            Some(g) if g >= 1.0 => (g as usize - 1).min(groups.len() - 1),
             _ => 0,
         };
         Some(match out {
-            Driven::Done((kind, index, status, body, group)) => {
-                if matches!(kind, Value::Boolean(true)) {
+            Driven::Done([kind, index, status, body, group]) => {
+                if kind == Out::Bool(true) {
                     return Some(GroupsOut::Done {
-                        consumer: text_of(&index),
-                        upstream_id: text_of(&status),
+                        consumer: index.text(),
+                        upstream_id: status.text(),
                     });
                 }
-                if matches!(&kind, Value::String(s) if &*s.as_bytes() == b"stop") {
+                if kind.is_str(b"stop") {
                     return Some(GroupsOut::Stopped {
                         next: group_at(&index),
                         consumer: match status {
-                            Value::String(s) => Some(s.to_string_lossy()),
+                            Out::Str(_) => status.text(),
                             _ => None,
                         },
                     });
@@ -659,35 +664,45 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
-        Some(
-            match self
-                .drive::<_, RunnerOut>(req, &self.runner, (route_t, flags, f, 0))
-                .await
-            {
-                Driven::Done(_) => Step::Continue {
-                    consumer: None,
-                    upstream_id: None,
-                },
-                Driven::Exited => Step::Exit,
-                Driven::TimedOut => {
-                    log::error!("{directive} did not finish within {:?}", self.phase_timeout);
-                    Step::Error
-                }
-                Driven::Failed(e) => {
-                    let e = e.strip_prefix("runtime error: ").unwrap_or(&e);
-                    let r = req.borrow();
-                    log::error!(
-                        "lua entry thread aborted: runtime error: {e}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
-                        r.remote.ip(),
-                        r.method,
-                        r.request_uri,
-                        crate::plugin::ctx::protocol(r.version),
-                        r.host
-                    );
-                    Step::Error
-                }
+        let f = match self.lua().create_registry_value(f) {
+            Ok(k) => k,
+            Err(e) => {
+                log::error!("failed to prepare {directive} of route {}: {e}", route.id);
+                return Some(Step::Error);
+            }
+        };
+        let args = [
+            route_t.arg(),
+            Arg::Int(flags),
+            Arg::Ref(f.id()),
+            Arg::Int(0),
+        ];
+        let out = self.drive(req, self.runner.id(), &args).await;
+        drop((route_t, f));
+        Some(match out {
+            Driven::Done(_) => Step::Continue {
+                consumer: None,
+                upstream_id: None,
             },
-        )
+            Driven::Exited => Step::Exit,
+            Driven::TimedOut => {
+                log::error!("{directive} did not finish within {:?}", self.phase_timeout);
+                Step::Error
+            }
+            Driven::Failed(e) => {
+                let e = e.strip_prefix("runtime error: ").unwrap_or(&e);
+                let r = req.borrow();
+                log::error!(
+                    "lua entry thread aborted: runtime error: {e}, client: {}, server: , request: \"{} {} {}\", host: \"{}\"",
+                    r.remote.ip(),
+                    r.method,
+                    r.request_uri,
+                    crate::plugin::ctx::protocol(r.version),
+                    r.host
+                );
+                Step::Error
+            }
+        })
     }
 
     /// The compiled `directive` chunk of the route, if it has one. Each chunk is compiled on
@@ -725,42 +740,36 @@ impl LuaHost {
         compiled
     }
 
-    /// Drives `runner(args)` as the request's Lua thread until it returns, calls `ngx.exit`,
-    /// fails, or waits past the phase timeout (armed only once the code first waits).
-    async fn drive<A: mlua::IntoLuaMulti, R: mlua::FromLuaMulti>(
-        &self,
-        req: &SharedReq,
-        f: &Function,
-        args: A,
-    ) -> Driven<R> {
+    /// Drives the entry in registry slot `entry` with `args` as the request's Lua thread until
+    /// it returns, calls `ngx.exit`, fails, or waits past the phase timeout (armed only once
+    /// the code first waits). The first resume is a direct one (`lua::entry`); only code that
+    /// waits is driven as an mlua async thread.
+    async fn drive(&self, req: &SharedReq, entry: std::ffi::c_int, args: &[Arg]) -> Driven {
         let id = req.borrow().id;
-        // `call_async` runs the call in a Lua thread taken from mlua's pool of finished ones.
-        let mut fut = std::pin::pin!(Exitable::new(id, f.call_async::<R>(args)));
-        // Most phases never wait: poll once before arming a timer.
-        let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
-            std::task::Poll::Pending => std::task::Poll::Ready(None),
-        })
-        .await;
+        if sched::is_exited(id) {
+            sched::finish(id);
+            return Driven::Exited;
+        }
+        let first = sched::run_as(id, || self.threads.resume(self.lua(), entry, args));
         let mut deadline = None;
-        let out = match first {
-            Some(v) => v,
-            None => {
+        let mut out = match first {
+            First::Done(v) => Driven::Done(v),
+            First::Failed(e) => Driven::Failed(e),
+            // `ngx.exit` waits forever once it marked the request: the run is over.
+            First::Waiting(_) if sched::is_exited(id) => Driven::Exited,
+            First::Waiting(thread) => {
                 let at = Instant::now() + self.phase_timeout;
                 deadline = Some(at);
-                match tokio::time::timeout_at(at, fut).await {
-                    Ok(v) => v,
+                match tokio::time::timeout_at(at, Exitable::new(id, thread)).await {
+                    Ok(None) => Driven::Exited,
+                    Ok(Some(Ok(v))) => Driven::Done(entry::outs_of(&v)),
+                    Ok(Some(Err(e))) => Driven::Failed(e.to_string()),
                     Err(_) => {
                         sched::finish(id);
                         return Driven::TimedOut;
                     }
                 }
             }
-        };
-        let mut out = match out {
-            None => Driven::Exited,
-            Some(Ok(v)) => Driven::Done(v),
-            Some(Err(e)) => Driven::Failed(e.to_string()),
         };
         // Light threads the phase spawned: waited for when it returned normally (as
         // OpenResty does), stopped when it exited or failed.
@@ -801,12 +810,6 @@ fn premark(req: &SharedReq, mask: u64) {
     }
 }
 
-/// What the runner returns: `(kind, index, code or message, body)`, fewer when it ends well.
-type RunnerOut = (Value, Value, Value, Value);
-
-/// What the runner's group entry returns: [`RunnerOut`] and the group (1-based) it is about.
-type GroupsRet = (Value, Value, Value, Value, Value);
-
 /// At most this many groups go in one call (`LuaHost::run_groups`); runner.lua's `run_groups`
 /// takes exactly this many as named parameters.
 pub const MAX_GROUPS: usize = 4;
@@ -838,33 +841,23 @@ pub enum GroupsOut {
     Ended { group: usize, step: Step },
 }
 
-/// A string (or number, as `tostring` writes it) the runner returned; `None` for nil.
-fn text_of(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.to_string_lossy()),
-        Value::Integer(i) => Some(i.to_string()),
-        Value::Number(n) => Some(super::raw::number_text(*n)),
-        _ => None,
-    }
-}
-
 /// Reads what the runner returned for one run: its end, an answer, or an error (logged).
 fn step_of(
     chain: &Chain,
     phase: Phase,
     req: &SharedReq,
-    kind: Value,
-    index: Value,
-    status: Value,
-    body: Value,
+    kind: Out,
+    index: Out,
+    status: Out,
+    body: Out,
 ) -> Step {
     let kind = match kind {
-        Value::String(s) => s,
-        Value::Boolean(true) => {
+        Out::Str(s) => s,
+        Out::Bool(true) => {
             // The run went through; an auth plugin may have attached a consumer.
             return Step::Continue {
-                consumer: text_of(&index),
-                upstream_id: text_of(&status),
+                consumer: index.text(),
+                upstream_id: status.text(),
             };
         }
         _ => {
@@ -874,20 +867,19 @@ fn step_of(
             };
         }
     };
-    let index = match index {
-        Value::Integer(i) if i >= 1 => i as usize - 1,
-        Value::Number(i) if i >= 1.0 => i as usize - 1,
+    let index = match index.number() {
+        Some(i) if i >= 1.0 => i as usize - 1,
         _ => 0,
     };
-    if &*kind.as_bytes() == b"error" {
+    if kind == b"error" {
         let msg = match status {
-            Value::String(s) => {
-                let s = s.to_string_lossy();
+            Out::Str(s) => {
+                let s = String::from_utf8_lossy(&s);
                 s.strip_prefix("runtime error: ")
                     .map(str::to_string)
-                    .unwrap_or(s)
+                    .unwrap_or_else(|| s.into_owned())
             }
-            Value::Nil => "unknown error".into(),
+            Out::Nil => "unknown error".into(),
             v => format!("{v:?}"),
         };
         let name = chain
@@ -898,13 +890,14 @@ fn step_of(
         log_plugin_error(name, phase, &msg, req);
         return Step::Error;
     }
-    let status = match status {
-        Value::Integer(c) => u16::try_from(c).ok(),
-        Value::Number(c) => Some(c as u16),
-        _ => None,
+    let status = match status.number() {
+        // A status out of range is no status; a fractional one is cut, as Lua's would be.
+        Some(c) if c.fract() == 0.0 => u16::try_from(c as i64).ok(),
+        Some(c) => Some(c as u16),
+        None => None,
     };
     let body = match body {
-        Value::String(s) => Some(Bytes::copy_from_slice(&s.as_bytes())),
+        Out::Str(s) => Some(Bytes::from(s)),
         _ => None,
     };
     Step::Answer {
@@ -914,14 +907,14 @@ fn step_of(
     }
 }
 
-enum Driven<R = RunnerOut> {
-    Done(R),
+/// How an entry ended. What the runner returns: `(kind, index, code or message, body)`, and
+/// for several groups the group (1-based) it is about; fewer when it ends well.
+enum Driven {
+    Done(Outs),
     Exited,
     TimedOut,
     Failed(String),
 }
-
-use std::future::Future as _;
 
 fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {
     let r = req.borrow();

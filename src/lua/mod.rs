@@ -5,6 +5,7 @@
 //! Lua-side crosses threads: a [`vm::LuaVm`] is `!Send` and lives on its worker.
 
 pub mod config_view;
+pub mod entry;
 pub mod ffi_entry;
 pub mod host;
 pub mod lib;

@@ -23,6 +23,15 @@ pub fn current() -> Option<CtxId> {
     CURRENT.with(Cell::get)
 }
 
+/// Runs `f` as context `id`: [`current`] returns `id` while it runs (a direct resume of the
+/// context's Lua code, `lua::entry`).
+pub fn run_as<T>(id: CtxId, f: impl FnOnce() -> T) -> T {
+    let prev = CURRENT.with(|c| c.replace(Some(id)));
+    let out = f();
+    CURRENT.with(|c| c.set(prev));
+    out
+}
+
 pin_project_lite::pin_project! {
     /// Runs `inner` as context `id`: [`current`] returns `id` during each poll.
     pub struct WithCtx<F> {
@@ -115,7 +124,8 @@ pub fn mark_exited(id: CtxId) {
     }
 }
 
-fn is_exited(id: CtxId) -> bool {
+/// Whether code of context `id` called `ngx.exit`.
+pub fn is_exited(id: CtxId) -> bool {
     GROUPS.with(|g| g.borrow().get(&id).is_some_and(|g| g.exited))
 }
 
