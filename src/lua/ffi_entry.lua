@@ -84,22 +84,25 @@ end
 -- other form (a list, a boolean, a bad name or value) the raw function, which also raises the
 -- errors.
 
-local setter_t = ffi.typeof("int (*)(const char *, size_t, const char *, size_t, double, int)")
+-- One entry point per value type (src/lua/ffi_entry.rs says why).
+local set_str_t = ffi.typeof("int (*)(const char *, size_t, const char *, size_t)")
+local set_num_t = ffi.typeof("int (*)(const char *, size_t, double)")
+local clear_t = ffi.typeof("int (*)(const char *, size_t)")
 
-local function header_setter(c_set, raw_set)
+local function header_setter(c_str, c_num, c_clear, raw_set)
     return function(name, value)
         if type(name) == "string" then
             local tv = type(value)
             if tv == "string" then
-                if c_set(name, #name, value, #value, 0, 0) == 0 then
-                    return
-                end
-            elseif tv == "number" then
-                if c_set(name, #name, nil, 0, value, 1) == 0 then
+                if c_str(name, #name, value, #value) == 0 then
                     return
                 end
             elseif value == nil then
-                if c_set(name, #name, nil, 0, 0, 2) == 0 then
+                if c_clear(name, #name) == 0 then
+                    return
+                end
+            elseif tv == "number" then
+                if c_num(name, #name, value) == 0 then
                     return
                 end
             end
@@ -109,12 +112,14 @@ local function header_setter(c_set, raw_set)
 end
 
 local raw_set_header = req.set_header
-req.set_header = header_setter(entry("req_set_header", setter_t), raw_set_header)
+req.set_header = header_setter(entry("req_set_str", set_str_t), entry("req_set_num", set_num_t),
+    entry("req_clear", clear_t), raw_set_header)
 
 -- ngx.header[name] = value (its metatable's __newindex; the table itself stays empty).
 local header_mt = debug.getmetatable(ngx.header)
 local raw_header_newindex = header_mt.__newindex
-local set_resp_header = header_setter(entry("resp_set_header", setter_t),
+local set_resp_header = header_setter(entry("resp_set_str", set_str_t),
+    entry("resp_set_num", set_num_t), entry("resp_clear", clear_t),
     function(name, value) return raw_header_newindex(ngx.header, name, value) end)
 header_mt.__newindex = function(_, name, value)
     return set_resp_header(name, value)

@@ -240,7 +240,7 @@ fn value_arg(value: &[u8], num: f64, kind: c_int) -> Result<Option<HeaderValues>
 ///
 /// # Safety
 /// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
-unsafe extern "C" fn moongate_req_set_header(
+unsafe fn req_set_header(
     name: *const u8,
     name_len: usize,
     value: *const u8,
@@ -275,7 +275,7 @@ unsafe extern "C" fn moongate_req_set_header(
 ///
 /// # Safety
 /// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
-unsafe extern "C" fn moongate_resp_set_header(
+unsafe fn resp_set_header(
     name: *const u8,
     name_len: usize,
     value: *const u8,
@@ -305,6 +305,58 @@ unsafe extern "C" fn moongate_resp_set_header(
         }
     })
 }
+
+/// The three entry points of a header setter, one per value type: an FFI call the interpreter
+/// makes (when the calling code is not compiled) converts each argument on its own, so each
+/// takes only what its value type needs.
+macro_rules! setter_entries {
+    ($set:ident, $str:ident, $num:ident, $clear:ident) => {
+        /// A string value (`""` clears).
+        ///
+        /// # Safety
+        /// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
+        unsafe extern "C" fn $str(
+            name: *const u8,
+            name_len: usize,
+            value: *const u8,
+            value_len: usize,
+        ) -> c_int {
+            // SAFETY: the function's contract.
+            unsafe { $set(name, name_len, value, value_len, 0.0, 0) }
+        }
+
+        /// A number value.
+        ///
+        /// # Safety
+        /// `name` points to `name_len` readable bytes for the call.
+        unsafe extern "C" fn $num(name: *const u8, name_len: usize, num: f64) -> c_int {
+            // SAFETY: the function's contract.
+            unsafe { $set(name, name_len, std::ptr::null(), 0, num, 1) }
+        }
+
+        /// `nil`: clears.
+        ///
+        /// # Safety
+        /// `name` points to `name_len` readable bytes for the call.
+        unsafe extern "C" fn $clear(name: *const u8, name_len: usize) -> c_int {
+            // SAFETY: the function's contract.
+            unsafe { $set(name, name_len, std::ptr::null(), 0, 0.0, 2) }
+        }
+    };
+}
+
+setter_entries!(
+    req_set_header,
+    moongate_req_set_header_str,
+    moongate_req_set_header_num,
+    moongate_req_clear_header
+);
+setter_entries!(
+    resp_set_header,
+    moongate_resp_set_header_str,
+    moongate_resp_set_header_num,
+    moongate_resp_clear_header
+);
 
 /// `moongate.headers.first(name)`: the first value of request header `name` in the scratch
 /// string (`len` [`NOT_FOUND`] for none, [`USE_RAW`] when the wrapper must call the raw
@@ -434,11 +486,17 @@ pub fn register(
         "req_get_headers",
         addr(moongate_req_get_headers as *const ()),
     )?;
-    fns.set("req_set_header", addr(moongate_req_set_header as *const ()))?;
-    fns.set(
-        "resp_set_header",
-        addr(moongate_resp_set_header as *const ()),
-    )?;
+    let setters: [(&str, *const ()); 6] = [
+        ("req_set_str", moongate_req_set_header_str as *const ()),
+        ("req_set_num", moongate_req_set_header_num as *const ()),
+        ("req_clear", moongate_req_clear_header as *const ()),
+        ("resp_set_str", moongate_resp_set_header_str as *const ()),
+        ("resp_set_num", moongate_resp_set_header_num as *const ()),
+        ("resp_clear", moongate_resp_clear_header as *const ()),
+    ];
+    for (name, f) in setters {
+        fns.set(name, addr(f))?;
+    }
     fns.set(
         "req_header_first",
         addr(moongate_req_header_first as *const ()),
@@ -561,15 +619,15 @@ mod tests {
                 try(function() ngx.header["X-A"] = 1 end)
                 try(require("moongate.headers").first, "host")
                 out[#out + 1] = tostring(ngx.shared.d:incr("k", 2, 40))
-                local c_set
+                local up = {}
                 for i = 1, 20 do
                   local name, v = debug.getupvalue(ngx.req.set_header, i)
                   if name == nil then break end
-                  if name == "c_set" then c_set = v end
+                  up[name] = v
                 end
-                out[#out + 1] = tostring(c_set(nil, 100, nil, 0, 0, 0))
-                out[#out + 1] = tostring(c_set("x", 1, nil, 5, 0, 0))
-                out[#out + 1] = tostring(c_set("x", 1, nil, 0, 0, 99))
+                out[#out + 1] = tostring(up.c_str(nil, 100, nil, 0))
+                out[#out + 1] = tostring(up.c_str("x", 1, nil, 5))
+                out[#out + 1] = tostring(up.c_clear(nil, 7))
                 return table.concat(out, "\n")
                 "#,
                 SandboxBudget {
