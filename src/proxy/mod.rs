@@ -771,7 +771,7 @@ pub async fn handle(
         }
     };
 
-    let fwd = Forward {
+    let mut fwd = Forward {
         cx: &cx,
         route: &route,
         def,
@@ -1082,7 +1082,7 @@ impl Forward<'_> {
 
     /// Tries nodes until one answers or the retry budget is spent.
     async fn run(
-        mut self,
+        &mut self,
         log: &mut Option<Box<LogData>>,
     ) -> Result<(Response<Body>, UpstreamDone), Failed> {
         let t = self.timeouts();

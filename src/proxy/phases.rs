@@ -898,7 +898,7 @@ async fn forward(
         .into_iter()
         .any(|p| any_phase(&chains, p))
     };
-    let fwd = {
+    let mut fwd = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
         let hash_key = hash_key(&def, &r);
