@@ -6,6 +6,7 @@
 
 pub mod config_view;
 pub mod entry;
+pub mod ffi_entry;
 pub mod host;
 pub mod lib;
 pub mod ngx;

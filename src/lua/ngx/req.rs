@@ -183,6 +183,11 @@ pub fn raw_header_name(
             args.ty(i).name()
         ));
     };
+    header_name_of(&name, api, underscores)
+}
+
+/// [`raw_header_name`] of a name's bytes.
+pub fn header_name_of(name: &[u8], api: &str, underscores: bool) -> Result<HeaderName, String> {
     let fixed;
     let bytes: &[u8] = if underscores && name.contains(&b'_') {
         fixed = name
@@ -191,7 +196,7 @@ pub fn raw_header_name(
             .collect::<Vec<u8>>();
         &fixed
     } else {
-        &name
+        name
     };
     cached_header_name(bytes).ok_or_else(|| {
         format!(
@@ -279,22 +284,29 @@ crate::raw_fn!(req_set_header, |args| {
     if args.str(2).is_some_and(|v| v.is_empty()) {
         vals = None;
     }
-    request::with_raw("ngx.req.set_header", |r| {
-        r.req_headers_set = true;
-        match vals {
-            Some(v) => v.set_in(&mut r.headers, &n),
-            None => {
-                r.headers.remove(&n);
-            }
-        }
-        if n == http::header::HOST
-            && let Some(h) = r.headers.get(&n)
-        {
-            r.host = String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase();
-        }
-    })?;
+    request::with_raw("ngx.req.set_header", |r| set_request_header(r, &n, vals))?;
     Ok(Rets::none())
 });
+
+/// What `ngx.req.set_header` does to the request once its arguments are read (`None` clears).
+pub fn set_request_header(
+    r: &mut crate::plugin::RequestCtx,
+    n: &HeaderName,
+    vals: Option<HeaderValues>,
+) {
+    r.req_headers_set = true;
+    match vals {
+        Some(v) => v.set_in(&mut r.headers, n),
+        None => {
+            r.headers.remove(n);
+        }
+    }
+    if n == http::header::HOST
+        && let Some(h) = r.headers.get(n)
+    {
+        r.host = String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase();
+    }
+}
 
 // `first(name)` of the internal `moongate.headers` module: the first value of request header
 // `name` as `ngx.req.get_headers()[name]` finds it (a lower-case name as it is, then with `_`
@@ -308,6 +320,17 @@ crate::raw_fn!(req_header_first, |args| {
             args.ty(1).name()
         ));
     };
+    request::with_raw("ngx.req.get_headers", |r| {
+        Rets::one(
+            first_header(&r.headers, name)
+                .map(|v| Ret::Str(v.as_bytes().to_vec()))
+                .unwrap_or(Ret::Nil),
+        )
+    })
+});
+
+/// The first value of request header `name` as `moongate.headers.first` finds it.
+pub fn first_header<'a>(headers: &'a http::HeaderMap, name: &[u8]) -> Option<&'a HeaderValue> {
     let lower = !name.iter().any(u8::is_ascii_uppercase);
     let normalized = || -> Vec<u8> {
         name.iter()
@@ -320,26 +343,19 @@ crate::raw_fn!(req_header_first, |args| {
             })
             .collect()
     };
-    request::with_raw("ngx.req.get_headers", |r| {
-        let value = |n: &[u8]| {
-            cached_header_name(n)
-                .and_then(|n| r.headers.get(&n))
-                .map(|v| Ret::Str(v.as_bytes().to_vec()))
-        };
-        let found = if lower {
-            value(name).or_else(|| {
-                if name.contains(&b'_') {
-                    value(&normalized())
-                } else {
-                    None
-                }
-            })
-        } else {
-            value(&normalized())
-        };
-        Rets::one(found.unwrap_or(Ret::Nil))
-    })
-});
+    let value = |n: &[u8]| cached_header_name(n).and_then(|n| headers.get(&n));
+    if lower {
+        value(name).or_else(|| {
+            if name.contains(&b'_') {
+                value(&normalized())
+            } else {
+                None
+            }
+        })
+    } else {
+        value(&normalized())
+    }
+}
 
 crate::raw_fn!(req_clear_header, |args| {
     let n = raw_header_name(args, 1, "ngx.req.clear_header", false)?;

@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 use mlua::{Function, IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 
 use super::req::{
-    header_name, header_values, headers_args, headers_rets, raw_header_name, raw_header_values,
+    HeaderValues, header_name, header_values, headers_args, headers_rets, raw_header_name,
+    raw_header_values,
 };
 use crate::lua::raw::{self, Ret, Rets};
 use crate::lua::request;
@@ -144,20 +145,27 @@ crate::raw_fn!(header_newindex, |args| {
     if args.str(3).is_some_and(|v| v.is_empty()) {
         vals = None;
     }
-    request::with_raw("ngx.header", |r| {
-        if r.headers_sent || r.output_started {
-            log::error!("attempt to set ngx.header.HEADER after sending out response headers");
-            return;
-        }
-        match vals {
-            Some(v) => v.set_in(&mut r.resp_headers, &name),
-            None => {
-                r.resp_headers.remove(&name);
-            }
-        }
-    })?;
+    request::with_raw("ngx.header", |r| set_response_header(r, &name, vals))?;
     Ok(Rets::none())
 });
+
+/// What `ngx.header[name] = value` does once its arguments are read (`None` deletes).
+pub fn set_response_header(
+    r: &mut crate::plugin::RequestCtx,
+    name: &http::HeaderName,
+    vals: Option<HeaderValues>,
+) {
+    if r.headers_sent || r.output_started {
+        log::error!("attempt to set ngx.header.HEADER after sending out response headers");
+        return;
+    }
+    match vals {
+        Some(v) => v.set_in(&mut r.resp_headers, name),
+        None => {
+            r.resp_headers.remove(name);
+        }
+    }
+}
 
 crate::raw_fn!(resp_get_headers, |args| {
     let (max, raw) = headers_args(args);

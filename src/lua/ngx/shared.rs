@@ -23,7 +23,7 @@ use crate::lua::raw::{self, Args, Ret, Rets, Ty};
 
 /// Bytes charged per item on top of its key and value.
 pub const ITEM_OVERHEAD: usize = 64;
-const MAX_KEY: usize = 65535;
+pub const MAX_KEY: usize = 65535;
 /// No slot: the ends of the use-order list.
 const NIL: usize = usize::MAX;
 
@@ -316,6 +316,16 @@ impl Dict {
 
     /// `incr(key, by, init, init_ttl)`.
     fn incr(&self, key: &[u8], by: f64, init: Option<f64>, init_ttl: f64) -> Rets {
+        match self.incr_value(key, by, init, init_ttl) {
+            Incr::Num(v, None) => Rets::one(Ret::Num(v)),
+            Incr::Num(v, Some(forcible)) => Rets::three(Ret::Num(v), Ret::Nil, Ret::Bool(forcible)),
+            Incr::NoMemory => Rets::three(Ret::Nil, Ret::Static("no memory"), Ret::Bool(false)),
+            Incr::Fail(err) => fail(err),
+        }
+    }
+
+    /// [`Dict::incr`]'s outcome before it becomes Lua values (the FFI entry point reads it).
+    pub fn incr_value(&self, key: &[u8], by: f64, init: Option<f64>, init_ttl: f64) -> Incr {
         let mut s = self.lock();
         let now = Instant::now();
         // One lookup for the common case: a live number, changed in place.
@@ -329,15 +339,11 @@ impl Dict {
                     s.touch_slot(i);
                 }
                 // `forcible` is only returned when `init` was given.
-                if init.is_some() {
-                    Rets::three(Ret::Num(v), Ret::Nil, Ret::Bool(false))
-                } else {
-                    Rets::one(Ret::Num(v))
-                }
+                Incr::Num(v, init.map(|_| false))
             }
-            Some(_) => fail("not a number"),
+            Some(_) => Incr::Fail("not a number"),
             None => match init {
-                None => fail("not found"),
+                None => Incr::Fail("not found"),
                 Some(init) => {
                     // Initialise under the same lock: two workers incrementing a missing key
                     // at once must both count.
@@ -350,14 +356,24 @@ impl Dict {
                             let expires =
                                 (init_ttl > 0.0).then(|| now + Duration::from_secs_f64(init_ttl));
                             s.put(key, val, 0, expires);
-                            Rets::three(Ret::Num(v), Ret::Nil, Ret::Bool(forcible))
+                            Incr::Num(v, Some(forcible))
                         }
-                        None => Rets::three(Ret::Nil, Ret::Static("no memory"), Ret::Bool(false)),
+                        None => Incr::NoMemory,
                     }
                 }
             },
         }
     }
+}
+
+/// What `incr` did: the new value (with `forcible` when `init` was given), or why not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Incr {
+    Num(f64, Option<bool>),
+    /// "not found", "not a number".
+    Fail(&'static str),
+    /// The dictionary had no room for the initial value.
+    NoMemory,
 }
 
 /// Every dictionary the node config declares, shared by all workers.
@@ -375,6 +391,11 @@ impl SharedDicts {
                 .map(|(n, c)| (n.clone(), Arc::new(Dict::new(*c))))
                 .collect(),
         }
+    }
+
+    /// Every dictionary with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Dict>)> {
+        self.dicts.iter().map(|(n, d)| (n.as_str(), d))
     }
 }
 

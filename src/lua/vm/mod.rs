@@ -114,6 +114,8 @@ impl LuaVm {
         super::lib::inflate::register(&lua)?;
         super::lib::metrics::register(&lua)?;
         super::lib::crypto::register(&lua)?;
+        // Last: the wrappers take the raw functions the `ngx` table holds now.
+        super::ffi_entry::register(&lua, &ngx, &opts.shared_dicts)?;
         lua.globals().set("ngx", ngx.clone())?;
         // OpenResty code may also `require("ngx")` (the same table).
         let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;

@@ -1,0 +1,648 @@
+//! LuaJIT FFI entry points for the hottest request functions (`ngx.req.get_headers`, ...).
+//!
+//! Why: a call from Lua into a raw C function (`lua::raw`) cannot be compiled into a JIT trace
+//! and builds its results through the Lua C API (a `lua_pushlstring` and a `lua_rawset` per
+//! header). An FFI call is compiled into the trace of the Lua code that makes it, and the Lua
+//! side makes its strings with `ffi.string` from bytes Rust left in memory it owns. The Lua
+//! wrappers (`ffi_entry.lua`) are installed over the raw functions at VM setup; they keep the
+//! raw functions for every case the fast path does not take (no request, a timer, arguments of
+//! unusual types, results too big for the scratch buffers), so errors and rare forms behave
+//! exactly as before.
+//!
+//! Soundness, whoever calls these functions and with whatever arguments (a plugin can reach the
+//! function pointers through `debug`):
+//! - they never unwind: each body runs under `catch_unwind`, and a failure of any kind is a
+//!   status (or a null result) that makes the wrapper call the raw function instead;
+//! - they take no pointer from Lua except a string with its length, read only within that
+//!   length and only during the call;
+//! - results are left in per-thread scratch buffers that are allocated once and never moved or
+//!   freed while the thread runs. A Lua wrapper reads them right after the call, before calling
+//!   into Rust again; a nested call (from a `__gc` finalizer running during an allocation of the
+//!   reading loop) may overwrite them, which can mix fields of two results but never leads a
+//!   read out of bounds: every offset a pointer field holds is below `BYTES` and every length
+//!   at most `BYTES`, in a buffer of `2 * BYTES`.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_int;
+use std::panic::AssertUnwindSafe;
+
+use http::HeaderValue;
+use mlua::{LightUserData, Lua, Table};
+
+use super::ngx::req::{self, HeaderValues};
+use super::ngx::shared::{Dict, Incr, MAX_KEY};
+use super::request;
+use std::sync::Arc;
+
+/// Most headers one result holds; a request with more takes the raw function's path.
+const ENTRIES: usize = 128;
+/// Most bytes of header names and values one result holds (see the module comment for why the
+/// buffer is twice this).
+const BYTES: usize = 32 * 1024;
+
+/// One header of a [`HeaderList`] (`struct` layout shared with `ffi_entry.lua`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HeaderEntry {
+    name: *const u8,
+    value: *const u8,
+    name_len: u32,
+    value_len: u32,
+    /// 1 when the name is the one of the entry before (a repeated header: its values follow
+    /// one another, as a header map yields them).
+    repeated: u32,
+    _pad: u32,
+}
+
+const EMPTY: HeaderEntry = HeaderEntry {
+    name: std::ptr::null(),
+    value: std::ptr::null(),
+    name_len: 0,
+    value_len: 0,
+    repeated: 0,
+    _pad: 0,
+};
+
+/// The headers `moongate_req_get_headers` found.
+#[repr(C)]
+pub struct HeaderList {
+    count: i32,
+    /// 1 when there were more headers than asked for.
+    truncated: i32,
+    entries: [HeaderEntry; ENTRIES],
+}
+
+/// A string result: `len` bytes at `ptr` (always the start of the scratch bytes), or no string
+/// (`len` is [`NOT_FOUND`] or [`USE_RAW`]).
+#[repr(C)]
+pub struct StrResult {
+    ptr: *const u8,
+    len: i64,
+}
+
+/// `len` of a [`StrResult`] when there is no such value (`nil`).
+const NOT_FOUND: i64 = -1;
+/// `len` of a [`StrResult`], or a status, when the wrapper must call the raw function.
+const USE_RAW: i64 = -2;
+
+/// What `moongate_dict_incr` did (`status`: 0 a number, 1 `err` says why not, 2 no memory,
+/// 3 the wrapper must call the raw function).
+#[repr(C)]
+pub struct IncrResult {
+    status: i32,
+    /// 0 "not found", 1 "not a number".
+    err: i32,
+    /// `forcible` (0 or 1) when `init` was given, -1 otherwise.
+    forcible: i32,
+    _pad: i32,
+    value: f64,
+}
+
+/// A worker thread's result buffers.
+struct Scratch {
+    list: HeaderList,
+    first: StrResult,
+    incr: IncrResult,
+    bytes: Box<[u8]>,
+}
+
+thread_local! {
+    static SCRATCH: Box<UnsafeCell<Scratch>> = Box::new(UnsafeCell::new(Scratch {
+        list: HeaderList { count: 0, truncated: 0, entries: [EMPTY; ENTRIES] },
+        first: StrResult { ptr: std::ptr::null(), len: NOT_FOUND },
+        incr: IncrResult { status: 0, err: 0, forcible: -1, _pad: 0, value: 0.0 },
+        bytes: vec![0u8; 2 * BYTES].into_boxed_slice(),
+    }));
+}
+
+/// Runs `f` on this thread's scratch buffers. `f` must not call into Lua (nothing else then
+/// touches the buffers while it runs).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> Option<R> {
+    // SAFETY: the buffers are only reached here, on this thread, and `f` makes no call that
+    // could come back here; Lua reads them only between calls (module comment).
+    SCRATCH.try_with(|s| f(unsafe { &mut *s.get() })).ok()
+}
+
+/// Appends `parts` (one after another) to `bytes` at `*used`: where they start, or `None` when
+/// they do not fit in `BYTES`.
+fn put(bytes: &mut [u8], used: &mut usize, parts: &[u8], canonical: bool) -> Option<*const u8> {
+    let end = used.checked_add(parts.len()).filter(|&e| e <= BYTES)?;
+    let dst = &mut bytes[*used..end];
+    if canonical {
+        // `content-type` as the client most likely wrote it (`Content-Type`), as
+        // `ngx.req.get_headers(n, true)` gives it: HTTP/1 names reach us lower-cased.
+        let mut up = true;
+        for (d, &c) in dst.iter_mut().zip(parts) {
+            *d = if up { c.to_ascii_uppercase() } else { c };
+            up = c == b'-';
+        }
+    } else {
+        dst.copy_from_slice(parts);
+    }
+    let start = bytes[*used..].as_ptr();
+    *used = end;
+    Some(start)
+}
+
+/// Fills `s.list` from `headers`: `None` when they do not fit the scratch buffers.
+fn fill_headers(s: &mut Scratch, headers: &http::HeaderMap, max: f64, raw: bool) -> Option<()> {
+    // As `headers_args`: NaN and negative numbers are 0 (no limit).
+    let max = max.max(0.0) as usize;
+    let take = if max > 0 { max } else { usize::MAX };
+    let n = headers.len().min(take);
+    if n > ENTRIES {
+        return None;
+    }
+    let mut used = 0usize;
+    let mut prev: Option<&http::HeaderName> = None;
+    for (i, (name, value)) in headers.iter().take(take).enumerate() {
+        let name_ptr = put(&mut s.bytes, &mut used, name.as_str().as_bytes(), raw)?;
+        let value_ptr = put(&mut s.bytes, &mut used, value.as_bytes(), false)?;
+        s.list.entries[i] = HeaderEntry {
+            name: name_ptr,
+            value: value_ptr,
+            name_len: name.as_str().len() as u32,
+            value_len: value.len() as u32,
+            repeated: u32::from(prev == Some(name)),
+            _pad: 0,
+        };
+        prev = Some(name);
+    }
+    s.list.count = n as i32;
+    s.list.truncated = i32::from(headers.len() > take);
+    Some(())
+}
+
+/// `ngx.req.get_headers(max, raw)`: the request's headers in the scratch list, or null when the
+/// wrapper must call the raw function (no request, busy, too many or too big, a bug).
+extern "C" fn moongate_req_get_headers(max: f64, raw: c_int) -> *const HeaderList {
+    let run = || {
+        request::with_raw("ngx.req.get_headers", |r| {
+            with_scratch(|s| {
+                fill_headers(s, &r.headers, max, raw != 0).map(|()| &s.list as *const HeaderList)
+            })
+            .flatten()
+        })
+        .ok()
+        .flatten()
+    };
+    std::panic::catch_unwind(AssertUnwindSafe(run))
+        .ok()
+        .flatten()
+        .unwrap_or(std::ptr::null())
+}
+
+/// Runs `f` under `catch_unwind`; a panic is `on_panic` (never an unwind into LuaJIT).
+fn guarded<R>(on_panic: R, f: impl FnOnce() -> R) -> R {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
+/// The `len` bytes a Lua string argument handed over at `p`, or `None` for a length no string
+/// has. Only those bytes are read, and only during the call.
+///
+/// # Safety
+/// `p` points to `len` readable bytes for the whole call (what LuaJIT passes for a string).
+unsafe fn bytes_arg<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
+    if len == 0 {
+        return Some(&[]);
+    }
+    if p.is_null() || len > isize::MAX as usize {
+        return None;
+    }
+    // SAFETY: the function's contract.
+    Some(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A header value from a string (`kind` 0: `""` clears, as with the raw functions), a number
+/// (`kind` 1) or `nil` (`kind` 2: clears); `Err` when the wrapper must call the raw function
+/// (which raises the error).
+fn value_arg(value: &[u8], num: f64, kind: c_int) -> Result<Option<HeaderValues>, ()> {
+    match kind {
+        2 => Ok(None),
+        0 if value.is_empty() => Ok(None),
+        // nginx refuses CR/LF in header values; the raw function raises that error.
+        0 => HeaderValue::from_bytes(value)
+            .map(|v| Some(HeaderValues::One(v)))
+            .map_err(|_| ()),
+        1 if num.fract() == 0.0 && num.abs() < 1e15 => {
+            Ok(Some(HeaderValues::One(HeaderValue::from(num as i64))))
+        }
+        1 => HeaderValue::from_bytes(super::raw::number_text(num).as_bytes())
+            .map(|v| Some(HeaderValues::One(v)))
+            .map_err(|_| ()),
+        _ => Err(()),
+    }
+}
+
+/// `ngx.req.set_header(name, value)` for a string name and a string (`kind` 0), number
+/// (`kind` 1) or `nil` (`kind` 2) value: 0 when done, 1 when the wrapper must call the raw
+/// function.
+///
+/// # Safety
+/// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
+unsafe fn req_set_header(
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    num: f64,
+    kind: c_int,
+) -> c_int {
+    // SAFETY: the function's contract.
+    let (Some(name), Some(value)) = (unsafe { bytes_arg(name, name_len) }, unsafe {
+        bytes_arg(value, value_len)
+    }) else {
+        return 1;
+    };
+    guarded(1, || {
+        let Ok(n) = req::header_name_of(name, "ngx.req.set_header", false) else {
+            return 1;
+        };
+        let Ok(vals) = value_arg(value, num, kind) else {
+            return 1;
+        };
+        match request::with_raw("ngx.req.set_header", |r| {
+            req::set_request_header(r, &n, vals)
+        }) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        }
+    })
+}
+
+/// `ngx.header[name] = value` for a string name and a string (`kind` 0), number (`kind` 1) or
+/// `nil` (`kind` 2) value: 0 when done, 1 when the wrapper must call the raw function.
+///
+/// # Safety
+/// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
+unsafe fn resp_set_header(
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    num: f64,
+    kind: c_int,
+) -> c_int {
+    // SAFETY: the function's contract.
+    let (Some(name), Some(value)) = (unsafe { bytes_arg(name, name_len) }, unsafe {
+        bytes_arg(value, value_len)
+    }) else {
+        return 1;
+    };
+    guarded(1, || {
+        // lua-nginx-module turns `_` into `-` in response header names it is given.
+        let Ok(n) = req::header_name_of(name, "ngx.header", true) else {
+            return 1;
+        };
+        let Ok(vals) = value_arg(value, num, kind) else {
+            return 1;
+        };
+        match request::with_raw("ngx.header", |r| {
+            super::ngx::resp::set_response_header(r, &n, vals)
+        }) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        }
+    })
+}
+
+/// The three entry points of a header setter, one per value type: an FFI call the interpreter
+/// makes (when the calling code is not compiled) converts each argument on its own, so each
+/// takes only what its value type needs.
+macro_rules! setter_entries {
+    ($set:ident, $str:ident, $num:ident, $clear:ident) => {
+        /// A string value (`""` clears).
+        ///
+        /// # Safety
+        /// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
+        unsafe extern "C" fn $str(
+            name: *const u8,
+            name_len: usize,
+            value: *const u8,
+            value_len: usize,
+        ) -> c_int {
+            // SAFETY: the function's contract.
+            unsafe { $set(name, name_len, value, value_len, 0.0, 0) }
+        }
+
+        /// A number value.
+        ///
+        /// # Safety
+        /// `name` points to `name_len` readable bytes for the call.
+        unsafe extern "C" fn $num(name: *const u8, name_len: usize, num: f64) -> c_int {
+            // SAFETY: the function's contract.
+            unsafe { $set(name, name_len, std::ptr::null(), 0, num, 1) }
+        }
+
+        /// `nil`: clears.
+        ///
+        /// # Safety
+        /// `name` points to `name_len` readable bytes for the call.
+        unsafe extern "C" fn $clear(name: *const u8, name_len: usize) -> c_int {
+            // SAFETY: the function's contract.
+            unsafe { $set(name, name_len, std::ptr::null(), 0, 0.0, 2) }
+        }
+    };
+}
+
+setter_entries!(
+    req_set_header,
+    moongate_req_set_header_str,
+    moongate_req_set_header_num,
+    moongate_req_clear_header
+);
+setter_entries!(
+    resp_set_header,
+    moongate_resp_set_header_str,
+    moongate_resp_set_header_num,
+    moongate_resp_clear_header
+);
+
+/// `moongate.headers.first(name)`: the first value of request header `name` in the scratch
+/// string (`len` [`NOT_FOUND`] for none, [`USE_RAW`] when the wrapper must call the raw
+/// function).
+///
+/// # Safety
+/// `name` points to `name_len` readable bytes for the call.
+unsafe extern "C" fn moongate_req_header_first(
+    name: *const u8,
+    name_len: usize,
+) -> *const StrResult {
+    // SAFETY: the function's contract.
+    let name = unsafe { bytes_arg(name, name_len) };
+    let run = || {
+        let name = name?;
+        request::with_raw("ngx.req.get_headers", |r| {
+            let found = req::first_header(&r.headers, name).map(HeaderValue::as_bytes);
+            with_scratch(|s| {
+                s.first.ptr = s.bytes.as_ptr();
+                s.first.len = match found {
+                    None => NOT_FOUND,
+                    Some(v) if v.len() <= BYTES => {
+                        s.bytes[..v.len()].copy_from_slice(v);
+                        v.len() as i64
+                    }
+                    Some(_) => USE_RAW,
+                };
+                &s.first as *const StrResult
+            })
+        })
+        .ok()
+        .flatten()
+    };
+    // Every failure is a `USE_RAW` answer, which needs the scratch buffers themselves.
+    guarded(None, run).unwrap_or_else(|| {
+        with_scratch(|s| {
+            s.first.len = USE_RAW;
+            &s.first as *const StrResult
+        })
+        .unwrap_or(std::ptr::null())
+    })
+}
+
+thread_local! {
+    /// The dictionaries the wrappers reach by index (`ngx.shared` handles are userdata, which
+    /// an FFI call cannot check the type of: the Lua side maps each handle to its index).
+    static DICTS: std::cell::RefCell<Vec<Arc<Dict>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The index of `d` in this thread's [`DICTS`] (a VM made again on the thread, after a plugin
+/// reload, finds the same dictionaries at the same indexes).
+fn dict_index(d: &Arc<Dict>) -> usize {
+    DICTS.with(|v| {
+        let mut v = v.borrow_mut();
+        match v.iter().position(|x| Arc::ptr_eq(x, d)) {
+            Some(i) => i,
+            None => {
+                v.push(d.clone());
+                v.len() - 1
+            }
+        }
+    })
+}
+
+/// `dict:incr(key, by, init, init_ttl)` for dictionary `dict` (an index the wrapper got at
+/// setup), a string key and a number `by` (`has_init` 0 when `init` was not a number): the
+/// outcome in the scratch [`IncrResult`], or null / status 3 when the wrapper must call the
+/// raw function.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes for the call.
+unsafe extern "C" fn moongate_dict_incr(
+    dict: u32,
+    key: *const u8,
+    key_len: usize,
+    by: f64,
+    init: f64,
+    has_init: c_int,
+    init_ttl: f64,
+) -> *const IncrResult {
+    // SAFETY: the function's contract.
+    let key = unsafe { bytes_arg(key, key_len) };
+    let outcome = guarded(None, || {
+        let key = key.filter(|k| !k.is_empty() && k.len() <= MAX_KEY)?;
+        let d = DICTS.with(|v| v.borrow().get(dict as usize).cloned())?;
+        Some(d.incr_value(key, by, (has_init != 0).then_some(init), init_ttl))
+    });
+    with_scratch(|s| {
+        let r = &mut s.incr;
+        r.forcible = -1;
+        match outcome {
+            Some(Incr::Num(v, forcible)) => {
+                r.status = 0;
+                r.value = v;
+                if let Some(f) = forcible {
+                    r.forcible = i32::from(f);
+                }
+            }
+            Some(Incr::Fail(err)) => {
+                r.status = 1;
+                r.err = i32::from(err != "not found");
+            }
+            Some(Incr::NoMemory) => r.status = 2,
+            None => r.status = 3,
+        }
+        r as *const IncrResult
+    })
+    .unwrap_or(std::ptr::null())
+}
+
+fn addr(p: *const ()) -> LightUserData {
+    LightUserData(p as *mut std::ffi::c_void)
+}
+
+/// The source of the Lua wrappers.
+const WRAPPERS: &str = include_str!("ffi_entry.lua");
+
+/// Installs the FFI wrappers over the raw functions `ngx` holds (call once the `ngx` table is
+/// complete).
+pub fn register(
+    lua: &Lua,
+    ngx: &Table,
+    dicts: &super::ngx::shared::SharedDicts,
+) -> mlua::Result<()> {
+    let fns = lua.create_table()?;
+    fns.set(
+        "req_get_headers",
+        addr(moongate_req_get_headers as *const ()),
+    )?;
+    let setters: [(&str, *const ()); 6] = [
+        ("req_set_str", moongate_req_set_header_str as *const ()),
+        ("req_set_num", moongate_req_set_header_num as *const ()),
+        ("req_clear", moongate_req_clear_header as *const ()),
+        ("resp_set_str", moongate_resp_set_header_str as *const ()),
+        ("resp_set_num", moongate_resp_set_header_num as *const ()),
+        ("resp_clear", moongate_resp_clear_header as *const ()),
+    ];
+    for (name, f) in setters {
+        fns.set(name, addr(f))?;
+    }
+    fns.set(
+        "req_header_first",
+        addr(moongate_req_header_first as *const ()),
+    )?;
+    fns.set("dict_incr", addr(moongate_dict_incr as *const ()))?;
+    let indexes = lua.create_table()?;
+    for (name, d) in dicts.iter() {
+        indexes.set(name, dict_index(d))?;
+    }
+    fns.set("dict_indexes", indexes)?;
+    lua.load(WRAPPERS)
+        .set_name("=moongate/ffi_entry.lua")
+        .call::<()>((ngx.clone(), fns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut m = http::HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    fn read(s: &Scratch) -> Vec<(String, String, bool)> {
+        (0..s.list.count as usize)
+            .map(|i| {
+                let e = s.list.entries[i];
+                // SAFETY: entries below `count` point into `s.bytes` with their lengths.
+                let (n, v) = unsafe {
+                    (
+                        std::slice::from_raw_parts(e.name, e.name_len as usize),
+                        std::slice::from_raw_parts(e.value, e.value_len as usize),
+                    )
+                };
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                    e.repeated != 0,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn repeated_headers_are_marked_and_raw_names_capitalised() {
+        let m = map(&[("x-a", "1"), ("content-type", "t"), ("x-a", "2")]);
+        let got = with_scratch(|s| {
+            fill_headers(s, &m, 0.0, true).unwrap();
+            (read(s), s.list.truncated)
+        })
+        .unwrap();
+        assert_eq!(got.1, 0);
+        assert_eq!(
+            got.0,
+            vec![
+                ("X-A".into(), "1".into(), false),
+                ("X-A".into(), "2".into(), true),
+                ("Content-Type".into(), "t".into(), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn max_truncates_and_too_big_refuses() {
+        let m = map(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let got = with_scratch(|s| {
+            fill_headers(s, &m, 2.0, false).unwrap();
+            (s.list.count, s.list.truncated)
+        });
+        assert_eq!(got, Some((2, 1)));
+        let big = "v".repeat(BYTES);
+        let m = map(&[("a", &big)]);
+        assert_eq!(
+            with_scratch(|s| fill_headers(s, &m, 0.0, false)),
+            Some(None)
+        );
+        let many: Vec<(String, String)> = (0..ENTRIES + 1)
+            .map(|i| (format!("h{i}"), "v".to_string()))
+            .collect();
+        let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let m = map(&refs);
+        assert_eq!(
+            with_scratch(|s| fill_headers(s, &m, 0.0, false)),
+            Some(None)
+        );
+        // With a limit below the entries' room the same map fits.
+        assert_eq!(
+            with_scratch(|s| fill_headers(s, &m, 100.0, false).map(|()| s.list.count)),
+            Some(Some(100))
+        );
+    }
+
+    /// Sandboxed code (JIT off, counted) outside any request: every wrapper answers as the raw
+    /// function does there, the dictionary works, and the entry points refuse what no string
+    /// could be (a null pointer with a length) without reading it.
+    #[test]
+    fn sandboxed_code_without_a_request_gets_the_raw_answers() {
+        use crate::lua::vm::{LuaVm, SandboxBudget, VmOptions};
+        let mut opts = VmOptions::for_prefix(std::path::Path::new("/nonexistent"));
+        opts.shared_dicts = super::super::ngx::shared::SharedDicts::new(&[("d".into(), 1 << 20)]);
+        let vm = LuaVm::new(&opts).unwrap();
+        let f = vm
+            .load_sandboxed(
+                "sandboxed",
+                r#"
+                local out = {}
+                local function try(f, ...)
+                  local ok, err = pcall(f, ...)
+                  out[#out + 1] = tostring(ok) .. " " .. tostring(err)
+                end
+                try(ngx.req.get_headers)
+                try(ngx.req.set_header, "X-A", "v")
+                try(function() ngx.header["X-A"] = 1 end)
+                try(require("moongate.headers").first, "host")
+                out[#out + 1] = tostring(ngx.shared.d:incr("k", 2, 40))
+                local up = {}
+                for i = 1, 20 do
+                  local name, v = debug.getupvalue(ngx.req.set_header, i)
+                  if name == nil then break end
+                  up[name] = v
+                end
+                out[#out + 1] = tostring(up.c_str(nil, 100, nil, 0))
+                out[#out + 1] = tostring(up.c_str("x", 1, nil, 5))
+                out[#out + 1] = tostring(up.c_clear(nil, 7))
+                return table.concat(out, "\n")
+                "#,
+                SandboxBudget {
+                    instructions: 1_000_000,
+                },
+            )
+            .unwrap();
+        let got: String = f.call(()).unwrap();
+        assert_eq!(
+            got,
+            "false no request found\n\
+             false no request found\n\
+             false no request found\n\
+             false no request found\n\
+             42\n1\n1\n1"
+        );
+    }
+}
