@@ -1,6 +1,6 @@
 //! Entering the runner: how Rust starts a request's Lua work, with the raw Lua API.
 //!
-//! Why not `Function::call_async`: mlua's generic call costs about 4,000 instructions per entry
+//! Why not `Function::call_async`: mlua's generic call costs about 5,000 instructions per entry
 //! around the Lua work itself (its argument and result conversions, a recycled thread taken
 //! from and given back to its pool, the poll of an async thread and its drop). Most entries
 //! never wait: the runner runs the plugins of a phase and returns. So an entry resumes a thread
