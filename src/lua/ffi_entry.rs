@@ -234,48 +234,37 @@ fn value_arg(value: &[u8], num: f64, kind: c_int) -> Result<Option<HeaderValues>
     }
 }
 
-/// `ngx.req.set_header(name, value)` for a string name and a string (`kind` 0), number
-/// (`kind` 1) or `nil` (`kind` 2) value: 0 when done, 1 when the wrapper must call the raw
-/// function.
-///
-/// # Safety
-/// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
-unsafe fn req_set_header(
-    name: *const u8,
-    name_len: usize,
-    value: *const u8,
-    value_len: usize,
-    num: f64,
-    kind: c_int,
-) -> c_int {
-    // SAFETY: the function's contract.
-    let (Some(name), Some(value)) = (unsafe { bytes_arg(name, name_len) }, unsafe {
-        bytes_arg(value, value_len)
-    }) else {
-        return 1;
-    };
-    guarded(1, || {
-        let Ok(n) = req::header_name_of(name, "ngx.req.set_header", false) else {
-            return 1;
-        };
-        let Ok(vals) = value_arg(value, num, kind) else {
-            return 1;
-        };
-        match request::with_raw("ngx.req.set_header", |r| {
-            req::set_request_header(r, &n, vals)
-        }) {
-            Ok(()) => 0,
-            Err(_) => 1,
-        }
-    })
+/// The headers a setter entry point writes: the API it stands for (in the raw function's
+/// errors), whether `_` in a name is read as `-`, and what setting does once the arguments are
+/// read.
+struct HeaderTarget {
+    api: &'static str,
+    underscores: bool,
+    set: fn(&mut crate::plugin::RequestCtx, &http::HeaderName, Option<HeaderValues>),
 }
 
-/// `ngx.header[name] = value` for a string name and a string (`kind` 0), number (`kind` 1) or
-/// `nil` (`kind` 2) value: 0 when done, 1 when the wrapper must call the raw function.
+/// `ngx.req.set_header(name, value)`.
+const REQUEST_HEADERS: HeaderTarget = HeaderTarget {
+    api: "ngx.req.set_header",
+    underscores: false,
+    set: req::set_request_header,
+};
+
+/// `ngx.header[name] = value` (lua-nginx-module turns `_` into `-` in response header names
+/// it is given).
+const RESPONSE_HEADERS: HeaderTarget = HeaderTarget {
+    api: "ngx.header",
+    underscores: true,
+    set: super::ngx::resp::set_response_header,
+};
+
+/// Sets header `name` of `target` to a string (`kind` 0), number (`kind` 1) or `nil` (`kind`
+/// 2) value: 0 when done, 1 when the wrapper must call the raw function.
 ///
 /// # Safety
 /// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
-unsafe fn resp_set_header(
+unsafe fn set_header(
+    target: &HeaderTarget,
     name: *const u8,
     name_len: usize,
     value: *const u8,
@@ -290,16 +279,13 @@ unsafe fn resp_set_header(
         return 1;
     };
     guarded(1, || {
-        // lua-nginx-module turns `_` into `-` in response header names it is given.
-        let Ok(n) = req::header_name_of(name, "ngx.header", true) else {
+        let Ok(n) = req::header_name_of(name, target.api, target.underscores) else {
             return 1;
         };
         let Ok(vals) = value_arg(value, num, kind) else {
             return 1;
         };
-        match request::with_raw("ngx.header", |r| {
-            super::ngx::resp::set_response_header(r, &n, vals)
-        }) {
+        match request::with_raw(target.api, |r| (target.set)(r, &n, vals)) {
             Ok(()) => 0,
             Err(_) => 1,
         }
@@ -310,7 +296,7 @@ unsafe fn resp_set_header(
 /// makes (when the calling code is not compiled) converts each argument on its own, so each
 /// takes only what its value type needs.
 macro_rules! setter_entries {
-    ($set:ident, $str:ident, $num:ident, $clear:ident) => {
+    ($target:ident, $str:ident, $num:ident, $clear:ident) => {
         /// A string value (`""` clears).
         ///
         /// # Safety
@@ -322,7 +308,7 @@ macro_rules! setter_entries {
             value_len: usize,
         ) -> c_int {
             // SAFETY: the function's contract.
-            unsafe { $set(name, name_len, value, value_len, 0.0, 0) }
+            unsafe { set_header(&$target, name, name_len, value, value_len, 0.0, 0) }
         }
 
         /// A number value.
@@ -331,7 +317,7 @@ macro_rules! setter_entries {
         /// `name` points to `name_len` readable bytes for the call.
         unsafe extern "C" fn $num(name: *const u8, name_len: usize, num: f64) -> c_int {
             // SAFETY: the function's contract.
-            unsafe { $set(name, name_len, std::ptr::null(), 0, num, 1) }
+            unsafe { set_header(&$target, name, name_len, std::ptr::null(), 0, num, 1) }
         }
 
         /// `nil`: clears.
@@ -340,19 +326,19 @@ macro_rules! setter_entries {
         /// `name` points to `name_len` readable bytes for the call.
         unsafe extern "C" fn $clear(name: *const u8, name_len: usize) -> c_int {
             // SAFETY: the function's contract.
-            unsafe { $set(name, name_len, std::ptr::null(), 0, 0.0, 2) }
+            unsafe { set_header(&$target, name, name_len, std::ptr::null(), 0, 0.0, 2) }
         }
     };
 }
 
 setter_entries!(
-    req_set_header,
+    REQUEST_HEADERS,
     moongate_req_set_header_str,
     moongate_req_set_header_num,
     moongate_req_clear_header
 );
 setter_entries!(
-    resp_set_header,
+    RESPONSE_HEADERS,
     moongate_resp_set_header_str,
     moongate_resp_set_header_num,
     moongate_resp_clear_header
