@@ -204,11 +204,30 @@ unsafe extern "C-unwind" fn route_match(l: *mut mlua::ffi::lua_State) -> std::ff
     0
 }
 
-/// The runner's entry flags: the request has its Lua state already.
-const ENTRY_HAS_STATE: i64 = 1;
-/// The route object holds this request's match (`_match_path`, `_match_host`) and the request
-/// has no uri parameters: `ctx.curr_req_matched` is filled from it, without `route_match`.
-const ENTRY_MATCH_ON_ROUTE: i64 = 2;
+/// The runner's entry flags: the route object holds this request's match (`_match_path`,
+/// `_match_host`) and the request has no uri parameters: `ctx.curr_req_matched` is filled from
+/// it, without `route_match`.
+const ENTRY_MATCH_ON_ROUTE: i64 = 1;
+/// The request's first entry into this VM: the runner makes its Lua state.
+const ENTRY_FIRST: i64 = 2;
+
+/// The first three arguments of every runner entry: the route object, the entry flags and the
+/// slot of the request's Lua state (see runner.lua's `state_of`).
+struct EntryHead {
+    route: RouteArg,
+    flags: i64,
+    slot: request::StateSlot,
+}
+
+impl EntryHead {
+    fn args(&self) -> [Arg; 3] {
+        [
+            self.route.arg(),
+            Arg::Int(self.flags),
+            Arg::Int(i64::from(self.slot)),
+        ]
+    }
+}
 
 /// The route object an entry pushes: a cached one's registry slot (pushed right away, before
 /// anything could drop the cache), or the key of one made for a request of an older snapshot.
@@ -274,9 +293,7 @@ impl LuaHost {
         let (runner, make_route, run_groups_fn): (Function, Function, Function) =
             lua.load(RUNNER).set_name("=moongate/runner.lua").call((
                 super::raw::function(lua, mark_plugin, ())?,
-                super::raw::function(lua, request::req_state, ())?,
-                super::raw::function(lua, request::adopt_state, ())?,
-                super::raw::function(lua, request::take_retired, ())?,
+                lua.named_registry_value::<Table>(super::ngx::resp::LIVE_STATES)?,
                 super::raw::function(lua, super::ngx::balancer::picked, ())?,
                 super::raw::function(lua, enter_group, ())?,
                 super::raw::function(lua, route_match, ())?,
@@ -387,9 +404,9 @@ impl LuaHost {
         Ok(slot)
     }
 
-    /// What the runner's entry points take first: the route object plugins see as
-    /// `ctx.matched_route` (made once per route per snapshot version) and the entry flags
-    /// ([`ENTRY_HAS_STATE`], [`ENTRY_MATCH_ON_ROUTE`]).
+    /// What the runner's entry points take first ([`EntryHead`]): the route object plugins see
+    /// as `ctx.matched_route` (made once per route per snapshot version), the entry flags
+    /// ([`ENTRY_MATCH_ON_ROUTE`], [`ENTRY_FIRST`]) and the slot of the request's Lua state.
     ///
     /// The route object also carries what the router matched (`_match_path`, `_match_host`)
     /// for a request without uri parameters, so the runner fills `ctx.curr_req_matched` from
@@ -400,12 +417,15 @@ impl LuaHost {
         version: u64,
         route: &RouteInfo<'_>,
         req: &SharedReq,
-    ) -> mlua::Result<(RouteArg, i64)> {
+    ) -> mlua::Result<EntryHead> {
         let r = req.borrow();
-        let mut flags = if request::has_state(r.id) {
-            ENTRY_HAS_STATE
-        } else {
-            0
+        let head = |route: RouteArg, flags: i64| {
+            let (slot, first) = request::enter_state(r.id, self.vm_id);
+            EntryHead {
+                route,
+                flags: if first { flags | ENTRY_FIRST } else { flags },
+                slot,
+            }
         };
         // A cached route object takes this request's match when there are no uri parameters
         // (those come from `route_match`).
@@ -418,15 +438,15 @@ impl LuaHost {
         };
         let cache = self.cacheable(version);
         if cache && let Some(slot) = self.routes.borrow_mut().get_mut(route.id) {
-            flags |= hold(slot)?;
-            return Ok((RouteArg::Cached(slot.key.id()), flags));
+            let flags = hold(slot)?;
+            return Ok(head(RouteArg::Cached(slot.key.id()), flags));
         }
         let t: Table =
             self.make_route
                 .call((route.id, route.name, route.service_id, route.modified_index))?;
         let key = self.lua().create_registry_value(t.clone())?;
         if !cache {
-            return Ok((RouteArg::Own(key), flags));
+            return Ok(head(RouteArg::Own(key), 0));
         }
         let mut slot = RouteSlot {
             table: t,
@@ -434,10 +454,10 @@ impl LuaHost {
             path: None,
             host: None,
         };
-        flags |= hold(&mut slot)?;
+        let flags = hold(&mut slot)?;
         let arg = RouteArg::Cached(slot.key.id());
         self.routes.borrow_mut().insert(route.id.to_string(), slot);
-        Ok((arg, flags))
+        Ok(head(arg, flags))
     }
 
     /// Calls every loaded plugin's `destroy()` (plugin reload), logging failures.
@@ -469,7 +489,7 @@ impl LuaHost {
                 return Step::Error;
             }
         };
-        let (route_t, flags) = match self.route_entry(version, route, req) {
+        let entry = match self.route_entry(version, route, req) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the route object of {}: {e}", route.id);
@@ -477,27 +497,27 @@ impl LuaHost {
             }
         };
         let phase_no = phase_number(phase);
-        let head = [
-            route_t.arg(),
-            Arg::Int(flags),
-            Arg::Ref(chain_t),
-            Arg::Int(phase_no),
-        ];
+        let [a, b, c] = entry.args();
+        let head = [a, b, c, Arg::Ref(chain_t), Arg::Int(phase_no)];
         // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
         let out = if indices.iter().all(|&i| i < 52) {
             let mask = plugin_mask(indices);
             premark(req, mask);
-            let [a, b, c, d] = head;
-            self.drive(req, self.runner.id(), &[a, b, c, d, Arg::Num(mask as f64)])
-                .await
+            let [a, b, c, d, e] = head;
+            self.drive(
+                req,
+                self.runner.id(),
+                &[a, b, c, d, e, Arg::Num(mask as f64)],
+            )
+            .await
         } else {
-            let mut args = Vec::with_capacity(indices.len() + 5);
+            let mut args = Vec::with_capacity(indices.len() + 6);
             args.extend(head);
             args.push(Arg::Int(0));
             args.extend(indices.iter().map(|&i| Arg::Int(i as i64 + 1)));
             self.drive(req, self.runner.id(), &args).await
         };
-        drop(route_t);
+        drop(entry);
         req.borrow_mut().mark_plugin(0);
         match out {
             Driven::Done([kind, index, status, body, _]) => {
@@ -567,7 +587,7 @@ impl LuaHost {
                 }
             }
         }
-        let (route_t, flags) = match self.route_entry(version, route, req) {
+        let entry = match self.route_entry(version, route, req) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the route object of {}: {e}", route.id);
@@ -577,23 +597,24 @@ impl LuaHost {
                 });
             }
         };
-        // Per group: its chain, (phase number * 256 + chain slot) * 64 + its first plugin's
-        // index, plugin bit mask (see runner.lua's run_groups).
-        let mut args = [Arg::Nil; 3 + 3 * MAX_GROUPS];
-        args[0] = route_t.arg();
-        args[1] = Arg::Int(flags);
-        args[2] = Arg::Int(groups.len() as i64);
+        // After the entry head, the number of groups, then per group: its chain, (phase
+        // number * 256 + chain slot) * 64 + its first plugin's index, plugin bit mask (see
+        // runner.lua's run_groups).
+        const GROUPS_AT: usize = 4;
+        let mut args = [Arg::Nil; GROUPS_AT + 3 * MAX_GROUPS];
+        args[..3].copy_from_slice(&entry.args());
+        args[3] = Arg::Int(groups.len() as i64);
         for (k, g) in groups.iter().enumerate() {
             let mask = plugin_mask(g.indices);
             let first = i64::from(mask.trailing_zeros());
-            args[3 + 3 * k] = tables[k];
-            args[4 + 3 * k] =
+            args[GROUPS_AT + 3 * k] = tables[k];
+            args[GROUPS_AT + 1 + 3 * k] =
                 Arg::Num(((phase_number(g.phase) * 256 + g.slot as i64) * 64 + first) as f64);
-            args[5 + 3 * k] = Arg::Num(mask as f64);
+            args[GROUPS_AT + 2 + 3 * k] = Arg::Num(mask as f64);
         }
         premark(req, plugin_mask(groups[0].indices));
         let out = self.drive(req, self.run_groups_fn.id(), &args).await;
-        drop(route_t);
+        drop(entry);
         req.borrow_mut().mark_plugin(0);
         let group_at = |v: &Out| match v.number() {
             Some(g) if g >= 1.0 => (g as usize - 1).min(groups.len() - 1),
@@ -657,7 +678,7 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
-        let (route_t, flags) = match self.route_entry(version, route, req) {
+        let entry = match self.route_entry(version, route, req) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("failed to prepare the route object of {}: {e}", route.id);
@@ -671,14 +692,10 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
-        let args = [
-            route_t.arg(),
-            Arg::Int(flags),
-            Arg::Ref(f.id()),
-            Arg::Int(0),
-        ];
+        let [a, b, c] = entry.args();
+        let args = [a, b, c, Arg::Ref(f.id()), Arg::Int(0)];
         let out = self.drive(req, self.runner.id(), &args).await;
-        drop((route_t, f));
+        drop((entry, f));
         Some(match out {
             Driven::Done(_) => Step::Continue {
                 consumer: None,

@@ -15,25 +15,31 @@ use crate::plugin::RequestCtx;
 /// A request shared by the proxy and the Lua code working on it.
 pub type SharedReq = Rc<RefCell<RequestCtx>>;
 
-/// A registry slot of one VM (the VM told apart by its allocator's state, unique per VM).
-type Slot = (usize, std::ffi::c_int);
-
 struct Live {
     req: SharedReq,
-    /// The registry slot of the request's Lua state (its APISIX `ctx`, its `ngx.ctx`), once
-    /// the runner made it.
-    state: Option<Slot>,
+    /// Where the request's Lua state (its APISIX `ctx`, its `ngx.ctx`) is, from the request's
+    /// first Lua entry on: the VM and the slot of runner.lua's `live` table holding it.
+    state: Option<(usize, StateSlot)>,
+}
+
+/// An index of runner.lua's `live` table (from 1; small and reused, so the table stays an
+/// array).
+pub type StateSlot = u32;
+
+/// The `live` slots of one VM: the next never used, and those of finished requests. A slot
+/// given to a new request still holds the finished request's state, which the runner recycles
+/// then.
+#[derive(Default)]
+struct VmSlots {
+    next: StateSlot,
+    free: Vec<StateSlot>,
 }
 
 thread_local! {
     static LIVE: RefCell<FxHashMap<CtxId, Live>> = RefCell::new(FxHashMap::default());
-    /// Slots of finished requests' Lua states, for the runner to recycle (`take_retired`).
-    static RETIRED: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+    /// Per VM (told apart by [`vm_of`]): its `live` slots.
+    static SLOTS: RefCell<FxHashMap<usize, VmSlots>> = RefCell::new(FxHashMap::default());
 }
-
-/// At most this many finished states wait for recycling; past it the oldest are forgotten (a
-/// VM that stopped serving, after a plugin reload, leaves its slots behind).
-const MAX_RETIRED: usize = 1024;
 
 /// Makes `req` reachable from Lua while its context id is current.
 pub fn register(req: SharedReq) {
@@ -41,32 +47,57 @@ pub fn register(req: SharedReq) {
     LIVE.with(|l| l.borrow_mut().insert(id, Live { req, state: None }));
 }
 
-/// Whether the runner made request `id`'s Lua state already (it passes the answer to the runner,
-/// which then makes the state on a first entry without asking for it).
-pub fn has_state(id: CtxId) -> bool {
-    LIVE.with(|l| l.borrow().get(&id).is_some_and(|x| x.state.is_some()))
+/// The slot of request `id`'s Lua state in VM `vm`, about to be entered, and whether this is
+/// the request's first entry into that VM: then the runner makes the state (recycling the one
+/// a finished request left in the slot). Code with no live request gets slot 0, made afresh on
+/// every entry.
+pub fn enter_state(id: CtxId, vm: usize) -> (StateSlot, bool) {
+    LIVE.with(|l| {
+        let mut l = l.borrow_mut();
+        let Some(live) = l.get_mut(&id) else {
+            return (0, true);
+        };
+        match live.state {
+            Some((v, slot)) if v == vm => (slot, false),
+            held => {
+                // A state an older VM made (a plugin reload mid-request) is left to that VM.
+                if let Some((old_vm, old)) = held {
+                    release(old_vm, old);
+                }
+                let slot = SLOTS.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let slots = s.entry(vm).or_default();
+                    slots.free.pop().unwrap_or_else(|| {
+                        slots.next += 1;
+                        slots.next
+                    })
+                });
+                live.state = Some((vm, slot));
+                (slot, true)
+            }
+        }
+    })
 }
 
-/// Forgets a finished request; its Lua state is handed to the runner for recycling.
+/// Gives `slot` of VM `vm` back, its state to be recycled by the next request given it.
+fn release(vm: usize, slot: StateSlot) {
+    SLOTS.with(|s| s.borrow_mut().entry(vm).or_default().free.push(slot));
+}
+
+/// Forgets a finished request; its Lua state's slot goes to a later request.
 pub fn unregister(id: CtxId) {
     if let Some(Live {
-        state: Some(slot), ..
+        state: Some((vm, slot)),
+        ..
     }) = LIVE.with(|l| l.borrow_mut().remove(&id))
     {
-        RETIRED.with(|r| {
-            let mut r = r.borrow_mut();
-            if r.len() >= MAX_RETIRED {
-                r.remove(0);
-            }
-            r.push(slot);
-        });
+        release(vm, slot);
     }
 }
 
-/// Forgets the finished states of a VM that is going away (its registry goes with it; a later
-/// VM may even get the same address).
+/// Forgets the slots of a VM that is going away (a later VM may even get the same address).
 pub fn forget_vm(vm: usize) {
-    RETIRED.with(|r| r.borrow_mut().retain(|(v, _)| *v != vm));
+    SLOTS.with(|s| s.borrow_mut().remove(&vm));
 }
 
 /// The VM a Lua state belongs to: the address of its allocator's state.
@@ -80,110 +111,26 @@ pub unsafe fn vm_of(l: *mut ffi::lua_State) -> usize {
     ud as usize
 }
 
-/// `req_state(strict)`: the current request's Lua state; before the runner made it (or where
-/// there is no request), `nil`, or with `strict` the error `ngx.ctx` raises there.
+/// `state_slot()`: the slot of runner.lua's `live` table holding the current request's Lua
+/// state; where there is no request, the error `ngx.ctx` raises there (and `nil` before the
+/// request's first entry into this VM).
 ///
 /// # Safety
 /// Called by Lua as a C function with a valid state.
-pub unsafe extern "C-unwind" fn req_state(l: *mut ffi::lua_State) -> std::ffi::c_int {
-    // SAFETY: called by Lua; the slot belongs to this VM (checked) and holds the state.
-    unsafe {
-        let strict = ffi::lua_toboolean(l, 1) != 0;
-        let vm = vm_of(l);
-        let slot = sched::current()
-            .and_then(|id| LIVE.with(|x| x.borrow().get(&id).and_then(|x| x.state)))
-            .filter(|(v, _)| *v == vm);
-        match slot {
-            Some((_, slot)) => {
-                ffi::lua_checkstack(l, 1);
-                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
-            }
-            None if strict => return super::raw::raise(l, no_request_message("ngx.ctx")),
-            None => ffi::lua_pushnil(l),
-        }
-    }
-    1
-}
-
-/// `adopt_state(state)`: the runner made the current request's Lua state; it is kept in a
-/// registry slot until the request is unregistered. Returns what `take_retired` would (a
-/// finished request's state to recycle, or `nil`) and whether more may wait: one call into Rust
-/// for both on a request's first entry.
-///
-/// # Safety
-/// Called by Lua as a C function with a valid state.
-pub unsafe extern "C-unwind" fn adopt_state(l: *mut ffi::lua_State) -> std::ffi::c_int {
-    // SAFETY: called by Lua with the state as argument 1; `luaL_ref` pops it (and may raise
-    // "not enough memory" with nothing owned alive here).
-    unsafe {
-        ffi::lua_settop(l, 1);
-        let vm = vm_of(l);
-        let slot = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
-        if slot >= 0 {
-            keep_state(l, vm, slot);
-        }
-        push_retired(l, vm);
-        let more = RETIRED.with(|r| !r.borrow().is_empty());
-        ffi::lua_pushboolean(l, std::ffi::c_int::from(more));
-    }
-    2
-}
-
-/// Gives registry slot `slot` (of VM `vm`) to the current request as its Lua state.
-///
-/// # Safety
-/// `l` is a state of VM `vm` in a C function Lua called; `slot` is a fresh registry slot.
-unsafe fn keep_state(l: *mut ffi::lua_State, vm: usize, slot: std::ffi::c_int) {
-    // SAFETY: see the function's contract.
-    unsafe {
-        let kept = sched::current().is_some_and(|id| {
-            LIVE.with(|x| match x.borrow_mut().get_mut(&id) {
-                Some(live) => {
-                    live.state = Some((vm, slot));
-                    true
-                }
-                None => false,
-            })
-        });
-        if !kept {
-            // No live request to hold it (a timer): the slot is freed at once.
-            ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, slot);
-        }
-    }
-}
-
-/// `take_retired()`: the Lua state of a finished request of this VM, its slot freed; `nil`
-/// when there is none.
-///
-/// # Safety
-/// Called by Lua as a C function with a valid state.
-pub unsafe extern "C-unwind" fn take_retired(l: *mut ffi::lua_State) -> std::ffi::c_int {
+pub unsafe extern "C-unwind" fn state_slot(l: *mut ffi::lua_State) -> std::ffi::c_int {
     // SAFETY: called by Lua.
-    unsafe { push_retired(l, vm_of(l)) };
-    1
-}
-
-/// Pushes the Lua state of a finished request of VM `vm`, its slot freed, or `nil`.
-///
-/// # Safety
-/// `l` is a state of VM `vm` in a C function Lua called.
-unsafe fn push_retired(l: *mut ffi::lua_State, vm: usize) {
-    let slot = RETIRED.with(|r| {
-        let mut r = r.borrow_mut();
-        let i = r.iter().rposition(|(v, _)| *v == vm)?;
-        Some(r.swap_remove(i).1)
-    });
-    // SAFETY: the slot belongs to this VM (checked above) and was never freed.
     unsafe {
-        ffi::lua_checkstack(l, 2);
-        match slot {
-            Some(slot) => {
-                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, slot as ffi::lua_Integer);
-                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, slot);
-            }
-            None => ffi::lua_pushnil(l),
+        let vm = vm_of(l);
+        let live = sched::current()
+            .and_then(|id| LIVE.with(|x| x.borrow().get(&id).map(|live| live.state)));
+        ffi::lua_checkstack(l, 1);
+        match live {
+            Some(Some((v, slot))) if v == vm => ffi::lua_pushnumber(l, slot as ffi::lua_Number),
+            Some(_) => ffi::lua_pushnil(l),
+            None => return super::raw::raise(l, no_request_message("ngx.ctx")),
         }
     }
+    1
 }
 
 /// OpenResty's error for request APIs called where there is no request: in a timer, or

@@ -5,14 +5,14 @@
 -- a `return code, body` stops it and becomes the answer (a table body as JSON plus a newline).
 --
 -- It also makes a request's Lua state on the request's first entry: a table holding its APISIX
--- `ctx` (with `ctx.var`) and its `ngx.ctx`, kept in a registry slot for the request
--- (`adopt_state`, `req_state`). Once the request is over, a later request takes the state back
--- (`take_retired`) and reuses its tables, as APISIX returns `ctx` and `ctx.var` to its table
--- pools at the end of a request (`ngx.ctx` is never reused). Nothing is made per request that
--- can be made once per snapshot: chains carry their owner's `conf_*`, their flat plugin list and
--- their `matched_route`, built on first use.
-local mark, req_state, adopt_state, take_retired, picked, enter_group, route_match,
-    upstream_peer = ...
+-- `ctx` (with `ctx.var`) and its `ngx.ctx`, kept in a slot of `live` Rust gives the request (the
+-- table `ngx.ctx` reads too). A finished request's slot goes to a later request, whose first
+-- entry recycles the state left in it and reuses its tables, as APISIX returns `ctx` and
+-- `ctx.var` to its table pools at the end of a request (`ngx.ctx` is never reused). No call
+-- into Rust makes or frees a state. Nothing is made per request that can be made once per
+-- snapshot: chains carry their owner's `conf_*`, their flat plugin list and their
+-- `matched_route`, built on first use.
+local mark, live, picked, enter_group, route_match, upstream_peer = ...
 
 local select, type, tostring, pairs = select, type, tostring, pairs
 local traceback = debug.traceback
@@ -185,34 +185,25 @@ local function recycle(state)
     put(states, state)
 end
 
--- The entry flags Rust passes (host.rs): the request has its state already; the route object
--- holds this request's match (`_match_path`, `_match_host`) and there are no uri parameters.
-local HAS_STATE, MATCH_ON_ROUTE = 1, 2
+-- The entry flags Rust passes (host.rs): the route object holds this request's match
+-- (`_match_path`, `_match_host`) and there are no uri parameters; this is the request's first
+-- entry.
+local MATCH_ON_ROUTE, FIRST = 1, 2
 
--- The current request's state, made (from the pools when they have tables) on its first entry.
--- Rust knows whether the request has one (`flags`): the first entry makes it without asking.
--- Adopting it hands back a finished request's state to recycle, and whether more wait.
-local function state_of(route, flags)
-    if flags % 2 == HAS_STATE then
-        local state = req_state()
-        if state then
-            return state
-        end
+-- The current request's state (in `live[slot]`), made on its first entry from the state a
+-- finished request left in the slot, or from the pools.
+local function state_of(route, flags, slot)
+    local state = live[slot]
+    if flags < FIRST then
+        return state
     end
-    local state = take(states) or new_tab(0, 4)
+    if state ~= nil then
+        recycle(state)
+    end
+    state = take(states) or new_tab(0, 4)
     state.route = route
-    state.match_on_route = flags >= MATCH_ON_ROUTE
-    local old, more = adopt_state(state)
-    if old then
-        recycle(old)
-    end
-    while more do
-        old = take_retired()
-        if not old then
-            break
-        end
-        recycle(old)
-    end
+    state.match_on_route = flags % 2 == MATCH_ON_ROUTE
+    live[slot] = state
     return state
 end
 
@@ -408,11 +399,11 @@ local function run_phase(state, chain, phase_no, mask, ...)
     return true, phase_no == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
--- The entry point: the route object, the entry flags (see state_of), then either a chain, a
--- phase number and the plugins to run (see run_phase), or a `*_by_lua` handler function and 0.
--- Returns what the run ended with.
-local function run(route, flags, chain, phase_no, mask, ...)
-    local state = state_of(route, flags)
+-- The entry point: the route object, the entry flags and the slot of the request's state (see
+-- state_of), then either a chain, a phase number and the plugins to run (see run_phase), or a
+-- `*_by_lua` handler function and 0. Returns what the run ended with.
+local function run(route, flags, slot, chain, phase_no, mask, ...)
+    local state = state_of(route, flags, slot)
     if phase_no == 0 then
         chain()
         return nil
@@ -425,7 +416,7 @@ local function run(route, flags, chain, phase_no, mask, ...)
     return run_phase(state, chain, phase_no, mask, ...)
 end
 
--- Several runs in one call, `n` groups of (chain, (phase number * 256 + chain slot) * 64 + index
+-- Several runs in one call (after the same first three arguments as `run`), `n` groups of (chain, (phase number * 256 + chain slot) * 64 + index
 -- of its first plugin (0-based), bit mask):
 -- the rewrite and access phases of a request when nothing between them needs Rust. Between
 -- the last rewrite and the first access group, a consumer an auth plugin attached stops the
@@ -436,8 +427,9 @@ end
 -- The groups come as named parameters, not `...`: LuaJIT cannot compile `select(i, ...)` with
 -- a variable `i` (NYI: VARG), and a trace that aborts there leaves the whole call to the
 -- interpreter on every request.
-local function run_groups(route, flags, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4, m4)
-    local state = state_of(route, flags)
+local function run_groups(route, flags, slot, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4,
+        m4)
+    local state = state_of(route, flags, slot)
     local prev_phase
     for g = 1, n do
         local chain, ps, mask

@@ -182,14 +182,19 @@ async fn stop_here(id: sched::CtxId) -> mlua::Result<()> {
     Ok(())
 }
 
-/// The metatable of `ngx`. `ngx.ctx` lives in the request's Lua state (made by the runner on
-/// the request's first Lua entry), which `req_state` finds.
+/// The metatable of `ngx`. `ngx.ctx` lives in the request's Lua state, made by the runner on
+/// the request's first Lua entry and kept in a slot of the `live` table.
 const NGX_MT: &str = r#"
-local req_state, get_status, set_status, headers_sent = ...
+local state_slot, live, get_status, set_status, headers_sent = ...
 local type, rawset, error = type, rawset, error
 
 local function state()
-    return req_state(true)
+    local slot = state_slot()
+    local st = slot and live[slot]
+    if not st then
+        error("ngx.ctx: the request has no Lua state yet", 3)
+    end
+    return st
 end
 
 return {
@@ -256,11 +261,18 @@ crate::raw_fn!(set_status, |args| {
     Ok(Rets::none())
 });
 
+/// The registry name of the table of requests' Lua states (by slot, see
+/// `request::enter_state`), shared by `ngx.ctx` and the runner.
+pub const LIVE_STATES: &str = "moongate.live_states";
+
 pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     // ngx.status, ngx.ctx and ngx.headers_sent are fields with behaviour: served by the
     // metatable of `ngx` (NGX_MT), so they must never be raw fields of it.
+    let live = lua.create_table()?;
+    lua.set_named_registry_value(LIVE_STATES, &live)?;
     let mt: Table = lua.load(NGX_MT).set_name("=moongate/ngx_mt.lua").call((
-        raw::function(lua, request::req_state, ())?,
+        raw::function(lua, request::state_slot, ())?,
+        live,
         raw::function(lua, get_status, ())?,
         raw::function(lua, set_status, ())?,
         raw::function(lua, headers_sent, ())?,
