@@ -613,7 +613,11 @@ impl LuaHost {
             args[GROUPS_AT + 2 + 3 * k] = Arg::Num(mask as f64);
         }
         premark(req, plugin_mask(groups[0].indices));
-        let out = self.drive(req, self.run_groups_fn.id(), &args).await;
+        // Only the groups there are: the runner's parameters past them are nil.
+        let used = GROUPS_AT + 3 * groups.len();
+        let out = self
+            .drive(req, self.run_groups_fn.id(), &args[..used])
+            .await;
         drop(entry);
         req.borrow_mut().mark_plugin(0);
         let group_at = |v: &Out| match v.number() {

@@ -37,6 +37,9 @@ struct VmSlots {
 
 thread_local! {
     static LIVE: RefCell<FxHashMap<CtxId, Live>> = RefCell::new(FxHashMap::default());
+    /// The request [`try_current`] found last: the FFI entry points of one phase ask for the
+    /// same request one after another, and this spares each the map lookup.
+    static LAST: RefCell<Option<(CtxId, SharedReq)>> = const { RefCell::new(None) };
     /// Per VM (told apart by [`vm_of`]): its `live` slots.
     static SLOTS: RefCell<FxHashMap<usize, VmSlots>> = RefCell::new(FxHashMap::default());
 }
@@ -86,6 +89,12 @@ fn release(vm: usize, slot: StateSlot) {
 
 /// Forgets a finished request; its Lua state's slot goes to a later request.
 pub fn unregister(id: CtxId) {
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.as_ref().is_some_and(|(l, _)| *l == id) {
+            *last = None;
+        }
+    });
     if let Some(Live {
         state: Some((vm, slot)),
         ..
@@ -155,7 +164,17 @@ pub fn current(api: &str) -> mlua::Result<SharedReq> {
 /// The current request, if there is one.
 pub fn try_current() -> Option<SharedReq> {
     let id = sched::current()?;
-    LIVE.with(|l| l.borrow().get(&id).map(|x| x.req.clone()))
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((l, req)) = last.as_ref()
+            && *l == id
+        {
+            return Some(req.clone());
+        }
+        let req = LIVE.with(|l| l.borrow().get(&id).map(|x| x.req.clone()))?;
+        *last = Some((id, req.clone()));
+        Some(req)
+    })
 }
 
 /// Runs `f` on the current request. `f` must not call back into Lua.
