@@ -487,6 +487,59 @@ fn interleaved_requests_each_see_only_their_own_var_and_ctx() {
 }
 
 #[test]
+fn a_finished_requests_ctx_and_ngx_ctx_are_never_seen_by_a_later_one() {
+    // Each request's Lua state (APISIX `ctx`, `ngx.ctx`) is recycled for a later request once
+    // it is over: nothing it set may show through.
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        r#"routes:
+  - id: left
+    uri: /left
+    upstream_id: e
+    plugins:
+      fixture-trace: {label: a}
+    lua_handlers:
+      access_by_lua: |
+        local actx = ngx.ctx.api_ctx
+        ngx.header["X-Left"] = tostring(ngx.ctx.left) .. "/" .. tostring(actx.left)
+          .. "/" .. tostring(actx.var.left)
+        ngx.ctx.left = ngx.var.arg_id
+        actx.left = ngx.var.arg_id
+        actx.var.left = ngx.var.arg_id"#,
+    );
+    let check = |r: &Resp, i: usize| {
+        assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+        assert_eq!(
+            r.header("x-left"),
+            Some("nil/nil/nil"),
+            "request {i}: {r:?}"
+        );
+        assert_eq!(
+            r.header("x-trace"),
+            Some("a:rewrite,a:access,a:before_proxy,a:header_filter"),
+            "request {i}"
+        );
+    };
+    for i in 0..40 {
+        check(&gw.get(&format!("/left?id={i}")), i);
+    }
+    let port = gw.port;
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                (i, request(port, "GET", &format!("/left?id={i}"), &[], b""))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, r) = h.join().unwrap();
+        check(&r, i);
+    }
+}
+
+#[test]
 fn timers_have_no_request_and_waits_are_cut_by_the_phase_timeout() {
     let echo = Echo::start("e");
     let gw = gateway(

@@ -10,10 +10,10 @@
 //! The request path crosses from Rust into Lua once per phase that has Lua work, and creates no
 //! Lua value from Rust on the way: under the worker's heap limit every value mlua makes from Rust
 //! costs a protected call. What a request needs on the Lua side (its `ctx`, `ngx.ctx`) is made by
-//! the runner itself (`runner.lua`) on the request's first entry, kept in a registry slot that
-//! `lua::request` records for the request, and recycled by a later request once this one is
-//! unregistered (as APISIX pools `ctx` and `ctx.var`); what is the same for many requests
-//! (chains, route objects) is made once per snapshot.
+//! the runner itself (`runner.lua`) on the request's first entry, kept in a slot of the
+//! runner's `live` table that `lua::request` hands the request, and recycled by the request the
+//! slot goes to once this one is unregistered (as APISIX pools `ctx` and `ctx.var`); what is the
+//! same for many requests (chains, route objects) is made once per snapshot.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -122,7 +122,7 @@ pub struct LuaHost {
     /// Longest time one phase may wait (on I/O, sleeps); past it the request fails.
     pub phase_timeout: Duration,
     memory_limit: Option<usize>,
-    /// The VM's identity for `lua::request`'s registry slots.
+    /// The VM's identity for `lua::request`'s state slots.
     vm_id: usize,
 }
 
