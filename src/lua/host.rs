@@ -211,20 +211,21 @@ const ENTRY_MATCH_ON_ROUTE: i64 = 1;
 /// The request's first entry into this VM: the runner makes its Lua state.
 const ENTRY_FIRST: i64 = 2;
 
-/// The first three arguments of every runner entry: the route object, the entry flags and the
-/// slot of the request's Lua state (see runner.lua's `state_of`).
+/// The first four arguments of every runner entry: the route object, the entry flags, the
+/// slot of the request's Lua state and a slot to empty (see runner.lua's `state_of`).
 struct EntryHead {
     route: RouteArg,
     flags: i64,
-    slot: request::StateSlot,
+    state: request::StateEntry,
 }
 
 impl EntryHead {
-    fn args(&self) -> [Arg; 3] {
+    fn args(&self) -> [Arg; 4] {
         [
             self.route.arg(),
             Arg::Int(self.flags),
-            Arg::Int(i64::from(self.slot)),
+            Arg::Int(i64::from(self.state.slot)),
+            self.state.trim.map_or(Arg::Nil, |t| Arg::Int(i64::from(t))),
         ]
     }
 }
@@ -406,7 +407,8 @@ impl LuaHost {
 
     /// What the runner's entry points take first ([`EntryHead`]): the route object plugins see
     /// as `ctx.matched_route` (made once per route per snapshot version), the entry flags
-    /// ([`ENTRY_MATCH_ON_ROUTE`], [`ENTRY_FIRST`]) and the slot of the request's Lua state.
+    /// ([`ENTRY_MATCH_ON_ROUTE`], [`ENTRY_FIRST`]), the slot of the request's Lua state and
+    /// a slot to empty.
     ///
     /// The route object also carries what the router matched (`_match_path`, `_match_host`)
     /// for a request without uri parameters, so the runner fills `ctx.curr_req_matched` from
@@ -420,11 +422,15 @@ impl LuaHost {
     ) -> mlua::Result<EntryHead> {
         let r = req.borrow();
         let head = |route: RouteArg, flags: i64| {
-            let (slot, first) = request::enter_state(r.id, self.vm_id);
+            let state = request::enter_state(r.id, self.vm_id);
             EntryHead {
                 route,
-                flags: if first { flags | ENTRY_FIRST } else { flags },
-                slot,
+                flags: if state.first {
+                    flags | ENTRY_FIRST
+                } else {
+                    flags
+                },
+                state,
             }
         };
         // A cached route object takes this request's match when there are no uri parameters
@@ -497,21 +503,21 @@ impl LuaHost {
             }
         };
         let phase_no = phase_number(phase);
-        let [a, b, c] = entry.args();
-        let head = [a, b, c, Arg::Ref(chain_t), Arg::Int(phase_no)];
+        let [a, b, c, d] = entry.args();
+        let head = [a, b, c, d, Arg::Ref(chain_t), Arg::Int(phase_no)];
         // The plugins to run as a bit mask (no list to allocate), while indices fit a double.
         let out = if indices.iter().all(|&i| i < 52) {
             let mask = plugin_mask(indices);
             premark(req, mask);
-            let [a, b, c, d, e] = head;
+            let [a, b, c, d, e, f] = head;
             self.drive(
                 req,
                 self.runner.id(),
-                &[a, b, c, d, e, Arg::Num(mask as f64)],
+                &[a, b, c, d, e, f, Arg::Num(mask as f64)],
             )
             .await
         } else {
-            let mut args = Vec::with_capacity(indices.len() + 6);
+            let mut args = Vec::with_capacity(indices.len() + 7);
             args.extend(head);
             args.push(Arg::Int(0));
             args.extend(indices.iter().map(|&i| Arg::Int(i as i64 + 1)));
@@ -600,10 +606,10 @@ impl LuaHost {
         // After the entry head, the number of groups, then per group: its chain, (phase
         // number * 256 + chain slot) * 64 + its first plugin's index, plugin bit mask (see
         // runner.lua's run_groups).
-        const GROUPS_AT: usize = 4;
+        const GROUPS_AT: usize = 5;
         let mut args = [Arg::Nil; GROUPS_AT + 3 * MAX_GROUPS];
-        args[..3].copy_from_slice(&entry.args());
-        args[3] = Arg::Int(groups.len() as i64);
+        args[..4].copy_from_slice(&entry.args());
+        args[4] = Arg::Int(groups.len() as i64);
         for (k, g) in groups.iter().enumerate() {
             let mask = plugin_mask(g.indices);
             let first = i64::from(mask.trailing_zeros());
@@ -696,8 +702,8 @@ impl LuaHost {
                 return Some(Step::Error);
             }
         };
-        let [a, b, c] = entry.args();
-        let args = [a, b, c, Arg::Ref(f.id()), Arg::Int(0)];
+        let [a, b, c, d] = entry.args();
+        let args = [a, b, c, d, Arg::Ref(f.id()), Arg::Int(0)];
         let out = self.drive(req, self.runner.id(), &args).await;
         drop((entry, f));
         Some(match out {

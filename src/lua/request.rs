@@ -26,13 +26,31 @@ struct Live {
 /// array).
 pub type StateSlot = u32;
 
-/// The `live` slots of one VM: the next never used, and those of finished requests. A slot
-/// given to a new request still holds the finished request's state, which the runner recycles
-/// then.
+/// The `live` slots of one VM: the next never used, those of finished requests (`held`, most
+/// recent last), and those emptied since (`clean`). A held slot still holds the finished
+/// request's state, which the runner recycles when the slot goes to a new request.
 #[derive(Default)]
 struct VmSlots {
     next: StateSlot,
-    free: Vec<StateSlot>,
+    held: std::collections::VecDeque<StateSlot>,
+    clean: Vec<StateSlot>,
+}
+
+/// At most this many finished requests' states stay held in their slots (as many as the
+/// runner pools). Past it, each first entry also has the runner empty the oldest held slot:
+/// after a burst of concurrent requests, what their `ctx` and `ngx.ctx` held is freed as traffic
+/// goes on, instead of staying referenced until each slot is reused.
+const HELD_MAX: usize = 64;
+
+/// What an entry tells the runner about the request's Lua state (see [`enter_state`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StateEntry {
+    /// The slot of the request's state.
+    pub slot: StateSlot,
+    /// The request's first entry into this VM: the runner makes the state.
+    pub first: bool,
+    /// A held slot the runner empties (recycling the state in it).
+    pub trim: Option<StateSlot>,
 }
 
 thread_local! {
@@ -52,31 +70,54 @@ pub fn register(req: SharedReq) {
 
 /// The slot of request `id`'s Lua state in VM `vm`, about to be entered, and whether this is
 /// the request's first entry into that VM: then the runner makes the state (recycling the one
-/// a finished request left in the slot). Code with no live request gets slot 0, made afresh on
-/// every entry.
-pub fn enter_state(id: CtxId, vm: usize) -> (StateSlot, bool) {
+/// a finished request left in the slot), and may be given a held slot to empty. Code with no
+/// live request gets slot 0, made afresh on every entry.
+pub fn enter_state(id: CtxId, vm: usize) -> StateEntry {
     LIVE.with(|l| {
         let mut l = l.borrow_mut();
         let Some(live) = l.get_mut(&id) else {
-            return (0, true);
+            return StateEntry {
+                slot: 0,
+                first: true,
+                trim: None,
+            };
         };
         match live.state {
-            Some((v, slot)) if v == vm => (slot, false),
+            Some((v, slot)) if v == vm => StateEntry {
+                slot,
+                first: false,
+                trim: None,
+            },
             held => {
                 // A state an older VM made (a plugin reload mid-request) is left to that VM.
                 if let Some((old_vm, old)) = held {
                     release(old_vm, old);
                 }
-                let slot = SLOTS.with(|s| {
+                let (slot, trim) = SLOTS.with(|s| {
                     let mut s = s.borrow_mut();
                     let slots = s.entry(vm).or_default();
-                    slots.free.pop().unwrap_or_else(|| {
-                        slots.next += 1;
-                        slots.next
-                    })
+                    let slot = match slots.held.pop_back() {
+                        Some(slot) => slot,
+                        None => slots.clean.pop().unwrap_or_else(|| {
+                            slots.next += 1;
+                            slots.next
+                        }),
+                    };
+                    let trim = if slots.held.len() > HELD_MAX {
+                        let t = slots.held.pop_front();
+                        slots.clean.extend(t);
+                        t
+                    } else {
+                        None
+                    };
+                    (slot, trim)
                 });
                 live.state = Some((vm, slot));
-                (slot, true)
+                StateEntry {
+                    slot,
+                    first: true,
+                    trim,
+                }
             }
         }
     })
@@ -84,7 +125,7 @@ pub fn enter_state(id: CtxId, vm: usize) -> (StateSlot, bool) {
 
 /// Gives `slot` of VM `vm` back, its state to be recycled by the next request given it.
 fn release(vm: usize, slot: StateSlot) {
-    SLOTS.with(|s| s.borrow_mut().entry(vm).or_default().free.push(slot));
+    SLOTS.with(|s| s.borrow_mut().entry(vm).or_default().held.push_back(slot));
 }
 
 /// Forgets a finished request; its Lua state's slot goes to a later request.
@@ -189,4 +230,78 @@ pub fn with_raw<R>(api: &str, f: impl FnOnce(&mut RequestCtx) -> R) -> Result<R,
         .try_borrow_mut()
         .map_err(|_| format!("{api}: the request is busy"))?;
     Ok(f(&mut r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::ctx::ReqBody;
+
+    fn live_request(id: CtxId) {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        register(Rc::new(RefCell::new(RequestCtx::new(
+            id,
+            http::Method::GET,
+            http::Version::HTTP_11,
+            "/".into(),
+            String::new(),
+            "/".into(),
+            "localhost".into(),
+            http::HeaderMap::new(),
+            addr,
+            addr,
+            addr,
+            ReqBody::Discarded,
+            tokio::time::Instant::now(),
+        ))));
+    }
+
+    #[test]
+    fn finished_requests_slots_are_reused_and_past_a_burst_the_oldest_are_emptied() {
+        let vm = 7;
+        // A burst of concurrent requests: each gets a new slot on its first entry only.
+        let burst = HELD_MAX as u64 + 10;
+        for id in 1..=burst {
+            live_request(id);
+            let e = enter_state(id, vm);
+            assert_eq!((e.slot, e.first, e.trim), (id as StateSlot, true, None));
+            let again = enter_state(id, vm);
+            assert_eq!((again.slot, again.first), (id as StateSlot, false));
+        }
+        for id in 1..=burst {
+            unregister(id);
+        }
+        // The next requests reuse the slots released last, and each has the runner empty the
+        // oldest held slot while more than HELD_MAX stay held: 74 held, then 72, 70, 68, 66, 64.
+        let mut trimmed = Vec::new();
+        for id in 1000..1020 {
+            live_request(id);
+            let e = enter_state(id, vm);
+            assert!(e.first);
+            assert!(e.slot as u64 <= burst, "{e:?}");
+            trimmed.extend(e.trim);
+        }
+        assert_eq!(trimmed, (1..=5).collect::<Vec<StateSlot>>());
+        for id in 1000..1020 {
+            unregister(id);
+        }
+        let (held, clean) = SLOTS.with(|s| {
+            let s = s.borrow();
+            (s[&vm].held.len(), s[&vm].clean.clone())
+        });
+        assert_eq!(held, HELD_MAX + 5);
+        assert_eq!(clean, vec![1, 2, 3, 4, 5]);
+        // A request of another VM (a plugin reload) gets a state there; the old VM's slot is
+        // released to that VM.
+        live_request(2000);
+        let a = enter_state(2000, vm);
+        let b = enter_state(2000, vm + 1);
+        assert!(b.first);
+        assert_eq!(b.slot, 1);
+        let held_a = SLOTS.with(|s| s.borrow()[&vm].held.back().copied());
+        assert_eq!(held_a, Some(a.slot));
+        forget_vm(vm);
+        forget_vm(vm + 1);
+        assert!(enter_state(9999, vm).slot == 0, "no live request: slot 0");
+    }
 }

@@ -191,14 +191,22 @@ end
 local MATCH_ON_ROUTE, FIRST = 1, 2
 
 -- The current request's state (in `live[slot]`), made on its first entry from the state a
--- finished request left in the slot, or from the pools.
-local function state_of(route, flags, slot)
+-- finished request left in the slot, or from the pools. A first entry may also name a slot to
+-- empty (`trim`): Rust keeps only so many finished requests' states held in their slots.
+local function state_of(route, flags, slot, trim)
     local state = live[slot]
     if flags < FIRST then
         return state
     end
     if state ~= nil then
         recycle(state)
+    end
+    if trim then
+        local old = live[trim]
+        if old ~= nil then
+            live[trim] = nil
+            recycle(old)
+        end
     end
     state = take(states) or new_tab(0, 4)
     state.route = route
@@ -399,11 +407,11 @@ local function run_phase(state, chain, phase_no, mask, ...)
     return true, phase_no == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
--- The entry point: the route object, the entry flags and the slot of the request's state (see
--- state_of), then either a chain, a phase number and the plugins to run (see run_phase), or a
--- `*_by_lua` handler function and 0. Returns what the run ended with.
-local function run(route, flags, slot, chain, phase_no, mask, ...)
-    local state = state_of(route, flags, slot)
+-- The entry point: the route object, the entry flags, the slot of the request's state and a
+-- slot to empty (see state_of), then either a chain, a phase number and the plugins to run (see
+-- run_phase), or a `*_by_lua` handler function and 0. Returns what the run ended with.
+local function run(route, flags, slot, trim, chain, phase_no, mask, ...)
+    local state = state_of(route, flags, slot, trim)
     if phase_no == 0 then
         chain()
         return nil
@@ -416,7 +424,7 @@ local function run(route, flags, slot, chain, phase_no, mask, ...)
     return run_phase(state, chain, phase_no, mask, ...)
 end
 
--- Several runs in one call (after the same first three arguments as `run`), `n` groups of (chain, (phase number * 256 + chain slot) * 64 + index
+-- Several runs in one call (after the same first four arguments as `run`), `n` groups of (chain, (phase number * 256 + chain slot) * 64 + index
 -- of its first plugin (0-based), bit mask):
 -- the rewrite and access phases of a request when nothing between them needs Rust. Between
 -- the last rewrite and the first access group, a consumer an auth plugin attached stops the
@@ -427,9 +435,9 @@ end
 -- The groups come as named parameters, not `...`: LuaJIT cannot compile `select(i, ...)` with
 -- a variable `i` (NYI: VARG), and a trace that aborts there leaves the whole call to the
 -- interpreter on every request.
-local function run_groups(route, flags, slot, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4, p4,
-        m4)
-    local state = state_of(route, flags, slot)
+local function run_groups(route, flags, slot, trim, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4,
+        p4, m4)
+    local state = state_of(route, flags, slot, trim)
     local prev_phase
     for g = 1, n do
         local chain, ps, mask
