@@ -16,13 +16,23 @@ pub mod redis;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_moongate");
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and never handed out before in this test process: the
+/// kernel may give a port just released to the next `bind(0)`, so two tests running in parallel
+/// could otherwise be handed the same port before either listens on it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !handed.contains(&port) {
+            handed.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh scratch directory, removed on drop.
