@@ -471,17 +471,8 @@ fn interleaved_requests_each_see_only_their_own_var_and_ctx() {
 "#,
         ),
     );
-    let port = gw.port;
-    let handles: Vec<_> = (0..24)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let r = request(port, "GET", &format!("/iso?id={i}"), &[], b"");
-                (i, r)
-            })
-        })
-        .collect();
-    for h in handles {
-        let (i, r) = h.join().unwrap();
+    let paths = (0..24).map(|i| format!("/iso?id={i}")).collect();
+    for (i, r) in get_concurrently(gw.port, paths).into_iter().enumerate() {
         assert_eq!((r.status, r.body), (200, format!("ok {i}\n")));
     }
 }
@@ -530,18 +521,9 @@ fn a_finished_requests_ctx_and_ngx_ctx_are_never_seen_by_a_later_one() {
     }
     // A burst of requests that overlap (each waits in access): more states than the worker
     // keeps held once they are over, so the requests after it also empty the oldest.
-    let port = gw.port;
-    let handles: Vec<_> = (0..100)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let r = request(port, "GET", &format!("/left?id={i}&wait=1"), &[], b"");
-                (i, r)
-            })
-        })
-        .collect();
-    for h in handles {
-        let (i, r) = h.join().unwrap();
-        check(&r, i);
+    let paths = (0..100).map(|i| format!("/left?id={i}&wait=1")).collect();
+    for (i, r) in get_concurrently(gw.port, paths).iter().enumerate() {
+        check(r, i);
     }
     for i in 0..60 {
         check(&gw.get(&format!("/left?id={i}")), i);

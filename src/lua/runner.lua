@@ -424,8 +424,8 @@ local function run(route, flags, slot, trim, chain, phase_no, mask, ...)
     return run_phase(state, chain, phase_no, mask, ...)
 end
 
--- Several runs in one call (after the same first four arguments as `run`), `n` groups of (chain, (phase number * 256 + chain slot) * 64 + index
--- of its first plugin (0-based), bit mask):
+-- Several runs in one call (after the same first four arguments as `run`), `n` groups of (chain,
+-- (phase number * 256 + chain slot) * 64 + index of its first plugin (0-based), bit mask):
 -- the rewrite and access phases of a request when nothing between them needs Rust. Between
 -- the last rewrite and the first access group, a consumer an auth plugin attached stops the
 -- call (Rust merges its plugins first: `"stop", group, consumer`); so does output printed by a

@@ -834,6 +834,16 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
         .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)))
 }
 
+/// GETs each of `paths` on its own connection and thread, all at once; the answers in the
+/// order of `paths`.
+pub fn get_concurrently(port: u16, paths: Vec<String>) -> Vec<Resp> {
+    let handles: Vec<_> = paths
+        .into_iter()
+        .map(|p| std::thread::spawn(move || request(port, "GET", &p, &[], b"")))
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 /// Sends raw bytes and reads until the server closes (or `timeout`).
 pub fn raw(port: u16, bytes: &[u8], timeout: Duration) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
