@@ -4,3 +4,4 @@ pub mod access;
 pub mod clock;
 pub mod errlog;
 pub mod metrics;
+pub mod ticks;

@@ -16,6 +16,7 @@ use http::{HeaderMap, Method, Version};
 use tokio::time::Instant;
 
 use super::Phase;
+use crate::observability::ticks::{Span, Ticks};
 use crate::lua::sched::CtxId;
 use crate::proxy::body::Body;
 
@@ -149,12 +150,13 @@ pub struct RequestCtx {
     pub upstream: UpstreamInfo,
     pub bytes_sent: u64,
     /// Time spent in each plugin run, as (chain slot, entry index, phase, time): slot 0 is the
-    /// global rules' chain, 1 the route's. Read by the metrics of a later stage.
-    pub timings: smallvec::SmallVec<[(u8, u32, Phase, Duration); 4]>,
+    /// global rules' chain, 1 the route's. Kept in the cheap clock's ticks (`Span::duration`
+    /// gives the time). Read by the metrics of a later stage.
+    pub timings: smallvec::SmallVec<[(u8, u32, Phase, Span); 4]>,
     /// The chain slot and phase being timed now, and the plugin run that started last.
     pub timing: (u8, Option<Phase>),
     /// The plugin run timed now: its index, the chain slot and phase it runs in, its start.
-    mark: Option<(u32, u8, Phase, Instant)>,
+    mark: Option<(u32, u8, Phase, Ticks)>,
     /// Content output flushed early with `ngx.flush`: the head and these chunks go out at once.
     pub stream: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     /// Fired by the first `ngx.flush` of a content handler: the head may go out.
@@ -241,11 +243,11 @@ impl RequestCtx {
     }
 
     /// Plugin run `index` (1-based; 0 = none) starts now: the previous one's time is recorded.
-    /// One clock read per plugin run.
+    /// One read of the cheap clock per plugin run.
     pub fn mark_plugin(&mut self, index: usize) {
-        let now = Instant::now();
+        let now = Ticks::now();
         if let Some((i, slot, phase, t)) = self.mark.take() {
-            self.timings.push((slot, i - 1, phase, now - t));
+            self.timings.push((slot, i - 1, phase, now.since(t)));
         }
         if index > 0
             && let (slot, Some(phase)) = self.timing
