@@ -898,3 +898,73 @@ fn routes_with_lua_plugins_send_apisix_forwarding_fields() {
     assert_eq!(r.json()["headers"]["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
     assert_eq!(r.json()["headers"]["x-real-ip"], "127.0.0.1");
 }
+
+#[test]
+fn plugins_read_and_change_the_forwarding_fields_set_on_arrival() {
+    // The client sends no forwarding field: the fields APISIX sets on arrival are held apart
+    // from the request's headers until something changes them; every reader sees them all the
+    // same, and a change goes upstream as made.
+    const FORWARDED: &str = include_str!("../t/fixtures/plugins/fixture-forwarded.lua");
+    let echo = Echo::start("e");
+    let port = free_port();
+    let config = format!("{}plugins:\n  - fixture-forwarded\n", config_yaml(port, ""));
+    let route = |id: &str, action: &str| {
+        format!(
+            "  - id: {id}\n    uri: /{id}\n    upstream_id: e\n    plugins:\n      fixture-forwarded:\n        action: {action}\n"
+        )
+    };
+    let yaml = format!(
+        "upstreams:\n  - id: e\n    nodes:\n      \"127.0.0.1:{}\": 1\nroutes:\n{}{}{}{}#END\n",
+        echo.port,
+        route("answer", "answer"),
+        route("pass", "pass"),
+        route("add", "add"),
+        route("change", "change"),
+    );
+    let gw = Gateway::start_with_files(
+        &config,
+        port,
+        &yaml,
+        &[("lua/plugins/fixture-forwarded.lua", FORWARDED)],
+    );
+    let host = [("Host", "site.test:8080")];
+
+    let r = request(gw.port, "GET", "/answer", &host, b"");
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    let read = r.json();
+    assert_eq!(read["get_headers"]["proto"], "http", "{read}");
+    assert_eq!(read["get_headers"]["host"], "site.test:8080");
+    assert_eq!(read["get_headers"]["port"], "8080");
+    assert_eq!(read["raw_names"]["proto"], "http");
+    assert_eq!(read["raw_names"]["port"], "8080");
+    assert_eq!(read["var"]["proto"], "http");
+    assert_eq!(read["var"]["host"], "site.test:8080");
+    assert_eq!(read["core_header"], "8080");
+    // `get_headers(2)`: the client's Host, then the first field set on arrival.
+    assert_eq!(read["limited"], 2);
+
+    let r = request(gw.port, "GET", "/pass", &host, b"");
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-proto"], "http", "{h}");
+    assert_eq!(h["x-forwarded-host"], "site.test:8080");
+    assert_eq!(h["x-forwarded-port"], "8080");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+
+    // Another field added or cleared leaves them as they were.
+    let r = request(gw.port, "GET", "/add", &host, b"");
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-added"], "1", "{h}");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "site.test:8080");
+    assert_eq!(h["x-forwarded-port"], "8080");
+
+    let r = request(gw.port, "GET", "/change", &host, b"");
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-proto"], "https", "{h}");
+    assert!(h.get("x-forwarded-host").is_none(), "{h}");
+    assert_eq!(h["x-forwarded-port"], "8080");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+}

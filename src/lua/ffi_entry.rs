@@ -32,6 +32,7 @@ use mlua::{LightUserData, Lua, Table};
 use super::ngx::req::{self, HeaderValues};
 use super::ngx::shared::{Dict, Incr, MAX_KEY};
 use super::request;
+use crate::proxy::headers::Observed;
 use std::sync::Arc;
 
 /// Most headers one result holds; a request with more takes the raw function's path.
@@ -144,24 +145,37 @@ fn put(bytes: &mut [u8], used: &mut usize, parts: &[u8], canonical: bool) -> Opt
     Some(start)
 }
 
-/// Fills `s.list` from `headers`: `None` when they do not fit the scratch buffers.
-fn fill_headers(s: &mut Scratch, headers: &http::HeaderMap, max: f64, raw: bool) -> Option<()> {
+/// Fills `s.list` from `headers`, then the forwarding fields set on arrival that are not among
+/// them (`RequestCtx::headers_and_arrival`): `None` when they do not fit the scratch buffers.
+fn fill_headers<'a>(
+    s: &mut Scratch,
+    headers: &'a http::HeaderMap,
+    arrival: Option<&'a Observed>,
+    max: f64,
+    raw: bool,
+) -> Option<()> {
     // As `headers_args`: NaN and negative numbers are 0 (no limit).
     let max = max.max(0.0) as usize;
     let take = if max > 0 { max } else { usize::MAX };
-    let n = headers.len().min(take);
+    let held = arrival.map_or(0, |o| o.fields().count());
+    let total = headers.len() + held;
+    let n = total.min(take);
     if n > ENTRIES {
         return None;
     }
     let mut used = 0usize;
-    let mut prev: Option<&http::HeaderName> = None;
-    for (i, (name, value)) in headers.iter().take(take).enumerate() {
-        let name_ptr = put(&mut s.bytes, &mut used, name.as_str().as_bytes(), raw)?;
+    let mut prev: Option<&str> = None;
+    let all = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value))
+        .chain(arrival.into_iter().flat_map(Observed::fields));
+    for (i, (name, value)) in all.take(take).enumerate() {
+        let name_ptr = put(&mut s.bytes, &mut used, name.as_bytes(), raw)?;
         let value_ptr = put(&mut s.bytes, &mut used, value.as_bytes(), false)?;
         s.list.entries[i] = HeaderEntry {
             name: name_ptr,
             value: value_ptr,
-            name_len: name.as_str().len() as u32,
+            name_len: name.len() as u32,
             value_len: value.len() as u32,
             repeated: u32::from(prev == Some(name)),
             _pad: 0,
@@ -169,7 +183,7 @@ fn fill_headers(s: &mut Scratch, headers: &http::HeaderMap, max: f64, raw: bool)
         prev = Some(name);
     }
     s.list.count = n as i32;
-    s.list.truncated = i32::from(headers.len() > take);
+    s.list.truncated = i32::from(total > take);
     Some(())
 }
 
@@ -179,7 +193,9 @@ extern "C" fn moongate_req_get_headers(max: f64, raw: c_int) -> *const HeaderLis
     let run = || {
         request::with_raw("ngx.req.get_headers", |r| {
             with_scratch(|s| {
-                fill_headers(s, &r.headers, max, raw != 0).map(|()| &s.list as *const HeaderList)
+                let (headers, arrival) = r.headers_and_arrival();
+                fill_headers(s, headers, arrival, max, raw != 0)
+                    .map(|()| &s.list as *const HeaderList)
             })
             .flatten()
         })
@@ -359,7 +375,8 @@ unsafe extern "C" fn moongate_req_header_first(
     let run = || {
         let name = name?;
         request::with_raw("ngx.req.get_headers", |r| {
-            let found = req::first_header(&r.headers, name).map(HeaderValue::as_bytes);
+            let (headers, arrival) = r.headers_and_arrival();
+            let found = req::first_header(headers, arrival, name).map(HeaderValue::as_bytes);
             with_scratch(|s| {
                 s.first.ptr = s.bytes.as_ptr();
                 s.first.len = match found {
@@ -537,7 +554,7 @@ mod tests {
     fn repeated_headers_are_marked_and_raw_names_capitalised() {
         let m = map(&[("x-a", "1"), ("content-type", "t"), ("x-a", "2")]);
         let got = with_scratch(|s| {
-            fill_headers(s, &m, 0.0, true).unwrap();
+            fill_headers(s, &m, None, 0.0, true).unwrap();
             (read(s), s.list.truncated)
         })
         .unwrap();
@@ -553,17 +570,50 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_fields_held_apart_come_after_the_headers_and_count_against_max() {
+        let m = map(&[("host", "h"), ("apikey", "k")]);
+        let arrival = Observed {
+            proto: HeaderValue::from_static("http"),
+            host: None,
+            port: HeaderValue::from_static("9080"),
+        };
+        let got = with_scratch(|s| {
+            fill_headers(s, &m, Some(&arrival), 0.0, true).unwrap();
+            (read(s), s.list.truncated)
+        })
+        .unwrap();
+        assert_eq!(got.1, 0);
+        assert_eq!(
+            got.0,
+            vec![
+                ("Host".into(), "h".into(), false),
+                ("Apikey".into(), "k".into(), false),
+                ("X-Forwarded-Proto".into(), "http".into(), false),
+                ("X-Forwarded-Port".into(), "9080".into(), false),
+            ]
+        );
+        let got = with_scratch(|s| {
+            fill_headers(s, &m, Some(&arrival), 3.0, false).unwrap();
+            (read(s), s.list.truncated)
+        })
+        .unwrap();
+        assert_eq!(got.1, 1);
+        assert_eq!(got.0.len(), 3);
+        assert_eq!(got.0[2].0, "x-forwarded-proto");
+    }
+
+    #[test]
     fn max_truncates_and_too_big_refuses() {
         let m = map(&[("a", "1"), ("b", "2"), ("c", "3")]);
         let got = with_scratch(|s| {
-            fill_headers(s, &m, 2.0, false).unwrap();
+            fill_headers(s, &m, None, 2.0, false).unwrap();
             (s.list.count, s.list.truncated)
         });
         assert_eq!(got, Some((2, 1)));
         let big = "v".repeat(BYTES);
         let m = map(&[("a", &big)]);
         assert_eq!(
-            with_scratch(|s| fill_headers(s, &m, 0.0, false)),
+            with_scratch(|s| fill_headers(s, &m, None, 0.0, false)),
             Some(None)
         );
         let many: Vec<(String, String)> = (0..ENTRIES + 1)
@@ -572,12 +622,12 @@ mod tests {
         let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let m = map(&refs);
         assert_eq!(
-            with_scratch(|s| fill_headers(s, &m, 0.0, false)),
+            with_scratch(|s| fill_headers(s, &m, None, 0.0, false)),
             Some(None)
         );
         // With a limit below the entries' room the same map fits.
         assert_eq!(
-            with_scratch(|s| fill_headers(s, &m, 100.0, false).map(|()| s.list.count)),
+            with_scratch(|s| fill_headers(s, &m, None, 100.0, false).map(|()| s.list.count)),
             Some(Some(100))
         );
     }

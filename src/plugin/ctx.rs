@@ -16,9 +16,10 @@ use http::{HeaderMap, Method, Version};
 use tokio::time::Instant;
 
 use super::Phase;
-use crate::observability::ticks::{Span, Ticks};
 use crate::lua::sched::CtxId;
+use crate::observability::ticks::{Span, Ticks};
 use crate::proxy::body::Body;
+use crate::proxy::headers::Observed;
 
 /// The client's request body, as far as plugins have touched it.
 pub enum ReqBody {
@@ -89,7 +90,19 @@ pub struct RequestCtx {
     pub args_changed: bool,
     /// `$host`.
     pub host: String,
-    pub headers: HeaderMap,
+    /// The request's headers as they will go upstream. Reached through [`RequestCtx::headers`]
+    /// and [`RequestCtx::headers_mut`], which first put in the fields `arrival` holds.
+    headers: HeaderMap,
+    /// `X-Forwarded-Proto`/`-Host`/`-Port` as this hop set them on arrival (APISIX's template
+    /// sets them as request headers before any plugin runs), while they are not in `headers`:
+    /// when the client sent no forwarding field and its peer is not trusted, they are only
+    /// added, after the client's own fields. Inserting them costs three hashes of long names
+    /// per request; held here, `get_headers` and `$http_*` read them as if they were there,
+    /// the upstream request gets them written after its own fields (as a plugin-less route
+    /// does), and they go into `headers` only when something else reads the whole map or
+    /// changes one of them. The same fields and values either way; a field a plugin adds
+    /// meanwhile goes before them.
+    arrival: Option<Observed>,
     /// A request header was set, added or cleared since `resty.apisix.request`'s
     /// `clear_request_header()` (APISIX drops its header cache on it).
     pub req_headers_set: bool,
@@ -201,6 +214,7 @@ impl RequestCtx {
             args_changed: false,
             host,
             headers,
+            arrival: None,
             req_headers_set: false,
             gzip: None,
             body_limit: None,
@@ -277,6 +291,71 @@ impl RequestCtx {
         }
     }
 
+    /// Holds the forwarding fields set on arrival apart from the headers (see `arrival`). The
+    /// headers must hold none of them.
+    pub fn hold_arrival_forwarding(&mut self, observed: Observed) {
+        self.arrival = Some(observed);
+    }
+
+    /// The request's headers, the forwarding fields set on arrival among them.
+    pub fn headers(&mut self) -> &HeaderMap {
+        self.settle_arrival();
+        &self.headers
+    }
+
+    /// The request's headers to change, the forwarding fields set on arrival among them.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        self.settle_arrival();
+        &mut self.headers
+    }
+
+    /// The first value of request header `name` (lower case), the forwarding fields set on
+    /// arrival among them.
+    pub fn header(&self, name: &str) -> Option<&http::HeaderValue> {
+        self.headers
+            .get(name)
+            .or_else(|| self.arrival.as_ref().and_then(|o| o.field(name).flatten()))
+    }
+
+    /// The request's headers, to change the fields named `name` only: the forwarding fields set
+    /// on arrival stay apart unless `name` is one of them. A field added so goes before them
+    /// (the order of fields of different names carries no meaning, RFC 9110 §5.3).
+    pub fn headers_mut_for(&mut self, name: &http::HeaderName) -> &mut HeaderMap {
+        if self
+            .arrival
+            .as_ref()
+            .is_some_and(|o| o.field(name.as_str()).is_some())
+        {
+            self.settle_arrival();
+        }
+        &mut self.headers
+    }
+
+    /// The headers and, apart, the forwarding fields set on arrival that are not in them yet
+    /// (they come after the headers'). For readers that take both without paying for the
+    /// insertion (`ngx.req.get_headers`).
+    pub fn headers_and_arrival(&self) -> (&HeaderMap, Option<&Observed>) {
+        (&self.headers, self.arrival.as_ref())
+    }
+
+    /// The headers for the upstream request, taken (`take`) or copied, and the forwarding
+    /// fields set on arrival that are not in them, for the upstream writer to add after them.
+    /// A copy is a copy of the settled headers: the phases after it read them.
+    pub fn upstream_headers(&mut self, take: bool) -> (HeaderMap, Option<Observed>) {
+        if take {
+            (std::mem::take(&mut self.headers), self.arrival.take())
+        } else {
+            (self.headers().clone(), None)
+        }
+    }
+
+    /// Puts the forwarding fields set on arrival into the headers (see `arrival`).
+    pub fn settle_arrival(&mut self) {
+        if let Some(o) = self.arrival.take() {
+            o.insert_into(&mut self.headers);
+        }
+    }
+
     /// Reads a variable as `ngx.var.NAME` does. `None` when it has no value.
     pub fn var(&self, name: &str) -> Option<Cow<'_, str>> {
         if let Some(v) = self.vars.get(name) {
@@ -284,6 +363,12 @@ impl RequestCtx {
         }
         if let Some(h) = name.strip_prefix("http_") {
             let wanted = h.replace('_', "-");
+            if let Some(o) = &self.arrival
+                && let Some(held) = o.field(&wanted)
+            {
+                // Held apart, the only value of its name (see `arrival`).
+                return held.map(|v| String::from_utf8_lossy(v.as_bytes()));
+            }
             let mut all = self.headers.get_all(wanted.as_str()).iter();
             let first = all.next()?;
             // nginx joins repeated headers for a few names only; cookies with "; ".

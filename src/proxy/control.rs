@@ -99,6 +99,7 @@ pub(super) async fn serve_internal(
             client,
             internal: true,
             unrouted: false,
+            arrival: None,
         },
         // As APISIX's control server: no access log.
         None,

@@ -140,6 +140,39 @@ pub struct Observed {
     pub port: HeaderValue,
 }
 
+impl Observed {
+    /// Adds the fields to `h`, which holds none of them, as [`neutralize_forwarded`] sets them.
+    pub fn insert_into(self, h: &mut HeaderMap) {
+        h.insert(X_FORWARDED_PROTO, self.proto);
+        if let Some(host) = self.host {
+            h.insert(X_FORWARDED_HOST, host);
+        }
+        h.insert(X_FORWARDED_PORT, self.port);
+    }
+
+    /// The value of field `name` (lower case) when it is one of these: `Some(None)` for an
+    /// `X-Forwarded-Host` this hop had no value for.
+    pub fn field(&self, name: &str) -> Option<Option<&HeaderValue>> {
+        match name.len() {
+            16 if name.eq_ignore_ascii_case("x-forwarded-host") => Some(self.host.as_ref()),
+            16 if name.eq_ignore_ascii_case("x-forwarded-port") => Some(Some(&self.port)),
+            17 if name.eq_ignore_ascii_case("x-forwarded-proto") => Some(Some(&self.proto)),
+            _ => None,
+        }
+    }
+
+    /// The fields in the order they are added, with their names.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &HeaderValue)> {
+        [
+            ("x-forwarded-proto", Some(&self.proto)),
+            ("x-forwarded-host", self.host.as_ref()),
+            ("x-forwarded-port", Some(&self.port)),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| v.map(|v| (n, v)))
+    }
+}
+
 impl Forwarding {
     /// The fields as header lines.
     pub fn encode(&self, buf: &mut Vec<u8>) {

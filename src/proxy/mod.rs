@@ -711,9 +711,11 @@ pub async fn handle(
     if route.has_phases() || !snapshot.global_chains.is_empty() {
         let path = path.into_owned();
         let host = host.into_owned();
-        if apisix_route {
-            neutralize_on_arrival(&mut parts.headers, &parts.uri, &cx);
-        }
+        let arrival = if apisix_route {
+            forwarding_on_arrival(&mut parts.headers, &parts.uri, &cx)
+        } else {
+            None
+        };
         let matched_uri = matched.uri.as_deref().map(str::to_string);
         let matched_host = matched.host.pattern(&host);
         return Ok(phases::serve(
@@ -733,6 +735,7 @@ pub async fn handle(
                 client,
                 internal: false,
                 unrouted,
+                arrival,
             },
             log,
         )
@@ -923,6 +926,26 @@ fn peer_trusted(cx: &ConnCtx) -> bool {
         .trusted_addresses
         .as_ref()
         .is_some_and(|t| t.contains(cx.remote.ip()))
+}
+
+/// APISIX's forwarding fields on arrival, set as [`neutralize_on_arrival`] sets them, or, when
+/// the client sent no forwarding field and its peer is not trusted (so they are only added),
+/// returned to be held apart from the headers (`RequestCtx::hold_arrival_forwarding`).
+fn forwarding_on_arrival(
+    headers: &mut http::HeaderMap,
+    uri: &Uri,
+    cx: &ConnCtx,
+) -> Option<headers::Observed> {
+    if peer_trusted(cx) || headers::any_forwarding(headers) {
+        neutralize_on_arrival(headers, uri, cx);
+        return None;
+    }
+    let (host, port) = observed_forwarding(headers, uri, cx);
+    Some(headers::Observed {
+        proto: HeaderValue::from_static(cx.scheme()),
+        host,
+        port,
+    })
 }
 
 /// APISIX's sanitising of `X-Forwarded-Proto`/`-Host`/`-Port` and `Forwarded` on arrival

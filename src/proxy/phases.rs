@@ -65,6 +65,9 @@ pub(super) struct Incoming {
     /// A request no route matched, run for the global rules only (`proxy::unrouted`): `ctx`
     /// names no route.
     pub unrouted: bool,
+    /// The forwarding fields set on arrival, held apart from the headers
+    /// (`RequestCtx::hold_arrival_forwarding`).
+    pub arrival: Option<super::headers::Observed>,
 }
 
 /// How a run of phases ended.
@@ -567,6 +570,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         client,
         internal,
         unrouted,
+        arrival,
     } = inc;
     let settings = &cx.worker.shared.settings;
     let globals: &[Arc<Chain>] = if internal {
@@ -627,6 +631,9 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
         ctx.tls = cx.tls.clone();
         ctx.body_limit = Some(body_limit);
         ctx.request_length = declared.unwrap_or(0) + head_length;
+        if let Some(o) = arrival {
+            ctx.hold_arrival_forwarding(o);
+        }
         if !internal && !unrouted {
             ctx.route_id = Some(route.id.0.clone());
             ctx.route_name = route.name.clone();
@@ -871,7 +878,7 @@ async fn forward(
         .then(|| BalancerPhase { run: run.clone() });
     let mut first = None;
     if let Some(b) = &balancer {
-        let key = hash_key(&def, &run.req.borrow());
+        let key = hash_key(&def, &mut run.req.borrow_mut());
         let picked = cx
             .worker
             .with_picker(&def, |p| p.pick(&def, key.as_deref(), &[]));
@@ -901,7 +908,7 @@ async fn forward(
     let mut fwd = {
         let mut r = run.req.borrow_mut();
         r.ngx_phase = "balancer";
-        let hash_key = hash_key(&def, &r);
+        let hash_key = hash_key(&def, &mut r);
         super::route_action::rewrite_path(&route.action, &mut r);
         let uri: Uri = match r.upstream_target() {
             // Unchanged: the client's own path and query, without parsing them again.
@@ -925,11 +932,7 @@ async fn forward(
             || run.handler("header_filter_by_lua")
             || run.handler("body_filter_by_lua")
             || run.handler("log_by_lua");
-        let mut headers = if read_later {
-            r.headers.clone()
-        } else {
-            std::mem::take(&mut r.headers)
-        };
+        let (mut headers, arrival) = r.upstream_headers(!read_later);
         let body = match std::mem::replace(&mut r.body, ReqBody::Discarded) {
             ReqBody::Unread(b) => b,
             ReqBody::Read(bytes) => {
@@ -951,7 +954,23 @@ async fn forward(
             .get("upstream_host")
             .and_then(|h| HeaderValue::from_str(h).ok())
             .or_else(|| super::route_action::host_rewrite(&route.action));
-        let (client_host, forwarding) = upstream_headers(&mut headers, client_uri, cx, r.remote);
+        // The forwarding fields held apart since arrival go after the request's own ones: in
+        // the fields the upstream writer adds, or, when a plugin gave the request an
+        // `X-Forwarded-For` or `X-Real-IP` to combine with, into the headers before them.
+        let mut arrival = arrival;
+        if arrival.is_some()
+            && super::headers::has_client_forwarding(&headers)
+            && let Some(o) = arrival.take()
+        {
+            o.insert_into(&mut headers);
+        }
+        let (client_host, mut forwarding) =
+            upstream_headers(&mut headers, client_uri, cx, r.remote);
+        match (forwarding.as_mut(), arrival) {
+            (Some(f), arrival) => f.observed = arrival,
+            (None, Some(o)) => o.insert_into(&mut headers),
+            (None, None) => {}
+        }
         // Built in one place: every intermediate tuple was another copy of the headers,
         // the uri and the body.
         Forward {
@@ -978,9 +997,10 @@ async fn forward(
 }
 
 /// The `chash` key of the request as it is now.
-fn hash_key(def: &crate::upstream::UpstreamDef, r: &RequestCtx) -> Option<String> {
+fn hash_key(def: &crate::upstream::UpstreamDef, r: &mut RequestCtx) -> Option<String> {
     match def.kind {
         crate::config::resource::BalancerType::Chash => {
+            r.settle_arrival();
             let view = super::request::View {
                 method: r.method.as_str(),
                 host: &r.host,
@@ -989,7 +1009,7 @@ fn hash_key(def: &crate::upstream::UpstreamDef, r: &RequestCtx) -> Option<String
                 request_uri: &r.request_uri,
                 remote: r.remote,
                 server_port: r.local.port(),
-                headers: &r.headers,
+                headers: r.headers_and_arrival().0,
                 tls: r.tls.as_deref(),
             };
             def.hash_key(&view, None)
@@ -1128,7 +1148,12 @@ async fn respond(
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             }
             let gzip = r.gzip.filter(|_| {
-                super::gzip::applies(&r.method, &r.headers, parts.status, &parts.headers)
+                super::gzip::applies(
+                    &r.method,
+                    r.headers_and_arrival().0,
+                    parts.status,
+                    &parts.headers,
+                )
             });
             if gzip.is_some() {
                 super::gzip::prepare_headers(&mut parts.headers);

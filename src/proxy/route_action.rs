@@ -71,8 +71,7 @@ pub fn fixed(answer: &FixedAnswer, req: &RequestCtx) -> Response<Body> {
 pub fn location(r: &RedirectAction, req: &RequestCtx) -> String {
     let scheme = r.scheme.as_deref().unwrap_or(req.scheme);
     let authority = r.host.clone().unwrap_or_else(|| {
-        req.headers
-            .get(header::HOST)
+        req.header(header::HOST.as_str())
             .and_then(|h| h.to_str().ok())
             .unwrap_or(&req.host)
             .to_string()

@@ -132,7 +132,7 @@ fn request_context() -> Option<String> {
         r.request_uri,
         crate::plugin::ctx::protocol(r.version)
     );
-    if let Some(h) = r.headers.get(http::header::HOST) {
+    if let Some(h) = r.header(http::header::HOST.as_str()) {
         tail.push_str(", host: \"");
         tail.push_str(&String::from_utf8_lossy(h.as_bytes()));
         tail.push('"');

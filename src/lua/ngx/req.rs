@@ -268,7 +268,7 @@ crate::raw_fn!(var_index, |args| {
 crate::raw_fn!(req_get_headers, |args| {
     let (max, raw) = headers_args(args);
     request::with_raw("ngx.req.get_headers", |r| {
-        headers_rets(&r.headers, max, raw)
+        headers_rets(r.headers(), max, raw)
     })
 });
 
@@ -296,13 +296,13 @@ pub fn set_request_header(
 ) {
     r.req_headers_set = true;
     match vals {
-        Some(v) => v.set_in(&mut r.headers, n),
+        Some(v) => v.set_in(r.headers_mut_for(n), n),
         None => {
-            r.headers.remove(n);
+            r.headers_mut_for(n).remove(n);
         }
     }
     if n == http::header::HOST
-        && let Some(h) = r.headers.get(n)
+        && let Some(h) = r.header(n.as_str())
     {
         r.host = String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase();
     }
@@ -321,8 +321,9 @@ crate::raw_fn!(req_header_first, |args| {
         ));
     };
     request::with_raw("ngx.req.get_headers", |r| {
+        let (headers, arrival) = r.headers_and_arrival();
         Rets::one(
-            first_header(&r.headers, name)
+            first_header(headers, arrival, name)
                 .map(|v| Ret::Str(v.as_bytes().to_vec()))
                 .unwrap_or(Ret::Nil),
         )
@@ -330,7 +331,13 @@ crate::raw_fn!(req_header_first, |args| {
 });
 
 /// The first value of request header `name` as `moongate.headers.first` finds it.
-pub fn first_header<'a>(headers: &'a http::HeaderMap, name: &[u8]) -> Option<&'a HeaderValue> {
+/// `arrival`: the forwarding fields set on arrival not yet among `headers`
+/// (`RequestCtx::headers_and_arrival`).
+pub fn first_header<'a>(
+    headers: &'a http::HeaderMap,
+    arrival: Option<&'a crate::proxy::headers::Observed>,
+    name: &[u8],
+) -> Option<&'a HeaderValue> {
     let lower = !name.iter().any(u8::is_ascii_uppercase);
     let normalized = || -> Vec<u8> {
         name.iter()
@@ -343,7 +350,13 @@ pub fn first_header<'a>(headers: &'a http::HeaderMap, name: &[u8]) -> Option<&'a
             })
             .collect()
     };
-    let value = |n: &[u8]| cached_header_name(n).and_then(|n| headers.get(&n));
+    let value = |n: &[u8]| {
+        cached_header_name(n).and_then(|n| {
+            headers
+                .get(&n)
+                .or_else(|| arrival.and_then(|o| o.field(n.as_str()).flatten()))
+        })
+    };
     if lower {
         value(name).or_else(|| {
             if name.contains(&b'_') {
@@ -361,7 +374,7 @@ crate::raw_fn!(req_clear_header, |args| {
     let n = raw_header_name(args, 1, "ngx.req.clear_header", false)?;
     request::with_raw("ngx.req.clear_header", |r| {
         r.req_headers_set = true;
-        r.headers.remove(&n);
+        r.headers_mut_for(&n).remove(&n);
     })?;
     Ok(Rets::none())
 });
@@ -470,7 +483,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         request::with("ngx.req.add_header", |r| {
             r.req_headers_set = true;
             for v in vals.into_iter().flatten() {
-                r.headers.append(n.clone(), v);
+                r.headers_mut_for(&n).append(n.clone(), v);
             }
         })
     })?;
@@ -572,7 +585,7 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                         crate::plugin::ctx::protocol(r.version)
                     ));
                 }
-                for (n, v) in &r.headers {
+                for (n, v) in r.headers() {
                     s.push_str(&canonical_case(n.as_str()));
                     s.push_str(": ");
                     s.push_str(&String::from_utf8_lossy(v.as_bytes()));

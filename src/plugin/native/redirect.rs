@@ -235,8 +235,7 @@ impl NativePlugin for Redirect {
         let c: &Conf = prepared(conf, self.name())?;
         let mut ret_code = c.ret_code;
         let scheme = req
-            .headers
-            .get("x-forwarded-proto")
+            .header("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .unwrap_or(req.scheme);
         let mut location = if c.http_to_https && scheme != "https" {

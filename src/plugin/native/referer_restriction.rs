@@ -124,8 +124,7 @@ impl NativePlugin for RefererRestriction {
     ) -> Result<Option<Answer>, String> {
         let c: &Conf = prepared(conf, self.name())?;
         let referer = req
-            .headers
-            .get(http::header::REFERER)
+            .header(http::header::REFERER.as_str())
             .and_then(|v| v.to_str().ok());
         let blocked = match referer.and_then(referer_host) {
             None => !c.bypass_missing,

@@ -78,15 +78,15 @@ impl NativePlugin for RequestId {
         let c: &Conf = prepared(conf, self.name())?;
         match phase {
             Phase::Rewrite => {
-                if !req.headers.contains_key(&c.header_name)
+                if !req.headers().contains_key(&c.header_name)
                     && let Ok(hv) = HeaderValue::from_str(&uuid4())
                 {
-                    req.headers.insert(c.header_name.clone(), hv);
+                    req.headers_mut().insert(c.header_name.clone(), hv);
                 }
             }
             Phase::HeaderFilter if c.include_in_response => {
                 if !req.resp_headers.contains_key(&c.header_name)
-                    && let Some(hv) = req.headers.get(&c.header_name).cloned()
+                    && let Some(hv) = req.header(c.header_name.as_str()).cloned()
                 {
                     req.resp_headers.insert(c.header_name.clone(), hv);
                 }
