@@ -241,3 +241,57 @@ ngx.say(table.concat(lines, "\n"))
     assert!(values("x-del").is_empty());
     assert!(values("x-empty").is_empty());
 }
+
+#[test]
+fn known_header_names_and_the_clock_come_through_the_fast_paths_unchanged() {
+    // `get_headers` hands names it knows as ready-made strings: the table reads the same,
+    // repeated known names stay lists, and raw (capitalised) names are made from their bytes.
+    // `ngx.now()`/`ngx.time()` read the clock through the FFI: seconds since the epoch with
+    // milliseconds, and its whole part.
+    let gw = gateway(
+        r#"
+local t = ngx.req.get_headers()
+ngx.say(t.host, " ", t["User-Agent"], " ", t.accept[1], ",", t.accept[2], " ", t.x_other)
+local r = ngx.req.get_headers(0, true)
+ngx.say(tostring(r.Host), " ", tostring(r.host), " ", r["User-Agent"])
+local now, time = ngx.now(), ngx.time()
+ngx.say(string.format("%.3f", now), " ", time, " ", now * 1000 % 1 == 0,
+  " ", time == math.floor(now) or time == math.floor(now) + 1)
+"#,
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let r = request(
+        gw.port,
+        "GET",
+        "/c",
+        &[
+            ("Host", "known.test"),
+            ("User-Agent", "ua/1"),
+            ("Accept", "a/1"),
+            ("Accept", "a/2"),
+            ("X-Other", "o"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    let lines: Vec<&str> = r.body.lines().collect();
+    assert_eq!(lines[0], "known.test ua/1 a/1,a/2 o");
+    assert_eq!(lines[1], "known.test nil ua/1");
+    let clock: Vec<&str> = lines[2].split(' ').collect();
+    let now: f64 = clock[0].parse().unwrap();
+    assert!(
+        (now - before).abs() < 5.0,
+        "ngx.now() {now}, system {before}"
+    );
+    // Read just after `now`: the same second, or the next one if it began in between.
+    let time: f64 = clock[1].parse().unwrap();
+    assert!(
+        time == now.floor() || time == now.floor() + 1.0,
+        "{}",
+        lines[2]
+    );
+    assert_eq!(&clock[2..], ["true", "true"], "{}", lines[2]);
+}

@@ -21,10 +21,14 @@ local header_entry_t = ffi.typeof([[struct {
     uint32_t name_len;
     uint32_t value_len;
     uint32_t repeated;
-    uint32_t pad;
+    uint32_t known;
 }]])
 local header_list_t = ffi.typeof("struct { int32_t count; int32_t truncated; $ entries[128]; }",
     header_entry_t)
+
+-- Header names Rust gives by their place in this list instead of as bytes (ffi_entry.rs,
+-- `KNOWN_NAMES`): strings made once, where `ffi.string` would hash and look up each one again.
+local known_names = addrs.known_names
 
 local function entry(name, ctype)
     return ffi_cast(ctype, addrs[name])
@@ -46,7 +50,8 @@ local function header_table(list, n)
     local entries = list.entries
     for i = 0, n - 1 do
         local e = entries[i]
-        local k = ffi_string(e.name, e.name_len)
+        local known = e.known
+        local k = known ~= 0 and known_names[known] or ffi_string(e.name, e.name_len)
         local v = ffi_string(e.value, e.value_len)
         if e.repeated ~= 0 then
             local prev = rawget(t, k)
@@ -199,4 +204,19 @@ if dict_methods then
         end
         return raw_incr(self, key, by, init, init_ttl)
     end
+end
+
+------------------------------------------------------------------------------------------------
+-- ngx.now, ngx.time: the clock read through the FFI, which a trace compiles (a call of the raw
+-- function ends the trace). Neither can fail, so no raw function is kept.
+
+local c_now = entry("now", ffi.typeof("double (*)(void)"))
+local floor = math.floor
+
+ngx.now = function()
+    return c_now()
+end
+
+ngx.time = function()
+    return floor(c_now())
 end

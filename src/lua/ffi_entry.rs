@@ -52,7 +52,48 @@ pub struct HeaderEntry {
     /// 1 when the name is the one of the entry before (a repeated header: its values follow
     /// one another, as a header map yields them).
     repeated: u32,
-    _pad: u32,
+    /// The name's place (1-based) in [`KNOWN_NAMES`] when it is one of them and the names are
+    /// lower case, else 0: the Lua side then takes a string it made once instead of making it
+    /// from the bytes (`ffi.string` hashes and looks up every string it makes).
+    known: u32,
+}
+
+/// Request header names most requests carry, or APISIX adds, as the Lua side of
+/// `ngx.req.get_headers()` gets them ready-made (see [`HeaderEntry::known`]).
+const KNOWN_NAMES: [&str; 24] = [
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-type",
+    "content-length",
+    "cookie",
+    "authorization",
+    "referer",
+    "origin",
+    "cache-control",
+    "pragma",
+    "upgrade",
+    "te",
+    "if-none-match",
+    "if-modified-since",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-request-id",
+];
+
+/// `name`'s place (1-based) in [`KNOWN_NAMES`], or 0. Compares lengths before bytes: most
+/// names are told apart by their length alone.
+fn known_name(name: &str) -> u32 {
+    KNOWN_NAMES
+        .iter()
+        .position(|k| k.len() == name.len() && *k == name)
+        .map_or(0, |i| i as u32 + 1)
 }
 
 const EMPTY: HeaderEntry = HeaderEntry {
@@ -61,7 +102,7 @@ const EMPTY: HeaderEntry = HeaderEntry {
     name_len: 0,
     value_len: 0,
     repeated: 0,
-    _pad: 0,
+    known: 0,
 };
 
 /// The headers `moongate_req_get_headers` found.
@@ -178,7 +219,7 @@ fn fill_headers<'a>(
             name_len: name.len() as u32,
             value_len: value.len() as u32,
             repeated: u32::from(prev == Some(name)),
-            _pad: 0,
+            known: if raw { 0 } else { known_name(name) },
         };
         prev = Some(name);
     }
@@ -470,6 +511,11 @@ unsafe extern "C" fn moongate_dict_incr(
     .unwrap_or(std::ptr::null())
 }
 
+/// `ngx.now()` (and `ngx.time()`, its whole part): the clock, no request needed.
+extern "C" fn moongate_now() -> f64 {
+    guarded(0.0, super::ngx::time::now_secs)
+}
+
 fn addr(p: *const ()) -> LightUserData {
     LightUserData(p as *mut std::ffi::c_void)
 }
@@ -505,11 +551,13 @@ pub fn register(
         addr(moongate_req_header_first as *const ()),
     )?;
     fns.set("dict_incr", addr(moongate_dict_incr as *const ()))?;
+    fns.set("now", addr(moongate_now as *const ()))?;
     let indexes = lua.create_table()?;
     for (name, d) in dicts.iter() {
         indexes.set(name, dict_index(d))?;
     }
     fns.set("dict_indexes", indexes)?;
+    fns.set("known_names", lua.create_sequence_from(KNOWN_NAMES)?)?;
     lua.load(WRAPPERS)
         .set_name("=moongate/ffi_entry.lua")
         .call::<()>((ngx.clone(), fns))
@@ -600,6 +648,26 @@ mod tests {
         assert_eq!(got.1, 1);
         assert_eq!(got.0.len(), 3);
         assert_eq!(got.0[2].0, "x-forwarded-proto");
+    }
+
+    #[test]
+    fn known_names_are_found_by_place_and_only_in_lower_case_lists() {
+        for (i, n) in KNOWN_NAMES.iter().enumerate() {
+            assert_eq!(known_name(n), i as u32 + 1, "{n}");
+        }
+        assert_eq!(known_name("x-forwarded"), 0);
+        assert_eq!(known_name("apikey"), 0);
+        let m = map(&[("host", "h"), ("apikey", "k")]);
+        let known = |raw| {
+            with_scratch(|s| {
+                fill_headers(s, &m, None, 0.0, raw).unwrap();
+                (s.list.entries[0].known, s.list.entries[1].known)
+            })
+            .unwrap()
+        };
+        assert_eq!(known(false), (1, 0));
+        // Raw names are capitalised: made from their bytes.
+        assert_eq!(known(true), (0, 0));
     }
 
     #[test]

@@ -16,6 +16,12 @@ fn now() -> Duration {
         .unwrap_or_default()
 }
 
+/// `ngx.now()`: seconds since the epoch, with milliseconds (as nginx keeps its time). Also
+/// what the FFI entry point returns (`lua::ffi_entry`); `ngx.time()` is its whole part.
+pub fn now_secs() -> f64 {
+    now().as_millis() as f64 / 1000.0
+}
+
 fn tm(secs: i64, local: bool) -> libc::tm {
     // SAFETY: both functions only write into `out`, which we own; a zeroed `tm` is valid.
     let mut out: libc::tm = unsafe { std::mem::zeroed() };
@@ -77,10 +83,8 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "time",
         lua.create_function(|_, ()| Ok(now().as_secs() as i64))?,
     )?;
-    ngx.set(
-        "now",
-        lua.create_function(|_, ()| Ok(now().as_millis() as f64 / 1000.0))?,
-    )?;
+    // Replaced by FFI wrappers at VM setup (`lua::ffi_entry`): a call a trace compiles.
+    ngx.set("now", lua.create_function(|_, ()| Ok(now_secs()))?)?;
     // moongate reads the clock when asked, so there is no cached time to refresh.
     ngx.set("update_time", lua.create_function(|_, ()| Ok(()))?)?;
     ngx.set(
