@@ -148,21 +148,65 @@ crate::raw_fn!(enter_group, |args| {
     // The next group of a call of several starts: the phase and chain slot it runs in (for
     // `ngx.get_phase()` and timings), and its first plugin (1-based), whose time starts now.
     // `false` when output was printed: the request answers.
-    let phase = match args.number(1).unwrap_or(0.0) as i64 {
-        1 => Phase::Rewrite,
-        2 => Phase::Access,
-        _ => return Err("enter_group: only rewrite and access groups go in one call".into()),
-    };
+    let phase = group_phase(args.number(1).unwrap_or(0.0))
+        .ok_or("enter_group: only rewrite and access groups go in one call")?;
     let slot = args.number(2).unwrap_or(0.0).max(0.0) as u8;
     let first = args.number(3).unwrap_or(0.0).max(0.0) as usize;
     request::with_raw("the phase runner", |r| {
-        r.phase = Some(phase);
-        r.ngx_phase = phase.ngx_phase();
-        r.timing = (slot, Some(phase));
-        r.mark_plugin(first);
-        super::raw::Ret::Bool(r.out.is_empty() || r.in_content).into()
+        super::raw::Ret::Bool(enter_group_of(r, phase, slot, first)).into()
     })
 });
+
+/// The phase of a group of a call of several (`run_groups`): rewrite or access.
+fn group_phase(n: f64) -> Option<Phase> {
+    match n as i64 {
+        1 => Some(Phase::Rewrite),
+        2 => Some(Phase::Access),
+        _ => None,
+    }
+}
+
+/// What entering a group does to the request; whether the group runs (no output printed).
+fn enter_group_of(r: &mut crate::plugin::RequestCtx, phase: Phase, slot: u8, first: usize) -> bool {
+    r.phase = Some(phase);
+    r.ngx_phase = phase.ngx_phase();
+    r.timing = (slot, Some(phase));
+    r.mark_plugin(first);
+    r.out.is_empty() || r.in_content
+}
+
+/// `enter_group` through LuaJIT's FFI, which a trace compiles (a call of the raw C function
+/// ends the trace): 1 when the group runs, 0 when output was printed, -1 when the raw function
+/// must be called instead to raise the error (no request, a phase no group has, a panic).
+extern "C" fn moongate_enter_group(phase: f64, slot: f64, first: f64) -> std::ffi::c_int {
+    let run = || {
+        let Some(phase) = group_phase(phase) else {
+            return -1;
+        };
+        let slot = slot.max(0.0) as u8;
+        let first = first.max(0.0) as usize;
+        request::with_raw("the phase runner", |r| {
+            std::ffi::c_int::from(enter_group_of(r, phase, slot, first))
+        })
+        .unwrap_or(-1)
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or(-1)
+}
+
+/// The Lua function the runner calls as `enter_group`: the FFI entry point, and the raw
+/// function when that says so.
+const ENTER_GROUP: &str = r#"
+local ffi = require("ffi")
+local addr, raw = ...
+local c = ffi.cast("int (*)(double, double, double)", addr)
+return function(phase, slot, first)
+    local r = c(phase, slot, first)
+    if r >= 0 then
+        return r == 1
+    end
+    return raw(phase, slot, first)
+end
+"#;
 
 // `upstream_peer()`: the address the upstream answered from (ip, port), or nothing yet.
 crate::raw_fn!(upstream_peer, |_| {
@@ -296,7 +340,12 @@ impl LuaHost {
                 super::raw::function(lua, mark_plugin, ())?,
                 lua.named_registry_value::<Table>(super::ngx::resp::LIVE_STATES)?,
                 super::raw::function(lua, super::ngx::balancer::picked, ())?,
-                super::raw::function(lua, enter_group, ())?,
+                lua.load(ENTER_GROUP)
+                    .set_name("=moongate/enter_group")
+                    .call::<Function>((
+                        mlua::LightUserData(moongate_enter_group as *mut std::ffi::c_void),
+                        super::raw::function(lua, enter_group, ())?,
+                    ))?,
                 super::raw::function(lua, route_match, ())?,
                 super::raw::function(lua, upstream_peer, ())?,
             ))?;

@@ -90,6 +90,16 @@ local PHASES = { "rewrite", "access", "balancer", "before_proxy", "header_filter
     "log" }
 -- Phases whose `return code, body` answers the request.
 local ANSWERS = 4
+
+-- A run's mask with one bit set (bit i-1: plugin i) -> i, for the chains' first 52 plugins.
+local SINGLE_BIT = {}
+do
+    local bit = 1
+    for i = 1, 52 do
+        SINGLE_BIT[bit] = i
+        bit = bit * 2
+    end
+end
 local BALANCER = 3
 
 local function on_error(err)
@@ -369,7 +379,19 @@ local function run_phase(state, chain, phase_no, mask, ...)
     end
     local phase = PHASES[phase_no]
     local may_answer = phase_no <= ANSWERS
-    if mask > 0 then
+    local only = SINGLE_BIT[mask]
+    if only ~= nil then
+        -- One plugin (the usual run): no loop. A loop of one or two trips inside the trace
+        -- recorded from the entry aborts it ("inner loop in root trace"), and after a few
+        -- aborts LuaJIT leaves the whole entry to the interpreter on every request.
+        local ok, code, body = run_one(actx, chain[only], only, phase, true)
+        if not ok then
+            return "error", only, code
+        end
+        if may_answer and (code or body) then
+            return answer(only, code, body)
+        end
+    elseif mask > 0 then
         local i = 0
         local marked = true
         while mask > 0 do
@@ -424,6 +446,32 @@ local function run(route, flags, slot, trim, chain, phase_no, mask, ...)
     return run_phase(state, chain, phase_no, mask, ...)
 end
 
+-- One group of `run_groups`: `false` and what ended the run when it did not go through (a
+-- consumer to merge, output printed, an answer or an error), else `true` and the group's phase.
+local function run_group(state, g, prev_phase, chain, ps, mask)
+    local first = ps % 64
+    ps = (ps - first) / 64
+    local phase_no = (ps - ps % 256) / 256
+    if g > 1 then
+        if prev_phase == 1 and phase_no ~= 1 then
+            local actx = state.ctx
+            local consumer = actx and actx.consumer_name
+            if consumer then
+                return false, "stop", g, consumer
+            end
+        end
+        -- Enters the group's phase and marks its first plugin (as Rust marked group 1's).
+        if not enter_group(phase_no, ps % 256, first + 1) then
+            return false, "stop", g
+        end
+    end
+    local kind, i, code, body = run_phase(state, chain, phase_no, mask)
+    if kind ~= true then
+        return false, kind, i, code, body, g
+    end
+    return true, phase_no
+end
+
 -- Several runs in one call (after the same first four arguments as `run`), `n` groups of (chain,
 -- (phase number * 256 + chain slot) * 64 + index of its first plugin (0-based), bit mask):
 -- the rewrite and access phases of a request when nothing between them needs Rust. Between
@@ -438,43 +486,23 @@ end
 local function run_groups(route, flags, slot, trim, n, c1, p1, m1, c2, p2, m2, c3, p3, m3, c4,
         p4, m4)
     local state = state_of(route, flags, slot, trim)
-    local prev_phase
-    for g = 1, n do
-        local chain, ps, mask
-        if g == 1 then
-            chain, ps, mask = c1, p1, m1
-        elseif g == 2 then
-            chain, ps, mask = c2, p2, m2
-        elseif g == 3 then
-            chain, ps, mask = c3, p3, m3
-        else
-            chain, ps, mask = c4, p4, m4
-        end
-        local first = ps % 64
-        ps = (ps - first) / 64
-        local phase_no = (ps - ps % 256) / 256
-        if g > 1 then
-            if prev_phase == 1 and phase_no ~= 1 then
-                local actx = state.ctx
-                local consumer = actx and actx.consumer_name
-                if consumer then
-                    return "stop", g, consumer
-                end
-            end
-            -- Enters the group's phase and marks its first plugin (as Rust marked group 1's).
-            if not enter_group(phase_no, ps % 256, first + 1) then
-                return "stop", g
+    -- Group after group without a loop (see run_phase): at most four.
+    local ok, a, b, c, d, e = run_group(state, 1, nil, c1, p1, m1)
+    if ok and n >= 2 then
+        ok, a, b, c, d, e = run_group(state, 2, a, c2, p2, m2)
+        if ok and n >= 3 then
+            ok, a, b, c, d, e = run_group(state, 3, a, c3, p3, m3)
+            if ok and n >= 4 then
+                ok, a, b, c, d, e = run_group(state, 4, a, c4, p4, m4)
             end
         end
-        prev_phase = phase_no
-        local kind, i, code, body = run_phase(state, chain, phase_no, mask)
-        if kind ~= true then
-            return kind, i, code, body, g
-        end
+    end
+    if not ok then
+        return a, b, c, d, e
     end
     -- Only rewrite groups ran: the consumer (if any) still needs its merge.
     local actx = state.ctx
-    return true, prev_phase == 1 and actx.consumer_name or nil, actx.upstream_id
+    return true, a == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
 return run, make_route, run_groups
