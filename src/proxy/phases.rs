@@ -968,6 +968,8 @@ async fn forward(
             upstream_headers(&mut headers, client_uri, cx, r.remote);
         match (forwarding.as_mut(), arrival) {
             (Some(f), arrival) => f.observed = arrival,
+            // Not reached (the fields went in above when the request had those): kept so the
+            // fields can never be lost.
             (None, Some(o)) => o.insert_into(&mut headers),
             (None, None) => {}
         }
