@@ -900,7 +900,10 @@ fn leave_client_hop(
     // `100-continue` is answered to the client by this hop (`server::h1` does it when the
     // body is first read, hyper on HTTP/2); the upstream gets the body without being asked,
     // as nginx sends it.
-    headers.remove(header::EXPECT);
+    // Looked for before removing: a removal hashes the name, a look at the names does not.
+    if headers.keys().any(|k| k == header::EXPECT) {
+        headers.remove(header::EXPECT);
+    }
     let client_ip = if client == cx.remote {
         cx.remote_ip.clone()
     } else {
