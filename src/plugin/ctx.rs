@@ -91,7 +91,9 @@ pub struct RequestCtx {
     /// `$host`.
     pub host: String,
     /// The request's headers as they will go upstream. Reached through [`RequestCtx::headers`]
-    /// and [`RequestCtx::headers_mut`], which first put in the fields `arrival` holds.
+    /// and [`RequestCtx::headers_mut`], which first put in the fields `arrival` holds, or
+    /// through the readers and writers that handle those fields themselves (`header`,
+    /// `headers_and_arrival`, `headers_mut_for`, `upstream_headers`).
     headers: HeaderMap,
     /// `X-Forwarded-Proto`/`-Host`/`-Port` as this hop set them on arrival (APISIX's template
     /// sets them as request headers before any plugin runs), while they are not in `headers`:
