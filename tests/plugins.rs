@@ -927,11 +927,14 @@ fn plugins_read_and_change_the_forwarding_fields_set_on_arrival() {
         &yaml,
         &[("lua/plugins/fixture-forwarded.lua", FORWARDED)],
     );
-    let host = [("Host", "site.test:8080")];
+    // The JSON a route answers with: the plugin's readings, or the echo of the upstream request.
+    let answer = |path: &str| {
+        let r = request(gw.port, "GET", path, &[("Host", "site.test:8080")], b"");
+        assert_eq!(r.status, 200, "{}", gw.error_log());
+        r.json()
+    };
 
-    let r = request(gw.port, "GET", "/answer", &host, b"");
-    assert_eq!(r.status, 200, "{}", gw.error_log());
-    let read = r.json();
+    let read = answer("/answer");
     assert_eq!(read["get_headers"]["proto"], "http", "{read}");
     assert_eq!(read["get_headers"]["host"], "site.test:8080");
     assert_eq!(read["get_headers"]["port"], "8080");
@@ -943,26 +946,20 @@ fn plugins_read_and_change_the_forwarding_fields_set_on_arrival() {
     // `get_headers(2)`: the client's Host, then the first field set on arrival.
     assert_eq!(read["limited"], 2);
 
-    let r = request(gw.port, "GET", "/pass", &host, b"");
-    assert_eq!(r.status, 200, "{}", gw.error_log());
-    let h = &r.json()["headers"];
+    let h = &answer("/pass")["headers"];
     assert_eq!(h["x-forwarded-proto"], "http", "{h}");
     assert_eq!(h["x-forwarded-host"], "site.test:8080");
     assert_eq!(h["x-forwarded-port"], "8080");
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
 
     // Another field added or cleared leaves them as they were.
-    let r = request(gw.port, "GET", "/add", &host, b"");
-    assert_eq!(r.status, 200, "{}", gw.error_log());
-    let h = &r.json()["headers"];
+    let h = &answer("/add")["headers"];
     assert_eq!(h["x-added"], "1", "{h}");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "site.test:8080");
     assert_eq!(h["x-forwarded-port"], "8080");
 
-    let r = request(gw.port, "GET", "/change", &host, b"");
-    assert_eq!(r.status, 200, "{}", gw.error_log());
-    let h = &r.json()["headers"];
+    let h = &answer("/change")["headers"];
     assert_eq!(h["x-forwarded-proto"], "https", "{h}");
     assert!(h.get("x-forwarded-host").is_none(), "{h}");
     assert_eq!(h["x-forwarded-port"], "8080");

@@ -598,14 +598,24 @@ mod tests {
             .collect()
     }
 
+    /// What `fill_headers` lists for `m` (with `arrival`), and whether it was truncated.
+    fn listed(
+        m: &http::HeaderMap,
+        arrival: Option<&Observed>,
+        max: f64,
+        raw: bool,
+    ) -> (Vec<(String, String, bool)>, i32) {
+        with_scratch(|s| {
+            fill_headers(s, m, arrival, max, raw).unwrap();
+            (read(s), s.list.truncated)
+        })
+        .unwrap()
+    }
+
     #[test]
     fn repeated_headers_are_marked_and_raw_names_capitalised() {
         let m = map(&[("x-a", "1"), ("content-type", "t"), ("x-a", "2")]);
-        let got = with_scratch(|s| {
-            fill_headers(s, &m, None, 0.0, true).unwrap();
-            (read(s), s.list.truncated)
-        })
-        .unwrap();
+        let got = listed(&m, None, 0.0, true);
         assert_eq!(got.1, 0);
         assert_eq!(
             got.0,
@@ -625,11 +635,7 @@ mod tests {
             host: None,
             port: HeaderValue::from_static("9080"),
         };
-        let got = with_scratch(|s| {
-            fill_headers(s, &m, Some(&arrival), 0.0, true).unwrap();
-            (read(s), s.list.truncated)
-        })
-        .unwrap();
+        let got = listed(&m, Some(&arrival), 0.0, true);
         assert_eq!(got.1, 0);
         assert_eq!(
             got.0,
@@ -640,11 +646,7 @@ mod tests {
                 ("X-Forwarded-Port".into(), "9080".into(), false),
             ]
         );
-        let got = with_scratch(|s| {
-            fill_headers(s, &m, Some(&arrival), 3.0, false).unwrap();
-            (read(s), s.list.truncated)
-        })
-        .unwrap();
+        let got = listed(&m, Some(&arrival), 3.0, false);
         assert_eq!(got.1, 1);
         assert_eq!(got.0.len(), 3);
         assert_eq!(got.0[2].0, "x-forwarded-proto");

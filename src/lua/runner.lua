@@ -360,6 +360,18 @@ local function run_one(actx, e, i, phase, marked)
     return xpcall(call_phase, on_error, e.mod[phase], conf_of(e.conf), actx)
 end
 
+-- What ends a run after plugin `i`, given what `run_one` returned: an error, or a
+-- `return code, body` in the phases that may answer. Nothing when the run goes on.
+local function ended(i, may_answer, ok, code, body)
+    if not ok then
+        return "error", i, code
+    end
+    if may_answer and (code or body) then
+        return answer(i, code, body)
+    end
+    return nil
+end
+
 -- Runs `phase` of the chain's plugins given by `mask` (bit i-1 set: entry i runs, in index
 -- order) or, when `mask` is 0, by the indices that follow it.
 local function run_phase(state, chain, phase_no, mask, ...)
@@ -384,12 +396,10 @@ local function run_phase(state, chain, phase_no, mask, ...)
         -- One plugin (the usual run): no loop. A loop of one or two trips inside the trace
         -- recorded from the entry aborts it ("inner loop in root trace"), and after a few
         -- aborts LuaJIT leaves the whole entry to the interpreter on every request.
-        local ok, code, body = run_one(actx, chain[only], only, phase, true)
-        if not ok then
-            return "error", only, code
-        end
-        if may_answer and (code or body) then
-            return answer(only, code, body)
+        local kind, a, b, c =
+            ended(only, may_answer, run_one(actx, chain[only], only, phase, true))
+        if kind then
+            return kind, a, b, c
         end
     elseif mask > 0 then
         local i = 0
@@ -399,25 +409,20 @@ local function run_phase(state, chain, phase_no, mask, ...)
             local bit = mask % 2
             mask = (mask - bit) / 2
             if bit == 1 then
-                local ok, code, body = run_one(actx, chain[i], i, phase, marked)
+                local kind, a, b, c =
+                    ended(i, may_answer, run_one(actx, chain[i], i, phase, marked))
                 marked = false
-                if not ok then
-                    return "error", i, code
-                end
-                if may_answer and (code or body) then
-                    return answer(i, code, body)
+                if kind then
+                    return kind, a, b, c
                 end
             end
         end
     else
         for k = 1, select("#", ...) do
             local i = select(k, ...)
-            local ok, code, body = run_one(actx, chain[i], i, phase)
-            if not ok then
-                return "error", i, code
-            end
-            if may_answer and (code or body) then
-                return answer(i, code, body)
+            local kind, a, b, c = ended(i, may_answer, run_one(actx, chain[i], i, phase))
+            if kind then
+                return kind, a, b, c
             end
         end
     end

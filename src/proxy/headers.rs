@@ -190,7 +190,8 @@ impl Observed {
 }
 
 impl Forwarding {
-    /// The fields as header lines.
+    /// The fields as header lines. The names are spelt out here, in `Observed::fields`' order,
+    /// rather than read from it: the iterator cost 250 instructions per proxied request.
     pub fn encode(&self, buf: &mut Vec<u8>) {
         let mut line = |name: &[u8], value: &HeaderValue| {
             buf.extend_from_slice(name);

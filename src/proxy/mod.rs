@@ -870,20 +870,32 @@ fn forwarding_apart(
     cx: &ConnCtx,
     client: SocketAddr,
 ) -> Option<(headers::Forwarding, Option<HeaderValue>)> {
-    if peer_trusted(cx) || headers::any_forwarding(headers) {
-        return None;
-    }
-    let (fwd_host, fwd_port) = observed_forwarding(headers, uri, cx);
+    let observed = observed_if_only_added(headers, uri, cx)?;
     let (client_host, client_ip) = leave_client_hop(headers, uri, cx, client);
     let f = headers::Forwarding {
-        observed: Some(headers::Observed {
-            proto: HeaderValue::from_static(cx.scheme()),
-            host: fwd_host,
-            port: fwd_port,
-        }),
+        observed: Some(observed),
         client_ip,
     };
     Some((f, client_host))
+}
+
+/// `X-Forwarded-Proto`/`-Host`/`-Port` as this hop sets them, when setting them only adds them:
+/// the client sent no forwarding field and its peer is not trusted (nothing of the client's to
+/// keep or replace). `None` otherwise.
+fn observed_if_only_added(
+    headers: &http::HeaderMap,
+    uri: &Uri,
+    cx: &ConnCtx,
+) -> Option<headers::Observed> {
+    if peer_trusted(cx) || headers::any_forwarding(headers) {
+        return None;
+    }
+    let (host, port) = observed_forwarding(headers, uri, cx);
+    Some(headers::Observed {
+        proto: HeaderValue::from_static(cx.scheme()),
+        host,
+        port,
+    })
 }
 
 /// What both ways of building the upstream's headers do first: the client's `Host`, read
@@ -939,16 +951,11 @@ fn forwarding_on_arrival(
     uri: &Uri,
     cx: &ConnCtx,
 ) -> Option<headers::Observed> {
-    if peer_trusted(cx) || headers::any_forwarding(headers) {
+    let observed = observed_if_only_added(headers, uri, cx);
+    if observed.is_none() {
         neutralize_on_arrival(headers, uri, cx);
-        return None;
     }
-    let (host, port) = observed_forwarding(headers, uri, cx);
-    Some(headers::Observed {
-        proto: HeaderValue::from_static(cx.scheme()),
-        host,
-        port,
-    })
+    observed
 }
 
 /// APISIX's sanitising of `X-Forwarded-Proto`/`-Host`/`-Port` and `Forwarded` on arrival

@@ -79,11 +79,11 @@ pub fn cookie_time(secs: i64) -> String {
 }
 
 pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
+    // Both replaced by FFI wrappers at VM setup (`lua::ffi_entry`): a call a trace compiles.
     ngx.set(
         "time",
         lua.create_function(|_, ()| Ok(now().as_secs() as i64))?,
     )?;
-    // Replaced by FFI wrappers at VM setup (`lua::ffi_entry`): a call a trace compiles.
     ngx.set("now", lua.create_function(|_, ()| Ok(now_secs()))?)?;
     // moongate reads the clock when asked, so there is no cached time to refresh.
     ngx.set("update_time", lua.create_function(|_, ()| Ok(()))?)?;
