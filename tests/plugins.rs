@@ -268,6 +268,65 @@ fn a_lua_error_fails_closed_with_one_error_line_and_the_worker_goes_on() {
         "{log}"
     );
     assert!(log.contains("plugin: fixture-gate, phase: access"), "{log}");
+    // The traceback of the failed entry follows the message: from `error` up through the
+    // plugin's phase function, called as APISIX calls it (`phase_func`).
+    let at = log.find("the gate broke").unwrap_or(0);
+    let tail = &log[at..];
+    let trace = &tail[..tail.find("plugin: fixture-gate").unwrap_or(tail.len())];
+    assert!(
+        trace.contains("stack traceback:")
+            && trace.contains("in function 'error'")
+            && trace.contains("fixture-gate.lua:41: in function 'phase_func'"),
+        "{log}"
+    );
+}
+
+#[test]
+fn errors_from_native_functions_after_a_wait_and_in_later_plugins_name_their_plugin() {
+    let echo = Echo::start("e");
+    let gw = gateway(
+        &echo,
+        "",
+        "routes:\n  - id: native\n    uri: /native\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: native-error, phase: rewrite}\n  - id: late\n    uri: /late\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: late-error, phase: access}\n  - id: second\n    uri: /second\n    upstream_id: e\n    plugins:\n      fixture-trace: {}\n      fixture-gate: {mode: error, phase: access}\n",
+    );
+    assert_eq!(gw.get("/native").status, 500);
+    let log = wait_log(&gw, "unsupported HTTP method");
+    // The plain message a `pcall` would give, not the native error object's own text.
+    let line = log
+        .lines()
+        .find(|l| l.contains("unsupported HTTP method"))
+        .unwrap_or("");
+    assert!(
+        line.contains("lua entry thread aborted: runtime error: unsupported HTTP method: 12345"),
+        "{log}"
+    );
+    assert!(!log.contains("caused by"), "{log}");
+    assert!(
+        log.contains("plugin: fixture-gate, phase: rewrite"),
+        "{log}"
+    );
+
+    // After a wait, the entry runs as an async thread: the same line.
+    assert_eq!(gw.get("/late").status, 500);
+    let log = wait_log(&gw, "the gate broke late");
+    assert!(
+        log.contains("lua entry thread aborted: runtime error: ")
+            && log.matches("plugin: fixture-gate, phase: access").count() == 1,
+        "{log}"
+    );
+
+    // fixture-trace (priority 3000) runs first in access, then fixture-gate fails: the line
+    // names fixture-gate, and the worker goes on with the next request.
+    for _ in 0..2 {
+        assert_eq!(gw.get("/second").status, 500);
+    }
+    let log = gw.error_log();
+    assert_eq!(
+        log.matches("plugin: fixture-gate, phase: access").count(),
+        3,
+        "{log}"
+    );
+    assert!(!log.contains("plugin: fixture-trace"), "{log}");
 }
 
 #[test]
@@ -582,7 +641,7 @@ fn a_plugin_that_allocates_without_bound_fails_its_own_request_only() {
         gw.error_log()
     );
     let r = gw.get("/ok");
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "{}", gw.error_log());
     assert!(r.header("x-trace").is_some());
 }
 

@@ -111,13 +111,17 @@ pub struct Threads {
     pool: RefCell<Vec<Thread>>,
     /// Any function: a new thread is made with one, then emptied.
     seed: Function,
+    /// `describe(thread, err)`: the text of the error that ended `thread`, with the thread's
+    /// traceback (runner.lua's `describe_failure`).
+    describe: Function,
 }
 
 impl Threads {
-    pub fn new(seed: Function) -> Threads {
+    pub fn new(seed: Function, describe: Function) -> Threads {
         Threads {
             pool: RefCell::new(Vec::new()),
             seed,
+            describe,
         }
     }
 
@@ -180,14 +184,42 @@ impl Threads {
                 }
             }
             code => {
-                // SAFETY: a failed thread holds its error value on top; it is not reused.
-                let msg = unsafe { error_text(ts) };
-                First::Failed(if code == ffi::LUA_ERRMEM {
-                    format!("memory error: {msg}")
+                let text = if code == ffi::LUA_ERRMEM {
+                    // SAFETY: a failed thread holds its error value on top.
+                    format!("memory error: {}", unsafe { error_text(ts) })
                 } else {
-                    format!("runtime error: {msg}")
-                })
+                    format!("runtime error: {}", self.failure_text(lua, &thread))
+                };
+                // SAFETY: the failed thread is not resumed again; emptying its stack drops
+                // what its frames held (a plugin's locals) now, not when the thread is freed.
+                unsafe { ffi::lua_settop(ts, 0) };
+                First::Failed(text)
             }
+        }
+    }
+
+    /// The error that ended `thread` (a failed resume; its frames are still there to walk), with
+    /// its traceback, as the runner's `describe` writes it; the bare value when that fails.
+    fn failure_text(&self, lua: &Lua, thread: &Thread) -> String {
+        let ts = thread.state();
+        // SAFETY: `ts` is a failed thread of this VM: its error value is on top. Moving one
+        // value between threads of one VM raises no error; the stack guard of `exec_raw` takes
+        // it as the call's result.
+        let err = unsafe {
+            if ffi::lua_gettop(ts) == 0 {
+                return "unknown error".into();
+            }
+            lua.exec_raw::<Value>((), |state| ffi::lua_xmove(ts, state, 1))
+        };
+        match err {
+            Ok(err) => self
+                .describe
+                .call::<String>((thread, err.clone()))
+                .unwrap_or_else(|_| match err {
+                    Value::String(s) => s.to_string_lossy(),
+                    other => format!("(error object is a {} value)", other.type_name()),
+                }),
+            Err(e) => e.to_string(),
         }
     }
 }

@@ -44,25 +44,47 @@ local _, headers_mt = debug.getupvalue(raw_get_headers, 1)
 local c_get_headers = entry("req_get_headers",
     ffi.typeof("const $ *(*)(double, int)", header_list_t))
 
--- Builds the header table of a filled list: a repeated header's values become a list.
+-- Puts entry `e` of a filled list into `t`: a repeated header's values become a list.
+local function put_header(t, e)
+    local known = e.known
+    local k = known ~= 0 and known_names[known] or ffi_string(e.name, e.name_len)
+    local v = ffi_string(e.value, e.value_len)
+    if e.repeated ~= 0 then
+        local prev = rawget(t, k)
+        if type(prev) == "table" then
+            prev[#prev + 1] = v
+        else
+            t[k] = { prev, v }
+        end
+    else
+        t[k] = v
+    end
+end
+
+-- Builds the header table of a filled list. The first sixteen entries are put without a loop:
+-- a loop inside the request's entry makes LuaJIT end the entry's trace there (an inner loop
+-- in a root trace), and everything before the loop then runs in the interpreter.
 local function header_table(list, n)
     local t = new_tab(0, n)
-    local entries = list.entries
-    for i = 0, n - 1 do
-        local e = entries[i]
-        local known = e.known
-        local k = known ~= 0 and known_names[known] or ffi_string(e.name, e.name_len)
-        local v = ffi_string(e.value, e.value_len)
-        if e.repeated ~= 0 then
-            local prev = rawget(t, k)
-            if type(prev) == "table" then
-                prev[#prev + 1] = v
-            else
-                t[k] = { prev, v }
-            end
-        else
-            t[k] = v
-        end
+    local es = list.entries
+    if n > 0 then put_header(t, es[0]) else return t end
+    if n > 1 then put_header(t, es[1]) else return t end
+    if n > 2 then put_header(t, es[2]) else return t end
+    if n > 3 then put_header(t, es[3]) else return t end
+    if n > 4 then put_header(t, es[4]) else return t end
+    if n > 5 then put_header(t, es[5]) else return t end
+    if n > 6 then put_header(t, es[6]) else return t end
+    if n > 7 then put_header(t, es[7]) else return t end
+    if n > 8 then put_header(t, es[8]) else return t end
+    if n > 9 then put_header(t, es[9]) else return t end
+    if n > 10 then put_header(t, es[10]) else return t end
+    if n > 11 then put_header(t, es[11]) else return t end
+    if n > 12 then put_header(t, es[12]) else return t end
+    if n > 13 then put_header(t, es[13]) else return t end
+    if n > 14 then put_header(t, es[14]) else return t end
+    if n > 15 then put_header(t, es[15]) else return t end
+    for i = 16, n - 1 do
+        put_header(t, es[i])
     end
     return t
 end

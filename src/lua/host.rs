@@ -335,20 +335,24 @@ impl LuaHost {
                 Err(e) => log::error!("{e}"),
             }
         }
-        let (runner, make_route, run_groups_fn): (Function, Function, Function) =
-            lua.load(RUNNER).set_name("=moongate/runner.lua").call((
-                super::raw::function(lua, mark_plugin, ())?,
-                lua.named_registry_value::<Table>(super::ngx::resp::LIVE_STATES)?,
-                super::raw::function(lua, super::ngx::balancer::picked, ())?,
-                lua.load(ENTER_GROUP)
-                    .set_name("=moongate/enter_group")
-                    .call::<Function>((
-                        mlua::LightUserData(moongate_enter_group as *mut std::ffi::c_void),
-                        super::raw::function(lua, enter_group, ())?,
-                    ))?,
-                super::raw::function(lua, route_match, ())?,
-                super::raw::function(lua, upstream_peer, ())?,
-            ))?;
+        let (runner, make_route, run_groups_fn, describe): (
+            Function,
+            Function,
+            Function,
+            Function,
+        ) = lua.load(RUNNER).set_name("=moongate/runner.lua").call((
+            super::raw::function(lua, mark_plugin, ())?,
+            lua.named_registry_value::<Table>(super::ngx::resp::LIVE_STATES)?,
+            super::raw::function(lua, super::ngx::balancer::picked, ())?,
+            lua.load(ENTER_GROUP)
+                .set_name("=moongate/enter_group")
+                .call::<Function>((
+                    mlua::LightUserData(moongate_enter_group as *mut std::ffi::c_void),
+                    super::raw::function(lua, enter_group, ())?,
+                ))?,
+            super::raw::function(lua, route_match, ())?,
+            super::raw::function(lua, upstream_peer, ())?,
+        ))?;
         let mut vm_id = 0;
         // SAFETY: reads the allocator of the VM's main state, in a protected call.
         unsafe { lua.exec_raw::<()>((), |l| vm_id = request::vm_of(l))? };
@@ -356,7 +360,7 @@ impl LuaHost {
             .load(SET_PARENT)
             .set_name("=moongate/set_parent")
             .call(())?;
-        let threads = entry::Threads::new(runner.clone());
+        let threads = entry::Threads::new(runner.clone(), describe);
         let runner = lua.create_registry_value(runner)?;
         let run_groups_fn = lua.create_registry_value(run_groups_fn)?;
         Ok(LuaHost {
@@ -573,10 +577,14 @@ impl LuaHost {
             self.drive(req, self.runner.id(), &args).await
         };
         drop(entry);
+        let running = req.borrow().running_plugin();
         req.borrow_mut().mark_plugin(0);
         match out {
             Driven::Done([kind, index, status, body, _]) => {
                 step_of(chain, phase, req, kind, index, status, body)
+            }
+            Driven::Failed(e) if running.is_some() => {
+                plugin_failed(chain, phase, running.map_or(0, |r| r.index), &e, req)
             }
             other => self.failed_run(other, chain, phase),
         }
@@ -674,6 +682,7 @@ impl LuaHost {
             .drive(req, self.run_groups_fn.id(), &args[..used])
             .await;
         drop(entry);
+        let running = req.borrow().running_plugin();
         req.borrow_mut().mark_plugin(0);
         let group_at = |v: &Out| match v.number() {
             Some(g) if g >= 1.0 => (g as usize - 1).min(groups.len() - 1),
@@ -703,7 +712,8 @@ impl LuaHost {
                 }
             }
             other => {
-                // Exited, timed out or failed: blame the group that was running.
+                // Exited, timed out or failed: blame the group that was running, and for an
+                // error the plugin in it.
                 let g = {
                     let r = req.borrow();
                     groups
@@ -711,10 +721,16 @@ impl LuaHost {
                         .position(|g| r.timing.0 as usize == g.slot && r.timing.1 == Some(g.phase))
                         .unwrap_or(0)
                 };
-                GroupsOut::Ended {
-                    group: g,
-                    step: self.failed_run(other, groups[g].chain, groups[g].phase),
-                }
+                let (chain, phase) = (groups[g].chain, groups[g].phase);
+                let step = match (other, running) {
+                    (Driven::Failed(e), Some(r))
+                        if usize::from(r.slot) == groups[g].slot && r.phase == phase =>
+                    {
+                        plugin_failed(chain, phase, r.index, &e, req)
+                    }
+                    (other, _) => self.failed_run(other, chain, phase),
+                };
+                GroupsOut::Ended { group: g, step }
             }
         })
     }
@@ -990,6 +1006,20 @@ enum Driven {
     Exited,
     TimedOut,
     Failed(String),
+}
+
+/// An entry that failed while plugin `index` (1-based) of `chain` was running: the runner calls
+/// plugins without a protected call, so their errors end the entry, and the timing mark names
+/// the plugin. Logged as a plugin's error always was.
+fn plugin_failed(chain: &Chain, phase: Phase, index: usize, err: &str, req: &SharedReq) -> Step {
+    let msg = err.strip_prefix("runtime error: ").unwrap_or(err);
+    let name = chain
+        .entries
+        .get(index.wrapping_sub(1))
+        .map(|e| e.name.as_str())
+        .unwrap_or("?");
+    log_plugin_error(name, phase, msg, req);
+    Step::Error
 }
 
 fn log_plugin_error(plugin: &str, phase: Phase, msg: &str, req: &SharedReq) {

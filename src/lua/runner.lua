@@ -1,8 +1,14 @@
 -- moongate's phase runner: calls one phase of a run of Lua plugins of a chain, in the order the
 -- Rust side computed (priority, `_meta.disable`, `_meta.filter` already applied), the way
 -- APISIX's plugin runner calls them: `phase(conf, ctx)`, with `ctx._plugin_name` set.
--- A Lua error stops the run and is reported with its traceback; in the phases that may answer,
--- a `return code, body` stops it and becomes the answer (a table body as JSON plus a newline).
+-- A Lua error ends the run and the whole entry: plugins are called without a protected call
+-- (see run_one), and Rust names the failing plugin from its timing mark and reports the error
+-- with its traceback (`describe_failure`). In the phases that may answer, a `return code, body`
+-- stops the run and becomes the answer (a table body as JSON plus a newline).
+--
+-- Nothing on the path of an entry loops when its plugins do not: a loop inside it would end
+-- LuaJIT's trace of the entry there ("inner loop in root trace"), and the code before the loop
+-- would run in the interpreter on every request.
 --
 -- It also makes a request's Lua state on the request's first entry: a table holding its APISIX
 -- `ctx` (with `ctx.var`) and its `ngx.ctx`, kept in a slot of `live` Rust gives the request (the
@@ -16,8 +22,7 @@ local mark, live, picked, enter_group, route_match, upstream_peer = ...
 
 local select, type, tostring, pairs = select, type, tostring, pairs
 local traceback = debug.traceback
-local raw = require("moongate.request")
-local xpcall, plain = raw.xpcall, raw.plain
+local plain = require("moongate.request").plain
 local new_tab, clear_tab = require("table.new"), require("table.clear")
 local json = require("cjson.safe").new()
 -- APISIX's core.json settings: "/" is not escaped, arrays stay arrays.
@@ -102,8 +107,14 @@ do
 end
 local BALANCER = 3
 
-local function on_error(err)
-    return traceback(plain(err), 2)
+-- The text of an error that ended entry thread `co`: the plain message (as `pcall` would give
+-- it) and the thread's traceback from where it was raised. Called by Rust on the failed thread.
+local function describe_failure(co, err)
+    local msg = plain(err)
+    if type(msg) ~= "string" then
+        msg = tostring(msg)
+    end
+    return traceback(co, msg, 0)
 end
 
 -- `ctx.matched_route.value` holds id, name, service_id and plugins; any other field (labels,
@@ -170,28 +181,34 @@ local function take(pool)
     return t
 end
 
--- Empties a table by setting its fields to nil: unlike table.clear, the keys keep their slots,
--- so the next request setting the same fields inserts no new key.
-local function wipe(t)
-    for k in pairs(t) do
-        t[k] = nil
-    end
-end
-
 -- A finished request's state goes back to the pools; its `ctx.var` to core.ctx's.
 local function recycle(state)
     local actx = state.ctx
     if actx then
         core_ctx.release_vars(actx)
         local matched = actx.curr_req_matched
-        wipe(actx)
+        -- Plugins add fields of their own to `ctx`: table.clear, not a `pairs` loop setting each
+        -- to nil (which would keep the keys' slots for the next request), as a loop here would
+        -- be the first of the entry's trace.
+        clear_tab(actx)
         if matched then
-            clear_tab(matched)
+            if state.match_on_route then
+                -- Only the route's match was set (new_ctx): the keys keep their slots.
+                matched._path = nil
+                matched._host = nil
+            else
+                clear_tab(matched)
+            end
             actx.curr_req_matched = matched
         end
         put(ctxs, actx)
     end
-    wipe(state)
+    -- A state has these four fields only: set to nil, their keys keep their slots, and the
+    -- next request sets them without inserting a key.
+    state.route = nil
+    state.match_on_route = nil
+    state.ctx = nil
+    state.ngx_ctx = nil
     put(states, state)
 end
 
@@ -348,7 +365,7 @@ local function run_one(actx, e, i, phase, marked)
     -- apisix.plugin.skip_plugin(ctx, name) leaves a plugin out for the rest of the request.
     local skip = actx._skip_plugins
     if skip and skip[e.name] then
-        return true
+        return nil
     end
     actx._plugin_name = e.name
     -- The time each plugin takes is accounted from here to the next mark (or the end of the
@@ -357,15 +374,15 @@ local function run_one(actx, e, i, phase, marked)
     if not marked then
         mark(i)
     end
-    return xpcall(call_phase, on_error, e.mod[phase], conf_of(e.conf), actx)
+    -- Called directly: a trace LuaJIT starts inside a protected call (from a side exit in
+    -- the plugin, or a loop in it) cannot return out of it ("NYI: return to lower frame"),
+    -- and after a few such aborts the rest of every request runs in the interpreter.
+    return call_phase(e.mod[phase], conf_of(e.conf), actx)
 end
 
--- What ends a run after plugin `i`, given what `run_one` returned: an error, or a
--- `return code, body` in the phases that may answer. Nothing when the run goes on.
-local function ended(i, may_answer, ok, code, body)
-    if not ok then
-        return "error", i, code
-    end
+-- What ends a run after plugin `i` returned `code, body`: in the phases that may answer, a
+-- `return code, body`. Nothing when the run goes on.
+local function ended(i, may_answer, code, body)
     if may_answer and (code or body) then
         return answer(i, code, body)
     end
@@ -510,4 +527,4 @@ local function run_groups(route, flags, slot, trim, n, c1, p1, m1, c2, p2, m2, c
     return true, a == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
-return run, make_route, run_groups
+return run, make_route, run_groups, describe_failure

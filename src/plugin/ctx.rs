@@ -66,6 +66,16 @@ pub struct BalancerCtx {
 /// plugin writes; nginx would refuse undeclared names, moongate keeps them (a documented superset).
 pub type VarMap = HashMap<String, String>;
 
+/// The plugin run a request's timing mark names as running (`RequestCtx::running_plugin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningPlugin {
+    /// The plugin's place in its chain, 1-based.
+    pub index: usize,
+    /// The chain's slot among the request's chains.
+    pub slot: u8,
+    pub phase: Phase,
+}
+
 /// One request's context.
 pub struct RequestCtx {
     pub id: CtxId,
@@ -270,6 +280,15 @@ impl RequestCtx {
         {
             self.mark = Some((index as u32, slot, phase, now));
         }
+    }
+
+    /// The plugin run marked as running now (see `mark_plugin`), if any.
+    pub fn running_plugin(&self) -> Option<RunningPlugin> {
+        self.mark.map(|(index, slot, phase, _)| RunningPlugin {
+            index: index as usize,
+            slot,
+            phase,
+        })
     }
 
     /// The upstream request target: `$upstream_uri` when a plugin set it, else the changed
