@@ -295,3 +295,27 @@ ngx.say(string.format("%.3f", now), " ", time, " ", now * 1000 % 1 == 0,
     );
     assert_eq!(&clock[2..], ["true", "true"], "{}", lines[2]);
 }
+
+#[test]
+fn the_config_version_comes_through_the_fast_path_and_moves_with_the_config() {
+    // `moongate.config.version()` (what apisix.consumer keys its tables on) is read through the
+    // FFI: a number, the same within one config, greater once something Lua reads changes (a
+    // consumer is added).
+    let handler = "local v = require(\"moongate.config\").version()\nngx.say(type(v), \" \", v)";
+    let gw = gateway(handler);
+    let read = || {
+        let r = gw.get("/c");
+        assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+        let (kind, v) = r.body.trim().split_once(' ').unwrap_or(("", ""));
+        assert_eq!(kind, "number", "{}", r.body);
+        v.parse::<f64>().unwrap_or(-1.0)
+    };
+    let first = read();
+    assert!(first >= 0.0, "{first}");
+    assert_eq!(read(), first);
+    let indented: String = handler.lines().map(|l| format!("        {l}\n")).collect();
+    gw.write_routes(&routes_file(&format!(
+        "routes:\n  - id: c\n    uri: /c\n    lua_handlers:\n      content_by_lua: |\n{indented}consumers:\n  - username: jack\n"
+    )));
+    wait_until("the new config", Duration::from_secs(10), || read() > first);
+}

@@ -36,6 +36,11 @@ fn current() -> Option<Arc<Snapshot>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// `moongate.config.version()`: the Lua view's version of the snapshot this worker runs with.
+pub fn current_view_version() -> Option<u64> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|s| s.lua_view_version))
+}
+
 /// The config plane's published snapshot, for the thread that runs plugins' `check_schema` for
 /// the Admin API: no request ever runs there, yet a check may read the config (file-logger
 /// takes its `path` from its plugin metadata when the conf has none).
@@ -166,7 +171,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     let m = lua.create_table()?;
     m.set(
         "version",
-        lua.create_function(|_, ()| Ok(current().map(|s| s.lua_view_version)))?,
+        lua.create_function(|_, ()| Ok(current_view_version()))?,
     )?;
     // The snapshot's own version, which every change moves (what `configured` is as of).
     m.set(

@@ -242,3 +242,17 @@ end
 ngx.time = function()
     return floor(c_now())
 end
+
+------------------------------------------------------------------------------------------------
+-- moongate.config.version (apisix.consumer and the secret cache check it on every request):
+-- through the FFI for the same reason. It cannot fail either.
+
+local c_config_version = entry("config_version", ffi.typeof("double (*)(void)"))
+
+require("moongate.config").version = function()
+    local v = c_config_version()
+    if v < 0 then
+        return nil
+    end
+    return v
+end

@@ -516,6 +516,14 @@ extern "C" fn moongate_now() -> f64 {
     guarded(0.0, super::ngx::time::now_secs)
 }
 
+/// `moongate.config.version()`: the config version plugins' caches key on, `-1` for none (no
+/// request has run with a snapshot yet). Auth plugins read it on every request.
+extern "C" fn moongate_config_version() -> f64 {
+    guarded(-1.0, || {
+        super::config_view::current_view_version().map_or(-1.0, |v| v as f64)
+    })
+}
+
 fn addr(p: *const ()) -> LightUserData {
     LightUserData(p as *mut std::ffi::c_void)
 }
@@ -552,6 +560,7 @@ pub fn register(
     )?;
     fns.set("dict_incr", addr(moongate_dict_incr as *const ()))?;
     fns.set("now", addr(moongate_now as *const ()))?;
+    fns.set("config_version", addr(moongate_config_version as *const ()))?;
     let indexes = lua.create_table()?;
     for (name, d) in dicts.iter() {
         indexes.set(name, dict_index(d))?;
