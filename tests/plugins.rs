@@ -1024,3 +1024,64 @@ fn plugins_read_and_change_the_forwarding_fields_set_on_arrival() {
     assert_eq!(h["x-forwarded-port"], "8080");
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
 }
+
+/// A plugin `fixture-many-N` (priority 10000 - N): its header_filter appends N to `X-Order`, its
+/// rewrite fails when `?fail=N`.
+fn numbered_plugin(n: usize) -> String {
+    format!(
+        "local p = {{ version = 0.1, priority = {}, name = \"fixture-many-{n}\", schema = {{ type = \"object\" }} }}\n\
+         function p.rewrite(conf, ctx)\n    if ngx.var.arg_fail == \"{n}\" then error(\"plugin {n} broke\") end\nend\n\
+         function p.header_filter(conf, ctx)\n    ngx.header[\"X-Order\"] = (ngx.header[\"X-Order\"] or \"\") .. \"{n},\"\nend\n\
+         return p\n",
+        10000 - n
+    )
+}
+
+#[test]
+fn a_chain_longer_than_the_bit_mask_runs_every_plugin_in_order_and_names_the_one_that_fails() {
+    // Runs of plugins are passed to the runner as a bit mask of 52 places; a longer chain goes
+    // by the list of its indices.
+    const N: usize = 60;
+    let echo = Echo::start("e");
+    let port = free_port();
+    let names: Vec<String> = (1..=N).map(|n| format!("fixture-many-{n}")).collect();
+    let sources: Vec<String> = (1..=N).map(numbered_plugin).collect();
+    let paths: Vec<String> = names
+        .iter()
+        .map(|n| format!("lua/plugins/{n}.lua"))
+        .collect();
+    let files: Vec<(&str, &str)> = paths
+        .iter()
+        .zip(&sources)
+        .map(|(p, s)| (p.as_str(), s.as_str()))
+        .collect();
+    let config = format!(
+        "{}plugins:\n{}",
+        config_yaml(port, ""),
+        names
+            .iter()
+            .map(|n| format!("  - {n}\n"))
+            .collect::<String>()
+    );
+    let yaml = format!(
+        "routes:\n  - id: m\n    uri: /m\n    plugins:\n{}    upstream:\n      nodes:\n        \"127.0.0.1:{}\": 1\n#END\n",
+        names
+            .iter()
+            .map(|n| format!("      {n}: {{}}\n"))
+            .collect::<String>(),
+        echo.port
+    );
+    let gw = Gateway::start_with_files(&config, port, &yaml, &files);
+    let r = gw.get("/m");
+    assert_eq!(r.status, 200, "{}", gw.error_log());
+    let expected: String = (1..=N).map(|n| format!("{n},")).collect();
+    assert_eq!(r.header("x-order"), Some(expected.as_str()));
+    let r = gw.get("/m?fail=57");
+    assert_eq!(r.status, 500);
+    let log = wait_log(&gw, "plugin 57 broke");
+    assert!(
+        log.contains("plugin: fixture-many-57, phase: rewrite"),
+        "{log}"
+    );
+    assert_eq!(gw.get("/m").status, 200);
+}

@@ -103,6 +103,8 @@ pub struct LuaHost {
     set_parent: Function,
     /// `runner.lua`'s entry for several groups in one call (`run_groups`).
     run_groups_fn: RegistryKey,
+    /// `runner.lua`'s entry for a run of plugins past the bit mask (`run_listed`).
+    run_listed_fn: RegistryKey,
     /// The threads entries run on.
     threads: entry::Threads,
     /// `runner.lua`'s route object maker, called once per route per snapshot.
@@ -335,7 +337,8 @@ impl LuaHost {
                 Err(e) => log::error!("{e}"),
             }
         }
-        let (runner, make_route, run_groups_fn, describe): (
+        let (runner, make_route, run_groups_fn, describe, run_listed_fn): (
+            Function,
             Function,
             Function,
             Function,
@@ -363,6 +366,7 @@ impl LuaHost {
         let threads = entry::Threads::new(runner.clone(), describe);
         let runner = lua.create_registry_value(runner)?;
         let run_groups_fn = lua.create_registry_value(run_groups_fn)?;
+        let run_listed_fn = lua.create_registry_value(run_listed_fn)?;
         Ok(LuaHost {
             vm_id,
             vm,
@@ -370,6 +374,7 @@ impl LuaHost {
             runner,
             set_parent,
             run_groups_fn,
+            run_listed_fn,
             threads,
             make_route,
             chains: RefCell::new(FxHashMap::default()),
@@ -570,11 +575,10 @@ impl LuaHost {
             )
             .await
         } else {
-            let mut args = Vec::with_capacity(indices.len() + 7);
+            let mut args = Vec::with_capacity(indices.len() + 6);
             args.extend(head);
-            args.push(Arg::Int(0));
             args.extend(indices.iter().map(|&i| Arg::Int(i as i64 + 1)));
-            self.drive(req, self.runner.id(), &args).await
+            self.drive(req, self.run_listed_fn.id(), &args).await
         };
         drop(entry);
         let running = req.borrow().running_plugin();

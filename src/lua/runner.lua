@@ -20,7 +20,7 @@
 -- `matched_route`, built on first use.
 local mark, live, picked, enter_group, route_match, upstream_peer = ...
 
-local select, type, tostring, pairs = select, type, tostring, pairs
+local type, tostring, pairs = type, tostring, pairs
 local traceback = debug.traceback
 local plain = require("moongate.request").plain
 local new_tab, clear_tab = require("table.new"), require("table.clear")
@@ -390,8 +390,12 @@ local function ended(i, may_answer, code, body)
 end
 
 -- Runs `phase` of the chain's plugins given by `mask` (bit i-1 set: entry i runs, in index
--- order) or, when `mask` is 0, by the indices that follow it.
-local function run_phase(state, chain, phase_no, mask, ...)
+-- order) or, when `mask` is 0, by the list of indices `listed`.
+--
+-- No function on an entry's path takes `...`: a trace started inside a vararg function cannot
+-- return from it to a lower frame ("NYI: return of vararg func to lower frame"), and after a
+-- few such aborts that part of every request runs in the interpreter.
+local function run_phase(state, chain, phase_no, mask, listed)
     local actx = state.ctx or new_ctx(state)
     attach(state, actx, chain)
     if phase_no == BALANCER then
@@ -435,8 +439,8 @@ local function run_phase(state, chain, phase_no, mask, ...)
             end
         end
     else
-        for k = 1, select("#", ...) do
-            local i = select(k, ...)
+        for k = 1, #listed do
+            local i = listed[k]
             local kind, a, b, c = ended(i, may_answer, run_one(actx, chain[i], i, phase))
             if kind then
                 return kind, a, b, c
@@ -452,20 +456,23 @@ local function run_phase(state, chain, phase_no, mask, ...)
 end
 
 -- The entry point: the route object, the entry flags, the slot of the request's state and a
--- slot to empty (see state_of), then either a chain, a phase number and the plugins to run (see
--- run_phase), or a `*_by_lua` handler function and 0. Returns what the run ended with.
-local function run(route, flags, slot, trim, chain, phase_no, mask, ...)
+-- slot to empty (see state_of), then either a chain, a phase number and the plugins to run as
+-- a bit mask (see run_phase), or a `*_by_lua` handler function and 0. Returns what the run
+-- ended with.
+local function run(route, flags, slot, trim, chain, phase_no, mask)
     local state = state_of(route, flags, slot, trim)
     if phase_no == 0 then
         chain()
         return nil
     end
-    if mask > 0 then
-        -- Not `...` passed on: LuaJIT does not compile that (NYI: VARG), and the whole call
-        -- would stay in the interpreter.
-        return run_phase(state, chain, phase_no, mask)
-    end
-    return run_phase(state, chain, phase_no, mask, ...)
+    return run_phase(state, chain, phase_no, mask)
+end
+
+-- The entry point for plugins past the bit mask's reach (a chain of more than 52): as `run`,
+-- with their indices after the phase number.
+local function run_listed(route, flags, slot, trim, chain, phase_no, ...)
+    local state = state_of(route, flags, slot, trim)
+    return run_phase(state, chain, phase_no, 0, { ... })
 end
 
 -- One group of `run_groups`: `false` and what ended the run when it did not go through (a
@@ -527,4 +534,4 @@ local function run_groups(route, flags, slot, trim, n, c1, p1, m1, c2, p2, m2, c
     return true, a == 1 and actx.consumer_name or nil, actx.upstream_id
 end
 
-return run, make_route, run_groups, describe_failure
+return run, make_route, run_groups, describe_failure, run_listed
