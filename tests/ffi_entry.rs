@@ -319,3 +319,49 @@ fn the_config_version_comes_through_the_fast_path_and_moves_with_the_config() {
     )));
     wait_until("the new config", Duration::from_secs(10), || read() > first);
 }
+
+#[test]
+fn setters_keep_working_for_names_past_their_id_tables() {
+    // The setters know names by an id Rust gives once per name (1,024 kept per setter in Lua,
+    // 4,096 per worker in Rust); names past either take the raw function and still work. A
+    // name seen before keeps its behaviour: the same value set, the same error raised.
+    let gw = gateway(
+        r##"
+local first = require("moongate.headers").first
+-- Output last: ngx.header is only writable until output starts.
+ngx.header.X_Resp_Under = "2"
+ngx.header["X-Many-4999"] = "late"
+local lines = {}
+local ok = 0
+for i = 1, 5000 do
+  local name = "X-Many-" .. i
+  ngx.req.set_header(name, "v" .. i)
+  if first(name) == "v" .. i then ok = ok + 1 end
+  ngx.req.set_header(name, nil)
+  if first(name) == nil then ok = ok + 1 end
+end
+lines[1] = ok
+for _ = 1, 2 do
+  lines[#lines + 1] = tostring(select(2, pcall(ngx.req.set_header, "Bad Name", "v")))
+end
+ngx.req.set_header("X_Under", "1")
+lines[#lines + 1] = tostring(first("x_under")) .. " " .. tostring(first("x-under"))
+ngx.say(table.concat(lines, "\n"))
+"##,
+    );
+    let r = gw.get("/c");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.error_log());
+    let lines: Vec<&str> = r.body.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "10000",
+            "ngx.req.set_header: invalid header name \"Bad Name\"",
+            "ngx.req.set_header: invalid header name \"Bad Name\"",
+            "1 nil",
+        ]
+    );
+    // ngx.header reads `_` as `-`; ngx.req.set_header keeps it.
+    assert_eq!(r.header("x-resp-under"), Some("2"));
+    assert_eq!(r.header("x-many-4999"), Some("late"));
+}

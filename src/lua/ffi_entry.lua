@@ -111,26 +111,45 @@ end
 -- other form (a list, a boolean, a bad name or value) the raw function, which also raises the
 -- errors.
 
--- One entry point per value type (src/lua/ffi_entry.rs says why).
-local set_str_t = ffi.typeof("int (*)(const char *, size_t, const char *, size_t)")
-local set_num_t = ffi.typeof("int (*)(const char *, size_t, double)")
-local clear_t = ffi.typeof("int (*)(const char *, size_t)")
+-- One entry point per value type (src/lua/ffi_entry.rs says why). Names go by the id Rust
+-- gives each name once (`c_name_id`): the setter finds it in its own table, keyed by the name
+-- string LuaJIT already hashed, instead of Rust hashing and parsing the name on every call.
+local set_str_t = ffi.typeof("int (*)(int, const char *, size_t)")
+local set_num_t = ffi.typeof("int (*)(int, double)")
+local clear_t = ffi.typeof("int (*)(int)")
+local c_name_id = entry("header_name_id", ffi.typeof("int (*)(const char *, size_t, int)"))
+-- Names one setter keeps ids for; a plugin making new names on every request would otherwise
+-- grow the table without bound. Past it, names not kept ask Rust each time.
+local MAX_NAME_IDS = 1024
 
-local function header_setter(c_str, c_num, c_clear, raw_set)
+-- `underscores`: 1 when `_` in a name is read as `-` (ngx.header).
+local function header_setter(c_str, c_num, c_clear, raw_set, underscores)
+    local ids, kept = {}, 0
     return function(name, value)
         if type(name) == "string" then
-            local tv = type(value)
-            if tv == "string" then
-                if c_str(name, #name, value, #value) == 0 then
-                    return
+            local id = ids[name]
+            if id == nil then
+                -- -1: a name nginx refuses; -2: no id (the raw function serves it).
+                id = c_name_id(name, #name, underscores)
+                if kept < MAX_NAME_IDS then
+                    ids[name] = id
+                    kept = kept + 1
                 end
-            elseif value == nil then
-                if c_clear(name, #name) == 0 then
-                    return
-                end
-            elseif tv == "number" then
-                if c_num(name, #name, value) == 0 then
-                    return
+            end
+            if id >= 0 then
+                local tv = type(value)
+                if tv == "string" then
+                    if c_str(id, value, #value) == 0 then
+                        return
+                    end
+                elseif value == nil then
+                    if c_clear(id) == 0 then
+                        return
+                    end
+                elseif tv == "number" then
+                    if c_num(id, value) == 0 then
+                        return
+                    end
                 end
             end
         end
@@ -140,14 +159,14 @@ end
 
 local raw_set_header = req.set_header
 req.set_header = header_setter(entry("req_set_str", set_str_t), entry("req_set_num", set_num_t),
-    entry("req_clear", clear_t), raw_set_header)
+    entry("req_clear", clear_t), raw_set_header, 0)
 
 -- ngx.header[name] = value (its metatable's __newindex; the table itself stays empty).
 local header_mt = debug.getmetatable(ngx.header)
 local raw_header_newindex = header_mt.__newindex
 local set_resp_header = header_setter(entry("resp_set_str", set_str_t),
     entry("resp_set_num", set_num_t), entry("resp_clear", clear_t),
-    function(name, value) return raw_header_newindex(ngx.header, name, value) end)
+    function(name, value) return raw_header_newindex(ngx.header, name, value) end, 1)
 header_mt.__newindex = function(_, name, value)
     return set_resp_header(name, value)
 end

@@ -291,52 +291,110 @@ fn value_arg(value: &[u8], num: f64, kind: c_int) -> Result<Option<HeaderValues>
     }
 }
 
-/// The headers a setter entry point writes: the API it stands for (in the raw function's
-/// errors), whether `_` in a name is read as `-`, and what setting does once the arguments are
-/// read.
+/// The headers a setter entry point writes: the API it stands for, and what setting does once
+/// the arguments are read.
 struct HeaderTarget {
     api: &'static str,
-    underscores: bool,
     set: fn(&mut crate::plugin::RequestCtx, &http::HeaderName, Option<HeaderValues>),
+}
+
+/// Most header names the setters hand out ids for, per worker; past it a name takes the raw
+/// function (see `moongate_header_name_id`).
+const NAME_IDS: usize = 4096;
+
+/// The header names the Lua setters know by id: each name is parsed once, and the setter's
+/// wrapper finds the id with a lookup of the name string it has, which LuaJIT already hashed.
+#[derive(Default)]
+struct NameIds {
+    names: Vec<http::HeaderName>,
+    ids: rustc_hash::FxHashMap<(Box<[u8]>, bool), c_int>,
+}
+
+thread_local! {
+    static NAMES: std::cell::RefCell<NameIds> = std::cell::RefCell::new(NameIds::default());
+}
+
+/// The id of header name `name` (`_` read as `-` when `underscores` is not 0, as
+/// `ngx.header` reads it): -1 for a name nginx refuses (the raw function raises the error),
+/// -2 when no id can be given (the table is full: the raw function then serves the name).
+///
+/// # Safety
+/// `name` points to `name_len` readable bytes for the call.
+unsafe extern "C" fn moongate_header_name_id(
+    name: *const u8,
+    name_len: usize,
+    underscores: c_int,
+) -> c_int {
+    // SAFETY: the function's contract.
+    let Some(name) = (unsafe { bytes_arg(name, name_len) }) else {
+        return -2;
+    };
+    let underscores = underscores != 0;
+    guarded(-2, || {
+        NAMES
+            .try_with(|n| {
+                let mut n = n.borrow_mut();
+                let key = (Box::<[u8]>::from(name), underscores);
+                if let Some(&id) = n.ids.get(&key) {
+                    return id;
+                }
+                let Ok(parsed) = req::header_name_of(name, "", underscores) else {
+                    return -1;
+                };
+                if n.names.len() >= NAME_IDS {
+                    return -2;
+                }
+                let id = n.names.len() as c_int;
+                n.names.push(parsed);
+                n.ids.insert(key, id);
+                id
+            })
+            .unwrap_or(-2)
+    })
+}
+
+/// The header name with id `id`, if there is one.
+fn name_of_id(id: c_int) -> Option<http::HeaderName> {
+    let i = usize::try_from(id).ok()?;
+    NAMES
+        .try_with(|n| n.borrow().names.get(i).cloned())
+        .ok()
+        .flatten()
 }
 
 /// `ngx.req.set_header(name, value)`.
 const REQUEST_HEADERS: HeaderTarget = HeaderTarget {
     api: "ngx.req.set_header",
-    underscores: false,
     set: req::set_request_header,
 };
 
 /// `ngx.header[name] = value` (lua-nginx-module turns `_` into `-` in response header names
-/// it is given).
+/// it is given: the wrapper asks for their ids so).
 const RESPONSE_HEADERS: HeaderTarget = HeaderTarget {
     api: "ngx.header",
-    underscores: true,
     set: super::ngx::resp::set_response_header,
 };
 
-/// Sets header `name` of `target` to a string (`kind` 0), number (`kind` 1) or `nil` (`kind`
-/// 2) value: 0 when done, 1 when the wrapper must call the raw function.
+/// Sets the header with name id `id` (`moongate_header_name_id`) of `target` to a string
+/// (`kind` 0), number (`kind` 1) or `nil` (`kind` 2) value: 0 when done, 1 when the wrapper
+/// must call the raw function.
 ///
 /// # Safety
-/// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
+/// `value` points to `value_len` readable bytes for the call.
 unsafe fn set_header(
     target: &HeaderTarget,
-    name: *const u8,
-    name_len: usize,
+    id: c_int,
     value: *const u8,
     value_len: usize,
     num: f64,
     kind: c_int,
 ) -> c_int {
     // SAFETY: the function's contract.
-    let (Some(name), Some(value)) = (unsafe { bytes_arg(name, name_len) }, unsafe {
-        bytes_arg(value, value_len)
-    }) else {
+    let Some(value) = (unsafe { bytes_arg(value, value_len) }) else {
         return 1;
     };
     guarded(1, || {
-        let Ok(n) = req::header_name_of(name, target.api, target.underscores) else {
+        let Some(n) = name_of_id(id) else {
             return 1;
         };
         let Ok(vals) = value_arg(value, num, kind) else {
@@ -354,36 +412,25 @@ unsafe fn set_header(
 /// takes only what its value type needs.
 macro_rules! setter_entries {
     ($target:ident, $str:ident, $num:ident, $clear:ident) => {
-        /// A string value (`""` clears).
+        /// A string value (`""` clears) for the header with name id `id`.
         ///
         /// # Safety
-        /// `name`/`value` point to `name_len`/`value_len` readable bytes for the call.
-        unsafe extern "C" fn $str(
-            name: *const u8,
-            name_len: usize,
-            value: *const u8,
-            value_len: usize,
-        ) -> c_int {
+        /// `value` points to `value_len` readable bytes for the call.
+        unsafe extern "C" fn $str(id: c_int, value: *const u8, value_len: usize) -> c_int {
             // SAFETY: the function's contract.
-            unsafe { set_header(&$target, name, name_len, value, value_len, 0.0, 0) }
+            unsafe { set_header(&$target, id, value, value_len, 0.0, 0) }
         }
 
         /// A number value.
-        ///
-        /// # Safety
-        /// `name` points to `name_len` readable bytes for the call.
-        unsafe extern "C" fn $num(name: *const u8, name_len: usize, num: f64) -> c_int {
-            // SAFETY: the function's contract.
-            unsafe { set_header(&$target, name, name_len, std::ptr::null(), 0, num, 1) }
+        extern "C" fn $num(id: c_int, num: f64) -> c_int {
+            // SAFETY: no pointer is passed.
+            unsafe { set_header(&$target, id, std::ptr::null(), 0, num, 1) }
         }
 
         /// `nil`: clears.
-        ///
-        /// # Safety
-        /// `name` points to `name_len` readable bytes for the call.
-        unsafe extern "C" fn $clear(name: *const u8, name_len: usize) -> c_int {
-            // SAFETY: the function's contract.
-            unsafe { set_header(&$target, name, name_len, std::ptr::null(), 0, 0.0, 2) }
+        extern "C" fn $clear(id: c_int) -> c_int {
+            // SAFETY: no pointer is passed.
+            unsafe { set_header(&$target, id, std::ptr::null(), 0, 0.0, 2) }
         }
     };
 }
@@ -554,6 +601,7 @@ pub fn register(
     for (name, f) in setters {
         fns.set(name, addr(f))?;
     }
+    fns.set("header_name_id", addr(moongate_header_name_id as *const ()))?;
     fns.set(
         "req_header_first",
         addr(moongate_req_header_first as *const ()),
@@ -713,7 +761,7 @@ mod tests {
 
     /// Sandboxed code (JIT off, counted) outside any request: every wrapper answers as the raw
     /// function does there, the dictionary works, and the entry points refuse what no string
-    /// could be (a null pointer with a length) without reading it.
+    /// could be (a null pointer with a length) without reading it, and name ids never given.
     #[test]
     fn sandboxed_code_without_a_request_gets_the_raw_answers() {
         use crate::lua::vm::{LuaVm, SandboxBudget, VmOptions};
@@ -740,9 +788,11 @@ mod tests {
                   if name == nil then break end
                   up[name] = v
                 end
-                out[#out + 1] = tostring(up.c_str(nil, 100, nil, 0))
-                out[#out + 1] = tostring(up.c_str("x", 1, nil, 5))
-                out[#out + 1] = tostring(up.c_clear(nil, 7))
+                out[#out + 1] = tostring(up.c_str(0, nil, 100))
+                out[#out + 1] = tostring(up.c_str(-3, "x", 1))
+                out[#out + 1] = tostring(up.c_clear(99999))
+                out[#out + 1] = tostring(up.c_name_id(nil, 7, 0))
+                out[#out + 1] = tostring(up.c_name_id("Bad Name", 8, 0))
                 return table.concat(out, "\n")
                 "#,
                 SandboxBudget {
@@ -757,7 +807,7 @@ mod tests {
              false no request found\n\
              false no request found\n\
              false no request found\n\
-             42\n1\n1\n1"
+             42\n1\n1\n1\n-2\n-1"
         );
     }
 }
