@@ -287,7 +287,7 @@ fn errors_from_native_functions_after_a_wait_and_in_later_plugins_name_their_plu
     let gw = gateway(
         &echo,
         "",
-        "routes:\n  - id: native\n    uri: /native\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: native-error, phase: rewrite}\n  - id: late\n    uri: /late\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: late-error, phase: access}\n  - id: second\n    uri: /second\n    upstream_id: e\n    plugins:\n      fixture-trace: {}\n      fixture-gate: {mode: error, phase: access}\n",
+        "routes:\n  - id: native\n    uri: /native\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: native-error, phase: rewrite}\n  - id: late\n    uri: /late\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: late-error, phase: access}\n  - id: late-native\n    uri: /late-native\n    upstream_id: e\n    plugins:\n      fixture-gate: {mode: late-native-error, phase: access}\n  - id: second\n    uri: /second\n    upstream_id: e\n    plugins:\n      fixture-trace: {}\n      fixture-gate: {mode: error, phase: access}\n",
     );
     assert_eq!(gw.get("/native").status, 500);
     let log = wait_log(&gw, "unsupported HTTP method");
@@ -315,6 +315,16 @@ fn errors_from_native_functions_after_a_wait_and_in_later_plugins_name_their_plu
         "{log}"
     );
 
+    // A native function's error after a wait: the same plain message.
+    assert_eq!(gw.get("/late-native").status, 500);
+    let log = wait_log(&gw, "unsupported HTTP method: 54321");
+    let line = log.lines().find(|l| l.contains("54321")).unwrap_or("");
+    assert!(
+        line.contains("lua entry thread aborted: runtime error: unsupported HTTP method: 54321"),
+        "{log}"
+    );
+    assert!(!log.contains("caused by"), "{log}");
+
     // fixture-trace (priority 3000) runs first in access, then fixture-gate fails: the line
     // names fixture-gate, and the worker goes on with the next request.
     for _ in 0..2 {
@@ -323,7 +333,7 @@ fn errors_from_native_functions_after_a_wait_and_in_later_plugins_name_their_plu
     let log = gw.error_log();
     assert_eq!(
         log.matches("plugin: fixture-gate, phase: access").count(),
-        3,
+        4,
         "{log}"
     );
     assert!(!log.contains("plugin: fixture-trace"), "{log}");

@@ -583,14 +583,12 @@ impl LuaHost {
         drop(entry);
         let running = req.borrow().running_plugin();
         req.borrow_mut().mark_plugin(0);
-        match out {
-            Driven::Done([kind, index, status, body, _]) => {
+        match (out, running) {
+            (Driven::Done([kind, index, status, body, _]), _) => {
                 step_of(chain, phase, req, kind, index, status, body)
             }
-            Driven::Failed(e) if running.is_some() => {
-                plugin_failed(chain, phase, running.map_or(0, |r| r.index), &e, req)
-            }
-            other => self.failed_run(other, chain, phase),
+            (Driven::Failed(e), Some(r)) => plugin_failed(chain, phase, r.index, &e, req),
+            (other, _) => self.failed_run(other, chain, phase),
         }
     }
 
