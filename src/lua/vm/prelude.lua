@@ -144,9 +144,8 @@ xpcall = function(f, handler, ...)
     return raw_xpcall(f, function(err) return handler(plain(err)) end, ...)
 end
 
--- For the host's own Lua (the phase runner): the unwrapped `xpcall` (the wrapper above makes a
--- closure per call) and the error-to-message conversion.
+-- For the host's own Lua (the phase runner's `describe_failure`): the error-to-message
+-- conversion.
 package.loaded["moongate.request"] = {
-    xpcall = raw_xpcall,
     plain = plain,
 }
