@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use http::{HeaderMap, Method, Version};
 use tokio::time::Instant;
 
 use super::Phase;
+use crate::config::snapshot::RouteEntry;
 use crate::lua::sched::CtxId;
 use crate::observability::ticks::{Span, Ticks};
 use crate::proxy::body::Body;
@@ -135,12 +137,13 @@ pub struct RequestCtx {
     pub body: ReqBody,
     pub request_length: u64,
     pub vars: VarMap,
-    pub route_id: Option<String>,
-    pub route_name: Option<String>,
-    pub service_id: Option<String>,
+    /// The route the request matched (none for a request no route matched, or one the gateway
+    /// answers itself): its id, name and service id, as `route_id()` and the others read them.
+    /// Held whole: copying the three strings cost three allocations per request.
+    pub route: Option<Arc<RouteEntry>>,
     /// The route uri the router matched (APISIX's `curr_req_matched._path`) and the
     /// parameters it captured (`uri_param_NAME`).
-    pub matched_uri: Option<String>,
+    pub matched_uri: Option<Arc<str>>,
     /// The route host that matched (`foo.com`, `*.foo.com`), for `curr_req_matched._host`.
     pub matched_host: Option<String>,
     /// `ctx.consumer_name`: the consumer an auth plugin identified, handed to the native
@@ -193,6 +196,24 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// `$route_id`: the matched route's id.
+    pub fn route_id(&self) -> Option<&str> {
+        self.route.as_ref().map(|r| r.id.0.as_str())
+    }
+
+    /// `$route_name`: the matched route's name.
+    pub fn route_name(&self) -> Option<&str> {
+        self.route.as_ref().and_then(|r| r.name.as_deref())
+    }
+
+    /// `$service_id`: the service of the matched route.
+    pub fn service_id(&self) -> Option<&str> {
+        self.route
+            .as_ref()
+            .and_then(|r| r.service_id.as_ref())
+            .map(|s| s.0.as_str())
+    }
+
     /// A context for a request that has just been routed; the proxy fills in the rest.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -238,9 +259,7 @@ impl RequestCtx {
             body,
             request_length: 0,
             vars: VarMap::new(),
-            route_id: None,
-            route_name: None,
-            service_id: None,
+            route: None,
             matched_uri: None,
             matched_host: None,
             consumer_name: None,
@@ -519,9 +538,9 @@ impl RequestCtx {
             "request_id" | "apisix_request_id" => {
                 Cow::Owned(format!("{:032x}", request_id(self.id, self.start_wall)))
             }
-            "route_id" => return self.route_id.as_deref().map(Cow::Borrowed),
-            "route_name" => return self.route_name.as_deref().map(Cow::Borrowed),
-            "service_id" => return self.service_id.as_deref().map(Cow::Borrowed),
+            "route_id" => return self.route_id().map(Cow::Borrowed),
+            "route_name" => return self.route_name().map(Cow::Borrowed),
+            "service_id" => return self.service_id().map(Cow::Borrowed),
             n if n.starts_with("ssl_") => Cow::Owned(self.tls.as_ref()?.var(n)?),
             _ => return None,
         })

@@ -716,7 +716,7 @@ pub async fn handle(
         } else {
             None
         };
-        let matched_uri = matched.uri.as_deref().map(str::to_string);
+        let matched_uri = matched.uri.clone();
         let matched_host = matched.host.pattern(&host);
         return Ok(phases::serve(
             phases::Incoming {

@@ -53,7 +53,7 @@ pub(super) struct Incoming {
     pub declared: Option<u64>,
     pub start: Instant,
     /// The route uri that matched and the parameters it captured.
-    pub matched_uri: Option<String>,
+    pub matched_uri: Option<Arc<str>>,
     /// The route host that matched, as `MatchedHost::pattern` spells it.
     pub matched_host: Option<String>,
     pub uri_params: Vec<(String, String)>,
@@ -635,9 +635,7 @@ pub(super) async fn serve(inc: Incoming, log: Option<Box<LogData>>) -> Response<
             ctx.hold_arrival_forwarding(o);
         }
         if !internal && !unrouted {
-            ctx.route_id = Some(route.id.0.clone());
-            ctx.route_name = route.name.clone();
-            ctx.service_id = route.service_id.as_ref().map(|s| s.0.clone());
+            ctx.route = Some(route.clone());
             ctx.matched_uri = matched_uri;
             ctx.matched_host = matched_host;
             ctx.uri_params = uri_params;

@@ -222,12 +222,12 @@ impl NativePlugin for Prometheus {
     ) -> Result<Option<Answer>, String> {
         let c: &Conf = prepared(conf, self.name())?;
         let f = self.families()?;
-        let route = match (&req.route_id, &req.route_name) {
-            (_, Some(name)) if c.prefer_name => name.as_str(),
-            (Some(id), _) => id.as_str(),
+        let route = match (req.route_id(), req.route_name()) {
+            (_, Some(name)) if c.prefer_name => name,
+            (Some(id), _) => id,
             (None, _) => "",
         };
-        let service = req.service_id.as_deref().unwrap_or("");
+        let service = req.service_id().unwrap_or("");
         let node = req
             .upstream
             .addr
