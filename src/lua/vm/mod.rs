@@ -54,6 +54,10 @@ impl VmOptions {
     }
 }
 
+/// The JIT parameters OpenResty's LuaJIT branch has as defaults (its `lj_jit.h`).
+const JIT_PARAMS: &str =
+    r#"jit.opt.start("maxtrace=8000", "maxrecord=16000", "minstitch=3", "maxmcode=40960")"#;
+
 /// A worker's Lua VM.
 pub struct LuaVm {
     lua: Lua,
@@ -78,6 +82,13 @@ impl LuaVm {
         if let Some(limit) = opts.memory_limit {
             lua.set_memory_limit(limit)?;
         }
+        // OpenResty's LuaJIT branch raises these defaults (upstream: 1,000 traces, 4,000 IR
+        // instructions per trace, no stitching minimum, 2 MB of machine code). Plugin code is
+        // written and tuned under OpenResty's values: with upstream's, a long plugin chain's
+        // entry exceeds `maxrecord` ("trace too long") and runs partly in the interpreter.
+        lua.load(JIT_PARAMS)
+            .set_name("=moongate/jit_params")
+            .exec()?;
         let package: Table = lua.globals().get("package")?;
         let mut path = lua_path(&opts.lua_paths);
         if !opts.extra_lua_path.is_empty() {

@@ -52,6 +52,38 @@ fn openresty_table_extensions_are_available() {
 }
 
 #[test]
+fn the_jit_compiles_traces_as_long_as_openresty_allows() {
+    // A hot function of about 6,000 IR instructions and few constants: past upstream LuaJIT's
+    // `maxrecord` (4,000), within OpenResty's (16,000). Its trace must stop (compile), not
+    // abort as "trace too long".
+    let vm = vm();
+    let lines = "x = x * y + z\n".repeat(2000);
+    let code = format!(
+        r#"
+        local events = {{}}
+        jit.attach(function(what, tr, func, pc, otr)
+            if what == "abort" then events[#events + 1] = "abort " .. tostring(otr) end
+            if what == "stop" then events[#events + 1] = "stop" end
+        end, "trace")
+        local long = loadstring([[
+            local x, y, z = ...
+            {lines}
+            return x
+        ]])
+        for i = 1, 200 do long(1.5, 0.5, i) end
+        jit.attach(function() end)
+        return table.concat(events, ",")
+        "#
+    );
+    let events: String = vm.lua().load(code).eval().unwrap();
+    assert!(events.contains("stop"), "no trace compiled: {events}");
+    assert!(
+        !events.contains("abort 2"),
+        "a trace was too long: {events}"
+    );
+}
+
+#[test]
 fn plugin_modules_resolve_from_the_plugins_directory_in_every_layout() {
     let dir = std::env::temp_dir().join(format!("moongate-luavm-{}", std::process::id()));
     let plugins = dir.join("lua/plugins");
