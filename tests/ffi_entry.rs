@@ -32,6 +32,14 @@ t, trunc = ngx.req.get_headers(0)
 ngx.say("all ", count(t) >= 150, " ", tostring(trunc), " ", t.x_h150, " ", t["X-H7"])
 t, trunc = ngx.req.get_headers(3)
 ngx.say("three ", count(t), " ", tostring(trunc))
+-- A negative or NaN max is the default, 100, on both paths (past 128 headers the raw
+-- function's, under it the fast path's).
+t, trunc = ngx.req.get_headers(-1)
+ngx.say("negative ", count(t), " ", tostring(trunc))
+for i = 111, 150 do ngx.req.set_header("x-h" .. i, nil) end
+t, trunc = ngx.req.get_headers(0 / 0)
+local t2, trunc2 = ngx.req.get_headers(-3)
+ngx.say("negative fast ", count(t), " ", tostring(trunc), " ", count(t2), " ", tostring(trunc2))
 -- A value bigger than the scratch bytes (32 KiB).
 for i = 1, 150 do ngx.req.set_header("x-h" .. i, nil) end
 ngx.req.set_header("x-big", string.rep("b", 40000))
@@ -58,21 +66,25 @@ ngx.say("raw ", r["X-Rep"][2], " ", tostring(r["x-rep"]), " ", tostring(getmetat
     assert_eq!(lines[0], "default 100 truncated");
     assert_eq!(lines[1], "all true nil 150 7");
     assert_eq!(lines[2], "three 3 truncated");
-    assert_eq!(lines[3], "big 40000 123");
-    // NaN and negative numbers mean no limit (the request has 6 header values here), 2.5 is
-    // 2, a string or a table is the default (100); only `true` asks for raw names.
+    assert_eq!(lines[3], "negative 100 truncated");
+    assert_eq!(lines[4], "negative fast 100 truncated 100 truncated");
+    assert_eq!(lines[5], "big 40000 123");
+    // As OpenResty reads `max` (a C int): NaN, a negative number and one past an int's range
+    // are the default, 100 (the request has 6 header values here); 2.5 is 2. A string or a
+    // table is the default too (OpenResty raises an error converting them). Any true value
+    // (here "yes") asks for raw names: no metatable.
     assert_eq!(
-        &lines[4..10],
+        &lines[6..12],
         [
-            "arg number 6 nil true",
-            "arg number 6 nil true",
-            "arg number 6 nil true",
-            "arg number 2 truncated true",
-            "arg string 6 nil true",
-            "arg table 6 nil true",
+            "arg number 6 nil false",
+            "arg number 6 nil false",
+            "arg number 6 nil false",
+            "arg number 2 truncated false",
+            "arg string 6 nil false",
+            "arg table 6 nil false",
         ]
     );
-    assert_eq!(lines[10], "raw 2 nil nil");
+    assert_eq!(lines[12], "raw 2 nil nil");
 }
 
 #[test]

@@ -536,6 +536,20 @@ ngx.say(n)
         )
         .headers(&[("X-Foo", "1"), ("X-Foo", "2"), ("My-Header", "v")]),
         case(
+            "get_headers max and raw as lua-resty-core reads them",
+            r#"
+for i = 1, 110 do ngx.req.set_header("x-h" .. i, "v") end
+local function count(t) local n = 0 for _ in pairs(t) do n = n + 1 end return n end
+for _, max in ipairs({ -1, 0 / 0, 2.5, 1e300 }) do
+  local t, err = ngx.req.get_headers(max)
+  ngx.say(count(t), " ", tostring(err))
+end
+for _, raw in ipairs({ 1, "yes", false }) do
+  ngx.say(tostring(getmetatable(ngx.req.get_headers(3, raw)) == nil))
+end
+"#,
+        ),
+        case(
             "ngx.req module add_header",
             r#"
 local req, resp = require "ngx.req", require "ngx.resp"

@@ -90,14 +90,15 @@ local function header_table(list, n)
 end
 
 req.get_headers = function(max, raw)
-    local list = c_get_headers(type(max) == "number" and max or 100, raw == true and 1 or 0)
+    -- `raw` by truthiness, as OpenResty reads it.
+    local list = c_get_headers(type(max) == "number" and max or 100, raw and 1 or 0)
     if list == nil then
         return raw_get_headers(max, raw)
     end
     local n = list.count
     local truncated = list.truncated ~= 0
     local t = header_table(list, n)
-    if raw ~= true then
+    if not raw then
         setmetatable(t, headers_mt)
     end
     if truncated then

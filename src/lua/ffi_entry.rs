@@ -219,8 +219,7 @@ fn fill_headers(
     max: f64,
     raw: bool,
 ) -> Option<()> {
-    // As `headers_args`: NaN and negative numbers are 0 (no limit).
-    let max = max.max(0.0) as usize;
+    let max = req::header_limit(max);
     let take = if max > 0 { max } else { usize::MAX };
     let held = arrival.map_or(0, |o| 2 + usize::from(o.host.is_some()));
     let total = headers.len() + held;

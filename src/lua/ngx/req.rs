@@ -1,8 +1,9 @@
 //! The request API: `ngx.var`, `ngx.ctx` and `ngx.req.*`, acting on the current request.
 //!
 //! Header tables follow lua-nginx-module: names lower-cased (unless `raw`), repeated headers as
-//! lists, at most `max_headers` (100 by default, 0 = no limit) with `"truncated"` as the second
-//! value, and a metatable that finds `Content_Type` or `content-type` alike.
+//! lists, at most `max_headers` (100 by default, 0 = no limit, see `header_limit`) with
+//! `"truncated"` as the second value, and a metatable that finds `Content_Type` or
+//! `content-type` alike.
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
@@ -98,10 +99,27 @@ pub fn headers_rets(headers: &http::HeaderMap, max: usize, raw: bool) -> Rets {
     }
 }
 
-/// The `max_headers` and `raw` arguments of `get_headers`.
+/// The `max_headers` and `raw` arguments of `get_headers`, as OpenResty's FFI functions read
+/// them: `max` through [`header_limit`] (100 when it is not a number), `raw` by truthiness.
 pub fn headers_args(args: &Args) -> (usize, bool) {
-    let max = args.number(1).map(|n| n.max(0.0) as usize).unwrap_or(100);
-    (max, args.bool(2).unwrap_or(false))
+    let max = args.number(1).map(header_limit).unwrap_or(100);
+    let raw = match args.ty(2) {
+        Ty::Nil | Ty::None => false,
+        Ty::Bool => args.bool(2).unwrap_or(false),
+        _ => true,
+    };
+    (max, raw)
+}
+
+/// How many headers `get_headers(max)` returns (0: all), as lua-nginx-module reads
+/// `max_headers`, a C `int`: a negative number is the default, 100, and so is one no `int`
+/// holds (NaN, 1e300: LuaJIT converts them to the lowest `int`); a fraction is cut.
+pub fn header_limit(max: f64) -> usize {
+    if (0.0..2_147_483_648.0).contains(&max) {
+        max as usize
+    } else {
+        100
+    }
 }
 
 /// The metatable of non-raw header tables (`h.content_type`, `h["Content-Type"]`).
