@@ -540,6 +540,12 @@ ngx.say(n)
             r#"
 for i = 1, 110 do ngx.req.set_header("x-h" .. i, "v") end
 local function count(t) local n = 0 for _ in pairs(t) do n = n + 1 end return n end
+-- ngx.resp.get_headers is a C function in lua-nginx-module: a negative max is no limit there.
+for i = 1, 110 do ngx.header["x-r" .. i] = "v" end
+local rt, rerr = ngx.resp.get_headers(-1)
+local resp_line = tostring(count(rt) > 100) .. " " .. tostring(rerr) .. " "
+  .. count(ngx.resp.get_headers()) .. " "
+  .. tostring(getmetatable(ngx.resp.get_headers(3, 1)) == nil)
 for _, max in ipairs({ -1, 0 / 0, 2.5, 1e300 }) do
   local t, err = ngx.req.get_headers(max)
   ngx.say(count(t), " ", tostring(err))
@@ -547,6 +553,7 @@ end
 for _, raw in ipairs({ 1, "yes", false }) do
   ngx.say(tostring(getmetatable(ngx.req.get_headers(3, raw)) == nil))
 end
+ngx.say(resp_line)
 "#,
         ),
         case(

@@ -99,10 +99,21 @@ pub fn headers_rets(headers: &http::HeaderMap, max: usize, raw: bool) -> Rets {
     }
 }
 
-/// The `max_headers` and `raw` arguments of `get_headers`, as OpenResty's FFI functions read
-/// them: `max` through [`header_limit`] (100 when it is not a number), `raw` by truthiness.
-pub fn headers_args(args: &Args) -> (usize, bool) {
-    let max = args.number(1).map(header_limit).unwrap_or(100);
+/// The `max_headers` and `raw` arguments of `ngx.req.get_headers` (`ffi_limit`, read as
+/// lua-resty-core's FFI function reads them: [`header_limit`]) and `ngx.resp.get_headers` (a
+/// C function in lua-nginx-module: a negative number is no limit). Not a number: 100. `raw`
+/// by truthiness in both.
+pub fn headers_args(args: &Args, ffi_limit: bool) -> (usize, bool) {
+    let max = args
+        .number(1)
+        .map(|n| {
+            if ffi_limit {
+                header_limit(n)
+            } else {
+                n.max(0.0) as usize
+            }
+        })
+        .unwrap_or(100);
     let raw = match args.ty(2) {
         Ty::Nil | Ty::None => false,
         Ty::Bool => args.bool(2).unwrap_or(false),
@@ -284,7 +295,7 @@ crate::raw_fn!(var_index, |args| {
 });
 
 crate::raw_fn!(req_get_headers, |args| {
-    let (max, raw) = headers_args(args);
+    let (max, raw) = headers_args(args, true);
     request::with_raw("ngx.req.get_headers", |r| {
         headers_rets(r.headers(), max, raw)
     })

@@ -168,7 +168,7 @@ pub fn set_response_header(
 }
 
 crate::raw_fn!(resp_get_headers, |args| {
-    let (max, raw) = headers_args(args);
+    let (max, raw) = headers_args(args, false);
     request::with_raw("ngx.resp.get_headers", |r| {
         headers_rets(&r.resp_headers, max, raw)
     })
