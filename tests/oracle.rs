@@ -545,7 +545,9 @@ for i = 1, 110 do ngx.header["x-r" .. i] = "v" end
 local rt, rerr = ngx.resp.get_headers(-1)
 local resp_line = tostring(count(rt) > 100) .. " " .. tostring(rerr) .. " "
   .. count(ngx.resp.get_headers()) .. " "
-  .. tostring(getmetatable(ngx.resp.get_headers(3, 1)) == nil)
+  .. tostring(getmetatable(ngx.resp.get_headers(3, 1)) == nil) .. " "
+  .. tostring(ngx.resp.get_headers().connection) .. " "
+  .. tostring(ngx.resp.get_headers(0, true).connection)
 for _, max in ipairs({ -1, 0 / 0, 2.5, 1e300 }) do
   local t, err = ngx.req.get_headers(max)
   ngx.say(count(t), " ", tostring(err))

@@ -82,9 +82,24 @@ pub fn header_name(name: &LuaString, api: &str) -> mlua::Result<HeaderName> {
 /// they are kept) or, with `raw`, as the client most likely wrote them; at most `max` (0 = no
 /// limit) with `"truncated"` after the table when there were more.
 pub fn headers_rets(headers: &http::HeaderMap, max: usize, raw: bool) -> Rets {
+    headers_rets_with(&[], headers, max, raw)
+}
+
+/// [`headers_rets`] with `extra` entries first (lower-case names, raw or not), counted against
+/// `max` before the headers, as lua-nginx-module adds the ones it takes from nginx's own state.
+pub fn headers_rets_with(
+    extra: &[(&str, &str)],
+    headers: &http::HeaderMap,
+    max: usize,
+    raw: bool,
+) -> Rets {
     let take = if max > 0 { max } else { usize::MAX };
-    let mut pairs = Pairs::with_capacity(headers.len().min(take));
-    for (n, v) in headers.iter().take(take) {
+    let total = extra.len() + headers.len();
+    let mut pairs = Pairs::with_capacity(total.min(take));
+    for (n, v) in extra.iter().take(take) {
+        pairs.push(n.as_bytes(), v.as_bytes());
+    }
+    for (n, v) in headers.iter().take(take.saturating_sub(extra.len())) {
         if raw {
             pairs.push(canonical_case(n.as_str()).as_bytes(), v.as_bytes());
         } else {
@@ -92,7 +107,7 @@ pub fn headers_rets(headers: &http::HeaderMap, max: usize, raw: bool) -> Rets {
         }
     }
     let t = Ret::Headers(pairs, (!raw).then_some(1));
-    if headers.len() > take {
+    if total > take {
         Rets::two(t, Ret::Static("truncated"))
     } else {
         Rets::one(t)

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use mlua::{Function, IntoLuaMulti, Lua, LuaString, MultiValue, Table, Value};
 
 use super::req::{
-    HeaderValues, header_name, header_values, headers_args, headers_rets, raw_header_name,
+    HeaderValues, header_name, header_values, headers_args, headers_rets_with, raw_header_name,
     raw_header_values,
 };
 use crate::lua::raw::{self, Ret, Rets};
@@ -170,9 +170,34 @@ pub fn set_response_header(
 crate::raw_fn!(resp_get_headers, |args| {
     let (max, raw) = headers_args(args, false);
     request::with_raw("ngx.resp.get_headers", |r| {
-        headers_rets(&r.resp_headers, max, raw)
+        headers_rets_with(
+            &[("connection", connection_entry(r))],
+            &r.resp_headers,
+            max,
+            raw,
+        )
     })
 });
+
+/// The `connection` entry lua-nginx-module puts into `ngx.resp.get_headers()` from nginx's own
+/// state, not from the header list: `upgrade` for a 101, else whether nginx keeps the client
+/// connection alive as it decides from the request: a `Connection` header naming `close`
+/// (looked for first) or `keep-alive`, else HTTP/1.1 and later keep it.
+fn connection_entry(r: &crate::plugin::RequestCtx) -> &'static str {
+    if r.status == 101 {
+        return "upgrade";
+    }
+    let mut keep = r.version > http::Version::HTTP_10;
+    for v in r.headers_and_arrival().0.get_all(http::header::CONNECTION) {
+        let v = v.as_bytes().to_ascii_lowercase();
+        if v.windows(5).any(|w| w == b"close") {
+            keep = false;
+        } else if v.windows(10).any(|w| w == b"keep-alive") {
+            keep = true;
+        }
+    }
+    if keep { "keep-alive" } else { "close" }
+}
 
 /// Ends the calling Lua for good: the context is marked exited and this never completes, so
 /// its driver (`sched::Exitable`) drops the code without running another line of it.
@@ -497,4 +522,58 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     arg.set_metatable(Some(amt))?;
     ngx.raw_set("arg", arg)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::RequestCtx;
+    use crate::plugin::ctx::ReqBody;
+
+    fn ctx(version: http::Version, connection: Option<&str>) -> RequestCtx {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut headers = http::HeaderMap::new();
+        if let Some(c) = connection {
+            headers.insert(http::header::CONNECTION, c.parse().unwrap());
+        }
+        RequestCtx::new(
+            1,
+            http::Method::GET,
+            version,
+            "/".into(),
+            String::new(),
+            "/".into(),
+            "localhost".into(),
+            headers,
+            addr,
+            addr,
+            addr,
+            ReqBody::Discarded,
+            tokio::time::Instant::now(),
+        )
+    }
+
+    #[test]
+    fn the_connection_entry_is_nginx_keepalive_decision() {
+        use http::Version;
+        assert_eq!(connection_entry(&ctx(Version::HTTP_11, None)), "keep-alive");
+        assert_eq!(connection_entry(&ctx(Version::HTTP_2, None)), "keep-alive");
+        assert_eq!(connection_entry(&ctx(Version::HTTP_10, None)), "close");
+        assert_eq!(
+            connection_entry(&ctx(Version::HTTP_11, Some("Close"))),
+            "close"
+        );
+        assert_eq!(
+            connection_entry(&ctx(Version::HTTP_10, Some("Keep-Alive"))),
+            "keep-alive"
+        );
+        // nginx looks for "close" before "keep-alive".
+        assert_eq!(
+            connection_entry(&ctx(Version::HTTP_11, Some("keep-alive, close"))),
+            "close"
+        );
+        let mut upgraded = ctx(Version::HTTP_11, Some("upgrade"));
+        upgraded.status = 101;
+        assert_eq!(connection_entry(&upgraded), "upgrade");
+    }
 }
