@@ -235,24 +235,12 @@ pub fn with_raw<R>(api: &str, f: impl FnOnce(&mut RequestCtx) -> R) -> Result<R,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::ctx::ReqBody;
 
     fn live_request(id: CtxId) {
-        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        register(Rc::new(RefCell::new(RequestCtx::new(
+        register(Rc::new(RefCell::new(RequestCtx::for_test(
             id,
-            http::Method::GET,
             http::Version::HTTP_11,
-            "/".into(),
-            String::new(),
-            "/".into(),
-            "localhost".into(),
             http::HeaderMap::new(),
-            addr,
-            addr,
-            addr,
-            ReqBody::Discarded,
-            tokio::time::Instant::now(),
         ))));
     }
 

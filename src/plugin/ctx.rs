@@ -195,6 +195,29 @@ pub struct RequestCtx {
     pub balancer: Option<BalancerCtx>,
 }
 
+#[cfg(test)]
+impl RequestCtx {
+    /// A `GET /` context for unit tests, with `version` and `headers`; loopback addresses.
+    pub fn for_test(id: CtxId, version: Version, headers: HeaderMap) -> RequestCtx {
+        let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+        RequestCtx::new(
+            id,
+            Method::GET,
+            version,
+            "/".into(),
+            String::new(),
+            "/".into(),
+            "localhost".into(),
+            headers,
+            addr,
+            addr,
+            addr,
+            ReqBody::Discarded,
+            Instant::now(),
+        )
+    }
+}
+
 impl RequestCtx {
     /// `$route_id`: the matched route's id.
     pub fn route_id(&self) -> Option<&str> {

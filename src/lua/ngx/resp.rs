@@ -528,29 +528,13 @@ pub fn register(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
 mod tests {
     use super::*;
     use crate::plugin::RequestCtx;
-    use crate::plugin::ctx::ReqBody;
 
     fn ctx(version: http::Version, connection: Option<&str>) -> RequestCtx {
-        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut headers = http::HeaderMap::new();
         if let Some(c) = connection {
             headers.insert(http::header::CONNECTION, c.parse().unwrap());
         }
-        RequestCtx::new(
-            1,
-            http::Method::GET,
-            version,
-            "/".into(),
-            String::new(),
-            "/".into(),
-            "localhost".into(),
-            headers,
-            addr,
-            addr,
-            addr,
-            ReqBody::Discarded,
-            tokio::time::Instant::now(),
-        )
+        RequestCtx::for_test(1, version, headers)
     }
 
     #[test]
