@@ -16,7 +16,9 @@ What a path not driven here costs after the build: LLVM treats code that never r
 as cold and optimises it for size. Keep the workloads as wide as what users run, not as narrow
 as the benchmark.
 
-Usage: bench/pgo_train.py --moongate PATH [--seconds N]
+Usage: bench/pgo_train.py --moongate PATH [--seconds N] [--h2-requests N]
+tests/pgo_training.rs runs it briefly on the debug binary, so a workload that stops answering
+as it means to fails the test suite, not the next profile-guided build.
 The gateway must stop cleanly (SIGTERM) for its profile to be written.
 """
 
@@ -197,6 +199,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--moongate", required=True, help="the instrumented binary")
     ap.add_argument("--seconds", type=int, default=3, help="load time per workload")
+    ap.add_argument("--h2-requests", type=int, default=20000, help="requests per HTTP/2 workload")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("pgo_train: wrk is missing (apt-get install wrk)")
@@ -245,7 +248,7 @@ def main():
         if shutil.which("h2load"):
             base = f"https://127.0.0.1:{tls_port}"
             for path in ("/proxy", "/counter", "/native/page", "/lua"):
-                h2load(f"{base}{path}", 20000, headers=(f"apikey: {KEY}",))
+                h2load(f"{base}{path}", args.h2_requests, headers=(f"apikey: {KEY}",))
         else:
             print("pgo_train: h2load is missing (apt-get install nghttp2-client): HTTP/2 is not trained", flush=True)
     finally:

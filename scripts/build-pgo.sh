@@ -2,25 +2,13 @@
 # Builds moongate with profile-guided optimisation: an instrumented build, a training run
 # (bench/pgo_train.py drives it through the request paths users run), then the release build
 # optimised with that profile. The binary lands in target/pgo/moongate; target/release is left
-# alone. Installs what it needs when missing (Debian/Ubuntu: wrk, nghttp2-client; rustup's
-# llvm-tools component for llvm-profdata). See docs/building.md.
+# alone. Installs what it needs when missing (scripts/lib/deps.sh: wrk and nghttp2-client for the
+# training among them; rustup's llvm-tools component for llvm-profdata). See docs/building.md.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
 
 . "$here/lib/deps.sh"
-
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "build-pgo: installing ${need[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
-fi
 
 # llvm-profdata must come from the LLVM rustc uses: rustup's llvm-tools component has it.
 host="$(rustc -vV | sed -n 's/^host: //p')"

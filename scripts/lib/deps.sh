@@ -19,6 +19,11 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+# tests/pgo_training.rs runs bench/pgo_train.py (the profile-guided build's training) briefly,
+# which loads the gateway with wrk and, over HTTP/2, h2load.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
     echo "$(basename "$0"): installing ${need[*]}"
     SUDO=""
