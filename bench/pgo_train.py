@@ -184,15 +184,16 @@ class Gateway:
                                      stderr=open(os.path.join(prefix, "stderr.log"), "w"))
 
     def stop(self):
+        """Stops the gateway; what went wrong, if anything (the profile is then missing)."""
         self.proc.terminate()
         try:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            sys.exit("pgo_train: the gateway did not stop on SIGTERM: no profile written")
+            return "the gateway did not stop on SIGTERM: no profile written"
         if self.proc.returncode != 0:
-            sys.exit(f"pgo_train: the gateway exited with {self.proc.returncode} "
-                     f"(see {self.prefix}/stderr.log)")
+            return f"the gateway exited with {self.proc.returncode}"
+        return None
 
 
 def main():
@@ -252,9 +253,16 @@ def main():
         else:
             print("pgo_train: h2load is missing (apt-get install nghttp2-client): HTTP/2 is not trained", flush=True)
     finally:
-        for p in reversed(running):
-            p.stop()
+        problems = [p.stop() for p in reversed(running)]
+        if any(problems):
+            # The gateway's stderr, before the prefix goes away.
+            log = os.path.join(tmp, "moongate", "stderr.log")
+            if os.path.exists(log):
+                with open(log) as f:
+                    sys.stderr.write(f.read()[-4000:])
         shutil.rmtree(tmp, ignore_errors=True)
+    for problem in filter(None, problems):
+        sys.exit(f"pgo_train: {problem}")
 
 
 if __name__ == "__main__":
